@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine: `make demo` (set up + run the main job) and
+# `make test` (set up + lint + type-check + run the test suite). Both create .venv on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/flowfed run examples/quickstart/flow.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src
+	$(BIN)/mypy src
+
+test: lint
+	$(BIN)/pytest -n 2 -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/overhead.py --write docs/benchmarks.md
+
+clean:
+	rm -rf $(VENV) .flowfed

@@ -1,0 +1,130 @@
+"""The Python API: load, validate and run flows without the CLI.
+
+Example:
+    >>> import flowfed
+    >>> # result = flowfed.run_flow("examples/quickstart/flow.yaml")
+    >>> # result.status, result.to_dict()["artifacts"]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flowfed.plan.graph import TaskGraph, plan
+from flowfed.spec.diagnostics import Diagnostic, FlowError
+from flowfed.spec.loader import LoadedFlow, load_flow
+from flowfed.spec.models import Flow
+from flowfed.tools.core import get_registry
+from flowfed.tools.loading import import_tools
+
+if TYPE_CHECKING:
+    from flowfed.engine.local import LocalEngine, RunResult
+
+
+def home() -> Path:
+    """The folder holding the default database and artifact store (``$FLOWFED_HOME``)."""
+    return Path(os.environ.get("FLOWFED_HOME", ".flowfed"))
+
+
+def default_artifacts_url() -> str:
+    """``$FLOWFED_ARTIFACTS_URL`` or ``<home>/artifacts``."""
+    return os.environ.get("FLOWFED_ARTIFACTS_URL") or str(home() / "artifacts")
+
+
+def default_database_url() -> str:
+    """``$FLOWFED_DATABASE_URL`` or a SQLite file under :func:`home`."""
+    from flowfed.db import default_database_url as db_default
+
+    return db_default(home())
+
+
+@dataclass
+class Prepared:
+    """A flow that passed every build-time check, ready to run."""
+
+    loaded: LoadedFlow
+    graph: TaskGraph
+
+
+def prepare(
+    flow: str | Path | Flow | LoadedFlow,
+    *,
+    params: dict[str, Any] | None = None,
+    imports: Sequence[str] = (),
+) -> Prepared:
+    """Load a flow, import its tools and plan it (raises :class:`FlowError` on any problem)."""
+    if isinstance(flow, str | Path):
+        loaded = load_flow(flow)
+    elif isinstance(flow, Flow):
+        loaded = LoadedFlow(flow, source=_empty_source())
+    else:
+        loaded = flow
+    problems: list[Diagnostic] = []
+    if imports:
+        problems += import_tools(list(imports), Path.cwd())
+    if loaded.flow.imports:
+        origin = [
+            loaded.source.diag("", ("imports", i), field=f"imports[{i}]")
+            for i in range(len(loaded.flow.imports))
+        ]
+        problems += import_tools(loaded.flow.imports, loaded.base_dir, origin=origin)
+    if problems:
+        raise FlowError(problems)
+    return Prepared(loaded, plan(loaded, get_registry(), params))
+
+
+def _empty_source() -> Any:
+    from flowfed.spec.loader import SourceMap
+
+    return SourceMap()
+
+
+def make_engine(
+    *,
+    database_url: str | None = None,
+    artifacts_url: str | None = None,
+    use_cache: bool = True,
+    executor: str = "threads",
+    max_workers: int | None = None,
+    listeners: list[Callable[[str, dict[str, Any]], None]] | None = None,
+) -> LocalEngine:
+    """An engine over the default (or given) database and artifact store."""
+    from flowfed.artifacts import ArtifactStore
+    from flowfed.db import Database
+    from flowfed.engine.local import LocalEngine
+
+    db = Database(database_url or default_database_url())
+    db.ensure_schema(auto_upgrade=True)
+    store = ArtifactStore(artifacts_url or default_artifacts_url())
+    return LocalEngine(db, store, executor=executor, max_workers=max_workers,
+                       use_cache=use_cache, listeners=listeners)  # fmt: skip
+
+
+def run_flow(
+    flow: str | Path | Flow | LoadedFlow,
+    *,
+    params: dict[str, Any] | None = None,
+    imports: Sequence[str] = (),
+    use_cache: bool = True,
+    executor: str = "threads",
+    database_url: str | None = None,
+    artifacts_url: str | None = None,
+) -> RunResult:
+    """Validate and run a flow locally; returns the :class:`~flowfed.engine.RunResult`.
+
+    Example:
+        >>> # flowfed.run_flow("flow.yaml", params={"threshold": 0.7}).status
+        >>> # 'success'
+    """
+    prepared = prepare(flow, params=params, imports=imports)
+    engine = make_engine(database_url=database_url, artifacts_url=artifacts_url,
+                         use_cache=use_cache, executor=executor)  # fmt: skip
+    try:
+        path = prepared.loaded.path
+        return engine.run(prepared.graph, params=params, flow_file=str(path) if path else None)
+    finally:
+        engine.db.close()

@@ -1,0 +1,31 @@
+"""Artifacts: canonical fingerprints and cache keys, materializers, a content-addressed
+store over fsspec, and lazy handles. numpy, pandas, pyarrow and fsspec load only on use.
+"""
+
+from flowfed.artifacts.handle import ArtifactHandle
+from flowfed.artifacts.hashing import UNHASHABLE, cache_key, code_hash, fingerprint
+from flowfed.artifacts.materializers import (
+    KINDS,
+    Materialized,
+    NotMaterializable,
+    load,
+    materialize,
+    type_name_of,
+)
+from flowfed.artifacts.store import ArtifactCorrupted, ArtifactStore
+
+__all__ = [
+    "KINDS",
+    "UNHASHABLE",
+    "ArtifactCorrupted",
+    "ArtifactHandle",
+    "ArtifactStore",
+    "Materialized",
+    "NotMaterializable",
+    "cache_key",
+    "code_hash",
+    "fingerprint",
+    "load",
+    "materialize",
+    "type_name_of",
+]

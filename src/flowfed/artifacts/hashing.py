@@ -1,0 +1,323 @@
+"""Canonical content fingerprints, normalized code hashes and task cache keys.
+
+Every value is fed into SHA-256 as a type-tagged, length-prefixed encoding, so the result is
+stable across processes and machines (never ``hash()``, ``repr()`` or ``id()``). Types are
+dispatched with :func:`functools.singledispatch`; numpy and pandas handlers are registered the
+first time a value from those libraries shows up, so importing this module imports neither.
+A value of any other type fingerprints to :data:`UNHASHABLE`, which disables caching rather
+than risking a wrong cache hit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import hashlib
+import struct
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+
+class _Unhashable:
+    """Type of :data:`UNHASHABLE` (a singleton, falsy)."""
+
+    _instance: _Unhashable | None = None
+
+    def __new__(cls) -> _Unhashable:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNHASHABLE"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        return "UNHASHABLE"
+
+
+#: Returned by :func:`fingerprint` for values without a canonical encoding.
+UNHASHABLE: Final = _Unhashable()
+
+
+class _NoEncoding(Exception):
+    """Raised inside the encoder when some nested value has no canonical encoding."""
+
+
+_Sink = Callable[[bytes], None]
+_pack_q = struct.Struct("<q").pack
+_pack_d = struct.Struct("<d").pack
+
+
+def _blob(w: _Sink, tag: bytes, data: bytes) -> None:
+    w(tag)
+    w(_pack_q(len(data)))
+    w(data)
+
+
+@functools.singledispatch
+def _encode(value: object, w: _Sink) -> None:
+    cls = type(value)
+    root = cls.__module__.partition(".")[0]
+    installer = _LAZY.pop(root, None)
+    if installer is not None:
+        # First numpy/pandas value: register its handlers, then dispatch again.
+        installer()
+        _encode(value, w)
+        return
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        _blob(w, b"D", f"{cls.__module__}.{cls.__qualname__}".encode())
+        fields = dataclasses.fields(value)
+        w(_pack_q(len(fields)))
+        for f in fields:
+            _encode(f.name, w)
+            _encode(getattr(value, f.name), w)
+        return
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and isinstance(value, pydantic.BaseModel):
+        _blob(w, b"M", f"{cls.__module__}.{cls.__qualname__}".encode())
+        _encode(value.model_dump(mode="python"), w)
+        return
+    raise _NoEncoding(cls)
+
+
+@_encode.register(type(None))
+def _(value: None, w: _Sink) -> None:
+    w(b"N")
+
+
+@_encode.register(bool)
+def _(value: bool, w: _Sink) -> None:
+    w(b"T" if value else b"F")
+
+
+@_encode.register(int)
+def _(value: int, w: _Sink) -> None:
+    _blob(w, b"I", str(value).encode())
+
+
+@_encode.register(float)
+def _(value: float, w: _Sink) -> None:
+    # Every NaN is the same value for caching purposes, whatever its payload bits.
+    w(b"R" + (b"nan" if value != value else _pack_d(value)))
+
+
+@_encode.register(str)
+def _(value: str, w: _Sink) -> None:
+    _blob(w, b"S", value.encode("utf-8", "surrogatepass"))
+
+
+@_encode.register(bytes)
+@_encode.register(bytearray)
+@_encode.register(memoryview)
+def _(value: bytes | bytearray | memoryview, w: _Sink) -> None:
+    _blob(w, b"B", bytes(value))
+
+
+@_encode.register(list)
+@_encode.register(tuple)
+def _(value: list[Any] | tuple[Any, ...], w: _Sink) -> None:
+    # Lists and tuples share a tag: a tuple stored as JSON comes back as a list, and its
+    # fingerprint must not change on the way.
+    w(b"L")
+    w(_pack_q(len(value)))
+    for item in value:
+        _encode(item, w)
+
+
+def _first(pair: tuple[bytes, Any]) -> bytes:
+    return pair[0]
+
+
+def _digest_of(value: object) -> bytes:
+    h = hashlib.sha256()
+    _encode(value, h.update)
+    return h.digest()
+
+
+@_encode.register(dict)
+def _(value: dict[Any, Any], w: _Sink) -> None:
+    # Sort by the encoding of the key, so mixed key types still order deterministically.
+    items = sorted(((_digest_of(k), v) for k, v in value.items()), key=_first)
+    w(b"{")
+    w(_pack_q(len(items)))
+    for kd, v in items:
+        w(kd)
+        _encode(v, w)
+
+
+@_encode.register(set)
+@_encode.register(frozenset)
+def _(value: set[Any] | frozenset[Any], w: _Sink) -> None:
+    digests = sorted(_digest_of(v) for v in value)
+    w(b"(")
+    w(_pack_q(len(digests)))
+    for d in digests:
+        w(d)
+
+
+@_encode.register(enum.Enum)
+def _(value: enum.Enum, w: _Sink) -> None:
+    cls = type(value)
+    _blob(w, b"E", f"{cls.__module__}.{cls.__qualname__}".encode())
+    _encode(value.value, w)
+
+
+@_encode.register(Path)
+def _(value: Path, w: _Sink) -> None:
+    # A path's fingerprint is its content: the same file elsewhere hits the cache, an
+    # edited file at the same place does not.
+    if value.is_file():
+        _file_digest(value, w)
+    elif value.is_dir():
+        entries = sorted(p for p in value.rglob("*") if p.is_file())
+        w(b"/")
+        w(_pack_q(len(entries)))
+        for p in entries:
+            _encode(p.relative_to(value).as_posix(), w)
+            _file_digest(p, w)
+    else:
+        raise _NoEncoding(value)
+
+
+def _file_digest(path: Path, w: _Sink) -> None:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    w(b"P")
+    w(h.digest())
+
+
+def _install_numpy() -> None:
+    import numpy as np
+
+    def enc_array(value: Any, w: _Sink) -> None:
+        if value.dtype.hasobject:
+            # Object arrays hold pointers; hash their elements instead.
+            _blob(w, b"O", str(value.shape).encode())
+            _encode(value.tolist(), w)
+            return
+        _blob(w, b"A", f"{value.dtype.str}|{value.shape}".encode())
+        _blob(w, b"a", np.ascontiguousarray(value).tobytes())
+
+    _encode.register(np.ndarray, enc_array)
+    _encode.register(np.generic, lambda value, w: enc_array(np.asarray(value), w))
+
+
+def _install_pandas() -> None:
+    import pandas as pd
+    from pandas.util import hash_pandas_object
+
+    def enc_frame(value: Any, w: _Sink) -> None:
+        try:
+            rows = hash_pandas_object(value, index=True).to_numpy().tobytes()
+        except TypeError as exc:  # unhashable cells (lists, dicts, ...)
+            raise _NoEncoding(type(value)) from exc
+        _blob(w, b"p", type(value).__name__.encode())
+        if isinstance(value, pd.DataFrame):
+            _encode([str(c) for c in value.columns], w)
+            _encode([str(d) for d in value.dtypes], w)
+        else:
+            _encode(str(value.name), w)
+            _encode(str(value.dtype), w)
+        _blob(w, b"h", rows)
+
+    _encode.register(pd.DataFrame, enc_frame)
+    _encode.register(pd.Series, enc_frame)
+    _encode.register(pd.Index, lambda value, w: enc_frame(value.to_series(), w))
+
+
+_LAZY: dict[str, Callable[[], None]] = {"numpy": _install_numpy, "pandas": _install_pandas}
+
+
+def fingerprint(value: object) -> str | _Unhashable:
+    """SHA-256 hex of the canonical encoding of ``value``, or :data:`UNHASHABLE`."""
+    h = hashlib.sha256()
+    try:
+        _encode(value, h.update)
+    except (_NoEncoding, RecursionError):
+        return UNHASHABLE
+    return h.hexdigest()
+
+
+def _strip(tree: Any) -> Any:
+    import ast
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module):
+            body = node.body
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def _code_object_digest(code: Any, h: Any) -> None:
+    h.update(code.co_code)
+    h.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        if hasattr(const, "co_code"):
+            _code_object_digest(const, h)
+        else:
+            fp = fingerprint(const)
+            h.update((fp if isinstance(fp, str) else repr(type(const))).encode())
+
+
+def code_hash(fn: Callable[..., Any]) -> str:
+    """SHA-256 of a function's normalized AST: comments, docstrings, formatting and the
+    decorators on the function itself do not change it; any change of logic does.
+
+    Falls back to the bytecode and constants when the source is unavailable (REPL, lambdas
+    inside larger expressions, compiled modules).
+    """
+    import ast
+    import inspect
+    import textwrap
+
+    target: Any = fn.func if isinstance(fn, functools.partial) else fn
+    try:
+        source = textwrap.dedent(inspect.getsource(target))
+        tree = _strip(ast.parse(source))
+    except (OSError, TypeError, SyntaxError):
+        tree = None
+    if tree is not None:
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                node.decorator_list = []
+        dumped = ast.dump(tree, annotate_fields=False, include_attributes=False)
+        return hashlib.sha256(b"ast\0" + dumped.encode()).hexdigest()
+    code = getattr(inspect.unwrap(target), "__code__", None)
+    if code is None:
+        raise TypeError(f"cannot compute a code hash for {fn!r}: no source and no bytecode")
+    h = hashlib.sha256(b"bytecode\0")
+    _code_object_digest(code, h)
+    return h.hexdigest()
+
+
+def cache_key(
+    tool: str,
+    version: str,
+    code: str,
+    config: Mapping[str, Any],
+    input_hashes: Mapping[str, str],
+) -> str | None:
+    """The cache key of a task: tool identity, code hash, config and input hashes.
+
+    None when the config has no canonical fingerprint (the task then always runs).
+    """
+    config_fp = fingerprint(dict(config))
+    if not isinstance(config_fp, str):
+        return None
+    return str(
+        fingerprint(("flowfed-cache-v1", tool, version, code, config_fp, dict(input_hashes)))
+    )

@@ -1,0 +1,409 @@
+"""The ``flowfed`` command line (Typer + Rich).
+
+Exit codes: 0 success, 1 a run that failed or was cancelled, 2 an invalid flow or bad
+arguments. Every error is one readable paragraph; tracebacks are kept for
+``FLOWFED_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="flowfed",
+    help="Run machine-learning flows of typed tools, with lineage and caching.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+runs_app = typer.Typer(help="Inspect runs.", no_args_is_help=True)
+artifacts_app = typer.Typer(help="Inspect artifacts.", no_args_is_help=True)
+tools_app = typer.Typer(help="Inspect registered tools.", no_args_is_help=True)
+db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(artifacts_app, name="artifacts")
+app.add_typer(tools_app, name="tools")
+app.add_typer(db_app, name="db")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+ImportOpt = Annotated[
+    list[str] | None,
+    typer.Option("--import", "-i", help="Python file or module holding tools (repeatable)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _flow_error(exc: Exception, as_json: bool) -> NoReturn:
+    from flowfed.spec.diagnostics import FlowError
+
+    assert isinstance(exc, FlowError)
+    if as_json:
+        print(json.dumps({"valid": False, "errors": [d.to_dict() for d in exc.diagnostics]}))
+    else:
+        n = len(exc.diagnostics)
+        err.print(f"[red]invalid flow[/red]: {n} problem{'s' if n != 1 else ''}")
+        for d in exc.diagnostics:
+            err.print(f"  {d}", soft_wrap=True, markup=False)
+    raise typer.Exit(2)
+
+
+def _db() -> Any:
+    from flowfed.api import default_database_url
+    from flowfed.db import Database
+
+    db = Database(default_database_url())
+    try:
+        db.ensure_schema(auto_upgrade=True)
+    except Exception as exc:  # an unreachable database or a bad URL is a user problem
+        _fail(f"cannot open database {db.url}: {exc}")
+    return db
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="Flow file (.yaml, .yml or .json).")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Override a config value: KEY=VALUE.")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every task.")] = False,
+    as_json: JsonOpt = False,
+    imports: ImportOpt = None,
+    executor: Annotated[
+        str, typer.Option("--executor", help="threads (default) or processes.")
+    ] = "threads",
+    workers: Annotated[int | None, typer.Option("--workers", help="Pool size.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live tree.")] = False,
+) -> None:
+    """Validate and run a flow, showing a live tree of its steps and tasks."""
+    from flowfed.api import make_engine, prepare
+    from flowfed.plan.graph import parse_param_overrides
+    from flowfed.spec.diagnostics import FlowError
+
+    if executor not in ("threads", "processes"):
+        _fail(f"--executor must be 'threads' or 'processes', got {executor!r}")
+    try:
+        params = parse_param_overrides(param or [])
+        prepared = prepare(file, params=params, imports=imports or [])
+    except FlowError as exc:
+        _flow_error(exc, as_json)
+    engine = make_engine(use_cache=not no_cache, executor=executor, max_workers=workers)
+    live = sys.stdout.isatty() and not as_json and not quiet
+    try:
+        if live:
+            from flowfed.cli.monitor import LiveMonitor
+
+            with LiveMonitor(out, lambda: engine.view):
+                result = engine.run(prepared.graph, params=params, flow_file=str(file))
+        else:
+            result = engine.run(prepared.graph, params=params, flow_file=str(file))
+    finally:
+        engine.db.close()
+    if as_json:
+        print(json.dumps(result.to_dict(), default=str))
+    else:
+        if not live and not quiet:
+            from flowfed.cli.monitor import render
+
+            out.print(render(result.view))
+        _print_summary(result)
+    # 130 is the shell's convention for "stopped by Ctrl-C".
+    raise typer.Exit({"success": 0, "failed": 1, "cancelled": 130}[result.status])
+
+
+def _print_summary(result: Any) -> None:
+    data = result.to_dict()
+    tasks = [t for s in data["steps"] for t in s["tasks"]]
+    cached = sum(1 for t in tasks if t["cached"])
+    colour = {"success": "green", "failed": "red", "cancelled": "magenta"}[result.status]
+    out.print(
+        f"[{colour}]{result.status}[/{colour}] run {result.run_id} · {len(tasks)} tasks "
+        f"({cached} cached) · {data['duration_s']:.2f}s"
+    )
+    for t in tasks:
+        if t.get("error"):
+            e = t["error"]
+            out.print(f"[red]  {e.get('context', {}).get('step', '?')}: {e['message']}[/red]",
+                      soft_wrap=True)  # fmt: skip
+    if result.artifacts:
+        # Point at an output of the flow's last productive step: the "result" a user wants.
+        order = {name: i for i, name in enumerate(result.view.steps)}
+        last = max(result.artifacts, key=lambda a: (order.get(a.get("step"), -1), a["name"]))
+        out.print(f"  {len(result.artifacts)} artifacts; trace one with: "
+                  f"flowfed lineage {last['name']}:{last['version']}")  # fmt: skip
+
+
+@app.command()
+def validate(
+    file: Annotated[Path, typer.Argument(help="Flow file to check.")],
+    imports: ImportOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a flow without running it: exit 0 if valid, 2 with every problem otherwise."""
+    from flowfed.api import prepare
+    from flowfed.spec.diagnostics import FlowError
+
+    try:
+        prepared = prepare(file, imports=imports or [])
+    except FlowError as exc:
+        _flow_error(exc, as_json)
+    g = prepared.graph
+    if as_json:
+        print(json.dumps({"valid": True, "flow": g.flow.name, "tasks": len(g.tasks),
+                          "steps": [{"name": t.step, "tool": t.tool.ref, "after": list(t.deps)}
+                                    for t in g.tasks.values()]}))  # fmt: skip
+        return
+    out.print(f"[green]valid[/green]: flow '{g.flow.name}' · {len(g.tasks)} tasks")
+    for t in g.tasks.values():
+        after = f" ← {', '.join(t.deps)}" if t.deps else ""
+        routed = " (runs when routed to)" if t.routed else ""
+        out.print(f"  {t.step}: {t.tool.ref}{after}{routed}")
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+@runs_app.command("list")
+def runs_list(
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """List recent runs."""
+    rows = _db().list_runs(limit=limit)
+    if as_json:
+        print(json.dumps(rows, default=str))
+        return
+    from rich.table import Table
+
+    table = Table("run", "flow", "status", "started", "duration")
+    for r in rows:
+        dur = f"{r['ended_at'] - r['created_at']:.2f}s" if r.get("ended_at") else "—"
+        table.add_row(r["id"][:12], r["flow_name"], r["status"], _ts(r["created_at"]), dur)
+    out.print(table)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id or unique prefix.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a run with its tasks and their lifecycle transitions."""
+    db = _db()
+    r = db.get_run(run_ref)
+    if r is None:
+        _fail(f"no run matches '{run_ref}' (see `flowfed runs list`)", 2)
+    for t in r["tasks"]:
+        t["logs"] = db.task_logs(t["id"])
+    if as_json:
+        print(json.dumps(r, default=str))
+        return
+    out.print(f"[bold]{r['flow_name']}[/bold] run {r['id']} · {r['status']}")
+    if r.get("error"):
+        out.print(f"  [red]{r['error']}[/red]", soft_wrap=True)
+    for t in r["tasks"]:
+        flags = " (cached)" if t.get("cached") else ""
+        out.print(f"  {t['step']}: {t['tool']}@{t['tool_version']} on {t['node']} — "
+                  f"{t['state']}{flags} · attempt {t['attempt']}")  # fmt: skip
+        for tr in t.get("transitions", []):
+            detail = f" ({tr['detail']})" if tr.get("detail") else ""
+            out.print(f"      {_ts(tr['at'], ms=True)} {tr['src']} → {tr['dst']}{detail}",
+                      markup=False)  # fmt: skip
+        if t.get("error"):
+            out.print(f"      [red]{t['error'].get('message')}[/red]", soft_wrap=True)
+        for line in t["logs"]:
+            out.print(f"      {_ts(line['ts'], ms=True)} [{line['level']}] {line['message']}",
+                      markup=False)  # fmt: skip
+
+
+def _ts(t: float | None, ms: bool = False) -> str:
+    import datetime as dt
+
+    if not t:
+        return "—"
+    fmt = "%Y-%m-%d %H:%M:%S.%f" if ms else "%Y-%m-%d %H:%M:%S"
+    s = dt.datetime.fromtimestamp(t).strftime(fmt)
+    return s[:-3] if ms else s
+
+
+# --- artifacts and lineage -------------------------------------------------------------------
+
+
+@artifacts_app.command("list")
+def artifacts_list(
+    name: Annotated[str | None, typer.Option(help="Only this artifact name.")] = None,
+    run_ref: Annotated[str | None, typer.Option("--run", help="Only this run's.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List artifacts in the catalog."""
+    db = _db()
+    run_id = None
+    if run_ref:
+        r = db.get_run(run_ref)
+        if r is None:
+            _fail(f"no run matches '{run_ref}'")
+        run_id = r["id"]
+    rows = db.list_artifacts(name=name, run_id=run_id)
+    if as_json:
+        print(json.dumps(rows, default=str))
+        return
+    from rich.table import Table
+
+    table = Table("id", "name", "version", "kind", "size", "hash", "step")
+    for a in rows:
+        table.add_row(a["id"][:12], a["name"], str(a["version"]), a["kind"], str(a["size"]),
+                      a["hash"][:12], a.get("step") or "")  # fmt: skip
+    out.print(table)
+
+
+@artifacts_app.command("show")
+def artifacts_show(
+    ref: Annotated[str, typer.Argument(metavar="ART", help="id, id prefix, name or name:version")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show an artifact's metadata, producer and parents."""
+    a = _db().get_artifact(ref)
+    if a is None:
+        _fail(f"no artifact matches '{ref}' (see `flowfed artifacts list`)")
+    if as_json:
+        print(json.dumps(a, default=str))
+        return
+    for key in ("id", "name", "version", "hash", "size", "kind", "type_name", "uri", "run_id",
+                "step", "node", "pickled"):  # fmt: skip
+        out.print(f"{key:>10}: {a.get(key)}", markup=False)
+    p = a.get("producer") or {}
+    out.print(f"{'producer':>10}: {p.get('tool')}@{p.get('tool_version')} "
+              f"(step {p.get('step')}, task {str(p.get('task_id'))[:12]})", markup=False)  # fmt: skip
+    out.print(f"{'parents':>10}: {', '.join(x[:12] for x in a.get('parents', [])) or '—'}")
+
+
+@app.command()
+def lineage(
+    ref: Annotated[str, typer.Argument(metavar="ART", help="id, id prefix, name or name:version")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show where an artifact came from: a recursive tree back to its sources."""
+    tree = _db().lineage(ref)
+    if tree is None:
+        _fail(f"no artifact matches '{ref}' (see `flowfed artifacts list`)")
+    if as_json:
+        print(json.dumps(tree, default=str))
+        return
+    from rich.tree import Tree
+
+    def label(n: dict[str, Any]) -> str:
+        p = n.get("producer") or {}
+        extra = " (cycle)" if n.get("cycle") else ""
+        if n.get("missing"):
+            return f"{n['id'][:12]} [red](no longer in the catalog)[/red]"
+        return (f"[bold]{n['name']}:{n['version']}[/bold] [dim]{n['kind']} {n['hash'][:10]} ← "
+                f"{p.get('step')} ({p.get('tool')}@{p.get('tool_version')}) "
+                f"run {str(n.get('run_id'))[:8]}[/dim]{extra}")  # fmt: skip
+
+    def grow(branch: Tree, n: dict[str, Any]) -> None:
+        for parent in n.get("parents", []):
+            grow(branch.add(label(parent)), parent)
+
+    root = Tree(label(tree))
+    grow(root, tree)
+    out.print(root)
+
+
+# --- tools ------------------------------------------------------------------------------------
+
+
+def _load_tools(imports: list[str] | None) -> Any:
+    from flowfed.spec.diagnostics import FlowError
+    from flowfed.tools import get_registry, import_tools
+
+    problems = import_tools(imports or [], Path.cwd())
+    if problems:
+        _flow_error(FlowError(problems), False)
+    return get_registry()
+
+
+@tools_app.command("list")
+def tools_list(imports: ImportOpt = None, as_json: JsonOpt = False) -> None:
+    """List registered tools (load yours with --import)."""
+    reg = _load_tools(imports)
+    if as_json:
+        print(json.dumps([t.describe() for t in reg], default=str))
+        return
+    from rich.table import Table
+
+    table = Table("tool", "version", "type", "inputs", "outputs")
+    for t in reg:
+        table.add_row(t.name, t.version, str(t.type), ", ".join(t.inputs) or "—",
+                      ", ".join(t.output_names) or "—")  # fmt: skip
+    out.print(table)
+    if not len(reg):
+        out.print("no tools registered; load a tools file with --import tools.py")
+
+
+@tools_app.command("show")
+def tools_show(
+    name: Annotated[str, typer.Argument(metavar="TOOL")],
+    imports: ImportOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a tool: type, inputs, outputs and its config JSON Schema."""
+    reg = _load_tools(imports)
+    spec = reg.find(name)
+    if spec is None:
+        _fail(f"unknown tool '{name}'; registered: {', '.join(reg.names()) or 'none'}")
+    d = spec.describe()
+    if as_json:
+        print(json.dumps(d, default=str))
+        return
+    out.print(f"[bold]{d['name']}[/bold]@{d['version']} · {d['type']}")
+    if d["description"]:
+        out.print(d["description"], markup=False)
+    for i in d["inputs"]:
+        out.print(f"  input  {i['name']}: {i['type']}", markup=False)
+    for o in d["outputs"]:
+        out.print(f"  output {o['name']}: {o['type']}{' (model)' if o['model'] else ''}",
+                  markup=False)  # fmt: skip
+    out.print("config schema:")
+    out.print_json(json.dumps(d["config_schema"]))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations (Alembic) up to the newest schema."""
+    from flowfed.api import default_database_url
+    from flowfed.db import Database
+
+    db = Database(default_database_url())
+    db.upgrade()
+    out.print(f"database at {db.url} is at revision {db.current_revision()}")
+
+
+def main() -> None:
+    """Console entry point: run the app, turning unexpected errors into one paragraph."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("FLOWFED_DEBUG"):
+            raise
+        err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", soft_wrap=True)
+        err.print("(set FLOWFED_DEBUG=1 for the traceback)")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

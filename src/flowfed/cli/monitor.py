@@ -1,0 +1,136 @@
+"""The terminal monitor: seed 000's tree of steps and tasks, drawn from a RunView.
+
+It reads the engine's in-memory view on its own clock (a few frames a second) and never
+sits in the engine's hot path. Every state is shown by a word and a symbol, not colour
+alone.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
+from rich.tree import Tree
+
+from flowfed.engine.state import RunView, TaskRun
+from flowfed.runtime.lifecycle import State
+
+_TASK_STYLE: dict[State, tuple[str, str]] = {
+    State.PENDING: ("○", "dim"),
+    State.INITIALIZED: ("◔", "cyan"),
+    State.STARTED: ("◑", "cyan"),
+    State.RUNNING: ("◕", "yellow"),
+    State.FINISHED: ("✓", "green"),
+    State.CACHED: ("↺", "blue"),
+    State.ERROR: ("✗", "red"),
+    State.SKIPPED: ("–", "dim"),
+    State.CANCELLED: ("⊘", "magenta"),
+}
+_STEP_STYLE = {
+    "pending": ("○", "dim"),
+    "running": ("◕", "yellow"),
+    "completed": ("✓", "green"),
+    "failed": ("✗", "red"),
+    "skipped": ("–", "dim"),
+    "cancelled": ("⊘", "magenta"),
+}
+_RUN_STYLE = {"running": "yellow", "success": "green", "failed": "red", "cancelled": "magenta"}
+
+
+def _bar(fraction: float, width: int = 12) -> str:
+    filled = int(round(fraction * width))
+    return "█" * filled + "░" * (width - filled)
+
+
+def task_line(t: TaskRun) -> Text:
+    """One task: symbol, tool, node, state word, round/iteration, progress, metrics."""
+    sym, style = _TASK_STYLE.get(t.state, ("?", ""))
+    line = Text()
+    line.append(f"{sym} ", style=style)
+    line.append(t.node.tool.name)
+    line.append(f" ({t.node.node})", style="dim")
+    word = "cached" if t.cached else str(t.state)
+    line.append(f" {word}", style=style)
+    if t.node.round is not None:
+        line.append(f" · round {t.node.round}")
+    if t.iteration > 1:
+        line.append(f" · iteration {t.iteration}")
+    if t.attempt > 1:
+        line.append(f" · attempt {t.attempt}/{t.node.retries + 1}")
+    if t.progress is not None and not t.state.terminal:
+        line.append(f" · {t.progress * 100:.0f}%")
+    if t.message and t.state is not State.ERROR:
+        line.append(f" · {t.message}", style="dim")
+    if t.metrics:
+        shown = list(t.metrics.items())[-3:]
+        line.append(" · " + ", ".join(f"{k} {v:.4g}" for k, v in shown))
+    if t.error:
+        line.append(f" · {t.error.get('message', '')}"[:200], style="red")
+    return line
+
+
+def render(view: RunView, max_tasks_per_step: int = 20) -> Tree:
+    """The whole tree for one frame."""
+    elapsed = (view.ended_at or time.time()) - view.started_at
+    title = Text()
+    title.append(view.flow_name, style="bold")
+    title.append(f" — {view.status}", style=_RUN_STYLE.get(view.status, ""))
+    title.append(f"  run {view.run_id[:8]} · {elapsed:.1f}s", style="dim")
+    tree = Tree(title)
+    for step in view.steps:
+        state = view.step_state(step)
+        sym, style = _STEP_STYLE[state]
+        frac = view.step_progress(step)
+        head = Text()
+        head.append(f"{sym} ", style=style)
+        head.append(f"Step: {step} ", style="bold")
+        head.append(f"[{state}", style=style)
+        if state == "running":
+            head.append(f" {frac * 100:.0f}%", style=style)
+        head.append("]", style=style)
+        if view.tasks.get(step):
+            head.append(f" {_bar(frac)}", style=style)
+        branch = tree.add(head)
+        runs = view.tasks.get(step, [])
+        if not runs:
+            branch.add(Text("Tasks: (created when their inputs are ready)", style="dim"))
+            continue
+        shown = runs[-max_tasks_per_step:]
+        if len(runs) > len(shown):
+            branch.add(Text(f"… {len(runs) - len(shown)} earlier tasks", style="dim"))
+        for t in shown:
+            branch.add(task_line(t))
+    if view.error:
+        tree.add(Text(f"error: {view.error}", style="red"))
+    return tree
+
+
+class LiveMonitor:
+    """Draws the tree while a run is going (only on a terminal)."""
+
+    def __init__(self, console: Console, view_getter: Any) -> None:
+        self.console = console
+        self.get_view = view_getter
+        self._live: Live | None = None
+
+    def __enter__(self) -> LiveMonitor:
+        self._live = Live(
+            Group(Text("planning…")),
+            console=self.console,
+            refresh_per_second=8,
+            get_renderable=self._frame,
+            transient=False,
+        )
+        self._live.__enter__()
+        return self
+
+    def _frame(self) -> Any:
+        view = self.get_view()
+        return render(view) if view is not None else Text("starting…")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)

@@ -1,0 +1,400 @@
+"""The :class:`Database` facade: engine set-up, schema checks and read queries.
+
+Reads use SQLAlchemy Core and return plain JSON-able dicts (what the CLI and the REST API
+ship). Writes go through :class:`flowfed.db.writer.Writer`, a background thread, so the
+engine's hot path never waits on the database.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, create_engine, event, func, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import StaticPool
+
+from flowfed.db import models as m
+from flowfed.db.schema import HEAD_REVISION, SchemaOutOfDate, alembic_config
+from flowfed.db.writer import Writer
+
+#: Minimum length of an id prefix accepted as a reference (shorter is too ambiguous).
+MIN_PREFIX = 4
+
+# Arbitrary constant key for pg_advisory_xact_lock: serializes concurrent `upgrade()` calls
+# from several processes so only one of them runs the migrations.
+_UPGRADE_LOCK_KEY = 0x666C6F77666564
+
+_VERSION_REF = re.compile(r"^(?P<name>.+)[:@](?P<version>\d+)$")
+
+
+class AmbiguousRef(LookupError):
+    """An id prefix matched more than one row."""
+
+    def __init__(self, ref: str, candidates: list[str]) -> None:
+        self.ref = ref
+        self.candidates = candidates
+        super().__init__(
+            f"reference {ref!r} is ambiguous; it matches {', '.join(candidates)}; "
+            "give more characters"
+        )
+
+
+def default_database_url(home: Path | None = None) -> str:
+    """``$FLOWFED_DATABASE_URL`` if set, else SQLite at ``<home or .flowfed>/flowfed.db``."""
+    env = os.environ.get("FLOWFED_DATABASE_URL")
+    if env:
+        return env
+    root = Path(home) if home is not None else Path(".flowfed")
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root.resolve() / 'flowfed.db'}"
+
+
+def normalize_url(url: str) -> str:
+    """Route PostgreSQL URLs to the psycopg 3 driver (SQLAlchemy defaults to psycopg2)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _sqlite_engine(url: str) -> Engine:
+    memory = url in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in url
+    kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
+    if memory:
+        # One shared connection, otherwise every thread (the writer!) sees its own empty DB.
+        kwargs["poolclass"] = StaticPool
+    engine = create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy (the "begin" hook below) control BEGIN instead of pysqlite's
+        # implicit transactions, which break transactional DDL and BEGIN IMMEDIATE.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        if not memory:
+            cur.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: durable across application crashes, fsync only at checkpoints.
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Writers take the write lock up front: a deferred transaction that reads (max
+        # version) and then writes can fail with SQLITE_BUSY when another process wrote in
+        # between, and busy_timeout cannot help with that upgrade.
+        mode = conn.get_execution_options().get("sqlite_begin", "")
+        conn.exec_driver_sql(f"BEGIN {mode}".strip())
+
+    return engine
+
+
+def _rows(result: Iterable[Any]) -> list[dict[str, Any]]:
+    return [dict(r._mapping) for r in result]
+
+
+class Database:
+    """A flowfed catalog database (SQLite file by default, PostgreSQL in production)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        if self.url.startswith("sqlite"):
+            self.engine = _sqlite_engine(self.url)
+        else:
+            self.engine = create_engine(self.url, pool_pre_ping=False)
+        self._writers: list[Writer] = []
+
+    def __repr__(self) -> str:
+        return f"Database({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def current_revision(self) -> str | None:
+        """The schema revision stored in ``alembic_version`` (None if there is none)."""
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+        except DBAPIError:
+            # No alembic_version table: an empty (or foreign) database.
+            return None
+        return None if row is None else str(row[0])
+
+    def ensure_schema(self, auto_upgrade: bool = True) -> None:
+        """Make sure the schema is at :data:`HEAD_REVISION`, upgrading if allowed."""
+        found = self.current_revision()
+        if found == HEAD_REVISION:
+            return
+        if not auto_upgrade:
+            raise SchemaOutOfDate(found)
+        self.upgrade()
+
+    def upgrade(self) -> None:
+        """Run ``alembic upgrade head`` on this database."""
+        from alembic import command
+        from alembic.util.exc import CommandError
+
+        cfg = alembic_config()
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _UPGRADE_LOCK_KEY})
+                cfg.attributes["connection"] = conn
+                try:
+                    command.upgrade(cfg, "head")
+                except CommandError as exc:
+                    # Typically a revision newer than this flowfed knows (a newer version
+                    # migrated the database): say so instead of an Alembic internals error.
+                    raise SchemaOutOfDate(self.current_revision_in(conn), unknown=True) from exc
+
+    @staticmethod
+    def current_revision_in(conn: Connection) -> str | None:
+        """The revision as seen by an open connection (inside its transaction)."""
+        try:
+            with conn.begin_nested():
+                row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+        except DBAPIError:
+            return None
+        return None if row is None else str(row[0])
+
+    # -- writing --------------------------------------------------------------------------
+
+    def writer(self) -> Writer:
+        """A new background :class:`Writer`; closed by :meth:`close` if still open."""
+        w = Writer(self.engine)
+        self._writers = [x for x in self._writers if not x.closed]
+        self._writers.append(w)
+        return w
+
+    def close(self) -> None:
+        """Close open writers (flushing them) and release every pooled connection."""
+        writers, self._writers = self._writers, []
+        try:
+            for w in writers:
+                w.close()
+        finally:
+            self.engine.dispose()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def list_runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The most recent runs, newest first (without their spec)."""
+        cols = [c for c in m.runs.c if c.name != "spec"]
+        q = select(*cols).order_by(m.runs.c.created_at.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return _rows(conn.execute(q))
+
+    def _resolve_id(self, conn: Connection, table: Any, ref: str) -> str | None:
+        """Exact id, else a unique id prefix of at least :data:`MIN_PREFIX` characters."""
+        idc = table.c.id
+        if conn.execute(select(idc).where(idc == ref)).first() is not None:
+            return ref
+        if len(ref) < MIN_PREFIX:
+            return None
+        found = [
+            r[0]
+            for r in conn.execute(select(idc).where(idc.startswith(ref, autoescape=True)).limit(5))
+        ]
+        if len(found) > 1:
+            raise AmbiguousRef(ref, found)
+        return found[0] if found else None
+
+    def get_run(self, ref: str) -> dict[str, Any] | None:
+        """A run by id or unique id prefix, with its tasks and their transitions."""
+        with self.engine.connect() as conn:
+            run_id = self._resolve_id(conn, m.runs, ref)
+            if run_id is None:
+                return None
+            row = conn.execute(select(m.runs).where(m.runs.c.id == run_id)).first()
+            if row is None:
+                return None
+            run = dict(row._mapping)
+            tasks = _rows(
+                conn.execute(
+                    select(m.tasks)
+                    .where(m.tasks.c.run_id == run_id)
+                    .order_by(m.tasks.c.created_at, m.tasks.c.id)
+                )
+            )
+            by_task: dict[str, list[dict[str, Any]]] = {t["id"]: [] for t in tasks}
+            for tr in conn.execute(
+                select(m.transitions)
+                .where(m.transitions.c.run_id == run_id)
+                .order_by(m.transitions.c.id)
+            ):
+                d = dict(tr._mapping)
+                by_task.setdefault(d["task_id"], []).append(d)
+            for t in tasks:
+                t["transitions"] = by_task[t["id"]]
+            run["tasks"] = tasks
+            return run
+
+    # -- artifacts ------------------------------------------------------------------------
+
+    @staticmethod
+    def _artifact_dicts(conn: Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Artifact rows by id, each with ``parents`` and ``producer``, in two queries."""
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return {}
+        a, t = m.artifacts, m.tasks
+        q = (
+            select(a, t.c.tool.label("_tool"), t.c.tool_version.label("_tool_version"))
+            .select_from(a.outerjoin(t, t.c.id == a.c.task_id))
+            .where(a.c.id.in_(ids))
+        )
+        out: dict[str, dict[str, Any]] = {}
+        for r in conn.execute(q):
+            d = dict(r._mapping)
+            tool, tool_version = d.pop("_tool"), d.pop("_tool_version")
+            d["parents"] = []
+            d["producer"] = {
+                "task_id": d["task_id"],
+                "step": d["step"],
+                "tool": tool,
+                "tool_version": tool_version,
+                "run_id": d["run_id"],
+            }
+            out[d["id"]] = d
+        if out:
+            p = m.artifact_parents
+            for aid, pid in conn.execute(
+                select(p.c.artifact_id, p.c.parent_id)
+                .where(p.c.artifact_id.in_(list(out)))
+                .order_by(p.c.artifact_id, p.c.parent_id)
+            ):
+                out[aid]["parents"].append(pid)
+        return out
+
+    def _resolve_artifact(self, conn: Connection, ref: str) -> str | None:
+        a = m.artifacts
+        if conn.execute(select(a.c.id).where(a.c.id == ref)).first() is not None:
+            return ref
+        mt = _VERSION_REF.match(ref)
+        if mt is not None:
+            row = conn.execute(
+                select(a.c.id).where(a.c.name == mt["name"], a.c.version == int(mt["version"]))
+            ).first()
+            if row is not None:
+                return str(row[0])
+        row = conn.execute(
+            select(a.c.id).where(a.c.name == ref).order_by(a.c.version.desc()).limit(1)
+        ).first()
+        if row is not None:
+            return str(row[0])
+        return self._resolve_id(conn, a, ref)
+
+    def get_artifact(self, ref: str) -> dict[str, Any] | None:
+        """An artifact by id, id prefix, ``name`` (latest), ``name:version`` or ``name@version``."""
+        with self.engine.connect() as conn:
+            aid = self._resolve_artifact(conn, ref)
+            if aid is None:
+                return None
+            return self._artifact_dicts(conn, [aid]).get(aid)
+
+    def list_artifacts(
+        self, name: str | None = None, run_id: str | None = None, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        """Artifact rows (no parents/producer), newest first, optionally filtered."""
+        a = m.artifacts
+        q = select(a).order_by(a.c.created_at.desc(), a.c.version.desc()).limit(limit)
+        if name is not None:
+            q = q.where(a.c.name == name)
+        if run_id is not None:
+            q = q.where(a.c.run_id == run_id)
+        with self.engine.connect() as conn:
+            return _rows(conn.execute(q))
+
+    def lineage(self, ref: str) -> dict[str, Any] | None:
+        """The recursive lineage tree of an artifact: its dict with ``parents`` as subtrees.
+
+        Ancestors are fetched level by level (two queries per generation); the tree is then
+        built in memory. A node already on the current path is emitted once more with
+        ``"cycle": True`` and not expanded; a parent missing from the catalog (garbage
+        collected) appears as ``{"id": ..., "missing": True, "parents": []}``.
+        """
+        with self.engine.connect() as conn:
+            root = self._resolve_artifact(conn, ref)
+            if root is None:
+                return None
+            nodes: dict[str, dict[str, Any]] = {}
+            frontier = [root]
+            while frontier:
+                got = self._artifact_dicts(conn, frontier)
+                nodes.update(got)
+                frontier = list({p for d in got.values() for p in d["parents"] if p not in nodes})
+        if root not in nodes:
+            return None
+
+        def build(aid: str, path: frozenset[str]) -> dict[str, Any]:
+            base = nodes.get(aid)
+            if base is None:
+                return {"id": aid, "missing": True, "parents": []}
+            node = {k: v for k, v in base.items() if k != "parents"}
+            if aid in path:
+                node["cycle"] = True
+                node["parents"] = []
+                return node
+            inner = path | {aid}
+            node["parents"] = [build(p, inner) for p in base["parents"]]
+            return node
+
+        return build(root, frozenset())
+
+    def run_artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        """Artifacts a run produced or reused (``reused``/``output`` added), by name."""
+        a, ra = m.artifacts, m.run_artifacts
+        q = (
+            select(a, ra.c.reused, ra.c.output)
+            .select_from(ra.join(a, a.c.id == ra.c.artifact_id))
+            .where(ra.c.run_id == run_id)
+            .order_by(a.c.name, a.c.version)
+        )
+        with self.engine.connect() as conn:
+            return _rows(conn.execute(q))
+
+    # -- cache, logs, metrics -------------------------------------------------------------
+
+    def cache_lookup(self, key: str) -> dict[str, dict[str, Any]] | None:
+        """``{output: artifact dict}`` for a cache key whose artifacts all still exist."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(m.cache_entries.c.outputs).where(m.cache_entries.c.key == key)
+            ).first()
+            if row is None:
+                return None
+            outputs: dict[str, str] = row[0] or {}
+            found = self._artifact_dicts(conn, outputs.values())
+        if any(aid not in found for aid in outputs.values()):
+            return None
+        return {name: found[aid] for name, aid in outputs.items()}
+
+    def task_logs(self, task_id: str) -> list[dict[str, Any]]:
+        """A task's log lines in emission order."""
+        q = select(m.logs).where(m.logs.c.task_id == task_id).order_by(m.logs.c.id)
+        with self.engine.connect() as conn:
+            return _rows(conn.execute(q))
+
+    def task_metrics(self, task_id: str) -> list[dict[str, Any]]:
+        """A task's metric samples in emission order."""
+        q = select(m.metrics).where(m.metrics.c.task_id == task_id).order_by(m.metrics.c.id)
+        with self.engine.connect() as conn:
+            return _rows(conn.execute(q))
+
+    def count(self, table: str) -> int:
+        """Number of rows in a catalog table (diagnostics and tests)."""
+        t = m.Base.metadata.tables[table]
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(t)).scalar_one())

@@ -1,0 +1,50 @@
+"""Schema versioning: the expected Alembic head and the programmatic Alembic config.
+
+Alembic is imported only inside :func:`alembic_config` (and by its callers), because the
+common start-up path just compares one row of ``alembic_version`` with :data:`HEAD_REVISION`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+#: The newest migration in ``migrations/versions``; bump it with every new migration
+#: (``tests/test_db.py`` asserts it equals Alembic's script head).
+HEAD_REVISION = "0001"
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+class SchemaOutOfDate(RuntimeError):
+    """The database schema is not the one this flowfed version expects."""
+
+    def __init__(
+        self, found: str | None, expected: str = HEAD_REVISION, *, unknown: bool = False
+    ) -> None:
+        self.found = found
+        self.expected = expected
+        where = "an empty database (no schema)" if found is None else f"revision {found!r}"
+        if unknown:
+            # Upgrading cannot help: a newer flowfed probably migrated this database.
+            hint = "this flowfed does not know that revision; upgrade flowfed itself"
+        else:
+            hint = "run `flowfed db upgrade`"
+        super().__init__(
+            f"database schema is out of date: found {where}, expected revision {expected!r}; {hint}"
+        )
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic ``Config`` pointing at the packaged migrations (no alembic.ini needed)."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        # configparser interpolation would choke on '%' in passwords or query strings.
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg

@@ -1,0 +1,538 @@
+"""The background database writer.
+
+The engine emits about six writes per task (task row, transitions, artifacts, finish). Doing
+each in its own transaction would cost milliseconds per task; instead every call here only
+appends a tuple to a queue (well under a microsecond), and one thread drains whatever has
+accumulated and commits it as ONE transaction, using executemany-style batches per table.
+Task and run updates are coalesced per row inside a drain (last write wins), which gives the
+same end state as applying them one by one because nothing in a drain reads them back.
+
+A failed drain is rolled back entirely and its exception is kept; the next :meth:`flush` or
+:meth:`close` raises it (once), so errors are never lost but never hit the hot path either.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from flowfed.db import models as m
+
+#: States after which a task never runs again; reaching one stamps ``tasks.ended_at``.
+TERMINAL_STATES = frozenset({"finished", "error", "cached", "skipped", "cancelled"})
+
+#: Upper bound of operations per transaction, so one drain never holds locks for long.
+MAX_BATCH = 20_000
+
+#: Attempts for a drain that hits a unique violation (two PostgreSQL writers assigning the
+#: same artifact version concurrently); the retry re-reads the max version.
+VERSION_RETRIES = 8
+
+_FLUSH = "flush"
+_STOP = "stop"
+
+_TASK_FIELDS = frozenset(c.name for c in m.tasks.c) - {"id", "run_id"}
+_ARTIFACT_COLS = tuple(c.name for c in m.artifacts.c)
+_TASK_DEFAULTS: dict[str, Any] = {
+    "node": "local",
+    "round": None,
+    "iteration": 1,
+    "attempt": 1,
+    "cached": False,
+    "cache_key": None,
+    "error": None,
+    "metrics": None,
+    "progress": None,
+    "started_at": None,
+    "ended_at": None,
+}
+_TASK_INSERT_COLS = tuple(c.name for c in m.tasks.c)
+_CACHE_UPDATE_COLS = ("tool", "run_id", "task_id", "outputs", "created_at")
+
+
+def _dialect_insert(conn: Connection, table: Any) -> Any:
+    """``INSERT`` with ``ON CONFLICT`` support for the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
+
+
+class Writer:
+    """Applies queued catalog writes in order from one background thread.
+
+    Every method except :meth:`create_run`, :meth:`flush` and :meth:`close` only enqueues.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._q: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._put = self._q.put
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._failed_batches = 0
+        self.closed = False
+        #: Number of committed transactions (observability, and tests of the batching).
+        self.commits = 0
+        self._thread = threading.Thread(target=self._run, name="flowfed-db-writer", daemon=True)
+        self._thread.start()
+
+    # -- operations (enqueue only) --------------------------------------------------------
+
+    def _enqueue(self, op: str, payload: Any) -> None:
+        if self.closed:
+            raise RuntimeError("database writer is closed")
+        self._put((op, payload))
+
+    def create_run(
+        self,
+        *,
+        run_id: str,
+        flow_name: str,
+        flow_version: str,
+        flow_file: str | None,
+        spec: Any,
+        params: Any,
+        created_at: float,
+    ) -> None:
+        """Insert a run row (status ``running``) and wait until it is committed."""
+        self._enqueue(
+            "run",
+            {
+                "id": run_id,
+                "flow_name": flow_name,
+                "flow_version": flow_version,
+                "flow_file": flow_file,
+                "spec": spec,
+                "params": params,
+                "status": "running",
+                "error": None,
+                "created_at": created_at,
+                "ended_at": None,
+            },
+        )
+        self.flush()
+
+    def add_tasks(self, rows: list[dict[str, Any]]) -> None:
+        """Insert task rows (missing optional columns take their defaults)."""
+        self._enqueue("tasks", rows)
+
+    def transition(
+        self,
+        *,
+        task_id: str,
+        run_id: str,
+        src: str,
+        dst: str,
+        at: float,
+        attempt: int = 1,
+        detail: str | None = None,
+    ) -> None:
+        """Record a lifecycle transition and move ``tasks.state`` (and its timestamps)."""
+        self._enqueue("transition", (task_id, run_id, src, dst, at, attempt, detail))
+
+    def finish_task(
+        self,
+        *,
+        task_id: str,
+        run_id: str,
+        state: str,
+        at: float,
+        artifacts: list[dict[str, Any]],
+        cache_key: str | None,
+        cached: bool,
+        error: dict[str, Any] | None,
+        metrics: dict[str, Any] | None,
+        progress: float | None,
+        reused: Sequence[str] | Mapping[str, str] = (),
+    ) -> None:
+        """Close a task: final state, new artifacts (versions assigned here), cache entry.
+
+        ``artifacts`` rows carry every artifact column except ``version``, plus ``parents``
+        (artifact ids) and ``output`` (the tool's output name). ``reused`` lists the artifact
+        ids a cache hit reused (or maps output name to id), so the run lists them too.
+        ``metrics`` is merged into the task's latest-value-per-name metrics.
+        """
+        self._enqueue(
+            "finish",
+            (
+                task_id,
+                run_id,
+                state,
+                at,
+                artifacts,
+                cache_key,
+                cached,
+                error,
+                metrics,
+                progress,
+                reused,
+            ),
+        )
+
+    def log(self, *, run_id: str, task_id: str, ts: float, level: str, message: str) -> None:
+        """Append a log line."""
+        self._enqueue("log", (run_id, task_id, ts, level, message))
+
+    def metric(
+        self,
+        *,
+        run_id: str,
+        task_id: str,
+        name: str,
+        value: float,
+        step: int | None,
+        ts: float,
+    ) -> None:
+        """Append a metric sample and update the task's latest value for ``name``."""
+        self._enqueue("metric", (run_id, task_id, name, value, step, ts))
+
+    def update_task(self, *, task_id: str, **fields: Any) -> None:
+        """Set task columns (e.g. ``progress``, ``metrics``, ``attempt``, ``node``)."""
+        unknown = fields.keys() - _TASK_FIELDS
+        if unknown:
+            # Checked here rather than in the thread so the caller gets the traceback.
+            raise ValueError(f"unknown task fields: {sorted(unknown)}")
+        self._enqueue("update", (task_id, fields))
+
+    def finish_run(
+        self, *, run_id: str, status: str, ended_at: float, error: str | None = None
+    ) -> None:
+        """Set a run's final status (``success|failed|cancelled``)."""
+        self._enqueue("finish_run", (run_id, status, ended_at, error))
+
+    # -- synchronization ------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Block until everything enqueued so far is committed; raise a pending write error."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("flush() called from the writer thread")
+        if self._thread.is_alive():
+            done = threading.Event()
+            self._put((_FLUSH, done))
+            while not done.wait(1.0):
+                if not self._thread.is_alive():
+                    raise RuntimeError("database writer thread died")
+        self._raise_pending()
+
+    def close(self) -> None:
+        """Flush, then stop the thread. Idempotent; raises a pending write error."""
+        if self.closed:
+            self._raise_pending()
+            return
+        try:
+            self.flush()
+        finally:
+            self.closed = True
+            if self._thread.is_alive():
+                self._put((_STOP, None))
+                self._thread.join()
+
+    def _raise_pending(self) -> None:
+        with self._lock:
+            err, self._error = self._error, None
+            failed, self._failed_batches = self._failed_batches, 0
+        if err is not None:
+            if failed > 1:
+                err.add_note(f"{failed - 1} later write batch(es) failed as well")
+            raise err
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        get, get_nowait = self._q.get, self._q.get_nowait
+        while True:
+            batch = [get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(get_nowait())
+                except queue.Empty:
+                    break
+            ops: list[tuple[str, Any]] = []
+            waiters: list[threading.Event] = []
+            stop = False
+            for item in batch:
+                if item[0] == _FLUSH:
+                    waiters.append(item[1])
+                elif item[0] == _STOP:
+                    stop = True
+                else:
+                    ops.append(item)
+            if ops:
+                try:
+                    self._apply(ops)
+                except BaseException as exc:  # keep the thread alive; report on flush
+                    with self._lock:
+                        if self._error is None:
+                            self._error = exc
+                        self._failed_batches += 1
+            for w in waiters:
+                w.set()
+            if stop:
+                return
+
+    def _apply(self, ops: list[tuple[str, Any]]) -> None:
+        retries = VERSION_RETRIES if any(op == "finish" and p[4] for op, p in ops) else 1
+        for attempt in range(retries):
+            try:
+                with self._engine.connect() as conn:
+                    conn.execution_options(sqlite_begin="IMMEDIATE")
+                    with conn.begin():
+                        _write(conn, ops)
+                self.commits += 1
+                return
+            except IntegrityError:
+                if attempt == retries - 1:
+                    raise
+
+
+def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
+    """Apply one drain inside the caller's transaction (grouped per table, in op order)."""
+    run_rows: list[dict[str, Any]] = []
+    task_rows: list[dict[str, Any]] = []
+    trans_rows: list[dict[str, Any]] = []
+    log_rows: list[dict[str, Any]] = []
+    metric_rows: list[dict[str, Any]] = []
+    art_rows: list[dict[str, Any]] = []
+    parent_rows: list[dict[str, Any]] = []
+    ra_rows: dict[tuple[str, str], dict[str, Any]] = {}
+    cache_rows: dict[str, dict[str, Any]] = {}
+    task_upd: dict[str, dict[str, Any]] = {}
+    metric_merge: dict[str, dict[str, Any]] = {}
+    run_upd: dict[str, dict[str, Any]] = {}
+
+    def merge_metrics(task_id: str, values: Mapping[str, Any]) -> None:
+        upd = task_upd.setdefault(task_id, {})
+        if "metrics" in upd:  # base already known in this drain (an explicit replace)
+            upd["metrics"].update(values)
+        else:
+            metric_merge.setdefault(task_id, {}).update(values)
+
+    for op, p in ops:
+        if op == "transition":
+            task_id, run_id, src, dst, at, attempt, detail = p
+            dst = str(dst)
+            trans_rows.append(
+                {
+                    "task_id": task_id,
+                    "run_id": run_id,
+                    "src": str(src),
+                    "dst": dst,
+                    "at": at,
+                    "attempt": attempt,
+                    "detail": detail,
+                }
+            )
+            upd = task_upd.setdefault(task_id, {})
+            upd["state"] = dst
+            upd["attempt"] = attempt
+            if dst == "started":
+                upd["started_at"] = at
+            elif dst in TERMINAL_STATES:
+                upd["ended_at"] = at
+        elif op == "tasks":
+            for r in p:
+                row = {**_TASK_DEFAULTS, **r}
+                row["state"] = str(row["state"])
+                task_rows.append({c: row[c] for c in _TASK_INSERT_COLS})
+        elif op == "log":
+            run_id, task_id, ts, level, message = p
+            log_rows.append(
+                {"run_id": run_id, "task_id": task_id, "ts": ts, "level": level, "message": message}
+            )
+        elif op == "metric":
+            run_id, task_id, name, value, step, ts = p
+            value = float(value)
+            metric_rows.append(
+                {
+                    "run_id": run_id,
+                    "task_id": task_id,
+                    "name": name,
+                    "value": value,
+                    "step": step,
+                    "ts": ts,
+                }
+            )
+            merge_metrics(task_id, {name: value})
+        elif op == "finish":
+            (
+                task_id,
+                run_id,
+                state,
+                at,
+                artifacts,
+                cache_key,
+                cached,
+                error,
+                metrics,
+                progress,
+                reused,
+            ) = p
+            upd = task_upd.setdefault(task_id, {})
+            upd["state"] = str(state)
+            upd["ended_at"] = at
+            upd["cache_key"] = cache_key
+            upd["cached"] = bool(cached)
+            upd["error"] = error
+            if progress is not None:
+                upd["progress"] = progress
+            if metrics:
+                merge_metrics(task_id, metrics)
+            outputs: dict[str, str] = {}
+            for a in artifacts:
+                art_rows.append({c: a.get(c) for c in _ARTIFACT_COLS})
+                parent_rows.extend(
+                    {"artifact_id": a["id"], "parent_id": pid}
+                    for pid in dict.fromkeys(a.get("parents") or ())
+                )
+                output = a.get("output")
+                if output is not None:
+                    outputs[output] = a["id"]
+                ra_rows[(run_id, a["id"])] = {
+                    "run_id": run_id,
+                    "artifact_id": a["id"],
+                    "task_id": task_id,
+                    "output": output,
+                    "reused": False,
+                }
+            pairs = reused.items() if isinstance(reused, Mapping) else ((None, r) for r in reused)
+            for output, aid in pairs:
+                ra_rows.setdefault(
+                    (run_id, aid),
+                    {
+                        "run_id": run_id,
+                        "artifact_id": aid,
+                        "task_id": task_id,
+                        "output": output,
+                        "reused": True,
+                    },
+                )
+            if cache_key is not None and str(state) == "finished":
+                cache_rows[cache_key] = {
+                    "key": cache_key,
+                    "tool": "",  # filled from the tasks table by _fill_cache_tools
+                    "run_id": run_id,
+                    "task_id": task_id,
+                    "outputs": outputs,
+                    "created_at": at,
+                }
+        elif op == "update":
+            task_id, fields = p
+            upd = task_upd.setdefault(task_id, {})
+            upd.update(fields)
+            if "metrics" in fields:
+                # An explicit replace: earlier merges in this drain are superseded.
+                upd["metrics"] = dict(fields["metrics"] or {})
+                metric_merge.pop(task_id, None)
+        elif op == "finish_run":
+            run_id, status, ended_at, error = p
+            run_upd.setdefault(run_id, {}).update(
+                {"status": status, "ended_at": ended_at, "error": error}
+            )
+        elif op == "run":
+            run_rows.append(p)
+        else:  # pragma: no cover - only this module creates ops
+            raise ValueError(f"unknown writer op {op!r}")
+
+    if run_rows:
+        conn.execute(insert(m.runs), run_rows)
+    if task_rows:
+        conn.execute(insert(m.tasks), task_rows)
+    if art_rows:
+        _assign_versions(conn, art_rows)
+        conn.execute(insert(m.artifacts), art_rows)
+        if parent_rows:
+            conn.execute(insert(m.artifact_parents), parent_rows)
+    if ra_rows:
+        stmt = _dialect_insert(conn, m.run_artifacts).on_conflict_do_nothing()
+        conn.execute(stmt, list(ra_rows.values()))
+    if cache_rows:
+        _fill_cache_tools(conn, cache_rows)
+        stmt = _dialect_insert(conn, m.cache_entries)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["key"],
+            set_={
+                c: stmt.excluded[c] for c in ("tool", "run_id", "task_id", "outputs", "created_at")
+            },
+        )
+        conn.execute(stmt, list(cache_rows.values()))
+    if trans_rows:
+        conn.execute(insert(m.transitions), trans_rows)
+    if log_rows:
+        conn.execute(insert(m.logs), log_rows)
+    if metric_rows:
+        conn.execute(insert(m.metrics), metric_rows)
+    if metric_merge:
+        t = m.tasks
+        for tid, current in conn.execute(
+            select(t.c.id, t.c.metrics).where(t.c.id.in_(list(metric_merge)))
+        ):
+            task_upd.setdefault(tid, {})["metrics"] = {**(current or {}), **metric_merge[tid]}
+    if task_upd:
+        _update_many(conn, m.tasks, task_upd)
+    if run_upd:
+        _update_many(conn, m.runs, run_upd)
+
+
+def _assign_versions(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Give each new artifact ``1 + max(version)`` of its name, in row order.
+
+    Runs inside the drain's transaction: SQLite holds the write lock (BEGIN IMMEDIATE), and on
+    PostgreSQL a concurrent writer that picked the same number trips the unique constraint,
+    which rolls this drain back and retries it (see ``Writer._apply``).
+    """
+    a = m.artifacts
+    names = list({r["name"] for r in rows})
+    latest: dict[str, int] = {
+        name: int(v)
+        for name, v in conn.execute(
+            select(a.c.name, func.max(a.c.version)).where(a.c.name.in_(names)).group_by(a.c.name)
+        )
+    }
+    for r in rows:
+        v = latest.get(r["name"], 0) + 1
+        latest[r["name"]] = v
+        r["version"] = v
+        if r["meta"] is None:
+            r["meta"] = {}
+        if r["shareable"] is None:
+            r["shareable"] = True
+        if r["pickled"] is None:
+            r["pickled"] = False
+
+
+def _fill_cache_tools(conn: Connection, cache_rows: dict[str, dict[str, Any]]) -> None:
+    t = m.tasks
+    task_ids = list({r["task_id"] for r in cache_rows.values()})
+    tools = dict(conn.execute(select(t.c.id, t.c.tool).where(t.c.id.in_(task_ids))).all())
+    for r in cache_rows.values():
+        r["tool"] = tools.get(r["task_id"], "")
+
+
+def _update_many(conn: Connection, table: Any, updates: dict[str, dict[str, Any]]) -> None:
+    """UPDATE rows by id, one executemany per distinct set of columns."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row_id, fields in updates.items():
+        if not fields:
+            continue
+        cols = tuple(sorted(fields))
+        # Bind names must differ from column names (SQLAlchemy reserves those for SET).
+        params = {f"b_{c}": fields[c] for c in cols}
+        params["b__id"] = row_id
+        groups.setdefault(cols, []).append(params)
+    for cols, params_list in groups.items():
+        stmt = (
+            update(table)
+            .where(table.c.id == bindparam("b__id"))
+            .values({c: bindparam(f"b_{c}") for c in cols})
+        )
+        conn.execute(stmt, params_list)

@@ -1,0 +1,733 @@
+"""The local engine: runs a TaskGraph with retries, timeouts, caching, routing and cancel.
+
+One scheduler thread decides what runs; worker threads (or processes) run tools. Every
+state change goes through the task's :class:`~flowfed.runtime.lifecycle.Lifecycle` and is
+queued to the database writer, which commits in batches, so the hot path never waits on
+the database or the display.
+
+Example:
+    >>> # see flowfed.api.run_flow for the one-call form used by the CLI
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import heapq
+import os
+import queue
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowfed.artifacts import ArtifactHandle, ArtifactStore, NotMaterializable, materialize
+from flowfed.artifacts.hashing import cache_key as make_cache_key
+from flowfed.artifacts.hashing import code_hash
+from flowfed.db import Database, Writer
+from flowfed.engine.state import ArtifactRef, RunView, TaskRun
+from flowfed.plan.expressions import ExpressionError
+from flowfed.plan.graph import TaskGraph, TaskNode
+from flowfed.runtime.lifecycle import IllegalTransition, Lifecycle, State
+from flowfed.spec.models import END
+from flowfed.tools.core import Context, TaskCancelled, ToolOutputError, call_tool
+
+Listener = Callable[[str, dict[str, Any]], None]
+
+
+class TaskFailed(Exception):
+    """A task attempt ended in Error; carries the structured report."""
+
+    def __init__(self, report: dict[str, Any]) -> None:
+        super().__init__(report.get("message", "task failed"))
+        self.report = report
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports (the CLI's ``--json`` is built from this)."""
+
+    run_id: str
+    status: str
+    view: RunView
+    error: str | None = None
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``flowfed run --json``."""
+        steps = []
+        for name in self.view.steps:
+            tasks = self.view.tasks.get(name, [])
+            steps.append(
+                {
+                    "name": name,
+                    "status": self.view.step_state(name),
+                    "tasks": [
+                        {
+                            "id": t.id,
+                            "status": str(t.state),
+                            "node": t.node.node,
+                            "cached": t.cached,
+                            "attempt": t.attempt,
+                            "iteration": t.iteration,
+                            **({"error": t.error} if t.error else {}),
+                            **({"metrics": t.metrics} if t.metrics else {}),
+                        }
+                        for t in tasks
+                    ],
+                }
+            )
+        return {
+            "run_id": self.run_id,
+            "flow": self.view.flow_name,
+            "status": self.status,
+            "error": self.error,
+            "duration_s": round((self.view.ended_at or time.time()) - self.view.started_at, 4),
+            "steps": steps,
+            "artifacts": [
+                {"name": a["name"], "version": a["version"], "hash": a["hash"], "id": a["id"]}
+                for a in self.artifacts
+            ],
+        }
+
+
+class LocalEngine:
+    """Run task graphs on this machine.
+
+    Args:
+        db: the database (its writer records runs, tasks, transitions and artifacts).
+        store: where artifact bytes go.
+        executor: ``"threads"`` (default) or ``"processes"``.
+        max_workers: pool size (default: enough threads to overlap waiting tools).
+        use_cache: look up and record cache entries (``--no-cache`` turns it off).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        store: ArtifactStore,
+        *,
+        executor: str = "threads",
+        max_workers: int | None = None,
+        use_cache: bool = True,
+        listeners: list[Listener] | None = None,
+    ) -> None:
+        if executor not in ("threads", "processes"):
+            raise ValueError(f"unknown executor {executor!r}; use 'threads' or 'processes'")
+        self.db = db
+        self.store = store
+        self.executor_kind = executor
+        self.max_workers = max_workers or min(32, (os.cpu_count() or 2) * 8)
+        self.use_cache = use_cache
+        self.listeners = list(listeners or [])
+        self._cancel = threading.Event()
+        self._code_hashes: dict[int, str] = {}
+        self.view: RunView | None = None
+
+    # -- public ---------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Ask the current run to stop: nothing new starts, running tasks end Cancelled."""
+        self._cancel.set()
+
+    def run(
+        self,
+        graph: TaskGraph,
+        *,
+        params: dict[str, Any] | None = None,
+        flow_file: str | None = None,
+        run_id: str | None = None,
+    ) -> RunResult:
+        """Execute ``graph`` to completion (or cancellation) and return the result."""
+        self._cancel.clear()
+        run = _Run(self, graph, run_id or uuid.uuid4().hex, params or {}, flow_file)
+        self.view = run.view
+        return run.execute()
+
+    def code_hash(self, node: TaskNode) -> str:
+        """The tool's normalized code hash, computed once per tool."""
+        fn = node.tool.fn
+        h = self._code_hashes.get(id(fn))
+        if h is None:
+            h = code_hash(fn)
+            self._code_hashes[id(fn)] = h
+        return h
+
+
+class _Run:
+    """The state of one run; lives for the duration of :meth:`LocalEngine.run`."""
+
+    def __init__(
+        self,
+        engine: LocalEngine,
+        graph: TaskGraph,
+        run_id: str,
+        params: dict[str, Any],
+        flow_file: str | None,
+    ) -> None:
+        self.e = engine
+        self.g = graph
+        self.run_id = run_id
+        self.params = params
+        self.flow_file = flow_file
+        self.writer: Writer = engine.db.writer()
+        self.view = RunView(run_id, graph.flow.name, graph.step_names(), started_at=time.time())
+        self.done_q: queue.SimpleQueue[tuple[TaskRun, Any]] = queue.SimpleQueue()
+        self.latest: dict[str, ArtifactRef] = {}
+        self.generation = 0
+        self.consumed: dict[str, dict[str, int]] = {}
+        self.active: set[str] = set()  # steps with a task submitted or waiting to retry
+        self.activations: dict[str, int] = {}
+        self.executions: dict[str, int] = {}
+        self.retry_heap: list[tuple[float, int, TaskRun]] = []
+        self.unrouted_failures: list[str] = []
+        self.any_failure = False
+        self.fatal: str | None = None
+        self.seed_context: dict[str, Any] = {"flow_id": graph.flow.name, "execution_id": run_id}
+        self.order = {name: i for i, name in enumerate(graph.tasks)}
+        self.pool: cf.Executor | None = None
+        self._seq = 0
+
+    # -- driving ---------------------------------------------------------------------------
+
+    def execute(self) -> RunResult:
+        g = self.g
+        self.writer.create_run(
+            run_id=self.run_id,
+            flow_name=g.flow.name,
+            flow_version=g.flow.version,
+            flow_file=self.flow_file,
+            spec=g.flow.model_dump(mode="json"),
+            params=self.params,
+            created_at=self.view.started_at,
+        )
+        self.pool = self._make_pool()
+        try:
+            self._loop()
+        except KeyboardInterrupt:
+            self.e.cancel()
+            self._drain_cancel()
+        finally:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        return self._finish()
+
+    def _make_pool(self) -> cf.Executor:
+        # Worker threads orchestrate in both modes; with "processes" each tool call
+        # itself runs in a forked child (flowfed.executors.processes).
+        return cf.ThreadPoolExecutor(self.e.max_workers, thread_name_prefix="flowfed-task")
+
+    def _loop(self) -> None:
+        self._consider(list(self.g.tasks))
+        while True:
+            if self.e._cancel.is_set():
+                self._drain_cancel()
+                return
+            if not self.active and not self.retry_heap:
+                return
+            timeout = 0.2
+            if self.retry_heap:
+                timeout = max(0.0, min(timeout, self.retry_heap[0][0] - time.monotonic()))
+            try:
+                tr, outcome = self.done_q.get(timeout=timeout)
+            except queue.Empty:
+                self._release_retries()
+                continue
+            self._complete(tr, outcome)
+            # Drain whatever else finished meanwhile before re-planning: fewer wake-ups.
+            while True:
+                try:
+                    tr, outcome = self.done_q.get_nowait()
+                except queue.Empty:
+                    break
+                self._complete(tr, outcome)
+            self._release_retries()
+
+    def _release_retries(self) -> None:
+        now = time.monotonic()
+        while self.retry_heap and self.retry_heap[0][0] <= now:
+            _, _, tr = heapq.heappop(self.retry_heap)
+            self._submit(tr)
+
+    # -- readiness -------------------------------------------------------------------------
+
+    def _consider(self, names: list[str] | set[str]) -> None:
+        if self.fatal or self.e._cancel.is_set():
+            return
+        for name in sorted(names, key=self.order.__getitem__):
+            if name in self.active:
+                continue
+            node = self.g.tasks[name]
+            if not self._ready(node):
+                continue
+            if node.routed:
+                self.activations[name] -= 1
+            self._start(node)
+
+    def _ready(self, node: TaskNode) -> bool:
+        if node.routed and self.activations.get(node.step, 0) <= 0:
+            return False
+        latest = self.latest
+        for artifact in node.inputs.values():
+            if artifact not in latest:
+                return False
+        if node.ancestors and node.ancestors & self.active:
+            return False
+        if node.routed:
+            return True
+        seen = self.consumed.get(node.step)
+        if seen is None:
+            return True
+        # An unrouted step re-runs only when a loop produced new versions of its inputs.
+        return any(latest[a].generation > seen.get(a, -1) for a in node.inputs.values())
+
+    def _start(self, node: TaskNode) -> None:
+        count = self.executions.get(node.step, 0) + 1
+        if count > self.g.flow.max_iterations:
+            self.fatal = (
+                f"step '{node.step}' would run a {count}th time, past the flow's max_iterations "
+                f"({self.g.flow.max_iterations}): a loop through 'next' conditions never ended"
+            )
+            return
+        self.executions[node.step] = count
+        tr = TaskRun(uuid.uuid4().hex, node, iteration=count)
+        tr.inputs = {p: self.latest[a] for p, a in node.inputs.items()}
+        self.consumed[node.step] = {a: self.latest[a].generation for a in node.inputs.values()}
+        self.view.tasks.setdefault(node.step, []).append(tr)
+        self.writer.add_tasks([self._task_row(tr)])
+        self.active.add(node.step)
+        self._submit(tr)
+
+    def _task_row(self, tr: TaskRun) -> dict[str, Any]:
+        n = tr.node
+        return {
+            "id": tr.id,
+            "run_id": self.run_id,
+            "step": n.step,
+            "tool": n.tool.name,
+            "tool_version": n.tool.version,
+            "node": n.node,
+            "round": n.round,
+            "iteration": tr.iteration,
+            "attempt": tr.attempt,
+            "state": str(tr.state),
+            "created_at": time.time(),
+        }
+
+    def _submit(self, tr: TaskRun) -> None:
+        assert self.pool is not None
+        if tr.node.tool.seed_task:
+            # Seed-003 tasks read every earlier result from the shared context.
+            tr.seed_context = dict(self.seed_context)  # type: ignore[attr-defined]
+        try:
+            self.pool.submit(self._work, tr)
+        except RuntimeError:  # pool shut down by a cancel in flight
+            self.done_q.put((tr, TaskCancelled("run cancelled")))
+
+    # -- completion ------------------------------------------------------------------------
+
+    def _complete(self, tr: TaskRun, outcome: Any) -> None:
+        node = tr.node
+        if isinstance(outcome, TaskFailed) and tr.attempt <= node.retries and not (
+            self.e._cancel.is_set()
+        ):
+            delay = node.retry_backoff * (2 ** (tr.attempt - 1))
+            tr.attempt += 1
+            tr.lifecycle = Lifecycle()
+            tr.error = None
+            self.writer.update_task(task_id=tr.id, attempt=tr.attempt, state="pending", error=None)
+            self._seq += 1
+            heapq.heappush(self.retry_heap, (time.monotonic() + delay, self._seq, tr))
+            self._emit("retry", tr, {"attempt": tr.attempt, "delay": delay})
+            return
+        self.active.discard(node.step)
+        candidates: set[str] = set(self.g.downstream.get(node.step, ()))
+        state = tr.state
+        if state in (State.FINISHED, State.CACHED):
+            for out_name, ref in tr.outputs.items():
+                self.generation += 1
+                ref.generation = self.generation
+                self.latest[node.outputs[out_name]] = ref
+            if node.tool.seed_task:
+                res = tr.outputs.get("result")
+                self.seed_context[f"{node.step}_result"] = getattr(tr, "seed_result", None) or (
+                    res.value if res else None
+                )
+            target = self._route(tr, success=True)
+        elif state is State.ERROR:
+            self.any_failure = True
+            if node.tool.seed_task:
+                self.seed_context[f"{node.step}_result"] = getattr(tr, "seed_result", None)
+            target = self._route(tr, success=False)
+            if target is None or target == END:
+                self.unrouted_failures.append(node.step)
+        else:  # cancelled
+            return
+        if target and target != END:
+            self.activations[target] = self.activations.get(target, 0) + 1
+            candidates.add(target)
+        self._consider(candidates)
+
+    def _route(self, tr: TaskRun, *, success: bool) -> str | None:
+        r = tr.node.route
+        if r is None:
+            return None
+        if not success:
+            return r.failure
+        if r.when is None:
+            return r.success
+        scope = {
+            "metrics": dict(tr.metrics),
+            "outputs": {k: v.value for k, v in tr.outputs.items() if v.has_value},
+            "status": "success",
+            "attempt": tr.attempt,
+            "iteration": tr.iteration,
+            "config": self.g.config,
+        }
+        try:
+            holds = bool(tr.node.route.when.evaluate(scope))  # type: ignore[union-attr]
+        except ExpressionError as exc:
+            self.fatal = f"step '{tr.step}': condition failed to evaluate: {exc}"
+            return None
+        return r.success if holds else r.otherwise
+
+    def _drain_cancel(self) -> None:
+        """Cancel everything live and wait briefly for running tools to notice."""
+        for runs in self.view.tasks.values():
+            for tr in runs:
+                self._cancel_task(tr)
+        self.retry_heap.clear()
+        deadline = time.monotonic() + 2.0
+        while self.active and time.monotonic() < deadline:
+            try:
+                tr, _ = self.done_q.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            self.active.discard(tr.step)
+
+    def _cancel_task(self, tr: TaskRun) -> None:
+        ctx = getattr(tr, "ctx", None)
+        if ctx is not None:
+            ctx.cancel()
+        self._move(tr, State.CANCELLED, "run cancelled")
+
+    def _finish(self) -> RunResult:
+        cancelled = self.e._cancel.is_set()
+        # Steps that never ran get a terminal task so the record says why.
+        for name, node in self.g.tasks.items():
+            if name in self.view.tasks:
+                continue
+            tr = TaskRun(uuid.uuid4().hex, node)
+            self.view.tasks[name] = [tr]
+            self.writer.add_tasks([self._task_row(tr)])
+            if cancelled:
+                reason = "run cancelled"
+                dst = State.CANCELLED
+            else:
+                dst = State.SKIPPED
+                missing = [a for a in node.inputs.values() if a not in self.latest]
+                if self.fatal:
+                    reason = "run stopped"
+                elif missing:
+                    prod = self.g.producers.get(missing[0], "?")
+                    reason = f"input '{missing[0]}' was never produced (step '{prod}' did not finish)"
+                else:
+                    reason = "no condition routed to it"
+            tr.message = reason
+            self._move(tr, dst, reason)
+            self.writer.finish_task(task_id=tr.id, run_id=self.run_id, state=str(dst),
+                                    at=time.time(), artifacts=[], cache_key=None, cached=False,
+                                    error=None, metrics=None, progress=None)  # fmt: skip
+        if cancelled:
+            status, error = "cancelled", "run cancelled"
+        elif self.fatal:
+            status, error = "failed", self.fatal
+        elif self.unrouted_failures or (self.g.flow.failure_policy == "any" and self.any_failure):
+            status = "failed"
+            failed = self.unrouted_failures or [
+                n for n, runs in self.view.tasks.items() if runs[-1].state is State.ERROR
+            ]
+            error = "step(s) failed: " + ", ".join(dict.fromkeys(failed))
+        else:
+            status, error = "success", None
+        self.view.status = status
+        self.view.error = error
+        self.view.ended_at = time.time()
+        self.writer.finish_run(run_id=self.run_id, status=status, ended_at=self.view.ended_at,
+                               error=error)  # fmt: skip
+        self.writer.close()
+        artifacts = self.e.db.run_artifacts(self.run_id)
+        self._emit("run", None, {"status": status})
+        return RunResult(self.run_id, status, self.view, error, artifacts)
+
+    # -- the worker side -------------------------------------------------------------------
+
+    def _emit(self, kind: str, tr: TaskRun | None, payload: dict[str, Any]) -> None:
+        if not self.e.listeners:
+            return
+        event = {"run_id": self.run_id, "task_id": tr.id if tr else None,
+                 "step": tr.step if tr else None, **payload}  # fmt: skip
+        for listener in self.e.listeners:
+            try:
+                listener(kind, event)
+            except Exception:  # a broken display must never break a run
+                pass
+
+    def _move(self, tr: TaskRun, dst: State, detail: str | None = None) -> bool:
+        """Advance ``tr``; False if it was already terminal (cancelled under our feet)."""
+        with tr.lock:
+            if tr.lifecycle.state.terminal:
+                return False
+            try:
+                t = tr.lifecycle.advance(dst, detail)
+            except IllegalTransition:
+                raise
+        now = t.at
+        if dst is State.STARTED:
+            tr.started_at = now
+        if dst.terminal:
+            tr.ended_at = now
+        self.writer.transition(task_id=tr.id, run_id=self.run_id, src=str(t.src), dst=str(dst),
+                               at=now, attempt=tr.attempt, detail=detail)  # fmt: skip
+        self._emit("transition", tr, {"src": str(t.src), "dst": str(dst), "detail": detail})
+        return True
+
+    def _telemetry(self, tr: TaskRun) -> Callable[[str, dict[str, Any]], None]:
+        writer, run_id, task_id = self.writer, self.run_id, tr.id
+
+        def sink(kind: str, payload: dict[str, Any]) -> None:
+            now = time.time()
+            if kind == "log":
+                writer.log(run_id=run_id, task_id=task_id, ts=now, level=payload["level"],
+                           message=payload["message"])  # fmt: skip
+            elif kind == "metric":
+                tr.metrics[payload["name"]] = payload["value"]
+                writer.metric(run_id=run_id, task_id=task_id, name=payload["name"],
+                              value=payload["value"], step=payload.get("step"), ts=now)  # fmt: skip
+            elif kind == "progress":
+                tr.progress = payload["fraction"]
+                if payload.get("message"):
+                    tr.message = payload["message"]
+            self._emit(kind, tr, payload)
+
+        return sink
+
+    def _work(self, tr: TaskRun) -> None:
+        try:
+            outcome: Any = self._attempt(tr)
+        except TaskFailed as exc:
+            outcome = exc
+        except BaseException as exc:  # noqa: BLE001 — the scheduler must always hear back
+            outcome = exc
+            if not tr.state.terminal:
+                tr.error = {"message": f"internal error: {exc}", "type": type(exc).__name__,
+                            "traceback": traceback.format_exc()}  # fmt: skip
+                try:
+                    self._move(tr, State.ERROR, tr.error["message"])
+                except IllegalTransition:
+                    pass
+        self.done_q.put((tr, outcome))
+
+    def _attempt(self, tr: TaskRun) -> Any:
+        node = tr.node
+        e = self.e
+        # Cache look-up: tool identity + code + config + input content hashes.
+        key = None
+        if e.use_cache and node.cache and not node.tool.seed_task:
+            key = make_cache_key(
+                node.tool.name,
+                node.tool.version,
+                e.code_hash(node),
+                node.config_data,
+                {p: ref.hash for p, ref in tr.inputs.items()},
+            )
+            if key is None:
+                tr.message = "caching off: config cannot be hashed canonically"
+            else:
+                hit = e.db.cache_lookup(key)
+                if hit is not None and all(e.store.exists(a["hash"]) for a in hit.values()):
+                    return self._cache_hit(tr, key, hit)
+        tr.cache_key = key
+        if not self._move(tr, State.INITIALIZED):
+            return None
+        ctx = Context(self._telemetry(tr), run_id=self.run_id, task_id=tr.id, step=node.step,
+                      node=node.node, attempt=tr.attempt, iteration=tr.iteration)  # fmt: skip
+        tr.ctx = ctx  # type: ignore[attr-defined]
+        if not self._move(tr, State.STARTED):
+            return None
+        try:
+            args = self._load_inputs(tr)
+        except Exception as exc:
+            self._fail(tr, f"could not load inputs: {exc}", exc)
+        if not self._move(tr, State.RUNNING):
+            return None
+        try:
+            result = self._call(tr, args, ctx)
+        except TaskCancelled:
+            self._move(tr, State.CANCELLED, "cancelled")
+            return None
+        except TaskFailed:
+            raise
+        except Exception as exc:
+            self._fail(tr, f"{type(exc).__name__}: {exc}", exc)
+        if ctx.cancelled or tr.state.terminal:
+            return None  # cancelled or timed out while running: drop the result
+        return self._finish_outputs(tr, result, key)
+
+    def _call(self, tr: TaskRun, args: dict[str, Any], ctx: Context) -> Any:
+        node = tr.node
+        if node.tool.seed_task:
+            args = {"context": getattr(tr, "seed_context", {})}
+        if self.e.executor_kind == "processes":
+            from flowfed.executors import processes
+
+            try:
+                return processes.call_in_process(node, args, tr.id, ctx, node.timeout)
+            except processes.ProcessTimeout as exc:
+                raise TaskFailed(self._report(tr, str(exc), None, "TimeoutError")) from None
+            except processes.ProcessTaskError as exc:
+                if ctx.cancelled:
+                    raise TaskCancelled(str(exc)) from None
+                report = self._report(tr, str(exc), None, exc.etype)
+                report["traceback"] = exc.remote_traceback
+                raise TaskFailed(report) from None
+        if node.timeout is None:
+            return call_tool(node.tool, args, node.config, ctx)
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = call_tool(node.tool, args, node.config, ctx)
+            except BaseException as exc:  # noqa: BLE001 — handed back to the worker
+                box["error"] = exc
+
+        # Python threads cannot be killed: a timed-out tool is abandoned (its context is
+        # cancelled so its telemetry stops and check_cancelled() raises), its result dropped.
+        t = threading.Thread(target=target, name=f"flowfed-tool-{node.step}", daemon=True)
+        t.start()
+        t.join(node.timeout)
+        if t.is_alive():
+            ctx.cancel()
+            raise TaskFailed(self._report(tr, f"timed out after {node.timeout:g}s", None,
+                                          "TimeoutError"))  # fmt: skip
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    def _load_inputs(self, tr: TaskRun) -> dict[str, Any]:
+        args: dict[str, Any] = {}
+        for param, ref in tr.inputs.items():
+            spec = tr.node.tool.inputs.get(param)
+            handle = ArtifactHandle(
+                self.e.store, id=ref.id, name=ref.name, version=ref.version, hash=ref.hash,
+                size=ref.size, kind=ref.kind, type_name=ref.type_name, uri=ref.uri,
+                **({"value": ref.value} if ref.has_value else {}),
+            )  # fmt: skip
+            args[param] = handle if spec is not None and spec.lazy else handle.load()
+        return args
+
+    def _fail(self, tr: TaskRun, message: str, exc: BaseException | None) -> None:
+        raise TaskFailed(self._report(tr, message, exc))
+
+    def _report(
+        self, tr: TaskRun, message: str, exc: BaseException | None, etype: str | None = None
+    ) -> dict[str, Any]:
+        node = tr.node
+        tb = "".join(traceback.format_exception(exc)) if exc is not None else None
+        report = {
+            "message": message,
+            "type": etype or (type(exc).__name__ if exc else "Error"),
+            "traceback": tb,
+            "context": {
+                "step": node.step,
+                "tool": node.tool.ref,
+                "node": node.node,
+                "attempt": tr.attempt,
+                "iteration": tr.iteration,
+                "config": node.config_data,
+                "inputs": {p: {"name": r.name, "hash": r.hash} for p, r in tr.inputs.items()},
+            },
+        }
+        tr.error = report
+        self._move(tr, State.ERROR, message)
+        self.writer.finish_task(task_id=tr.id, run_id=self.run_id, state="error",
+                                at=time.time(), artifacts=[], cache_key=None, cached=False,
+                                error=report, metrics=tr.metrics or None,
+                                progress=tr.progress)  # fmt: skip
+        return report
+
+    def _finish_outputs(self, tr: TaskRun, result: Any, key: str | None) -> None:
+        node = tr.node
+        if node.tool.seed_task:
+            result = self._seed_result(tr, result)
+        try:
+            values = node.tool.split_outputs(result)
+        except ToolOutputError as exc:
+            self._fail(tr, str(exc), None)
+        materialized = {}
+        for out_name, value in values.items():
+            if out_name not in node.outputs:
+                continue  # an output the step chose not to keep
+            try:
+                materialized[out_name] = (value, materialize(value, allow_pickle=node.allow_pickle))
+            except NotMaterializable as exc:
+                self._fail(tr, f"output '{out_name}' of tool '{node.tool.name}': {exc}", None)
+        # Bytes first, catalog rows after: a crash between leaves only unreferenced objects.
+        now = time.time()
+        rows = []
+        parents = [ref.id for ref in tr.inputs.values()]
+        for out_name, (value, m) in materialized.items():
+            uri = self.e.store.put(m)
+            aid = uuid.uuid4().hex
+            name = node.outputs[out_name]
+            tr.outputs[out_name] = ArtifactRef(aid, name, m.hash, len(m.data), m.kind,
+                                               m.type_name, uri, value=value,
+                                               has_value=True)  # fmt: skip
+            rows.append({"id": aid, "name": name, "hash": m.hash, "size": len(m.data),
+                         "kind": m.kind, "type_name": m.type_name, "uri": uri,
+                         "run_id": self.run_id, "task_id": tr.id, "step": node.step,
+                         "node": node.node, "shareable": True, "pickled": m.pickled,
+                         "created_at": now, "meta": {}, "parents": parents,
+                         "output": out_name})  # fmt: skip
+        if not self._move(tr, State.FINISHED):
+            return None
+        self.writer.finish_task(task_id=tr.id, run_id=self.run_id, state="finished", at=now,
+                                artifacts=rows, cache_key=key, cached=False, error=None,
+                                metrics=tr.metrics or None, progress=1.0)  # fmt: skip
+        tr.progress = 1.0
+        return None
+
+    def _seed_result(self, tr: TaskRun, result: Any) -> Any:
+        if not isinstance(result, dict) or result.get("status") not in ("success", "failure"):
+            self._fail(tr, "a seed-003 task must return {'status': 'success'|'failure', "
+                       f"'data': ..., 'error': ...}}, got {result!r:.200}", None)  # fmt: skip
+        tr.seed_result = result  # type: ignore[attr-defined]
+        if result["status"] == "failure":
+            self._fail(tr, str(result.get("error") or "task reported failure"), None)
+        return result.get("data")
+
+    def _cache_hit(self, tr: TaskRun, key: str, hit: dict[str, dict[str, Any]]) -> None:
+        node = tr.node
+        for out_name, art in hit.items():
+            if out_name in node.outputs:
+                tr.outputs[out_name] = ArtifactRef(
+                    art["id"], node.outputs[out_name], art["hash"], art["size"], art["kind"],
+                    art.get("type_name", ""), art.get("uri", ""), version=art.get("version"),
+                )  # fmt: skip
+        tr.cached = True
+        tr.cache_key = key
+        tr.progress = 1.0
+        # Loops read outputs in conditions: cached values are loaded only when one does.
+        if node.route is not None and node.route.when is not None:
+            for ref in tr.outputs.values():
+                handle = ArtifactHandle(self.e.store, id=ref.id, name=ref.name, version=None,
+                                        hash=ref.hash, size=ref.size, kind=ref.kind,
+                                        type_name=ref.type_name, uri=ref.uri)  # fmt: skip
+                ref.value, ref.has_value = handle.load(), True
+        if self._move(tr, State.CACHED, "cache hit"):
+            self.writer.finish_task(task_id=tr.id, run_id=self.run_id, state="cached",
+                                    at=time.time(), artifacts=[], cache_key=key, cached=True,
+                                    error=None, metrics=None, progress=1.0,
+                                    reused=[r.id for r in tr.outputs.values()])  # fmt: skip
+        return None

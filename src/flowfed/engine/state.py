@@ -1,0 +1,110 @@
+"""The live, in-memory view of a run that monitors read (never the hot path's business).
+
+The engine mutates these objects from its scheduler and worker threads; the terminal
+monitor (and later the server) reads them on its own clock. Reads are racy by design
+and harmless: a monitor frame may be one transition behind.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowfed.plan.graph import TaskNode
+from flowfed.runtime.lifecycle import Lifecycle, State
+
+
+@dataclass(eq=False)
+class ArtifactRef:
+    """An artifact available to consumers: catalog identity plus, in process, its value."""
+
+    id: str
+    name: str
+    hash: str
+    size: int
+    kind: str
+    type_name: str
+    uri: str
+    generation: int = 0
+    value: Any = None
+    has_value: bool = False
+    version: int | None = None
+
+
+@dataclass(eq=False)
+class TaskRun:
+    """One execution of a plan task (one per iteration when conditions loop)."""
+
+    id: str
+    node: TaskNode
+    iteration: int = 1
+    attempt: int = 1
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    cached: bool = False
+    cache_key: str | None = None
+    error: dict[str, Any] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    progress: float | None = None
+    message: str | None = None
+    inputs: dict[str, ArtifactRef] = field(default_factory=dict)
+    outputs: dict[str, ArtifactRef] = field(default_factory=dict)
+    started_at: float | None = None
+    ended_at: float | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def state(self) -> State:
+        """Current lifecycle state."""
+        return self.lifecycle.state
+
+    @property
+    def step(self) -> str:
+        """The step this task belongs to."""
+        return self.node.step
+
+
+@dataclass
+class RunView:
+    """Everything a monitor shows: the flow, its steps and their tasks."""
+
+    run_id: str
+    flow_name: str
+    steps: list[str]
+    tasks: dict[str, list[TaskRun]] = field(default_factory=dict)
+    status: str = "running"
+    started_at: float = 0.0
+    ended_at: float | None = None
+    error: str | None = None
+
+    def step_state(self, step: str) -> str:
+        """A step's summary state: pending, running, completed, failed, skipped, cancelled."""
+        runs = self.tasks.get(step, [])
+        if not runs:
+            return "pending"
+        states = {t.state for t in runs}
+        if states & {State.INITIALIZED, State.STARTED, State.RUNNING}:
+            return "running"
+        last = runs[-1].state
+        if last is State.ERROR:
+            return "failed"
+        if last in (State.FINISHED, State.CACHED):
+            return "completed"
+        if last is State.SKIPPED:
+            return "skipped"
+        if last is State.CANCELLED:
+            return "cancelled"
+        return "pending"
+
+    def step_progress(self, step: str) -> float:
+        """Fraction of a step done (a finished task counts 1, a running one its progress)."""
+        runs = self.tasks.get(step, [])
+        if not runs:
+            return 0.0
+        total = 0.0
+        for t in runs:
+            if t.state.terminal:
+                total += 1.0
+            elif t.progress is not None:
+                total += t.progress
+        return total / len(runs)

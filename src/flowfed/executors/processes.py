@@ -1,0 +1,108 @@
+"""Run a tool call in its own forked process: crash isolation and killable timeouts.
+
+Each call forks a child that runs only the tool function and talks back over a pipe:
+telemetry messages (``log``, ``metric``, ``progress``) while it runs, then one ``result``
+or ``error``. A timeout or a cancel kills the child, which threads cannot do. Fork keeps
+tools imported from flow files (registered under synthetic module names) callable
+without re-importing them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from flowfed.plan.graph import TaskNode
+from flowfed.tools.core import Context, call_tool
+
+
+class ProcessTaskError(Exception):
+    """A tool that raised (or died) inside its process; the message carries its traceback."""
+
+    def __init__(self, message: str, tb: str | None = None, etype: str = "Error") -> None:
+        super().__init__(message)
+        self.remote_traceback = tb
+        self.etype = etype
+
+
+class ProcessTimeout(Exception):
+    """The tool did not finish within its step's timeout and was killed."""
+
+
+def _child(conn: Connection, node: TaskNode, args: dict[str, Any], task_id: str) -> None:
+    def sink(kind: str, payload: dict[str, Any]) -> None:
+        conn.send(("telemetry", kind, payload))
+
+    ctx = Context(sink, task_id=task_id, step=node.step, node=node.node)
+    try:
+        value = call_tool(node.tool, args, node.config, ctx)
+        conn.send(("result", value))
+    except BaseException as exc:  # noqa: BLE001 — reported to the parent, then exit
+        try:
+            conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(),
+                       type(exc).__name__))  # fmt: skip
+        except Exception:
+            pass
+    finally:
+        conn.close()
+        os._exit(0)  # skip atexit handlers inherited from the parent (DB pools, threads)
+
+
+def call_in_process(
+    node: TaskNode, args: dict[str, Any], task_id: str, ctx: Context, timeout: float | None
+) -> Any:
+    """Call ``node``'s tool in a forked child; relay its telemetry to ``ctx``."""
+    fork = mp.get_context("fork")
+    parent, child = fork.Pipe(duplex=False)
+    proc = fork.Process(target=_child, args=(child, node, args, task_id), daemon=True)
+    proc.start()
+    child.close()
+    deadline = None if timeout is None else _now() + timeout
+    try:
+        while True:
+            wait = 0.1 if deadline is None else max(0.0, min(0.1, deadline - _now()))
+            if parent.poll(wait):
+                try:
+                    msg = parent.recv()
+                except EOFError:
+                    proc.join(1)
+                    raise ProcessTaskError(
+                        f"tool process exited with code {proc.exitcode} without a result",
+                        etype="ProcessExited",
+                    ) from None
+                if msg[0] == "telemetry":
+                    getattr(ctx, msg[1])(**_telemetry_kwargs(msg[1], msg[2]))
+                elif msg[0] == "result":
+                    return msg[1]
+                else:
+                    raise ProcessTaskError(msg[1], msg[2], msg[3])
+            elif not proc.is_alive() and not parent.poll(0):
+                raise ProcessTaskError(
+                    f"tool process died with exit code {proc.exitcode}", etype="ProcessExited"
+                )
+            if ctx.cancelled:
+                raise ProcessTaskError("cancelled", etype="Cancelled")
+            if deadline is not None and _now() >= deadline:
+                raise ProcessTimeout(f"timed out after {timeout:g}s (process killed)")
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5)
+        parent.close()
+
+
+def _telemetry_kwargs(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    if kind == "log":
+        return {"message": payload["message"], "level": payload["level"]}
+    if kind == "metric":
+        return {"name": payload["name"], "value": payload["value"], "step": payload.get("step")}
+    return {"done": payload["fraction"], "message": payload.get("message")}
+
+
+def _now() -> float:
+    import time
+
+    return time.monotonic()

@@ -1,0 +1,516 @@
+"""The planner: Flow → TaskGraph, pure, with every build-time error reported together.
+
+Edges come from artifacts: a step that consumes ``clean`` depends on the step that
+produces ``clean``. Conditions add routing: a step that some ``next`` names runs only
+when routed to. The planner does no I/O and starts no threads: tools must already be
+imported into the registry it is given.
+
+Example:
+    >>> from flowfed.tools import Registry, build_spec
+    >>> reg = Registry()
+    >>> def load() -> list: return [1, 2]
+    >>> def total(xs: list) -> int: return sum(xs)
+    >>> _ = reg.add(build_spec(load, name="load", version="1", type="database-adapter"))
+    >>> _ = reg.add(build_spec(total, name="total", version="1", type="evaluation"))
+    >>> flow = Flow(name="f", steps=[
+    ...     Step(name="b", tool="total", inputs={"xs": "numbers"}, outputs=["sum"]),
+    ...     Step(name="a", tool="load", outputs=["numbers"])])
+    >>> graph = plan(flow, reg)
+    >>> list(graph.tasks), graph.tasks["b"].deps
+    (['a', 'b'], ('a',))
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from flowfed.plan.expressions import Expression, ExpressionError
+from flowfed.spec.diagnostics import Diagnostic, FlowError
+from flowfed.spec.loader import LoadedFlow, SourceMap
+from flowfed.spec.models import END, Flow, Step
+from flowfed.tools.core import TOOL_TYPE_RULES, Registry, ToolSpec, ToolType
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A step's compiled routing (``next``)."""
+
+    success: str | None
+    failure: str | None
+    when: Expression | None = None
+    otherwise: str | None = None
+
+
+@dataclass(slots=True)
+class TaskNode:
+    """One task of the plan: a tool on a node, with validated config and artifact wiring."""
+
+    id: str
+    step: str
+    tool: ToolSpec
+    config: BaseModel
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+    deps: tuple[str, ...]
+    routed: bool = False
+    route: Route | None = None
+    retries: int = 0
+    retry_backoff: float = 0.5
+    timeout: float | None = None
+    cache: bool = True
+    allow_pickle: bool = False
+    node: str = "local"
+    round: int | None = None
+    ancestors: frozenset[str] = frozenset()
+
+    @property
+    def config_data(self) -> dict[str, Any]:
+        """The validated config as plain data (what the cache key encodes)."""
+        return self.config.model_dump(mode="json")
+
+
+@dataclass
+class TaskGraph:
+    """The executable plan of a flow."""
+
+    flow: Flow
+    tasks: dict[str, TaskNode]
+    producers: dict[str, str]
+    downstream: dict[str, tuple[str, ...]]
+    config: dict[str, Any]
+    file: str | None = None
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    def step_names(self) -> list[str]:
+        """Step names in flow order."""
+        return [s.name for s in self.flow.steps]
+
+
+_REF = re.compile(r"\$\{\s*config\.([A-Za-z0-9_.\-]+)\s*\}")
+
+
+def parse_param_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn ``["rounds=5", "name=x"]`` into typed values (YAML scalars: 5 is an int)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise FlowError([Diagnostic(f"--param expects KEY=VALUE, got {pair!r}", field="param")])
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def plan(
+    flow: Flow | LoadedFlow,
+    registry: Registry,
+    params: dict[str, Any] | None = None,
+) -> TaskGraph:
+    """Compile a flow into a :class:`TaskGraph` or raise :class:`FlowError` with all problems."""
+    if isinstance(flow, LoadedFlow):
+        source, model = flow.source, flow.flow
+    else:
+        source, model = SourceMap(), flow
+    diags: list[Diagnostic] = []
+    steps_index = {s.name: i for i, s in enumerate(model.steps)}
+
+    def at(step: Step, *path: str | int) -> tuple[str | int, ...]:
+        return ("steps", steps_index[step.name], *path)
+
+    config = dict(model.config)
+    for key, value in (params or {}).items():
+        if key not in config:
+            known = ", ".join(sorted(config)) or "none"
+            diags.append(
+                Diagnostic(
+                    f"unknown parameter '{key}'; the flow's config has: {known}",
+                    file=source.file,
+                    field=f"config.{key}",
+                )
+            )
+        config[key] = value
+
+    nodes: dict[str, TaskNode] = {}
+    producers: dict[str, str] = {}
+    producer_paths: dict[str, tuple[str | int, ...]] = {}
+    for step in model.steps:
+        spec = registry.find(step.tool)
+        if spec is None:
+            close = difflib.get_close_matches(step.tool, registry.names(), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else (
+                "registered tools: " + (", ".join(registry.names()) or "none")
+            )
+            diags.append(source.diag(f"unknown tool '{step.tool}'", at(step, "tool"),
+                                     step=step.name, field="tool", hint=hint))  # fmt: skip
+            continue
+        resolved, ref_diags = _interpolate(step.params, config, source, at(step, "params"), step)
+        diags.extend(ref_diags)
+        cfg = _validate_config(spec, resolved, source, step, at(step, "params"), diags)
+        _check_inputs(spec, step, source, at(step, "inputs"), diags)
+        outputs = _output_names(spec, step, source, at(step, "outputs"), diags)
+        _check_type_rule(spec, step, outputs, source, at(step, "tool"), diags)
+        for artifact in outputs.values():
+            if artifact in producers:
+                diags.append(
+                    source.diag(
+                        f"artifact '{artifact}' is produced by two steps: "
+                        f"'{producers[artifact]}' and '{step.name}'",
+                        at(step, "outputs"),
+                        step=step.name,
+                        field="outputs",
+                        hint="each artifact name has exactly one producer; rename one output",
+                    )
+                )
+            else:
+                producers[artifact] = step.name
+                producer_paths[artifact] = at(step, "outputs")
+        if cfg is None:
+            continue
+        nodes[step.name] = TaskNode(
+            id=step.name,
+            step=step.name,
+            tool=spec,
+            config=cfg,
+            inputs=dict(step.inputs),
+            outputs=outputs,
+            deps=(),
+            retries=step.retries,
+            retry_backoff=step.retry_backoff,
+            timeout=step.timeout,
+            cache=step.cache,
+            allow_pickle=step.allow_pickle or spec.allow_pickle,
+        )
+
+    # Every consumed artifact needs a producer.
+    for step in model.steps:
+        for param, artifact in step.inputs.items():
+            if artifact not in producers:
+                close = difflib.get_close_matches(artifact, list(producers), n=1)
+                diags.append(
+                    source.diag(
+                        f"input '{artifact}' is not produced by any step",
+                        at(step, "inputs", param),
+                        step=step.name,
+                        field=f"inputs.{param}",
+                        hint=f"did you mean '{close[0]}'?" if close else
+                        "add a step that lists it in its outputs",
+                    )
+                )
+
+    deps: dict[str, tuple[str, ...]] = {}
+    for step in model.steps:
+        seen: dict[str, None] = {}
+        for artifact in step.inputs.values():
+            prod = producers.get(artifact)
+            if prod is not None and prod != step.name:
+                seen[prod] = None
+            elif prod == step.name:
+                diags.append(
+                    source.diag(
+                        f"step consumes its own output '{artifact}'",
+                        at(step, "inputs"),
+                        step=step.name,
+                        field="inputs",
+                    )
+                )
+        deps[step.name] = tuple(seen)
+
+    order, cycle = _toposort([s.name for s in model.steps], deps)
+    if cycle:
+        first = model.step(cycle[0])
+        diags.append(
+            source.diag(
+                "artifact cycle: " + " → ".join(cycle),
+                at(first, "inputs"),
+                step=first.name,
+                field="inputs",
+                hint="a step cannot (indirectly) consume what it produces; loops belong in "
+                "'next' conditions",
+            )
+        )
+
+    routed: set[str] = set()
+    for step in model.steps:
+        route = _compile_route(step, steps_index, source, at(step, "next"), diags)
+        if step.name in nodes:
+            nodes[step.name].route = route
+        if step.next:
+            routed.update(step.next.targets())
+    if model.start is not None:
+        if model.start not in steps_index:
+            diags.append(source.diag(f"start_task '{model.start}' is not a task", ("start",),
+                                     field="start_task"))  # fmt: skip
+        routed.update(n for n in steps_index if n != model.start)
+
+    if not cycle:
+        _check_reachability(model, deps, routed, source, steps_index, diags)
+
+    if diags:
+        raise FlowError(diags)
+
+    downstream: dict[str, list[str]] = {n: [] for n in order}
+    for name in order:
+        for d in deps[name]:
+            downstream[d].append(name)
+    ancestors: dict[str, frozenset[str]] = {}
+    ordered: dict[str, TaskNode] = {}
+    for name in order:
+        node = nodes[name]
+        node.deps = deps[name]
+        node.routed = name in routed
+        acc: set[str] = set(node.deps)
+        for d in node.deps:
+            acc |= ancestors[d]
+        ancestors[name] = frozenset(acc)
+        node.ancestors = ancestors[name]
+        ordered[name] = node
+    return TaskGraph(
+        flow=model,
+        tasks=ordered,
+        producers=producers,
+        downstream={k: tuple(v) for k, v in downstream.items()},
+        config=config,
+        file=source.file,
+    )
+
+
+def _interpolate(
+    value: Any, config: dict[str, Any], source: SourceMap, path: tuple[str | int, ...], step: Step
+) -> tuple[Any, list[Diagnostic]]:
+    diags: list[Diagnostic] = []
+
+    def resolve(key: str, p: tuple[str | int, ...]) -> Any:
+        cur: Any = config
+        for part in key.split("."):
+            if isinstance(cur, dict) and part in cur:
+                cur = cur[part]
+            else:
+                known = ", ".join(sorted(config)) or "none"
+                field = ".".join(str(x) for x in p[3:]) or "params"
+                diags.append(source.diag(f"${{config.{key}}} is not defined (config has: {known})",
+                                         p, step=step.name, field=f"params.{field}"))  # fmt: skip
+                return None
+        return cur
+
+    def walk(v: Any, p: tuple[str | int, ...]) -> Any:
+        if isinstance(v, str):
+            whole = _REF.fullmatch(v.strip())
+            if whole:  # a whole-value reference keeps the config value's type
+                return resolve(whole.group(1), p)
+            return _REF.sub(lambda m: str(resolve(m.group(1), p)), v)
+        if isinstance(v, dict):
+            return {k: walk(x, (*p, k)) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x, (*p, i)) for i, x in enumerate(v)]
+        return v
+
+    return walk(value, path), diags
+
+
+def _validate_config(
+    spec: ToolSpec,
+    params: dict[str, Any],
+    source: SourceMap,
+    step: Step,
+    path: tuple[str | int, ...],
+    diags: list[Diagnostic],
+) -> BaseModel | None:
+    try:
+        return spec.config_model.model_validate(params)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            field = "params." + ".".join(str(x) for x in loc) if loc else "params"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                allowed = ", ".join(spec.config_model.model_fields) or "none"
+                msg = f"'{loc[-1]}' is not a config field of tool '{spec.name}' (fields: {allowed})"
+            elif err["type"] == "missing":
+                msg = f"required config field '{loc[-1]}' of tool '{spec.name}' is missing"
+            else:
+                msg = f"{msg} (got {err.get('input')!r})"
+            diags.append(source.diag(msg, (*path, *loc), step=step.name, field=field))
+        return None
+
+
+def _check_inputs(
+    spec: ToolSpec, step: Step, source: SourceMap, path: tuple[str | int, ...],
+    diags: list[Diagnostic],
+) -> None:  # fmt: skip
+    if spec.seed_task:
+        return
+    for param in step.inputs:
+        if param not in spec.inputs:
+            accepted = ", ".join(spec.inputs) or "none"
+            diags.append(source.diag(
+                f"tool '{spec.name}' has no input '{param}' (inputs: {accepted})",
+                (*path, param), step=step.name, field=f"inputs.{param}"))  # fmt: skip
+    for name, inp in spec.inputs.items():
+        if inp.required and name not in step.inputs:
+            diags.append(source.diag(
+                f"tool '{spec.name}' needs input '{name}'; map it to an artifact under 'inputs'",
+                path, step=step.name, field="inputs"))  # fmt: skip
+
+
+def _output_names(
+    spec: ToolSpec, step: Step, source: SourceMap, path: tuple[str | int, ...],
+    diags: list[Diagnostic],
+) -> dict[str, str]:  # fmt: skip
+    names = spec.output_names
+    if step.outputs is None:
+        if spec.seed_task:
+            return {"result": f"{step.name}_result"}
+        return {n: n for n in names}
+    if isinstance(step.outputs, list):
+        if len(step.outputs) > len(names):
+            diags.append(source.diag(
+                f"step names {len(step.outputs)} outputs but tool '{spec.name}' declares "
+                f"{len(names)}: {names}", path, step=step.name, field="outputs"))  # fmt: skip
+            return {}
+        # A list whose names all match tool outputs binds by name; otherwise by position.
+        if all(n in names for n in step.outputs):
+            return {n: n for n in step.outputs}
+        return dict(zip(names, step.outputs, strict=False))
+    out: dict[str, str] = {}
+    for tool_out, artifact in step.outputs.items():
+        if tool_out not in names:
+            diags.append(source.diag(
+                f"tool '{spec.name}' has no output '{tool_out}' (outputs: {', '.join(names)})",
+                (*path, tool_out), step=step.name, field=f"outputs.{tool_out}"))  # fmt: skip
+        else:
+            out[tool_out] = artifact
+    return out
+
+
+def _check_type_rule(
+    spec: ToolSpec, step: Step, outputs: dict[str, str], source: SourceMap,
+    path: tuple[str | int, ...], diags: list[Diagnostic],
+) -> None:  # fmt: skip
+    models = [o.name for o in spec.outputs if o.is_model]
+    problem = None
+    t = spec.type
+    if t is ToolType.DATABASE_ADAPTER and (spec.inputs and any(
+            i.required for i in spec.inputs.values()) or step.inputs):  # fmt: skip
+        problem = "takes inputs"
+    elif t in (ToolType.PREPROCESSING, ToolType.DATA_TRANSFORMATION, ToolType.SELF_LEARNED,
+               ToolType.EVALUATION) and models:  # fmt: skip
+        problem = f"produces a model ({', '.join(models)})"
+    elif t is ToolType.ANALYSIS and not models:
+        problem = "produces no model (declare an output whose type subclasses flowfed.Model)"
+    elif t is ToolType.ANALYSIS and not any(o in outputs for o in models):
+        problem = "does not keep its model output"
+    if problem:
+        diags.append(source.diag(
+            f"tool '{spec.name}' is of type '{t}' but {problem}; {_article(t)} {t} tool {TOOL_TYPE_RULES[t]}",
+            path, step=step.name, field="tool"))  # fmt: skip
+
+
+def _compile_route(
+    step: Step, index: dict[str, int], source: SourceMap, path: tuple[str | int, ...],
+    diags: list[Diagnostic],
+) -> Route | None:  # fmt: skip
+    nxt = step.next
+    if nxt is None:
+        return None
+    for key in ("success", "failure", "otherwise"):
+        target = getattr(nxt, key)
+        if target and target != END and target not in index:
+            close = difflib.get_close_matches(target, list(index), n=1)
+            diags.append(source.diag(
+                f"routes to unknown step '{target}'", (*path, key), step=step.name,
+                field=f"next.{key}", hint=f"did you mean '{close[0]}'?" if close else
+                "name a step of this flow or 'end'"))  # fmt: skip
+    expr = None
+    if nxt.when is not None:
+        try:
+            expr = Expression.parse(nxt.when)
+        except ExpressionError as exc:
+            diags.append(source.diag(str(exc), (*path, "when"), step=step.name,
+                                     field="next.when"))  # fmt: skip
+    elif nxt.otherwise is not None:
+        diags.append(source.diag("'otherwise' needs a 'when' expression", (*path, "otherwise"),
+                                 step=step.name, field="next.otherwise"))  # fmt: skip
+    return Route(nxt.success, nxt.failure, expr, nxt.otherwise)
+
+
+def _toposort(names: list[str], deps: dict[str, tuple[str, ...]]) -> tuple[list[str], list[str]]:
+    """Kahn's algorithm in flow order; on a cycle, return one cycle path instead."""
+    indeg = {n: len(deps.get(n, ())) for n in names}
+    down: dict[str, list[str]] = {n: [] for n in names}
+    for n in names:
+        for d in deps.get(n, ()):
+            down.setdefault(d, []).append(n)
+    ready = [n for n in names if indeg[n] == 0]
+    ready.reverse()
+    order: list[str] = []
+    while ready:
+        n = ready.pop()
+        order.append(n)
+        for m in reversed(down.get(n, [])):
+            indeg[m] -= 1
+            if indeg[m] == 0:
+                ready.append(m)
+    if len(order) == len(names):
+        return order, []
+    # Walk back along dependencies from a node left over until one repeats.
+    left = {n for n in names if n not in set(order)}
+    start = next(n for n in names if n in left)
+    path: list[str] = []
+    pos: dict[str, int] = {}
+    cur = start
+    while cur not in pos:
+        pos[cur] = len(path)
+        path.append(cur)
+        cur = next(d for d in deps[cur] if d in left)
+    cycle = path[pos[cur]:]
+    cycle.reverse()  # producer → consumer order reads naturally
+    return order, [*cycle, cycle[0]]
+
+
+def _check_reachability(
+    model: Flow, deps: dict[str, tuple[str, ...]], routed: set[str], source: SourceMap,
+    index: dict[str, int], diags: list[Diagnostic],
+) -> None:  # fmt: skip
+    """A step is reachable if it can ever run: an unrouted step whose producers can run,
+    or a routed step that some reachable step routes to (and whose producers can run)."""
+    reachable: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for step in model.steps:
+            if step.name in reachable:
+                continue
+            producers_ok = all(d in reachable for d in deps[step.name])
+            if step.name in routed:
+                entered = any(
+                    s.name in reachable and s.next and step.name in s.next.targets()
+                    for s in model.steps
+                )
+            else:
+                entered = True
+            if model.start == step.name:
+                entered = True
+            if producers_ok and entered:
+                reachable.add(step.name)
+                changed = True
+    for step in model.steps:
+        if step.name not in reachable:
+            why = (
+                "no reachable step routes to it"
+                if step.name in routed
+                else "a step it consumes from can never run"
+            )
+            diags.append(source.diag(f"step is unreachable: {why}", ("steps", index[step.name]),
+                                     step=step.name))  # fmt: skip
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"

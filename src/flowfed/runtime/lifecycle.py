@@ -1,0 +1,98 @@
+"""The one lifecycle state machine every task goes through, whatever runs it.
+
+Seed 001 fixes the happy path ``Pending → Initialized → Started → Running → Finished``
+with ``Error`` reachable from every live state; flowfed adds ``Cached`` (a cache hit skips
+the work), ``Skipped`` (a condition did not route to the step, or an upstream step never
+produced its inputs) and ``Cancelled``. Every runner and executor calls
+:func:`check_transition` (directly or through :class:`Lifecycle`), so an illegal move is
+refused in exactly one place.
+
+Example:
+    >>> lc = Lifecycle()
+    >>> lc.advance(State.INITIALIZED).to
+    <State.INITIALIZED: 'initialized'>
+    >>> lc.advance(State.FINISHED)
+    Traceback (most recent call last):
+    ...
+    flowfed.runtime.lifecycle.IllegalTransition: illegal task transition initialized → finished
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class State(StrEnum):
+    """A task's lifecycle state (values are what the database and the APIs carry)."""
+
+    PENDING = "pending"
+    INITIALIZED = "initialized"
+    STARTED = "started"
+    RUNNING = "running"
+    FINISHED = "finished"
+    ERROR = "error"
+    CACHED = "cached"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True for states a task never leaves (a retry is a new attempt, not a transition)."""
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({State.FINISHED, State.ERROR, State.CACHED, State.SKIPPED, State.CANCELLED})
+
+# from-state → allowed to-states. Error and Cancelled are reachable from every live state
+# because a tool can fail (or a user can press Ctrl-C) at any point of its life.
+_ALLOWED: dict[State, frozenset[State]] = {
+    State.PENDING: frozenset(
+        {State.INITIALIZED, State.CACHED, State.SKIPPED, State.CANCELLED, State.ERROR}
+    ),
+    State.INITIALIZED: frozenset({State.STARTED, State.CANCELLED, State.ERROR}),
+    State.STARTED: frozenset({State.RUNNING, State.CANCELLED, State.ERROR}),
+    State.RUNNING: frozenset({State.FINISHED, State.CANCELLED, State.ERROR}),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """Raised when a runner proposes a move the lifecycle does not allow."""
+
+    def __init__(self, src: State, dst: State) -> None:
+        super().__init__(f"illegal task transition {src} → {dst}")
+        self.src = src
+        self.dst = dst
+
+
+def check_transition(src: State, dst: State) -> None:
+    """Refuse an illegal transition; the single gate every runner passes through."""
+    if dst not in _ALLOWED.get(src, frozenset()):
+        raise IllegalTransition(src, dst)
+
+
+@dataclass(slots=True, frozen=True)
+class Transition:
+    """One recorded move, with the wall-clock time it happened."""
+
+    src: State
+    to: State
+    at: float
+    detail: str | None = None
+
+
+@dataclass(slots=True)
+class Lifecycle:
+    """A task's current state and the transitions that led there."""
+
+    state: State = State.PENDING
+    history: list[Transition] = field(default_factory=list)
+
+    def advance(self, dst: State, detail: str | None = None) -> Transition:
+        """Move to ``dst`` (or raise :class:`IllegalTransition`) and record the move."""
+        check_transition(self.state, dst)
+        tr = Transition(self.state, dst, time.time(), detail)
+        self.state = dst
+        self.history.append(tr)
+        return tr

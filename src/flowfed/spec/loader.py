@@ -1,0 +1,307 @@
+"""Read a flow from a YAML or JSON file (or text), remembering where every value was.
+
+Lines are kept in a :class:`SourceMap` from value paths (``("steps", 2, "params", "lr")``)
+to line numbers, so that schema errors here and planner errors later can both say
+``flow.yaml:14``. The seed-003 JSON format (``{"flow": {"start_task": ..., "tasks": ...,
+"conditions": ...}}``) is recognised and converted to the same :class:`Flow` model.
+
+Example:
+    >>> loaded = parse_flow_text('name: demo\\nsteps:\\n  - name: a\\n    tool: t\\n', "f.yaml")
+    >>> loaded.flow.steps[0].tool, loaded.source.line(("steps", 0, "tool"))
+    ('t', 4)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from flowfed.spec.diagnostics import Diagnostic, FlowError
+from flowfed.spec.models import END, Flow
+
+PathKey = tuple[str | int, ...]
+
+
+@dataclass
+class SourceMap:
+    """Line numbers (1-based) of the values of a parsed document, by path."""
+
+    file: str | None = None
+    lines: dict[PathKey, int] = field(default_factory=dict)
+
+    def line(self, path: PathKey) -> int | None:
+        """Line of ``path``, or of its nearest ancestor that has one."""
+        p = tuple(path)
+        while p:
+            if p in self.lines:
+                return self.lines[p]
+            p = p[:-1]
+        return self.lines.get((), None)
+
+    def diag(
+        self,
+        message: str,
+        path: PathKey = (),
+        *,
+        step: str | None = None,
+        field: str | None = None,
+        hint: str | None = None,
+    ) -> Diagnostic:
+        """A diagnostic located at ``path`` in this document."""
+        return Diagnostic(message, self.file, self.line(path), step, field, hint)
+
+
+@dataclass
+class LoadedFlow:
+    """A parsed, schema-valid flow and where it came from."""
+
+    flow: Flow
+    source: SourceMap
+    path: Path | None = None
+
+    @property
+    def base_dir(self) -> Path:
+        """Directory that relative ``imports`` resolve against."""
+        return self.path.parent if self.path else Path.cwd()
+
+
+def load_flow(path: str | Path) -> LoadedFlow:
+    """Load and schema-validate a flow file (``.yaml``, ``.yml`` or ``.json``).
+
+    Raises :class:`FlowError` with located diagnostics on any problem.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FlowError([Diagnostic(f"flow file not found: {p}", file=str(p))])
+    if p.is_dir():
+        raise FlowError([Diagnostic(f"{p} is a directory, not a flow file", file=str(p))])
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FlowError([Diagnostic(f"cannot read flow file: {exc}", file=str(p))]) from None
+    loaded = parse_flow_text(text, str(p))
+    loaded.path = p.resolve()
+    return loaded
+
+
+def parse_flow_text(text: str, filename: str = "<flow>") -> LoadedFlow:
+    """Parse flow text (YAML or JSON, chosen by ``filename``'s suffix, else sniffed)."""
+    is_json = filename.endswith(".json") or text.lstrip().startswith("{")
+    if is_json:
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise FlowError(
+                [Diagnostic(f"invalid JSON: {exc.msg} (column {exc.colno})", filename, exc.lineno)]
+            ) from None
+    data, lines = _compose(text, filename)
+    source = SourceMap(filename, lines)
+    if not isinstance(data, dict):
+        raise FlowError(
+            [source.diag("a flow file must be a mapping with 'name' and 'steps' at the top")]
+        )
+    if _is_seed003(data):
+        data, source = _from_seed003(data, source)
+    return LoadedFlow(validate_flow_data(data, source), source)
+
+
+def validate_flow_data(data: dict[str, Any], source: SourceMap) -> Flow:
+    """Validate a parsed mapping against the :class:`Flow` model, with located errors."""
+    try:
+        return Flow.model_validate(data)
+    except ValidationError as exc:
+        raise FlowError(_diagnostics_from_validation(exc, data, source)) from None
+
+
+def _diagnostics_from_validation(
+    exc: ValidationError, data: dict[str, Any], source: SourceMap
+) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    steps = data.get("steps") if isinstance(data.get("steps"), list) else []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        step_name = None
+        field_path = ".".join(str(x) for x in loc)
+        if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
+            idx = loc[1]
+            if idx < len(steps) and isinstance(steps[idx], dict):
+                step_name = str(steps[idx].get("name") or f"#{idx + 1}")
+            field_path = ".".join(str(x) for x in loc[2:]) or None  # type: ignore[assignment]
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key '{loc[-1]}'"
+        elif err["type"] == "missing":
+            msg = f"missing required key '{loc[-1]}'"
+        elif "input" in err and err["type"] not in ("value_error",):
+            msg = f"{msg} (got {_short(err['input'])})"
+        out.append(source.diag(msg, loc, step=step_name, field=field_path or None))
+    return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --- YAML composition with line tracking --------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (a silent overwrite hides a user's mistake)."""
+
+
+def _compose(text: str, filename: str) -> tuple[Any, dict[PathKey, int]]:
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise FlowError([Diagnostic(f"invalid YAML: {problem}", filename, line)]) from None
+    if node is None:
+        raise FlowError([Diagnostic("the flow file is empty", filename)])
+    lines: dict[PathKey, int] = {(): node.start_mark.line + 1}
+    dups: list[Diagnostic] = []
+    data = _build(node, (), lines, dups, filename)
+    if dups:
+        raise FlowError(dups)
+    return data, lines
+
+
+def _build(
+    node: yaml.Node, path: PathKey, lines: dict[PathKey, int], dups: list[Diagnostic], fn: str
+) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _Loader(  # scalar keys only; construct through the safe constructor
+                ""
+            ).construct_object(key_node, deep=True)
+            if key in out:
+                dups.append(
+                    Diagnostic(f"duplicate key '{key}'", fn, key_node.start_mark.line + 1)
+                )
+            child = (*path, key)
+            out[key] = _build(value_node, child, lines, dups, fn)
+            lines[child] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [
+            _build(item, (*path, i), lines, dups, fn) for i, item in enumerate(node.value)
+        ]
+    return _Loader("").construct_object(node, deep=True)
+
+
+# --- the seed-003 JSON format -----------------------------------------------------------------
+
+
+def _is_seed003(data: dict[str, Any]) -> bool:
+    inner = data.get("flow")
+    return isinstance(inner, dict) and ("start_task" in inner or "tasks" in inner)
+
+
+def _from_seed003(data: dict[str, Any], source: SourceMap) -> tuple[dict[str, Any], SourceMap]:
+    """Convert seed 003's format, keeping its semantics exactly.
+
+    A condition with ``outcome: success`` sends a successful task to
+    ``target_task_success`` and a failed one to ``target_task_failure``; with
+    ``outcome: failure`` the match is on failure, so the targets swap. A task with no
+    condition ends the flow. Only ``start_task`` starts; the flow fails if any task
+    failed (``failure_policy: any``), and tasks pass data through the shared context.
+    """
+    flow = data["flow"]
+    diags: list[Diagnostic] = []
+    allowed = {"id", "name", "description", "start_task", "tasks", "conditions", "config"}
+    for key in flow:
+        if key not in allowed:
+            diags.append(source.diag(f"unknown key '{key}'", ("flow", key), field=key))
+    extra = set(data) - {"flow"}
+    for key in extra:
+        diags.append(source.diag(f"unknown key '{key}'", (key,), field=key))
+    tasks = flow.get("tasks") or []
+    conditions = flow.get("conditions") or []
+    if not isinstance(tasks, list) or not isinstance(conditions, list):
+        diags.append(source.diag("'tasks' and 'conditions' must be lists", ("flow",)))
+        raise FlowError(diags)
+    if "start_task" not in flow:
+        diags.append(source.diag("missing required key 'start_task'", ("flow",)))
+    lines: dict[PathKey, int] = {(): source.line(("flow",)) or 1}
+    by_source: dict[str, tuple[int, dict[str, Any]]] = {}
+    for ci, cond in enumerate(conditions):
+        path = ("flow", "conditions", ci)
+        if not isinstance(cond, dict):
+            diags.append(source.diag("a condition must be an object", path))
+            continue
+        unknown = set(cond) - {
+            "name", "source_task", "outcome", "target_task_success", "target_task_failure",
+        }  # fmt: skip
+        for key in sorted(unknown):
+            diags.append(source.diag(f"unknown key '{key}'", (*path, key), field=key))
+        for key in ("source_task", "outcome", "target_task_success", "target_task_failure"):
+            if key not in cond:
+                diags.append(source.diag(f"missing required key '{key}'", path, field=key))
+        if cond.get("outcome") not in (None, "success", "failure"):
+            diags.append(
+                source.diag(
+                    f"outcome must be 'success' or 'failure' (got {cond.get('outcome')!r})",
+                    (*path, "outcome"),
+                    field="outcome",
+                )
+            )
+        src = str(cond.get("source_task"))
+        if src in by_source:
+            diags.append(
+                source.diag(f"task '{src}' has two conditions; it may have at most one", path)
+            )
+        by_source[src] = (ci, cond)
+    steps: list[dict[str, Any]] = []
+    for ti, task in enumerate(tasks):
+        path = ("flow", "tasks", ti)
+        if not isinstance(task, dict) or "name" not in task:
+            diags.append(source.diag("a task must be an object with a 'name'", path))
+            continue
+        name = str(task["name"])
+        step: dict[str, Any] = {"name": name, "tool": str(task.get("tool", name))}
+        if task.get("description"):
+            step["description"] = task["description"]
+        if isinstance(task.get("params"), dict):
+            step["params"] = task["params"]
+        si = len(steps)
+        lines[("steps", si)] = source.line(path) or 1
+        if name in by_source:
+            ci, cond = by_source[name]
+            ok, ko = cond.get("target_task_success"), cond.get("target_task_failure")
+            if cond.get("outcome") == "failure":
+                ok, ko = ko, ok
+            step["next"] = {"success": ok or END, "failure": ko or END}
+            lines[("steps", si, "next")] = source.line(("flow", "conditions", ci)) or 1
+        steps.append(step)
+    known = {s["name"] for s in steps}
+    for src, (ci, _) in by_source.items():
+        if src not in known:
+            diags.append(
+                source.diag(
+                    f"condition names source_task '{src}', which is not a task",
+                    ("flow", "conditions", ci, "source_task"),
+                    field="source_task",
+                )
+            )
+    if diags:
+        raise FlowError(diags)
+    out = {
+        "name": str(flow.get("name") or flow.get("id") or "flow"),
+        "description": flow.get("description"),
+        "config": flow.get("config") or {},
+        "steps": steps,
+        "start": flow.get("start_task"),
+        "failure_policy": "any",
+    }
+    if flow.get("id") is not None:
+        out["version"] = "1"
+    return out, SourceMap(source.file, lines)

@@ -1,0 +1,114 @@
+"""The flow model: one shape for YAML files, JSON files and the Python API.
+
+Example:
+    >>> flow = Flow(
+    ...     name="demo",
+    ...     config={"threshold": 0.5},
+    ...     steps=[
+    ...         Step(name="load", tool="load_csv", outputs=["raw"]),
+    ...         Step(name="clean", tool="clean", inputs={"df": "raw"},
+    ...              params={"threshold": "${config.threshold}"}, outputs=["clean"]),
+    ...     ],
+    ... )
+    >>> [s.name for s in flow.steps]
+    ['load', 'clean']
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+END = "end"
+"""The routing target that ends a branch of the flow."""
+
+_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\- ]*$"
+
+
+class Next(BaseModel):
+    """Where a step routes when it ends.
+
+    ``success`` / ``failure`` name the step to run next (or ``end``). With ``when``, a
+    successful step routes to ``success`` only when the expression over its ``metrics``
+    and ``outputs`` holds, and to ``otherwise`` when it does not.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    success: str | None = None
+    failure: str | None = None
+    when: str | None = None
+    otherwise: str | None = None
+
+    def targets(self) -> list[str]:
+        """Every step this routing can name (``end`` excluded)."""
+        return [t for t in (self.success, self.failure, self.otherwise) if t and t != END]
+
+
+class Step(BaseModel):
+    """One stage of a flow: a tool, its params, what it consumes and what it produces.
+
+    ``inputs`` maps the tool's parameter names to artifact names; ``outputs`` names the
+    artifacts the step produces, either as a list (matched to the tool's outputs in
+    order) or as a mapping ``tool_output: artifact_name``. No step names its
+    predecessors: edges come from artifacts.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=_NAME_PATTERN)
+    tool: str = Field(min_length=1)
+    description: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, str] = Field(default_factory=dict)
+    outputs: list[str] | dict[str, str] | None = None
+    retries: int = Field(default=0, ge=0, le=100)
+    retry_backoff: float = Field(default=0.5, ge=0)
+    timeout: float | None = Field(default=None, gt=0)
+    cache: bool = True
+    allow_pickle: bool = False
+    next: Next | None = None
+
+
+class Flow(BaseModel):
+    """A named, versioned workflow definition.
+
+    ``start`` is set only by the seed-003 JSON format: it makes ``start_task`` the single
+    entry point, as that format's sequential semantics require.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    version: str = "1"
+    type: str = "pipeline"
+    description: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    imports: list[str] = Field(default_factory=list)
+    steps: list[Step] = Field(min_length=1)
+    max_iterations: int = Field(default=100, ge=1)
+    start: str | None = None
+    failure_policy: Literal["unrouted", "any"] = "unrouted"
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, v: Any) -> Any:
+        # `version: 1` in YAML is an int; versions are labels, not numbers.
+        return str(v) if isinstance(v, int | float) else v
+
+    @model_validator(mode="after")
+    def _unique_step_names(self) -> Flow:
+        seen: set[str] = set()
+        for step in self.steps:
+            if step.name in seen:
+                raise ValueError(f"two steps are named '{step.name}'; step names must be unique")
+            seen.add(step.name)
+        return self
+
+    def step(self, name: str) -> Step:
+        """The step called ``name`` (KeyError if none)."""
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(name)

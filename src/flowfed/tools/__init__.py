@@ -1,0 +1,47 @@
+"""Tools: the ``@tool`` decorator, the registry, tool types and their rules."""
+
+from flowfed.tools.core import (
+    TOOL_TYPE_RULES,
+    Context,
+    DuplicateTool,
+    InputSpec,
+    Lazy,
+    Model,
+    OutputSpec,
+    Registry,
+    TaskCancelled,
+    ToolDefinitionError,
+    ToolOutputError,
+    ToolSpec,
+    ToolType,
+    build_spec,
+    call_tool,
+    get_registry,
+    register_task,
+    tool,
+)
+from flowfed.tools.loading import ImportProblem, import_one, import_tools
+
+__all__ = [
+    "TOOL_TYPE_RULES",
+    "Context",
+    "DuplicateTool",
+    "ImportProblem",
+    "InputSpec",
+    "Lazy",
+    "Model",
+    "OutputSpec",
+    "Registry",
+    "TaskCancelled",
+    "ToolDefinitionError",
+    "ToolOutputError",
+    "ToolSpec",
+    "ToolType",
+    "build_spec",
+    "call_tool",
+    "get_registry",
+    "import_one",
+    "import_tools",
+    "register_task",
+    "tool",
+]

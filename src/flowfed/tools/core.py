@@ -1,0 +1,576 @@
+"""Tools: typed functions with a role, a config schema, inputs and named outputs.
+
+A tool is a plain function. Its positional parameters are its inputs (artifacts), its
+keyword-only parameters are its config (validated by a pydantic model generated from
+them, exported as JSON Schema), a parameter annotated :class:`Context` (or named ``ctx``)
+receives the run context, and its return annotation declares its outputs: one output, or
+several named ones through a ``NamedTuple`` or ``TypedDict``.
+
+Example:
+    >>> from typing import NamedTuple
+    >>> class Split(NamedTuple):
+    ...     train: list
+    ...     test: list
+    >>> @tool(name="split_rows", version="1.0", type="data-transformation")
+    ... def split_rows(rows: list, ctx: Context, *, ratio: float = 0.8) -> Split:
+    ...     cut = int(len(rows) * ratio)
+    ...     return Split(rows[:cut], rows[cut:])
+    >>> spec = get_registry().get("split_rows")
+    >>> list(spec.inputs), spec.output_names, sorted(spec.config_schema()["properties"])
+    (['rows'], ['train', 'test'], ['ratio'])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, TypeVar, get_type_hints, is_typeddict
+
+from pydantic import BaseModel, ConfigDict, create_model
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ToolType(StrEnum):
+    """The six scientific roles of seed 001; the planner enforces each one's rule."""
+
+    DATABASE_ADAPTER = "database-adapter"
+    PREPROCESSING = "preprocessing"
+    DATA_TRANSFORMATION = "data-transformation"
+    ANALYSIS = "analysis"
+    SELF_LEARNED = "self-learned"
+    EVALUATION = "evaluation"
+
+
+TOOL_TYPE_RULES: dict[ToolType, str] = {
+    ToolType.DATABASE_ADAPTER: "has no inputs: it loads data from outside and defines provenance",
+    ToolType.PREPROCESSING: "prepares data deterministically and produces no model",
+    ToolType.DATA_TRANSFORMATION: "reshapes, splits or aggregates data and produces no model",
+    ToolType.ANALYSIS: "is trainable: it must output a model (a flowfed.Model with save/load)",
+    ToolType.SELF_LEARNED: "derives results from data and params and forms no persistent model",
+    ToolType.EVALUATION: "computes metrics only and never produces data or models",
+}
+
+
+class Model:
+    """Base class for trained models: persisted only through ``save`` / ``load``.
+
+    An ``analysis`` tool must return at least one ``Model``. Subclasses write their
+    weights to one file and read them back, so a model artifact is reproducible and
+    portable across versions of the code that did not change the format.
+
+    Example:
+        >>> import json, tempfile, os
+        >>> class Threshold(Model):
+        ...     def __init__(self, t: float) -> None:
+        ...         self.t = t
+        ...     def save(self, path):
+        ...         Path(path).write_text(json.dumps({"t": self.t}))
+        ...     @classmethod
+        ...     def load(cls, path):
+        ...         return cls(json.loads(Path(path).read_text())["t"])
+        >>> d = tempfile.mkdtemp(); Threshold(0.3).save(os.path.join(d, "m"))
+        >>> Threshold.load(os.path.join(d, "m")).t
+        0.3
+    """
+
+    __flowfed_model__: ClassVar[bool] = True
+
+    def save(self, path: str | Path) -> None:
+        """Write the model (weights included) to the file ``path``."""
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, path: str | Path) -> Model:
+        """Read a model written by :meth:`save`."""
+        raise NotImplementedError
+
+
+class Lazy:
+    """Annotate an input as ``Lazy`` to receive a handle instead of the loaded value.
+
+    The handle (``name``, ``version``, ``hash``, ``size``, ``path``, ``load()``) reads the
+    artifact's bytes only when ``load()`` is called, so a tool can skip or stream a
+    large input.
+    """
+
+    __flowfed_lazy__: ClassVar[bool] = True
+    name: str
+    hash: str
+    size: int
+
+    def load(self) -> Any:
+        """Read and deserialize the artifact (once)."""
+        raise NotImplementedError
+
+
+class EventSink(Protocol):
+    """Where a context's telemetry goes (the engine, a process queue, a WebSocket)."""
+
+    def __call__(self, kind: str, payload: dict[str, Any]) -> None: ...
+
+
+class TaskCancelled(Exception):
+    """Raised inside a tool by :meth:`Context.check_cancelled` once its task is cancelled."""
+
+
+class Context:
+    """What a running tool sees of the platform: logs, metrics, progress, identity.
+
+    Tools report through the context instead of printing, so telemetry reaches the
+    monitor, the database and the APIs without touching global stdout.
+
+    Example:
+        >>> events = []
+        >>> ctx = Context(lambda kind, payload: events.append((kind, payload)), step="train")
+        >>> ctx.log("epoch done"); ctx.metric("loss", 0.25, step=1); ctx.progress(1, 4)
+        >>> [k for k, _ in events]
+        ['log', 'metric', 'progress']
+    """
+
+    __slots__ = ("_cancelled", "_sink", "attempt", "iteration", "node", "run_id", "step",
+                 "task_id")  # fmt: skip
+
+    def __init__(
+        self,
+        sink: EventSink | None = None,
+        *,
+        run_id: str = "",
+        task_id: str = "",
+        step: str = "",
+        node: str = "local",
+        attempt: int = 1,
+        iteration: int = 1,
+    ) -> None:
+        self._sink = sink
+        self._cancelled = False
+        self.run_id = run_id
+        self.task_id = task_id
+        self.step = step
+        self.node = node
+        self.attempt = attempt
+        self.iteration = iteration
+
+    def log(self, message: str, level: str = "info") -> None:
+        """Record a log line for this task."""
+        if self._sink is not None:
+            self._sink("log", {"level": level, "message": str(message)})
+
+    def metric(self, name: str, value: float, step: int | None = None) -> None:
+        """Record a numeric metric (the monitor shows the latest value of each)."""
+        if self._sink is not None:
+            self._sink("metric", {"name": name, "value": float(value), "step": step})
+
+    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        """Report progress: ``progress(0.4)`` or ``progress(40, 100)``."""
+        frac = float(done) / float(total) if total else float(done)
+        if self._sink is not None:
+            self._sink("progress", {"fraction": max(0.0, min(1.0, frac)), "message": message})
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the task has been cancelled or timed out."""
+        return self._cancelled
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`TaskCancelled` if the task was cancelled (call it in long loops)."""
+        if self._cancelled:
+            raise TaskCancelled(f"task {self.task_id or self.step} was cancelled")
+
+    def cancel(self) -> None:
+        """Mark the task cancelled; further telemetry is dropped."""
+        self._cancelled = True
+        self._sink = None
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """A tool input: an artifact bound to a positional parameter."""
+
+    name: str
+    annotation: Any
+    required: bool
+    lazy: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSpec:
+    """A named tool output and whether it is a model."""
+
+    name: str
+    annotation: Any
+    is_model: bool
+
+
+@dataclass(eq=False)
+class ToolSpec:
+    """A registered tool: what the planner checks and the engine calls."""
+
+    name: str
+    version: str
+    type: ToolType
+    fn: Callable[..., Any]
+    inputs: dict[str, InputSpec]
+    outputs: list[OutputSpec]
+    config_model: type[BaseModel]
+    ctx_param: str | None = None
+    is_async: bool = False
+    seed_task: bool = False
+    description: str = ""
+    output_kind: str = "single"  # single | namedtuple | dict | none
+    allow_pickle: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def output_names(self) -> list[str]:
+        """Output names in declaration order."""
+        return [o.name for o in self.outputs]
+
+    @property
+    def ref(self) -> str:
+        """``name@version``, the identity shown in catalogs and logs."""
+        return f"{self.name}@{self.version}"
+
+    @property
+    def source_file(self) -> str | None:
+        """File the tool's function is defined in (for messages)."""
+        try:
+            return inspect.getsourcefile(self.fn)
+        except TypeError:
+            return None
+
+    def config_schema(self) -> dict[str, Any]:
+        """The config's JSON Schema (what ``flowfed tools show`` prints)."""
+        return self.config_model.model_json_schema()
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description of the tool."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "type": str(self.type),
+            "description": self.description,
+            "module": getattr(self.fn, "__module__", None),
+            "inputs": [
+                {"name": i.name, "type": _type_name(i.annotation), "required": i.required}
+                for i in self.inputs.values()
+            ],
+            "outputs": [
+                {"name": o.name, "type": _type_name(o.annotation), "model": o.is_model}
+                for o in self.outputs
+            ],
+            "config_schema": self.config_schema(),
+            "async": self.is_async,
+            "seed_task": self.seed_task,
+        }
+
+    def split_outputs(self, result: Any) -> dict[str, Any]:
+        """Map a tool's return value to its named outputs (ToolOutputError if it doesn't fit)."""
+        names = self.output_names
+        if self.output_kind == "none":
+            return {}
+        if self.output_kind == "single":
+            return {names[0]: result}
+        if isinstance(result, Mapping):
+            missing = [n for n in names if n not in result]
+            extra = [k for k in result if k not in names]
+            if missing or extra:
+                raise ToolOutputError(
+                    f"tool '{self.name}' returned outputs {sorted(map(str, result))}, "
+                    f"but declares {names}"
+                    + (f"; missing {missing}" if missing else "")
+                    + (f"; unexpected {extra}" if extra else "")
+                )
+            return {n: result[n] for n in names}
+        if isinstance(result, tuple) and len(result) == len(names):
+            return dict(zip(names, result, strict=True))
+        raise ToolOutputError(
+            f"tool '{self.name}' must return {len(names)} outputs {names} "
+            f"(a {self.output_kind} or a dict), got {type(result).__name__}"
+        )
+
+
+class ToolDefinitionError(TypeError):
+    """A function that cannot be a tool as written (raised at decoration time)."""
+
+
+class ToolOutputError(ValueError):
+    """A tool returned something that does not match its declared outputs."""
+
+
+class DuplicateTool(ValueError):
+    """Two different functions registered under one name and version."""
+
+
+def _type_name(annotation: Any) -> str:
+    if annotation is inspect.Parameter.empty or annotation is None:
+        return "any"
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _is_model_type(annotation: Any) -> bool:
+    return isinstance(annotation, type) and bool(getattr(annotation, "__flowfed_model__", False))
+
+
+def _is_lazy(annotation: Any) -> bool:
+    return getattr(annotation, "__flowfed_lazy__", False) is True
+
+
+class Registry:
+    """Tools by name. ``flowfed.tools.get_registry()`` is the process-wide default."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, ToolSpec] = {}
+
+    def add(self, spec: ToolSpec) -> ToolSpec:
+        """Register ``spec``; re-registering the same function (a module re-import) replaces."""
+        old = self._tools.get(spec.name)
+        if old is not None and _fn_identity(old.fn) != _fn_identity(spec.fn):
+            raise DuplicateTool(
+                f"tool '{spec.name}' is already registered by "
+                f"{_fn_identity(old.fn)}; {_fn_identity(spec.fn)} cannot reuse the name"
+            )
+        self._tools[spec.name] = spec
+        return spec
+
+    def get(self, name: str) -> ToolSpec:
+        """The tool called ``name`` (``name@version`` is accepted and checked)."""
+        base, _, version = name.partition("@")
+        spec = self._tools[base]
+        if version and version != spec.version:
+            raise KeyError(name)
+        return spec
+
+    def find(self, name: str) -> ToolSpec | None:
+        """Like :meth:`get`, but None when missing."""
+        try:
+            return self.get(name)
+        except KeyError:
+            return None
+
+    def names(self) -> list[str]:
+        """Registered tool names, sorted."""
+        return sorted(self._tools)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.find(name) is not None
+
+    def __iter__(self) -> typing.Iterator[ToolSpec]:
+        return iter([self._tools[n] for n in self.names()])
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+
+def _fn_identity(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"
+
+
+_DEFAULT = Registry()
+
+
+def get_registry() -> Registry:
+    """The process-wide registry that ``@tool`` and ``@register_task`` fill."""
+    return _DEFAULT
+
+
+def tool(
+    fn: F | None = None,
+    *,
+    name: str | None = None,
+    version: str = "0.1.0",
+    type: str | ToolType = ToolType.DATA_TRANSFORMATION,
+    outputs: list[str] | None = None,
+    description: str | None = None,
+    allow_pickle: bool = False,
+    registry: Registry | None = None,
+) -> Any:
+    """Declare a function as a flowfed tool and register it.
+
+    Args:
+        name: registry name (defaults to the function's name).
+        version: the tool's version; part of every cache key.
+        type: one of the six tool types (``database-adapter``, ``preprocessing``,
+            ``data-transformation``, ``analysis``, ``self-learned``, ``evaluation``).
+        outputs: names for several outputs when the return annotation does not name them
+            (the function then returns a tuple or dict).
+        allow_pickle: let outputs of unsupported types be pickled (flagged in the catalog).
+
+    Example:
+        >>> @tool(version="1", type="preprocessing")
+        ... def scale(values: list, *, factor: float = 2.0) -> list:
+        ...     return [v * factor for v in values]
+        >>> get_registry().get("scale").config_model(factor=3).factor
+        3.0
+    """
+
+    def wrap(f: F) -> F:
+        spec = build_spec(
+            f,
+            name=name or f.__name__,
+            version=str(version),
+            type=type,
+            outputs=outputs,
+            description=description,
+            allow_pickle=allow_pickle,
+        )
+        (registry if registry is not None else _DEFAULT).add(spec)
+        f.__flowfed_tool__ = spec  # type: ignore[attr-defined]
+        return f
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def build_spec(
+    f: Callable[..., Any],
+    *,
+    name: str,
+    version: str,
+    type: str | ToolType,
+    outputs: list[str] | None = None,
+    description: str | None = None,
+    allow_pickle: bool = False,
+) -> ToolSpec:
+    """Derive a :class:`ToolSpec` from a function's signature (see :func:`tool`)."""
+    try:
+        ttype = ToolType(type)
+    except ValueError:
+        raise ToolDefinitionError(
+            f"tool '{name}': unknown type {type!r}; use one of "
+            + ", ".join(t.value for t in ToolType)
+        ) from None
+    try:
+        hints = get_type_hints(f, include_extras=True)
+    except Exception:  # unresolvable forward references: fall back to raw annotations
+        hints = dict(getattr(f, "__annotations__", {}))
+    sig = inspect.signature(f)
+    inputs: dict[str, InputSpec] = {}
+    config_fields: dict[str, Any] = {}
+    ctx_param: str | None = None
+    for p in sig.parameters.values():
+        ann = hints.get(p.name, p.annotation)
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise ToolDefinitionError(
+                f"tool '{name}': *{p.name} / **{p.name} are not allowed; "
+                "declare each input and config field by name"
+            )
+        if ann is Context or (p.name in ("ctx", "context") and ann in (p.empty, Any)):
+            ctx_param = p.name
+            continue
+        if p.kind is p.KEYWORD_ONLY:
+            field_ann = Any if ann is p.empty else ann
+            config_fields[p.name] = (field_ann, ... if p.default is p.empty else p.default)
+        else:
+            inputs[p.name] = InputSpec(p.name, ann, p.default is p.empty, _is_lazy(ann))
+    config_model = create_model(  # type: ignore[call-overload]
+        f"{_camel(name)}Config",
+        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+        **config_fields,
+    )
+    ret = hints.get("return", sig.return_annotation)
+    out_specs, kind = _outputs_from(ret, outputs, name)
+    return ToolSpec(
+        name=name,
+        version=version,
+        type=ttype,
+        fn=f,
+        inputs=inputs,
+        outputs=out_specs,
+        config_model=config_model,
+        ctx_param=ctx_param,
+        is_async=inspect.iscoroutinefunction(f),
+        description=description or inspect.getdoc(f) or "",
+        output_kind=kind,
+        allow_pickle=allow_pickle,
+    )
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace("-", "_").split("_") if part)
+
+
+def _outputs_from(ret: Any, names: list[str] | None, tool_name: str) -> tuple[list[OutputSpec], str]:
+    if names:
+        return [OutputSpec(n, Any, False) for n in names], ("single" if len(names) == 1 else "dict")
+    if ret is None or ret is type(None):
+        return [], "none"
+    if ret is inspect.Signature.empty:
+        return [OutputSpec("output", Any, False)], "single"
+    if isinstance(ret, type) and issubclass(ret, tuple) and hasattr(ret, "_fields"):
+        anns = typing.get_type_hints(ret)
+        return [OutputSpec(n, anns.get(n, Any), _is_model_type(anns.get(n))) for n in ret._fields], (
+            "namedtuple"
+        )
+    if is_typeddict(ret):
+        anns = typing.get_type_hints(ret)
+        return [OutputSpec(n, a, _is_model_type(a)) for n, a in anns.items()], "dict"
+    return [OutputSpec("output", ret, _is_model_type(ret))], "single"
+
+
+def register_task(arg: Any = None, *, registry: Registry | None = None, version: str = "1") -> Any:
+    """Register a seed-003 task: ``async def task(context: dict) -> {status, data, error}``.
+
+    Works bare (``@register_task``) or with a name (``@register_task("fetch")``). The task
+    receives the shared execution context (with every earlier task's result under
+    ``"<task>_result"``) and its ``data`` becomes the artifact ``<task>_result``.
+
+    Example:
+        >>> @register_task("fetch_numbers")
+        ... async def fetch(context):
+        ...     return {"status": "success", "data": [1, 2, 3], "error": None}
+        >>> get_registry().get("fetch_numbers").seed_task
+        True
+    """
+
+    def wrap(f: F, task_name: str | None = None) -> F:
+        if not inspect.iscoroutinefunction(f):
+            raise ToolDefinitionError(
+                f"task '{task_name or f.__name__}' must be an async function of a context dict"
+            )
+        spec = ToolSpec(
+            name=task_name or f.__name__,
+            version=version,
+            type=ToolType.DATA_TRANSFORMATION,
+            fn=f,
+            inputs={},
+            outputs=[OutputSpec("result", Any, False)],
+            config_model=create_model(
+                f"{_camel(task_name or f.__name__)}Config", __config__=ConfigDict(extra="allow")
+            ),
+            is_async=True,
+            seed_task=True,
+            description=inspect.getdoc(f) or "",
+        )
+        (registry if registry is not None else _DEFAULT).add(spec)
+        f.__flowfed_tool__ = spec  # type: ignore[attr-defined]
+        return f
+
+    if callable(arg):
+        return wrap(arg)
+    return lambda f: wrap(f, arg)
+
+
+def call_tool(spec: ToolSpec, args: dict[str, Any], config: BaseModel | dict[str, Any],
+              ctx: Context | None) -> Any:  # fmt: skip
+    """Call a tool's function with inputs, config and context (async tools run to completion)."""
+    kwargs = dict(args)
+    cfg = config.model_dump() if isinstance(config, BaseModel) else dict(config)
+    if spec.seed_task:
+        coro = spec.fn(kwargs.get("context", {}))
+        return asyncio.run(coro)
+    # Config fields keep the validated values, including nested pydantic models.
+    if isinstance(config, BaseModel):
+        cfg = {k: getattr(config, k) for k in type(config).model_fields}
+    kwargs.update(cfg)
+    if spec.ctx_param:
+        kwargs[spec.ctx_param] = ctx
+    if spec.is_async:
+        return asyncio.run(spec.fn(**kwargs))
+    return spec.fn(**kwargs)

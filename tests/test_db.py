@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -104,7 +105,9 @@ def art(
     }
 
 
-def finish(w: Writer, run_id: str, task_id: str, artifacts: list[dict[str, Any]], **kw: Any) -> None:
+def finish(
+    w: Writer, run_id: str, task_id: str, artifacts: list[dict[str, Any]], **kw: Any
+) -> None:
     args: dict[str, Any] = {
         "state": "finished",
         "at": time.time(),
@@ -196,7 +199,7 @@ def test_writer_lifecycle_and_batching(db: Database, writer: Writer) -> None:
     task_ids = [new_task(writer, run_id, step=f"s{i}") for i in range(50)]
     path = ["pending", "initialized", "started", "running", "finished"]
     for tid in task_ids:
-        for src, dst in zip(path, path[1:], strict=False):
+        for src, dst in itertools.pairwise(path):
             writer.transition(task_id=tid, run_id=run_id, src=src, dst=dst, at=time.time())
         writer.metric(run_id=run_id, task_id=tid, name="loss", value=0.5, step=1, ts=1.0)
         writer.metric(run_id=run_id, task_id=tid, name="loss", value=0.25, step=2, ts=2.0)

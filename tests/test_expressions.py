@@ -6,8 +6,14 @@ import pytest
 
 from flowfed.plan.expressions import Expression, ExpressionError
 
-SCOPE = {"metrics": {"auc": 0.91, "loss": 0.2}, "outputs": {"rows": [1, 2, 3]},
-         "status": "success", "attempt": 1, "iteration": 2, "config": {"min": 0.9}}  # fmt: skip
+SCOPE = {
+    "metrics": {"auc": 0.91, "loss": 0.2},
+    "outputs": {"rows": [1, 2, 3]},
+    "status": "success",
+    "attempt": 1,
+    "iteration": 2,
+    "config": {"min": 0.9},
+}
 
 
 @pytest.mark.parametrize(

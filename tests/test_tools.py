@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import NamedTuple, TypedDict
 
 import pytest
@@ -32,7 +33,7 @@ class Scores(TypedDict):
 
 class Weights(Model):
     def save(self, path):  # type: ignore[no-untyped-def]
-        open(path, "w").write("w")
+        Path(path).write_text("w")
 
     @classmethod
     def load(cls, path):  # type: ignore[no-untyped-def]

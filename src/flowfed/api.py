@@ -100,8 +100,14 @@ def make_engine(
     db = Database(database_url or default_database_url())
     db.ensure_schema(auto_upgrade=True)
     store = ArtifactStore(artifacts_url or default_artifacts_url())
-    return LocalEngine(db, store, executor=executor, max_workers=max_workers,
-                       use_cache=use_cache, listeners=listeners)  # fmt: skip
+    return LocalEngine(
+        db,
+        store,
+        executor=executor,
+        max_workers=max_workers,
+        use_cache=use_cache,
+        listeners=listeners,
+    )
 
 
 def run_flow(
@@ -121,8 +127,12 @@ def run_flow(
         >>> # 'success'
     """
     prepared = prepare(flow, params=params, imports=imports)
-    engine = make_engine(database_url=database_url, artifacts_url=artifacts_url,
-                         use_cache=use_cache, executor=executor)  # fmt: skip
+    engine = make_engine(
+        database_url=database_url,
+        artifacts_url=artifacts_url,
+        use_cache=use_cache,
+        executor=executor,
+    )
     try:
         path = prepared.loaded.path
         return engine.run(prepared.graph, params=params, flow_file=str(path) if path else None)

@@ -9,7 +9,7 @@ import time
 
 from tests.cli.conftest import Project
 
-TOOLS = '''
+TOOLS = """
 import time
 from pathlib import Path
 from flowfed import tool, Context
@@ -25,24 +25,30 @@ def slow(ctx: Context, *, marker: str) -> int:
 @tool(version="1", type="data-transformation")
 def after(x: int) -> int:
     return x
-'''
+"""
 
 
 def test_ctrl_c_cancels_running_tasks_and_records_the_run(project: Project) -> None:
     marker = project.root / "started"
     project.write("tools.py", TOOLS)
-    project.write("flow.yaml", f"""
+    project.write(
+        "flow.yaml",
+        f"""
         name: long
         imports: [tools.py]
         steps:
           - {{name: wait, tool: slow, params: {{marker: {marker}}}, outputs: [x]}}
           - {{name: next, tool: after, inputs: {{x: x}}, outputs: [y]}}
-    """)
+    """,
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "flowfed", "run", "flow.yaml", "--json"],
-        cwd=project.root, env=project.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=project.root,
+        env=project.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+    )
     deadline = time.monotonic() + 60
     while not marker.exists():
         assert proc.poll() is None, proc.communicate()

@@ -6,7 +6,7 @@ import json
 
 from tests.cli.conftest import Project, by_step
 
-TOOLS = '''
+TOOLS = """
 from pathlib import Path
 from flowfed import tool, register_task, Context
 
@@ -44,12 +44,14 @@ def bump(*, path: str) -> int:
 def check(n: int, ctx: Context) -> dict:
     ctx.metric("n", n)
     return {"n": n}
-'''
+"""
 
 
 def test_failure_routes_to_a_handler_and_the_run_succeeds(project: Project) -> None:
     project.write("tools.py", TOOLS)
-    project.write("flow.yaml", """
+    project.write(
+        "flow.yaml",
+        """
         name: routed
         imports: [tools.py]
         steps:
@@ -57,7 +59,8 @@ def test_failure_routes_to_a_handler_and_the_run_succeeds(project: Project) -> N
              next: {success: b, failure: recover}}
           - {name: b, tool: passthrough, inputs: {x: x}, outputs: [y]}
           - {name: recover, tool: handler, outputs: [note]}
-    """)
+    """,
+    )
     report = project.run_json("flow.yaml")
     steps = by_step(report)
     assert report["status"] == "success"
@@ -68,13 +71,16 @@ def test_failure_routes_to_a_handler_and_the_run_succeeds(project: Project) -> N
 
 def test_a_routed_step_waits_for_its_route_even_with_inputs_ready(project: Project) -> None:
     project.write("tools.py", TOOLS)
-    project.write("flow.yaml", """
+    project.write(
+        "flow.yaml",
+        """
         name: routed
         imports: [tools.py]
         steps:
           - {name: a, tool: source, outputs: [x], next: {success: end, failure: b}}
           - {name: b, tool: passthrough, inputs: {x: x}, outputs: [y]}
-    """)
+    """,
+    )
     report = project.run_json("flow.yaml")
     assert by_step(report)["b"]["tasks"][0]["status"] == "skipped"
     assert report["status"] == "success"
@@ -82,14 +88,17 @@ def test_a_routed_step_waits_for_its_route_even_with_inputs_ready(project: Proje
 
 def test_unrouted_failure_fails_the_run_and_skips_dependents(project: Project) -> None:
     project.write("tools.py", TOOLS)
-    project.write("flow.yaml", """
+    project.write(
+        "flow.yaml",
+        """
         name: unrouted
         imports: [tools.py]
         steps:
           - {name: a, tool: source, params: {fail: true}, outputs: [x]}
           - {name: b, tool: passthrough, inputs: {x: x}, outputs: [y]}
           - {name: other, tool: handler, outputs: [note]}
-    """)
+    """,
+    )
     report = project.run_json("flow.yaml", check=1)
     steps = by_step(report)
     assert report["status"] == "failed" and "a" in report["error"]
@@ -125,7 +134,9 @@ def test_when_expression_over_metrics_picks_the_branch(project: Project) -> None
 
 def loop_flow(project: Project, limit: int, max_iterations: int) -> None:
     project.write("tools.py", TOOLS)
-    project.write("flow.yaml", f"""
+    project.write(
+        "flow.yaml",
+        f"""
         name: loop
         imports: [tools.py]
         max_iterations: {max_iterations}
@@ -133,7 +144,7 @@ def loop_flow(project: Project, limit: int, max_iterations: int) -> None:
           - {{name: init, tool: start_counter, outputs: [zero], next: {{success: step}}}}
           - name: step
             tool: bump
-            params: {{path: {project.root / 'counter.txt'}}}
+            params: {{path: {project.root / "counter.txt"}}}
             cache: false
             outputs: [n]
           - name: test
@@ -141,7 +152,8 @@ def loop_flow(project: Project, limit: int, max_iterations: int) -> None:
             inputs: {{n: n}}
             outputs: [checked]
             next: {{when: "metrics.n >= {limit}", success: end, otherwise: step}}
-    """)
+    """,
+    )
 
 
 def test_a_condition_loop_runs_until_its_expression_holds(project: Project) -> None:
@@ -162,7 +174,7 @@ def test_a_loop_that_never_ends_stops_at_max_iterations(project: Project) -> Non
     assert len(by_step(report)["step"]["tasks"]) == 4
 
 
-SEED_TASKS = '''
+SEED_TASKS = """
 from flowfed import register_task
 
 @register_task("task1")
@@ -184,7 +196,7 @@ async def task3(context):
 @register_task("task2_broken")
 async def broken(context):
     return {"status": "failure", "data": None, "error": "disk full"}
-'''
+"""
 
 
 def seed_flow(task2: str = "task2") -> dict:
@@ -199,13 +211,23 @@ def seed_flow(task2: str = "task2") -> dict:
                 {"name": "task3", "description": "Store data"},
             ],
             "conditions": [
-                {"name": "c1", "source_task": "task1", "outcome": "success",
-                 "target_task_success": "task2", "target_task_failure": "end"},
-                {"name": "c2", "source_task": "task2", "outcome": "success",
-                 "target_task_success": "task3", "target_task_failure": "end"},
+                {
+                    "name": "c1",
+                    "source_task": "task1",
+                    "outcome": "success",
+                    "target_task_success": "task2",
+                    "target_task_failure": "end",
+                },
+                {
+                    "name": "c2",
+                    "source_task": "task2",
+                    "outcome": "success",
+                    "target_task_success": "task3",
+                    "target_task_failure": "end",
+                },
             ],
         }
-    }  # fmt: skip
+    }
 
 
 def test_seed003_flow_runs_its_tasks_in_sequence_through_the_context(project: Project) -> None:
@@ -235,9 +257,12 @@ def test_seed003_outcome_failure_swaps_the_targets(project: Project) -> None:
     flow = seed_flow("task2_broken")
     flow["flow"]["tasks"].append({"name": "alert", "tool": "task1"})
     flow["flow"]["conditions"][1] = {
-        "name": "c2", "source_task": "task2", "outcome": "failure",
-        "target_task_success": "alert", "target_task_failure": "task3",
-    }  # fmt: skip
+        "name": "c2",
+        "source_task": "task2",
+        "outcome": "failure",
+        "target_task_success": "alert",
+        "target_task_failure": "task3",
+    }
     project.write("flow.json", json.dumps(flow))
     report = project.run_json("flow.json", "--import", "tasks.py", check=1)
     steps = by_step(report)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.cli.conftest import Project, by_step
 
-TOOLS = '''
+TOOLS = """
 import json, os, time
 from pathlib import Path
 from flowfed import tool, Context
@@ -28,7 +28,7 @@ def total(xs: list, ctx: Context) -> dict:
 @tool(version="1", type="database-adapter")
 def letters() -> str:
     return "abc"
-'''
+"""
 
 FLOW = """
 name: three steps
@@ -126,7 +126,9 @@ def test_no_cache_flag_and_step_cache_false_run_everything(project: Project) -> 
     make(project)
     project.run_json("flow.yaml")
     assert set(statuses(project.run_json("flow.yaml", "--no-cache")).values()) == {"finished"}
-    project.write("flow.yaml", FLOW.replace("    outputs: [word]", "    outputs: [word]\n    cache: false"))
+    project.write(
+        "flow.yaml", FLOW.replace("    outputs: [word]", "    outputs: [word]\n    cache: false")
+    )
     st = statuses(project.run_json("flow.yaml"))
     assert st["side"] == "finished" and st["load"] == "cached"
 
@@ -180,11 +182,14 @@ def test_human_output_draws_the_tree_and_a_summary(project: Project) -> None:
 
 
 def test_a_tool_that_raises_fails_the_run_with_a_located_report(project: Project) -> None:
-    tools = TOOLS + '''
+    tools = (
+        TOOLS
+        + """
 @tool(version="1", type="evaluation")
 def explode(xs: list) -> dict:
     raise ValueError("the data is bad")
-'''
+"""
+    )
     make(project, tools, FLOW.replace("tool: total", "tool: explode"))
     res = project.ff("run", "flow.yaml", "--json")
     assert res.code == 1
@@ -201,7 +206,9 @@ def explode(xs: list) -> dict:
 
 
 def test_a_tool_returning_the_wrong_outputs_is_an_error(project: Project) -> None:
-    tools = TOOLS + '''
+    tools = (
+        TOOLS
+        + """
 from typing import NamedTuple
 class Two(NamedTuple):
     a: list
@@ -209,9 +216,12 @@ class Two(NamedTuple):
 @tool(version="1", type="data-transformation")
 def halves(xs: list) -> Two:
     return {"a": xs}
-'''
-    flow = FLOW.replace("tool: total\n    inputs: {xs: scaled}\n    outputs: [score]",
-                        "tool: halves\n    inputs: {xs: scaled}\n    outputs: [h1, h2]")
+"""
+    )
+    flow = FLOW.replace(
+        "tool: total\n    inputs: {xs: scaled}\n    outputs: [score]",
+        "tool: halves\n    inputs: {xs: scaled}\n    outputs: [h1, h2]",
+    )
     make(project, tools, flow)
     report = project.run_json("flow.yaml", check=1)
     err = by_step(report)["sum"]["tasks"][0]["error"]["message"]
@@ -219,25 +229,32 @@ def halves(xs: list) -> Two:
 
 
 def test_unserializable_output_needs_allow_pickle_and_is_flagged(project: Project) -> None:
-    tools = TOOLS + '''
+    tools = (
+        TOOLS
+        + """
 class Thing:
     pass
 @tool(version="1", type="data-transformation")
 def thing(xs: list) -> object:
     return Thing()
-'''
+"""
+    )
     flow = FLOW.replace("tool: total", "tool: thing")
     make(project, tools, flow)
     report = project.run_json("flow.yaml", check=1)
     assert "allow_pickle" in by_step(report)["sum"]["tasks"][0]["error"]["message"]
-    project.write("flow.yaml", flow.replace("outputs: [score]", "outputs: [score]\n    allow_pickle: true"))
+    project.write(
+        "flow.yaml", flow.replace("outputs: [score]", "outputs: [score]\n    allow_pickle: true")
+    )
     project.run_json("flow.yaml")
     shown = project.ff("artifacts", "show", "score", "--json", check=0).json()
     assert shown["kind"] == "pickle" and shown["pickled"] is True
 
 
 def test_retries_run_a_new_attempt_after_a_failure(project: Project) -> None:
-    tools = TOOLS + '''
+    tools = (
+        TOOLS
+        + """
 @tool(version="1", type="evaluation")
 def flaky(xs: list, *, marker: str) -> dict:
     p = Path(marker)
@@ -245,7 +262,8 @@ def flaky(xs: list, *, marker: str) -> dict:
         p.write_text("failed once")
         raise RuntimeError("transient")
     return {"ok": True}
-'''
+"""
+    )
     flow = FLOW.replace(
         "tool: total\n    inputs: {xs: scaled}",
         f"tool: flaky\n    params: {{marker: {project.root / 'marker'}}}\n    retries: 2\n"
@@ -262,14 +280,17 @@ def flaky(xs: list, *, marker: str) -> dict:
 
 
 def test_a_task_past_its_timeout_ends_in_error(project: Project) -> None:
-    tools = TOOLS + '''
+    tools = (
+        TOOLS
+        + """
 @tool(version="1", type="evaluation")
 def slow(xs: list, ctx: Context) -> dict:
     for _ in range(100):
         time.sleep(0.05)
         ctx.check_cancelled()
     return {}
-'''
+"""
+    )
     make(project, tools, FLOW.replace("tool: total", "tool: slow\n    timeout: 0.3"))
     report = project.run_json("flow.yaml", check=1)
     err = by_step(report)["sum"]["tasks"][0]["error"]
@@ -277,26 +298,32 @@ def slow(xs: list, ctx: Context) -> dict:
 
 
 def test_async_tools_run_like_sync_ones(project: Project) -> None:
-    tools = TOOLS + '''
+    tools = (
+        TOOLS
+        + """
 import asyncio
 @tool(version="1", type="evaluation")
 async def atotal(xs: list, ctx: Context) -> dict:
     await asyncio.sleep(0.01)
     ctx.metric("n", len(xs))
     return {"total": sum(xs)}
-'''
+"""
+    )
     make(project, tools, FLOW.replace("tool: total", "tool: atotal"))
     report = project.run_json("flow.yaml")
     assert by_step(report)["sum"]["tasks"][0]["metrics"] == {"n": 5.0}
 
 
 def test_process_executor_runs_tools_in_child_processes(project: Project) -> None:
-    tools = TOOLS + '''
+    tools = (
+        TOOLS
+        + """
 @tool(version="1", type="evaluation")
 def pid(xs: list, ctx: Context) -> dict:
     ctx.metric("ppid", os.getppid())
     return {"pid": os.getpid()}
-'''
+"""
+    )
     make(project, tools, FLOW.replace("tool: total", "tool: pid"))
     res = project.ff("run", "flow.yaml", "--json", "--executor", "processes", check=0)
     report = res.json()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.cli.conftest import Project
 
-TOOLS = '''
+TOOLS = """
 from flowfed import tool, Model
 
 class M(Model):
@@ -27,7 +27,7 @@ def fit(xs: list) -> list:
 @tool(version="1", type="data-transformation")
 def t(xs: list) -> list:
     return xs
-'''
+"""
 
 BAD = """
 name: bad
@@ -74,13 +74,16 @@ steps:
 
 def test_valid_flow_exits_zero_and_lists_the_inferred_edges(project: Project) -> None:
     project.write("tools.py", TOOLS)
-    project.write("flow.yaml", """
+    project.write(
+        "flow.yaml",
+        """
         name: ok
         imports: [tools.py]
         steps:
           - {name: second, tool: t, inputs: {xs: xs}, outputs: [ys]}
           - {name: first, tool: load, outputs: [xs]}
-    """)
+    """,
+    )
     res = project.ff("validate", "flow.yaml", check=0)
     assert "second: t@1 ← first" in res.out
     data = project.ff("validate", "flow.yaml", "--json", check=0).json()
@@ -116,14 +119,17 @@ def test_every_problem_is_reported_together_with_its_location(project: Project) 
 
 def test_unreachable_steps_are_errors(project: Project) -> None:
     project.write("tools.py", TOOLS)
-    project.write("flow.yaml", """
+    project.write(
+        "flow.yaml",
+        """
         name: unreachable
         imports: [tools.py]
         steps:
           - {name: a, tool: load, outputs: [xs]}
           - {name: b, tool: t, inputs: {xs: xs}, outputs: [ys], next: {success: c}}
           - {name: c, tool: t, inputs: {xs: ys}, outputs: [zs], next: {success: b}}
-    """)
+    """,
+    )
     res = project.ff("validate", "flow.yaml")
     assert res.code == 2
     assert "step 'b': step is unreachable: no reachable step routes to it" in res.err
@@ -137,7 +143,9 @@ def test_malformed_yaml_names_the_line(project: Project) -> None:
 
 def test_unknown_keys_and_wrong_types_are_located(project: Project) -> None:
     project.write("tools.py", TOOLS)
-    project.write("flow.yaml", """
+    project.write(
+        "flow.yaml",
+        """
         name: x
         imports: [tools.py]
         steps:
@@ -145,7 +153,8 @@ def test_unknown_keys_and_wrong_types_are_located(project: Project) -> None:
             tool: load
             retries: many
             colour: blue
-    """)
+    """,
+    )
     res = project.ff("validate", "flow.yaml")
     assert res.code == 2
     assert "flow.yaml:6: step 'a', field 'retries'" in res.err
@@ -184,8 +193,10 @@ def test_tools_commands_show_the_config_schema(project: Project) -> None:
     shown = project.ff("tools", "show", "load", "--import", "tools.py", "--json", check=0).json()
     assert shown["type"] == "database-adapter"
     assert shown["config_schema"]["properties"]["n"] == {
-        "default": 3, "title": "N", "type": "integer"
-    }  # fmt: skip
+        "default": 3,
+        "title": "N",
+        "type": "integer",
+    }
     text = project.ff("tools", "show", "load", "--import", "tools.py", check=0).out
     assert '"properties"' in text
     res = project.ff("tools", "show", "nope", "--import", "tools.py")

@@ -42,6 +42,8 @@ class ArtifactStore:
             path = url[len("file://") :] if url.startswith("file://") else url
             self.root = os.path.abspath(os.path.expanduser(path))
             self.local = True
+            # Precomputed so put() does not build a Path per call (hashes need no quoting).
+            self._root_uri = Path(self.root).as_uri()
             self._made: set[str] = set()
             self._tmp_seq = 0
             self._tmp_lock = threading.Lock()
@@ -65,7 +67,7 @@ class ArtifactStore:
     def uri(self, hash: str) -> str:
         """A URI naming the object (``file://`` for local stores)."""
         if self.local:
-            return Path(self.object_path(hash)).as_uri()
+            return f"{self._root_uri}/{self._rel(_check(hash))}"
         return self._fs.unstrip_protocol(self.object_path(hash))
 
     def put(self, m: Materialized) -> str:
@@ -81,8 +83,9 @@ class ArtifactStore:
             return self.uri(h)
         d = f"{self.root}/objects/{h[:2]}"
         path = f"{d}/{h}"
+        uri = f"{self._root_uri}/objects/{h[:2]}/{h}"
         if os.path.exists(path):
-            return Path(path).as_uri()
+            return uri
         if d not in self._made:
             os.makedirs(d, exist_ok=True)
             self._made.add(d)
@@ -105,7 +108,7 @@ class ArtifactStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        return Path(path).as_uri()
+        return uri
 
     def get(self, hash: str, *, verify: bool = False) -> bytes:
         """The bytes of an object; with ``verify``, check them against the hash."""

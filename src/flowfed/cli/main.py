@@ -136,14 +136,18 @@ def _print_summary(result: Any) -> None:
     for t in tasks:
         if t.get("error"):
             e = t["error"]
-            out.print(f"[red]  {e.get('context', {}).get('step', '?')}: {e['message']}[/red]",
-                      soft_wrap=True)  # fmt: skip
+            out.print(
+                f"[red]  {e.get('context', {}).get('step', '?')}: {e['message']}[/red]",
+                soft_wrap=True,
+            )
     if result.artifacts:
         # Point at an output of the flow's last productive step: the "result" a user wants.
         order = {name: i for i, name in enumerate(result.view.steps)}
         last = max(result.artifacts, key=lambda a: (order.get(a.get("step"), -1), a["name"]))
-        out.print(f"  {len(result.artifacts)} artifacts; trace one with: "
-                  f"flowfed lineage {last['name']}:{last['version']}")  # fmt: skip
+        out.print(
+            f"  {len(result.artifacts)} artifacts; trace one with: "
+            f"flowfed lineage {last['name']}:{last['version']}"
+        )
 
 
 @app.command()
@@ -162,9 +166,19 @@ def validate(
         _flow_error(exc, as_json)
     g = prepared.graph
     if as_json:
-        print(json.dumps({"valid": True, "flow": g.flow.name, "tasks": len(g.tasks),
-                          "steps": [{"name": t.step, "tool": t.tool.ref, "after": list(t.deps)}
-                                    for t in g.tasks.values()]}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "valid": True,
+                    "flow": g.flow.name,
+                    "tasks": len(g.tasks),
+                    "steps": [
+                        {"name": t.step, "tool": t.tool.ref, "after": list(t.deps)}
+                        for t in g.tasks.values()
+                    ],
+                }
+            )
+        )
         return
     out.print(f"[green]valid[/green]: flow '{g.flow.name}' · {len(g.tasks)} tasks")
     for t in g.tasks.values():
@@ -215,17 +229,22 @@ def runs_show(
         out.print(f"  [red]{r['error']}[/red]", soft_wrap=True)
     for t in r["tasks"]:
         flags = " (cached)" if t.get("cached") else ""
-        out.print(f"  {t['step']}: {t['tool']}@{t['tool_version']} on {t['node']} — "
-                  f"{t['state']}{flags} · attempt {t['attempt']}")  # fmt: skip
+        out.print(
+            f"  {t['step']}: {t['tool']}@{t['tool_version']} on {t['node']} — "
+            f"{t['state']}{flags} · attempt {t['attempt']}"
+        )
         for tr in t.get("transitions", []):
             detail = f" ({tr['detail']})" if tr.get("detail") else ""
-            out.print(f"      {_ts(tr['at'], ms=True)} {tr['src']} → {tr['dst']}{detail}",
-                      markup=False)  # fmt: skip
+            out.print(
+                f"      {_ts(tr['at'], ms=True)} {tr['src']} → {tr['dst']}{detail}", markup=False
+            )
         if t.get("error"):
             out.print(f"      [red]{t['error'].get('message')}[/red]", soft_wrap=True)
         for line in t["logs"]:
-            out.print(f"      {_ts(line['ts'], ms=True)} [{line['level']}] {line['message']}",
-                      markup=False)  # fmt: skip
+            out.print(
+                f"      {_ts(line['ts'], ms=True)} [{line['level']}] {line['message']}",
+                markup=False,
+            )
 
 
 def _ts(t: float | None, ms: bool = False) -> str:
@@ -263,8 +282,15 @@ def artifacts_list(
 
     table = Table("id", "name", "version", "kind", "size", "hash", "step")
     for a in rows:
-        table.add_row(a["id"][:12], a["name"], str(a["version"]), a["kind"], str(a["size"]),
-                      a["hash"][:12], a.get("step") or "")  # fmt: skip
+        table.add_row(
+            a["id"][:12],
+            a["name"],
+            str(a["version"]),
+            a["kind"],
+            str(a["size"]),
+            a["hash"][:12],
+            a.get("step") or "",
+        )
     out.print(table)
 
 
@@ -280,12 +306,27 @@ def artifacts_show(
     if as_json:
         print(json.dumps(a, default=str))
         return
-    for key in ("id", "name", "version", "hash", "size", "kind", "type_name", "uri", "run_id",
-                "step", "node", "pickled"):  # fmt: skip
+    for key in (
+        "id",
+        "name",
+        "version",
+        "hash",
+        "size",
+        "kind",
+        "type_name",
+        "uri",
+        "run_id",
+        "step",
+        "node",
+        "pickled",
+    ):
         out.print(f"{key:>10}: {a.get(key)}", markup=False)
     p = a.get("producer") or {}
-    out.print(f"{'producer':>10}: {p.get('tool')}@{p.get('tool_version')} "
-              f"(step {p.get('step')}, task {str(p.get('task_id'))[:12]})", markup=False)  # fmt: skip
+    out.print(
+        f"{'producer':>10}: {p.get('tool')}@{p.get('tool_version')} "
+        f"(step {p.get('step')}, task {str(p.get('task_id'))[:12]})",
+        markup=False,
+    )
     out.print(f"{'parents':>10}: {', '.join(x[:12] for x in a.get('parents', [])) or '—'}")
 
 
@@ -308,9 +349,11 @@ def lineage(
         extra = " (cycle)" if n.get("cycle") else ""
         if n.get("missing"):
             return f"{n['id'][:12]} [red](no longer in the catalog)[/red]"
-        return (f"[bold]{n['name']}:{n['version']}[/bold] [dim]{n['kind']} {n['hash'][:10]} ← "
-                f"{p.get('step')} ({p.get('tool')}@{p.get('tool_version')}) "
-                f"run {str(n.get('run_id'))[:8]}[/dim]{extra}")  # fmt: skip
+        return (
+            f"[bold]{n['name']}:{n['version']}[/bold] [dim]{n['kind']} {n['hash'][:10]} ← "
+            f"{p.get('step')} ({p.get('tool')}@{p.get('tool_version')}) "
+            f"run {str(n.get('run_id'))[:8]}[/dim]{extra}"
+        )
 
     def grow(branch: Tree, n: dict[str, Any]) -> None:
         for parent in n.get("parents", []):
@@ -345,8 +388,13 @@ def tools_list(imports: ImportOpt = None, as_json: JsonOpt = False) -> None:
 
     table = Table("tool", "version", "type", "inputs", "outputs")
     for t in reg:
-        table.add_row(t.name, t.version, str(t.type), ", ".join(t.inputs) or "—",
-                      ", ".join(t.output_names) or "—")  # fmt: skip
+        table.add_row(
+            t.name,
+            t.version,
+            str(t.type),
+            ", ".join(t.inputs) or "—",
+            ", ".join(t.output_names) or "—",
+        )
     out.print(table)
     if not len(reg):
         out.print("no tools registered; load a tools file with --import tools.py")
@@ -373,8 +421,9 @@ def tools_show(
     for i in d["inputs"]:
         out.print(f"  input  {i['name']}: {i['type']}", markup=False)
     for o in d["outputs"]:
-        out.print(f"  output {o['name']}: {o['type']}{' (model)' if o['model'] else ''}",
-                  markup=False)  # fmt: skip
+        out.print(
+            f"  output {o['name']}: {o['type']}{' (model)' if o['model'] else ''}", markup=False
+        )
     out.print("config schema:")
     out.print_json(json.dumps(d["config_schema"]))
 

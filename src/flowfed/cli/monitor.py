@@ -26,7 +26,7 @@ _TASK_STYLE: dict[State, tuple[str, str]] = {
     State.FINISHED: ("✓", "green"),
     State.CACHED: ("↺", "blue"),
     State.ERROR: ("✗", "red"),
-    State.SKIPPED: ("–", "dim"),
+    State.SKIPPED: ("-", "dim"),
     State.CANCELLED: ("⊘", "magenta"),
 }
 _STEP_STYLE = {
@@ -34,14 +34,14 @@ _STEP_STYLE = {
     "running": ("◕", "yellow"),
     "completed": ("✓", "green"),
     "failed": ("✗", "red"),
-    "skipped": ("–", "dim"),
+    "skipped": ("-", "dim"),
     "cancelled": ("⊘", "magenta"),
 }
 _RUN_STYLE = {"running": "yellow", "success": "green", "failed": "red", "cancelled": "magenta"}
 
 
 def _bar(fraction: float, width: int = 12) -> str:
-    filled = int(round(fraction * width))
+    filled = round(fraction * width)
     return "█" * filled + "░" * (width - filled)
 
 

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import heapq
 import os
 import queue
@@ -329,8 +330,10 @@ class _Run:
 
     def _complete(self, tr: TaskRun, outcome: Any) -> None:
         node = tr.node
-        if isinstance(outcome, TaskFailed) and tr.attempt <= node.retries and not (
-            self.e._cancel.is_set()
+        if (
+            isinstance(outcome, TaskFailed)
+            and tr.attempt <= node.retries
+            and not (self.e._cancel.is_set())
         ):
             delay = node.retry_backoff * (2 ** (tr.attempt - 1))
             tr.attempt += 1
@@ -431,14 +434,25 @@ class _Run:
                     reason = "run stopped"
                 elif missing:
                     prod = self.g.producers.get(missing[0], "?")
-                    reason = f"input '{missing[0]}' was never produced (step '{prod}' did not finish)"
+                    reason = (
+                        f"input '{missing[0]}' was never produced (step '{prod}' did not finish)"
+                    )
                 else:
                     reason = "no condition routed to it"
             tr.message = reason
             self._move(tr, dst, reason)
-            self.writer.finish_task(task_id=tr.id, run_id=self.run_id, state=str(dst),
-                                    at=time.time(), artifacts=[], cache_key=None, cached=False,
-                                    error=None, metrics=None, progress=None)  # fmt: skip
+            self.writer.finish_task(
+                task_id=tr.id,
+                run_id=self.run_id,
+                state=str(dst),
+                at=time.time(),
+                artifacts=[],
+                cache_key=None,
+                cached=False,
+                error=None,
+                metrics=None,
+                progress=None,
+            )
         if cancelled:
             status, error = "cancelled", "run cancelled"
         elif self.fatal:
@@ -454,8 +468,9 @@ class _Run:
         self.view.status = status
         self.view.error = error
         self.view.ended_at = time.time()
-        self.writer.finish_run(run_id=self.run_id, status=status, ended_at=self.view.ended_at,
-                               error=error)  # fmt: skip
+        self.writer.finish_run(
+            run_id=self.run_id, status=status, ended_at=self.view.ended_at, error=error
+        )
         self.writer.close()
         artifacts = self.e.db.run_artifacts(self.run_id)
         self._emit("run", None, {"status": status})
@@ -466,13 +481,16 @@ class _Run:
     def _emit(self, kind: str, tr: TaskRun | None, payload: dict[str, Any]) -> None:
         if not self.e.listeners:
             return
-        event = {"run_id": self.run_id, "task_id": tr.id if tr else None,
-                 "step": tr.step if tr else None, **payload}  # fmt: skip
+        event = {
+            "run_id": self.run_id,
+            "task_id": tr.id if tr else None,
+            "step": tr.step if tr else None,
+            **payload,
+        }
         for listener in self.e.listeners:
-            try:
+            # A broken display must never break a run.
+            with contextlib.suppress(Exception):
                 listener(kind, event)
-            except Exception:  # a broken display must never break a run
-                pass
 
     def _move(self, tr: TaskRun, dst: State, detail: str | None = None) -> bool:
         """Advance ``tr``; False if it was already terminal (cancelled under our feet)."""
@@ -488,8 +506,15 @@ class _Run:
             tr.started_at = now
         if dst.terminal:
             tr.ended_at = now
-        self.writer.transition(task_id=tr.id, run_id=self.run_id, src=str(t.src), dst=str(dst),
-                               at=now, attempt=tr.attempt, detail=detail)  # fmt: skip
+        self.writer.transition(
+            task_id=tr.id,
+            run_id=self.run_id,
+            src=str(t.src),
+            dst=str(dst),
+            at=now,
+            attempt=tr.attempt,
+            detail=detail,
+        )
         self._emit("transition", tr, {"src": str(t.src), "dst": str(dst), "detail": detail})
         return True
 
@@ -499,12 +524,23 @@ class _Run:
         def sink(kind: str, payload: dict[str, Any]) -> None:
             now = time.time()
             if kind == "log":
-                writer.log(run_id=run_id, task_id=task_id, ts=now, level=payload["level"],
-                           message=payload["message"])  # fmt: skip
+                writer.log(
+                    run_id=run_id,
+                    task_id=task_id,
+                    ts=now,
+                    level=payload["level"],
+                    message=payload["message"],
+                )
             elif kind == "metric":
                 tr.metrics[payload["name"]] = payload["value"]
-                writer.metric(run_id=run_id, task_id=task_id, name=payload["name"],
-                              value=payload["value"], step=payload.get("step"), ts=now)  # fmt: skip
+                writer.metric(
+                    run_id=run_id,
+                    task_id=task_id,
+                    name=payload["name"],
+                    value=payload["value"],
+                    step=payload.get("step"),
+                    ts=now,
+                )
             elif kind == "progress":
                 tr.progress = payload["fraction"]
                 if payload.get("message"):
@@ -518,15 +554,16 @@ class _Run:
             outcome: Any = self._attempt(tr)
         except TaskFailed as exc:
             outcome = exc
-        except BaseException as exc:  # noqa: BLE001 — the scheduler must always hear back
+        except BaseException as exc:
             outcome = exc
             if not tr.state.terminal:
-                tr.error = {"message": f"internal error: {exc}", "type": type(exc).__name__,
-                            "traceback": traceback.format_exc()}  # fmt: skip
-                try:
+                tr.error = {
+                    "message": f"internal error: {exc}",
+                    "type": type(exc).__name__,
+                    "traceback": traceback.format_exc(),
+                }
+                with contextlib.suppress(IllegalTransition):
                     self._move(tr, State.ERROR, tr.error["message"])
-                except IllegalTransition:
-                    pass
         self.done_q.put((tr, outcome))
 
     def _attempt(self, tr: TaskRun) -> Any:
@@ -551,8 +588,15 @@ class _Run:
         tr.cache_key = key
         if not self._move(tr, State.INITIALIZED):
             return None
-        ctx = Context(self._telemetry(tr), run_id=self.run_id, task_id=tr.id, step=node.step,
-                      node=node.node, attempt=tr.attempt, iteration=tr.iteration)  # fmt: skip
+        ctx = Context(
+            self._telemetry(tr),
+            run_id=self.run_id,
+            task_id=tr.id,
+            step=node.step,
+            node=node.node,
+            attempt=tr.attempt,
+            iteration=tr.iteration,
+        )
         tr.ctx = ctx  # type: ignore[attr-defined]
         if not self._move(tr, State.STARTED):
             return None
@@ -599,7 +643,7 @@ class _Run:
         def target() -> None:
             try:
                 box["value"] = call_tool(node.tool, args, node.config, ctx)
-            except BaseException as exc:  # noqa: BLE001 — handed back to the worker
+            except BaseException as exc:
                 box["error"] = exc
 
         # Python threads cannot be killed: a timed-out tool is abandoned (its context is
@@ -609,8 +653,9 @@ class _Run:
         t.join(node.timeout)
         if t.is_alive():
             ctx.cancel()
-            raise TaskFailed(self._report(tr, f"timed out after {node.timeout:g}s", None,
-                                          "TimeoutError"))  # fmt: skip
+            raise TaskFailed(
+                self._report(tr, f"timed out after {node.timeout:g}s", None, "TimeoutError")
+            )
         if "error" in box:
             raise box["error"]
         return box.get("value")
@@ -620,10 +665,17 @@ class _Run:
         for param, ref in tr.inputs.items():
             spec = tr.node.tool.inputs.get(param)
             handle = ArtifactHandle(
-                self.e.store, id=ref.id, name=ref.name, version=ref.version, hash=ref.hash,
-                size=ref.size, kind=ref.kind, type_name=ref.type_name, uri=ref.uri,
+                self.e.store,
+                id=ref.id,
+                name=ref.name,
+                version=ref.version,
+                hash=ref.hash,
+                size=ref.size,
+                kind=ref.kind,
+                type_name=ref.type_name,
+                uri=ref.uri,
                 **({"value": ref.value} if ref.has_value else {}),
-            )  # fmt: skip
+            )
             args[param] = handle if spec is not None and spec.lazy else handle.load()
         return args
 
@@ -651,10 +703,18 @@ class _Run:
         }
         tr.error = report
         self._move(tr, State.ERROR, message)
-        self.writer.finish_task(task_id=tr.id, run_id=self.run_id, state="error",
-                                at=time.time(), artifacts=[], cache_key=None, cached=False,
-                                error=report, metrics=tr.metrics or None,
-                                progress=tr.progress)  # fmt: skip
+        self.writer.finish_task(
+            task_id=tr.id,
+            run_id=self.run_id,
+            state="error",
+            at=time.time(),
+            artifacts=[],
+            cache_key=None,
+            cached=False,
+            error=report,
+            metrics=tr.metrics or None,
+            progress=tr.progress,
+        )
         return report
 
     def _finish_outputs(self, tr: TaskRun, result: Any, key: str | None) -> None:
@@ -681,27 +741,63 @@ class _Run:
             uri = self.e.store.put(m)
             aid = uuid.uuid4().hex
             name = node.outputs[out_name]
-            tr.outputs[out_name] = ArtifactRef(aid, name, m.hash, len(m.data), m.kind,
-                                               m.type_name, uri, value=value,
-                                               has_value=True)  # fmt: skip
-            rows.append({"id": aid, "name": name, "hash": m.hash, "size": len(m.data),
-                         "kind": m.kind, "type_name": m.type_name, "uri": uri,
-                         "run_id": self.run_id, "task_id": tr.id, "step": node.step,
-                         "node": node.node, "shareable": True, "pickled": m.pickled,
-                         "created_at": now, "meta": {}, "parents": parents,
-                         "output": out_name})  # fmt: skip
+            tr.outputs[out_name] = ArtifactRef(
+                aid,
+                name,
+                m.hash,
+                len(m.data),
+                m.kind,
+                m.type_name,
+                uri,
+                value=value,
+                has_value=True,
+            )
+            rows.append(
+                {
+                    "id": aid,
+                    "name": name,
+                    "hash": m.hash,
+                    "size": len(m.data),
+                    "kind": m.kind,
+                    "type_name": m.type_name,
+                    "uri": uri,
+                    "run_id": self.run_id,
+                    "task_id": tr.id,
+                    "step": node.step,
+                    "node": node.node,
+                    "shareable": True,
+                    "pickled": m.pickled,
+                    "created_at": now,
+                    "meta": {},
+                    "parents": parents,
+                    "output": out_name,
+                }
+            )
         if not self._move(tr, State.FINISHED):
             return None
-        self.writer.finish_task(task_id=tr.id, run_id=self.run_id, state="finished", at=now,
-                                artifacts=rows, cache_key=key, cached=False, error=None,
-                                metrics=tr.metrics or None, progress=1.0)  # fmt: skip
+        self.writer.finish_task(
+            task_id=tr.id,
+            run_id=self.run_id,
+            state="finished",
+            at=now,
+            artifacts=rows,
+            cache_key=key,
+            cached=False,
+            error=None,
+            metrics=tr.metrics or None,
+            progress=1.0,
+        )
         tr.progress = 1.0
         return None
 
     def _seed_result(self, tr: TaskRun, result: Any) -> Any:
         if not isinstance(result, dict) or result.get("status") not in ("success", "failure"):
-            self._fail(tr, "a seed-003 task must return {'status': 'success'|'failure', "
-                       f"'data': ..., 'error': ...}}, got {result!r:.200}", None)  # fmt: skip
+            self._fail(
+                tr,
+                "a seed-003 task must return {'status': 'success'|'failure', "
+                f"'data': ..., 'error': ...}}, got {result!r:.200}",
+                None,
+            )
         tr.seed_result = result  # type: ignore[attr-defined]
         if result["status"] == "failure":
             self._fail(tr, str(result.get("error") or "task reported failure"), None)
@@ -712,22 +808,45 @@ class _Run:
         for out_name, art in hit.items():
             if out_name in node.outputs:
                 tr.outputs[out_name] = ArtifactRef(
-                    art["id"], node.outputs[out_name], art["hash"], art["size"], art["kind"],
-                    art.get("type_name", ""), art.get("uri", ""), version=art.get("version"),
-                )  # fmt: skip
+                    art["id"],
+                    node.outputs[out_name],
+                    art["hash"],
+                    art["size"],
+                    art["kind"],
+                    art.get("type_name", ""),
+                    art.get("uri", ""),
+                    version=art.get("version"),
+                )
         tr.cached = True
         tr.cache_key = key
         tr.progress = 1.0
         # Loops read outputs in conditions: cached values are loaded only when one does.
         if node.route is not None and node.route.when is not None:
             for ref in tr.outputs.values():
-                handle = ArtifactHandle(self.e.store, id=ref.id, name=ref.name, version=None,
-                                        hash=ref.hash, size=ref.size, kind=ref.kind,
-                                        type_name=ref.type_name, uri=ref.uri)  # fmt: skip
+                handle = ArtifactHandle(
+                    self.e.store,
+                    id=ref.id,
+                    name=ref.name,
+                    version=None,
+                    hash=ref.hash,
+                    size=ref.size,
+                    kind=ref.kind,
+                    type_name=ref.type_name,
+                    uri=ref.uri,
+                )
                 ref.value, ref.has_value = handle.load(), True
         if self._move(tr, State.CACHED, "cache hit"):
-            self.writer.finish_task(task_id=tr.id, run_id=self.run_id, state="cached",
-                                    at=time.time(), artifacts=[], cache_key=key, cached=True,
-                                    error=None, metrics=None, progress=1.0,
-                                    reused=[r.id for r in tr.outputs.values()])  # fmt: skip
+            self.writer.finish_task(
+                task_id=tr.id,
+                run_id=self.run_id,
+                state="cached",
+                at=time.time(),
+                artifacts=[],
+                cache_key=key,
+                cached=True,
+                error=None,
+                metrics=None,
+                progress=1.0,
+                reused=[r.id for r in tr.outputs.values()],
+            )
         return None

@@ -9,6 +9,7 @@ without re-importing them.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import traceback
@@ -40,12 +41,17 @@ def _child(conn: Connection, node: TaskNode, args: dict[str, Any], task_id: str)
     try:
         value = call_tool(node.tool, args, node.config, ctx)
         conn.send(("result", value))
-    except BaseException as exc:  # noqa: BLE001 — reported to the parent, then exit
-        try:
-            conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(),
-                       type(exc).__name__))  # fmt: skip
-        except Exception:
-            pass
+    except BaseException as exc:
+        # The parent may be gone already; there is nobody left to tell.
+        with contextlib.suppress(Exception):
+            conn.send(
+                (
+                    "error",
+                    f"{type(exc).__name__}: {exc}",
+                    traceback.format_exc(),
+                    type(exc).__name__,
+                )
+            )
     finally:
         conn.close()
         os._exit(0)  # skip atexit handlers inherited from the parent (DB pools, threads)

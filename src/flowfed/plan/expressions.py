@@ -77,10 +77,27 @@ class Expression:
 
 
 _ALLOWED = (
-    ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd,
-    ast.BinOp, ast.Compare, ast.Constant, ast.Name, ast.Load, ast.Attribute, ast.Subscript,
-    ast.Call, ast.List, ast.Tuple, *_BINOPS, *_CMPOPS,
-)  # fmt: skip
+    ast.Expression,
+    ast.BoolOp,
+    ast.And,
+    ast.Or,
+    ast.UnaryOp,
+    ast.Not,
+    ast.USub,
+    ast.UAdd,
+    ast.BinOp,
+    ast.Compare,
+    ast.Constant,
+    ast.Name,
+    ast.Load,
+    ast.Attribute,
+    ast.Subscript,
+    ast.Call,
+    ast.List,
+    ast.Tuple,
+    *_BINOPS,
+    *_CMPOPS,
+)
 
 
 def _check(node: ast.AST, text: str) -> None:
@@ -95,9 +112,7 @@ def _check(node: ast.AST, text: str) -> None:
     if isinstance(node, ast.Call) and not (
         isinstance(node.func, ast.Name) and node.func.id in _FUNCS and not node.keywords
     ):
-        raise ExpressionError(
-            f"only {', '.join(_FUNCS)} may be called in expression {text!r}"
-        )
+        raise ExpressionError(f"only {', '.join(_FUNCS)} may be called in expression {text!r}")
 
 
 def _lookup(container: Any, key: Any, text: str) -> Any:

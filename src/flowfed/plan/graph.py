@@ -145,11 +145,20 @@ def plan(
         spec = registry.find(step.tool)
         if spec is None:
             close = difflib.get_close_matches(step.tool, registry.names(), n=1)
-            hint = f"did you mean '{close[0]}'?" if close else (
-                "registered tools: " + (", ".join(registry.names()) or "none")
+            hint = (
+                f"did you mean '{close[0]}'?"
+                if close
+                else ("registered tools: " + (", ".join(registry.names()) or "none"))
             )
-            diags.append(source.diag(f"unknown tool '{step.tool}'", at(step, "tool"),
-                                     step=step.name, field="tool", hint=hint))  # fmt: skip
+            diags.append(
+                source.diag(
+                    f"unknown tool '{step.tool}'",
+                    at(step, "tool"),
+                    step=step.name,
+                    field="tool",
+                    hint=hint,
+                )
+            )
             continue
         resolved, ref_diags = _interpolate(step.params, config, source, at(step, "params"), step)
         diags.extend(ref_diags)
@@ -200,8 +209,9 @@ def plan(
                         at(step, "inputs", param),
                         step=step.name,
                         field=f"inputs.{param}",
-                        hint=f"did you mean '{close[0]}'?" if close else
-                        "add a step that lists it in its outputs",
+                        hint=f"did you mean '{close[0]}'?"
+                        if close
+                        else "add a step that lists it in its outputs",
                     )
                 )
 
@@ -246,8 +256,11 @@ def plan(
             routed.update(step.next.targets())
     if model.start is not None:
         if model.start not in steps_index:
-            diags.append(source.diag(f"start_task '{model.start}' is not a task", ("start",),
-                                     field="start_task"))  # fmt: skip
+            diags.append(
+                source.diag(
+                    f"start_task '{model.start}' is not a task", ("start",), field="start_task"
+                )
+            )
         routed.update(n for n in steps_index if n != model.start)
 
     if not cycle:
@@ -295,8 +308,14 @@ def _interpolate(
             else:
                 known = ", ".join(sorted(config)) or "none"
                 field = ".".join(str(x) for x in p[3:]) or "params"
-                diags.append(source.diag(f"${{config.{key}}} is not defined (config has: {known})",
-                                         p, step=step.name, field=f"params.{field}"))  # fmt: skip
+                diags.append(
+                    source.diag(
+                        f"${{config.{key}}} is not defined (config has: {known})",
+                        p,
+                        step=step.name,
+                        field=f"params.{field}",
+                    )
+                )
                 return None
         return cur
 
@@ -342,28 +361,45 @@ def _validate_config(
 
 
 def _check_inputs(
-    spec: ToolSpec, step: Step, source: SourceMap, path: tuple[str | int, ...],
+    spec: ToolSpec,
+    step: Step,
+    source: SourceMap,
+    path: tuple[str | int, ...],
     diags: list[Diagnostic],
-) -> None:  # fmt: skip
+) -> None:
     if spec.seed_task:
         return
     for param in step.inputs:
         if param not in spec.inputs:
             accepted = ", ".join(spec.inputs) or "none"
-            diags.append(source.diag(
-                f"tool '{spec.name}' has no input '{param}' (inputs: {accepted})",
-                (*path, param), step=step.name, field=f"inputs.{param}"))  # fmt: skip
+            diags.append(
+                source.diag(
+                    f"tool '{spec.name}' has no input '{param}' (inputs: {accepted})",
+                    (*path, param),
+                    step=step.name,
+                    field=f"inputs.{param}",
+                )
+            )
     for name, inp in spec.inputs.items():
         if inp.required and name not in step.inputs:
-            diags.append(source.diag(
-                f"tool '{spec.name}' needs input '{name}'; map it to an artifact under 'inputs'",
-                path, step=step.name, field="inputs"))  # fmt: skip
+            diags.append(
+                source.diag(
+                    f"tool '{spec.name}' needs input '{name}'; "
+                    "map it to an artifact under 'inputs'",
+                    path,
+                    step=step.name,
+                    field="inputs",
+                )
+            )
 
 
 def _output_names(
-    spec: ToolSpec, step: Step, source: SourceMap, path: tuple[str | int, ...],
+    spec: ToolSpec,
+    step: Step,
+    source: SourceMap,
+    path: tuple[str | int, ...],
     diags: list[Diagnostic],
-) -> dict[str, str]:  # fmt: skip
+) -> dict[str, str]:
     names = spec.output_names
     if step.outputs is None:
         if spec.seed_task:
@@ -371,9 +407,15 @@ def _output_names(
         return {n: n for n in names}
     if isinstance(step.outputs, list):
         if len(step.outputs) > len(names):
-            diags.append(source.diag(
-                f"step names {len(step.outputs)} outputs but tool '{spec.name}' declares "
-                f"{len(names)}: {names}", path, step=step.name, field="outputs"))  # fmt: skip
+            diags.append(
+                source.diag(
+                    f"step names {len(step.outputs)} outputs but tool '{spec.name}' declares "
+                    f"{len(names)}: {names}",
+                    path,
+                    step=step.name,
+                    field="outputs",
+                )
+            )
             return {}
         # A list whose names all match tool outputs binds by name; otherwise by position.
         if all(n in names for n in step.outputs):
@@ -382,41 +424,68 @@ def _output_names(
     out: dict[str, str] = {}
     for tool_out, artifact in step.outputs.items():
         if tool_out not in names:
-            diags.append(source.diag(
-                f"tool '{spec.name}' has no output '{tool_out}' (outputs: {', '.join(names)})",
-                (*path, tool_out), step=step.name, field=f"outputs.{tool_out}"))  # fmt: skip
+            diags.append(
+                source.diag(
+                    f"tool '{spec.name}' has no output '{tool_out}' (outputs: {', '.join(names)})",
+                    (*path, tool_out),
+                    step=step.name,
+                    field=f"outputs.{tool_out}",
+                )
+            )
         else:
             out[tool_out] = artifact
     return out
 
 
 def _check_type_rule(
-    spec: ToolSpec, step: Step, outputs: dict[str, str], source: SourceMap,
-    path: tuple[str | int, ...], diags: list[Diagnostic],
-) -> None:  # fmt: skip
+    spec: ToolSpec,
+    step: Step,
+    outputs: dict[str, str],
+    source: SourceMap,
+    path: tuple[str | int, ...],
+    diags: list[Diagnostic],
+) -> None:
     models = [o.name for o in spec.outputs if o.is_model]
     problem = None
     t = spec.type
-    if t is ToolType.DATABASE_ADAPTER and (spec.inputs and any(
-            i.required for i in spec.inputs.values()) or step.inputs):  # fmt: skip
+    if t is ToolType.DATABASE_ADAPTER and (
+        (spec.inputs and any(i.required for i in spec.inputs.values())) or step.inputs
+    ):
         problem = "takes inputs"
-    elif t in (ToolType.PREPROCESSING, ToolType.DATA_TRANSFORMATION, ToolType.SELF_LEARNED,
-               ToolType.EVALUATION) and models:  # fmt: skip
+    elif (
+        t
+        in (
+            ToolType.PREPROCESSING,
+            ToolType.DATA_TRANSFORMATION,
+            ToolType.SELF_LEARNED,
+            ToolType.EVALUATION,
+        )
+        and models
+    ):
         problem = f"produces a model ({', '.join(models)})"
     elif t is ToolType.ANALYSIS and not models:
         problem = "produces no model (declare an output whose type subclasses flowfed.Model)"
     elif t is ToolType.ANALYSIS and not any(o in outputs for o in models):
         problem = "does not keep its model output"
     if problem:
-        diags.append(source.diag(
-            f"tool '{spec.name}' is of type '{t}' but {problem}; {_article(t)} {t} tool {TOOL_TYPE_RULES[t]}",
-            path, step=step.name, field="tool"))  # fmt: skip
+        diags.append(
+            source.diag(
+                f"tool '{spec.name}' is of type '{t}' but {problem}; "
+                f"{_article(t)} {t} tool {TOOL_TYPE_RULES[t]}",
+                path,
+                step=step.name,
+                field="tool",
+            )
+        )
 
 
 def _compile_route(
-    step: Step, index: dict[str, int], source: SourceMap, path: tuple[str | int, ...],
+    step: Step,
+    index: dict[str, int],
+    source: SourceMap,
+    path: tuple[str | int, ...],
     diags: list[Diagnostic],
-) -> Route | None:  # fmt: skip
+) -> Route | None:
     nxt = step.next
     if nxt is None:
         return None
@@ -424,20 +493,32 @@ def _compile_route(
         target = getattr(nxt, key)
         if target and target != END and target not in index:
             close = difflib.get_close_matches(target, list(index), n=1)
-            diags.append(source.diag(
-                f"routes to unknown step '{target}'", (*path, key), step=step.name,
-                field=f"next.{key}", hint=f"did you mean '{close[0]}'?" if close else
-                "name a step of this flow or 'end'"))  # fmt: skip
+            diags.append(
+                source.diag(
+                    f"routes to unknown step '{target}'",
+                    (*path, key),
+                    step=step.name,
+                    field=f"next.{key}",
+                    hint=f"did you mean '{close[0]}'?"
+                    if close
+                    else "name a step of this flow or 'end'",
+                )
+            )
     expr = None
     if nxt.when is not None:
         try:
             expr = Expression.parse(nxt.when)
         except ExpressionError as exc:
-            diags.append(source.diag(str(exc), (*path, "when"), step=step.name,
-                                     field="next.when"))  # fmt: skip
+            diags.append(source.diag(str(exc), (*path, "when"), step=step.name, field="next.when"))
     elif nxt.otherwise is not None:
-        diags.append(source.diag("'otherwise' needs a 'when' expression", (*path, "otherwise"),
-                                 step=step.name, field="next.otherwise"))  # fmt: skip
+        diags.append(
+            source.diag(
+                "'otherwise' needs a 'when' expression",
+                (*path, "otherwise"),
+                step=step.name,
+                field="next.otherwise",
+            )
+        )
     return Route(nxt.success, nxt.failure, expr, nxt.otherwise)
 
 
@@ -470,15 +551,19 @@ def _toposort(names: list[str], deps: dict[str, tuple[str, ...]]) -> tuple[list[
         pos[cur] = len(path)
         path.append(cur)
         cur = next(d for d in deps[cur] if d in left)
-    cycle = path[pos[cur]:]
+    cycle = path[pos[cur] :]
     cycle.reverse()  # producer → consumer order reads naturally
     return order, [*cycle, cycle[0]]
 
 
 def _check_reachability(
-    model: Flow, deps: dict[str, tuple[str, ...]], routed: set[str], source: SourceMap,
-    index: dict[str, int], diags: list[Diagnostic],
-) -> None:  # fmt: skip
+    model: Flow,
+    deps: dict[str, tuple[str, ...]],
+    routed: set[str],
+    source: SourceMap,
+    index: dict[str, int],
+    diags: list[Diagnostic],
+) -> None:
     """A step is reachable if it can ever run: an unrouted step whose producers can run,
     or a routed step that some reachable step routes to (and whose producers can run)."""
     reachable: set[str] = set()
@@ -508,8 +593,11 @@ def _check_reachability(
                 if step.name in routed
                 else "a step it consumes from can never run"
             )
-            diags.append(source.diag(f"step is unreachable: {why}", ("steps", index[step.name]),
-                                     step=step.name))  # fmt: skip
+            diags.append(
+                source.diag(
+                    f"step is unreachable: {why}", ("steps", index[step.name]), step=step.name
+                )
+            )
 
 
 def _article(word: str) -> str:

@@ -122,16 +122,17 @@ def _diagnostics_from_validation(
     exc: ValidationError, data: dict[str, Any], source: SourceMap
 ) -> list[Diagnostic]:
     out: list[Diagnostic] = []
-    steps = data.get("steps") if isinstance(data.get("steps"), list) else []
+    raw_steps = data.get("steps")
+    steps: list[Any] = raw_steps if isinstance(raw_steps, list) else []
     for err in exc.errors():
         loc = tuple(err["loc"])
         step_name = None
-        field_path = ".".join(str(x) for x in loc)
+        field_path: str | None = ".".join(str(x) for x in loc)
         if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
             idx = loc[1]
             if idx < len(steps) and isinstance(steps[idx], dict):
                 step_name = str(steps[idx].get("name") or f"#{idx + 1}")
-            field_path = ".".join(str(x) for x in loc[2:]) or None  # type: ignore[assignment]
+            field_path = ".".join(str(x) for x in loc[2:]) or None
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = f"unknown key '{loc[-1]}'"
@@ -184,17 +185,13 @@ def _build(
                 ""
             ).construct_object(key_node, deep=True)
             if key in out:
-                dups.append(
-                    Diagnostic(f"duplicate key '{key}'", fn, key_node.start_mark.line + 1)
-                )
+                dups.append(Diagnostic(f"duplicate key '{key}'", fn, key_node.start_mark.line + 1))
             child = (*path, key)
             out[key] = _build(value_node, child, lines, dups, fn)
             lines[child] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [
-            _build(item, (*path, i), lines, dups, fn) for i, item in enumerate(node.value)
-        ]
+        return [_build(item, (*path, i), lines, dups, fn) for i, item in enumerate(node.value)]
     return _Loader("").construct_object(node, deep=True)
 
 
@@ -239,8 +236,12 @@ def _from_seed003(data: dict[str, Any], source: SourceMap) -> tuple[dict[str, An
             diags.append(source.diag("a condition must be an object", path))
             continue
         unknown = set(cond) - {
-            "name", "source_task", "outcome", "target_task_success", "target_task_failure",
-        }  # fmt: skip
+            "name",
+            "source_task",
+            "outcome",
+            "target_task_success",
+            "target_task_failure",
+        }
         for key in sorted(unknown):
             diags.append(source.diag(f"unknown key '{key}'", (*path, key), field=key))
         for key in ("source_task", "outcome", "target_task_success", "target_task_failure"):

@@ -23,13 +23,14 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import inspect
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeVar, get_type_hints, is_typeddict
+from typing import Any, ClassVar, TypeVar, get_type_hints, is_typeddict
 
 from pydantic import BaseModel, ConfigDict, create_model
 
@@ -109,10 +110,8 @@ class Lazy:
         raise NotImplementedError
 
 
-class EventSink(Protocol):
-    """Where a context's telemetry goes (the engine, a process queue, a WebSocket)."""
-
-    def __call__(self, kind: str, payload: dict[str, Any]) -> None: ...
+EventSink = Callable[[str, dict[str, Any]], None]
+"""Where a context's telemetry goes (the engine, a process pipe, a WebSocket)."""
 
 
 class TaskCancelled(Exception):
@@ -133,8 +132,7 @@ class Context:
         ['log', 'metric', 'progress']
     """
 
-    __slots__ = ("_cancelled", "_sink", "attempt", "iteration", "node", "run_id", "step",
-                 "task_id")  # fmt: skip
+    __slots__ = ("_cancelled", "_sink", "attempt", "iteration", "node", "run_id", "step", "task_id")
 
     def __init__(
         self,
@@ -217,7 +215,7 @@ class ToolSpec:
     fn: Callable[..., Any]
     inputs: dict[str, InputSpec]
     outputs: list[OutputSpec]
-    config_model: type[BaseModel]
+    config_model: builtins.type[BaseModel]  # `type` is also a field name here
     ctx_param: str | None = None
     is_async: bool = False
     seed_task: bool = False
@@ -469,7 +467,7 @@ def build_spec(
             config_fields[p.name] = (field_ann, ... if p.default is p.empty else p.default)
         else:
             inputs[p.name] = InputSpec(p.name, ann, p.default is p.empty, _is_lazy(ann))
-    config_model = create_model(  # type: ignore[call-overload]
+    config_model = create_model(
         f"{_camel(name)}Config",
         __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
         **config_fields,
@@ -496,7 +494,9 @@ def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.replace("-", "_").split("_") if part)
 
 
-def _outputs_from(ret: Any, names: list[str] | None, tool_name: str) -> tuple[list[OutputSpec], str]:
+def _outputs_from(
+    ret: Any, names: list[str] | None, tool_name: str
+) -> tuple[list[OutputSpec], str]:
     if names:
         return [OutputSpec(n, Any, False) for n in names], ("single" if len(names) == 1 else "dict")
     if ret is None or ret is type(None):
@@ -505,9 +505,9 @@ def _outputs_from(ret: Any, names: list[str] | None, tool_name: str) -> tuple[li
         return [OutputSpec("output", Any, False)], "single"
     if isinstance(ret, type) and issubclass(ret, tuple) and hasattr(ret, "_fields"):
         anns = typing.get_type_hints(ret)
-        return [OutputSpec(n, anns.get(n, Any), _is_model_type(anns.get(n))) for n in ret._fields], (
-            "namedtuple"
-        )
+        return [
+            OutputSpec(n, anns.get(n, Any), _is_model_type(anns.get(n))) for n in ret._fields
+        ], ("namedtuple")
     if is_typeddict(ret):
         anns = typing.get_type_hints(ret)
         return [OutputSpec(n, a, _is_model_type(a)) for n, a in anns.items()], "dict"
@@ -557,8 +557,9 @@ def register_task(arg: Any = None, *, registry: Registry | None = None, version:
     return lambda f: wrap(f, arg)
 
 
-def call_tool(spec: ToolSpec, args: dict[str, Any], config: BaseModel | dict[str, Any],
-              ctx: Context | None) -> Any:  # fmt: skip
+def call_tool(
+    spec: ToolSpec, args: dict[str, Any], config: BaseModel | dict[str, Any], ctx: Context | None
+) -> Any:
     """Call a tool's function with inputs, config and context (async tools run to completion)."""
     kwargs = dict(args)
     cfg = config.model_dump() if isinstance(config, BaseModel) else dict(config)

@@ -269,3 +269,21 @@ def test_seed003_outcome_failure_swaps_the_targets(project: Project) -> None:
     assert steps["alert"]["tasks"][0]["status"] == "finished"
     assert steps["task3"]["tasks"][0]["status"] == "skipped"
     assert report["status"] == "failed"  # the seed's rule: any failed task fails the flow
+
+
+def test_a_cached_rerun_routes_on_the_original_metrics(project: Project) -> None:
+    project.write("tools.py", TOOLS)
+    project.write("flow.yaml", """
+        name: gate
+        imports: [tools.py]
+        steps:
+          - {name: a, tool: source, params: {value: 9}, outputs: [x]}
+          - {name: s, tool: score, inputs: {x: x}, outputs: [scores],
+             next: {when: "metrics.auc >= 0.9", success: ship}}
+          - {name: ship, tool: handler, outputs: [shipped]}
+    """)
+    project.run_json("flow.yaml")
+    again = by_step(project.run_json("flow.yaml"))
+    assert again["s"]["tasks"][0]["status"] == "cached"
+    assert again["s"]["tasks"][0]["metrics"] == {"auc": 0.9}
+    assert again["ship"]["tasks"][0]["status"] == "cached"

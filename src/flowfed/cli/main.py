@@ -443,6 +443,9 @@ def main() -> None:
     """Console entry point: run the app, turning unexpected errors into one paragraph."""
     try:
         app()
+    except LookupError as exc:  # e.g. an id prefix that matches several runs or artifacts
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

@@ -369,9 +369,21 @@ class Database:
 
     def cache_lookup(self, key: str) -> dict[str, dict[str, Any]] | None:
         """``{output: artifact dict}`` for a cache key whose artifacts all still exist."""
+        hit = self.cache_hit(key)
+        return None if hit is None else hit[0]
+
+    def cache_hit(self, key: str) -> tuple[dict[str, dict[str, Any]], dict[str, float]] | None:
+        """Like :meth:`cache_lookup`, plus the metrics the original task reported.
+
+        A cached task reuses its metrics too, so conditions over ``metrics`` route a
+        cached re-run exactly as they routed the run that did the work.
+        """
+        ce, t = m.cache_entries, m.tasks
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(m.cache_entries.c.outputs).where(m.cache_entries.c.key == key)
+                select(ce.c.outputs, t.c.metrics)
+                .select_from(ce.outerjoin(t, t.c.id == ce.c.task_id))
+                .where(ce.c.key == key)
             ).first()
             if row is None:
                 return None
@@ -379,7 +391,7 @@ class Database:
             found = self._artifact_dicts(conn, outputs.values())
         if any(aid not in found for aid in outputs.values()):
             return None
-        return {name: found[aid] for name, aid in outputs.items()}
+        return {name: found[aid] for name, aid in outputs.items()}, dict(row[1] or {})
 
     def task_logs(self, task_id: str) -> list[dict[str, Any]]:
         """A task's log lines in emission order."""

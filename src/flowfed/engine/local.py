@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowfed.artifacts import ArtifactHandle, ArtifactStore, NotMaterializable, materialize
+from flowfed.artifacts import ArtifactStore, NotMaterializable, materialize
 from flowfed.artifacts.hashing import cache_key as make_cache_key
 from flowfed.artifacts.hashing import code_hash
 from flowfed.db import Database, Writer
@@ -582,9 +582,10 @@ class _Run:
             if key is None:
                 tr.message = "caching off: config cannot be hashed canonically"
             else:
-                hit = e.db.cache_lookup(key)
-                if hit is not None and all(e.store.exists(a["hash"]) for a in hit.values()):
-                    return self._cache_hit(tr, key, hit)
+                hit = e.db.cache_hit(key)
+                if hit is not None and all(e.store.exists(a["hash"]) for a in hit[0].values()):
+                    tr.metrics.update(hit[1])
+                    return self._cache_hit(tr, key, hit[0])
         tr.cache_key = key
         if not self._move(tr, State.INITIALIZED):
             return None
@@ -664,18 +665,7 @@ class _Run:
         args: dict[str, Any] = {}
         for param, ref in tr.inputs.items():
             spec = tr.node.tool.inputs.get(param)
-            handle = ArtifactHandle(
-                self.e.store,
-                id=ref.id,
-                name=ref.name,
-                version=ref.version,
-                hash=ref.hash,
-                size=ref.size,
-                kind=ref.kind,
-                type_name=ref.type_name,
-                uri=ref.uri,
-                **({"value": ref.value} if ref.has_value else {}),
-            )
+            handle = ref.handle(self.e.store)
             args[param] = handle if spec is not None and spec.lazy else handle.load()
         return args
 
@@ -749,6 +739,7 @@ class _Run:
                 m.kind,
                 m.type_name,
                 uri,
+                meta=m.meta,
                 value=value,
                 has_value=True,
             )
@@ -768,7 +759,7 @@ class _Run:
                     "shareable": True,
                     "pickled": m.pickled,
                     "created_at": now,
-                    "meta": {},
+                    "meta": m.meta,
                     "parents": parents,
                     "output": out_name,
                 }
@@ -816,6 +807,7 @@ class _Run:
                     art.get("type_name", ""),
                     art.get("uri", ""),
                     version=art.get("version"),
+                    meta=art.get("meta") or {},
                 )
         tr.cached = True
         tr.cache_key = key
@@ -823,17 +815,7 @@ class _Run:
         # Loops read outputs in conditions: cached values are loaded only when one does.
         if node.route is not None and node.route.when is not None:
             for ref in tr.outputs.values():
-                handle = ArtifactHandle(
-                    self.e.store,
-                    id=ref.id,
-                    name=ref.name,
-                    version=None,
-                    hash=ref.hash,
-                    size=ref.size,
-                    kind=ref.kind,
-                    type_name=ref.type_name,
-                    uri=ref.uri,
-                )
+                handle = ref.handle(self.e.store)
                 ref.value, ref.has_value = handle.load(), True
         if self._move(tr, State.CACHED, "cache hit"):
             self.writer.finish_task(

@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowfed.artifacts import ArtifactHandle, ArtifactStore
 from flowfed.plan.graph import TaskNode
 from flowfed.runtime.lifecycle import Lifecycle, State
 
@@ -30,6 +31,24 @@ class ArtifactRef:
     value: Any = None
     has_value: bool = False
     version: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def handle(self, store: ArtifactStore) -> ArtifactHandle:
+        """A lazy handle on this artifact (no read until ``load()``; none at all in process)."""
+        extra = {"value": self.value} if self.has_value else {}
+        return ArtifactHandle(
+            store,
+            id=self.id,
+            name=self.name,
+            version=self.version,
+            hash=self.hash,
+            size=self.size,
+            kind=self.kind,
+            type_name=self.type_name,
+            uri=self.uri,
+            meta=self.meta,
+            **extra,
+        )
 
 
 @dataclass(eq=False)

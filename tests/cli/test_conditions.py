@@ -273,7 +273,9 @@ def test_seed003_outcome_failure_swaps_the_targets(project: Project) -> None:
 
 def test_a_cached_rerun_routes_on_the_original_metrics(project: Project) -> None:
     project.write("tools.py", TOOLS)
-    project.write("flow.yaml", """
+    project.write(
+        "flow.yaml",
+        """
         name: gate
         imports: [tools.py]
         steps:
@@ -281,7 +283,8 @@ def test_a_cached_rerun_routes_on_the_original_metrics(project: Project) -> None
           - {name: s, tool: score, inputs: {x: x}, outputs: [scores],
              next: {when: "metrics.auc >= 0.9", success: ship}}
           - {name: ship, tool: handler, outputs: [shipped]}
-    """)
+    """,
+    )
     project.run_json("flow.yaml")
     again = by_step(project.run_json("flow.yaml"))
     assert again["s"]["tasks"][0]["status"] == "cached"

@@ -200,7 +200,7 @@ class _Run:
             flow_name=g.flow.name,
             flow_version=g.flow.version,
             flow_file=self.flow_file,
-            spec=g.flow.model_dump(mode="json"),
+            spec=g.flow.model_dump(mode="json", fallback=repr),
             params=self.params,
             created_at=self.view.started_at,
         )
@@ -581,6 +581,14 @@ class _Run:
             )
             if key is None:
                 tr.message = "caching off: config cannot be hashed canonically"
+                self.writer.log(
+                    run_id=self.run_id,
+                    task_id=tr.id,
+                    ts=time.time(),
+                    level="warning",
+                    message=f"caching is off for step '{node.step}': its config holds a value "
+                    "that cannot be hashed canonically, so a cache hit could be wrong",
+                )
             else:
                 hit = e.db.cache_hit(key)
                 if hit is not None and all(e.store.exists(a["hash"]) for a in hit[0].values()):
@@ -687,7 +695,7 @@ class _Run:
                 "node": node.node,
                 "attempt": tr.attempt,
                 "iteration": tr.iteration,
-                "config": node.config_data,
+                "config": node.config_json(),
                 "inputs": {p: {"name": r.name, "hash": r.hash} for p, r in tr.inputs.items()},
             },
         }

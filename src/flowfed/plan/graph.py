@@ -71,8 +71,12 @@ class TaskNode:
 
     @property
     def config_data(self) -> dict[str, Any]:
-        """The validated config as plain data (what the cache key encodes)."""
-        return self.config.model_dump(mode="json")
+        """The validated config as Python values (what the cache key encodes)."""
+        return self.config.model_dump()
+
+    def config_json(self) -> dict[str, Any]:
+        """The validated config as JSON-able data (for reports); odd values as their repr."""
+        return self.config.model_dump(mode="json", fallback=repr)
 
 
 @dataclass

@@ -1,0 +1,92 @@
+"""The Python API: flows built in code run exactly like flow files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flowfed import Flow, FlowError, Lazy, Step, prepare, run_flow, tool
+from flowfed.db import Database
+
+
+class Opaque:
+    """A config value with no canonical encoding."""
+
+
+@tool(name="api_source", version="1", type="database-adapter")
+def api_source(*, n: int = 3) -> bytes:
+    return b"x" * n
+
+
+@tool(name="api_peek", version="1", type="evaluation")
+def api_peek(blob: Lazy) -> dict:
+    # Touches only metadata: the handle must not read the artifact's bytes.
+    return {"size": blob.size, "hash": blob.hash, "reads": blob.reads}  # type: ignore[attr-defined]
+
+
+@tool(name="api_opaque", version="1", type="evaluation")
+def api_opaque(blob: bytes, *, thing: Opaque) -> dict:
+    return {"n": len(blob)}
+
+
+def _flow(*steps: Step) -> Flow:
+    return Flow(name="api", steps=[Step(name="src", tool="api_source", outputs=["blob"]), *steps])
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> dict[str, str]:
+    return {
+        "database_url": f"sqlite:///{tmp_path / 'db.sqlite'}",
+        "artifacts_url": str(tmp_path / "artifacts"),
+    }
+
+
+def test_a_lazy_input_is_never_read_unless_loaded(stores: dict[str, str]) -> None:
+    flow = _flow(
+        Step(name="peek", tool="api_peek", inputs={"blob": "blob"}, outputs=["info"], cache=False)
+    )
+    run_flow(flow, **stores)
+    # Second run: the source is cached, so its value is not in memory; only a handle exists.
+    result = run_flow(flow, **stores)
+    assert result.status == "success"
+    db = Database(stores["database_url"])
+    info = db.get_artifact("info:2")
+    assert info is not None
+    from flowfed.artifacts import ArtifactStore, load
+
+    value = load(info["kind"], ArtifactStore(stores["artifacts_url"]).get(info["hash"]))
+    assert value == {"size": 3, "hash": db.get_artifact("blob")["hash"], "reads": 0}
+
+
+def test_config_that_cannot_be_hashed_turns_caching_off_and_says_so(
+    stores: dict[str, str],
+) -> None:
+    step = Step(name="o", tool="api_opaque", inputs={"blob": "blob"}, params={"thing": Opaque()})
+    graph = prepare(_flow(step)).graph
+    from flowfed.api import make_engine
+
+    for expected in ("finished", "finished"):  # never cached, however often it runs
+        engine = make_engine(**stores)
+        result = engine.run(graph)
+        task = result.view.tasks["o"][0]
+        assert str(task.state) == expected and not task.cached
+        assert task.message and "caching off" in task.message
+    db = Database(stores["database_url"])
+    logs = db.task_logs(result.view.tasks["o"][0].id)
+    assert any("cannot be hashed canonically" in line["message"] for line in logs)
+
+
+def test_python_flows_are_validated_like_files() -> None:
+    with pytest.raises(FlowError, match="unknown tool 'nope'"):
+        prepare(_flow(Step(name="x", tool="nope")))
+
+
+def test_any_fsspec_url_can_hold_the_artifacts(tmp_path: Path) -> None:
+    result = run_flow(
+        _flow(),
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        artifacts_url="memory://flowfed-test-artifacts",
+    )
+    assert result.status == "success"
+    assert result.artifacts[0]["uri"].startswith("memory://")

@@ -393,6 +393,36 @@ class Database:
             return None
         return {name: found[aid] for name, aid in outputs.items()}, dict(row[1] or {})
 
+    def cache_index(
+        self, tools: Iterable[str]
+    ) -> dict[str, tuple[dict[str, dict[str, Any]], dict[str, float]]]:
+        """Every cache entry of these tools: ``{key: (outputs, metrics)}`` as in :meth:`cache_hit`.
+
+        The engine loads this once per run, so a cache look-up on its hot path is a dict
+        access rather than a round trip per task. Entries whose artifacts are gone are left
+        out.
+        """
+        ce, t = m.cache_entries, m.tasks
+        names = sorted(set(tools))
+        entries: list[tuple[str, dict[str, str], dict[str, float]]] = []
+        found: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(names, 500):
+                q = (
+                    select(ce.c.key, ce.c.outputs, t.c.metrics)
+                    .select_from(ce.outerjoin(t, t.c.id == ce.c.task_id))
+                    .where(ce.c.tool.in_(chunk))
+                )
+                entries.extend((k, o or {}, dict(mt or {})) for k, o, mt in conn.execute(q))
+            ids = [aid for _, outputs, _ in entries for aid in outputs.values()]
+            for chunk in _chunks(ids, 500):
+                found.update(self._artifact_dicts(conn, chunk))
+        index: dict[str, tuple[dict[str, dict[str, Any]], dict[str, float]]] = {}
+        for key, outputs, metrics in entries:
+            if all(aid in found for aid in outputs.values()):
+                index[key] = ({n: found[aid] for n, aid in outputs.items()}, metrics)
+        return index
+
     def task_logs(self, task_id: str) -> list[dict[str, Any]]:
         """A task's log lines in emission order."""
         q = select(m.logs).where(m.logs.c.task_id == task_id).order_by(m.logs.c.id)
@@ -410,3 +440,9 @@ class Database:
         t = m.Base.metadata.tables[table]
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(t)).scalar_one())
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    """Slices of at most ``size``: SQLite caps the number of bound parameters per query."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -28,6 +28,7 @@ from flowfed.artifacts import ArtifactStore, NotMaterializable, materialize
 from flowfed.artifacts.hashing import cache_key as make_cache_key
 from flowfed.artifacts.hashing import code_hash
 from flowfed.db import Database, Writer
+from flowfed.engine.persist import Persister
 from flowfed.engine.state import ArtifactRef, RunView, TaskRun
 from flowfed.plan.expressions import ExpressionError
 from flowfed.plan.graph import TaskGraph, TaskNode
@@ -174,6 +175,7 @@ class _Run:
         self.params = params
         self.flow_file = flow_file
         self.writer: Writer = engine.db.writer()
+        self.persister = Persister(engine.store, self.writer)
         self.view = RunView(run_id, graph.flow.name, graph.step_names(), started_at=time.time())
         self.done_q: queue.SimpleQueue[tuple[TaskRun, Any]] = queue.SimpleQueue()
         self.latest: dict[str, ArtifactRef] = {}
@@ -203,6 +205,13 @@ class _Run:
             spec=g.flow.model_dump(mode="json", fallback=repr),
             params=self.params,
             created_at=self.view.started_at,
+        )
+        # One query for every cache entry of this flow's tools: look-ups on the hot path
+        # are then dict accesses, not a database round trip per task.
+        self.cache_index = (
+            self.e.db.cache_index({n.tool.name for n in g.tasks.values()})
+            if self.e.use_cache
+            else {}
         )
         self.pool = self._make_pool()
         try:
@@ -256,6 +265,7 @@ class _Run:
     def _consider(self, names: list[str] | set[str]) -> None:
         if self.fatal or self.e._cancel.is_set():
             return
+        started: list[TaskRun] = []
         for name in sorted(names, key=self.order.__getitem__):
             if name in self.active:
                 continue
@@ -264,7 +274,16 @@ class _Run:
                 continue
             if node.routed:
                 self.activations[name] -= 1
-            self._start(node)
+            tr = self._start(node)
+            if tr is not None:
+                started.append(tr)
+        if not started:
+            return
+        for tr in started[:-1]:
+            self._submit(tr)
+        # The last one runs right here: the scheduler would only wait for it anyway, and
+        # a chain of short tasks then never pays for a hand-off between threads.
+        self._work(self._prepare(started[-1]), inline=True)
 
     def _ready(self, node: TaskNode) -> bool:
         if node.routed and self.activations.get(node.step, 0) <= 0:
@@ -283,14 +302,14 @@ class _Run:
         # An unrouted step re-runs only when a loop produced new versions of its inputs.
         return any(latest[a].generation > seen.get(a, -1) for a in node.inputs.values())
 
-    def _start(self, node: TaskNode) -> None:
+    def _start(self, node: TaskNode) -> TaskRun | None:
         count = self.executions.get(node.step, 0) + 1
         if count > self.g.flow.max_iterations:
             self.fatal = (
                 f"step '{node.step}' would run a {count}th time, past the flow's max_iterations "
                 f"({self.g.flow.max_iterations}): a loop through 'next' conditions never ended"
             )
-            return
+            return None
         self.executions[node.step] = count
         tr = TaskRun(uuid.uuid4().hex, node, iteration=count)
         tr.inputs = {p: self.latest[a] for p, a in node.inputs.items()}
@@ -298,7 +317,7 @@ class _Run:
         self.view.tasks.setdefault(node.step, []).append(tr)
         self.writer.add_tasks([self._task_row(tr)])
         self.active.add(node.step)
-        self._submit(tr)
+        return tr
 
     def _task_row(self, tr: TaskRun) -> dict[str, Any]:
         n = tr.node
@@ -316,13 +335,16 @@ class _Run:
             "created_at": time.time(),
         }
 
-    def _submit(self, tr: TaskRun) -> None:
-        assert self.pool is not None
+    def _prepare(self, tr: TaskRun) -> TaskRun:
         if tr.node.tool.seed_task:
             # Seed-003 tasks read every earlier result from the shared context.
             tr.seed_context = dict(self.seed_context)  # type: ignore[attr-defined]
+        return tr
+
+    def _submit(self, tr: TaskRun) -> None:
+        assert self.pool is not None
         try:
-            self.pool.submit(self._work, tr)
+            self.pool.submit(self._work, self._prepare(tr))
         except RuntimeError:  # pool shut down by a cancel in flight
             self.done_q.put((tr, TaskCancelled("run cancelled")))
 
@@ -453,6 +475,9 @@ class _Run:
                 metrics=None,
                 progress=None,
             )
+        self.persister.close()
+        if self.persister.errors and not self.fatal:
+            self.fatal = "; ".join(self.persister.errors)
         if cancelled:
             status, error = "cancelled", "run cancelled"
         elif self.fatal:
@@ -549,11 +574,18 @@ class _Run:
 
         return sink
 
-    def _work(self, tr: TaskRun) -> None:
+    def _work(self, tr: TaskRun, inline: bool = False) -> None:
         try:
             outcome: Any = self._attempt(tr)
         except TaskFailed as exc:
             outcome = exc
+        except KeyboardInterrupt:
+            if not inline:
+                raise
+            # Ctrl-C while the scheduler thread itself runs the tool: hand the task back as
+            # cancelled, then let the interrupt cancel the run.
+            self.done_q.put((tr, TaskCancelled("run cancelled")))
+            raise
         except BaseException as exc:
             outcome = exc
             if not tr.state.terminal:
@@ -590,7 +622,7 @@ class _Run:
                     "that cannot be hashed canonically, so a cache hit could be wrong",
                 )
             else:
-                hit = e.db.cache_hit(key)
+                hit = self.cache_index.get(key)
                 if hit is not None and all(e.store.exists(a["hash"]) for a in hit[0].values()):
                     tr.metrics.update(hit[1])
                     return self._cache_hit(tr, key, hit[0])
@@ -731,12 +763,11 @@ class _Run:
                 materialized[out_name] = (value, materialize(value, allow_pickle=node.allow_pickle))
             except NotMaterializable as exc:
                 self._fail(tr, f"output '{out_name}' of tool '{node.tool.name}': {exc}", None)
-        # Bytes first, catalog rows after: a crash between leaves only unreferenced objects.
         now = time.time()
         rows = []
         parents = [ref.id for ref in tr.inputs.values()]
         for out_name, (value, m) in materialized.items():
-            uri = self.e.store.put(m)
+            uri = self.e.store.uri(m.hash)
             aid = uuid.uuid4().hex
             name = node.outputs[out_name]
             tr.outputs[out_name] = ArtifactRef(
@@ -774,17 +805,23 @@ class _Run:
             )
         if not self._move(tr, State.FINISHED):
             return None
-        self.writer.finish_task(
-            task_id=tr.id,
-            run_id=self.run_id,
-            state="finished",
-            at=now,
-            artifacts=rows,
-            cache_key=key,
-            cached=False,
-            error=None,
-            metrics=tr.metrics or None,
-            progress=1.0,
+        # Bytes first, catalog rows after, on the persister's thread: a crash in between
+        # leaves only unreferenced objects, never a row without its bytes.
+        self.persister.submit(
+            node.step,
+            [m for _, m in materialized.values()],
+            {
+                "task_id": tr.id,
+                "run_id": self.run_id,
+                "state": "finished",
+                "at": now,
+                "artifacts": rows,
+                "cache_key": key,
+                "cached": False,
+                "error": None,
+                "metrics": tr.metrics or None,
+                "progress": 1.0,
+            },
         )
         tr.progress = 1.0
         return None

@@ -3,7 +3,14 @@ store over fsspec, and lazy handles. numpy, pandas, pyarrow and fsspec load only
 """
 
 from flowfed.artifacts.handle import ArtifactHandle
-from flowfed.artifacts.hashing import UNHASHABLE, cache_key, code_hash, fingerprint
+from flowfed.artifacts.hashing import (
+    UNHASHABLE,
+    cache_key,
+    cache_key_for,
+    code_hash,
+    fingerprint,
+    task_identity,
+)
 from flowfed.artifacts.materializers import (
     KINDS,
     Materialized,
@@ -23,9 +30,11 @@ __all__ = [
     "Materialized",
     "NotMaterializable",
     "cache_key",
+    "cache_key_for",
     "code_hash",
     "fingerprint",
     "load",
     "materialize",
+    "task_identity",
     "type_name_of",
 ]

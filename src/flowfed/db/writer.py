@@ -13,12 +13,13 @@ A failed drain is rolled back entirely and its exception is kept; the next :meth
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import JSON, Connection, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -444,14 +445,14 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
             raise ValueError(f"unknown writer op {op!r}")
 
     if run_rows:
-        conn.execute(insert(m.runs), run_rows)
+        _insert_many(conn, m.runs, run_rows)
     if task_rows:
-        conn.execute(insert(m.tasks), task_rows)
+        _insert_many(conn, m.tasks, task_rows)
     if art_rows:
         _assign_versions(conn, art_rows)
-        conn.execute(insert(m.artifacts), art_rows)
+        _insert_many(conn, m.artifacts, art_rows)
         if parent_rows:
-            conn.execute(insert(m.artifact_parents), parent_rows)
+            _insert_many(conn, m.artifact_parents, parent_rows)
     if ra_rows:
         stmt = _dialect_insert(conn, m.run_artifacts).on_conflict_do_nothing()
         conn.execute(stmt, list(ra_rows.values()))
@@ -466,11 +467,11 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
         )
         conn.execute(stmt, list(cache_rows.values()))
     if trans_rows:
-        conn.execute(insert(m.transitions), trans_rows)
+        _insert_many(conn, m.transitions, trans_rows)
     if log_rows:
-        conn.execute(insert(m.logs), log_rows)
+        _insert_many(conn, m.logs, log_rows)
     if metric_rows:
-        conn.execute(insert(m.metrics), metric_rows)
+        _insert_many(conn, m.metrics, metric_rows)
     if metric_merge:
         t = m.tasks
         for tid, current in conn.execute(
@@ -518,21 +519,66 @@ def _fill_cache_tools(conn: Connection, cache_rows: dict[str, dict[str, Any]]) -
         r["tool"] = tools.get(r["task_id"], "")
 
 
+# The hot tables are written through the driver's executemany with SQL built once per
+# table and column set: SQLAlchemy's per-row parameter processing cost more than the
+# database itself at thousands of rows per second. JSON columns are encoded here.
+_SQL_CACHE: dict[tuple[str, str, tuple[str, ...], str], str] = {}
+
+
+def _marker(conn: Connection) -> str:
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
+def _json_cols(table: Any) -> frozenset[str]:
+    cols = _JSON_COLS.get(table.name)
+    if cols is None:
+        cols = frozenset(c.name for c in table.c if isinstance(c.type, JSON))
+        _JSON_COLS[table.name] = cols
+    return cols
+
+
+_JSON_COLS: dict[str, frozenset[str]] = {}
+
+
+def _encode(value: Any, is_json: bool) -> Any:
+    if is_json:
+        return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
+    return value
+
+
+def _insert_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+    """INSERT ``rows`` (dicts with the same keys) in one driver-level executemany."""
+    cols = tuple(rows[0])
+    mark = _marker(conn)
+    key = ("insert", table.name, cols, mark)
+    sql = _SQL_CACHE.get(key)
+    if sql is None:
+        sql = (
+            f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join([mark] * len(cols))})"
+        )
+        _SQL_CACHE[key] = sql
+    jcols = _json_cols(table)
+    flags = [c in jcols for c in cols]
+    params = [tuple(_encode(r[c], f) for c, f in zip(cols, flags, strict=True)) for r in rows]
+    conn.exec_driver_sql(sql, params)
+
+
 def _update_many(conn: Connection, table: Any, updates: dict[str, dict[str, Any]]) -> None:
     """UPDATE rows by id, one executemany per distinct set of columns."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    jcols = _json_cols(table)
     for row_id, fields in updates.items():
         if not fields:
             continue
         cols = tuple(sorted(fields))
-        # Bind names must differ from column names (SQLAlchemy reserves those for SET).
-        params = {f"b_{c}": fields[c] for c in cols}
-        params["b__id"] = row_id
+        params = (*(_encode(fields[c], c in jcols) for c in cols), row_id)
         groups.setdefault(cols, []).append(params)
+    mark = _marker(conn)
     for cols, params_list in groups.items():
-        stmt = (
-            update(table)
-            .where(table.c.id == bindparam("b__id"))
-            .values({c: bindparam(f"b_{c}") for c in cols})
-        )
-        conn.execute(stmt, params_list)
+        key = ("update", table.name, cols, mark)
+        sql = _SQL_CACHE.get(key)
+        if sql is None:
+            sets = ", ".join(f"{c} = {mark}" for c in cols)
+            sql = f"UPDATE {table.name} SET {sets} WHERE id = {mark}"
+            _SQL_CACHE[key] = sql
+        conn.exec_driver_sql(sql, params_list)

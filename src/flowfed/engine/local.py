@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowfed.artifacts import ArtifactStore, NotMaterializable, materialize
-from flowfed.artifacts.hashing import cache_key as make_cache_key
-from flowfed.artifacts.hashing import code_hash
+from flowfed.artifacts.hashing import UNHASHABLE, cache_key_for, code_hash, task_identity
 from flowfed.db import Database, Writer
 from flowfed.engine.persist import Persister
 from flowfed.engine.state import ArtifactRef, RunView, TaskRun
@@ -176,6 +175,7 @@ class _Run:
         self.flow_file = flow_file
         self.writer: Writer = engine.db.writer()
         self.persister = Persister(engine.store, self.writer)
+        self.identities: dict[str, object] = {}
         self.view = RunView(run_id, graph.flow.name, graph.step_names(), started_at=time.time())
         self.done_q: queue.SimpleQueue[tuple[TaskRun, Any]] = queue.SimpleQueue()
         self.latest: dict[str, ArtifactRef] = {}
@@ -334,6 +334,16 @@ class _Run:
             "state": str(tr.state),
             "created_at": time.time(),
         }
+
+    def _identity(self, node: TaskNode) -> str | None:
+        """The node's tool + code + config fingerprint, computed once per run."""
+        got = self.identities.get(node.id, UNHASHABLE)
+        if got is UNHASHABLE:
+            got = task_identity(
+                node.tool.name, node.tool.version, self.e.code_hash(node), node.config_data
+            )
+            self.identities[node.id] = got
+        return got  # type: ignore[return-value]
 
     def _prepare(self, tr: TaskRun) -> TaskRun:
         if tr.node.tool.seed_task:
@@ -604,12 +614,11 @@ class _Run:
         # Cache look-up: tool identity + code + config + input content hashes.
         key = None
         if e.use_cache and node.cache and not node.tool.seed_task:
-            key = make_cache_key(
-                node.tool.name,
-                node.tool.version,
-                e.code_hash(node),
-                node.config_data,
-                {p: ref.hash for p, ref in tr.inputs.items()},
+            identity = self._identity(node)
+            key = (
+                None
+                if identity is None
+                else cache_key_for(identity, {p: ref.hash for p, ref in tr.inputs.items()})
             )
             if key is None:
                 tr.message = "caching off: config cannot be hashed canonically"

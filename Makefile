@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/flowfed run examples/quickstart/flow.yaml
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests $(wildcard benchmarks)
 	$(BIN)/ruff format --check src
 	$(BIN)/mypy src
 

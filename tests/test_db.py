@@ -154,7 +154,7 @@ def test_migration_matches_models(db: Database) -> None:
     from alembic.migration import MigrationContext
 
     with db.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), m.Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn), m.metadata)
     assert diff == []
 
 

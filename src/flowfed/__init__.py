@@ -10,17 +10,22 @@ Example:
     'numbers'
 """
 
-from flowfed.api import prepare, run_flow
-from flowfed.spec import Diagnostic, Flow, FlowError, Next, Step, load_flow
-from flowfed.tools import (
-    Context,
-    Lazy,
-    Model,
-    ToolType,
-    get_registry,
-    register_task,
-    tool,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flowfed.api import prepare, run_flow
+    from flowfed.spec import Diagnostic, Flow, FlowError, Next, Step, load_flow
+    from flowfed.tools import (
+        Context,
+        Lazy,
+        Model,
+        ToolType,
+        get_registry,
+        register_task,
+        tool,
+    )
 
 __version__ = "0.1.0"
 
@@ -42,3 +47,38 @@ __all__ = [
     "run_flow",
     "tool",
 ]
+
+# The public names are imported on first use (PEP 562) so that ``import flowfed`` (and with
+# it every CLI command) does not pay for the planner, pydantic models and tools up front.
+_LAZY = {
+    "prepare": "flowfed.api",
+    "run_flow": "flowfed.api",
+    "Diagnostic": "flowfed.spec",
+    "Flow": "flowfed.spec",
+    "FlowError": "flowfed.spec",
+    "Next": "flowfed.spec",
+    "Step": "flowfed.spec",
+    "load_flow": "flowfed.spec",
+    "Context": "flowfed.tools",
+    "Lazy": "flowfed.tools",
+    "Model": "flowfed.tools",
+    "ToolType": "flowfed.tools",
+    "get_registry": "flowfed.tools",
+    "register_task": "flowfed.tools",
+    "tool": "flowfed.tools",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

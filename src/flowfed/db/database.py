@@ -437,7 +437,7 @@ class Database:
 
     def count(self, table: str) -> int:
         """Number of rows in a catalog table (diagnostics and tests)."""
-        t = m.Base.metadata.tables[table]
+        t = m.metadata.tables[table]
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(t)).scalar_one())
 

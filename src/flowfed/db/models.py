@@ -1,210 +1,183 @@
-"""SQLAlchemy declarative models: the central catalog of runs, tasks, artifacts and events.
+"""SQLAlchemy Core tables: the central catalog of runs, tasks, artifacts and events.
 
 Ids are caller-generated strings (uuid4 hex) so the engine never waits for the database to
 learn an id, and timestamps are float unix seconds: cheap to produce, compare and ship as JSON.
-The hand-written migration ``migrations/versions/0001_initial.py`` must match these models;
+The hand-written migration ``migrations/versions/0001_initial.py`` must match these tables;
 ``tests/test_db.py`` checks that with Alembic's autogenerate comparison.
+
+The writer and the queries use Core, not the ORM, for speed; plain :class:`~sqlalchemy.Table`
+objects also keep ``sqlalchemy.orm`` (and the class building of declarative models) out of
+the CLI's start-up.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Column,
     Float,
     ForeignKey,
     Index,
     Integer,
+    MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     false,
     true,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 ID = String(32)
 
+metadata = MetaData()
+"""Every flowfed table; Alembic's target metadata."""
 
-class Base(DeclarativeBase):
-    """Declarative base; ``Base.metadata`` is Alembic's target metadata."""
-
-
-class Run(Base):
-    """One execution of a flow."""
-
-    __tablename__ = "runs"
-
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    flow_name: Mapped[str] = mapped_column(String(255))
-    flow_version: Mapped[str] = mapped_column(String(64))
-    flow_file: Mapped[str | None] = mapped_column(Text, nullable=True)
-    spec: Mapped[Any] = mapped_column(JSON)
-    params: Mapped[Any] = mapped_column(JSON)
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("flow_name", String(255), nullable=False),
+    Column("flow_version", String(64), nullable=False),
+    Column("flow_file", Text, nullable=True),
+    Column("spec", JSON, nullable=False),
+    Column("params", JSON, nullable=False),
     # running | success | failed | cancelled
-    status: Mapped[str] = mapped_column(String(16))
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[float] = mapped_column(Float)
-    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    Column("status", String(16), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("ended_at", Float, nullable=True),
+)
+"""One execution of a flow."""
 
-
-class Task(Base):
-    """One execution of a tool on one node for one step (round, iteration, attempt)."""
-
-    __tablename__ = "tasks"
-    __table_args__ = (
-        Index("ix_tasks_run_id", "run_id"),
-        Index("ix_tasks_cache_key", "cache_key"),
-    )
-
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    run_id: Mapped[str] = mapped_column(ID, ForeignKey("runs.id", ondelete="CASCADE"))
-    step: Mapped[str] = mapped_column(String(255))
-    tool: Mapped[str] = mapped_column(String(255))
-    tool_version: Mapped[str] = mapped_column(String(64))
-    node: Mapped[str] = mapped_column(String(255), default="local", server_default="local")
-    round: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    iteration: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
-    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
-    state: Mapped[str] = mapped_column(String(16))
-    cache_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    cached: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("run_id", ID, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("step", String(255), nullable=False),
+    Column("tool", String(255), nullable=False),
+    Column("tool_version", String(64), nullable=False),
+    Column("node", String(255), nullable=False, default="local", server_default="local"),
+    Column("round", Integer, nullable=True),
+    Column("iteration", Integer, nullable=False, default=1, server_default="1"),
+    Column("attempt", Integer, nullable=False, default=1, server_default="1"),
+    Column("state", String(16), nullable=False),
+    Column("cache_key", String(64), nullable=True),
+    Column("cached", Boolean, nullable=False, default=False, server_default=false()),
     # {message, type, traceback, context}
-    error: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    Column("error", JSON, nullable=True),
     # latest value per metric name
-    metrics: Mapped[Any | None] = mapped_column(JSON, nullable=True)
-    progress: Mapped[float | None] = mapped_column(Float, nullable=True)
-    created_at: Mapped[float] = mapped_column(Float)
-    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    Column("metrics", JSON, nullable=True),
+    Column("progress", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("ended_at", Float, nullable=True),
+    Index("ix_tasks_run_id", "run_id"),
+    Index("ix_tasks_cache_key", "cache_key"),
+)
+"""One execution of a tool on one node for one step (round, iteration, attempt)."""
 
+transitions = Table(
+    "transitions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", ID, nullable=False),
+    Column("run_id", ID, nullable=False),
+    Column("src", String(16), nullable=False),
+    Column("dst", String(16), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("attempt", Integer, nullable=False, default=1, server_default="1"),
+    Column("detail", Text, nullable=True),
+    Index("ix_transitions_task_id", "task_id"),
+)
+"""One lifecycle transition of a task (the event log behind ``tasks.state``)."""
 
-class Transition(Base):
-    """One lifecycle transition of a task (the event log behind ``tasks.state``)."""
-
-    __tablename__ = "transitions"
-    __table_args__ = (Index("ix_transitions_task_id", "task_id"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    task_id: Mapped[str] = mapped_column(ID)
-    run_id: Mapped[str] = mapped_column(ID)
-    src: Mapped[str] = mapped_column(String(16))
-    dst: Mapped[str] = mapped_column(String(16))
-    at: Mapped[float] = mapped_column(Float)
-    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
-    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
-
-
-class Artifact(Base):
-    """A named, versioned, content-hashed output with its producer."""
-
-    __tablename__ = "artifacts"
-    __table_args__ = (
-        UniqueConstraint("name", "version", name="uq_artifacts_name_version"),
-        Index("ix_artifacts_hash", "hash"),
-        Index("ix_artifacts_name", "name"),
-    )
-
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    name: Mapped[str] = mapped_column(String(255))
-    version: Mapped[int] = mapped_column(Integer)
-    hash: Mapped[str] = mapped_column(String(64))
-    size: Mapped[int] = mapped_column(BigInteger)
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
     # json | numpy | pandas | bytes | file | model | pickle
-    kind: Mapped[str] = mapped_column(String(16))
-    type_name: Mapped[str] = mapped_column(String(255))
-    uri: Mapped[str] = mapped_column(Text)
-    run_id: Mapped[str] = mapped_column(ID)
-    task_id: Mapped[str] = mapped_column(ID)
-    step: Mapped[str] = mapped_column(String(255))
-    node: Mapped[str] = mapped_column(String(255))
-    shareable: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
-    pickled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    created_at: Mapped[float] = mapped_column(Float)
-    meta: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    Column("kind", String(16), nullable=False),
+    Column("type_name", String(255), nullable=False),
+    Column("uri", Text, nullable=False),
+    Column("run_id", ID, nullable=False),
+    Column("task_id", ID, nullable=False),
+    Column("step", String(255), nullable=False),
+    Column("node", String(255), nullable=False),
+    Column("shareable", Boolean, nullable=False, default=True, server_default=true()),
+    Column("pickled", Boolean, nullable=False, default=False, server_default=false()),
+    Column("created_at", Float, nullable=False),
+    Column("meta", JSON, nullable=True),
+    UniqueConstraint("name", "version", name="uq_artifacts_name_version"),
+    Index("ix_artifacts_hash", "hash"),
+    Index("ix_artifacts_name", "name"),
+)
+"""A named, versioned, content-hashed output with its producer."""
 
+artifact_parents = Table(
+    "artifact_parents",
+    metadata,
+    Column("artifact_id", ID, ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True),
+    # No foreign key on purpose: lineage must survive the garbage collection of an ancestor,
+    # which then shows up as a missing node instead of blocking the delete.
+    Column("parent_id", ID, primary_key=True),
+)
+"""Lineage edge: ``artifact_id`` was derived from ``parent_id``."""
 
-class ArtifactParent(Base):
-    """Lineage edge: ``artifact_id`` was derived from ``parent_id``.
+run_artifacts = Table(
+    "run_artifacts",
+    metadata,
+    Column("run_id", ID, primary_key=True),
+    Column("artifact_id", ID, primary_key=True),
+    Column("task_id", ID, nullable=False),
+    Column("output", String(255), nullable=True),
+    Column("reused", Boolean, nullable=False, default=False, server_default=false()),
+)
+"""Every artifact a run produced or (through a cache hit) reused."""
 
-    ``parent_id`` has no foreign key on purpose: lineage must survive the garbage collection
-    of an ancestor, which then shows up as a missing node instead of blocking the delete.
-    """
+logs = Table(
+    "logs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", ID, nullable=False),
+    Column("task_id", ID, nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Index("ix_logs_task_id", "task_id"),
+)
+"""A log line emitted by a task."""
 
-    __tablename__ = "artifact_parents"
+metrics = Table(
+    "metrics",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", ID, nullable=False),
+    Column("task_id", ID, nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("step", Integer, nullable=True),
+    Column("ts", Float, nullable=False),
+    Index("ix_metrics_task_id", "task_id"),
+)
+"""One metric sample reported by a task."""
 
-    artifact_id: Mapped[str] = mapped_column(
-        ID, ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True
-    )
-    parent_id: Mapped[str] = mapped_column(ID, primary_key=True)
-
-
-class RunArtifact(Base):
-    """Every artifact a run produced or (through a cache hit) reused."""
-
-    __tablename__ = "run_artifacts"
-
-    run_id: Mapped[str] = mapped_column(ID, primary_key=True)
-    artifact_id: Mapped[str] = mapped_column(ID, primary_key=True)
-    task_id: Mapped[str] = mapped_column(ID)
-    output: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    reused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-
-
-class Log(Base):
-    """A log line emitted by a task."""
-
-    __tablename__ = "logs"
-    __table_args__ = (Index("ix_logs_task_id", "task_id"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ID)
-    task_id: Mapped[str] = mapped_column(ID)
-    ts: Mapped[float] = mapped_column(Float)
-    level: Mapped[str] = mapped_column(String(16))
-    message: Mapped[str] = mapped_column(Text)
-
-
-class Metric(Base):
-    """One metric sample reported by a task."""
-
-    __tablename__ = "metrics"
-    __table_args__ = (Index("ix_metrics_task_id", "task_id"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ID)
-    task_id: Mapped[str] = mapped_column(ID)
-    name: Mapped[str] = mapped_column(String(255))
-    value: Mapped[float] = mapped_column(Float)
-    step: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    ts: Mapped[float] = mapped_column(Float)
-
-
-class CacheEntry(Base):
-    """A finished task's outputs keyed by its cache key."""
-
-    __tablename__ = "cache_entries"
-
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    tool: Mapped[str] = mapped_column(String(255))
-    run_id: Mapped[str] = mapped_column(ID)
-    task_id: Mapped[str] = mapped_column(ID)
+cache_entries = Table(
+    "cache_entries",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("tool", String(255), nullable=False),
+    Column("run_id", ID, nullable=False),
+    Column("task_id", ID, nullable=False),
     # {output_name: artifact_id}
-    outputs: Mapped[Any] = mapped_column(JSON)
-    created_at: Mapped[float] = mapped_column(Float)
-
-
-_t = Base.metadata.tables
-# Core Table objects: the writer and the queries use Core, not the ORM, for speed.
-runs = _t["runs"]
-tasks = _t["tasks"]
-transitions = _t["transitions"]
-artifacts = _t["artifacts"]
-artifact_parents = _t["artifact_parents"]
-run_artifacts = _t["run_artifacts"]
-logs = _t["logs"]
-metrics = _t["metrics"]
-cache_entries = _t["cache_entries"]
+    Column("outputs", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+"""A finished task's outputs keyed by its cache key."""

@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import inspect
 import typing
@@ -564,6 +563,8 @@ def call_tool(
     kwargs = dict(args)
     cfg = config.model_dump() if isinstance(config, BaseModel) else dict(config)
     if spec.seed_task:
+        import asyncio  # only async tools need it: keep it out of start-up
+
         coro = spec.fn(kwargs.get("context", {}))
         return asyncio.run(coro)
     # Config fields keep the validated values, including nested pydantic models.
@@ -573,5 +574,7 @@ def call_tool(
     if spec.ctx_param:
         kwargs[spec.ctx_param] = ctx
     if spec.is_async:
+        import asyncio
+
         return asyncio.run(spec.fn(**kwargs))
     return spec.fn(**kwargs)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flowfed import Flow, FlowError, Lazy, Step, prepare, run_flow, tool
+from flowfed import Flow, FlowError, Lazy, Step, load_artifact, prepare, run_flow, tool
 from flowfed.db import Database
 
 
@@ -51,12 +51,10 @@ def test_a_lazy_input_is_never_read_unless_loaded(stores: dict[str, str]) -> Non
     result = run_flow(flow, **stores)
     assert result.status == "success"
     db = Database(stores["database_url"])
-    info = db.get_artifact("info:2")
-    assert info is not None
-    from flowfed.artifacts import ArtifactStore, load
-
-    value = load(info["kind"], ArtifactStore(stores["artifacts_url"]).get(info["hash"]))
-    assert value == {"size": 3, "hash": db.get_artifact("blob")["hash"], "reads": 0}
+    blob = db.get_artifact("blob")
+    assert blob is not None
+    value = load_artifact("info:2", **stores)
+    assert value == {"size": 3, "hash": blob["hash"], "reads": 0}
 
 
 def test_config_that_cannot_be_hashed_turns_caching_off_and_says_so(
@@ -83,10 +81,44 @@ def test_python_flows_are_validated_like_files() -> None:
 
 
 def test_any_fsspec_url_can_hold_the_artifacts(tmp_path: Path) -> None:
-    result = run_flow(
-        _flow(),
-        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
-        artifacts_url="memory://flowfed-test-artifacts",
+    from flowfed.artifacts import INLINE_MAX_BYTES
+
+    stores = {
+        "database_url": f"sqlite:///{tmp_path / 'db.sqlite'}",
+        "artifacts_url": "memory://flowfed-test-artifacts",
+    }
+    big = Flow(
+        name="big",
+        steps=[
+            Step(
+                name="src", tool="api_source", outputs=["blob"], params={"n": INLINE_MAX_BYTES * 2}
+            )
+        ],
     )
+    result = run_flow(big, **stores)
     assert result.status == "success"
     assert result.artifacts[0]["uri"].startswith("memory://")
+    assert load_artifact("blob", **stores) == b"x" * INLINE_MAX_BYTES * 2
+
+
+def test_small_outputs_live_in_the_catalog_and_large_ones_in_the_store(
+    stores: dict[str, str],
+) -> None:
+    from flowfed.artifacts import INLINE_MAX_BYTES
+
+    flow = Flow(
+        name="sizes",
+        steps=[
+            Step(name="small", tool="api_source", params={"n": 10}, outputs=["tiny"]),
+            Step(
+                name="big", tool="api_source", params={"n": INLINE_MAX_BYTES + 1}, outputs=["huge"]
+            ),
+        ],
+    )
+    result = run_flow(flow, **stores)
+    uris = {a["name"]: a["uri"] for a in result.artifacts}
+    assert uris["tiny"].startswith("db:blobs/")
+    assert uris["huge"].startswith("file://")
+    assert load_artifact("tiny", **stores) == b"x" * 10
+    assert load_artifact("huge", **stores) == b"x" * (INLINE_MAX_BYTES + 1)
+    assert len(list(Path(stores["artifacts_url"]).rglob("*"))) >= 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flowfed.api import prepare, run_flow
+    from flowfed.api import load_artifact, prepare, run_flow
     from flowfed.spec import Diagnostic, Flow, FlowError, Next, Step, load_flow
     from flowfed.tools import (
         Context,
@@ -41,6 +41,7 @@ __all__ = [
     "ToolType",
     "__version__",
     "get_registry",
+    "load_artifact",
     "load_flow",
     "prepare",
     "register_task",
@@ -52,6 +53,7 @@ __all__ = [
 # it every CLI command) does not pay for the planner, pydantic models and tools up front.
 _LAZY = {
     "prepare": "flowfed.api",
+    "load_artifact": "flowfed.api",
     "run_flow": "flowfed.api",
     "Diagnostic": "flowfed.spec",
     "Flow": "flowfed.spec",

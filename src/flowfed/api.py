@@ -138,3 +138,30 @@ def run_flow(
         return engine.run(prepared.graph, params=params, flow_file=str(path) if path else None)
     finally:
         engine.db.close()
+
+
+def load_artifact(
+    ref: str, *, database_url: str | None = None, artifacts_url: str | None = None
+) -> Any:
+    """The value of a catalogued artifact: ``id``, id prefix, ``name`` or ``name:version``.
+
+    Example:
+        >>> # flowfed.load_artifact("scores:2")
+        >>> # {'accuracy': 0.87, 'auc': 0.96}
+    """
+    from flowfed.artifacts import ArtifactHandle, ArtifactStore, CatalogBlobs, is_inline
+    from flowfed.db import Database
+
+    db = Database(database_url or default_database_url())
+    try:
+        row = db.get_artifact(ref)
+        if row is None:
+            raise LookupError(f"no artifact matches {ref!r}")
+        source: Any = (
+            CatalogBlobs(db)
+            if is_inline(row["uri"])
+            else ArtifactStore(artifacts_url or default_artifacts_url())
+        )
+        return ArtifactHandle.from_row(source, row).load()
+    finally:
+        db.close()

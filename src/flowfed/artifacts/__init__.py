@@ -2,6 +2,13 @@
 store over fsspec, and lazy handles. numpy, pandas, pyarrow and fsspec load only on use.
 """
 
+from flowfed.artifacts.blobs import (
+    INLINE_MAX_BYTES,
+    ByteSource,
+    CatalogBlobs,
+    inline_uri,
+    is_inline,
+)
 from flowfed.artifacts.handle import ArtifactHandle
 from flowfed.artifacts.hashing import (
     UNHASHABLE,
@@ -22,17 +29,22 @@ from flowfed.artifacts.materializers import (
 from flowfed.artifacts.store import ArtifactCorrupted, ArtifactStore
 
 __all__ = [
+    "INLINE_MAX_BYTES",
     "KINDS",
     "UNHASHABLE",
     "ArtifactCorrupted",
     "ArtifactHandle",
     "ArtifactStore",
+    "ByteSource",
+    "CatalogBlobs",
     "Materialized",
     "NotMaterializable",
     "cache_key",
     "cache_key_for",
     "code_hash",
     "fingerprint",
+    "inline_uri",
+    "is_inline",
     "load",
     "materialize",
     "task_identity",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from flowfed.artifacts.blobs import ByteSource
 from flowfed.artifacts.materializers import load as load_value
-from flowfed.artifacts.store import ArtifactStore
 
 _MISSING: Any = object()
 
@@ -35,7 +35,7 @@ class ArtifactHandle:
 
     def __init__(
         self,
-        store: ArtifactStore,
+        store: ByteSource,
         *,
         id: str,
         name: str,
@@ -63,7 +63,7 @@ class ArtifactHandle:
 
     @classmethod
     def from_row(
-        cls, store: ArtifactStore, row: dict[str, Any], *, value: Any = _MISSING
+        cls, store: ByteSource, row: dict[str, Any], *, value: Any = _MISSING
     ) -> ArtifactHandle:
         """A handle for an artifact dict as returned by :class:`flowfed.db.Database`."""
         return cls(

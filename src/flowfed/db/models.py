@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -181,3 +182,16 @@ cache_entries = Table(
     Column("created_at", Float, nullable=False),
 )
 """A finished task's outputs keyed by its cache key."""
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+"""Small artifact objects kept in the catalog itself, by content hash.
+
+Writing a file per small output costs more than everything else a task does; bytes up to
+``flowfed.artifacts.INLINE_MAX_BYTES`` are committed here, in the same transaction as the
+artifact rows that name them. Larger objects go to the artifact store.
+"""

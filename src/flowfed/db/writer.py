@@ -304,6 +304,7 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
     log_rows: list[dict[str, Any]] = []
     metric_rows: list[dict[str, Any]] = []
     art_rows: list[dict[str, Any]] = []
+    blob_rows: dict[str, dict[str, Any]] = {}
     parent_rows: list[dict[str, Any]] = []
     ra_rows: dict[tuple[str, str], dict[str, Any]] = {}
     cache_rows: dict[str, dict[str, Any]] = {}
@@ -391,6 +392,8 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
             outputs: dict[str, str] = {}
             for a in artifacts:
                 art_rows.append({c: a.get(c) for c in _ARTIFACT_COLS})
+                if a.get("blob") is not None:
+                    blob_rows[a["hash"]] = {"hash": a["hash"], "data": a["blob"]}
                 parent_rows.extend(
                     {"artifact_id": a["id"], "parent_id": pid}
                     for pid in dict.fromkeys(a.get("parents") or ())
@@ -448,6 +451,9 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
         _insert_many(conn, m.runs, run_rows)
     if task_rows:
         _insert_many(conn, m.tasks, task_rows)
+    if blob_rows:
+        stmt = _dialect_insert(conn, m.blobs).on_conflict_do_nothing()
+        conn.execute(stmt, list(blob_rows.values()))
     if art_rows:
         _assign_versions(conn, art_rows)
         _insert_many(conn, m.artifacts, art_rows)

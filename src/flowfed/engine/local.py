@@ -24,7 +24,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowfed.artifacts import ArtifactStore, NotMaterializable, materialize
+from flowfed.artifacts import (
+    INLINE_MAX_BYTES,
+    ArtifactStore,
+    ByteSource,
+    CatalogBlobs,
+    NotMaterializable,
+    inline_uri,
+    is_inline,
+    materialize,
+)
 from flowfed.artifacts.hashing import UNHASHABLE, cache_key_for, code_hash, task_identity
 from flowfed.db import Database, Writer
 from flowfed.engine.persist import Persister
@@ -36,6 +45,9 @@ from flowfed.spec.models import END
 from flowfed.tools.core import Context, TaskCancelled, ToolOutputError, call_tool
 
 Listener = Callable[[str, dict[str, Any]], None]
+
+#: Tools whose calls average less than this run on the scheduler thread (no hand-off).
+QUICK_TASK_S = 0.001
 
 
 class TaskFailed(Exception):
@@ -176,6 +188,8 @@ class _Run:
         self.writer: Writer = engine.db.writer()
         self.persister = Persister(engine.store, self.writer)
         self.identities: dict[str, object] = {}
+        self.blobs = CatalogBlobs(engine.db)
+        self.durations: dict[str, float] = {}  # per tool: moving average of call time
         self.view = RunView(run_id, graph.flow.name, graph.step_names(), started_at=time.time())
         self.done_q: queue.SimpleQueue[tuple[TaskRun, Any]] = queue.SimpleQueue()
         self.latest: dict[str, ArtifactRef] = {}
@@ -279,11 +293,48 @@ class _Run:
                 started.append(tr)
         if not started:
             return
-        for tr in started[:-1]:
-            self._submit(tr)
-        # The last one runs right here: the scheduler would only wait for it anyway, and
-        # a chain of short tasks then never pays for a hand-off between threads.
-        self._work(self._prepare(started[-1]), inline=True)
+        self._dispatch(started)
+
+    def _quick(self, node: TaskNode) -> bool:
+        """Whether the tool is known to take well under a millisecond per call."""
+        d = self.durations.get(node.tool.name)
+        return d is not None and d < QUICK_TASK_S and node.timeout is None
+
+    def _dispatch(self, started: list[TaskRun]) -> None:
+        """Send tasks to the pool, or run them right here when a hand-off would cost more.
+
+        Handing a task to a worker thread and back costs tens of microseconds plus a fight
+        for the GIL, more than a quick tool itself. Tools measured quick in this run run on
+        the scheduler thread; the others go to the pool, except the last, which the
+        scheduler would only wait for. Of several ready tasks of a tool not yet measured,
+        one runs here first to measure it.
+        """
+        pending = list(started)
+        while pending:
+            quick = [t for t in pending if self._quick(t.node)]
+            rest = [t for t in pending if not self._quick(t.node)]
+            probe = None
+            if rest:
+                counts: dict[str, int] = {}
+                for t in rest:
+                    counts[t.node.tool.name] = counts.get(t.node.tool.name, 0) + 1
+                probe = next(
+                    (t for t in rest
+                     if counts[t.node.tool.name] > 1 and t.node.tool.name not in self.durations
+                     and t.node.timeout is None),
+                    None,
+                )  # fmt: skip
+            if probe is not None:
+                pending.remove(probe)
+                self._work(self._prepare(probe), inline=True)
+                continue
+            for tr in rest[:-1] if not quick else rest:
+                self._submit(tr)
+            for tr in quick:
+                self._work(self._prepare(tr), inline=True)
+            if rest and not quick:
+                self._work(self._prepare(rest[-1]), inline=True)
+            return
 
     def _ready(self, node: TaskNode) -> bool:
         if node.routed and self.activations.get(node.step, 0) <= 0:
@@ -334,6 +385,10 @@ class _Run:
             "state": str(tr.state),
             "created_at": time.time(),
         }
+
+    def _source(self, ref: ArtifactRef) -> ByteSource:
+        """Where a reference's bytes live: the catalog for small objects, else the store."""
+        return self.blobs if is_inline(ref.uri) else self.e.store
 
     def _identity(self, node: TaskNode) -> str | None:
         """The node's tool + code + config fingerprint, computed once per run."""
@@ -632,7 +687,9 @@ class _Run:
                 )
             else:
                 hit = self.cache_index.get(key)
-                if hit is not None and all(e.store.exists(a["hash"]) for a in hit[0].values()):
+                if hit is not None and all(
+                    is_inline(a.get("uri")) or e.store.exists(a["hash"]) for a in hit[0].values()
+                ):
                     tr.metrics.update(hit[1])
                     return self._cache_hit(tr, key, hit[0])
         tr.cache_key = key
@@ -656,6 +713,7 @@ class _Run:
             self._fail(tr, f"could not load inputs: {exc}", exc)
         if not self._move(tr, State.RUNNING):
             return None
+        t0 = time.perf_counter()
         try:
             result = self._call(tr, args, ctx)
         except TaskCancelled:
@@ -665,6 +723,10 @@ class _Run:
             raise
         except Exception as exc:
             self._fail(tr, f"{type(exc).__name__}: {exc}", exc)
+        took = time.perf_counter() - t0
+        name = node.tool.name
+        prev = self.durations.get(name)
+        self.durations[name] = took if prev is None else 0.7 * prev + 0.3 * took
         if ctx.cancelled or tr.state.terminal:
             return None  # cancelled or timed out while running: drop the result
         return self._finish_outputs(tr, result, key)
@@ -714,7 +776,7 @@ class _Run:
         args: dict[str, Any] = {}
         for param, ref in tr.inputs.items():
             spec = tr.node.tool.inputs.get(param)
-            handle = ref.handle(self.e.store)
+            handle = ref.handle(self._source(ref))
             args[param] = handle if spec is not None and spec.lazy else handle.load()
         return args
 
@@ -775,8 +837,12 @@ class _Run:
         now = time.time()
         rows = []
         parents = [ref.id for ref in tr.inputs.values()]
+        to_store = []
         for out_name, (value, m) in materialized.items():
-            uri = self.e.store.uri(m.hash)
+            inline = len(m.data) <= INLINE_MAX_BYTES
+            uri = inline_uri(m.hash) if inline else self.e.store.uri(m.hash)
+            if not inline:
+                to_store.append(m)
             aid = uuid.uuid4().hex
             name = node.outputs[out_name]
             tr.outputs[out_name] = ArtifactRef(
@@ -810,6 +876,7 @@ class _Run:
                     "meta": m.meta,
                     "parents": parents,
                     "output": out_name,
+                    "blob": m.data if inline else None,
                 }
             )
         if not self._move(tr, State.FINISHED):
@@ -818,7 +885,7 @@ class _Run:
         # leaves only unreferenced objects, never a row without its bytes.
         self.persister.submit(
             node.step,
-            [m for _, m in materialized.values()],
+            to_store,
             {
                 "task_id": tr.id,
                 "run_id": self.run_id,
@@ -869,7 +936,7 @@ class _Run:
         # Loops read outputs in conditions: cached values are loaded only when one does.
         if node.route is not None and node.route.when is not None:
             for ref in tr.outputs.values():
-                handle = ref.handle(self.e.store)
+                handle = ref.handle(self._source(ref))
                 ref.value, ref.has_value = handle.load(), True
         if self._move(tr, State.CACHED, "cache hit"):
             self.writer.finish_task(

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowfed.artifacts import ArtifactHandle, ArtifactStore
+from flowfed.artifacts import ArtifactHandle, ByteSource
 from flowfed.plan.graph import TaskNode
 from flowfed.runtime.lifecycle import Lifecycle, State
 
@@ -33,7 +33,7 @@ class ArtifactRef:
     version: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def handle(self, store: ArtifactStore) -> ArtifactHandle:
+    def handle(self, store: ByteSource) -> ArtifactHandle:
         """A lazy handle on this artifact (no read until ``load()``; none at all in process)."""
         extra = {"value": self.value} if self.has_value else {}
         return ArtifactHandle(

@@ -140,11 +140,17 @@ def upgrade() -> None:
         sa.Column("outputs", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
     )
+    op.create_table(
+        "blobs",
+        sa.Column("hash", sa.String(64), primary_key=True),
+        sa.Column("data", sa.LargeBinary(), nullable=False),
+    )
 
 
 def downgrade() -> None:
     """Drop everything (children before parents)."""
     for table in (
+        "blobs",
         "cache_entries",
         "metrics",
         "logs",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -193,9 +193,12 @@ class Database:
 
     # -- writing --------------------------------------------------------------------------
 
-    def writer(self) -> Writer:
-        """A new background :class:`Writer`; closed by :meth:`close` if still open."""
-        w = Writer(self.engine)
+    def writer(self, on_commit: Callable[[list[dict[str, Any]]], None] | None = None) -> Writer:
+        """A new background :class:`Writer`; closed by :meth:`close` if still open.
+
+        ``on_commit`` receives the run events of every committed batch (in order).
+        """
+        w = Writer(self.engine, on_commit)
         self._writers = [x for x in self._writers if not x.closed]
         self._writers.append(w)
         return w
@@ -456,6 +459,17 @@ class Database:
         with self.engine.connect() as conn:
             row = conn.execute(select(m.blobs.c.data).where(m.blobs.c.hash == hash)).first()
         return None if row is None else bytes(row[0])
+
+    def run_events(
+        self, run_id: str, after: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """A run's recorded events with ``seq > after``, in order."""
+        e = m.events
+        q = select(e).where(e.c.run_id == run_id, e.c.seq > after).order_by(e.c.seq)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return _rows(conn.execute(q))
 
     def task_logs(self, task_id: str) -> list[dict[str, Any]]:
         """A task's log lines in emission order."""

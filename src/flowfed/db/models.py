@@ -195,3 +195,48 @@ Writing a file per small output costs more than everything else a task does; byt
 ``flowfed.artifacts.INLINE_MAX_BYTES`` are committed here, in the same transaction as the
 artifact rows that name them. Larger objects go to the artifact store.
 """
+
+flows = Table(
+    "flows",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("version", Integer, nullable=False),
+    # the validated flow model (flowfed.spec.Flow) as JSON
+    Column("spec", JSON, nullable=False),
+    # the text it was submitted as (YAML or JSON), kept for display and editing
+    Column("source", Text, nullable=True),
+    Column("format", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("name", "version", name="uq_flows_name_version"),
+    Index("ix_flows_name", "name"),
+)
+"""Stored flow definitions: every save of a name is a new version (1, 2, ...)."""
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("role", String(16), nullable=False),
+    # sha256 of the secret; the secret itself is shown once and never stored
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+    Column("last_used_at", Float, nullable=True),
+)
+"""User API tokens (bearer credentials for the REST and WebSocket APIs)."""
+
+events = Table(
+    "events",
+    metadata,
+    Column("run_id", ID, primary_key=True),
+    # per-run sequence number: the event id clients resume from
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("task_id", ID, nullable=True),
+    Column("kind", String(32), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("ts", Float, nullable=False),
+)
+"""Every event of a run in order: what the live stream replays to late or returning clients."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import JSON, Connection, func, select
@@ -74,8 +74,16 @@ class Writer:
     Every method except :meth:`create_run`, :meth:`flush` and :meth:`close` only enqueues.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        on_commit: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> None:
         self._engine = engine
+        # Called in the writer thread with the run events of each committed batch: events
+        # are announced only once they are durable, so a client that replays the log and
+        # then follows the live stream never sees an event the database does not have.
+        self._on_commit = on_commit
         self._q: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._put = self._q.put
         self._lock = threading.Lock()
@@ -179,6 +187,19 @@ class Writer:
                 reused,
             ),
         )
+
+    def event(
+        self,
+        *,
+        run_id: str,
+        seq: int,
+        kind: str,
+        task_id: str | None,
+        payload: dict[str, Any],
+        ts: float,
+    ) -> None:
+        """Append a run event (``seq`` increases by one per run, from 1)."""
+        self._enqueue("event", (run_id, seq, task_id, kind, payload, ts))
 
     def log(self, *, run_id: str, task_id: str, ts: float, level: str, message: str) -> None:
         """Append a log line."""
@@ -290,6 +311,21 @@ class Writer:
                     with conn.begin():
                         _write(conn, ops)
                 self.commits += 1
+                if self._on_commit is not None:
+                    events = [
+                        {
+                            "run_id": p[0],
+                            "seq": p[1],
+                            "task_id": p[2],
+                            "kind": p[3],
+                            "payload": p[4],
+                            "ts": p[5],
+                        }
+                        for op, p in ops
+                        if op == "event"
+                    ]
+                    if events:
+                        self._on_commit(events)
                 return
             except IntegrityError:
                 if attempt == retries - 1:
@@ -302,6 +338,7 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
     task_rows: list[dict[str, Any]] = []
     trans_rows: list[dict[str, Any]] = []
     log_rows: list[dict[str, Any]] = []
+    event_rows: list[dict[str, Any]] = []
     metric_rows: list[dict[str, Any]] = []
     art_rows: list[dict[str, Any]] = []
     blob_rows: dict[str, dict[str, Any]] = {}
@@ -346,6 +383,18 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
                 row = {**_TASK_DEFAULTS, **r}
                 row["state"] = str(row["state"])
                 task_rows.append({c: row[c] for c in _TASK_INSERT_COLS})
+        elif op == "event":
+            run_id, seq, task_id, kind, payload, ts = p
+            event_rows.append(
+                {
+                    "run_id": run_id,
+                    "seq": seq,
+                    "task_id": task_id,
+                    "kind": kind,
+                    "payload": payload,
+                    "ts": ts,
+                }
+            )
         elif op == "log":
             run_id, task_id, ts, level, message = p
             log_rows.append(
@@ -474,6 +523,8 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
         conn.execute(stmt, list(cache_rows.values()))
     if trans_rows:
         _insert_many(conn, m.transitions, trans_rows)
+    if event_rows:
+        _insert_many(conn, m.events, event_rows)
     if log_rows:
         _insert_many(conn, m.logs, log_rows)
     if metric_rows:

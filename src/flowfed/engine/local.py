@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import heapq
+import itertools
 import os
 import queue
 import threading
@@ -126,6 +127,8 @@ class LocalEngine:
         max_workers: int | None = None,
         use_cache: bool = True,
         listeners: list[Listener] | None = None,
+        record_events: bool = False,
+        on_events: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         if executor not in ("threads", "processes"):
             raise ValueError(f"unknown executor {executor!r}; use 'threads' or 'processes'")
@@ -135,6 +138,10 @@ class LocalEngine:
         self.max_workers = max_workers or min(32, (os.cpu_count() or 2) * 8)
         self.use_cache = use_cache
         self.listeners = list(listeners or [])
+        # The server records every event (for late and returning watchers) and announces
+        # them from the writer once committed; the CLI needs neither.
+        self.record_events = record_events or on_events is not None
+        self.on_events = on_events
         self._cancel = threading.Event()
         self._code_hashes: dict[int, str] = {}
         self.view: RunView | None = None
@@ -185,7 +192,8 @@ class _Run:
         self.run_id = run_id
         self.params = params
         self.flow_file = flow_file
-        self.writer: Writer = engine.db.writer()
+        self.writer: Writer = engine.db.writer(on_commit=engine.on_events)
+        self.event_seq = itertools.count(1)
         self.persister = Persister(engine.store, self.writer)
         self.identities: dict[str, object] = {}
         self.blobs = CatalogBlobs(engine.db)
@@ -219,6 +227,9 @@ class _Run:
             spec=g.flow.model_dump(mode="json", fallback=repr),
             params=self.params,
             created_at=self.view.started_at,
+        )
+        self._emit(
+            "run", None, {"status": "running", "flow": g.flow.name, "steps": self.view.steps}
         )
         # One query for every cache entry of this flow's tools: look-ups on the hot path
         # are then dict accesses, not a database round trip per task.
@@ -319,11 +330,15 @@ class _Run:
                 for t in rest:
                     counts[t.node.tool.name] = counts.get(t.node.tool.name, 0) + 1
                 probe = next(
-                    (t for t in rest
-                     if counts[t.node.tool.name] > 1 and t.node.tool.name not in self.durations
-                     and t.node.timeout is None),
+                    (
+                        t
+                        for t in rest
+                        if counts[t.node.tool.name] > 1
+                        and t.node.tool.name not in self.durations
+                        and t.node.timeout is None
+                    ),
                     None,
-                )  # fmt: skip
+                )
             if probe is not None:
                 pending.remove(probe)
                 self._work(self._prepare(probe), inline=True)
@@ -558,25 +573,39 @@ class _Run:
         self.view.status = status
         self.view.error = error
         self.view.ended_at = time.time()
+        self._emit("run", None, {"status": status, "error": error})
         self.writer.finish_run(
             run_id=self.run_id, status=status, ended_at=self.view.ended_at, error=error
         )
         self.writer.close()
         artifacts = self.e.db.run_artifacts(self.run_id)
-        self._emit("run", None, {"status": status})
         return RunResult(self.run_id, status, self.view, error, artifacts)
 
     # -- the worker side -------------------------------------------------------------------
 
     def _emit(self, kind: str, tr: TaskRun | None, payload: dict[str, Any]) -> None:
-        if not self.e.listeners:
+        if not self.e.listeners and not self.e.record_events:
             return
-        event = {
-            "run_id": self.run_id,
-            "task_id": tr.id if tr else None,
-            "step": tr.step if tr else None,
-            **payload,
-        }
+        event = {"run_id": self.run_id, "task_id": tr.id if tr else None, **payload}
+        if tr is not None:
+            # Enough about the task for a watcher to place it in the tree on its own.
+            event.update(
+                step=tr.step,
+                tool=tr.node.tool.name,
+                node=tr.node.node,
+                iteration=tr.iteration,
+                attempt=tr.attempt,
+                round=tr.node.round,
+            )
+        if self.e.record_events:
+            self.writer.event(
+                run_id=self.run_id,
+                seq=next(self.event_seq),
+                kind=kind,
+                task_id=event["task_id"],
+                payload=event,
+                ts=time.time(),
+            )
         for listener in self.e.listeners:
             # A broken display must never break a run.
             with contextlib.suppress(Exception):

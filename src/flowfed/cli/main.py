@@ -37,6 +37,27 @@ app.add_typer(db_app, name="db")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            envvar="FLOWFED_SERVER",
+            help="URL of a flowfed server: `run` submits there and streams the run live.",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", envvar="FLOWFED_TOKEN", help="API token for --server."),
+    ] = None,
+) -> None:
+    """Run machine-learning flows of typed tools, with lineage and caching."""
+    ctx.obj = {"server": server, "token": token}
+
+
 ImportOpt = Annotated[
     list[str] | None,
     typer.Option("--import", "-i", help="Python file or module holding tools (repeatable)."),
@@ -77,6 +98,7 @@ def _db() -> Any:
 
 @app.command()
 def run(
+    ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Flow file (.yaml, .yml or .json).")],
     param: Annotated[
         list[str] | None, typer.Option("--param", "-p", help="Override a config value: KEY=VALUE.")
@@ -97,6 +119,13 @@ def run(
 
     if executor not in ("threads", "processes"):
         _fail(f"--executor must be 'threads' or 'processes', got {executor!r}")
+    server = (ctx.obj or {}).get("server")
+    if server:
+        try:
+            params = parse_param_overrides(param or [])
+        except FlowError as exc:
+            _flow_error(exc, as_json)
+        _run_remote(server, (ctx.obj or {}).get("token"), file, params, as_json, quiet)
     try:
         params = parse_param_overrides(param or [])
         prepared = prepare(file, params=params, imports=imports or [])
@@ -124,6 +153,62 @@ def run(
         _print_summary(result)
     # 130 is the shell's convention for "stopped by Ctrl-C".
     raise typer.Exit({"success": 0, "failed": 1, "cancelled": 130}[result.status])
+
+
+def _run_remote(
+    server: str, token: str | None, file: Path, params: dict[str, Any], as_json: bool, quiet: bool
+) -> NoReturn:
+    """Submit the flow to a server and follow it live to the end."""
+    from flowfed.cli.remote import RemoteError, submit_run
+
+    try:
+        run_id = submit_run(server, token, file, params)
+    except RemoteError as exc:
+        _fail(str(exc))
+    _watch_and_exit(server, token, run_id, as_json, quiet)
+
+
+def _watch_and_exit(
+    server: str, token: str | None, run_id: str, as_json: bool, quiet: bool
+) -> NoReturn:
+    from flowfed.cli.remote import EventTree, RemoteError, watch
+
+    live = sys.stdout.isatty() and not as_json and not quiet
+    tree = EventTree(run_id)
+    try:
+        if live:
+            from flowfed.cli.monitor import LiveMonitor
+
+            with LiveMonitor(out, lambda: tree.view):
+                watch(server, token, run_id, tree=tree)
+        else:
+            watch(server, token, run_id, tree=tree)
+    except RemoteError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        err.print(f"stopped watching; run {run_id} goes on on the server")
+        raise typer.Exit(130) from None
+    status = tree.view.status
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "run_id": run_id,
+                    "status": status,
+                    "error": tree.view.error,
+                    "events": len(tree.seen),
+                    "last_event_id": tree.last_id,
+                }
+            )
+        )
+    elif not live and not quiet:
+        from flowfed.cli.monitor import render
+
+        out.print(render(tree.view))
+    if not as_json:
+        colour = {"success": "green", "failed": "red", "cancelled": "magenta"}.get(status, "")
+        out.print(f"[{colour}]{status}[/{colour}] run {run_id} on {server}")
+    raise typer.Exit({"success": 0, "failed": 1, "cancelled": 130}.get(status, 1))
 
 
 def _print_summary(result: Any) -> None:
@@ -209,6 +294,20 @@ def runs_list(
         dur = f"{r['ended_at'] - r['created_at']:.2f}s" if r.get("ended_at") else "—"
         table.add_row(r["id"][:12], r["flow_name"], r["status"], _ts(r["created_at"]), dur)
     out.print(table)
+
+
+@runs_app.command("watch")
+def runs_watch(
+    ctx: typer.Context,
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id on the server.")],
+    as_json: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live tree.")] = False,
+) -> None:
+    """Follow a run on a server live (needs --server / FLOWFED_SERVER)."""
+    server = (ctx.obj or {}).get("server")
+    if not server:
+        _fail("`runs watch` follows a run on a server: pass --server URL or set FLOWFED_SERVER")
+    _watch_and_exit(server, (ctx.obj or {}).get("token"), run_ref, as_json, quiet)
 
 
 @runs_app.command("show")

@@ -543,18 +543,7 @@ class _Run:
                     reason = "no condition routed to it"
             tr.message = reason
             self._move(tr, dst, reason)
-            self.writer.finish_task(
-                task_id=tr.id,
-                run_id=self.run_id,
-                state=str(dst),
-                at=time.time(),
-                artifacts=[],
-                cache_key=None,
-                cached=False,
-                error=None,
-                metrics=None,
-                progress=None,
-            )
+            self._record_end(tr, dst)
         self.persister.close()
         if self.persister.errors and not self.fatal:
             self.fatal = "; ".join(self.persister.errors)
@@ -596,6 +585,7 @@ class _Run:
                 iteration=tr.iteration,
                 attempt=tr.attempt,
                 round=tr.node.round,
+                retries=tr.node.retries,
             )
         if self.e.record_events:
             self.writer.event(
@@ -833,18 +823,7 @@ class _Run:
         }
         tr.error = report
         self._move(tr, State.ERROR, message)
-        self.writer.finish_task(
-            task_id=tr.id,
-            run_id=self.run_id,
-            state="error",
-            at=time.time(),
-            artifacts=[],
-            cache_key=None,
-            cached=False,
-            error=report,
-            metrics=tr.metrics or None,
-            progress=tr.progress,
-        )
+        self._record_end(tr, State.ERROR, error=report, metrics=tr.metrics or None)
         return report
 
     def _finish_outputs(self, tr: TaskRun, result: Any, key: str | None) -> None:
@@ -944,6 +923,31 @@ class _Run:
             self._fail(tr, str(result.get("error") or "task reported failure"), None)
         return result.get("data")
 
+    def _record_end(
+        self,
+        tr: TaskRun,
+        state: State,
+        *,
+        cache_key: str | None = None,
+        error: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        reused: list[str] | None = None,
+    ) -> None:
+        """Close a task that produced no new artifacts (cached, error, skipped, cancelled)."""
+        self.writer.finish_task(
+            task_id=tr.id,
+            run_id=self.run_id,
+            state=str(state),
+            at=time.time(),
+            artifacts=[],
+            cache_key=cache_key,
+            cached=state is State.CACHED,
+            error=error,
+            metrics=metrics,
+            progress=1.0 if state is State.CACHED else tr.progress,
+            reused=reused or [],
+        )
+
     def _cache_hit(self, tr: TaskRun, key: str, hit: dict[str, dict[str, Any]]) -> None:
         node = tr.node
         for out_name, art in hit.items():
@@ -968,17 +972,7 @@ class _Run:
                 handle = ref.handle(self._source(ref))
                 ref.value, ref.has_value = handle.load(), True
         if self._move(tr, State.CACHED, "cache hit"):
-            self.writer.finish_task(
-                task_id=tr.id,
-                run_id=self.run_id,
-                state="cached",
-                at=time.time(),
-                artifacts=[],
-                cache_key=key,
-                cached=True,
-                error=None,
-                metrics=None,
-                progress=1.0,
-                reused=[r.id for r in tr.outputs.values()],
+            self._record_end(
+                tr, State.CACHED, cache_key=key, reused=[r.id for r in tr.outputs.values()]
             )
         return None

@@ -1,0 +1,198 @@
+"""The CLI as a client of ``flowfed server``: submit runs, watch them over WebSocket.
+
+The watcher rebuilds seed 000's tree from the run's event stream alone (the first event
+names the flow's steps; every task event names its step, tool and node), so it draws the
+same tree as a local run without reading the server's database.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from flowfed.engine.state import RunView
+from flowfed.runtime.lifecycle import State
+
+
+class RemoteError(Exception):
+    """The server refused a request or could not be reached; the message says why."""
+
+
+@dataclass(eq=False)
+class RemoteTask:
+    """A task as seen through events (the attributes the monitor draws)."""
+
+    id: str
+    node: Any
+    state: State = State.PENDING
+    iteration: int = 1
+    attempt: int = 1
+    cached: bool = False
+    progress: float | None = None
+    message: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _problem(resp: Any) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return f"HTTP {resp.status_code}: {resp.text[:300]}"
+    detail = body.get("detail") or body.get("title") or resp.reason_phrase
+    lines = [f"HTTP {resp.status_code}: {detail}"]
+    for e in body.get("errors", []) or []:
+        lines.append(f"  {e.get('message') or e}" if isinstance(e, dict) else f"  {e}")
+    return "\n".join(lines)
+
+
+def submit_run(server: str, token: str | None, file: Path, params: dict[str, Any]) -> str:
+    """POST the flow file's text to ``/api/v1/runs``; the new run's id."""
+    import httpx
+
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RemoteError(f"cannot read {file}: {exc}") from None
+    try:
+        resp = httpx.post(
+            f"{server.rstrip('/')}/api/v1/runs",
+            json={"source": text, "params": params},
+            headers=_headers(token),
+            timeout=60,
+        )
+    except httpx.HTTPError as exc:
+        raise RemoteError(f"cannot reach {server}: {exc}") from None
+    if resp.status_code >= 400:
+        raise RemoteError(_problem(resp))
+    return str(resp.json()["run_id"])
+
+
+def events_url(server: str, run_id: str, after: int = 0) -> str:
+    """The WebSocket URL of a run's event stream."""
+    parts = urlsplit(server.rstrip("/"))
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    path = f"{parts.path}/api/v1/runs/{run_id}/events"
+    return urlunsplit((scheme, parts.netloc, path, f"after={after}", ""))
+
+
+class EventTree:
+    """A RunView built from events, for the terminal monitor."""
+
+    def __init__(self, run_id: str) -> None:
+        self.view = RunView(run_id, flow_name="…", steps=[], started_at=time.time())
+        self._tasks: dict[str, RemoteTask] = {}
+        self.last_id = 0
+        self.seen: list[int] = []
+
+    def apply(self, msg: dict[str, Any]) -> None:
+        """Fold one event into the tree."""
+        self.last_id = max(self.last_id, int(msg["id"]))
+        self.seen.append(int(msg["id"]))
+        p = msg["payload"]
+        kind = msg["kind"]
+        if kind == "run":
+            if p.get("steps"):
+                self.view.steps = list(p["steps"])
+                self.view.flow_name = p.get("flow") or self.view.flow_name
+                self.view.started_at = msg["ts"]
+            self.view.status = p.get("status", self.view.status)
+            if self.view.status != "running":
+                self.view.ended_at = msg["ts"]
+                self.view.error = p.get("error")
+            return
+        tid = msg.get("task_id")
+        if not tid or "step" not in p:
+            return
+        task = self._tasks.get(tid)
+        if task is None:
+            node = SimpleNamespace(
+                tool=SimpleNamespace(name=p.get("tool", "?")),
+                node=p.get("node", "local"),
+                round=p.get("round"),
+                retries=p.get("retries", 0),
+            )
+            task = RemoteTask(tid, node)
+            self._tasks[tid] = task
+            self.view.tasks.setdefault(p["step"], []).append(task)  # type: ignore[arg-type]
+            if p["step"] not in self.view.steps:
+                self.view.steps.append(p["step"])
+        task.iteration = p.get("iteration", task.iteration)
+        task.attempt = p.get("attempt", task.attempt)
+        if kind == "transition":
+            task.state = State(p["dst"])
+            if task.state is State.CACHED:
+                task.cached = True
+            if task.state is State.ERROR:
+                task.error = {"message": p.get("detail") or "failed"}
+            elif p.get("detail") and task.state in (State.SKIPPED, State.CANCELLED):
+                task.message = p["detail"]
+        elif kind == "metric":
+            task.metrics[p["name"]] = p["value"]
+        elif kind == "progress":
+            task.progress = p.get("fraction")
+            if p.get("message"):
+                task.message = p["message"]
+        elif kind == "retry":
+            task.state = State.PENDING
+            task.error = None
+
+
+def watch(
+    server: str,
+    token: str | None,
+    run_id: str,
+    *,
+    tree: EventTree | None = None,
+    on_event: Any = None,
+) -> EventTree:
+    """Follow a run's events until its final event; the resulting tree.
+
+    After a dropped connection it reconnects and resumes after the last event it saw, so
+    no event is lost or shown twice.
+    """
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    tree = tree if tree is not None else EventTree(run_id)
+    failures = 0
+    while True:
+        code: int | None = None
+        try:
+            with connect(
+                events_url(server, run_id, tree.last_id),
+                additional_headers=_headers(token),
+                open_timeout=10,
+            ) as ws:
+                failures = 0
+                for raw in ws:
+                    msg = json.loads(raw)
+                    tree.apply(msg)
+                    if on_event is not None:
+                        on_event(msg)
+                code = ws.close_code
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else None
+        except (InvalidStatus, OSError, TimeoutError) as exc:
+            failures += 1
+            if failures > 5:
+                raise RemoteError(f"cannot watch run {run_id} at {server}: {exc}") from None
+            time.sleep(min(2.0, 0.2 * 2**failures))
+            continue
+        if code == 4401:
+            raise RemoteError("the server refused the token (set --token or FLOWFED_TOKEN)")
+        if code == 4404:
+            raise RemoteError(f"the server has no run {run_id}")
+        if tree.view.status != "running":
+            return tree
+        # Dropped mid-run: resume after the last event we saw.
+        time.sleep(0.2)

@@ -1,0 +1,128 @@
+"""Live run events over WebSocket: ``/api/v1/runs/{run_id}/events``.
+
+A watcher first receives every recorded event after the id it names (``?after=SEQ``, 0
+by default: the whole history), then the live stream, with no gap and no duplicate: the
+handler subscribes to the bus *before* reading the history, so an event committed in
+between arrives twice and is dropped by its sequence number. Events are announced only
+after they are committed, so the history never lags the stream. The socket closes with
+1000 after the run's final event.
+
+Messages are JSON: ``{"id": SEQ, "run_id", "kind", "task_id", "ts", "payload": {...}}``
+where ``kind`` is ``run``, ``transition``, ``log``, ``metric``, ``progress`` or ``retry``.
+
+Authentication: ``Authorization: Bearer TOKEN`` or, for browsers (which cannot set
+headers on a WebSocket), ``?access_token=TOKEN``. Close codes: 4401 unauthenticated,
+4404 unknown run, 1003 for a client message that is not JSON, 1000 at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+router = APIRouter()
+
+TERMINAL_RUN_STATES = frozenset({"success", "failed", "cancelled"})
+
+#: How long a watcher may stay silent on a finished run's socket before it is closed.
+RECEIVE_IDLE_S = 30.0
+
+
+def message(event: dict[str, Any]) -> dict[str, Any]:
+    """The wire form of a recorded or published event."""
+    return {
+        "id": event["seq"],
+        "run_id": event["run_id"],
+        "kind": event["kind"],
+        "task_id": event.get("task_id"),
+        "ts": event["ts"],
+        "payload": event["payload"],
+    }
+
+
+def _final(event: dict[str, Any]) -> bool:
+    return event["kind"] == "run" and event["payload"].get("status") in TERMINAL_RUN_STATES
+
+
+@router.websocket("/api/v1/runs/{run_id}/events")
+async def run_events(websocket: WebSocket, run_id: str, after: int = 0) -> None:
+    """Stream a run's events: history after ``after``, then live, then close."""
+    from flowfed.server.auth import authenticate_token
+
+    state = websocket.app.state
+    token = _bearer(websocket)
+    principal = await authenticate_token(state, token) if token else None
+    if principal is None:
+        await websocket.close(code=4401, reason="missing or invalid bearer token")
+        return
+    db = state.db
+    run = await asyncio.to_thread(db.get_run, run_id)
+    if run is None:
+        await websocket.close(code=4404, reason=f"no run {run_id}")
+        return
+    run_id = run["id"]
+    await websocket.accept()
+    sub = state.bus.subscribe(run_id)
+    reader = asyncio.create_task(_read_client(websocket))
+    try:
+        last = after
+        history = await asyncio.to_thread(db.run_events, run_id, after)
+        for event in history:
+            await websocket.send_json(message(event))
+            last = event["seq"]
+            if _final(event):
+                return
+        if run["status"] in TERMINAL_RUN_STATES and not history:
+            # A run recorded without events (started by the CLI): nothing more will come.
+            return
+        while True:
+            getter = asyncio.create_task(sub.get())
+            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if reader in done:
+                getter.cancel()
+                return
+            event = getter.result()
+            if event["seq"] <= last:
+                continue  # already sent from the history
+            if event["seq"] > last + 1:
+                # Published out of order relative to our history read: fill from the log.
+                for missed in await asyncio.to_thread(db.run_events, run_id, last):
+                    if missed["seq"] >= event["seq"]:
+                        break
+                    await websocket.send_json(message(missed))
+                    last = missed["seq"]
+            await websocket.send_json(message(event))
+            last = event["seq"]
+            if _final(event):
+                return
+    except WebSocketDisconnect:
+        return
+    finally:
+        sub.close()
+        reader.cancel()
+        if websocket.client_state.name == "CONNECTED":
+            await websocket.close(code=1000)
+
+
+async def _read_client(websocket: WebSocket) -> None:
+    """Watchers need not send anything; anything they send must be JSON (pings)."""
+    while True:
+        try:
+            text = await websocket.receive_text()
+        except (WebSocketDisconnect, RuntimeError):
+            return
+        try:
+            json.loads(text)
+        except ValueError:
+            await websocket.close(code=1003, reason="messages must be JSON")
+            return
+
+
+def _bearer(websocket: WebSocket) -> str | None:
+    header = websocket.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return websocket.query_params.get("access_token") or None

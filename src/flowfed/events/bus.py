@@ -29,12 +29,20 @@ Event = dict[str, Any]
 class Subscription:
     """Events of one run (or of every run, for ``run_id=None``), in publication order."""
 
-    def __init__(self, bus: MemoryBus, run_id: str | None, loop: asyncio.AbstractEventLoop):
+    def __init__(self, bus: Any, run_id: str | None, loop: asyncio.AbstractEventLoop):
         self.run_id = run_id
         self._bus = bus
         self._loop = loop
         self._q: asyncio.Queue[Event] = asyncio.Queue()
         self.closed = False
+        # Set once the broker confirmed the subscription: events published after that
+        # are guaranteed to arrive (set at once for the in-memory bus).
+        self.ready = asyncio.Event()
+        self.ready.set()
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait until the subscription is live (so no later event can be missed)."""
+        await asyncio.wait_for(self.ready.wait(), timeout)
 
     def _deliver(self, events: list[Event]) -> None:
         for e in events:
@@ -65,6 +73,10 @@ class Bus(Protocol):
 
     def subscribe(self, run_id: str | None) -> Subscription: ...
 
+    def ping(self) -> bool: ...
+
+    def close(self) -> None: ...
+
 
 class MemoryBus:
     """An in-process bus: thread-safe publish, asyncio subscribers."""
@@ -92,6 +104,13 @@ class MemoryBus:
         with self._lock:
             self._subs.append(sub)
         return sub
+
+    def ping(self) -> bool:
+        """Always reachable (for ``/ready``)."""
+        return True
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def _remove(self, sub: Subscription) -> None:
         with self._lock:

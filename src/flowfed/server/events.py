@@ -68,6 +68,7 @@ async def run_events(websocket: WebSocket, run_id: str, after: int = 0) -> None:
     sub = state.bus.subscribe(run_id)
     reader = asyncio.create_task(_read_client(websocket))
     try:
+        await sub.wait_ready()
         last = after
         history = await asyncio.to_thread(db.run_events, run_id, after)
         for event in history:

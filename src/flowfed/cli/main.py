@@ -33,6 +33,10 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(tools_app, name="tools")
 app.add_typer(db_app, name="db")
+auth_app = typer.Typer(help="Manage API tokens for the server.", no_args_is_help=True)
+token_app = typer.Typer(help="Create, list and revoke user API tokens.", no_args_is_help=True)
+auth_app.add_typer(token_app, name="token")
+app.add_typer(auth_app, name="auth")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -538,6 +542,186 @@ def db_upgrade() -> None:
     db = Database(default_database_url())
     db.upgrade()
     out.print(f"database at {db.url} is at revision {db.current_revision()}")
+
+
+# --- server and its tokens ----------------------------------------------------------------------
+
+DatabaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="Database URL (default: $FLOWFED_DATABASE_URL or .flowfed/flowfed.db).",
+    ),
+]
+
+
+def _server_db(database_url: str | None) -> Any:
+    """The database a server uses, which must already be at the current schema."""
+    from flowfed.api import default_database_url
+    from flowfed.db import Database, SchemaOutOfDate
+
+    db = Database(database_url or default_database_url())
+    try:
+        db.ensure_schema(auto_upgrade=False)
+    except SchemaOutOfDate as exc:
+        db.close()
+        _fail(f"{exc} (on {db!r})")
+    except Exception as exc:  # unreachable server, bad credentials, missing driver
+        db.close()
+        _fail(f"cannot open database {db!r}: {type(exc).__name__}: {exc}")
+    return db
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option("--name", help="Who or what the token is for.")],
+    role: Annotated[str, typer.Option("--role", help="admin or user.")] = "user",
+    expires_in_days: Annotated[
+        float | None,
+        typer.Option("--expires-in-days", help="Expire after D days (default: never)."),
+    ] = None,
+    database_url: DatabaseUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a user API token and print it (it is shown this once, never again)."""
+    from flowfed.server.auth import create_token
+
+    db = _server_db(database_url)
+    try:
+        created = create_token(db, name, role, expires_in_days)
+    except ValueError as exc:
+        _fail(str(exc))
+    finally:
+        db.close()
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "id": created.id,
+                    "name": created.name,
+                    "role": created.role,
+                    "token": created.token,
+                    "created_at": created.created_at,
+                    "expires_at": created.expires_at,
+                }
+            )
+        )
+        return
+    expiry = f"expires {_ts(created.expires_at)}" if created.expires_at else "never expires"
+    err.print(f"token '{created.name}' ({created.role}, {expiry}); id {created.id}")
+    err.print("store it now: it cannot be shown again")
+    print(created.token)
+
+
+@token_app.command("list")
+def token_list(database_url: DatabaseUrlOpt = None, as_json: JsonOpt = False) -> None:
+    """List tokens (ids, names, roles, dates; never the secrets)."""
+    from flowfed.server.auth import list_tokens
+
+    db = _server_db(database_url)
+    try:
+        rows = list_tokens(db)
+    finally:
+        db.close()
+    if as_json:
+        print(json.dumps(rows, default=str))
+        return
+    from rich.table import Table
+
+    table = Table("id", "name", "role", "created", "expires", "revoked", "last used")
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["name"],
+            r["role"],
+            _ts(r["created_at"]),
+            _ts(r["expires_at"]),
+            _ts(r["revoked_at"]),
+            _ts(r["last_used_at"]),
+        )
+    out.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(metavar="ID", help="The token's id.")],
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Revoke a token: every request made with it is refused from now on."""
+    from flowfed.server.auth import revoke_token
+
+    db = _server_db(database_url)
+    try:
+        found = revoke_token(db, token_id)
+    finally:
+        db.close()
+    if not found:
+        _fail(f"no token with id '{token_id}' (see `flowfed auth token list`)")
+    out.print(f"token {token_id} revoked")
+
+
+@app.command()
+def server(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port (0: any free port).")] = 8000,
+    database_url: DatabaseUrlOpt = None,
+    artifacts_url: Annotated[
+        str | None,
+        typer.Option(
+            "--artifacts-url", help="Artifact store URL (default: $FLOWFED_ARTIFACTS_URL)."
+        ),
+    ] = None,
+    broker_url: Annotated[
+        str,
+        typer.Option(
+            "--broker-url", help="Event bus: memory:// (default), redis://HOST or nats://HOST."
+        ),
+    ] = "memory://",
+    imports: ImportOpt = None,
+    max_body_bytes: Annotated[
+        int, typer.Option("--max-body-bytes", help="Largest request body accepted.")
+    ] = 10 * 1024 * 1024,
+) -> None:
+    """Serve the REST and WebSocket API (one process, uvicorn)."""
+    import socket
+
+    import uvicorn
+
+    from flowfed.server.app import StartupError, check_startup, create_app
+    from flowfed.server.settings import ServerSettings
+
+    settings = ServerSettings(
+        host=host,
+        port=port,
+        database_url=database_url,
+        artifacts_url=artifacts_url,
+        broker_url=broker_url,
+        imports=list(imports or []),
+        max_body_bytes=max_body_bytes,
+    )
+    try:
+        check_startup(settings).close()
+    except StartupError as exc:
+        _fail(str(exc))
+    # Bind here rather than in uvicorn: a taken port is then one clear error, and with
+    # --port 0 the address actually bound can be printed for whoever started us.
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    print(f"flowfed server listening on http://{shown}:{bound_port}", flush=True)
+    config = uvicorn.Config(create_app(settings), log_level="info", lifespan="on")
+    srv = uvicorn.Server(config)
+    srv.run(sockets=[sock])
+    if not srv.started:
+        _fail("the server did not start (see the log above)")
 
 
 def main() -> None:

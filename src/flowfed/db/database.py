@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, create_engine, event, func, select, text
+from sqlalchemy import Connection, create_engine, event, func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
@@ -453,6 +454,77 @@ class Database:
             if all(aid in found for aid in outputs.values()):
                 index[key] = ({n: found[aid] for n, aid in outputs.items()}, metrics)
         return index
+
+    # -- leases and resumption (server processes) ----------------------------------------
+
+    def claim_runs(self, owner: str, lease_s: float, now: float | None = None) -> list[str]:
+        """Claim every server run whose lease ran out; the ids this caller now owns.
+
+        One conditional UPDATE per run: when two servers race for the same run, the
+        database lets exactly one of them change the row, so no run (and no task of it)
+        is ever executed by two processes. Runs with no owner (started by the CLI) are
+        never claimed.
+        """
+        now = time.time() if now is None else now
+        r = m.runs
+        claimed: list[str] = []
+        with self.engine.connect() as conn:
+            candidates = [
+                row[0]
+                for row in conn.execute(
+                    select(r.c.id).where(
+                        r.c.status == "running",
+                        r.c.owner.is_not(None),
+                        r.c.lease_until < now,
+                    )
+                )
+            ]
+        for run_id in candidates:
+            with self.engine.begin() as conn:
+                res = conn.execute(
+                    update(r)
+                    .where(r.c.id == run_id, r.c.status == "running", r.c.lease_until < now)
+                    .values(owner=owner, lease_until=now + lease_s)
+                )
+                if res.rowcount == 1:
+                    claimed.append(run_id)
+        return claimed
+
+    def renew_leases(self, owner: str, run_ids: Iterable[str], lease_s: float) -> None:
+        """Extend this owner's claim on its live runs."""
+        ids = list(run_ids)
+        if not ids:
+            return
+        r = m.runs
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(r)
+                .where(r.c.id.in_(ids), r.c.owner == owner)
+                .values(lease_until=time.time() + lease_s)
+            )
+
+    def resume_state(self, run_id: str) -> dict[str, Any]:
+        """What a resumed run needs: its tasks in order (each with ``outputs``: output
+        name → artifact dict) and the last event sequence number recorded."""
+        t, ra, e = m.tasks, m.run_artifacts, m.events
+        with self.engine.connect() as conn:
+            tasks = _rows(
+                conn.execute(select(t).where(t.c.run_id == run_id).order_by(t.c.created_at))
+            )
+            links = conn.execute(
+                select(ra.c.task_id, ra.c.output, ra.c.artifact_id).where(ra.c.run_id == run_id)
+            ).all()
+            arts = self._artifact_dicts(conn, [aid for _, _, aid in links])
+            max_seq = conn.execute(
+                select(func.max(e.c.seq)).where(e.c.run_id == run_id)
+            ).scalar_one_or_none()
+        outputs: dict[str, dict[str, dict[str, Any]]] = {}
+        for task_id, output, aid in links:
+            if output is not None and aid in arts:
+                outputs.setdefault(task_id, {})[output] = arts[aid]
+        for task in tasks:
+            task["outputs"] = outputs.get(task["id"], {})
+        return {"tasks": tasks, "max_seq": int(max_seq or 0)}
 
     def read_blob(self, hash: str) -> bytes | None:
         """The bytes of a small artifact object kept in the catalog (None if not there)."""

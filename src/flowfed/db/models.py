@@ -50,6 +50,10 @@ runs = Table(
     Column("error", Text, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("ended_at", Float, nullable=True),
+    # the server process executing the run, and until when its claim holds: a run whose
+    # lease ran out (its server died) is claimed and resumed by another (NULL: CLI runs)
+    Column("owner", String(64), nullable=True),
+    Column("lease_until", Float, nullable=True),
 )
 """One execution of a flow."""
 

@@ -112,6 +112,8 @@ class Writer:
         spec: Any,
         params: Any,
         created_at: float,
+        owner: str | None = None,
+        lease_until: float | None = None,
     ) -> None:
         """Insert a run row (status ``running``) and wait until it is committed."""
         self._enqueue(
@@ -127,6 +129,8 @@ class Writer:
                 "error": None,
                 "created_at": created_at,
                 "ended_at": None,
+                "owner": owner,
+                "lease_until": lease_until,
             },
         )
         self.flush()

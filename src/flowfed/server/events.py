@@ -55,6 +55,9 @@ async def run_events(websocket: WebSocket, run_id: str, after: int = 0) -> None:
     state = websocket.app.state
     token = _bearer(websocket)
     principal = await authenticate_token(state, token) if token else None
+    # Accept before refusing: a close before the handshake completes reaches the client as
+    # a bare HTTP 403, losing the close code that says why.
+    await websocket.accept()
     if principal is None:
         await websocket.close(code=4401, reason="missing or invalid bearer token")
         return
@@ -64,7 +67,6 @@ async def run_events(websocket: WebSocket, run_id: str, after: int = 0) -> None:
         await websocket.close(code=4404, reason=f"no run {run_id}")
         return
     run_id = run["id"]
-    await websocket.accept()
     sub = state.bus.subscribe(run_id)
     reader = asyncio.create_task(_read_client(websocket))
     try:

@@ -89,8 +89,13 @@ def load_flow(path: str | Path) -> LoadedFlow:
     return loaded
 
 
-def parse_flow_text(text: str, filename: str = "<flow>") -> LoadedFlow:
-    """Parse flow text (YAML or JSON, chosen by ``filename``'s suffix, else sniffed)."""
+def parse_flow_text(text: str, filename: str = "<flow>", *, under: str | None = None) -> LoadedFlow:
+    """Parse flow text (YAML or JSON, chosen by ``filename``'s suffix, else sniffed).
+
+    ``under`` names a top-level key holding the flow (an API request such as
+    ``{"definition": {...}, "params": ...}``): the flow is read from there, and line
+    numbers still point into ``text``. A seed-003 document is recognised either way.
+    """
     is_json = filename.endswith(".json") or text.lstrip().startswith("{")
     if is_json:
         try:
@@ -105,6 +110,18 @@ def parse_flow_text(text: str, filename: str = "<flow>") -> LoadedFlow:
         raise FlowError(
             [source.diag("a flow file must be a mapping with 'name' and 'steps' at the top")]
         )
+    if under is not None and not _is_seed003(data):
+        inner = data.get(under)
+        if not isinstance(inner, dict):
+            raise FlowError(
+                [source.diag(f"'{under}' must be a flow object", (under,), field=under)]
+            )
+        lines = {k[1:]: v for k, v in source.lines.items() if k[:1] == (under,)}
+        data, source = inner, SourceMap(filename, lines)
+        if _is_seed003({"flow": inner}):
+            # A bare seed-003 flow object: give it back the wrapper its format has.
+            data = {"flow": inner}
+            source = SourceMap(filename, {("flow", *k): v for k, v in lines.items()})
     if _is_seed003(data):
         data, source = _from_seed003(data, source)
     return LoadedFlow(validate_flow_data(data, source), source)

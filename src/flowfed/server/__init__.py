@@ -1,0 +1,1 @@
+"""The flowfed control-plane server (FastAPI): REST API, auth, live run events."""

@@ -1,0 +1,236 @@
+"""The control-plane server: ``create_app(settings)`` builds the FastAPI application.
+
+Start-up (the lifespan) opens the database and refuses an out-of-date schema, imports the
+configured tool modules, and connects the event bus (``app.state.bus``) and the run
+manager (``app.state.runs``). ``flowfed server`` runs :func:`check_startup` before
+binding, so a bad configuration ends the command with one paragraph and exit code 2.
+
+Example:
+    >>> # import uvicorn
+    >>> # uvicorn.run(create_app(ServerSettings(imports=["tools.py"])), port=8000)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from flowfed import __version__
+from flowfed.db import Database
+from flowfed.server.metrics import MetricsMiddleware, ServerMetrics
+from flowfed.server.settings import ServerSettings
+
+log = logging.getLogger("flowfed.server")
+
+
+class StartupError(RuntimeError):
+    """The server cannot start with these settings; the message says why and what to do."""
+
+
+def check_startup(settings: ServerSettings) -> Database:
+    """Validate the settings, open the database and import the tools (StartupError if not).
+
+    The returned database has the expected schema; the caller owns it.
+    """
+    from flowfed.db import SchemaOutOfDate
+    from flowfed.tools.loading import import_tools
+
+    # The broker first: connecting to it is cheap, and it fails fast on a typo.
+    close_bus(open_bus(settings.broker_url))
+    if settings.max_body_bytes < 1:
+        raise StartupError(f"max_body_bytes must be positive, got {settings.max_body_bytes}")
+    url = settings.resolved_database_url()
+    try:
+        db = Database(url)
+    except Exception as exc:  # a malformed URL or a missing driver
+        raise StartupError(f"cannot use database URL {url!r}: {exc}") from None
+    try:
+        db.ensure_schema(auto_upgrade=False)
+    except SchemaOutOfDate as exc:
+        db.close()
+        raise StartupError(
+            f"{exc} (on {db!r}); the server never migrates a database by itself, so that "
+            "several servers and a running migration cannot collide"
+        ) from None
+    except Exception as exc:
+        db.close()
+        raise StartupError(f"cannot open database {db!r}: {type(exc).__name__}: {exc}") from None
+    problems = import_tools(list(settings.imports), Path.cwd())
+    if problems:
+        db.close()
+        raise StartupError("cannot import tools: " + "; ".join(str(p) for p in problems))
+    return db
+
+
+def open_bus(url: str) -> Any:
+    """The event bus ``url`` names, reachable (StartupError otherwise)."""
+    from flowfed.events.remote import BusURLError, make_bus
+
+    try:
+        bus = make_bus(url)
+    except BusURLError as exc:
+        raise StartupError(str(exc)) from None
+    except Exception as exc:  # a missing client library, a malformed host
+        raise StartupError(f"cannot use broker {url!r}: {type(exc).__name__}: {exc}") from None
+    if not bus_ok(bus):
+        close_bus(bus)
+        raise StartupError(f"cannot reach the broker at {url!r}")
+    return bus
+
+
+def bus_ok(bus: Any) -> bool:
+    """Whether the bus answers (an in-memory bus always does)."""
+    ping = getattr(bus, "ping", None)
+    if ping is None:
+        return True
+    try:
+        return bool(ping())
+    except Exception:
+        return False
+
+
+def close_bus(bus: Any) -> None:
+    """Release a bus's broker connections, if it has any."""
+    close = getattr(bus, "close", None)
+    if close is not None:
+        close()
+
+
+class BodyLimitMiddleware:
+    """413 for request bodies over the limit, by Content-Length or by the bytes streamed.
+
+    The body is read here, up to the limit, before the app sees it: a chunked upload that
+    never declares its size is cut off at ``max_bytes`` instead of being buffered whole.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.max_bytes
+            except ValueError:
+                too_big = False
+            if too_big:
+                await self._reject(scope, send)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                # The client went away: let the app see the disconnect.
+                pending: list[Message] = [message]
+                break
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
+                await self._reject(scope, send)
+                return
+            chunks.append(body)
+            more = message.get("more_body", False)
+        else:
+            pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replay() -> Message:
+            if pending:
+                return pending.pop(0)
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        body = json.dumps(
+            {
+                "type": "urn:flowfed:problem:body-too-large",
+                "title": "Content Too Large",
+                "status": 413,
+                "detail": f"the request body is larger than the server's limit of "
+                f"{self.max_bytes} bytes",
+                "instance": scope.get("path"),
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: ServerSettings | None = None) -> FastAPI:
+    """The FastAPI application for ``settings`` (resources open in its lifespan)."""
+    from flowfed.server import events
+    from flowfed.server.problems import install_handlers
+    from flowfed.server.routes import artifacts, flows, runs, seed, service, tasks, tools
+    from flowfed.server.runs import RunManager
+
+    settings = dataclasses.replace(settings or ServerSettings())
+    # Resolved once: the environment read at start-up is what every request uses.
+    settings.database_url = settings.resolved_database_url()
+    settings.artifacts_url = settings.resolved_artifacts_url()
+    metrics = ServerMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = check_startup(settings)
+        try:
+            bus = open_bus(settings.broker_url)
+        except StartupError:
+            db.close()
+            raise
+        manager = RunManager(db, settings.resolved_artifacts_url(), bus.publish, metrics)
+        app.state.db = db
+        app.state.bus = bus
+        app.state.runs = manager
+        try:
+            yield
+        finally:
+            manager.shutdown()
+            close_bus(bus)
+            db.close()
+
+    app = FastAPI(
+        title="flowfed",
+        version=__version__,
+        summary="Control plane: flows, runs, tasks, artifacts, tools and live run events.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_handlers(app)
+    app.include_router(service.public)
+    app.include_router(service.protected)
+    # Seed 003's fixed paths (/flows/execute, /flows/executions...) before /flows/{name}.
+    app.include_router(seed.router)
+    app.include_router(flows.router)
+    app.include_router(runs.router)
+    app.include_router(tasks.router)
+    app.include_router(artifacts.router)
+    app.include_router(tools.router)
+    app.include_router(events.router)
+    # Outermost last: metrics see every response, including 413s from the body limit.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

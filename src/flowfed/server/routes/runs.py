@@ -1,0 +1,163 @@
+"""Runs: start (stored or inline flows), list with cursor pagination, show, cancel, retry."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from flowfed.server import flows as svc
+from flowfed.server import queries
+from flowfed.server.auth import require_principal
+from flowfed.server.deps import AUTH_ERRORS, BAD_REQUEST, CONFLICT, NOT_FOUND, db_of, runs_of
+from flowfed.server.problems import ProblemError
+from flowfed.server.runs import RunStartError
+from flowfed.server.schemas import RunAccepted, RunDetail, RunPage, RunRequest
+from flowfed.spec.loader import LoadedFlow, SourceMap
+from flowfed.spec.models import Flow
+
+router = APIRouter(
+    prefix="/api/v1/runs",
+    tags=["runs"],
+    dependencies=[Depends(require_principal)],
+    responses=AUTH_ERRORS,
+)
+
+RunStatus = Literal["running", "success", "failed", "cancelled"]
+
+
+async def start_run(
+    request: Request,
+    loaded: LoadedFlow,
+    params: dict[str, Any],
+    *,
+    use_cache: bool = True,
+    flow_file: str | None = None,
+    wait: bool = False,
+) -> str:
+    """Plan ``loaded`` with ``params`` (FlowError → 422) and start it; the new run's id."""
+    manager = runs_of(request)
+
+    def work() -> str:
+        graph, _ = svc.check(loaded, params)
+        active = manager.start(
+            graph, params=params, flow_file=flow_file, use_cache=use_cache, wait=wait
+        )
+        return active.run_id
+
+    try:
+        return await asyncio.to_thread(work)
+    except RunStartError as exc:
+        raise ProblemError(503, str(exc), kind="run-not-started") from None
+
+
+def _not_found(ref: str) -> ProblemError:
+    return ProblemError(404, f"no run matches '{ref}'", kind="not-found")
+
+
+@router.post("", status_code=202, response_model=RunAccepted, responses=NOT_FOUND)
+async def create_run(request: Request, body: RunRequest) -> RunAccepted:
+    """Start a run of a stored flow (``flow``, ``version``) or an inline one.
+
+    Validation happens first (422 with every problem); the run then executes in the
+    background: poll ``GET /runs/{id}`` or watch ``/api/v1/runs/{id}/events``.
+    """
+    db = db_of(request)
+    flow_file = None
+    if body.flow is not None:
+        row = await asyncio.to_thread(svc.get, db, body.flow, body.version)
+        if row is None:
+            what = f"'{body.flow}'" + (f" version {body.version}" if body.version else "")
+            raise ProblemError(404, f"no stored flow {what}", kind="not-found")
+        loaded = svc.stored_loaded(row)
+        flow_file = f"flowfed:flows/{row['name']}/versions/{row['version']}"
+    elif body.definition is not None:
+        loaded, _ = svc.parse_object(await request.body(), "definition", body.definition)
+    else:
+        assert body.source is not None
+        loaded = svc.parse_text(body.source, body.format)
+    run_id = await start_run(
+        request, loaded, body.params, use_cache=body.cache, flow_file=flow_file
+    )
+    return RunAccepted(run_id=run_id, status="running")
+
+
+@router.get("", response_model=RunPage, responses=BAD_REQUEST)
+def list_runs(
+    request: Request,
+    limit: int = Query(50, ge=1, le=500, description="Page size."),
+    cursor: str | None = Query(None, description="`next_cursor` of the previous page."),
+    status: RunStatus | None = Query(None, description="Only runs with this status."),
+    flow: str | None = Query(None, description="Only runs of this flow name."),
+) -> dict[str, Any]:
+    """Runs, newest first, a page at a time."""
+    try:
+        items, nxt = queries.list_runs(
+            db_of(request), limit=limit, cursor=cursor, status=status, flow=flow
+        )
+    except queries.BadCursor as exc:
+        raise ProblemError(400, str(exc), kind="bad-cursor") from None
+    return {"items": items, "next_cursor": nxt}
+
+
+@router.get("/{run_id}", response_model=RunDetail, responses={**NOT_FOUND, **BAD_REQUEST})
+def get_run(request: Request, run_id: str) -> dict[str, Any]:
+    """A run (id or unique prefix) with its steps, their tasks and each task's transitions."""
+    run = db_of(request).get_run(run_id)
+    if run is None:
+        raise _not_found(run_id)
+    run["steps"] = queries.run_steps(run)
+    return run
+
+
+@router.post(
+    "/{run_id}/cancel",
+    status_code=202,
+    response_model=RunAccepted,
+    responses={**NOT_FOUND, **CONFLICT},
+)
+def cancel_run(request: Request, run_id: str) -> RunAccepted:
+    """Ask a running run to stop: nothing new starts, running tasks end cancelled."""
+    db = db_of(request)
+    rid = queries.resolve_run_id(db, run_id)
+    if rid is None:
+        raise _not_found(run_id)
+    if not runs_of(request).cancel(rid):
+        run = db.get_run(rid)
+        status = run["status"] if run else "unknown"
+        detail = f"run {rid} is not running (status: {status})"
+        if status == "running":
+            detail = (
+                f"run {rid} is not executing in this server process; it cannot be cancelled here"
+            )
+        raise ProblemError(409, detail, kind="not-running")
+    return RunAccepted(run_id=rid, status="cancelling")
+
+
+@router.post(
+    "/{run_id}/retry",
+    status_code=202,
+    response_model=RunAccepted,
+    responses={**NOT_FOUND, **CONFLICT},
+)
+async def retry_run(request: Request, run_id: str) -> RunAccepted:
+    """Start a new run of a failed or cancelled run's flow with the same params.
+
+    With caching, every task that finished before comes back cached, so the new run
+    resumes from where the old one stopped.
+    """
+    run = await asyncio.to_thread(db_of(request).get_run, run_id)
+    if run is None:
+        raise _not_found(run_id)
+    if run["status"] not in ("failed", "cancelled"):
+        raise ProblemError(
+            409,
+            f"run {run['id']} is {run['status']}; only failed or cancelled runs can be retried",
+            kind="not-retryable",
+        )
+    loaded = LoadedFlow(Flow.model_validate(run["spec"]), SourceMap())
+    new_id = await start_run(
+        request, loaded, dict(run.get("params") or {}), flow_file=run.get("flow_file")
+    )
+    return RunAccepted(run_id=new_id, status="running", retry_of=run["id"])

@@ -1,0 +1,209 @@
+"""The run manager: executes submitted runs in background threads, one engine per run.
+
+Each run gets its own :class:`~flowfed.engine.local.LocalEngine` (an engine runs one
+graph at a time) that records every event and announces committed ones on the bus, so
+WebSocket watchers see the run live. The manager keeps the engines of live runs, which is
+what ``POST /runs/{id}/cancel`` reaches.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import update
+
+from flowfed.db import Database
+from flowfed.db import models as m
+from flowfed.plan.graph import TaskGraph
+from flowfed.server.metrics import ServerMetrics
+
+log = logging.getLogger("flowfed.server.runs")
+
+#: How long ``start`` waits for the run row to be committed before answering anyway.
+START_WAIT_S = 15.0
+
+
+class RunStartError(RuntimeError):
+    """The run could not even be recorded (the database refused it)."""
+
+
+@dataclass(eq=False)
+class ActiveRun:
+    """A run executing in this process."""
+
+    run_id: str
+    engine: Any
+    thread: threading.Thread | None = None
+    recorded: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+    result: Any = None
+
+
+class RunManager:
+    """Start, track and cancel runs of this server process."""
+
+    def __init__(
+        self,
+        db: Database,
+        artifacts_url: str,
+        publish: Callable[[list[dict[str, Any]]], None],
+        metrics: ServerMetrics,
+    ) -> None:
+        self.db = db
+        self.artifacts_url = artifacts_url
+        self.publish = publish
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self._active: dict[str, ActiveRun] = {}
+        self._closed = False
+
+    def start(
+        self,
+        graph: TaskGraph,
+        *,
+        params: dict[str, Any] | None = None,
+        flow_file: str | None = None,
+        use_cache: bool = True,
+        wait: bool = False,
+    ) -> ActiveRun:
+        """Start ``graph`` in a background thread; return once its run row is committed.
+
+        With ``wait=True`` the call returns only when the run has ended (seed 003's
+        synchronous execute). Blocking: call it from a worker thread, not the event loop.
+        """
+        from flowfed.artifacts import ArtifactStore
+        from flowfed.engine.local import LocalEngine
+
+        run_id = uuid.uuid4().hex
+        active = ActiveRun(run_id, engine=None)
+
+        def on_events(events: list[dict[str, Any]]) -> None:
+            # The first committed event is the run's own "running" event: its row exists.
+            active.recorded.set()
+            self.publish(events)
+
+        active.engine = LocalEngine(
+            self.db,
+            ArtifactStore(self.artifacts_url),
+            use_cache=use_cache,
+            record_events=True,
+            on_events=on_events,
+        )
+        with self._lock:
+            if self._closed:
+                raise RunStartError("the server is shutting down")
+            self._active[run_id] = active
+        thread = threading.Thread(
+            target=self._execute,
+            args=(active, graph, params or {}, flow_file),
+            name=f"flowfed-run-{run_id[:8]}",
+            daemon=True,
+        )
+        active.thread = thread
+        self.metrics.runs_started.inc()
+        self.metrics.runs_active.inc()
+        thread.start()
+        if wait:
+            thread.join()
+        else:
+            deadline = time.monotonic() + START_WAIT_S
+            while not active.recorded.wait(0.05):
+                if not thread.is_alive() or time.monotonic() > deadline:
+                    break
+        if active.error is not None and not active.recorded.is_set():
+            raise RunStartError(f"could not start the run: {active.error}")
+        return active
+
+    def _execute(
+        self,
+        active: ActiveRun,
+        graph: TaskGraph,
+        params: dict[str, Any],
+        flow_file: str | None,
+    ) -> None:
+        status = "failed"
+        try:
+            result = active.engine.run(
+                graph, params=params, flow_file=flow_file, run_id=active.run_id
+            )
+            active.result = result
+            status = result.status
+        except BaseException as exc:
+            active.error = exc
+            log.exception("run %s stopped by an internal error", active.run_id)
+            self._mark_failed(active.run_id, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            active.recorded.set()
+            with self._lock:
+                self._active.pop(active.run_id, None)
+            self.metrics.runs_active.dec()
+            self.metrics.runs_finished.labels(status).inc()
+
+    def _mark_failed(self, run_id: str, error: str) -> None:
+        # The engine's writer may be gone: record the end directly so the run does not
+        # stay "running" forever.
+        try:
+            with self.db.engine.begin() as conn:
+                conn.execute(
+                    update(m.runs)
+                    .where(m.runs.c.id == run_id, m.runs.c.status == "running")
+                    .values(status="failed", error=error, ended_at=time.time())
+                )
+        except Exception:
+            log.exception("could not record the failure of run %s", run_id)
+
+    def is_active(self, run_id: str) -> bool:
+        """Whether ``run_id`` is executing in this process."""
+        with self._lock:
+            return run_id in self._active
+
+    def active_ids(self) -> list[str]:
+        """Ids of the runs executing in this process."""
+        with self._lock:
+            return list(self._active)
+
+    def cancel(self, run_id: str) -> bool:
+        """Ask a live run to stop; False if it is not executing here."""
+        with self._lock:
+            active = self._active.get(run_id)
+        if active is None:
+            return False
+        _cancel(active.engine)
+        return True
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Cancel every live run and wait (up to ``timeout``) for them to be recorded."""
+        with self._lock:
+            self._closed = True
+            live = list(self._active.values())
+        for active in live:
+            _cancel(active.engine)
+        deadline = time.monotonic() + timeout
+        for active in live:
+            if active.thread is not None:
+                active.thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _cancel(engine: Any) -> None:
+    """Stop a run, reaching into tools that are running right now.
+
+    ``LocalEngine.cancel`` is noticed by the scheduler loop, but the engine may run a
+    task on the scheduler thread itself, which then only notices when the tool returns.
+    Cancelling each live task's context makes ``ctx.check_cancelled()`` raise inside the
+    tool, as Ctrl-C does for a CLI run.
+    """
+    engine.cancel()
+    view = engine.view
+    if view is None:
+        return
+    for task_runs in list(view.tasks.values()):
+        for tr in list(task_runs):
+            ctx = getattr(tr, "ctx", None)
+            if ctx is not None and not tr.state.terminal:
+                ctx.cancel()

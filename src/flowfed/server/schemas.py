@@ -1,0 +1,370 @@
+"""Request and response models of the REST API (what the OpenAPI document describes)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from flowfed.server.problems import ProblemItem
+
+# --- service -------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    """Liveness."""
+
+    status: Literal["ok"] = "ok"
+
+
+class Ready(BaseModel):
+    """Readiness of each dependency."""
+
+    database: str
+    bus: str
+
+
+class Me(BaseModel):
+    """The principal the request's token stands for."""
+
+    token_id: str
+    name: str
+    role: str
+
+
+# --- flows -----------------------------------------------------------------------------------
+
+
+class FlowSubmission(BaseModel):
+    """A flow as text (``source`` + optional ``format``) or as a JSON object (``flow``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str | None = Field(default=None, description="YAML or JSON text of the flow.")
+    format: Literal["yaml", "json"] | None = Field(
+        default=None, description="Format of `source`; sniffed when omitted."
+    )
+    flow: dict[str, Any] | None = Field(
+        default=None,
+        description="The flow as a JSON object (flowfed format, or a seed-003 flow object).",
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> FlowSubmission:
+        if (self.source is None) == (self.flow is None):
+            raise ValueError("give exactly one of 'source' (flow text) or 'flow' (a flow object)")
+        if self.flow is not None and self.format is not None:
+            raise ValueError("'format' applies to 'source' only")
+        return self
+
+
+class FlowCreated(BaseModel):
+    """A stored flow version."""
+
+    id: str
+    name: str
+    version: int
+    created_at: float
+    warnings: list[ProblemItem] = Field(default_factory=list)
+
+
+class FlowSummary(BaseModel):
+    """A stored flow version, without its definition."""
+
+    id: str
+    name: str
+    version: int
+    format: str
+    description: str | None = None
+    steps: int
+    created_at: float
+
+
+class FlowDetail(FlowSummary):
+    """A stored flow version with its definition and the text it was submitted as."""
+
+    spec: dict[str, Any]
+    source: str | None = None
+
+
+class PlannedTask(BaseModel):
+    """A task of a validated flow's plan."""
+
+    step: str
+    tool: str
+    after: list[str]
+    routed: bool
+
+
+class ValidationOk(BaseModel):
+    """A flow that passed parsing and planning."""
+
+    valid: Literal[True] = True
+    flow: str
+    tasks: list[PlannedTask]
+    warnings: list[ProblemItem] = Field(default_factory=list)
+
+
+# --- runs --------------------------------------------------------------------------------------
+
+
+class RunRequest(BaseModel):
+    """Start a run of a stored flow (``flow`` + optional ``version``) or of an inline one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flow: str | None = Field(default=None, description="Name of a stored flow.")
+    version: int | None = Field(
+        default=None, ge=1, description="Stored version (latest if omitted)."
+    )
+    definition: dict[str, Any] | None = Field(default=None, description="An inline flow object.")
+    source: str | None = Field(default=None, description="Inline flow text (YAML or JSON).")
+    format: Literal["yaml", "json"] | None = None
+    params: dict[str, Any] = Field(default_factory=dict, description="Config overrides.")
+    cache: bool = Field(default=True, description="false: run every task (no cache look-ups).")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> RunRequest:
+        given = [k for k in ("flow", "definition", "source") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of 'flow' (a stored flow's name), 'definition' (a flow "
+                "object) or 'source' (flow text)"
+            )
+        if self.version is not None and self.flow is None:
+            raise ValueError("'version' applies to a stored 'flow' only")
+        return self
+
+
+class RunAccepted(BaseModel):
+    """A run that was started."""
+
+    run_id: str
+    status: str
+    retry_of: str | None = None
+
+
+class RunSummary(BaseModel):
+    """A run without its tasks."""
+
+    id: str
+    flow_name: str
+    flow_version: str
+    flow_file: str | None = None
+    status: str
+    error: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    created_at: float
+    ended_at: float | None = None
+
+
+class RunPage(BaseModel):
+    """One page of runs, newest first; pass ``next_cursor`` as ``cursor`` for the next."""
+
+    items: list[RunSummary]
+    next_cursor: str | None = None
+
+
+class Transition(BaseModel):
+    """A lifecycle transition of a task."""
+
+    src: str
+    dst: str
+    at: float
+    attempt: int
+    detail: str | None = None
+
+
+class Task(BaseModel):
+    """One execution of a tool for a step."""
+
+    id: str
+    run_id: str
+    step: str
+    tool: str
+    tool_version: str
+    node: str
+    round: int | None = None
+    iteration: int
+    attempt: int
+    state: str
+    cache_key: str | None = None
+    cached: bool
+    error: dict[str, Any] | None = None
+    metrics: dict[str, float] | None = None
+    progress: float | None = None
+    created_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    transitions: list[Transition] = Field(default_factory=list)
+
+
+class Step(BaseModel):
+    """A step of a run with its tasks (one per iteration)."""
+
+    name: str
+    status: str
+    tasks: list[Task]
+
+
+class RunDetail(RunSummary):
+    """A run with its flow definition, its steps (tasks grouped) and all tasks in order."""
+
+    spec: dict[str, Any]
+    steps: list[Step]
+    tasks: list[Task]
+
+
+class LogLine(BaseModel):
+    """A log line of a task."""
+
+    id: int
+    ts: float
+    level: str
+    message: str
+
+
+class LogPage(BaseModel):
+    """A window of a task's log lines."""
+
+    task_id: str
+    offset: int
+    limit: int
+    total: int
+    items: list[LogLine]
+    next_offset: int | None = None
+
+
+class MetricSample(BaseModel):
+    """One reported metric value."""
+
+    name: str
+    value: float
+    step: int | None = None
+    ts: float
+
+
+class TaskMetrics(BaseModel):
+    """A task's metrics: the latest value of each and every sample."""
+
+    task_id: str
+    latest: dict[str, float]
+    samples: list[MetricSample]
+
+
+# --- artifacts ------------------------------------------------------------------------------
+
+
+class Artifact(BaseModel):
+    """A catalogued artifact."""
+
+    id: str
+    name: str
+    version: int
+    hash: str
+    size: int
+    kind: str
+    type_name: str
+    run_id: str
+    task_id: str
+    step: str
+    node: str
+    shareable: bool
+    pickled: bool
+    created_at: float
+    meta: dict[str, Any] | None = None
+
+
+class Producer(BaseModel):
+    """The task, step and tool that produced an artifact."""
+
+    task_id: str | None = None
+    step: str | None = None
+    tool: str | None = None
+    tool_version: str | None = None
+    run_id: str | None = None
+
+
+class ArtifactDetail(Artifact):
+    """An artifact with its producer and parents' ids."""
+
+    parents: list[str]
+    producer: Producer
+
+
+class LineageNode(BaseModel):
+    """A node of a lineage tree; ``parents`` are subtrees."""
+
+    id: str
+    name: str | None = None
+    version: int | None = None
+    hash: str | None = None
+    kind: str | None = None
+    step: str | None = None
+    run_id: str | None = None
+    producer: Producer | None = None
+    missing: bool = False
+    cycle: bool = False
+    parents: list[LineageNode] = Field(default_factory=list)
+
+
+# --- tools ------------------------------------------------------------------------------------
+
+
+class ToolInput(BaseModel):
+    """A tool input (a positional parameter)."""
+
+    name: str
+    type: str
+    required: bool
+
+
+class ToolOutput(BaseModel):
+    """A tool output."""
+
+    name: str
+    type: str
+    model: bool
+
+
+class Tool(BaseModel):
+    """A registered tool, with its config JSON Schema."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str
+    version: str
+    type: str
+    description: str
+    module: str | None = None
+    inputs: list[ToolInput]
+    outputs: list[ToolOutput]
+    config_schema: dict[str, Any]
+    is_async: bool = Field(alias="async")
+    seed_task: bool
+
+
+# --- seed 003 -----------------------------------------------------------------------------
+
+
+class SeedExecuteRequest(BaseModel):
+    """Seed 003's request: ``{"flow": {id, name, start_task, tasks, conditions}}``."""
+
+    flow: dict[str, Any]
+
+
+class SeedTaskResult(BaseModel):
+    """Seed 003's per-task result."""
+
+    task_name: str
+    status: str
+    data: Any = None
+    error: str | None = None
+
+
+class SeedExecution(BaseModel):
+    """Seed 003's execution result."""
+
+    execution_id: str
+    status: str
+    task_results: list[SeedTaskResult]

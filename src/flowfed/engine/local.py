@@ -145,12 +145,22 @@ class LocalEngine:
         self._cancel = threading.Event()
         self._code_hashes: dict[int, str] = {}
         self.view: RunView | None = None
+        self._current: _Run | None = None
 
     # -- public ---------------------------------------------------------------------------
 
     def cancel(self) -> None:
-        """Ask the current run to stop: nothing new starts, running tasks end Cancelled."""
+        """Ask the current run to stop: nothing new starts, running tasks end Cancelled.
+
+        Safe from any thread. Live tasks are marked cancelled at once and their contexts
+        cancelled, so a tool that calls ``ctx.check_cancelled()`` stops even while it runs
+        on the scheduler thread; a tool that never checks is abandoned and its result
+        dropped.
+        """
         self._cancel.set()
+        current = self._current
+        if current is not None:
+            current.cancel_live()
 
     def run(
         self,
@@ -159,12 +169,28 @@ class LocalEngine:
         params: dict[str, Any] | None = None,
         flow_file: str | None = None,
         run_id: str | None = None,
+        resume: bool = False,
+        owner: str | None = None,
+        lease_until: float | None = None,
     ) -> RunResult:
-        """Execute ``graph`` to completion (or cancellation) and return the result."""
+        """Execute ``graph`` to completion (or cancellation) and return the result.
+
+        With ``resume=True`` the run ``run_id`` already exists (a server that died left it
+        behind): finished tasks stay finished with their artifacts, tasks that were in
+        flight end in Error ("interrupted") and run again under their retry policy, and
+        the event log continues where it stopped. ``owner`` and ``lease_until`` record
+        which server process executes a new run (see ``Database.claim_runs``).
+        """
         self._cancel.clear()
         run = _Run(self, graph, run_id or uuid.uuid4().hex, params or {}, flow_file)
+        run.resume = resume
+        run.owner, run.lease_until = owner, lease_until
         self.view = run.view
-        return run.execute()
+        self._current = run
+        try:
+            return run.execute()
+        finally:
+            self._current = None
 
     def code_hash(self, node: TaskNode) -> str:
         """The tool's normalized code hash, computed once per tool."""
@@ -196,6 +222,10 @@ class _Run:
         self.event_seq = itertools.count(1)
         self.persister = Persister(engine.store, self.writer)
         self.identities: dict[str, object] = {}
+        self.resume = False
+        self.owner: str | None = None
+        self.lease_until: float | None = None
+        self.resubmit: list[TaskRun] = []
         self.blobs = CatalogBlobs(engine.db)
         self.durations: dict[str, float] = {}  # per tool: moving average of call time
         self.view = RunView(run_id, graph.flow.name, graph.step_names(), started_at=time.time())
@@ -219,17 +249,29 @@ class _Run:
 
     def execute(self) -> RunResult:
         g = self.g
-        self.writer.create_run(
-            run_id=self.run_id,
-            flow_name=g.flow.name,
-            flow_version=g.flow.version,
-            flow_file=self.flow_file,
-            spec=g.flow.model_dump(mode="json", fallback=repr),
-            params=self.params,
-            created_at=self.view.started_at,
-        )
+        if self.resume:
+            self._restore()
+        else:
+            self.writer.create_run(
+                run_id=self.run_id,
+                flow_name=g.flow.name,
+                flow_version=g.flow.version,
+                flow_file=self.flow_file,
+                spec=g.flow.model_dump(mode="json", fallback=repr),
+                params=self.params,
+                created_at=self.view.started_at,
+                owner=self.owner,
+                lease_until=self.lease_until,
+            )
         self._emit(
-            "run", None, {"status": "running", "flow": g.flow.name, "steps": self.view.steps}
+            "run",
+            None,
+            {
+                "status": "running",
+                "flow": g.flow.name,
+                "steps": self.view.steps,
+                **({"resumed": True} if self.resume else {}),
+            },
         )
         # One query for every cache entry of this flow's tools: look-ups on the hot path
         # are then dict accesses, not a database round trip per task.
@@ -239,6 +281,8 @@ class _Run:
             else {}
         )
         self.pool = self._make_pool()
+        for tr in self.resubmit:
+            self._submit(tr)
         try:
             self._loop()
         except KeyboardInterrupt:
@@ -278,6 +322,106 @@ class _Run:
                     break
                 self._complete(tr, outcome)
             self._release_retries()
+
+    def cancel_live(self) -> None:
+        """Cancel every task not yet ended (called from any thread by ``engine.cancel``)."""
+        for runs in list(self.view.tasks.values()):
+            for tr in list(runs):
+                self._cancel_task(tr)
+
+    def _restore(self) -> None:
+        """Rebuild the scheduler's state of an interrupted run from the database."""
+        state = self.e.db.resume_state(self.run_id)
+        self.event_seq = itertools.count(state["max_seq"] + 1)
+        by_step: dict[str, list[dict[str, Any]]] = {}
+        for row in state["tasks"]:
+            by_step.setdefault(row["step"], []).append(row)
+        routed_from: list[TaskRun] = []
+        for step, rows in by_step.items():
+            node = self.g.tasks.get(step)
+            if node is None:
+                continue
+            restored: list[TaskRun] = []
+            for row in rows:
+                tr = TaskRun(row["id"], node, iteration=row["iteration"], attempt=row["attempt"])
+                tr.lifecycle = Lifecycle(state=State(row["state"]))
+                tr.metrics = dict(row.get("metrics") or {})
+                tr.cached = bool(row.get("cached"))
+                tr.error = row.get("error")
+                tr.cache_key = row.get("cache_key")
+                restored.append(tr)
+            self.view.tasks[step] = restored
+            self.executions[step] = max(t.iteration for t in restored)
+            last, row = restored[-1], rows[-1]
+            if last.state in (State.FINISHED, State.CACHED):
+                for out_name, art in row["outputs"].items():
+                    if out_name not in node.outputs:
+                        continue
+                    self.generation += 1
+                    ref = ArtifactRef(
+                        art["id"],
+                        node.outputs[out_name],
+                        art["hash"],
+                        art["size"],
+                        art["kind"],
+                        art.get("type_name", ""),
+                        art.get("uri", ""),
+                        generation=self.generation,
+                        version=art.get("version"),
+                        meta=art.get("meta") or {},
+                    )
+                    last.outputs[out_name] = ref
+                    self.latest[ref.name] = ref
+                routed_from.append(last)
+            elif last.state is State.ERROR:
+                self.any_failure = True
+                routed_from.append(last)
+            elif not last.state.terminal:
+                self._interrupted(last)
+        for step in by_step:
+            node = self.g.tasks.get(step)
+            if node is not None:
+                self.consumed[step] = {
+                    a: self.latest[a].generation for a in node.inputs.values() if a in self.latest
+                }
+        # Routing decisions of tasks that ended before the restart are made again from
+        # their recorded outcome and metrics, so routed steps still get their turn.
+        for tr in routed_from:
+            target = self._route(tr, success=tr.state is not State.ERROR)
+            if tr.state is State.ERROR and (target is None or target == END):
+                self.unrouted_failures.append(tr.step)
+            if target and target != END and target not in by_step:
+                self.activations[target] = self.activations.get(target, 0) + 1
+
+    def _interrupted(self, tr: TaskRun) -> None:
+        """A task the dead server was running: record why it stopped, then retry it."""
+        message = "interrupted: the server running this task stopped"
+        report = {
+            "message": message,
+            "type": "Interrupted",
+            "traceback": None,
+            "context": {"step": tr.step, "attempt": tr.attempt},
+        }
+        tr.error = report
+        self._move(tr, State.ERROR, message)
+        self._record_end(tr, State.ERROR, error=report, metrics=tr.metrics or None)
+        node = tr.node
+        if tr.attempt <= node.retries:
+            tr.attempt += 1
+            tr.lifecycle = Lifecycle()
+            tr.error = None
+            self.writer.update_task(task_id=tr.id, attempt=tr.attempt, state="pending", error=None)
+            self._emit("retry", tr, {"attempt": tr.attempt, "delay": 0.0, "reason": message})
+            tr.inputs = {p: self.latest[a] for p, a in node.inputs.items() if a in self.latest}
+            self.active.add(tr.step)
+            self.resubmit.append(tr)
+        else:
+            self.any_failure = True
+            target = self._route(tr, success=False)
+            if target is None or target == END:
+                self.unrouted_failures.append(tr.step)
+            else:
+                self.activations[target] = self.activations.get(target, 0) + 1
 
     def _release_retries(self) -> None:
         now = time.monotonic()
@@ -931,7 +1075,7 @@ class _Run:
         cache_key: str | None = None,
         error: dict[str, Any] | None = None,
         metrics: dict[str, float] | None = None,
-        reused: list[str] | None = None,
+        reused: dict[str, str] | list[str] | None = None,
     ) -> None:
         """Close a task that produced no new artifacts (cached, error, skipped, cancelled)."""
         self.writer.finish_task(
@@ -973,6 +1117,6 @@ class _Run:
                 ref.value, ref.has_value = handle.load(), True
         if self._move(tr, State.CACHED, "cache hit"):
             self._record_end(
-                tr, State.CACHED, cache_key=key, reused=[r.id for r in tr.outputs.values()]
+                tr, State.CACHED, cache_key=key, reused={o: r.id for o, r in tr.outputs.items()}
             )
         return None

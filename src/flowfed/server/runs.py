@@ -9,6 +9,8 @@ what ``POST /runs/{id}/cancel`` reaches.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -27,6 +29,10 @@ log = logging.getLogger("flowfed.server.runs")
 
 #: How long ``start`` waits for the run row to be committed before answering anyway.
 START_WAIT_S = 15.0
+
+#: Seconds a server's claim on a run lasts without renewal (``FLOWFED_RUN_LEASE_S``): how
+#: long after a crash another server waits before resuming the run.
+DEFAULT_LEASE_S = "15"
 
 
 class RunStartError(RuntimeError):
@@ -62,6 +68,53 @@ class RunManager:
         self._lock = threading.Lock()
         self._active: dict[str, ActiveRun] = {}
         self._closed = False
+        # This process's claim on the runs it executes. A server that dies stops renewing
+        # its leases; once they run out, a live server claims those runs and resumes them.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_s = float(os.environ.get("FLOWFED_RUN_LEASE_S", DEFAULT_LEASE_S))
+        self._stop = threading.Event()
+        self._leaser = threading.Thread(
+            target=self._lease_loop, name="flowfed-run-leases", daemon=True
+        )
+        self._leaser.start()
+
+    def _lease_loop(self) -> None:
+        """Renew our leases and adopt runs whose server died, every third of a lease."""
+        while True:
+            try:
+                self.db.renew_leases(self.owner, self.active_ids(), self.lease_s)
+                if not self._closed:
+                    for run_id in self.db.claim_runs(self.owner, self.lease_s):
+                        self._resume(run_id)
+            except Exception:  # a database hiccup must not end lease keeping
+                log.exception("lease upkeep failed; retrying")
+            if self._stop.wait(self.lease_s / 3):
+                return
+
+    def _resume(self, run_id: str) -> None:
+        """Continue a claimed run from where its dead server left it."""
+        from flowfed.plan.graph import plan
+        from flowfed.spec.models import Flow
+        from flowfed.tools import get_registry
+
+        row = self.db.get_run(run_id)
+        if row is None:
+            return
+        try:
+            flow = Flow.model_validate(row["spec"])
+            graph = plan(flow, get_registry(), row.get("params") or {})
+        except Exception as exc:
+            self._mark_failed(run_id, f"cannot resume after a server restart: {exc}")
+            return
+        log.warning("resuming run %s left behind by a stopped server", run_id)
+        self._launch(
+            run_id,
+            graph,
+            row.get("params") or {},
+            row.get("flow_file"),
+            use_cache=True,
+            resume=True,
+        )
 
     def start(
         self,
@@ -77,10 +130,35 @@ class RunManager:
         With ``wait=True`` the call returns only when the run has ended (seed 003's
         synchronous execute). Blocking: call it from a worker thread, not the event loop.
         """
+        active = self._launch(
+            uuid.uuid4().hex, graph, params or {}, flow_file, use_cache=use_cache, resume=False
+        )
+        thread = active.thread
+        assert thread is not None
+        if wait:
+            thread.join()
+        else:
+            deadline = time.monotonic() + START_WAIT_S
+            while not active.recorded.wait(0.05):
+                if not thread.is_alive() or time.monotonic() > deadline:
+                    break
+        if active.error is not None and not active.recorded.is_set():
+            raise RunStartError(f"could not start the run: {active.error}")
+        return active
+
+    def _launch(
+        self,
+        run_id: str,
+        graph: TaskGraph,
+        params: dict[str, Any],
+        flow_file: str | None,
+        *,
+        use_cache: bool,
+        resume: bool,
+    ) -> ActiveRun:
         from flowfed.artifacts import ArtifactStore
         from flowfed.engine.local import LocalEngine
 
-        run_id = uuid.uuid4().hex
         active = ActiveRun(run_id, engine=None)
 
         def on_events(events: list[dict[str, Any]]) -> None:
@@ -101,7 +179,7 @@ class RunManager:
             self._active[run_id] = active
         thread = threading.Thread(
             target=self._execute,
-            args=(active, graph, params or {}, flow_file),
+            args=(active, graph, params, flow_file, resume),
             name=f"flowfed-run-{run_id[:8]}",
             daemon=True,
         )
@@ -109,15 +187,6 @@ class RunManager:
         self.metrics.runs_started.inc()
         self.metrics.runs_active.inc()
         thread.start()
-        if wait:
-            thread.join()
-        else:
-            deadline = time.monotonic() + START_WAIT_S
-            while not active.recorded.wait(0.05):
-                if not thread.is_alive() or time.monotonic() > deadline:
-                    break
-        if active.error is not None and not active.recorded.is_set():
-            raise RunStartError(f"could not start the run: {active.error}")
         return active
 
     def _execute(
@@ -126,11 +195,18 @@ class RunManager:
         graph: TaskGraph,
         params: dict[str, Any],
         flow_file: str | None,
+        resume: bool = False,
     ) -> None:
         status = "failed"
         try:
             result = active.engine.run(
-                graph, params=params, flow_file=flow_file, run_id=active.run_id
+                graph,
+                params=params,
+                flow_file=flow_file,
+                run_id=active.run_id,
+                resume=resume,
+                owner=self.owner,
+                lease_until=time.time() + self.lease_s,
             )
             active.result = result
             status = result.status
@@ -179,6 +255,7 @@ class RunManager:
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Cancel every live run and wait (up to ``timeout``) for them to be recorded."""
+        self._stop.set()
         with self._lock:
             self._closed = True
             live = list(self._active.values())
@@ -191,19 +268,5 @@ class RunManager:
 
 
 def _cancel(engine: Any) -> None:
-    """Stop a run, reaching into tools that are running right now.
-
-    ``LocalEngine.cancel`` is noticed by the scheduler loop, but the engine may run a
-    task on the scheduler thread itself, which then only notices when the tool returns.
-    Cancelling each live task's context makes ``ctx.check_cancelled()`` raise inside the
-    tool, as Ctrl-C does for a CLI run.
-    """
+    """Stop a run; the engine also cancels the contexts of tools running right now."""
     engine.cancel()
-    view = engine.view
-    if view is None:
-        return
-    for task_runs in list(view.tasks.values()):
-        for tr in list(task_runs):
-            ctx = getattr(tr, "ctx", None)
-            if ctx is not None and not tr.state.terminal:
-                ctx.cancel()

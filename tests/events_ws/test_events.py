@@ -113,9 +113,27 @@ def test_the_cli_submits_to_the_server_and_follows_the_run(server: Server) -> No
     assert "Step: Train" in human.stdout and "success" in human.stdout
 
 
+def test_a_browser_can_authenticate_with_a_first_message(server: Server) -> None:
+    run_id = start_run(server, n=2, pause=0.0)
+    with connect(ws_url(server, run_id)) as ws:
+        ws.send(json.dumps({"type": "auth", "token": server.token}))
+        events = [json.loads(m) for m in ws]
+    assert events[0]["id"] == 1 and events[-1]["payload"]["status"] == "success"
+
+
+def test_a_silent_watcher_without_credentials_is_closed_after_a_timeout(server: Server) -> None:
+    run_id = start_run(server, n=1, pause=0.0)
+    started = time.monotonic()
+    with pytest.raises(ConnectionClosed) as info, connect(ws_url(server, run_id)) as ws:
+        ws.recv(timeout=30)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4408
+    assert "no credentials" in info.value.rcvd.reason
+    assert time.monotonic() - started < 30
+
+
 def test_watchers_without_a_valid_token_or_for_unknown_runs_are_refused(server: Server) -> None:
     run_id = start_run(server, n=1, pause=0.0)
-    for headers, code in (({}, 4401), ({"Authorization": "Bearer nope"}, 4401)):
+    for headers, code in (({"Authorization": "Bearer nope"}, 4401),):
         with (
             pytest.raises(ConnectionClosed) as info,
             connect(ws_url(server, run_id), additional_headers=headers) as ws,

@@ -10,9 +10,11 @@ after they are committed, so the history never lags the stream. The socket close
 Messages are JSON: ``{"id": SEQ, "run_id", "kind", "task_id", "ts", "payload": {...}}``
 where ``kind`` is ``run``, ``transition``, ``log``, ``metric``, ``progress`` or ``retry``.
 
-Authentication: ``Authorization: Bearer TOKEN`` or, for browsers (which cannot set
-headers on a WebSocket), ``?access_token=TOKEN``. Close codes: 4401 unauthenticated,
-4404 unknown run, 1003 for a client message that is not JSON, 1000 at the end.
+Authentication: ``Authorization: Bearer TOKEN``, ``?access_token=TOKEN``, or (for
+browsers, which cannot set headers on a WebSocket and should not put secrets in URLs) a
+first message ``{"type": "auth", "token": "..."}`` within :data:`AUTH_TIMEOUT_S`
+seconds. Close codes: 4401 unauthenticated, 4408 no credentials in time, 4404 unknown
+run, 1003 for a client message that is not JSON, 1000 at the end.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ router = APIRouter()
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed", "cancelled"})
 
-#: How long a watcher may stay silent on a finished run's socket before it is closed.
-RECEIVE_IDLE_S = 30.0
+#: How long a watcher without a token in its request has to send its auth message.
+AUTH_TIMEOUT_S = 10.0
 
 
 def message(event: dict[str, Any]) -> dict[str, Any]:
@@ -54,10 +56,14 @@ async def run_events(websocket: WebSocket, run_id: str, after: int = 0) -> None:
 
     state = websocket.app.state
     token = _bearer(websocket)
-    principal = await authenticate_token(state, token) if token else None
     # Accept before refusing: a close before the handshake completes reaches the client as
     # a bare HTTP 403, losing the close code that says why.
     await websocket.accept()
+    if token is None:
+        token = await _auth_message(websocket)
+        if token is None:
+            return
+    principal = await authenticate_token(state, token)
     if principal is None:
         await websocket.close(code=4401, reason="missing or invalid bearer token")
         return
@@ -122,6 +128,27 @@ async def _read_client(websocket: WebSocket) -> None:
         except ValueError:
             await websocket.close(code=1003, reason="messages must be JSON")
             return
+
+
+async def _auth_message(websocket: WebSocket) -> str | None:
+    """Wait for ``{"type": "auth", "token": ...}``; close the socket (and None) otherwise."""
+    try:
+        text = await asyncio.wait_for(websocket.receive_text(), AUTH_TIMEOUT_S)
+    except TimeoutError:
+        await websocket.close(code=4408, reason=f"no credentials within {AUTH_TIMEOUT_S:g}s")
+        return None
+    except (WebSocketDisconnect, RuntimeError):
+        return None
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        await websocket.close(code=1003, reason="messages must be JSON")
+        return None
+    token = msg.get("token") if isinstance(msg, dict) and msg.get("type") == "auth" else None
+    if not isinstance(token, str) or not token:
+        await websocket.close(code=4401, reason='expected {"type": "auth", "token": ...} first')
+        return None
+    return token
 
 
 def _bearer(websocket: WebSocket) -> str | None:

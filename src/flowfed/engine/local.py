@@ -358,18 +358,7 @@ class _Run:
                     if out_name not in node.outputs:
                         continue
                     self.generation += 1
-                    ref = ArtifactRef(
-                        art["id"],
-                        node.outputs[out_name],
-                        art["hash"],
-                        art["size"],
-                        art["kind"],
-                        art.get("type_name", ""),
-                        art.get("uri", ""),
-                        generation=self.generation,
-                        version=art.get("version"),
-                        meta=art.get("meta") or {},
-                    )
+                    ref = ArtifactRef.from_row(node.outputs[out_name], art, self.generation)
                     last.outputs[out_name] = ref
                     self.latest[ref.name] = ref
                 routed_from.append(last)
@@ -1096,17 +1085,7 @@ class _Run:
         node = tr.node
         for out_name, art in hit.items():
             if out_name in node.outputs:
-                tr.outputs[out_name] = ArtifactRef(
-                    art["id"],
-                    node.outputs[out_name],
-                    art["hash"],
-                    art["size"],
-                    art["kind"],
-                    art.get("type_name", ""),
-                    art.get("uri", ""),
-                    version=art.get("version"),
-                    meta=art.get("meta") or {},
-                )
+                tr.outputs[out_name] = ArtifactRef.from_row(node.outputs[out_name], art)
         tr.cached = True
         tr.cache_key = key
         tr.progress = 1.0

@@ -33,6 +33,23 @@ class ArtifactRef:
     version: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_row(cls, name: str, art: dict[str, Any], generation: int = 0) -> ArtifactRef:
+        """A reference to a catalogued artifact (as the database returns it), under the
+        artifact name the consuming plan uses."""
+        return cls(
+            art["id"],
+            name,
+            art["hash"],
+            art["size"],
+            art["kind"],
+            art.get("type_name", ""),
+            art.get("uri", ""),
+            generation=generation,
+            version=art.get("version"),
+            meta=art.get("meta") or {},
+        )
+
     def handle(self, store: ByteSource) -> ArtifactHandle:
         """A lazy handle on this artifact (no read until ``load()``; none at all in process)."""
         extra = {"value": self.value} if self.has_value else {}

@@ -14,6 +14,7 @@ A failed drain is rolled back entirely and its exception is kept; the next :meth
 from __future__ import annotations
 
 import json
+import operator
 import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -619,8 +620,23 @@ def _insert_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> No
         )
         _SQL_CACHE[key] = sql
     jcols = _json_cols(table)
-    flags = [c in jcols for c in cols]
-    params = [tuple(_encode(r[c], f) for c, f in zip(cols, flags, strict=True)) for r in rows]
+    json_at = [i for i, c in enumerate(cols) if c in jcols]
+    pick = operator.itemgetter(*cols)
+    if len(cols) == 1:
+        params: list[Any] = [(pick(r),) for r in rows]
+    else:
+        params = [pick(r) for r in rows]
+    if json_at:
+        # Only the JSON columns need work; everything else goes to the driver as is.
+        dumps = json.dumps
+        encoded = []
+        for values in params:
+            row = list(values)
+            for i in json_at:
+                v = row[i]
+                row[i] = None if v is None else dumps(v, separators=(",", ":"), default=str)
+            encoded.append(tuple(row))
+        params = encoded
     conn.exec_driver_sql(sql, params)
 
 

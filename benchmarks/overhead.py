@@ -684,6 +684,21 @@ make bench                                        # rewrites this file
 """
 
 
+SERVER_BEGIN, SERVER_END = "<!-- server:begin -->", "<!-- server:end -->"
+
+
+def preserved_server_section(path: Path) -> str:
+    """The block benchmarks/server.py keeps in ``path`` (markers included), to re-append."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return ""
+    if SERVER_BEGIN not in text or SERVER_END not in text:
+        return ""
+    block = text[text.index(SERVER_BEGIN) : text.index(SERVER_END) + len(SERVER_END)]
+    return "\n" + block + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=5, help="runs per measurement (median)")
@@ -729,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
     print(targets_table(res))
     if args.write:
         doc = render_doc(table, res, machine(), args, peers)
-        Path(args.write).write_text(doc)
+        Path(args.write).write_text(doc + preserved_server_section(Path(args.write)))
         print(f"\nwrote {args.write}", file=sys.stderr)
     return 0
 

@@ -311,21 +311,24 @@ def test_versions_per_name(db: Database, writer: Writer) -> None:
 
 
 def test_versions_concurrent_writers(db_url: str, db: Database) -> None:
+    # Eight engines stand for eight server processes racing to version one artifact name.
     w0 = db.writer()
     run_id = new_run(w0)
-    other = Database(db_url)  # a second engine, like a second process
-    writers = [w0, other.writer()]
+    others = [Database(db_url) for _ in range(7)]
+    writers = [w0, *(o.writer() for o in others)]
     try:
-        task_ids = [new_task(w0, run_id) for _ in range(40)]
+        task_ids = [new_task(w0, run_id) for _ in range(160)]
         w0.flush()
+        start = threading.Barrier(len(writers))
 
         def produce(w: Writer, tids: list[str]) -> None:
+            start.wait()
             for tid in tids:
                 finish(w, run_id, tid, [art(run_id, tid, "shared")])
-                time.sleep(0.001)
+                w.flush()  # one transaction per artifact: the most contention possible
 
         threads = [
-            threading.Thread(target=produce, args=(w, task_ids[i::2]))
+            threading.Thread(target=produce, args=(w, task_ids[i :: len(writers)]))
             for i, w in enumerate(writers)
         ]
         for th in threads:
@@ -335,11 +338,12 @@ def test_versions_concurrent_writers(db_url: str, db: Database) -> None:
         for w in writers:
             w.flush()
         versions = sorted(x["version"] for x in db.list_artifacts(name="shared"))
-        assert versions == list(range(1, 41))
+        assert versions == list(range(1, 161))
     finally:
         for w in writers:
             w.close()
-        other.close()
+        for o in others:
+            o.close()
 
 
 # -- queries ----------------------------------------------------------------------------

@@ -33,9 +33,15 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(tools_app, name="tools")
 app.add_typer(db_app, name="db")
-auth_app = typer.Typer(help="Manage API tokens for the server.", no_args_is_help=True)
+auth_app = typer.Typer(
+    help="Manage API tokens and OAuth2 clients for the server.", no_args_is_help=True
+)
 token_app = typer.Typer(help="Create, list and revoke user API tokens.", no_args_is_help=True)
+client_app = typer.Typer(
+    help="Register, list and revoke OAuth2 clients (nodes and tools).", no_args_is_help=True
+)
 auth_app.add_typer(token_app, name="token")
+auth_app.add_typer(client_app, name="client")
 app.add_typer(auth_app, name="auth")
 
 out = Console(highlight=False)
@@ -660,6 +666,98 @@ def token_revoke(
     out.print(f"token {token_id} revoked")
 
 
+@client_app.command("create")
+def client_create(
+    name: Annotated[str, typer.Option("--name", help="The node or tool, e.g. hospital-a.")],
+    role: Annotated[str, typer.Option("--role", help="node or tool.")],
+    scopes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scope",
+            help="node:<name> (a node; default node:<--name>) or task:<task id> (a tool); "
+            "repeatable.",
+        ),
+    ] = None,
+    database_url: DatabaseUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register an OAuth2 client and print its id and secret (the secret is shown once)."""
+    from flowfed.server.oauth import create_client
+
+    db = _server_db(database_url)
+    try:
+        created = create_client(db, name, role, scopes)
+    except ValueError as exc:
+        _fail(str(exc))
+    finally:
+        db.close()
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "client_id": created.client_id,
+                    "client_secret": created.secret,
+                    "name": created.name,
+                    "role": created.role,
+                    "scope": created.scope,
+                    "created_at": created.created_at,
+                }
+            )
+        )
+        return
+    err.print(f"client '{created.name}' ({created.role}, scope {created.scope})")
+    err.print("store the secret now: it cannot be shown again")
+    print(f"client_id:     {created.client_id}")
+    print(f"client_secret: {created.secret}")
+
+
+@client_app.command("list")
+def client_list(database_url: DatabaseUrlOpt = None, as_json: JsonOpt = False) -> None:
+    """List OAuth2 clients (ids, names, roles, scopes, dates; never the secrets)."""
+    from flowfed.server.oauth import list_clients
+
+    db = _server_db(database_url)
+    try:
+        rows = list_clients(db)
+    finally:
+        db.close()
+    if as_json:
+        print(json.dumps(rows, default=str))
+        return
+    from rich.table import Table
+
+    table = Table("client id", "name", "role", "scope", "created", "revoked", "last token")
+    for r in rows:
+        table.add_row(
+            r["client_id"],
+            r["name"],
+            r["role"],
+            r["scope"],
+            _ts(r["created_at"]),
+            _ts(r["revoked_at"]),
+            _ts(r["last_used_at"]),
+        )
+    out.print(table)
+
+
+@client_app.command("revoke")
+def client_revoke(
+    client_id: Annotated[str, typer.Argument(metavar="ID", help="The client id (ffc_...).")],
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Revoke a client: no new tokens, and the tokens it holds stop working at once."""
+    from flowfed.server.oauth import revoke_client
+
+    db = _server_db(database_url)
+    try:
+        found = revoke_client(db, client_id)
+    finally:
+        db.close()
+    if not found:
+        _fail(f"no client with id '{client_id}' (see `flowfed auth client list`)")
+    out.print(f"client {client_id} revoked")
+
+
 @app.command()
 def server(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
@@ -681,6 +779,24 @@ def server(
     max_body_bytes: Annotated[
         int, typer.Option("--max-body-bytes", help="Largest request body accepted.")
     ] = 10 * 1024 * 1024,
+    token_ttl: Annotated[
+        int, typer.Option("--token-ttl", help="Lifetime of OAuth2 access tokens (seconds).")
+    ] = 900,
+    signing_key_file: Annotated[
+        str | None,
+        typer.Option(
+            "--signing-key-file",
+            help="File holding the access-token signing key (default: $FLOWFED_SIGNING_KEY, "
+            "else a key kept in the database).",
+        ),
+    ] = None,
+    ssl_certfile: Annotated[
+        str | None,
+        typer.Option("--ssl-certfile", help="TLS certificate chain (PEM): serve HTTPS and WSS."),
+    ] = None,
+    ssl_keyfile: Annotated[
+        str | None, typer.Option("--ssl-keyfile", help="TLS private key (PEM) of --ssl-certfile.")
+    ] = None,
 ) -> None:
     """Serve the REST and WebSocket API (one process, uvicorn)."""
     import socket
@@ -698,6 +814,10 @@ def server(
         broker_url=broker_url,
         imports=list(imports or []),
         max_body_bytes=max_body_bytes,
+        token_ttl=token_ttl,
+        signing_key_file=signing_key_file,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
     )
     try:
         check_startup(settings).close()
@@ -716,8 +836,15 @@ def server(
         _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    print(f"flowfed server listening on http://{shown}:{bound_port}", flush=True)
-    config = uvicorn.Config(create_app(settings), log_level="info", lifespan="on")
+    scheme = "https" if ssl_certfile else "http"
+    print(f"flowfed server listening on {scheme}://{shown}:{bound_port}", flush=True)
+    config = uvicorn.Config(
+        create_app(settings),
+        log_level="info",
+        lifespan="on",
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
     srv = uvicorn.Server(config)
     srv.run(sockets=[sock])
     if not srv.started:

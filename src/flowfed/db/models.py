@@ -232,6 +232,34 @@ api_tokens = Table(
 )
 """User API tokens (bearer credentials for the REST and WebSocket APIs)."""
 
+oauth_clients = Table(
+    "oauth_clients",
+    metadata,
+    # shown to clients as ``ffc_<id>``
+    Column("id", ID, primary_key=True),
+    Column("name", String(255), nullable=False),
+    # node or tool
+    Column("role", String(16), nullable=False),
+    # space-separated scopes the client may ask for (node:<name>, task:<id>)
+    Column("scope", Text, nullable=False),
+    # sha256 of the client secret; the secret itself is shown once and never stored
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+    Column("last_used_at", Float, nullable=True),
+)
+"""OAuth2 clients (nodes and tools) that obtain access tokens with client credentials."""
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    # base64url of the key bytes
+    Column("secret", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+"""The key the servers sign access tokens with when none is configured (one row, shared)."""
+
 events = Table(
     "events",
     metadata,

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import JSON, Connection, func, select
+from sqlalchemy import JSON, Connection, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -28,6 +28,9 @@ from flowfed.db import models as m
 
 #: States after which a task never runs again; reaching one stamps ``tasks.ended_at``.
 TERMINAL_STATES = frozenset({"finished", "error", "cached", "skipped", "cancelled"})
+
+#: Advisory-lock namespace (first key) for per-name artifact version assignment.
+_VERSION_LOCK_NS = 0x0F1F
 
 #: Upper bound of operations per transaction, so one drain never holds locks for long.
 MAX_BATCH = 20_000
@@ -554,7 +557,17 @@ def _assign_versions(conn: Connection, rows: list[dict[str, Any]]) -> None:
     which rolls this drain back and retries it (see ``Writer._apply``).
     """
     a = m.artifacts
-    names = list({r["name"] for r in rows})
+    names = sorted({r["name"] for r in rows})
+    if conn.dialect.name == "postgresql":
+        # Serialize version assignment per name across concurrent writers (several runs,
+        # several server processes): without it two transactions read the same max and
+        # one fails on the unique constraint. Names are locked in sorted order, so two
+        # writers locking several names cannot deadlock; the locks end with the transaction.
+        for name in names:
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(:ns, hashtext(:name))"),
+                {"ns": _VERSION_LOCK_NS, "name": name},
+            )
     latest: dict[str, int] = {
         name: int(v)
         for name, v in conn.execute(

@@ -41,12 +41,16 @@ def check_startup(settings: ServerSettings) -> Database:
     The returned database has the expected schema; the caller owns it.
     """
     from flowfed.db import SchemaOutOfDate
+    from flowfed.server.oauth import SigningKeyError, load_signing_key
     from flowfed.tools.loading import import_tools
 
     # The broker first: connecting to it is cheap, and it fails fast on a typo.
     close_bus(open_bus(settings.broker_url))
     if settings.max_body_bytes < 1:
         raise StartupError(f"max_body_bytes must be positive, got {settings.max_body_bytes}")
+    if settings.token_ttl < 1:
+        raise StartupError(f"--token-ttl must be at least 1 second, got {settings.token_ttl}")
+    check_tls(settings)
     url = settings.resolved_database_url()
     try:
         db = Database(url)
@@ -63,11 +67,39 @@ def check_startup(settings: ServerSettings) -> Database:
     except Exception as exc:
         db.close()
         raise StartupError(f"cannot open database {db!r}: {type(exc).__name__}: {exc}") from None
+    try:
+        load_signing_key(db, settings.signing_key_file)
+    except SigningKeyError as exc:
+        db.close()
+        raise StartupError(str(exc)) from None
     problems = import_tools(list(settings.imports), Path.cwd())
     if problems:
         db.close()
         raise StartupError("cannot import tools: " + "; ".join(str(p) for p in problems))
     return db
+
+
+def check_tls(settings: ServerSettings) -> None:
+    """StartupError unless the TLS certificate and key are both given, readable and a pair."""
+    import ssl
+
+    cert, key = settings.ssl_certfile, settings.ssl_keyfile
+    if cert is None and key is None:
+        return
+    if cert is None or key is None:
+        raise StartupError("HTTPS needs both --ssl-certfile and --ssl-keyfile")
+    for option, path in (("--ssl-certfile", cert), ("--ssl-keyfile", key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise StartupError(f"cannot read {option} {path!r}: {exc.strerror or exc}") from None
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, ValueError) as exc:
+        raise StartupError(
+            f"cannot use the TLS certificate {cert!r} with key {key!r}: {exc}"
+        ) from None
 
 
 def open_bus(url: str) -> Any:
@@ -182,8 +214,11 @@ class BodyLimitMiddleware:
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """The FastAPI application for ``settings`` (resources open in its lifespan)."""
     from flowfed.server import events
-    from flowfed.server.problems import install_handlers
-    from flowfed.server.routes import artifacts, flows, runs, seed, service, tasks, tools
+    from flowfed.server.auth import Forbidden
+    from flowfed.server.oauth import load_signing_key
+    from flowfed.server.problems import install_handlers, problem_response
+    from flowfed.server.routes import artifacts, flows, oauth, runs, seed, service, tasks, tools
+    from flowfed.server.routes import auth as auth_routes
     from flowfed.server.runs import RunManager
 
     settings = dataclasses.replace(settings or ServerSettings())
@@ -196,12 +231,15 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = check_startup(settings)
         try:
+            # check_startup read it already: this cannot fail but on a vanished file.
+            signing_key = load_signing_key(db, settings.signing_key_file)
             bus = open_bus(settings.broker_url)
-        except StartupError:
+        except Exception:
             db.close()
             raise
         manager = RunManager(db, settings.resolved_artifacts_url(), bus.publish, metrics)
         app.state.db = db
+        app.state.signing_key = signing_key
         app.state.bus = bus
         app.state.runs = manager
         try:
@@ -220,7 +258,17 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     install_handlers(app)
+
+    async def on_forbidden(request: Any, exc: Exception) -> Any:
+        # No `instance`: the body must not differ between a task that exists and one
+        # that does not (see auth.Forbidden).
+        assert isinstance(exc, Forbidden)
+        return problem_response(None, 403, exc.detail, kind=exc.kind)
+
+    app.add_exception_handler(Forbidden, on_forbidden)
     app.include_router(service.public)
+    app.include_router(oauth.router)
+    app.include_router(auth_routes.router)
     app.include_router(service.protected)
     # Seed 003's fixed paths (/flows/execute, /flows/executions...) before /flows/{name}.
     app.include_router(seed.router)

@@ -7,7 +7,20 @@ response timing gives a usable token away. Every way a token can be wrong (missi
 malformed, unknown, wrong secret, expired, revoked) gets the same 401: a client learns
 nothing about which tokens exist.
 
-The WebSocket routes reuse :func:`authenticate_token`.
+Bearer authentication also accepts the OAuth2 access tokens of nodes and tools
+(:mod:`flowfed.server.oauth`). Roles:
+
+- ``admin``: everything, including the token and client listings under ``/api/v1/auth``;
+- ``user``: every resource endpoint;
+- ``node`` (scope ``node:<name>``): only the tasks whose ``node`` is ``<name>``;
+- ``tool`` (scope ``task:<id>``): only that task.
+
+A node or tool token gets the same 403 (:class:`Forbidden`) for every request outside
+its scope, whether the resource exists or not. Routers depend on
+:func:`require_principal` (admin and user), :func:`require_admin`, or, for the task
+routes, :func:`require_task_access`.
+
+The WebSocket routes reuse :func:`authenticate_token` and :func:`websocket_refusal`.
 """
 
 from __future__ import annotations
@@ -31,8 +44,12 @@ from flowfed.db import models as m
 from flowfed.server.problems import ProblemError
 
 TOKEN_PREFIX = "ffu_"
+#: Roles of user API tokens (``flowfed auth token create``).
 ROLES = ("admin", "user")
 Role = Literal["admin", "user"]
+#: Roles of OAuth2 clients, whose tokens reach only what their scope names.
+SCOPED_ROLES = ("node", "tool")
+ALL_ROLES = (*ROLES, *SCOPED_ROLES)
 
 _TOKEN = re.compile(r"^ffu_(?P<id>[0-9a-f]{32})\.(?P<secret>[A-Za-z0-9_\-]{16,128})$")
 
@@ -46,16 +63,36 @@ _DUMMY_HASH = hashlib.sha256(b"flowfed-no-such-token").hexdigest()
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request acts for: the token's id, name and role."""
+    """Who a request acts for: the token's id (a client id for a node or tool), name, role.
+
+    ``scopes`` are an access token's granted scopes (``node:<name>``, ``task:<id>``);
+    user API tokens have none.
+    """
 
     token_id: str
     name: str
     role: str
+    scopes: tuple[str, ...] = ()
 
     @property
     def is_admin(self) -> bool:
         """Whether the token has the ``admin`` role."""
         return self.role == "admin"
+
+    @property
+    def is_scoped(self) -> bool:
+        """Whether this is a node or tool, limited to what its scopes name."""
+        return self.role not in ROLES
+
+    def may_read_task(self, task_id: str, task_node: str | None) -> bool:
+        """Whether the principal may read task ``task_id`` (on ``task_node``; None: no task)."""
+        if not self.is_scoped:
+            return True
+        if task_node is None:
+            return False
+        if self.role == "tool":
+            return f"task:{task_id}" in self.scopes
+        return f"node:{task_node}" in self.scopes
 
 
 @dataclass(frozen=True)
@@ -157,20 +194,92 @@ def verify_token(db: Database, token: str, now: float | None = None) -> Principa
     return Principal(mt["id"], row.name, row.role)
 
 
-async def authenticate_token(app_state_or_db: Any, token: str) -> Principal | None:
+def verify_bearer(db: Database, token: str, signing_key: bytes | None = None) -> Principal | None:
+    """The principal of a user API token or an OAuth2 access token, or None.
+
+    ``signing_key`` verifies access tokens; without it the key is loaded as the server
+    loads it (``$FLOWFED_SIGNING_KEY``, else the database's).
+    """
+    from flowfed.server import oauth
+
+    token = token.strip()
+    if token.startswith(TOKEN_PREFIX):
+        return verify_token(db, token)
+    if token.count(".") != 2:
+        return None
+    if signing_key is None:
+        try:
+            signing_key = oauth.find_signing_key(db)
+        except oauth.SigningKeyError:
+            return None
+        if signing_key is None:
+            return None  # no server has issued a token on this database yet
+    found = oauth.verify_access_token(db, signing_key, token)
+    if found is None:
+        return None
+    client_id, name, role, scope = found
+    return Principal(client_id, name, role, tuple(scope.split()))
+
+
+async def authenticate_token(
+    app_state_or_db: Any, token: str, *, scoped: bool = False
+) -> Principal | None:
     """Check a bearer token from a coroutine (the database work runs in a thread).
 
-    ``app_state_or_db`` is the app's ``state`` (anything with a ``db`` attribute) or a
-    :class:`~flowfed.db.Database`. Returns None for any token that must be refused.
+    ``app_state_or_db`` is the app's ``state`` (anything with a ``db`` attribute, and the
+    server's ``signing_key``) or a :class:`~flowfed.db.Database`. Returns None for any
+    token that must be refused. Node and tool principals (OAuth2 access tokens) are
+    returned only with ``scoped=True``: by default a caller gets admin and user
+    principals only, so code written before scoped roles existed cannot let them in.
     """
-    db = app_state_or_db if isinstance(app_state_or_db, Database) else app_state_or_db.db
-    return await asyncio.to_thread(verify_token, db, token)
+    if isinstance(app_state_or_db, Database):
+        db, key = app_state_or_db, None
+    else:
+        db, key = app_state_or_db.db, getattr(app_state_or_db, "signing_key", None)
+    principal = await asyncio.to_thread(verify_bearer, db, token, key)
+    if principal is not None and principal.is_scoped and not scoped:
+        return None
+    return principal
+
+
+@dataclass(frozen=True)
+class WebSocketRefusal:
+    """Why a WebSocket is closed: ``code`` and ``reason`` for ``websocket.close``."""
+
+    code: int
+    reason: str
+
+
+def websocket_refusal(principal: Principal | None) -> WebSocketRefusal | None:
+    """None if ``principal`` may watch run events, else the close code and reason.
+
+    4401 for no valid credentials, 4403 for node and tool tokens (they see their tasks
+    over REST only). Use with ``authenticate_token(state, token, scoped=True)``.
+    """
+    if principal is None:
+        return WebSocketRefusal(4401, "missing or invalid bearer token")
+    if principal.is_scoped:
+        return WebSocketRefusal(4403, f"a {principal.role} token cannot watch run events")
+    return None
 
 
 _bearer = HTTPBearer(
     auto_error=False,
-    description="A user API token (`flowfed auth token create`): `Authorization: Bearer ffu_...`",
+    description="A user API token (`flowfed auth token create`): `Authorization: Bearer "
+    "ffu_...`, or an OAuth2 access token from `POST /api/v1/oauth/token` (nodes and tools).",
 )
+
+
+class Forbidden(ProblemError):
+    """A 403 whose problem document is the same wherever it is raised.
+
+    Its handler (installed by ``create_app``) leaves out ``instance``, so a node asking
+    for a task it may not see gets byte-for-byte the answer it gets for a task that does
+    not exist.
+    """
+
+    def __init__(self, detail: str = "this token's role and scope do not allow this request"):
+        super().__init__(403, detail, kind="forbidden")
 
 
 def unauthorized() -> ProblemError:
@@ -183,14 +292,59 @@ def unauthorized() -> ProblemError:
     )
 
 
-async def require_principal(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+async def authenticated(
+    request: Request, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
-    """FastAPI dependency: the request's principal, or a 401 problem."""
+    """The request's principal of any role, or a 401 problem."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise unauthorized()
-    principal = await authenticate_token(request.app.state, credentials.credentials)
+    principal = await authenticate_token(request.app.state, credentials.credentials, scoped=True)
     if principal is None:
         raise unauthorized()
     request.state.principal = principal
+    return principal
+
+
+async def require_principal(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> Principal:
+    """FastAPI dependency: an admin or user principal; 401 without one, 403 for nodes/tools."""
+    principal = await authenticated(request, credentials)
+    if principal.is_scoped:
+        raise Forbidden()
+    return principal
+
+
+async def require_admin(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> Principal:
+    """FastAPI dependency: an admin principal (401 without credentials, 403 otherwise)."""
+    principal = await authenticated(request, credentials)
+    if principal.is_scoped:
+        raise Forbidden()  # the one answer nodes and tools get outside their scope
+    if not principal.is_admin:
+        raise Forbidden("this endpoint needs the admin role")
+    return principal
+
+
+def task_node(db: Database, task_id: str) -> str | None:
+    """The ``node`` of the task with exactly this id, None if there is no such task."""
+    t = m.tasks
+    with db.engine.connect() as conn:
+        node: str | None = conn.execute(select(t.c.node).where(t.c.id == task_id)).scalar()
+    return node
+
+
+async def require_task_access(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> Principal:
+    """FastAPI dependency of the task routes: admins and users read every task; a node
+    or tool reads the tasks its scope names (the path's exact ``task_id``), else 403.
+    """
+    principal = await authenticated(request, credentials)
+    if principal.is_scoped:
+        task_id = str(request.path_params.get("task_id", ""))
+        node = await asyncio.to_thread(task_node, request.app.state.db, task_id)
+        if not principal.may_read_task(task_id, node):
+            raise Forbidden()
     return principal

@@ -18,6 +18,7 @@ def _problem(description: str) -> dict[str, Any]:
 #: Error responses every authenticated route can give (for the OpenAPI document).
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: _problem("Missing, invalid, expired or revoked bearer token"),
+    403: _problem("The token's role or scope does not allow this request"),
     422: _problem("Invalid request (each error names its location)"),
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _problem("No such resource")}

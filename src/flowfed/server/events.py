@@ -13,7 +13,8 @@ where ``kind`` is ``run``, ``transition``, ``log``, ``metric``, ``progress`` or 
 Authentication: ``Authorization: Bearer TOKEN``, ``?access_token=TOKEN``, or (for
 browsers, which cannot set headers on a WebSocket and should not put secrets in URLs) a
 first message ``{"type": "auth", "token": "..."}`` within :data:`AUTH_TIMEOUT_S`
-seconds. Close codes: 4401 unauthenticated, 4408 no credentials in time, 4404 unknown
+seconds. Close codes: 4401 unauthenticated, 4403 a node or tool token, 4408 no
+credentials in time, 4404 unknown
 run, 1003 for a client message that is not JSON, 1000 at the end.
 """
 
@@ -52,7 +53,7 @@ def _final(event: dict[str, Any]) -> bool:
 @router.websocket("/api/v1/runs/{run_id}/events")
 async def run_events(websocket: WebSocket, run_id: str, after: int = 0) -> None:
     """Stream a run's events: history after ``after``, then live, then close."""
-    from flowfed.server.auth import authenticate_token
+    from flowfed.server.auth import authenticate_token, websocket_refusal
 
     state = websocket.app.state
     token = _bearer(websocket)
@@ -63,9 +64,10 @@ async def run_events(websocket: WebSocket, run_id: str, after: int = 0) -> None:
         token = await _auth_message(websocket)
         if token is None:
             return
-    principal = await authenticate_token(state, token)
-    if principal is None:
-        await websocket.close(code=4401, reason="missing or invalid bearer token")
+    principal = await authenticate_token(state, token, scoped=True)
+    refusal = websocket_refusal(principal)
+    if refusal is not None:
+        await websocket.close(code=refusal.code, reason=refusal.reason)
         return
     db = state.db
     run = await asyncio.to_thread(db.get_run, run_id)

@@ -25,6 +25,9 @@ PROBLEM_JSON = "application/problem+json"
 
 log = logging.getLogger("flowfed.server")
 
+#: FastAPI's detail when a JSON request body cannot be decoded (e.g. it is not UTF-8).
+_BODY_PARSE_ERROR = "There was an error parsing the body"
+
 
 class ProblemItem(BaseModel):
     """One located error inside a problem (a request field or a flow diagnostic)."""
@@ -155,6 +158,12 @@ def install_handlers(app: FastAPI) -> None:
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        if exc.status_code == 400 and detail == _BODY_PARSE_ERROR:
+            # FastAPI's answer to a JSON body that is not UTF-8 text: the same problem as
+            # any other body that is not JSON.
+            return problem_response(
+                request, 400, "the request body is not valid JSON", kind="malformed-json"
+            )
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no endpoint at {request.url.path}"
         elif exc.status_code == 405:

@@ -8,6 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flowfed.server.problems import ProblemItem
 
+#: The largest integer a database INTEGER column holds on every supported backend
+#: (PostgreSQL's is 32-bit): bigger versions and offsets can name nothing and are refused
+#: with a 422 instead of failing in the database driver.
+INT32_MAX = 2**31 - 1
+
 # --- service -------------------------------------------------------------------------------
 
 
@@ -115,7 +120,7 @@ class RunRequest(BaseModel):
 
     flow: str | None = Field(default=None, description="Name of a stored flow.")
     version: int | None = Field(
-        default=None, ge=1, description="Stored version (latest if omitted)."
+        default=None, ge=1, le=INT32_MAX, description="Stored version (latest if omitted)."
     )
     definition: dict[str, Any] | None = Field(default=None, description="An inline flow object.")
     source: str | None = Field(default=None, description="Inline flow text (YAML or JSON).")

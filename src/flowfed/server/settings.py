@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 #: Largest request body accepted by default (bytes).
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+#: Default lifetime of OAuth2 access tokens (seconds).
+DEFAULT_TOKEN_TTL_S = 900
 
 
 @dataclass
@@ -18,7 +20,8 @@ class ServerSettings:
     ``nats://...`` (several processes; ``?prefix=`` separates deployments). ``imports``
     are tool files or modules imported at start-up: the server plans and runs
     submitted flows against the tools they register, and never imports code that a
-    submitted flow names.
+    submitted flow names. ``token_ttl`` and ``signing_key_file`` govern OAuth2 access
+    tokens; ``ssl_certfile`` and ``ssl_keyfile`` make ``flowfed server`` serve HTTPS.
     """
 
     host: str = "127.0.0.1"
@@ -28,6 +31,14 @@ class ServerSettings:
     broker_url: str = "memory://"
     imports: list[str] = field(default_factory=list)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: Lifetime of OAuth2 access tokens, in seconds.
+    token_ttl: int = DEFAULT_TOKEN_TTL_S
+    #: File holding the access-token signing key; None: ``$FLOWFED_SIGNING_KEY``, else a
+    #: key generated once and stored in the database (shared by every server on it).
+    signing_key_file: str | None = None
+    #: TLS certificate chain and private key (PEM); both or neither.
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
 
     def resolved_database_url(self) -> str:
         """The database URL, falling back to flowfed's default."""

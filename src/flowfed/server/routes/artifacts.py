@@ -11,7 +11,7 @@ from flowfed.server import queries
 from flowfed.server.auth import require_principal
 from flowfed.server.deps import AUTH_ERRORS, BAD_REQUEST, FORBIDDEN, NOT_FOUND, db_of
 from flowfed.server.problems import ProblemError
-from flowfed.server.schemas import Artifact, ArtifactDetail, LineageNode
+from flowfed.server.schemas import INT32_MAX, Artifact, ArtifactDetail, LineageNode
 
 router = APIRouter(
     prefix="/api/v1/artifacts",
@@ -23,6 +23,7 @@ router = APIRouter(
 # Names are free text, but a reference never needs a path separator, a parent step,
 # or a control character; refusing them keeps refs from ever reaching a file path.
 _BAD_REF = re.compile(r"[/\\\x00-\x1f\x7f]|\.\.")
+_REF_VERSION = re.compile(r"[:@](\d+)$")
 
 
 def check_ref(ref: str) -> str:
@@ -34,6 +35,10 @@ def check_ref(ref: str) -> str:
             "path separators, '..' and control characters are not allowed",
             kind="bad-reference",
         )
+    version = _REF_VERSION.search(ref)
+    if version is not None and int(version.group(1)) > INT32_MAX:
+        # 'name:<version>' beyond any stored version (and any database integer).
+        raise ProblemError(404, f"no artifact matches '{ref}'", kind="not-found")
     return ref
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 
 from flowfed.server import flows as svc
 from flowfed.server.auth import require_principal
-from flowfed.server.deps import AUTH_ERRORS, NOT_FOUND, db_of
+from flowfed.server.deps import AUTH_ERRORS, BAD_REQUEST, NOT_FOUND, db_of
 from flowfed.server.problems import ProblemError, diagnostics_items
 from flowfed.server.schemas import (
+    INT32_MAX,
     FlowCreated,
     FlowDetail,
     FlowSubmission,
@@ -49,7 +50,13 @@ async def parse_submission(request: Request, body: FlowSubmission) -> svc.Parsed
     return await asyncio.to_thread(work)
 
 
-@router.post("", status_code=201, response_model=FlowCreated, response_model_exclude_none=True)
+@router.post(
+    "",
+    status_code=201,
+    response_model=FlowCreated,
+    response_model_exclude_none=True,
+    responses=BAD_REQUEST,
+)
 async def create_flow(request: Request, body: FlowSubmission) -> FlowCreated:
     """Validate a flow (parse + plan against the server's tools) and store a new version.
 
@@ -66,7 +73,12 @@ async def create_flow(request: Request, body: FlowSubmission) -> FlowCreated:
     )
 
 
-@router.post("/validate", response_model=ValidationOk, response_model_exclude_none=True)
+@router.post(
+    "/validate",
+    response_model=ValidationOk,
+    response_model_exclude_none=True,
+    responses=BAD_REQUEST,
+)
 async def validate_flow(request: Request, body: FlowSubmission) -> ValidationOk:
     """Check a flow without storing it: its plan, or a 422 problem listing every error."""
     parsed = await parse_submission(request, body)
@@ -110,6 +122,8 @@ def list_versions(request: Request, name: str) -> list[dict[str, Any]]:
 
 
 @router.get("/{name}/versions/{version}", response_model=FlowDetail, responses=NOT_FOUND)
-def get_version(request: Request, name: str, version: int) -> dict[str, Any]:
+def get_version(
+    request: Request, name: str, version: int = Path(ge=1, le=INT32_MAX)
+) -> dict[str, Any]:
     """One stored version of a flow."""
     return _detail(svc.get(db_of(request), name, version), name, version)

@@ -11,7 +11,7 @@ from flowfed.server import flows as svc
 from flowfed.server import queries
 from flowfed.server.auth import require_principal
 from flowfed.server.deps import AUTH_ERRORS, BAD_REQUEST, CONFLICT, NOT_FOUND, db_of, runs_of
-from flowfed.server.problems import ProblemError
+from flowfed.server.problems import PROBLEM_JSON, Problem, ProblemError
 from flowfed.server.runs import RunStartError
 from flowfed.server.schemas import RunAccepted, RunDetail, RunPage, RunRequest
 from flowfed.spec.loader import LoadedFlow, SourceMap
@@ -23,6 +23,15 @@ router = APIRouter(
     dependencies=[Depends(require_principal)],
     responses=AUTH_ERRORS,
 )
+
+#: A run that was planned but could not be recorded (the database did not take it).
+NOT_STARTED: dict[int | str, dict[str, Any]] = {
+    503: {
+        "model": Problem,
+        "description": "The run could not be recorded",
+        "content": {PROBLEM_JSON: {}},
+    }
+}
 
 RunStatus = Literal["running", "success", "failed", "cancelled"]
 
@@ -56,7 +65,12 @@ def _not_found(ref: str) -> ProblemError:
     return ProblemError(404, f"no run matches '{ref}'", kind="not-found")
 
 
-@router.post("", status_code=202, response_model=RunAccepted, responses=NOT_FOUND)
+@router.post(
+    "",
+    status_code=202,
+    response_model=RunAccepted,
+    responses={**BAD_REQUEST, **NOT_FOUND, **NOT_STARTED},
+)
 async def create_run(request: Request, body: RunRequest) -> RunAccepted:
     """Start a run of a stored flow (``flow``, ``version``) or an inline one.
 
@@ -115,7 +129,7 @@ def get_run(request: Request, run_id: str) -> dict[str, Any]:
     "/{run_id}/cancel",
     status_code=202,
     response_model=RunAccepted,
-    responses={**NOT_FOUND, **CONFLICT},
+    responses={**BAD_REQUEST, **NOT_FOUND, **CONFLICT},
 )
 def cancel_run(request: Request, run_id: str) -> RunAccepted:
     """Ask a running run to stop: nothing new starts, running tasks end cancelled."""
@@ -139,7 +153,7 @@ def cancel_run(request: Request, run_id: str) -> RunAccepted:
     "/{run_id}/retry",
     status_code=202,
     response_model=RunAccepted,
-    responses={**NOT_FOUND, **CONFLICT},
+    responses={**BAD_REQUEST, **NOT_FOUND, **CONFLICT, **NOT_STARTED},
 )
 async def retry_run(request: Request, run_id: str) -> RunAccepted:
     """Start a new run of a failed or cancelled run's flow with the same params.

@@ -18,9 +18,9 @@ from flowfed.db import Database
 from flowfed.db import models as m
 from flowfed.server import queries
 from flowfed.server.auth import require_principal
-from flowfed.server.deps import AUTH_ERRORS, NOT_FOUND, db_of
+from flowfed.server.deps import AUTH_ERRORS, BAD_REQUEST, NOT_FOUND, db_of
 from flowfed.server.problems import ProblemError
-from flowfed.server.routes.runs import start_run
+from flowfed.server.routes.runs import NOT_STARTED, start_run
 from flowfed.server.schemas import SeedExecuteRequest, SeedExecution
 from flowfed.spec.loader import parse_flow_text
 
@@ -77,7 +77,7 @@ def execution(db: Database, run: dict[str, Any], artifacts_url: str) -> dict[str
     return {"execution_id": run["id"], "status": status, "task_results": results}
 
 
-@router.post("/execute", response_model=SeedExecution)
+@router.post("/execute", response_model=SeedExecution, responses={**BAD_REQUEST, **NOT_STARTED})
 async def execute_flow(request: Request, body: SeedExecuteRequest) -> dict[str, Any]:
     """Run a seed-003 flow synchronously, start task first, and return every task's result."""
     raw = await request.body()
@@ -124,7 +124,11 @@ def list_executions(
     return out
 
 
-@router.get("/executions/{execution_id}", response_model=SeedExecution, responses=NOT_FOUND)
+@router.get(
+    "/executions/{execution_id}",
+    response_model=SeedExecution,
+    responses={**BAD_REQUEST, **NOT_FOUND},
+)
 def get_execution(request: Request, execution_id: str) -> dict[str, Any]:
     """One execution of a seed-003 flow (its run id, or a unique prefix)."""
     db = db_of(request)

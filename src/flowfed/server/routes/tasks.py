@@ -7,15 +7,16 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from flowfed.server import queries
-from flowfed.server.auth import require_principal
+from flowfed.server.auth import require_task_access
 from flowfed.server.deps import AUTH_ERRORS, NOT_FOUND, db_of
 from flowfed.server.problems import ProblemError
-from flowfed.server.schemas import LogPage, Task, TaskMetrics
+from flowfed.server.schemas import INT32_MAX, LogPage, Task, TaskMetrics
 
 router = APIRouter(
     prefix="/api/v1/tasks",
     tags=["tasks"],
-    dependencies=[Depends(require_principal)],
+    # Nodes and tools may read the tasks their scope names (403 for any other id).
+    dependencies=[Depends(require_task_access)],
     responses={**AUTH_ERRORS, **NOT_FOUND},
 )
 
@@ -37,7 +38,7 @@ def get_task(request: Request, task_id: str) -> dict[str, Any]:
 def task_logs(
     request: Request,
     task_id: str,
-    offset: int = Query(0, ge=0, description="Index of the first line."),
+    offset: int = Query(0, ge=0, le=INT32_MAX, description="Index of the first line."),
     limit: int = Query(500, ge=1, le=10_000, description="Most lines to return."),
 ) -> dict[str, Any]:
     """A window of a task's log lines, in emission order."""

@@ -365,7 +365,12 @@ def measure_w3(repeat: int) -> dict[str, dict[str, Any]]:
     py = sys.executable
     cli = str(Path(sys.executable).parent / "flowfed")
     cli_cmd = [cli] if Path(cli).exists() else [py, "-m", "flowfed"]
-    results: dict[str, list[tuple[float, int]]] = {"pass": [], "import": [], "run": []}
+    results: dict[str, list[tuple[float, int]]] = {
+        "pass": [],
+        "import": [],
+        "run": [],
+        "run_warm": [],
+    }
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(prefix="flowfed-bench-w3-") as tmp:
             d = Path(tmp)
@@ -384,6 +389,9 @@ def measure_w3(repeat: int) -> dict[str, dict[str, Any]]:
                 ("pass", [py, "-c", "pass"]),
                 ("import", [py, "-c", "import flowfed"]),
                 ("run", [*cli_cmd, "run", "flow.yaml", "--quiet"]),
+                # The same command again in the now existing home (the everyday case):
+                # no schema to create; --no-cache so the task really runs.
+                ("run_warm", [*cli_cmd, "run", "flow.yaml", "--quiet", "--no-cache"]),
             ):
                 wall, rc, _, rss = spawn_rusage(cmd, env, d)
                 if rc != 0:
@@ -505,6 +513,14 @@ def build_table(res: dict[str, Any], peers: dict[str, Any]) -> tuple[str, list[d
             "maxrss_kb": w3["run"]["maxrss_kb"],
         }
         row("W3 `flowfed run` (1 task)", r, label, key, None)
+    warm = {
+        "wall": w3["run_warm"]["wall"],
+        "tasks": 1,
+        "pass": w3["pass"]["wall"],
+        "rss_delta_kb": w3["run_warm"]["maxrss_kb"] - w3["pass"]["maxrss_kb"],
+        "maxrss_kb": w3["run_warm"]["maxrss_kb"],
+    }
+    row("W3 `flowfed run` (1 task, existing home)", warm, "`python -c pass`", "pass", None)
     return head + "\n" + "\n".join(rows), figures
 
 
@@ -535,6 +551,7 @@ def targets_table(res: dict[str, Any]) -> str:
     ws = res["w2sleep"]
     sleep_ratio = ws["wall"] / ws["plain"]
     w3 = res["w3"]["run"]["wall"]
+    w3_warm = res["w3"]["run_warm"]["wall"]
 
     def ok(good: bool) -> str:
         return "yes" if good else "**no**"
@@ -544,7 +561,10 @@ def targets_table(res: dict[str, Any]) -> str:
         "|---|---:|---|",
         f"| W1 per-task overhead < 0.3 ms (aim 0.1 ms) | {w1:.3f} ms | {ok(w1 < 0.3)} |",
         f"| W2 per-task overhead < 0.3 ms (aim 0.1 ms) | {w2:.3f} ms | {ok(w2 < 0.3)} |",
-        f"| W3 start-up + one task < 0.5 s (aim 0.3 s) | {w3:.3f} s | {ok(w3 < 0.5)} |",
+        f"| W3 start-up + one task < 0.5 s (aim 0.3 s), first run in a new home | {w3:.3f} s "
+        f"| {ok(w3 < 0.5)} |",
+        f"| W3 start-up + one task < 0.5 s (aim 0.3 s), existing home | {w3_warm:.3f} s "
+        f"| {ok(w3_warm < 0.5)} |",
         f"| W4 cached re-run < 0.1 s | {res['w4']['wall']:.3f} s | {ok(res['w4']['wall'] < 0.1)} |",
         f"| W2-sleep within 2x of plain Python calls | {sleep_ratio:.2f}x | "
         f"{ok(sleep_ratio <= 2)} |",

@@ -115,7 +115,7 @@ def evaluate(model: LogisticModel, test: pd.DataFrame, ctx: Context, *,
     auc = float((ranks[pos].sum() - pos.sum() * (pos.sum() + 1) / 2) / (pos.sum() * (~pos).sum()))
     ctx.metric("accuracy", accuracy)
     ctx.metric("auc", auc)
-    return {"accuracy": accuracy, "auc": auc, "rows": int(len(y))}
+    return {"accuracy": accuracy, "auc": auc, "rows": len(y)}
 
 
 @tool(version="1.0", type="evaluation")

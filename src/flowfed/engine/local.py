@@ -47,6 +47,10 @@ from flowfed.tools.core import Context, TaskCancelled, ToolOutputError, call_too
 
 Listener = Callable[[str, dict[str, Any]], None]
 
+#: Executor kinds: worker threads, forked processes, ``python -m flowfed.runtime``
+#: subprocesses over the runtime protocol, and the same under a bubblewrap sandbox.
+EXECUTORS = ("threads", "processes", "subprocess", "sandbox")
+
 #: Tools whose calls average less than this run on the scheduler thread (no hand-off).
 QUICK_TASK_S = 0.001
 
@@ -113,7 +117,8 @@ class LocalEngine:
     Args:
         db: the database (its writer records runs, tasks, transitions and artifacts).
         store: where artifact bytes go.
-        executor: ``"threads"`` (default) or ``"processes"``.
+        executor: ``"threads"`` (default), ``"processes"`` (a forked child per call),
+            ``"subprocess"`` or ``"sandbox"`` (``flowfed.executors.isolated``).
         max_workers: pool size (default: enough threads to overlap waiting tools).
         use_cache: look up and record cache entries (``--no-cache`` turns it off).
     """
@@ -130,8 +135,11 @@ class LocalEngine:
         record_events: bool = False,
         on_events: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
-        if executor not in ("threads", "processes"):
-            raise ValueError(f"unknown executor {executor!r}; use 'threads' or 'processes'")
+        if executor not in EXECUTORS:
+            raise ValueError(
+                f"unknown executor {executor!r}; use 'threads', 'processes', 'subprocess' "
+                "or 'sandbox'"
+            )
         self.db = db
         self.store = store
         self.executor_kind = executor
@@ -293,8 +301,9 @@ class _Run:
         return self._finish()
 
     def _make_pool(self) -> cf.Executor:
-        # Worker threads orchestrate in both modes; with "processes" each tool call
-        # itself runs in a forked child (flowfed.executors.processes).
+        # Worker threads orchestrate in every mode; with "processes" each tool call itself
+        # runs in a forked child (flowfed.executors.processes), with "subprocess" and
+        # "sandbox" in `python -m flowfed.runtime` (flowfed.executors.isolated).
         return cf.ThreadPoolExecutor(self.e.max_workers, thread_name_prefix="flowfed-task")
 
     def _loop(self) -> None:
@@ -537,6 +546,17 @@ class _Run:
     def _source(self, ref: ArtifactRef) -> ByteSource:
         """Where a reference's bytes live: the catalog for small objects, else the store."""
         return self.blobs if is_inline(ref.uri) else self.e.store
+
+    def _source_version(self, node: TaskNode) -> str | None:
+        """The version of the outside data a tool reads ("" when it cannot tell)."""
+        fn = node.tool.source_version
+        if fn is None:
+            return None
+        try:
+            version = fn(node.config_data)
+        except Exception:  # an unreadable source: the tool itself will say why
+            return ""
+        return "" if version is None else str(version)
 
     def _identity(self, node: TaskNode) -> str | None:
         """The node's tool + code + config fingerprint, computed once per run."""
@@ -822,12 +842,14 @@ class _Run:
         key = None
         if e.use_cache and node.cache and not node.tool.seed_task:
             identity = self._identity(node)
-            key = (
-                None
-                if identity is None
-                else cache_key_for(identity, {p: ref.hash for p, ref in tr.inputs.items()})
-            )
-            if key is None:
+            hashes = {p: ref.hash for p, ref in tr.inputs.items()}
+            source = self._source_version(node)
+            if source is not None:
+                hashes["\0source"] = source
+            key = None if identity is None or source == "" else cache_key_for(identity, hashes)
+            if key is None and source == "":
+                tr.message = "caching off: the version of the data it reads is unknown"
+            elif key is None:
                 tr.message = "caching off: config cannot be hashed canonically"
                 self.writer.log(
                     run_id=self.run_id,
@@ -887,19 +909,23 @@ class _Run:
         node = tr.node
         if node.tool.seed_task:
             args = {"context": getattr(tr, "seed_context", {})}
-        if self.e.executor_kind == "processes":
+        kind = self.e.executor_kind
+        if kind == "processes":
             from flowfed.executors import processes
 
-            try:
-                return processes.call_in_process(node, args, tr.id, ctx, node.timeout)
-            except processes.ProcessTimeout as exc:
-                raise TaskFailed(self._report(tr, str(exc), None, "TimeoutError")) from None
-            except processes.ProcessTaskError as exc:
-                if ctx.cancelled:
-                    raise TaskCancelled(str(exc)) from None
-                report = self._report(tr, str(exc), None, exc.etype)
-                report["traceback"] = exc.remote_traceback
-                raise TaskFailed(report) from None
+            return self._out_of_thread(
+                tr, ctx, lambda: processes.call_in_process(node, args, tr.id, ctx, node.timeout)
+            )
+        if kind in ("subprocess", "sandbox"):
+            from flowfed.executors import isolated
+
+            return self._out_of_thread(
+                tr,
+                ctx,
+                lambda: isolated.call_isolated(
+                    node, args, tr.id, ctx, node.timeout, sandbox=kind == "sandbox"
+                ),
+            )
         if node.timeout is None:
             return call_tool(node.tool, args, node.config, ctx)
         box: dict[str, Any] = {}
@@ -923,6 +949,21 @@ class _Run:
         if "error" in box:
             raise box["error"]
         return box.get("value")
+
+    def _out_of_thread(self, tr: TaskRun, ctx: Context, call: Callable[[], Any]) -> Any:
+        """Run ``call`` (a process or isolated executor) and map its failures to the task's."""
+        from flowfed.executors.processes import ProcessTaskError, ProcessTimeout
+
+        try:
+            return call()
+        except ProcessTimeout as exc:
+            raise TaskFailed(self._report(tr, str(exc), None, "TimeoutError")) from None
+        except ProcessTaskError as exc:
+            if ctx.cancelled:
+                raise TaskCancelled(str(exc)) from None
+            report = self._report(tr, str(exc), None, exc.etype)
+            report["traceback"] = exc.remote_traceback
+            raise TaskFailed(report) from None
 
     def _load_inputs(self, tr: TaskRun) -> dict[str, Any]:
         args: dict[str, Any] = {}

@@ -221,6 +221,10 @@ class ToolSpec:
     description: str = ""
     output_kind: str = "single"  # single | namedtuple | dict | none
     allow_pickle: bool = False
+    # For tools that read the outside world (database adapters): the version of what they
+    # read, from their config (e.g. a file's hash). It joins the cache key, so a changed
+    # source re-runs the tool; None means "cannot tell", which turns caching off.
+    source_version: Callable[[dict[str, Any]], str | None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -317,7 +321,10 @@ def _is_model_type(annotation: Any) -> bool:
 
 
 def _is_lazy(annotation: Any) -> bool:
-    return getattr(annotation, "__flowfed_lazy__", False) is True
+    if getattr(annotation, "__flowfed_lazy__", False) is True:
+        return True
+    # Optional[Lazy] / Lazy | None: still a handle (None when the input is not wired).
+    return any(getattr(a, "__flowfed_lazy__", False) is True for a in typing.get_args(annotation))
 
 
 class Registry:
@@ -387,6 +394,7 @@ def tool(
     outputs: list[str] | None = None,
     description: str | None = None,
     allow_pickle: bool = False,
+    source_version: Callable[[dict[str, Any]], str | None] | None = None,
     registry: Registry | None = None,
 ) -> Any:
     """Declare a function as a flowfed tool and register it.
@@ -399,6 +407,9 @@ def tool(
         outputs: names for several outputs when the return annotation does not name them
             (the function then returns a tuple or dict).
         allow_pickle: let outputs of unsupported types be pickled (flagged in the catalog).
+        source_version: for tools reading outside data, a function of the config giving
+            the version of that data (e.g. a file's sha256); it joins the cache key, and
+            returning None turns caching off for the task.
 
     Example:
         >>> @tool(version="1", type="preprocessing")
@@ -418,6 +429,7 @@ def tool(
             description=description,
             allow_pickle=allow_pickle,
         )
+        spec.source_version = source_version
         (registry if registry is not None else _DEFAULT).add(spec)
         f.__flowfed_tool__ = spec  # type: ignore[attr-defined]
         return f

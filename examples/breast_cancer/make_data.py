@@ -1,0 +1,122 @@
+"""Deal scikit-learn's breast cancer Wisconsin data to three hospitals, non-IID.
+
+    python examples/breast_cancer/make_data.py [--out DIR] [--seed 0] [--alpha 0.5]
+
+writes ``DIR/hospital-{a,b,c}/{train,test}.csv`` (default DIR: ``data`` next to this
+file) and prints each hospital's class counts. The procedure, fully determined by the
+seed:
+
+1. Load the 569 rows (30 features, ``target``: 0 = malignant, 1 = benign) bundled with
+   scikit-learn; nothing is downloaded.
+2. Split them 80/20 into train and test, stratified on ``target``, with scikit-learn's
+   ``train_test_split(random_state=0)``: 455 train rows and 114 test rows.
+3. Draw, with ``numpy.random.default_rng(seed)``, one Dirichlet(alpha, alpha, alpha)
+   vector per class (malignant first): the shares of that class going to hospitals A,
+   B and C. alpha = 0.5 makes the shares uneven, so the hospitals' label mixes differ
+   (a "label-skew" non-IID split, as in Hsu et al. 2019).
+4. Deal each class of the train part: every hospital first gets ``min_train`` rows
+   (5) of the class, so each can train and stratify; the remaining rows are shared in
+   proportion to the Dirichlet vector, rounded down, and the leftover rows go one each
+   to the largest fractional remainders (ties to the earlier hospital). Which rows go
+   where is a random permutation of the class's rows (same generator).
+5. Deal the test part the same way with the *same* per-class shares (a hospital's test
+   rows mirror its own patient mix) and ``min_test`` rows (2) per class and hospital.
+6. Each hospital's rows are written in their original order, without an index column.
+
+The same seed gives byte-identical files on every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.datasets import load_breast_cancer
+from sklearn.model_selection import train_test_split
+
+HOSPITALS = ("a", "b", "c")
+DEFAULT_OUT = Path(__file__).resolve().parent / "data"
+
+
+def allocate(n: int, shares: np.ndarray, minimum: int) -> list[int]:
+    """Split ``n`` rows: ``minimum`` each, the rest by ``shares`` (largest remainders)."""
+    k = len(shares)
+    if n < k * minimum:
+        raise ValueError(f"{n} rows cannot give {k} hospitals {minimum} rows each")
+    rest = n - k * minimum
+    raw = rest * shares
+    counts = np.floor(raw).astype(int)
+    leftover = rest - int(counts.sum())
+    # Stable sort on the negated fractions: ties go to the earlier hospital.
+    for i in np.argsort(-(raw - counts), kind="stable")[:leftover]:
+        counts[i] += 1
+    return [minimum + int(c) for c in counts]
+
+
+def deal(
+    part: pd.DataFrame,
+    shares: dict[int, np.ndarray],
+    minimum: int,
+    rng: np.random.Generator,
+) -> list[pd.DataFrame]:
+    """Deal ``part``'s rows to the hospitals, class by class, per ``shares``."""
+    chunks: list[list[pd.Index]] = [[] for _ in HOSPITALS]
+    for label in sorted(shares):
+        rows = part.index[part["target"] == label].sort_values()
+        rows = rows[rng.permutation(len(rows))]
+        start = 0
+        for h, count in enumerate(allocate(len(rows), shares[label], minimum)):
+            chunks[h].append(rows[start : start + count])
+            start += count
+    return [part.loc[np.sort(np.concatenate(c))] for c in chunks]
+
+
+def make_data(
+    out: Path = DEFAULT_OUT,
+    *,
+    seed: int = 0,
+    alpha: float = 0.5,
+    min_train: int = 5,
+    min_test: int = 2,
+) -> dict[str, dict[str, dict[int, int]]]:
+    """Write the hospitals' CSVs under ``out``; returns their class counts."""
+    frame = load_breast_cancer(as_frame=True).frame
+    train, test = train_test_split(frame, test_size=0.2, stratify=frame["target"], random_state=0)
+    rng = np.random.default_rng(seed)
+    labels = sorted(int(v) for v in frame["target"].unique())
+    shares = {label: rng.dirichlet([alpha] * len(HOSPITALS)) for label in labels}
+    parts = {
+        "train": deal(train, shares, min_train, rng),
+        "test": deal(test, shares, min_test, rng),
+    }
+    counts: dict[str, dict[str, dict[int, int]]] = {}
+    for h, name in enumerate(HOSPITALS):
+        folder = Path(out) / f"hospital-{name}"
+        folder.mkdir(parents=True, exist_ok=True)
+        counts[name] = {}
+        for split, tables in parts.items():
+            table = tables[h]
+            table.to_csv(folder / f"{split}.csv", index=False, lineterminator="\n")
+            vc = table["target"].value_counts()
+            counts[name][split] = {label: int(vc.get(label, 0)) for label in labels}
+    return counts
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
+    parser.add_argument("--seed", type=int, default=0, help="Dirichlet and dealing seed")
+    parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration")
+    args = parser.parse_args(argv)
+    counts = make_data(args.out, seed=args.seed, alpha=args.alpha)
+    print(f"wrote {args.out}/hospital-{{a,b,c}}/{{train,test}}.csv")
+    print(f"{'hospital':<10} {'split':<6} {'malignant (0)':>14} {'benign (1)':>11} {'rows':>5}")
+    for name, splits in counts.items():
+        for split, c in splits.items():
+            print(f"{name.upper():<10} {split:<6} {c[0]:>14} {c[1]:>11} {c[0] + c[1]:>5}")
+
+
+if __name__ == "__main__":
+    main()

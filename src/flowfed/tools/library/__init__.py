@@ -1,0 +1,29 @@
+"""flowfed's built-in tools, all named ``flowfed.<name>`` (see docs/tools.md).
+
+Importing this package registers every one of them: ``flowfed run flow.yaml --import
+flowfed.tools.library``, or ``imports: [flowfed.tools.library]`` in a flow file.
+
+- database-adapter: ``flowfed.csv``, ``flowfed.parquet``, ``flowfed.sql_table``,
+  ``flowfed.sklearn_dataset``
+- preprocessing: ``flowfed.impute``, ``flowfed.standardize``
+- data-transformation: ``flowfed.train_test_split``, ``flowfed.column_sums``,
+  ``flowfed.combine_sums``, ``flowfed.package_model``
+- analysis: ``flowfed.logistic_regression``, ``flowfed.mlp``
+- evaluation: ``flowfed.evaluate_classifier``
+"""
+
+from flowfed.tools.library import adapters, evaluation, models, packaging, preprocessing, transform
+from flowfed.tools.library.models import LogisticRegressionModel, MLPModel
+from flowfed.tools.library.transform import Split
+
+__all__ = [
+    "LogisticRegressionModel",
+    "MLPModel",
+    "Split",
+    "adapters",
+    "evaluation",
+    "models",
+    "packaging",
+    "preprocessing",
+    "transform",
+]

@@ -117,7 +117,12 @@ def run(
     as_json: JsonOpt = False,
     imports: ImportOpt = None,
     executor: Annotated[
-        str, typer.Option("--executor", help="threads (default) or processes.")
+        str,
+        typer.Option(
+            "--executor",
+            help="threads (default), processes (forked child per call), subprocess "
+            "(python -m flowfed.runtime per call) or sandbox (subprocess under bubblewrap).",
+        ),
     ] = "threads",
     workers: Annotated[int | None, typer.Option("--workers", help="Pool size.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live tree.")] = False,
@@ -127,8 +132,11 @@ def run(
     from flowfed.plan.graph import parse_param_overrides
     from flowfed.spec.diagnostics import FlowError
 
-    if executor not in ("threads", "processes"):
-        _fail(f"--executor must be 'threads' or 'processes', got {executor!r}")
+    if executor not in ("threads", "processes", "subprocess", "sandbox"):
+        _fail(
+            "--executor must be 'threads', 'processes', 'subprocess' or 'sandbox', "
+            f"got {executor!r}"
+        )
     server = (ctx.obj or {}).get("server")
     if server:
         try:
@@ -624,27 +632,40 @@ def token_list(database_url: DatabaseUrlOpt = None, as_json: JsonOpt = False) ->
     """List tokens (ids, names, roles, dates; never the secrets)."""
     from flowfed.server.auth import list_tokens
 
+    _print_credentials(
+        _on_server_db(database_url, list_tokens),
+        as_json,
+        {
+            "id": "id",
+            "name": "name",
+            "role": "role",
+            "created_at": "created",
+            "expires_at": "expires",
+            "revoked_at": "revoked",
+            "last_used_at": "last used",
+        },
+    )
+
+
+def _on_server_db(database_url: str | None, action: Any, *args: Any) -> Any:
+    """Run ``action(db, *args)`` on the server's database, closing it afterwards."""
     db = _server_db(database_url)
     try:
-        rows = list_tokens(db)
+        return action(db, *args)
     finally:
         db.close()
+
+
+def _print_credentials(rows: list[dict[str, Any]], as_json: bool, columns: dict[str, str]) -> None:
+    """Tokens or clients as JSON or a table (``*_at`` columns shown as dates)."""
     if as_json:
         print(json.dumps(rows, default=str))
         return
     from rich.table import Table
 
-    table = Table("id", "name", "role", "created", "expires", "revoked", "last used")
+    table = Table(*columns.values())
     for r in rows:
-        table.add_row(
-            r["id"],
-            r["name"],
-            r["role"],
-            _ts(r["created_at"]),
-            _ts(r["expires_at"]),
-            _ts(r["revoked_at"]),
-            _ts(r["last_used_at"]),
-        )
+        table.add_row(*(_ts(r[k]) if k.endswith("_at") else str(r[k]) for k in columns))
     out.print(table)
 
 
@@ -656,12 +677,7 @@ def token_revoke(
     """Revoke a token: every request made with it is refused from now on."""
     from flowfed.server.auth import revoke_token
 
-    db = _server_db(database_url)
-    try:
-        found = revoke_token(db, token_id)
-    finally:
-        db.close()
-    if not found:
+    if not _on_server_db(database_url, revoke_token, token_id):
         _fail(f"no token with id '{token_id}' (see `flowfed auth token list`)")
     out.print(f"token {token_id} revoked")
 
@@ -716,28 +732,19 @@ def client_list(database_url: DatabaseUrlOpt = None, as_json: JsonOpt = False) -
     """List OAuth2 clients (ids, names, roles, scopes, dates; never the secrets)."""
     from flowfed.server.oauth import list_clients
 
-    db = _server_db(database_url)
-    try:
-        rows = list_clients(db)
-    finally:
-        db.close()
-    if as_json:
-        print(json.dumps(rows, default=str))
-        return
-    from rich.table import Table
-
-    table = Table("client id", "name", "role", "scope", "created", "revoked", "last token")
-    for r in rows:
-        table.add_row(
-            r["client_id"],
-            r["name"],
-            r["role"],
-            r["scope"],
-            _ts(r["created_at"]),
-            _ts(r["revoked_at"]),
-            _ts(r["last_used_at"]),
-        )
-    out.print(table)
+    _print_credentials(
+        _on_server_db(database_url, list_clients),
+        as_json,
+        {
+            "client_id": "client id",
+            "name": "name",
+            "role": "role",
+            "scope": "scope",
+            "created_at": "created",
+            "revoked_at": "revoked",
+            "last_used_at": "last token",
+        },
+    )
 
 
 @client_app.command("revoke")
@@ -748,12 +755,7 @@ def client_revoke(
     """Revoke a client: no new tokens, and the tokens it holds stop working at once."""
     from flowfed.server.oauth import revoke_client
 
-    db = _server_db(database_url)
-    try:
-        found = revoke_client(db, client_id)
-    finally:
-        db.close()
-    if not found:
+    if not _on_server_db(database_url, revoke_client, client_id):
         _fail(f"no client with id '{client_id}' (see `flowfed auth client list`)")
     out.print(f"client {client_id} revoked")
 

@@ -44,9 +44,10 @@ INLINE_LIMIT = 16 * 1024
 
 #: How an input or output's bytes are to be read. ``json``: UTF-8 JSON; ``bytes``: raw;
 #: ``text``: UTF-8 text; ``npy``: a NumPy ``.npy`` file; ``file``: handed to the tool as a
-#: path; ``model``: a file written by a ``flowfed.Model``'s ``save``; ``pickle``: only for
-#: tools registered with ``allow_pickle``.
-Kind = Literal["json", "bytes", "text", "npy", "file", "model", "pickle"]
+#: path; ``model``: a file written by a ``flowfed.Model``'s ``save``; ``pandas``: a pandas
+#: DataFrame as Parquet (needs pyarrow on the tool side); ``pickle``: only for tools
+#: registered with ``allow_pickle``.
+Kind = Literal["json", "bytes", "text", "npy", "pandas", "file", "model", "pickle"]
 
 Level = Literal["debug", "info", "warning", "error"]
 

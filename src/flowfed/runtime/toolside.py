@@ -102,6 +102,7 @@ _MEDIA = {
     "json": "application/json",
     "text": "text/plain; charset=utf-8",
     "npy": "application/x-npy",
+    "pandas": "application/vnd.apache.parquet",
 }
 
 
@@ -235,6 +236,14 @@ def materialize_value(
         buf = io.BytesIO()
         np.save(buf, value, allow_pickle=False)
         return "npy", buf.getvalue(), _MEDIA["npy"]
+    pd = sys.modules.get("pandas")
+    if pd is not None and isinstance(value, pd.DataFrame):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(value, preserve_index=None), buf)
+        return "pandas", buf.getvalue(), _MEDIA["pandas"]
     try:
         return "json", canonical_json(value), _MEDIA["json"]
     except (TypeError, ValueError) as exc:
@@ -497,6 +506,10 @@ class ToolEngine:
                 import numpy as np  # only tools fed arrays pay for numpy
 
                 return np.load(io.BytesIO(raw), allow_pickle=False)
+            if kind == "pandas":
+                import pyarrow.parquet as pq  # only tools fed DataFrames pay for pyarrow
+
+                return pq.read_table(io.BytesIO(raw)).to_pandas()
             if kind == "pickle":
                 if not self._spec.allow_pickle:
                     raise ValueError(f"tool '{self._spec.name}' does not accept pickled inputs")

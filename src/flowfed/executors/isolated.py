@@ -1,0 +1,492 @@
+"""Run a tool call in a separate interpreter (optionally sandboxed) over the runtime protocol.
+
+The platform end of :mod:`flowfed.runtime.protocol` for one call: a private asyncio
+``websockets`` server on ``127.0.0.1:0`` (in a background thread) that accepts exactly one
+connection carrying a one-time bearer token, and a subprocess
+``python -m flowfed.runtime --endpoint ws://127.0.0.1:PORT --tool <file_or_module>:<fn>``
+(the token travels in ``$FLOWFED_TOOL_TOKEN``, never on the command line). The calling
+thread drives the conversation: ``hello`` → ``welcome`` + ``config``; ``initialized`` →
+``start``; ``log``/``metric``/``progress`` are relayed to the engine's :class:`Context`;
+every ``status`` is checked with :func:`~flowfed.runtime.lifecycle.check_transition`;
+``output`` frames are decoded with the artifact materializers.
+
+JSON-able inputs travel inline; anything else (bytes, NumPy, pandas, files, models) is
+materialized into the call's private work directory and passed by path with its kind.
+
+With ``sandbox=True`` the command runs under bubblewrap: the whole file system read-only,
+a private ``/tmp``, fresh namespaces for everything but the network, and only the call's
+work directory writable. The network namespace is shared because the tool must reach the
+loopback WebSocket of this process (a new network namespace has its own, empty loopback).
+
+Failures map onto :mod:`flowfed.executors.processes`' exceptions (``ProcessTaskError``,
+``ProcessTimeout``) so the engine handles every out-of-thread executor the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import queue
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from flowfed.artifacts import ArtifactHandle, load, materialize
+from flowfed.executors.processes import ProcessTaskError, ProcessTimeout
+from flowfed.plan.graph import TaskNode
+from flowfed.runtime.lifecycle import IllegalTransition, State, check_transition
+from flowfed.runtime.protocol import (
+    ConfigMessage,
+    ErrorMessage,
+    HeartbeatMessage,
+    HelloMessage,
+    InlineInput,
+    LogMessage,
+    MetricMessage,
+    OutputMessage,
+    OutputPolicy,
+    PathInput,
+    ProgressMessage,
+    ProtocolError,
+    StartMessage,
+    StatusMessage,
+    TerminateMessage,
+    WelcomeMessage,
+    dump_message,
+    parse_message,
+    sha256_hex,
+)
+from flowfed.tools.core import Context
+
+#: Seconds between platform heartbeats (the tool side answers them; any frame keeps it alive).
+HEARTBEAT_S = 5.0
+#: Seconds a terminated tool gets to stop before its process is killed.
+GRACE_S = 2.0
+
+# artifact materializer kind → protocol kind (and back for outputs).
+_TO_WIRE = {
+    "json": "json",
+    "bytes": "bytes",
+    "numpy": "npy",
+    "pandas": "pandas",
+    "file": "file",
+    "model": "model",
+    "pickle": "pickle",
+}
+_FROM_WIRE = {wire: kind for kind, wire in _TO_WIRE.items()}
+
+_CLOSED = object()
+
+
+class SandboxUnavailable(RuntimeError):
+    """The sandbox executor was asked for but bubblewrap is not installed."""
+
+
+def tool_entrypoint(node: TaskNode) -> str:
+    """The ``--tool`` argument for ``node``: ``module:function`` or ``/path/file.py:function``.
+
+    Tools imported from a flow's ``imports:`` files live under synthetic module names
+    (``flowfed_tools_<stem>_<hash>``) that a fresh interpreter cannot import: those are
+    passed by source file; installed modules by module name (relative imports keep working).
+    """
+    fn = node.tool.fn
+    module = getattr(fn, "__module__", None) or ""
+    name = fn.__name__
+    if module and not module.startswith("flowfed_tools_") and module != "__main__":
+        return f"{module}:{name}"
+    source = inspect.getsourcefile(fn)
+    if source is None:
+        raise ProcessTaskError(
+            f"tool '{node.tool.name}' has no source file to run in a subprocess",
+            etype="IsolationError",
+        )
+    return f"{Path(source).resolve()}:{name}"
+
+
+def sandbox_command(workdir: Path, readable: list[Path] | None = None) -> list[str]:
+    """The bubblewrap prefix: read-only root, private /tmp, only ``workdir`` writable.
+
+    ``readable`` folders (the tool's source folder, the working directory, the
+    interpreter's prefix) that sit under ``/tmp`` would be hidden by the private ``/tmp``:
+    they are bound back read-only.
+    """
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxUnavailable(
+            "the sandbox executor needs bubblewrap (bwrap), which is not installed: "
+            "run `apt-get install bubblewrap` (or use --executor subprocess)"
+        )
+    wd = str(workdir)
+    again: list[str] = []
+    for folder in dict.fromkeys(str(p.resolve()) for p in readable or []):
+        if Path(folder).is_relative_to("/tmp") and Path(folder) != Path("/tmp"):
+            again += ["--ro-bind", folder, folder]
+    return [
+        bwrap,
+        "--ro-bind", "/", "/",
+        "--dev", "/dev",
+        "--proc", "/proc",
+        "--tmpfs", "/tmp",
+        *again,
+        "--bind", wd, wd,
+        "--unshare-all",
+        # Needed for the control channel only: the tool connects to this process's
+        # WebSocket on 127.0.0.1, which a new (empty) network namespace could not reach.
+        "--share-net",
+        "--die-with-parent",
+        "--new-session",
+    ]  # fmt: skip
+
+
+class _Channel:
+    """The private WebSocket server: one connection, authenticated at the upgrade."""
+
+    def __init__(self) -> None:
+        self.token = secrets.token_urlsafe(32)
+        self.inbox: queue.Queue[Any] = queue.Queue()
+        self.loop = asyncio.new_event_loop()
+        self._ws: ServerConnection | None = None
+        self._server: Server | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.port = 0
+        self._thread = threading.Thread(target=self._run, name="flowfed-isolated", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None or not self.port:
+            raise ProcessTaskError(
+                f"could not start the tool channel: {self._error}", etype="IsolationError"
+            )
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._main())
+        except BaseException as exc:  # reported to the caller through _error
+            self._error = exc
+            self._ready.set()
+        finally:
+            self.loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        async with serve(
+            self._handler,
+            "127.0.0.1",
+            0,
+            process_request=self._authorize,
+            max_size=64 * 1024 * 1024,
+        ) as server:
+            self._server = server
+            self.port = server.sockets[0].getsockname()[1]
+            self._ready.set()
+            await self._stop.wait()
+
+    def _authorize(self, conn: ServerConnection, request: Request) -> Response | None:
+        expected = f"Bearer {self.token}"
+        given = request.headers.get("Authorization", "")
+        if self._ws is not None or not secrets.compare_digest(given, expected):
+            return conn.respond(HTTPStatus.UNAUTHORIZED, "invalid or reused tool token\n")
+        return None
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        if self._ws is not None:
+            await ws.close(1008, "one tool per channel")
+            return
+        self._ws = ws
+        try:
+            async for frame in ws:
+                try:
+                    self.inbox.put(parse_message(frame))
+                except ProtocolError as exc:
+                    self.inbox.put(exc)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.inbox.put(_CLOSED)
+
+    def send(self, msg: Any) -> None:
+        ws = self._ws
+        if ws is None:
+            return
+        fut = asyncio.run_coroutine_threadsafe(ws.send(dump_message(msg)), self.loop)
+        with contextlib.suppress(Exception):  # a closed channel: the caller notices on read
+            fut.result(5)
+
+    def close(self) -> None:
+        stop = self._stop
+        if stop is not None and not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(stop.set)
+        self._thread.join(5)
+
+
+def _inputs(args: dict[str, Any], workdir: Path) -> dict[str, InlineInput | PathInput]:
+    """JSON values inline; everything else materialized into ``workdir`` and passed by path."""
+    out: dict[str, InlineInput | PathInput] = {}
+    for name, value in args.items():
+        if isinstance(value, ArtifactHandle):
+            value = value.load()  # a lazy artifact handle: the subprocess needs the value
+        m = materialize(value)
+        if m.kind == "json":
+            out[name] = InlineInput(value=value, kind="json")
+            continue
+        folder = workdir / "inputs" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        fname = str(m.meta.get("filename") or f"{name}.{_TO_WIRE[m.kind]}")
+        target = folder / os.path.basename(fname)
+        target.write_bytes(m.data)
+        out[name] = PathInput(
+            path=str(target),
+            kind=_TO_WIRE[m.kind],
+            sha256=f"sha256:{m.hash}",
+        )
+    return out
+
+
+def _decode(msg: OutputMessage) -> Any:
+    if msg.data is not None:
+        raw = msg.content()
+    elif msg.path is not None:
+        raw = Path(msg.path).read_bytes()
+        if sha256_hex(raw) != msg.sha256:
+            raise ProcessTaskError(
+                f"output '{msg.name}': {msg.path} does not match {msg.sha256}",
+                etype="OutputError",
+            )
+    else:
+        raise ProcessTaskError(
+            f"output '{msg.name}' has neither data nor path", etype="OutputError"
+        )
+    if msg.kind == "text":
+        return raw.decode("utf-8")
+    meta = {"filename": Path(msg.path).name if msg.path else msg.name}
+    return load(_FROM_WIRE[msg.kind], raw, meta)
+
+
+class _Call:
+    """One conversation with one tool process, driven from the calling thread."""
+
+    def __init__(self, node: TaskNode, task_id: str, ctx: Context, workdir: Path) -> None:
+        self.node = node
+        self.task_id = task_id
+        self.ctx = ctx
+        self.workdir = workdir
+        self.state: State | None = None
+        self.outputs: dict[str, Any] = {}
+        self.error: ErrorMessage | None = None
+        self.terminated = False
+
+    def on_status(self, msg: StatusMessage) -> None:
+        if self.state is None:
+            if msg.src is not None or msg.dst is not State.PENDING:
+                raise ProcessTaskError(
+                    f"the tool's first status must be null → pending, got {msg.src} → {msg.dst}",
+                    etype="ProtocolError",
+                )
+        else:
+            if msg.src is not self.state:
+                raise ProcessTaskError(
+                    f"the tool reported {msg.src} → {msg.dst} while it was {self.state}",
+                    etype="ProtocolError",
+                )
+            try:
+                check_transition(self.state, msg.dst)
+            except IllegalTransition as exc:
+                raise ProcessTaskError(str(exc), etype="ProtocolError") from None
+        self.state = msg.dst
+
+    def start_message(self, args: dict[str, Any]) -> StartMessage:
+        out_dir = self.workdir / "outputs"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return StartMessage(
+            inputs=_inputs(args, self.workdir),
+            outputs=OutputPolicy(directory=str(out_dir)),
+        )
+
+    def result(self) -> Any:
+        tool = self.node.tool
+        if tool.output_kind == "none":
+            return None
+        names = tool.output_names
+        missing = [n for n in names if n not in self.outputs]
+        if missing:
+            raise ProcessTaskError(
+                f"the tool process sent no output {missing}", etype="OutputError"
+            )
+        if tool.output_kind == "single":
+            return self.outputs[names[0]]
+        return {n: self.outputs[n] for n in names}
+
+
+def call_isolated(
+    node: TaskNode,
+    args: dict[str, Any],
+    task_id: str,
+    ctx: Context,
+    timeout: float | None,
+    sandbox: bool,
+) -> Any:
+    """Call ``node``'s tool in ``python -m flowfed.runtime`` (under bubblewrap if ``sandbox``).
+
+    Returns the value in the shape :meth:`ToolSpec.split_outputs` expects. Raises
+    :class:`ProcessTaskError` (tool error, protocol violation, dead process or cancel) or
+    :class:`ProcessTimeout`.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="flowfed-isolated-")).resolve()
+    entry = tool_entrypoint(node)
+    readable = [Path.cwd(), Path(sys.prefix)]
+    source = entry.rpartition(":")[0]
+    if source.endswith(".py"):
+        readable.append(Path(source).parent)
+    try:
+        prefix = sandbox_command(workdir, readable) if sandbox else []
+    except SandboxUnavailable:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    channel = _Channel()
+    call = _Call(node, task_id, ctx, workdir)
+    env = dict(os.environ)
+    env["FLOWFED_TOOL_TOKEN"] = channel.token
+    env["TMPDIR"] = str(workdir / "tmp")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    (workdir / "tmp").mkdir()
+    cmd = [
+        *prefix,
+        sys.executable,
+        "-m",
+        "flowfed.runtime",
+        "--endpoint",
+        f"ws://127.0.0.1:{channel.port}",
+        "--tool",
+        entry,
+        "--timeout",
+        "60",
+    ]
+    stderr_path = workdir / "stderr.log"
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with open(stderr_path, "wb") as stderr:
+            proc = subprocess.Popen(
+                cmd, env=env, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
+            )
+        return _drive(call, channel, proc, args, timeout, stderr_path)
+    finally:
+        if proc is not None:
+            if proc.poll() is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(GRACE_S if call.terminated else 0.5)
+            if proc.poll() is None:
+                proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+        channel.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _drive(
+    call: _Call,
+    channel: _Channel,
+    proc: subprocess.Popen[bytes],
+    args: dict[str, Any],
+    timeout: float | None,
+    stderr_path: Path,
+) -> Any:
+    ctx = call.ctx
+    node = call.node
+    deadline = None if timeout is None else time.monotonic() + timeout
+    beat_at = time.monotonic() + HEARTBEAT_S
+    seq = 0
+    closed = False
+    while True:
+        now = time.monotonic()
+        if not call.terminated and ctx.cancelled:
+            call.terminated = True
+            channel.send(TerminateMessage(reason="cancelled", grace_seconds=GRACE_S))
+            raise ProcessTaskError("cancelled", etype="Cancelled")
+        if deadline is not None and now >= deadline:
+            call.terminated = True
+            channel.send(TerminateMessage(reason="timeout", grace_seconds=GRACE_S))
+            raise ProcessTimeout(f"timed out after {timeout:g}s (tool process terminated)")
+        if now >= beat_at and call.state is not None:
+            seq += 1
+            channel.send(HeartbeatMessage(seq=seq))
+            beat_at = now + HEARTBEAT_S
+        wait = 0.1 if deadline is None else max(0.0, min(0.1, deadline - now))
+        try:
+            msg = channel.inbox.get(timeout=wait)
+        except queue.Empty:
+            if proc.poll() is not None and (closed or call.state is None):
+                raise ProcessTaskError(
+                    f"tool process exited with code {proc.returncode} without a result"
+                    + _tail(stderr_path),
+                    etype="ProcessExited",
+                ) from None
+            continue
+        if msg is _CLOSED:
+            closed = True
+            continue
+        if isinstance(msg, ProtocolError):
+            raise ProcessTaskError(f"protocol error from the tool: {msg}", etype="ProtocolError")
+        if isinstance(msg, HelloMessage):
+            if msg.tool is not None:
+                channel.send(
+                    WelcomeMessage(
+                        task_id=call.task_id,
+                        run_id=ctx.run_id or "local",
+                        step=node.step,
+                        node=node.node or "local",
+                        attempt=max(1, ctx.attempt or 1),
+                    )
+                )
+                channel.send(ConfigMessage(values=node.config_json(), revision=1))
+        elif isinstance(msg, StatusMessage):
+            call.on_status(msg)
+            if msg.dst is State.INITIALIZED:
+                channel.send(call.start_message(args))
+            elif msg.dst is State.FINISHED:
+                return call.result()
+            elif msg.dst is State.ERROR:
+                err = call.error
+                if err is None:
+                    raise ProcessTaskError(
+                        f"the tool failed: {msg.detail or 'no detail'}", etype="Error"
+                    )
+                raise ProcessTaskError(err.message, err.traceback, err.error_type)
+            elif msg.dst is State.CANCELLED:
+                raise ProcessTaskError(
+                    f"the tool was cancelled: {msg.detail or ''}".rstrip(": "), etype="Cancelled"
+                )
+        elif isinstance(msg, LogMessage):
+            ctx.log(msg.message, msg.level)
+        elif isinstance(msg, MetricMessage):
+            ctx.metric(msg.name, msg.value, msg.step)
+        elif isinstance(msg, ProgressMessage):
+            ctx.progress(msg.fraction, message=msg.message)
+        elif isinstance(msg, OutputMessage):
+            call.outputs[msg.name] = _decode(msg)
+        elif isinstance(msg, ErrorMessage):
+            call.error = msg
+        # heartbeats echoed by the tool need no answer
+
+
+def _tail(path: Path, limit: int = 2000) -> str:
+    with contextlib.suppress(OSError):
+        text = path.read_text(errors="replace").strip()
+        if text:
+            return "\n" + text[-limit:]
+    return ""

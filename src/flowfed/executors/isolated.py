@@ -349,7 +349,10 @@ def call_isolated(
     """
     workdir = Path(tempfile.mkdtemp(prefix="flowfed-isolated-")).resolve()
     entry = tool_entrypoint(node)
-    readable = [Path.cwd(), Path(sys.prefix)]
+    # Everything the child interpreter imports from: an editable install's source tree
+    # or a virtualenv may live under /tmp (a CI checkout), which the sandbox hides.
+    readable = [Path.cwd(), Path(sys.prefix), Path(__file__).resolve().parents[2]]
+    readable += [Path(p) for p in sys.path if p and Path(p).is_dir()]
     source = entry.rpartition(":")[0]
     if source.endswith(".py"):
         readable.append(Path(source).parent)

@@ -330,3 +330,14 @@ def pid(xs: list, ctx: Context) -> dict:
     assert report["status"] == "success"
     # The tool's parent is the flowfed process itself: it ran in a forked child.
     assert by_step(report)["sum"]["tasks"][0]["metrics"]["ppid"] == res.pid
+
+
+def test_runs_logs_prints_what_tools_logged(project: Project) -> None:
+    make(project)
+    run_id = project.run_json("flow.yaml")["run_id"]
+    text = project.ff("runs", "logs", run_id[:8], check=0).out
+    assert "load [info] making 5 numbers" in text
+    lines = project.ff("runs", "logs", run_id, "--step", "load", "--json", check=0).json()
+    assert [x["message"] for x in lines] == ["making 5 numbers"]
+    missing = project.ff("runs", "logs", run_id, "--step", "nope")
+    assert missing.code == 2 and "has no step 'nope'" in missing.err

@@ -328,6 +328,38 @@ def runs_watch(
     _watch_and_exit(server, (ctx.obj or {}).get("token"), run_ref, as_json, quiet)
 
 
+@runs_app.command("logs")
+def runs_logs(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id or unique prefix.")],
+    step: Annotated[str | None, typer.Option("--step", help="Only this step's tasks.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the log lines the run's tools wrote (through ctx.log), in order."""
+    db = _db()
+    r = db.get_run(run_ref)
+    if r is None:
+        _fail(f"no run matches '{run_ref}' (see `flowfed runs list`)")
+    tasks = [t for t in r["tasks"] if step is None or t["step"] == step]
+    if step is not None and not tasks:
+        steps = ", ".join(sorted({t["step"] for t in r["tasks"]})) or "none"
+        _fail(f"run {r['id'][:12]} has no step '{step}' (steps: {steps})")
+    lines = [
+        {"step": t["step"], "task_id": t["id"], **line}
+        for t in tasks
+        for line in db.task_logs(t["id"])
+    ]
+    lines.sort(key=lambda x: (x["ts"], x["id"]))
+    if as_json:
+        print(json.dumps(lines, default=str))
+        return
+    for line in lines:
+        out.print(
+            f"{_ts(line['ts'], ms=True)} {line['step']} [{line['level']}] {line['message']}",
+            markup=False,
+            highlight=False,
+        )
+
+
 @runs_app.command("show")
 def runs_show(
     run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id or unique prefix.")],

@@ -61,17 +61,6 @@ _TASK_INSERT_COLS = tuple(c.name for c in m.tasks.c)
 _CACHE_UPDATE_COLS = ("tool", "run_id", "task_id", "outputs", "created_at")
 
 
-def _dialect_insert(conn: Connection, table: Any) -> Any:
-    """``INSERT`` with ``ON CONFLICT`` support for the connection's dialect."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table)
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table)
-
-
 class Writer:
     """Applies queued catalog writes in order from one background thread.
 
@@ -509,26 +498,23 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
     if task_rows:
         _insert_many(conn, m.tasks, task_rows)
     if blob_rows:
-        stmt = _dialect_insert(conn, m.blobs).on_conflict_do_nothing()
-        conn.execute(stmt, list(blob_rows.values()))
+        _insert_many(conn, m.blobs, list(blob_rows.values()), "ON CONFLICT DO NOTHING")
     if art_rows:
         _assign_versions(conn, art_rows)
         _insert_many(conn, m.artifacts, art_rows)
         if parent_rows:
             _insert_many(conn, m.artifact_parents, parent_rows)
     if ra_rows:
-        stmt = _dialect_insert(conn, m.run_artifacts).on_conflict_do_nothing()
-        conn.execute(stmt, list(ra_rows.values()))
+        _insert_many(conn, m.run_artifacts, list(ra_rows.values()), "ON CONFLICT DO NOTHING")
     if cache_rows:
         _fill_cache_tools(conn, cache_rows)
-        stmt = _dialect_insert(conn, m.cache_entries)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["key"],
-            set_={
-                c: stmt.excluded[c] for c in ("tool", "run_id", "task_id", "outputs", "created_at")
-            },
+        _insert_many(
+            conn,
+            m.cache_entries,
+            list(cache_rows.values()),
+            'ON CONFLICT ("key") DO UPDATE SET '
+            + ", ".join(f"{c} = excluded.{c}" for c in _CACHE_UPDATE_COLS),
         )
-        conn.execute(stmt, list(cache_rows.values()))
     if trans_rows:
         _insert_many(conn, m.transitions, trans_rows)
     if event_rows:
@@ -621,15 +607,22 @@ def _encode(value: Any, is_json: bool) -> Any:
     return value
 
 
-def _insert_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
-    """INSERT ``rows`` (dicts with the same keys) in one driver-level executemany."""
+def _insert_many(
+    conn: Connection, table: Any, rows: list[dict[str, Any]], on_conflict: str = ""
+) -> None:
+    """INSERT ``rows`` (dicts with the same keys) in one driver-level executemany.
+
+    ``on_conflict`` is an ``ON CONFLICT ...`` clause; SQLite and PostgreSQL share its
+    syntax, so one statement serves both.
+    """
     cols = tuple(rows[0])
     mark = _marker(conn)
-    key = ("insert", table.name, cols, mark)
+    key = ("insert", table.name, cols, mark + on_conflict)
     sql = _SQL_CACHE.get(key)
     if sql is None:
-        sql = (
-            f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join([mark] * len(cols))})"
+        quoted = ", ".join(f'"{c}"' for c in cols)
+        sql = f"INSERT INTO {table.name} ({quoted}) VALUES ({', '.join([mark] * len(cols))})" + (
+            f" {on_conflict}" if on_conflict else ""
         )
         _SQL_CACHE[key] = sql
     jcols = _json_cols(table)

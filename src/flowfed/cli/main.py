@@ -632,13 +632,7 @@ def token_create(
     """Create a user API token and print it (it is shown this once, never again)."""
     from flowfed.server.auth import create_token
 
-    db = _server_db(database_url)
-    try:
-        created = create_token(db, name, role, expires_in_days)
-    except ValueError as exc:
-        _fail(str(exc))
-    finally:
-        db.close()
+    created = _on_server_db(database_url, create_token, name, role, expires_in_days)
     if as_json:
         print(
             json.dumps(
@@ -680,10 +674,15 @@ def token_list(database_url: DatabaseUrlOpt = None, as_json: JsonOpt = False) ->
 
 
 def _on_server_db(database_url: str | None, action: Any, *args: Any) -> Any:
-    """Run ``action(db, *args)`` on the server's database, closing it afterwards."""
+    """Run ``action(db, *args)`` on the server's database, closing it afterwards.
+
+    A ValueError (a bad role, scope or name) becomes a one-line error and exit code 2.
+    """
     db = _server_db(database_url)
     try:
         return action(db, *args)
+    except ValueError as exc:
+        _fail(str(exc))
     finally:
         db.close()
 
@@ -732,13 +731,7 @@ def client_create(
     """Register an OAuth2 client and print its id and secret (the secret is shown once)."""
     from flowfed.server.oauth import create_client
 
-    db = _server_db(database_url)
-    try:
-        created = create_client(db, name, role, scopes)
-    except ValueError as exc:
-        _fail(str(exc))
-    finally:
-        db.close()
+    created = _on_server_db(database_url, create_client, name, role, scopes)
     if as_json:
         print(
             json.dumps(

@@ -107,7 +107,8 @@ class CreatedToken:
     expires_at: float | None
 
 
-def _hash(secret: str) -> str:
+def hash_secret(secret: str) -> str:
+    """What the database keeps of a token or client secret: its SHA-256 (hex)."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
@@ -131,7 +132,7 @@ def create_token(
                 id=token_id,
                 name=name,
                 role=role,
-                secret_hash=_hash(secret),
+                secret_hash=hash_secret(secret),
                 created_at=now,
                 expires_at=expires_at,
                 revoked_at=None,
@@ -183,7 +184,7 @@ def verify_token(db: Database, token: str, now: float | None = None) -> Principa
             ).where(t.c.id == mt["id"])
         ).first()
     expected = row.secret_hash if row is not None else _DUMMY_HASH
-    if not hmac.compare_digest(expected, _hash(mt["secret"])) or row is None:
+    if not hmac.compare_digest(expected, hash_secret(mt["secret"])) or row is None:
         return None
     now = time.time() if now is None else now
     if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):

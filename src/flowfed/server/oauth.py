@@ -42,6 +42,7 @@ from sqlalchemy.exc import IntegrityError
 
 from flowfed.db import Database
 from flowfed.db import models as m
+from flowfed.server.auth import hash_secret
 
 CLIENT_PREFIX = "ffc_"
 CLIENT_ROLES = ("node", "tool")
@@ -90,10 +91,6 @@ class Client:
     scopes: tuple[str, ...]
 
 
-def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 def client_row_id(client_id: str) -> str | None:
     """The table id of ``ffc_<id>`` (or a bare id), None if it is not one."""
     mt = _CLIENT_ID.match(client_id.strip())
@@ -140,7 +137,7 @@ def create_client(
                 name=name,
                 role=role,
                 scope=scope,
-                secret_hash=_hash(secret),
+                secret_hash=hash_secret(secret),
                 created_at=now,
                 revoked_at=None,
                 last_used_at=None,
@@ -186,7 +183,7 @@ def authenticate_client(db: Database, client_id: str, secret: str) -> Client | N
                 )
             ).first()
     expected = row.secret_hash if row is not None else _DUMMY_HASH
-    if not hmac.compare_digest(expected, _hash(secret)) or row is None:
+    if not hmac.compare_digest(expected, hash_secret(secret)) or row is None:
         return None
     if row.revoked_at is not None:
         return None

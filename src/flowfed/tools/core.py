@@ -131,7 +131,18 @@ class Context:
         ['log', 'metric', 'progress']
     """
 
-    __slots__ = ("_cancelled", "_sink", "attempt", "iteration", "node", "run_id", "step", "task_id")
+    __slots__ = (
+        "_cancelled",
+        "_sink",
+        "attempt",
+        "dataset",
+        "iteration",
+        "node",
+        "round",
+        "run_id",
+        "step",
+        "task_id",
+    )
 
     def __init__(
         self,
@@ -143,6 +154,8 @@ class Context:
         node: str = "local",
         attempt: int = 1,
         iteration: int = 1,
+        dataset: dict[str, Any] | None = None,
+        round: int | None = None,
     ) -> None:
         self._sink = sink
         self._cancelled = False
@@ -152,6 +165,10 @@ class Context:
         self.node = node
         self.attempt = attempt
         self.iteration = iteration
+        # The node dataset this task works on (``on: each-dataset``): name, path, format,
+        # schema, as the node registered it. None for central tasks.
+        self.dataset = dataset
+        self.round = round
 
     def log(self, message: str, level: str = "info") -> None:
         """Record a log line for this task."""

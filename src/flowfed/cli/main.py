@@ -43,6 +43,10 @@ client_app = typer.Typer(
 auth_app.add_typer(token_app, name="token")
 auth_app.add_typer(client_app, name="client")
 app.add_typer(auth_app, name="auth")
+# flowfed triggers ... (cli/triggers.py)
+from flowfed.cli.triggers import app as _triggers_app  # noqa: E402
+
+app.add_typer(_triggers_app, name="triggers")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -824,6 +828,12 @@ def server(
     ssl_keyfile: Annotated[
         str | None, typer.Option("--ssl-keyfile", help="TLS private key (PEM) of --ssl-certfile.")
     ] = None,
+    trigger_interval: Annotated[
+        float,
+        typer.Option(
+            "--trigger-interval", help="Seconds between trigger passes (0: no trigger service)."
+        ),
+    ] = 5.0,
 ) -> None:
     """Serve the REST and WebSocket API (one process, uvicorn)."""
     import socket
@@ -845,6 +855,7 @@ def server(
         signing_key_file=signing_key_file,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
+        trigger_interval=trigger_interval,
     )
     try:
         check_startup(settings).close()

@@ -272,3 +272,63 @@ events = Table(
     Column("ts", Float, nullable=False),
 )
 """Every event of a run in order: what the live stream replays to late or returning clients."""
+
+triggers = Table(
+    "triggers",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(255), nullable=False),
+    # cron | interval | event | condition
+    Column("kind", String(16), nullable=False),
+    # the validated definition (flowfed.server.triggers.model.TriggerSpec) as JSON
+    Column("spec", JSON, nullable=False),
+    Column("flow_name", String(255), nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True, server_default=true()),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    # schedules: the clock time up to which ticks were looked at; events: the source
+    # timestamp up to which events were scanned (minus a slack window, see the service)
+    Column("watermark", Float, nullable=False),
+    # event triggers: events with a source timestamp before this are never theirs
+    Column("event_since", Float, nullable=False),
+    Column("last_fired_at", Float, nullable=True),
+    Column("last_run_id", ID, nullable=True),
+    UniqueConstraint("name", name="uq_triggers_name"),
+)
+"""Triggers: flows that start themselves on a schedule, an event or a condition."""
+
+trigger_fires = Table(
+    "trigger_fires",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("trigger_id", ID, ForeignKey("triggers.id", ondelete="CASCADE"), nullable=False),
+    # what fired: "tick:<UTC ISO time>" or "<source>:<id>"; unique per trigger, so inserting
+    # the row IS the claim: of two servers handling one tick only one inserts it
+    Column("fire_key", String(255), nullable=False),
+    # claimed | started | skipped | queued | failed
+    Column("status", String(16), nullable=False),
+    Column("run_id", ID, nullable=True),
+    Column("reason", Text, nullable=True),
+    # the event payload (or {"tick": ..., "catchup": ...} for schedules)
+    Column("event", JSON, nullable=False),
+    Column("params", JSON, nullable=True),
+    Column("catchup", Boolean, nullable=False, default=False, server_default=false()),
+    Column("scheduled_for", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("trigger_id", "fire_key", name="uq_trigger_fires_key"),
+    Index("ix_trigger_fires_trigger_id", "trigger_id"),
+)
+"""One firing of a trigger: the run it started, or why it started none."""
+
+platform_events = Table(
+    "platform_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(64), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("ts", Float, nullable=False),
+    Index("ix_platform_events_ts", "ts"),
+)
+"""Server-wide events any part of the server records (``flowfed.db.platform_events``),
+e.g. ``node.dataset_changed``; the trigger service polls them."""

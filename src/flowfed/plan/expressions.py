@@ -61,14 +61,18 @@ class Expression:
     tree: ast.Expression
 
     @classmethod
-    def parse(cls, text: str) -> Expression:
-        """Parse and check ``text`` (raises :class:`ExpressionError` naming the problem)."""
+    def parse(cls, text: str, names: tuple[str, ...] = NAMES) -> Expression:
+        """Parse and check ``text`` (raises :class:`ExpressionError` naming the problem).
+
+        ``names`` are the top-level names the expression may use (the trigger service
+        passes ``("event",)``).
+        """
         try:
             tree = ast.parse(text.strip(), mode="eval")
         except SyntaxError as exc:
             raise ExpressionError(f"invalid expression {text!r}: {exc.msg}") from None
         for node in ast.walk(tree):
-            _check(node, text)
+            _check(node, text, names)
         return cls(text, tree)
 
     def evaluate(self, scope: Mapping[str, Any]) -> Any:
@@ -100,12 +104,12 @@ _ALLOWED = (
 )
 
 
-def _check(node: ast.AST, text: str) -> None:
+def _check(node: ast.AST, text: str, names: tuple[str, ...] = NAMES) -> None:
     if not isinstance(node, _ALLOWED):
         raise ExpressionError(f"'{type(node).__name__}' is not allowed in expression {text!r}")
-    if isinstance(node, ast.Name) and node.id not in NAMES and node.id not in _FUNCS:
+    if isinstance(node, ast.Name) and node.id not in names and node.id not in _FUNCS:
         raise ExpressionError(
-            f"unknown name '{node.id}' in expression {text!r}; use one of {', '.join(NAMES)}"
+            f"unknown name '{node.id}' in expression {text!r}; use one of {', '.join(names)}"
         )
     if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
         raise ExpressionError(f"private attribute '{node.attr}' in expression {text!r}")

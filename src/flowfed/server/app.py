@@ -211,6 +211,23 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+def start_triggers(db: Database, manager: Any, settings: ServerSettings) -> Any:
+    """The trigger service, polling in the background (None when the interval is 0)."""
+    from flowfed.server.triggers.model import clock_from_env
+    from flowfed.server.triggers.service import TriggerService, stored_flow_starter
+
+    if settings.trigger_interval <= 0:
+        return None
+    service = TriggerService(
+        db,
+        stored_flow_starter(db, manager),
+        clock=clock_from_env(),
+        interval=settings.trigger_interval,
+    )
+    service.run_in_background()
+    return service
+
+
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """The FastAPI application for ``settings`` (resources open in its lifespan)."""
     from flowfed.server import events
@@ -219,6 +236,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     from flowfed.server.problems import install_handlers, problem_response
     from flowfed.server.routes import artifacts, flows, oauth, runs, seed, service, tasks, tools
     from flowfed.server.routes import auth as auth_routes
+    from flowfed.server.routes import triggers as trigger_routes
     from flowfed.server.runs import RunManager
 
     settings = dataclasses.replace(settings or ServerSettings())
@@ -242,9 +260,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         app.state.signing_key = signing_key
         app.state.bus = bus
         app.state.runs = manager
+        app.state.triggers = start_triggers(db, manager, settings)
         try:
             yield
         finally:
+            if app.state.triggers is not None:
+                app.state.triggers.stop()
             manager.shutdown()
             close_bus(bus)
             db.close()
@@ -277,6 +298,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(artifacts.router)
     app.include_router(tools.router)
+    app.include_router(trigger_routes.router)
     app.include_router(events.router)
     # Outermost last: metrics see every response, including 413s from the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

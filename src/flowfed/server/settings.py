@@ -39,6 +39,8 @@ class ServerSettings:
     #: TLS certificate chain and private key (PEM); both or neither.
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    #: Seconds between passes of the trigger service (docs/triggers.md); 0 turns it off.
+    trigger_interval: float = 5.0
 
     def resolved_database_url(self) -> str:
         """The database URL, falling back to flowfed's default."""

@@ -1,0 +1,644 @@
+"""The trigger service: stores triggers and fires their flows, exactly once.
+
+Every pass (:meth:`TriggerService.tick`) looks at each enabled trigger:
+
+- schedules (cron, interval): the ticks in ``(watermark, now]``. A tick at most
+  ``misfire_grace`` seconds late fires normally; older ones were missed (the server was
+  down) and, with ``catchup: true``, the latest of them fires once with ``catchup`` set
+  (missed ticks are coalesced, as Kubernetes CronJobs and APScheduler's ``coalesce`` do;
+  no backfill of every interval as Airflow's catchup does). With ``catchup: false`` a
+  missed tick is recorded as skipped and starts nothing.
+- events: rows of the source table (runs that ended, artifacts, metric samples, platform
+  events) from ``watermark - EVENT_SLACK_S`` on, so rows committed late by another
+  process are still seen; already handled ones are recognised by their fire key.
+
+Exactly once: each firing is a row of ``trigger_fires`` whose ``(trigger_id, fire_key)``
+is unique. Whoever inserts it starts the run; a second server handling the same tick or
+event gets a unique-constraint violation and does nothing.
+
+Example:
+    >>> # svc = TriggerService(db, start=my_starter, clock=ManualClock(0.0))
+    >>> # svc.tick()   # one pass; the server runs it every ``interval`` seconds
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import and_, delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from flowfed.db import Database
+from flowfed.db import models as m
+from flowfed.db.platform_events import NODE_DATASET_CHANGED
+from flowfed.plan.expressions import ExpressionError
+from flowfed.server.triggers.model import (
+    Clock,
+    SystemClock,
+    TriggerSpec,
+    iso,
+    render_params,
+)
+
+log = logging.getLogger("flowfed.server.triggers")
+
+#: How far behind its watermark an event trigger re-reads its source: a row committed
+#: late (a writer batch, another server) with an older timestamp is still seen.
+EVENT_SLACK_S = 300.0
+#: Rows read per source per pass.
+SCAN_LIMIT = 1000
+#: A fire claimed this long ago (clock seconds) without a run no longer blocks overlap.
+CLAIM_STALE_S = 120.0
+
+#: Starts ``flow`` (version, params) and returns the run id; raises to refuse, the
+#: exception's message is recorded as the reason.
+Starter = Callable[[str, int | None, dict[str, Any]], str]
+
+
+class TriggerError(ValueError):
+    """A trigger request that cannot be honoured; ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _row(r: Any) -> dict[str, Any]:
+    return dict(r._mapping)
+
+
+# -- the store ------------------------------------------------------------------------------
+
+
+def create(db: Database, spec: TriggerSpec, now: float) -> dict[str, Any]:
+    """Store a new trigger (TriggerError 409 if the name is taken); its row."""
+    real = time.time()
+    row = {
+        "id": uuid.uuid4().hex,
+        "name": spec.name,
+        "kind": spec.kind,
+        "spec": spec.model_dump(mode="json", exclude_none=True),
+        "flow_name": spec.flow,
+        "enabled": spec.enabled,
+        "created_at": now,
+        "updated_at": now,
+        # Schedules count ticks on the service clock; events compare source timestamps,
+        # which are real time.
+        "watermark": now if spec.schedule is not None else real,
+        "event_since": real,
+        "last_fired_at": None,
+        "last_run_id": None,
+    }
+    try:
+        with db.engine.begin() as conn:
+            conn.execute(m.triggers.insert().values(**row))
+    except IntegrityError:
+        raise TriggerError(f"a trigger named '{spec.name}' exists already", 409) from None
+    return row
+
+
+def get(db: Database, ref: str) -> dict[str, Any] | None:
+    """A trigger by name or id."""
+    t = m.triggers
+    with db.engine.connect() as conn:
+        found = conn.execute(select(t).where((t.c.name == ref) | (t.c.id == ref))).first()
+    return None if found is None else _row(found)
+
+
+def require(db: Database, ref: str) -> dict[str, Any]:
+    """A trigger by name or id (TriggerError 404 if none)."""
+    row = get(db, ref)
+    if row is None:
+        raise TriggerError(f"no trigger named '{ref}' (see `flowfed triggers list`)", 404)
+    return row
+
+
+def list_all(db: Database) -> list[dict[str, Any]]:
+    """Every trigger, by name."""
+    with db.engine.connect() as conn:
+        return [_row(r) for r in conn.execute(select(m.triggers).order_by(m.triggers.c.name))]
+
+
+def set_enabled(db: Database, ref: str, enabled: bool, now: float) -> dict[str, Any]:
+    """Enable or disable a trigger.
+
+    Enabling starts afresh: ticks and events of the disabled time are not "missed",
+    nobody wanted them, so they never fire (not even with catchup).
+    """
+    row = require(db, ref)
+    values: dict[str, Any] = {"enabled": enabled, "updated_at": now}
+    if enabled and not row["enabled"]:
+        real = time.time()
+        values["watermark"] = now if row["kind"] in ("cron", "interval") else real
+        values["event_since"] = real
+    with db.engine.begin() as conn:
+        conn.execute(update(m.triggers).where(m.triggers.c.id == row["id"]).values(**values))
+    return require(db, row["id"])
+
+
+def remove(db: Database, ref: str) -> None:
+    """Delete a trigger and its history."""
+    row = require(db, ref)
+    with db.engine.begin() as conn:
+        conn.execute(delete(m.trigger_fires).where(m.trigger_fires.c.trigger_id == row["id"]))
+        conn.execute(delete(m.triggers).where(m.triggers.c.id == row["id"]))
+
+
+def history(db: Database, ref: str, limit: int = 50) -> list[dict[str, Any]]:
+    """A trigger's fires, newest first."""
+    row = require(db, ref)
+    f = m.trigger_fires
+    q = (
+        select(f)
+        .where(f.c.trigger_id == row["id"])
+        .order_by(f.c.created_at.desc(), f.c.fire_key.desc())
+        .limit(limit)
+    )
+    with db.engine.connect() as conn:
+        return [_row(r) for r in conn.execute(q)]
+
+
+def describe(db: Database, row: dict[str, Any], now: float) -> dict[str, Any]:
+    """A trigger row as the API shows it: next fire time, last fire and what it started."""
+    spec = TriggerSpec.model_validate(row["spec"])
+    next_at = None
+    if spec.schedule is not None and row["enabled"]:
+        next_at = spec.schedule.next_tick(max(row["watermark"], now), row["created_at"])
+    f = m.trigger_fires
+    with db.engine.connect() as conn:
+        last = conn.execute(
+            select(f)
+            .where(f.c.trigger_id == row["id"])
+            .order_by(f.c.created_at.desc(), f.c.fire_key.desc())
+            .limit(1)
+        ).first()
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "kind": row["kind"],
+        "flow": row["flow_name"],
+        "version": spec.version,
+        "enabled": row["enabled"],
+        "spec": row["spec"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "next_fire_at": next_at,
+        "last_fired_at": row["last_fired_at"],
+        "last_run_id": row["last_run_id"],
+        "last_fire": None if last is None else _row(last),
+    }
+
+
+# -- the service ----------------------------------------------------------------------------
+
+
+class TriggerService:
+    """Evaluates triggers and starts their flows; one per server process.
+
+    ``start`` starts a stored flow (see :data:`Starter`); ``clock`` gives "now" for
+    schedules (tests inject one); ``interval`` is the seconds between passes of the
+    background thread.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        start: Starter,
+        clock: Clock | None = None,
+        interval: float = 5.0,
+    ) -> None:
+        self.db = db
+        self.start = start
+        self.clock = clock or SystemClock()
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- background -------------------------------------------------------------------
+
+    def run_in_background(self) -> None:
+        """Run :meth:`tick` every ``interval`` seconds in a daemon thread."""
+        self._thread = threading.Thread(target=self._loop, name="flowfed-triggers", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # a database hiccup must not end the service
+                log.exception("trigger pass failed; retrying")
+            if self._stop.wait(self.interval):
+                return
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the background thread (the pass under way finishes)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- one pass ---------------------------------------------------------------------
+
+    def tick(self) -> list[dict[str, Any]]:
+        """Evaluate every enabled trigger once; the fires this pass recorded."""
+        with self._lock:
+            now = self.clock.now()
+            t = m.triggers
+            with self.db.engine.connect() as conn:
+                rows = [_row(r) for r in conn.execute(select(t).where(t.c.enabled == True))]  # noqa: E712
+            fires: list[dict[str, Any]] = []
+            for row in rows:
+                try:
+                    spec = TriggerSpec.model_validate(row["spec"])
+                    if spec.schedule is not None:
+                        fires += self._schedule(row, spec, now)
+                    else:
+                        fires += self._events(row, spec, now)
+                    fires += self._dequeue(row, spec, now)
+                except Exception:
+                    log.exception("trigger %s: evaluation failed", row["name"])
+            return fires
+
+    def _schedule(self, row: dict[str, Any], spec: TriggerSpec, now: float) -> list[dict[str, Any]]:
+        assert spec.schedule is not None
+        ticks = spec.schedule.ticks(row["watermark"], now, row["created_at"])
+        fires = []
+        if ticks:
+            on_time = [t for t in ticks if now - t <= spec.misfire_grace]
+            if on_time:
+                # Several due at once (a pass slower than the schedule): one run, the latest.
+                tick, catchup = on_time[-1], False
+            else:
+                tick, catchup = ticks[-1], True
+            event = {"kind": "schedule.tick", "tick": tick, "tick_iso": iso(tick)}
+            event["catchup"] = catchup
+            if catchup:
+                event["missed"] = len(ticks)
+            if catchup and not spec.catchup:
+                fire = self._record(
+                    row,
+                    f"tick:{iso(tick)}",
+                    event,
+                    "skipped",
+                    now,
+                    reason=f"{len(ticks)} tick(s) missed while no server was running "
+                    "(catchup: false)",
+                    catchup=True,
+                    scheduled_for=tick,
+                )
+            else:
+                fire = self._fire(
+                    row, spec, f"tick:{iso(tick)}", event, now, catchup=catchup, scheduled_for=tick
+                )
+            if fire is not None:
+                fires.append(fire)
+        self._advance(row["id"], now)
+        return fires
+
+    def _advance(self, trigger_id: str, watermark: float) -> None:
+        t = m.triggers
+        with self.db.engine.begin() as conn:
+            conn.execute(
+                update(t)
+                .where(t.c.id == trigger_id, t.c.watermark < watermark)
+                .values(watermark=watermark)
+            )
+
+    # -- events -----------------------------------------------------------------------
+
+    def _events(self, row: dict[str, Any], spec: TriggerSpec, now: float) -> list[dict[str, Any]]:
+        assert spec.on is not None
+        since = max(row["event_since"], row["watermark"] - EVENT_SLACK_S)
+        events, newest = self._scan(spec, since)
+        fires = []
+        if events:
+            f = m.trigger_fires
+            keys = [k for k, _ in events]
+            with self.db.engine.connect() as conn:
+                seen = set(
+                    conn.execute(
+                        select(f.c.fire_key).where(
+                            f.c.trigger_id == row["id"], f.c.fire_key.in_(keys)
+                        )
+                    ).scalars()
+                )
+            for key, event in events:
+                if key in seen:
+                    continue
+                seen.add(key)
+                try:
+                    matched = spec.matches(event)
+                except ExpressionError as exc:
+                    fire = self._record(row, key, event, "failed", now, reason=f"when: {exc}")
+                else:
+                    fire = self._fire(row, spec, key, event, now) if matched else None
+                if fire is not None:
+                    fires.append(fire)
+        if newest is not None:
+            self._advance(row["id"], newest)
+        return fires
+
+    def _scan(
+        self, spec: TriggerSpec, since: float
+    ) -> tuple[list[tuple[str, dict[str, Any]]], float | None]:
+        """(fire key, event) pairs of the trigger's source from ``since``; newest ts."""
+        assert spec.on is not None
+        on = spec.on
+        out: list[tuple[str, dict[str, Any]]] = []
+        newest: float | None = None
+        with self.db.engine.connect() as conn:
+            if on.run is not None:
+                r = m.runs
+                q = (
+                    select(r)
+                    .where(r.c.ended_at.is_not(None), r.c.ended_at >= since)
+                    .where(r.c.status.in_(on.run.states()))
+                    .order_by(r.c.ended_at)
+                    .limit(SCAN_LIMIT)
+                )
+                for run in conn.execute(q):
+                    newest = run.ended_at
+                    out.append(
+                        (
+                            f"run:{run.id}",
+                            {
+                                "kind": "run.finished",
+                                "run_id": run.id,
+                                "flow": run.flow_name,
+                                "flow_version": run.flow_version,
+                                "status": run.status,
+                                "error": run.error,
+                                "params": run.params,
+                                "ended_at": run.ended_at,
+                            },
+                        )
+                    )
+            elif on.artifact is not None:
+                a = m.artifacts
+                q = select(a).where(a.c.created_at >= since).order_by(a.c.created_at)
+                for art in conn.execute(q.limit(SCAN_LIMIT)):
+                    newest = art.created_at
+                    out.append(
+                        (
+                            f"artifact:{art.id}",
+                            {
+                                "kind": "artifact.registered",
+                                "artifact_id": art.id,
+                                "name": art.name,
+                                "version": art.version,
+                                "hash": art.hash,
+                                "type": art.kind,
+                                "run_id": art.run_id,
+                                "step": art.step,
+                                "node": art.node,
+                                "created_at": art.created_at,
+                            },
+                        )
+                    )
+            elif on.metric is not None:
+                mt, r = m.metrics, m.runs
+                q = (
+                    select(mt, r.c.flow_name)
+                    .join(r, r.c.id == mt.c.run_id)
+                    .where(mt.c.name == on.metric.name, mt.c.ts >= since)
+                    .order_by(mt.c.ts, mt.c.id)
+                    .limit(SCAN_LIMIT)
+                )
+                for s in conn.execute(q):
+                    newest = s.ts
+                    if not on.metric.crossed(s.value):
+                        continue
+                    # Once per run: the first sample past the threshold.
+                    out.append(
+                        (
+                            f"metric:{s.run_id}:{s.name}",
+                            {
+                                "kind": "metric.crossed",
+                                "run_id": s.run_id,
+                                "task_id": s.task_id,
+                                "flow": s.flow_name,
+                                "name": s.name,
+                                "value": s.value,
+                                "above": on.metric.above,
+                                "below": on.metric.below,
+                                "ts": s.ts,
+                            },
+                        )
+                    )
+            else:
+                kind = NODE_DATASET_CHANGED if on.node_dataset is not None else on.platform.kind  # type: ignore[union-attr]
+                p = m.platform_events
+                q = (
+                    select(p)
+                    .where(p.c.kind == kind, p.c.ts >= since)
+                    .order_by(p.c.ts, p.c.id)
+                    .limit(SCAN_LIMIT)
+                )
+                for ev in conn.execute(q):
+                    newest = ev.ts
+                    out.append((f"event:{ev.id}", {**ev.payload, "kind": ev.kind, "ts": ev.ts}))
+        return out, newest
+
+    # -- firing -----------------------------------------------------------------------
+
+    def _record(
+        self,
+        row: dict[str, Any],
+        key: str,
+        event: dict[str, Any],
+        status: str,
+        now: float,
+        *,
+        reason: str | None = None,
+        params: dict[str, Any] | None = None,
+        catchup: bool = False,
+        scheduled_for: float | None = None,
+    ) -> dict[str, Any] | None:
+        """Insert a fire row: the claim. None when another process holds that key."""
+        fire = {
+            "id": uuid.uuid4().hex,
+            "trigger_id": row["id"],
+            "fire_key": key[:255],
+            "status": status,
+            "run_id": None,
+            "reason": reason,
+            "event": event,
+            "params": params,
+            "catchup": catchup,
+            "scheduled_for": scheduled_for,
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            with self.db.engine.begin() as conn:
+                conn.execute(m.trigger_fires.insert().values(**fire))
+        except IntegrityError:
+            return None
+        return fire
+
+    def _busy_run(self, trigger_id: str, now: float) -> str | None:
+        """A run of this trigger still going (or a start under way), if any."""
+        f, r = m.trigger_fires, m.runs
+        with self.db.engine.connect() as conn:
+            running = conn.execute(
+                select(f.c.run_id)
+                .join(r, r.c.id == f.c.run_id)
+                .where(f.c.trigger_id == trigger_id, f.c.status == "started")
+                .where(r.c.status == "running")
+                .limit(1)
+            ).scalar()
+            if running is not None:
+                return str(running)
+            starting = conn.execute(
+                select(f.c.id)
+                .where(f.c.trigger_id == trigger_id, f.c.status == "claimed")
+                .where(f.c.updated_at > now - CLAIM_STALE_S)
+                .limit(1)
+            ).scalar()
+        return None if starting is None else "(being started)"
+
+    def _fire(
+        self,
+        row: dict[str, Any],
+        spec: TriggerSpec,
+        key: str,
+        event: dict[str, Any],
+        now: float,
+        *,
+        catchup: bool = False,
+        scheduled_for: float | None = None,
+    ) -> dict[str, Any] | None:
+        extra: dict[str, Any] = {"catchup": catchup, "scheduled_for": scheduled_for}
+        try:
+            params = render_params(spec.params, event)
+        except ExpressionError as exc:
+            return self._record(row, key, event, "failed", now, reason=f"params: {exc}", **extra)
+        if spec.overlap != "allow":
+            busy = self._busy_run(row["id"], now)
+            if busy is not None:
+                if spec.overlap == "skip":
+                    return self._record(
+                        row,
+                        key,
+                        event,
+                        "skipped",
+                        now,
+                        reason=f"previous run {busy} is still running (overlap: skip)",
+                        params=params,
+                        **extra,
+                    )
+                return self._record(
+                    row,
+                    key,
+                    event,
+                    "queued",
+                    now,
+                    reason=f"waiting for run {busy} (overlap: queue)",
+                    params=params,
+                    **extra,
+                )
+        fire = self._record(row, key, event, "claimed", now, params=params, **extra)
+        if fire is None:
+            return None
+        return self._start(row, spec, fire, params, now)
+
+    def _start(
+        self,
+        row: dict[str, Any],
+        spec: TriggerSpec,
+        fire: dict[str, Any],
+        params: dict[str, Any],
+        now: float,
+    ) -> dict[str, Any]:
+        f, t = m.trigger_fires, m.triggers
+        try:
+            run_id = self.start(spec.flow, spec.version, params)
+        except Exception as exc:
+            reason = str(exc) or type(exc).__name__
+            log.warning("trigger %s could not start flow %s: %s", row["name"], spec.flow, reason)
+            with self.db.engine.begin() as conn:
+                conn.execute(
+                    update(f)
+                    .where(f.c.id == fire["id"])
+                    .values(status="failed", reason=reason, updated_at=now)
+                )
+            return {**fire, "status": "failed", "reason": reason}
+        with self.db.engine.begin() as conn:
+            conn.execute(
+                update(f)
+                .where(f.c.id == fire["id"])
+                .values(status="started", run_id=run_id, reason=None, updated_at=now)
+            )
+            conn.execute(
+                update(t).where(t.c.id == row["id"]).values(last_fired_at=now, last_run_id=run_id)
+            )
+        return {**fire, "status": "started", "run_id": run_id, "reason": None}
+
+    def _dequeue(self, row: dict[str, Any], spec: TriggerSpec, now: float) -> list[dict[str, Any]]:
+        """Start the oldest queued fire once the trigger's previous run has ended."""
+        f = m.trigger_fires
+        with self.db.engine.connect() as conn:
+            queued = conn.execute(
+                select(f)
+                .where(f.c.trigger_id == row["id"], f.c.status == "queued")
+                .order_by(f.c.created_at, f.c.fire_key)
+                .limit(1)
+            ).first()
+        if queued is None or self._busy_run(row["id"], now) is not None:
+            return []
+        fire = _row(queued)
+        # Compare-and-set: of several servers only one moves it from queued to claimed.
+        with self.db.engine.begin() as conn:
+            won = conn.execute(
+                update(f)
+                .where(and_(f.c.id == fire["id"], f.c.status == "queued"))
+                .values(status="claimed", updated_at=now)
+            ).rowcount
+        if won != 1:
+            return []
+        return [self._start(row, spec, fire, dict(fire["params"] or {}), now)]
+
+
+def parse_spec(data: Any) -> TriggerSpec:
+    """Validate a trigger definition (pydantic ValidationError on bad input)."""
+    return TriggerSpec.model_validate(data)
+
+
+__all__ = [
+    "TriggerError",
+    "TriggerService",
+    "ValidationError",
+    "create",
+    "describe",
+    "get",
+    "history",
+    "list_all",
+    "parse_spec",
+    "remove",
+    "require",
+    "set_enabled",
+]
+
+
+def stored_flow_starter(db: Database, manager: Any) -> Starter:
+    """A :data:`Starter` that runs stored flows on ``manager`` (a RunManager)."""
+    from flowfed.server import flows as svc
+
+    def start(flow: str, version: int | None, params: dict[str, Any]) -> str:
+        row = svc.get(db, flow, version)
+        if row is None:
+            what = f"'{flow}'" + (f" version {version}" if version else "")
+            raise TriggerError(f"no stored flow {what}")
+        graph, _ = svc.check(svc.stored_loaded(row), params)
+        active = manager.start(
+            graph, params=params, flow_file=f"flowfed:flows/{row['name']}/versions/{row['version']}"
+        )
+        return str(active.run_id)
+
+    return start

@@ -18,7 +18,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 app = typer.Typer(
     help="Flows that start themselves: schedules, events, conditions (on a server).",
@@ -133,7 +133,10 @@ def list_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if not rows:
         out.print("no triggers (add one with `flowfed triggers add -f trigger.yaml`)")
         return
-    table = Table("name", "kind", "flow", "enabled", "next fire", "last fire", "last run")
+    # Names are what users type next (enable, history): never fold them.
+    table = Table(
+        Column("name", no_wrap=True), "kind", "flow", "enabled", "next fire", "last fire", "run"
+    )
     for r in rows:
         last = r.get("last_fire") or {}
         shown = last.get("status", "-") + (f" ({_ts(last.get('created_at'))})" if last else "")
@@ -144,7 +147,7 @@ def list_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             "yes" if r["enabled"] else "no",
             _ts(r.get("next_fire_at")),
             shown,
-            r.get("last_run_id") or "-",
+            (r.get("last_run_id") or "-")[:12],
         )
     out.print(table)
 
@@ -269,14 +272,16 @@ def history_cmd(
     if not rows:
         out.print(f"trigger {name} has not fired yet")
         return
-    table = Table("at", "what", "status", "run", "catchup", "reason")
+    table = Table(
+        "at", "what", Column("status", no_wrap=True), Column("run", no_wrap=True), "reason"
+    )
     for r in rows:
         table.add_row(
             _ts(r["created_at"]),
             r["fire_key"],
-            r["status"],
-            r.get("run_id") or "-",
-            "yes" if r["catchup"] else "",
+            r["status"] + (" (catchup)" if r["catchup"] else ""),
+            # A prefix is enough for `flowfed runs show`.
+            (r.get("run_id") or "-")[:12],
             r.get("reason") or "",
         )
     out.print(table)

@@ -68,6 +68,26 @@ def end_run(db: Database, run_id: str, status: str = "success") -> None:
         )
 
 
+def race(services: list[TriggerService]) -> None:
+    """Run one pass of every service at the same moment, each in its own thread."""
+    barrier = threading.Barrier(len(services))
+    errors: list[BaseException] = []
+
+    def go(s: TriggerService) -> None:
+        barrier.wait()
+        try:
+            s.tick()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(s,)) for s in services]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
 def spec(**kw: Any) -> TriggerSpec:
     return TriggerSpec.model_validate({"name": "t", "flow": "f", **kw})
 
@@ -82,14 +102,7 @@ def test_two_services_racing_on_the_same_ticks_start_each_tick_once(db_url: str)
         services = [TriggerService(d, starter, clock) for d in dbs]
         for k in range(1, 11):
             clock.t = T0 + 60 * k + 0.5
-            barrier = threading.Barrier(2)
-            threads = [
-                threading.Thread(target=lambda s=s: (barrier.wait(), s.tick())) for s in services
-            ]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            race(services)
         assert len(starter.calls) == 10
         fires = svc.history(dbs[0], "t", limit=100)
         assert sorted(f["scheduled_for"] for f in fires) == [T0 + 60 * k for k in range(1, 11)]
@@ -107,14 +120,7 @@ def test_two_services_racing_on_one_event_start_it_once(db_url: str) -> None:
         for i in range(5):
             record(dbs[1], "model.approved", {"model": "m", "version": i})
         services = [TriggerService(d, starter, ManualClock(T0)) for d in dbs]
-        barrier = threading.Barrier(2)
-        threads = [
-            threading.Thread(target=lambda s=s: (barrier.wait(), s.tick())) for s in services
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        race(services)
         for s in services:
             s.tick()
         assert len(starter.calls) == 5

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowfed.server.auth import require_principal
-from flowfed.server.deps import AUTH_ERRORS, CONFLICT, NOT_FOUND, db_of
+from flowfed.server.deps import AUTH_ERRORS, BAD_REQUEST, CONFLICT, NOT_FOUND, db_of
 from flowfed.server.problems import ProblemError
 from flowfed.server.triggers import service as svc
 from flowfed.server.triggers.model import TriggerSpec, clock_from_env
@@ -18,7 +18,7 @@ router = APIRouter(
     prefix="/api/v1/triggers",
     tags=["triggers"],
     dependencies=[Depends(require_principal)],
-    responses=AUTH_ERRORS,
+    responses={**AUTH_ERRORS, **BAD_REQUEST},
 )
 
 

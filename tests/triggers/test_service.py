@@ -283,3 +283,19 @@ def test_templates_keep_the_type_of_a_whole_value_and_format_inside_text() -> No
     params = {"node": "${event.node}", "v": "${event.version}", "tag": "v${event.version}-x"}
     assert render_params(params, event) == {"node": "hospital-a", "v": 3, "tag": "v3-x"}
     assert render_params({"l": ["${event.params.n * 2}", 1]}, event) == {"l": [4, 1]}
+
+
+def test_a_busy_source_is_read_page_by_page_to_its_end(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(svc, "SCAN_LIMIT", 3)
+    starter = Starter(db)
+    svc.create(db, spec(on={"platform": {"kind": "burst"}}, overlap="allow"), T0)
+    same_ts = time.time()
+    for i in range(10):  # several share one timestamp: the page boundary must split them
+        record(db, "burst", {"i": i}, ts=same_ts + (i // 4))
+    s = TriggerService(db, starter, ManualClock(T0))
+    assert len(s.tick()) == 10
+    assert s.tick() == []
+    record(db, "burst", {"i": 10})
+    assert len(s.tick()) == 1

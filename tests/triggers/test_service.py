@@ -34,8 +34,7 @@ class Starter:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.lock = threading.Lock()
 
-    def __call__(self, flow: str, version: int | None, params: dict[str, Any]) -> str:
-        run_id = uuid.uuid4().hex
+    def __call__(self, flow: str, version: int | None, params: dict[str, Any], run_id: str) -> None:
         with self.db.engine.begin() as conn:
             conn.execute(
                 m.runs.insert().values(
@@ -50,7 +49,6 @@ class Starter:
             )
         with self.lock:
             self.calls.append((flow, params))
-        return run_id
 
 
 @pytest.fixture
@@ -299,3 +297,40 @@ def test_a_busy_source_is_read_page_by_page_to_its_end(
     assert s.tick() == []
     record(db, "burst", {"i": 10})
     assert len(s.tick()) == 1
+
+
+@pytest.mark.parametrize("run_was_recorded", [False, True])
+def test_a_claim_left_by_a_dead_server_is_finished_once_by_the_next_pass(
+    db: Database, run_was_recorded: bool
+) -> None:
+    starter = Starter(db)
+    clock = ManualClock(T0)
+    row = svc.create(db, spec(on={"platform": {"kind": "quiet"}}), clock.now())
+    # What a server killed right after claiming a fire leaves behind.
+    run_id = uuid.uuid4().hex
+    with db.engine.begin() as conn:
+        conn.execute(
+            m.trigger_fires.insert().values(
+                id=uuid.uuid4().hex,
+                trigger_id=row["id"],
+                fire_key="event:1",
+                status="claimed",
+                run_id=run_id,
+                event={},
+                params={"a": 1},
+                catchup=False,
+                created_at=T0 + 60,
+                updated_at=T0 + 60,
+            )
+        )
+    if run_was_recorded:
+        Starter(db)("f", None, {"a": 1}, run_id)
+    s = TriggerService(db, starter, clock)
+    clock.t = T0 + 61
+    assert s.tick() == []  # not stale yet: that server may still be starting it
+    clock.t = T0 + 60 + svc.CLAIM_STALE_S + 1
+    [fire] = s.tick()
+    assert fire["status"] == "started" and fire["run_id"] == run_id
+    assert starter.calls == ([] if run_was_recorded else [("f", {"a": 1})])
+    [shown] = [f for f in svc.history(db, "t") if f["fire_key"] == "event:1"]
+    assert shown["status"] == "started" and shown["run_id"] == run_id

@@ -124,14 +124,22 @@ class RunManager:
         flow_file: str | None = None,
         use_cache: bool = True,
         wait: bool = False,
+        run_id: str | None = None,
     ) -> ActiveRun:
         """Start ``graph`` in a background thread; return once its run row is committed.
 
         With ``wait=True`` the call returns only when the run has ended (seed 003's
         synchronous execute). Blocking: call it from a worker thread, not the event loop.
+        ``run_id`` (default: a new uuid4 hex) lets a caller record the id before the run
+        exists (the trigger service does, to recover a start cut short by a crash).
         """
         active = self._launch(
-            uuid.uuid4().hex, graph, params or {}, flow_file, use_cache=use_cache, resume=False
+            run_id or uuid.uuid4().hex,
+            graph,
+            params or {},
+            flow_file,
+            use_cache=use_cache,
+            resume=False,
         )
         thread = active.thread
         assert thread is not None

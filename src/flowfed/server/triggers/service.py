@@ -57,9 +57,9 @@ MAX_PAGES = 50
 #: A fire claimed this long ago (clock seconds) without a run no longer blocks overlap.
 CLAIM_STALE_S = 120.0
 
-#: Starts ``flow`` (version, params) and returns the run id; raises to refuse, the
-#: exception's message is recorded as the reason.
-Starter = Callable[[str, int | None, dict[str, Any]], str]
+#: Starts ``flow`` (version, params) as run ``run_id``; raises to refuse, the exception's
+#: message is recorded as the reason.
+Starter = Callable[[str, int | None, dict[str, Any], str], None]
 
 
 class TriggerError(ValueError):
@@ -262,6 +262,7 @@ class TriggerService:
                     else:
                         fires += self._events(row, spec, now)
                     fires += self._dequeue(row, spec, now)
+                    fires += self._recover(row, spec, now)
                 except Exception:
                     log.exception("trigger %s: evaluation failed", row["name"])
             return fires
@@ -463,6 +464,7 @@ class TriggerService:
         params: dict[str, Any] | None = None,
         catchup: bool = False,
         scheduled_for: float | None = None,
+        run_id: str | None = None,
     ) -> dict[str, Any] | None:
         """Insert a fire row: the claim. None when another process holds that key."""
         fire = {
@@ -470,7 +472,7 @@ class TriggerService:
             "trigger_id": row["id"],
             "fire_key": key[:255],
             "status": status,
-            "run_id": None,
+            "run_id": run_id,
             "reason": reason,
             "event": event,
             "params": params,
@@ -547,7 +549,12 @@ class TriggerService:
                     params=params,
                     **extra,
                 )
-        fire = self._record(row, key, event, "claimed", now, params=params, **extra)
+        # The run id is chosen before the claim is committed: a server that dies between
+        # the claim and the run leaves a fire that names a run which does not exist, and
+        # the next pass (of any server) starts exactly that run (see _recover).
+        fire = self._record(
+            row, key, event, "claimed", now, params=params, run_id=uuid.uuid4().hex, **extra
+        )
         if fire is None:
             return None
         return self._start(row, spec, fire, params, now)
@@ -561,8 +568,9 @@ class TriggerService:
         now: float,
     ) -> dict[str, Any]:
         f, t = m.trigger_fires, m.triggers
+        run_id = fire["run_id"] or uuid.uuid4().hex
         try:
-            run_id = self.start(spec.flow, spec.version, params)
+            self.start(spec.flow, spec.version, params, run_id)
         except Exception as exc:
             reason = str(exc) or type(exc).__name__
             log.warning("trigger %s could not start flow %s: %s", row["name"], spec.flow, reason)
@@ -570,9 +578,9 @@ class TriggerService:
                 conn.execute(
                     update(f)
                     .where(f.c.id == fire["id"])
-                    .values(status="failed", reason=reason, updated_at=now)
+                    .values(status="failed", reason=reason, run_id=None, updated_at=now)
                 )
-            return {**fire, "status": "failed", "reason": reason}
+            return {**fire, "status": "failed", "reason": reason, "run_id": None}
         with self.db.engine.begin() as conn:
             conn.execute(
                 update(f)
@@ -608,6 +616,56 @@ class TriggerService:
             return []
         return [self._start(row, spec, fire, dict(fire["params"] or {}), now)]
 
+    def _recover(self, row: dict[str, Any], spec: TriggerSpec, now: float) -> list[dict[str, Any]]:
+        """Finish fires whose server died between claiming them and starting their run.
+
+        The fire names its run id: if that run exists it did start (only the bookkeeping
+        was lost); otherwise it is started now, under that id, by whichever server wins
+        the compare-and-set on the fire's ``updated_at``.
+        """
+        f, r = m.trigger_fires, m.runs
+        with self.db.engine.connect() as conn:
+            stale = [
+                _row(x)
+                for x in conn.execute(
+                    select(f).where(
+                        f.c.trigger_id == row["id"],
+                        f.c.status == "claimed",
+                        f.c.updated_at <= now - CLAIM_STALE_S,
+                    )
+                )
+            ]
+        out = []
+        for fire in stale:
+            with self.db.engine.begin() as conn:
+                exists = fire["run_id"] is not None and (
+                    conn.execute(select(r.c.id).where(r.c.id == fire["run_id"])).first() is not None
+                )
+                values: dict[str, Any] = {"updated_at": now}
+                if exists:
+                    values["status"] = "started"
+                won = conn.execute(
+                    update(f)
+                    .where(
+                        f.c.id == fire["id"],
+                        f.c.status == "claimed",
+                        f.c.updated_at == fire["updated_at"],
+                    )
+                    .values(**values)
+                ).rowcount
+            if won != 1:
+                continue
+            if exists:
+                out.append({**fire, "status": "started"})
+                continue
+            log.warning(
+                "trigger %s: starting run %s left behind by a stopped server",
+                row["name"],
+                fire["run_id"],
+            )
+            out.append(self._start(row, spec, fire, dict(fire["params"] or {}), now))
+        return out
+
 
 def parse_spec(data: Any) -> TriggerSpec:
     """Validate a trigger definition (pydantic ValidationError on bad input)."""
@@ -634,15 +692,17 @@ def stored_flow_starter(db: Database, manager: Any) -> Starter:
     """A :data:`Starter` that runs stored flows on ``manager`` (a RunManager)."""
     from flowfed.server import flows as svc
 
-    def start(flow: str, version: int | None, params: dict[str, Any]) -> str:
+    def start(flow: str, version: int | None, params: dict[str, Any], run_id: str) -> None:
         row = svc.get(db, flow, version)
         if row is None:
             what = f"'{flow}'" + (f" version {version}" if version else "")
             raise TriggerError(f"no stored flow {what}")
         graph, _ = svc.check(svc.stored_loaded(row), params)
-        active = manager.start(
-            graph, params=params, flow_file=f"flowfed:flows/{row['name']}/versions/{row['version']}"
+        manager.start(
+            graph,
+            params=params,
+            flow_file=f"flowfed:flows/{row['name']}/versions/{row['version']}",
+            run_id=run_id,
         )
-        return str(active.run_id)
 
     return start

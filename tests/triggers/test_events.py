@@ -192,3 +192,41 @@ def test_a_trigger_whose_flow_cannot_start_records_why_and_stays_enabled(
     shown = s.client().get("/api/v1/triggers/orphan").json()
     assert shown["enabled"] is True and shown["last_fire"]["status"] == "failed"
     assert shown["next_fire_at"] == now + 120
+
+
+def test_the_api_refuses_bad_triggers_with_problem_details(tserver: tuple[Server, Clock]) -> None:
+    s, _ = tserver
+    api = s.client()
+    r = api.post(
+        "/api/v1/triggers",
+        json={"name": "bad", "flow": "f", "schedule": {"cron": "* * *"}, "overlap": "x"},
+    )
+    assert r.status_code == 422
+    assert r.headers["content-type"].startswith("application/problem+json")
+    fields = {e.get("field") for e in r.json()["errors"]}
+    assert {"schedule.cron", "overlap"} <= fields
+    r = api.post(
+        "/api/v1/triggers",
+        json={"name": "evil", "flow": "f", "on": {"run": {}}, "when": "event.__class__"},
+    )
+    assert r.status_code == 422 and "private attribute" in r.text
+    ok = {"name": "twice", "flow": "f", "schedule": {"every": 60}}
+    assert api.post("/api/v1/triggers", json=ok).status_code == 201
+    r = api.post("/api/v1/triggers", json=ok)
+    assert r.status_code == 409 and "exists already" in r.json()["detail"]
+    assert api.patch("/api/v1/triggers/twice", json={"enabled": 1, "x": 2}).status_code == 422
+    assert api.get("/api/v1/triggers/nope").status_code == 404
+    assert api.get("/api/v1/triggers/nope/history").status_code == 404
+    assert api.delete("/api/v1/triggers/twice").status_code == 204
+    assert api.delete("/api/v1/triggers/twice").status_code == 404
+    assert s.client(auth=False).get("/api/v1/triggers").status_code == 401
+
+
+def test_a_trigger_is_found_by_id_too(tserver: tuple[Server, Clock]) -> None:
+    s, _ = tserver
+    api = s.client()
+    created = add_trigger(s, {"name": "by-id", "flow": "f", "on": {"artifact": {"name": "x"}}})
+    assert created["kind"] == "event" and created["next_fire_at"] is None
+    assert api.get(f"/api/v1/triggers/{created['id']}").json()["name"] == "by-id"
+    off = api.patch(f"/api/v1/triggers/{created['id']}", json={"enabled": False}).json()
+    assert off["enabled"] is False

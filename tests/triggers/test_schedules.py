@@ -127,3 +127,34 @@ def test_a_tick_missed_while_the_server_was_killed_fires_once_only_with_catchup(
     )
     latest = history(third, "report")[0]
     assert latest["status"] == "started" and latest["catchup"] is False
+
+
+def test_an_event_recorded_while_no_server_ran_fires_once_after_restart(
+    servers: Callable[..., Server], db_url: str, tmp_path: Path
+) -> None:
+    from flowfed.db import Database
+    from flowfed.db.platform_events import node_dataset_changed
+
+    clock = Clock(tmp_path / "now")
+    first = servers(db_url, clock, "first")
+    add_flow(first, FLOW.format(name="prep"))
+    add_trigger(first, {"name": "on-data", "flow": "prep", "on": {"node_dataset": {}}})
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait()
+    db = Database(db_url)
+    try:
+        node_dataset_changed(db, "hospital-a", "patients", None, "ff")
+    finally:
+        db.close()
+    second = servers(db_url, clock, "second")
+    wait_for(
+        "the event's fire",
+        lambda: [f for f in history(second, "on-data") if f["status"] == "started"],
+    )
+    settle(second)
+    stop(second)
+    third = servers(db_url, clock, "third")
+    settle(third)
+    [fire] = history(third, "on-data")
+    assert fire["event"]["node"] == "hospital-a" and fire["event"]["old_hash"] is None
+    assert len(runs_of(third, "prep")) == 1

@@ -334,3 +334,21 @@ def test_a_claim_left_by_a_dead_server_is_finished_once_by_the_next_pass(
     assert starter.calls == ([] if run_was_recorded else [("f", {"a": 1})])
     [shown] = [f for f in svc.history(db, "t") if f["fire_key"] == "event:1"]
     assert shown["status"] == "started" and shown["run_id"] == run_id
+
+
+def test_two_services_racing_on_different_events_keep_overlap_skip(db_url: str) -> None:
+    dbs = [Database(db_url) for _ in range(2)]
+    dbs[0].ensure_schema()
+    try:
+        starter = Starter(dbs[0])
+        svc.create(dbs[0], spec(on={"platform": {"kind": "burst"}}, overlap="skip"), T0)
+        for i in range(6):
+            record(dbs[1], "burst", {"i": i})
+        services = [TriggerService(d, starter, ManualClock(T0)) for d in dbs]
+        race(services)
+        statuses = sorted(f["status"] for f in svc.history(dbs[0], "t"))
+        assert statuses == ["skipped"] * 5 + ["started"]
+        assert len(starter.calls) == 1
+    finally:
+        for d in dbs:
+            d.close()

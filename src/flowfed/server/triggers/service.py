@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import Connection, and_, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from flowfed.db import Database
@@ -465,8 +465,15 @@ class TriggerService:
         catchup: bool = False,
         scheduled_for: float | None = None,
         run_id: str | None = None,
+        overlap: str = "allow",
     ) -> dict[str, Any] | None:
-        """Insert a fire row: the claim. None when another process holds that key."""
+        """Insert a fire row: the claim. None when another process holds that key.
+
+        With ``overlap`` skip or queue, a ``claimed`` fire becomes ``skipped`` or ``queued``
+        when a run of the trigger is still going. That check and the insert happen under a
+        lock on the trigger's row, so two servers firing different events of one trigger
+        at once cannot both find it idle.
+        """
         fire = {
             "id": uuid.uuid4().hex,
             "trigger_id": row["id"],
@@ -481,33 +488,54 @@ class TriggerService:
             "created_at": now,
             "updated_at": now,
         }
+        t = m.triggers
         try:
-            with self.db.engine.begin() as conn:
-                conn.execute(m.trigger_fires.insert().values(**fire))
+            with self.db.engine.connect() as c:
+                # SQLite: take the write lock up front (BEGIN IMMEDIATE) so the check below
+                # and the insert are one serialized step; PostgreSQL: lock the trigger row.
+                conn = c.execution_options(sqlite_begin="IMMEDIATE")
+                with conn.begin():
+                    if status == "claimed" and overlap != "allow":
+                        if conn.dialect.name == "postgresql":
+                            conn.execute(
+                                select(t.c.id).where(t.c.id == row["id"]).with_for_update()
+                            )
+                        busy = self._busy_run(conn, row["id"], now)
+                        if busy is not None:
+                            fire["run_id"] = None
+                            if overlap == "skip":
+                                fire["status"] = "skipped"
+                                fire["reason"] = (
+                                    f"previous run {busy} is still running (overlap: skip)"
+                                )
+                            else:
+                                fire["status"] = "queued"
+                                fire["reason"] = f"waiting for run {busy} (overlap: queue)"
+                    conn.execute(m.trigger_fires.insert().values(**fire))
         except IntegrityError:
             return None
         return fire
 
-    def _busy_run(self, trigger_id: str, now: float) -> str | None:
+    @staticmethod
+    def _busy_run(conn: Connection, trigger_id: str, now: float) -> str | None:
         """A run of this trigger still going (or a start under way), if any."""
         f, r = m.trigger_fires, m.runs
-        with self.db.engine.connect() as conn:
-            running = conn.execute(
-                select(f.c.run_id)
-                .join(r, r.c.id == f.c.run_id)
-                .where(f.c.trigger_id == trigger_id, f.c.status == "started")
-                .where(r.c.status == "running")
-                .limit(1)
-            ).scalar()
-            if running is not None:
-                return str(running)
-            starting = conn.execute(
-                select(f.c.id)
-                .where(f.c.trigger_id == trigger_id, f.c.status == "claimed")
-                .where(f.c.updated_at > now - CLAIM_STALE_S)
-                .limit(1)
-            ).scalar()
-        return None if starting is None else "(being started)"
+        running = conn.execute(
+            select(f.c.run_id)
+            .join(r, r.c.id == f.c.run_id)
+            .where(f.c.trigger_id == trigger_id, f.c.status == "started")
+            .where(r.c.status == "running")
+            .limit(1)
+        ).scalar()
+        if running is not None:
+            return str(running)
+        starting = conn.execute(
+            select(f.c.run_id)
+            .where(f.c.trigger_id == trigger_id, f.c.status == "claimed")
+            .where(f.c.updated_at > now - CLAIM_STALE_S)
+            .limit(1)
+        ).scalar()
+        return None if starting is None else f"{starting} (being started)"
 
     def _fire(
         self,
@@ -525,38 +553,22 @@ class TriggerService:
             params = render_params(spec.params, event)
         except ExpressionError as exc:
             return self._record(row, key, event, "failed", now, reason=f"params: {exc}", **extra)
-        if spec.overlap != "allow":
-            busy = self._busy_run(row["id"], now)
-            if busy is not None:
-                if spec.overlap == "skip":
-                    return self._record(
-                        row,
-                        key,
-                        event,
-                        "skipped",
-                        now,
-                        reason=f"previous run {busy} is still running (overlap: skip)",
-                        params=params,
-                        **extra,
-                    )
-                return self._record(
-                    row,
-                    key,
-                    event,
-                    "queued",
-                    now,
-                    reason=f"waiting for run {busy} (overlap: queue)",
-                    params=params,
-                    **extra,
-                )
         # The run id is chosen before the claim is committed: a server that dies between
         # the claim and the run leaves a fire that names a run which does not exist, and
         # the next pass (of any server) starts exactly that run (see _recover).
         fire = self._record(
-            row, key, event, "claimed", now, params=params, run_id=uuid.uuid4().hex, **extra
+            row,
+            key,
+            event,
+            "claimed",
+            now,
+            params=params,
+            run_id=uuid.uuid4().hex,
+            overlap=spec.overlap,
+            **extra,
         )
-        if fire is None:
-            return None
+        if fire is None or fire["status"] != "claimed":
+            return fire
         return self._start(row, spec, fire, params, now)
 
     def _start(
@@ -582,13 +594,15 @@ class TriggerService:
                 )
             return {**fire, "status": "failed", "reason": reason, "run_id": None}
         with self.db.engine.begin() as conn:
+            # The trigger's row first, as every transaction touching both does (_record
+            # locks it before inserting a fire): one lock order, no deadlock.
+            conn.execute(
+                update(t).where(t.c.id == row["id"]).values(last_fired_at=now, last_run_id=run_id)
+            )
             conn.execute(
                 update(f)
                 .where(f.c.id == fire["id"])
                 .values(status="started", run_id=run_id, reason=None, updated_at=now)
-            )
-            conn.execute(
-                update(t).where(t.c.id == row["id"]).values(last_fired_at=now, last_run_id=run_id)
             )
         return {**fire, "status": "started", "run_id": run_id, "reason": None}
 
@@ -602,16 +616,25 @@ class TriggerService:
                 .order_by(f.c.created_at, f.c.fire_key)
                 .limit(1)
             ).first()
-        if queued is None or self._busy_run(row["id"], now) is not None:
+            busy = None if queued is None else self._busy_run(conn, row["id"], now)
+        if queued is None or busy is not None:
             return []
-        fire = _row(queued)
-        # Compare-and-set: of several servers only one moves it from queued to claimed.
-        with self.db.engine.begin() as conn:
-            won = conn.execute(
-                update(f)
-                .where(and_(f.c.id == fire["id"], f.c.status == "queued"))
-                .values(status="claimed", updated_at=now)
-            ).rowcount
+        fire = {**_row(queued), "run_id": uuid.uuid4().hex}
+        # Compare-and-set under the trigger's lock (as in _record): of several servers only
+        # one moves it from queued to claimed, and only while no other run is going.
+        t = m.triggers
+        with self.db.engine.connect() as c:
+            conn = c.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(select(t.c.id).where(t.c.id == row["id"]).with_for_update())
+                if self._busy_run(conn, row["id"], now) is not None:
+                    return []
+                won = conn.execute(
+                    update(f)
+                    .where(and_(f.c.id == fire["id"], f.c.status == "queued"))
+                    .values(status="claimed", run_id=fire["run_id"], updated_at=now)
+                ).rowcount
         if won != 1:
             return []
         return [self._start(row, spec, fire, dict(fire["params"] or {}), now)]

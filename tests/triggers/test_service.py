@@ -352,3 +352,34 @@ def test_two_services_racing_on_different_events_keep_overlap_skip(db_url: str) 
     finally:
         for d in dbs:
             d.close()
+
+
+def test_a_long_outage_of_a_fast_schedule_catches_up_with_the_latest_tick(db: Database) -> None:
+    starter = Starter(db)
+    clock = ManualClock(T0)
+    svc.create(db, spec(schedule={"every": 60}), clock.now())
+    s = TriggerService(db, starter, clock)
+    clock.t = T0 + 60 * 5000 + 45  # 5000 ticks missed, the last one 45 s ago
+    [fire] = s.tick()
+    assert fire["status"] == "started" and fire["catchup"] is True
+    assert fire["scheduled_for"] == T0 + 60 * 5000
+    assert fire["event"]["missed"] == 1000  # counted up to 1000
+    assert s.tick() == []
+    assert len(starter.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("cron", "after", "until", "expected"),
+    [
+        ("* * * * *", T0, T0 + 29.5, None),  # 12:00:30 .. 12:00:59.5: no tick
+        ("* * * * *", T0, T0 + 30, T0 + 30),  # a tick exactly at `until` counts
+        ("* * * * *", T0, T0 + 200, T0 + 150),
+        ("0 * * * *", T0, T0 + 86400, T0 + 86400 - 30),
+    ],
+)
+def test_the_latest_cron_tick_in_a_window(
+    cron: str, after: float, until: float, expected: float | None
+) -> None:
+    s = spec(schedule={"cron": cron}).schedule
+    assert s is not None
+    assert s.last_tick(after, until, anchor=after) == expected

@@ -113,6 +113,23 @@ class Schedule(_Strict):
             out.append(t)
         return out
 
+    def last_tick(self, after: float, until: float, anchor: float) -> float | None:
+        """The latest tick in ``(after, until]``, however many there are (None if none)."""
+        if self.every is not None:
+            step = float(self.every)
+            k = int((until - anchor) // step)
+            t = anchor + k * step
+            return t if k >= 1 and after < t <= until else None
+        from croniter import croniter
+
+        assert self.cron is not None
+        # Start just past `until` so a tick exactly at `until` counts; step back past it.
+        it = croniter(self.cron, datetime.fromtimestamp(until + 1, ZoneInfo(self.timezone)))
+        t = float(it.get_prev(float))
+        while t > until:
+            t = float(it.get_prev(float))
+        return t if t > after else None
+
     def next_tick(self, after: float, anchor: float) -> float:
         """The first tick strictly after ``after``."""
         if self.every is not None:

@@ -211,6 +211,8 @@ class NodeAgent:
             )
         if config.max_tasks < 1:
             raise NodeSetupError(f"--max-tasks must be at least 1, got {config.max_tasks}")
+        import flowfed.tools.library  # noqa: F401  (registers the built-in tools)
+
         self.config = config
         self.url = server_ws_url(config.server)
         self.datasets = {n: scan_dataset(n, p) for n, p in config.datasets.items()}

@@ -593,11 +593,13 @@ class NodeAgent:
             message = str(exc)
             if etype == "ProcessExited":
                 message = f"the tool's process exited: {message}"
-            elif etype == "ProtocolError":
+            elif etype in ("ProtocolError", "OutputError") or message.startswith("output '"):
+                # The tool-side runtime refuses an output it cannot materialize.
                 message = f"the tool sent garbage: {message}"
             elif etype not in ("Cancelled",):
+                message = message.removeprefix(f"{etype}: ")
                 message = f"the tool raised {etype}: {message}"
-            raise TaskFailure(message, etype, getattr(exc, "traceback", None)) from None
+            raise TaskFailure(message, etype, exc.remote_traceback) from None
         finally:
             done.set()
 

@@ -246,6 +246,21 @@ class NodeHub:
         with db.engine.begin() as conn:
             conn.execute(update(m.nodes).values(status="offline"))
 
+    def drop_connection(self, name: str, code: int = 1012) -> bool:
+        """Close node ``name``'s connection (it reconnects and resumes); False if offline.
+
+        Safe from any thread. Operators use it to move a node to a restarted server;
+        tests use it to prove that a reconnecting node resumes its tasks.
+        """
+        with self._cond:
+            conn = self._conns.get(name)
+        if conn is None or self.loop is None:
+            return False
+        fut = asyncio.run_coroutine_threadsafe(conn.ws.close(code=code), conn.loop)
+        with contextlib.suppress(Exception):
+            fut.result(10)
+        return True
+
     def detach(self) -> None:
         """Stop using the database (server shutdown); waiting tasks see every node offline."""
         with self._cond:

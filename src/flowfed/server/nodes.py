@@ -74,6 +74,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 MISSED_HEARTBEATS = 3
 #: Seconds the hub waits past a task's timeout for the node's own timeout report.
 TIMEOUT_MARGIN_S = 5.0
+#: Seconds between looks at the database for nodes added or removed by an admin.
+SYNC_S = 1.0
 
 
 # --- credentials ----------------------------------------------------------------------
@@ -221,6 +223,7 @@ class NodeHub:
         self._conns: dict[str, _Conn] = {}
         self._known: dict[str, NodeInfo] = {}
         self._pending: dict[str, _Pending] = {}
+        self._synced = 0.0
         #: Refused attempts (also logged): what the tests and operators look at.
         self.refusals: list[dict[str, Any]] = []
 
@@ -275,6 +278,7 @@ class NodeHub:
         db = self.db
         if db is None:
             return
+        self._synced = time.monotonic()
         rows = {r["name"]: r for r in stored_nodes(db)}
         with self._cond:
             for name, row in rows.items():
@@ -299,6 +303,9 @@ class NodeHub:
 
     def nodes(self) -> dict[str, NodeInfo]:
         """Every known node (registered in the database or connected), online or not."""
+        if time.monotonic() - self._synced > SYNC_S:
+            with contextlib.suppress(Exception):  # a database hiccup: answer from memory
+                self.sync()
         with self._cond:
             out: dict[str, NodeInfo] = {}
             for name, info in self._known.items():

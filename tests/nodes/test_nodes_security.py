@@ -144,7 +144,7 @@ def test_sandbox_denies_network_and_writes_outside_its_workdir(
     )
     assert ok.outputs["output"].data == b'"connected"'
     # ...and cannot from the sandbox (no network at all; only the control channel).
-    with pytest.raises(RemoteTaskError, match="the tool raised (ConnectionRefusedError|OSError)"):
+    with pytest.raises(RemoteTaskError, match=r"the tool raised (ConnectionRefusedError|OSError)"):
         run(cluster, task("boxed", "connect", config={"host": "127.0.0.1", "port": port}))
 
     inside_plain = plain.root / "escape.txt"

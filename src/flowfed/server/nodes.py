@@ -12,8 +12,8 @@ only the SHA-256 of the secret is stored (``nodes.token_hash``), as for API toke
 
 When a node re-registers a dataset whose content hash changed, the hub records a row in
 ``node_dataset_changes`` and publishes a bus event of kind ``node.dataset_changed``
-(``{"node", "dataset", "old_hash", "new_hash"}``, ``run_id`` None): the trigger service
-starts flows from either.
+(payload ``{"node", "dataset", "old_hash", "new_hash"}``, ``run_id`` ``"_nodes"``): the
+trigger service starts flows from either.
 
 Example:
     >>> hub = NodeHub()            # what create_app does; the lifespan attaches db and loop
@@ -74,6 +74,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 MISSED_HEARTBEATS = 3
 #: Seconds the hub waits past a task's timeout for the node's own timeout report.
 TIMEOUT_MARGIN_S = 5.0
+#: The ``run_id`` (bus channel) node events are published under: not a run, but every
+#: broker needs a concrete channel name (NATS refuses wildcards in a published subject).
+NODE_EVENTS = "_nodes"
 #: Seconds between looks at the database for nodes added or removed by an admin.
 SYNC_S = 1.0
 
@@ -666,7 +669,7 @@ class NodeHub:
             self._known[name] = NodeInfo(name=name, online=True, datasets=new, last_seen=now)
         if changes and self.publish is not None:
             events = [
-                {"run_id": None, "kind": "node.dataset_changed", "ts": now,
+                {"run_id": NODE_EVENTS, "kind": "node.dataset_changed", "ts": now,
                  "payload": {k: ch[k] for k in ("node", "dataset", "old_hash", "new_hash")}}
                 for ch in changes
             ]  # fmt: skip

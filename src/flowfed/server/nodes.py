@@ -273,6 +273,14 @@ class NodeHub:
             for conn in self._conns.values():
                 conn.closed = True
             self._conns.clear()
+            # A task already on a node cannot report back through a stopped server.
+            for p in self._pending.values():
+                if p.sent is not None and p.outcome is None:
+                    p.outcome = RemoteTaskError(
+                        self._report(
+                            p.task, "the server stopped while the task was running", "NodeOffline"
+                        )
+                    )
             self._cond.notify_all()
         self.db = None
 

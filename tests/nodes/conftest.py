@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from flowfed.db import Database
+from flowfed.node.agent import node_command
 from flowfed.runtime.remote import RemoteInput, RemoteResult, RemoteTask
 from flowfed.server.embedded import EmbeddedServer, start_embedded_server
 from flowfed.server.nodes import add_node
@@ -164,18 +164,16 @@ class Cluster:
     ) -> Node:
         root = self.root / f"node-{name}-{uuid.uuid4().hex[:6]}"
         root.mkdir()
-        args = [
-            sys.executable, "-m", "flowfed", "node", "start",
-            "--name", name,
-            "--server", self.srv.url,
-            "--credentials", str(creds or self.credentials(name)),
-            "--runner", runner,
-            "--work-dir", str(self.root / f"work-{name}"),
-            "--import", str(self.tools),
-            *extra,
-        ]  # fmt: skip
-        for ds, path in (datasets or {}).items():
-            args += ["--dataset", f"{ds}={path}"]
+        args = node_command(
+            name,
+            self.srv.url,
+            creds or self.credentials(name),
+            dict(datasets or {}),
+            runner=runner,
+            work_dir=self.root / f"work-{name}",
+            imports=[str(self.tools)],
+        )
+        args += list(extra)
         log_path = root / "node.log"
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"

@@ -648,3 +648,63 @@ class NodeAgent:
                 f"the tool raised {type(exc).__name__}: {exc}", type(exc).__name__, box["tb"]
             )
         return box.get("value")
+
+
+def node_command(
+    name: str,
+    server: str,
+    credentials: str | Path,
+    datasets: dict[str, str | Path] | None = None,
+    *,
+    runner: str = "inprocess",
+    max_tasks: int = 1,
+    work_dir: str | Path | None = None,
+    imports: list[str] | None = None,
+) -> list[str]:
+    """The ``python -m flowfed node start ...`` command line for a node agent process.
+
+    Example:
+        >>> node_command("a", "http://127.0.0.1:8000", "a.json", {"d": "d.csv"})[3:7]
+        ['node', 'start', '--name', 'a']
+    """
+    import sys
+
+    cmd = [
+        sys.executable, "-m", "flowfed", "node", "start",
+        "--name", name, "--server", server, "--credentials", str(credentials),
+        "--runner", runner, "--max-tasks", str(max_tasks),
+    ]  # fmt: skip
+    if work_dir is not None:
+        cmd += ["--work-dir", str(work_dir)]
+    for ds, path in (datasets or {}).items():
+        cmd += ["--dataset", f"{ds}={path}"]
+    for entry in imports or []:
+        cmd += ["--import", entry]
+    return cmd
+
+
+def spawn_node(
+    name: str,
+    server: str,
+    credentials: str | Path,
+    datasets: dict[str, str | Path] | None = None,
+    *,
+    log_file: str | Path | None = None,
+    cwd: str | Path | None = None,
+    **options: Any,
+) -> Any:
+    """Start a node agent as a subprocess (``subprocess.Popen``); its output goes to ``log_file``.
+
+    ``options`` are :func:`node_command`'s (runner, max_tasks, work_dir, imports). The
+    caller terminates it (``proc.terminate()``) when done.
+
+    Example:
+        >>> # proc = spawn_node("hospital-a", srv.url, "a.json", {"breast": "a.csv"})
+    """
+    import subprocess
+
+    cmd = node_command(name, server, credentials, datasets, **options)
+    if log_file is None:
+        return subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL)
+    with open(log_file, "ab") as out:
+        return subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)

@@ -190,6 +190,7 @@ class _Pending:
 
     task: RemoteTask
     sent: _Conn | None = None
+    sent_at: float = 0.0
     lost_at: float | None = None
     outcome: RemoteResult | RemoteTaskError | None = None
     telemetry: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -375,6 +376,7 @@ class NodeHub:
                             conn = self._conns.get(node)
                             if conn is not None:
                                 p.sent = send_to = conn
+                                p.sent_at = now
                             elif deadline is not None and now >= deadline:
                                 raise RemoteTaskError(
                                     self._report(
@@ -392,7 +394,12 @@ class NodeHub:
                                     "NodeOffline",
                                 )
                             )
-                        elif deadline is not None and now >= deadline + TIMEOUT_MARGIN_S:
+                        elif (
+                            task.timeout is not None
+                            and now >= p.sent_at + task.timeout + TIMEOUT_MARGIN_S
+                        ):
+                            # The node times the tool from its start; this is the backstop
+                            # for a node that never reports back.
                             conn = p.sent
                             send_to = None
                             self._cond.release()

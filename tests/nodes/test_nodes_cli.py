@@ -102,9 +102,12 @@ def test_add_list_remove(cluster: Cluster, tmp_path: Path) -> None:
     anon = ff("--server", cluster.srv.url, "nodes", "list", cwd=tmp_path, check=2)
     assert "HTTP 401" in anon.stderr
 
-    assert (
-        "removed" in ff("nodes", "remove", "hospital-a", "--database-url", db, cwd=tmp_path).stdout
-    )
+    removed = ff("nodes", "remove", "hospital-a", "--database-url", db, cwd=tmp_path)
+    assert "removed" in removed.stdout
+    # The connected agent is cut off and, refused on reconnecting, exits with code 3.
+    assert cluster.nodes[-1].proc.wait(60) == 3
+    assert "refused the credentials of node 'hospital-a'" in cluster.nodes[-1].log()
+    assert any(r["reason"] == "its credentials were revoked" for r in cluster.hub.refusals)
     gone = ff("nodes", "remove", "hospital-a", "--database-url", db, cwd=tmp_path, check=2)
     assert "no node named 'hospital-a'" in gone.stderr
 

@@ -74,6 +74,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 MISSED_HEARTBEATS = 3
 #: Seconds the hub waits past a task's timeout for the node's own timeout report.
 TIMEOUT_MARGIN_S = 5.0
+#: Seconds between checks that a connected node's credentials still exist.
+RECHECK_S = 5.0
 #: The ``run_id`` (bus channel) node events are published under: not a run, but every
 #: broker needs a concrete channel name (NATS refuses wildcards in a published subject).
 NODE_EVENTS = "_nodes"
@@ -167,6 +169,7 @@ class _Conn:
         self.loop = loop
         self.lock = asyncio.Lock()
         self.closed = False
+        self.checked = time.monotonic()
 
     async def send(self, msg: BaseModel) -> None:
         async with self.lock:
@@ -504,6 +507,13 @@ class NodeHub:
                 self._seen(name)
                 if isinstance(msg, HeartbeatMessage):
                     await conn.send(HeartbeatMessage(seq=msg.seq))
+                    if time.monotonic() - conn.checked > RECHECK_S:
+                        conn.checked = time.monotonic()
+                        if not await asyncio.to_thread(self._still_registered, name, token):
+                            # `flowfed nodes remove` (or a new token): the session ends.
+                            self.refuse(f"node '{name}'", "its credentials were revoked")
+                            await ws.close(code=4401, reason="node credentials revoked")
+                            break
                 elif isinstance(msg, TelemetryMessage):
                     self._telemetry(conn, msg)
                 elif isinstance(msg, (ResultMessage, TaskErrorMessage)):
@@ -533,6 +543,15 @@ class NodeHub:
                 f"frame of {len(data)} bytes is over the limit of {self.max_frame}"
             )
         return parse_node_message(data, self.max_frame)
+
+    def _still_registered(self, name: str, token: str) -> bool:
+        db = self.db
+        if db is None:
+            return False
+        try:
+            return node_for_token(db, token) == name
+        except Exception:
+            return True  # a database hiccup is not a revocation
 
     def _seen(self, name: str) -> None:
         with self._cond:

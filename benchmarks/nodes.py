@@ -70,7 +70,7 @@ def main() -> int:
                     work_dir=root / name,
                     imports=[str(tools)],
                     log_file=root / f"{name}.log",
-                )  # fmt: skip
+                )
             )
             deadline = time.monotonic() + 60
             while not (name in srv.hub.nodes() and srv.hub.nodes()[name].online):

@@ -61,11 +61,20 @@ def test_datasets_registered_and_rows_stay_on_the_node(
     csv_b = make_csv(tmp_path / "b.csv", "ZQXSECRETB", rows=7)
     cluster.start_node("hospital-a", {"breast": csv_a})
     cluster.start_node("hospital-b", {"breast": csv_b})
+    # A third site holds Parquet.
+    import pandas as pd
+
+    parquet_c = tmp_path / "c.parquet"
+    pd.read_csv(make_csv(tmp_path / "c.csv", "ZQXSECRETC", rows=6)).to_parquet(parquet_c)
+    (tmp_path / "c.csv").unlink()
+    cluster.start_node("hospital-c", {"breast": parquet_c})
 
     token = _admin(cluster)
     with httpx.Client(base_url=cluster.srv.url, headers={"Authorization": f"Bearer {token}"}) as c:
         items = c.get("/api/v1/nodes").json()["items"]
-        assert [n["name"] for n in items] == ["hospital-a", "hospital-b"]
+        assert [n["name"] for n in items] == ["hospital-a", "hospital-b", "hospital-c"]
+        assert items[2]["datasets"][0]["format"] == "parquet"
+        assert items[2]["datasets"][0]["rows"] == 6
         a = c.get("/api/v1/nodes/hospital-a").json()
         assert c.get("/api/v1/nodes/nobody").status_code == 404
         assert httpx.get(f"{cluster.srv.url}/api/v1/nodes").status_code == 401
@@ -86,7 +95,7 @@ def test_datasets_registered_and_rows_stay_on_the_node(
 
     # Load each node's dataset (not shareable), then summarize it by hash (shareable).
     results = {}
-    for name, rows in (("hospital-a", 5), ("hospital-b", 7)):
+    for name, rows in (("hospital-a", 5), ("hospital-b", 7), ("hospital-c", 6)):
         loaded, seen = run(
             cluster, task(name, "flowfed.node_dataset", dataset="breast", outputs={"output": "raw"})
         )

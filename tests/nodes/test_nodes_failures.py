@@ -152,3 +152,38 @@ def test_cancel_terminates_promptly(cluster: Cluster, tmp_path: Path) -> None:
     # The node stopped the tool and is free for the next task (max-tasks 1).
     ok, _ = run(cluster, task("site", "slow", config={"seconds": 0.1}, shareable=["output"]))
     assert ok.outputs["output"].data == b"7"
+
+
+def test_a_result_finished_while_disconnected_is_delivered(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The node finishes during a flapping connection: it keeps and re-sends the result."""
+    cluster.start_node("site")
+    marker = tmp_path / "started"
+    box: dict[str, object] = {}
+    t = task("site", "slow", config={"seconds": 1.0, "marker": str(marker)}, shareable=["output"])
+
+    def engine_thread() -> None:
+        try:
+            box["result"] = run(cluster, t)[0]
+        except Exception as exc:  # reported below
+            box["error"] = exc
+
+    worker = threading.Thread(target=engine_thread)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    # Cut every connection the node opens for 2.5 s: the tool (1 s) ends in between.
+    drops = 0
+    end = time.monotonic() + 2.5
+    while time.monotonic() < end:
+        if cluster.hub.drop_connection("site"):
+            drops += 1
+        time.sleep(0.02)
+    worker.join(60)
+    assert not worker.is_alive()
+    assert drops >= 2
+    assert "error" not in box, box.get("error")
+    assert box["result"].outputs["output"].data == b"7"  # type: ignore[attr-defined]

@@ -120,6 +120,7 @@ def test_oversized_and_unknown_frames_are_refused(
         ws.send(json.dumps({"type": "heartbeat", "v": "1", "seq": 1, "pad": "x" * 10_000}))
         ws.send(json.dumps({"type": "launch", "v": "1"}))
         ws.send("not json at all")
+        ws.send(json.dumps({"type": "heartbeat", "v": "2", "seq": 1}))
         ws.send(json.dumps({"type": "heartbeat", "v": "1", "seq": 2}))
         echo = parse_node_message(ws.recv(10))  # the connection survives refused frames
         assert echo.type == "heartbeat" and echo.seq == 2
@@ -127,6 +128,7 @@ def test_oversized_and_unknown_frames_are_refused(
     assert any("over the limit of 4096" in r for r in reasons)
     assert any("unknown message type 'launch'" in r for r in reasons)
     assert any("not JSON" in r for r in reasons)
+    assert any("protocol version '2' is not supported" in r for r in reasons)
     assert "refused node message from node 'site'" in caplog.text
 
 

@@ -102,6 +102,8 @@ def test_datasets_registered_and_rows_stay_on_the_node(
         raw = loaded.outputs["output"]
         assert raw.data is None and raw.kind == "pandas" and raw.size > 0
         assert any(k == "log" and f"{rows} rows" in p["message"] for k, p in seen)
+        states = [p["state"] for k, p in seen if k == "state"]
+        assert states == ["initialized", "started", "running"]
         ref = RemoteInput(
             name="raw", hash=raw.hash, size=raw.size, kind=raw.kind, meta=raw.meta, location="node"
         )

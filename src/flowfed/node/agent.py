@@ -460,6 +460,7 @@ class NodeAgent:
 
     def execute(self, task: RemoteTask, cancel: threading.Event) -> ResultMessage:
         """Run one task to its result message (:class:`TaskFailure` on any error)."""
+        sink = self._telemetry(task.task_id)
         spec = get_registry().find(task.tool)
         if spec is None:
             raise TaskFailure(
@@ -474,6 +475,9 @@ class NodeAgent:
             raise TaskFailure(
                 f"invalid config for tool '{task.tool}': {where}: {err['msg']}", "ConfigError"
             ) from None
+        # The lifecycle as the node sees it: config valid → initialized, inputs loaded →
+        # started, the tool called → running; the result or error ends it.
+        sink("state", {"state": "initialized"})
         dataset: dict[str, Any] | None = None
         if task.dataset is not None:
             dataset = self.datasets.get(task.dataset)
@@ -484,7 +488,7 @@ class NodeAgent:
                     "UnknownDataset",
                 )
         args = {name: self._input(task, name, v) for name, v in task.inputs.items()}
-        sink = self._telemetry(task.task_id)
+        sink("state", {"state": "started"})
         ctx = Context(
             sink,
             run_id=task.run_id,

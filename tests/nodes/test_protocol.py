@@ -64,3 +64,22 @@ def test_refused_frames_say_why(frame: str, message: str) -> None:
 def test_frames_over_the_limit_are_refused() -> None:
     with pytest.raises(NodeProtocolError, match="frame of 101 bytes is over the limit of 100"):
         parse_node_message("x" * 101, max_bytes=100)
+
+
+def test_the_node_package_never_imports_db_server_or_engine() -> None:
+    """House rule: node/ imports runtime, tools and artifacts, never db, server or engine."""
+    import ast
+    from pathlib import Path
+
+    import flowfed.node
+
+    banned = ("flowfed.db", "flowfed.server", "flowfed.engine")
+    for path in Path(flowfed.node.__file__).parent.glob("*.py"):
+        for stmt in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(stmt, ast.Import):
+                names = [a.name for a in stmt.names]
+            elif isinstance(stmt, ast.ImportFrom) and stmt.module:
+                names = [stmt.module]
+            for name in names:
+                assert not name.startswith(banned), f"{path.name} imports {name}"

@@ -379,7 +379,7 @@ class NodeHub:
                             conn = self._conns.get(node)
                             if conn is not None:
                                 p.sent = send_to = conn
-                                p.sent_at = now
+                                p.sent_at, p.lost_at = now, None
                             elif deadline is not None and now >= deadline:
                                 raise RemoteTaskError(
                                     self._report(

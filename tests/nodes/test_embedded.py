@@ -64,3 +64,54 @@ def test_hub_from_many_threads_and_stop(cluster: Cluster, tmp_path: Path) -> Non
     th.join(60)
     assert not th.is_alive()
     assert "the server stopped" in str(box["error"])
+
+
+def test_a_restarted_server_terminates_tasks_it_no_longer_knows(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    from urllib.parse import urlsplit
+
+    node = cluster.start_node("a")
+    marker = tmp_path / "started"
+    box: dict[str, object] = {}
+
+    def long_task() -> None:
+        try:
+            cluster.hub.run_task(
+                task("a", "slow", config={"seconds": 600, "marker": str(marker)}, timeout=None),
+                lambda k, p: None,
+                threading.Event(),
+            )
+        except RemoteTaskError as exc:
+            box["error"] = exc
+
+    th = threading.Thread(target=long_task)
+    th.start()
+    for _ in range(1200):
+        if marker.exists():
+            break
+        th.join(0.05)
+    assert marker.exists()
+    port = urlsplit(cluster.srv.url).port
+    assert port is not None
+    cluster.srv.stop()
+    th.join(60)
+    assert "the server stopped" in str(box["error"])
+    # A new server on the same address and database: the node reconnects, reports the
+    # task it still runs, and is told to drop it (nobody waits for it any more).
+    cluster.srv = start_embedded_server(
+        cluster.db_url, str(tmp_path / "central-artifacts"), port=port, heartbeat_s=0.5
+    )
+    cluster.wait_online("a", node)
+    for _ in range(600):
+        if "terminating task" in node.log():
+            break
+        th.join(0.1)
+    assert "(unknown task)" in node.log()
+    # ...and it is free for new work (max-tasks 1).
+    r = cluster.hub.run_task(
+        task("a", "slow", config={"seconds": 0.1}, shareable=["output"]),
+        lambda k, p: None,
+        threading.Event(),
+    )
+    assert r.outputs["output"].data == b"7"

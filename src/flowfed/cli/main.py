@@ -889,6 +889,13 @@ def server(
         _fail("the server did not start (see the log above)")
 
 
+# Data nodes: `flowfed node start`, `flowfed nodes add|list|remove` (cli/nodes.py).
+from flowfed.cli.nodes import node_app, nodes_app  # noqa: E402
+
+app.add_typer(node_app, name="node")
+app.add_typer(nodes_app, name="nodes")
+
+
 def main() -> None:
     """Console entry point: run the app, turning unexpected errors into one paragraph."""
     # Start-up leaves ~60k long-lived objects (modules, pydantic schemas, SQLAlchemy tables):

@@ -332,3 +332,30 @@ platform_events = Table(
 )
 """Server-wide events any part of the server records (``flowfed.db.platform_events``),
 e.g. ``node.dataset_changed``; the trigger service polls them."""
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    # sha256 of the node token's secret; the token is shown once (`flowfed nodes add`)
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=True),
+    # what the node registered: [{name, format, rows, columns: [{name, dtype}], hash}]
+    Column("datasets", JSON, nullable=False),
+    # online | offline
+    Column("status", String(16), nullable=False),
+)
+"""Data nodes: their credentials and the datasets they last registered (never rows)."""
+
+node_dataset_changes = Table(
+    "node_dataset_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("node", String(255), nullable=False, index=True),
+    Column("dataset", String(255), nullable=False),
+    # None when the dataset is new
+    Column("old_hash", String(64), nullable=True),
+    Column("new_hash", String(64), nullable=False),
+    Column("ts", Float, nullable=False),
+)
+"""Every change of a node dataset's content hash seen at registration (triggers read it)."""

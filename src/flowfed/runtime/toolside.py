@@ -556,6 +556,8 @@ class ToolEngine:
             step=w.step,
             node=w.node,
             attempt=w.attempt,
+            # A node agent's runner passes the task's dataset and round this way.
+            **_task_context(),
         )
         with self._state_lock:
             self._ctx = ctx
@@ -938,6 +940,20 @@ def _fetch_urllib(url: str, headers: dict[str, str], timeout: float) -> bytes:
             return bytes(resp.read())
     except (urllib.error.URLError, OSError) as exc:
         raise ValueError(f"download of {url} failed: {exc}") from None
+
+
+def _task_context() -> dict[str, Any]:
+    """``dataset`` and ``round`` for the Context from ``$FLOWFED_TASK_CONTEXT`` (a node sets it)."""
+    raw = os.environ.get("FLOWFED_TASK_CONTEXT")
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: data[k] for k in ("dataset", "round") if k in data}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -232,6 +233,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """The FastAPI application for ``settings`` (resources open in its lifespan)."""
     from flowfed.server import events
     from flowfed.server.auth import Forbidden
+    from flowfed.server.nodes import NodeHub
+    from flowfed.server.nodes import router as nodes_router
+    from flowfed.server.nodes import ws_router as nodes_ws_router
     from flowfed.server.oauth import load_signing_key
     from flowfed.server.problems import install_handlers, problem_response
     from flowfed.server.routes import artifacts, flows, oauth, runs, seed, service, tasks, tools
@@ -261,9 +265,13 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         app.state.bus = bus
         app.state.runs = manager
         app.state.triggers = start_triggers(db, manager, settings)
+        # Node agents' hub: created with the app (so an embedding process can hand it to
+        # an engine before start-up), attached to this loop and database here.
+        app.state.hub.attach(db, bus.publish, asyncio.get_running_loop())
         try:
             yield
         finally:
+            app.state.hub.detach()
             if app.state.triggers is not None:
                 app.state.triggers.stop()
             manager.shutdown()
@@ -278,6 +286,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.hub = NodeHub()
     install_handlers(app)
 
     async def on_forbidden(request: Any, exc: Exception) -> Any:
@@ -300,6 +309,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(tools.router)
     app.include_router(trigger_routes.router)
     app.include_router(events.router)
+    app.include_router(nodes_router)
+    app.include_router(nodes_ws_router)
     # Outermost last: metrics see every response, including 413s from the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

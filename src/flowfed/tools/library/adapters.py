@@ -96,6 +96,42 @@ def parquet(
 
 
 @tool(
+    name="flowfed.node_dataset",
+    version="1.0",
+    type="database-adapter",
+    source_version=_never_cached,
+)
+def node_dataset(ctx: Context) -> pd.DataFrame:
+    """Read the node dataset this task is placed on (``on: each-dataset``) into a DataFrame.
+
+    The node agent fills ``ctx.dataset`` (name, path, format, rows, columns, hash) from
+    what it registered; the rows never leave the node. On the central engine there is no
+    dataset: the step must be placed on a data node.
+
+    Example (a flow step):
+        ``- {name: load, tool: flowfed.node_dataset, on: each-dataset, produces: raw}``
+    """
+    ds = ctx.dataset
+    if ds is None:
+        raise ValueError(
+            "this step must run on a data node (on: each-dataset): "
+            "flowfed.node_dataset reads the dataset of the node it is placed on"
+        )
+    path, fmt = str(ds["path"]), str(ds.get("format") or "csv")
+    if fmt == "parquet":
+        table = pd.read_parquet(path)
+    elif fmt == "csv":
+        table = pd.read_csv(path)
+    else:
+        raise ValueError(f"node dataset '{ds.get('name')}' has unknown format {fmt!r}")
+    ctx.log(
+        f"loaded node dataset '{ds.get('name')}' on node '{ctx.node}': {len(table)} rows x "
+        f"{table.shape[1]} columns, sha256 {ds.get('hash')}"
+    )
+    return table
+
+
+@tool(
     name="flowfed.sql_table", version="1.0", type="database-adapter", source_version=_never_cached
 )
 def sql_table(

@@ -1,0 +1,714 @@
+"""The node agent (``flowfed node start``): keeps a site's data local and runs its tasks.
+
+It opens one outbound WebSocket to the server (``/api/v1/nodes/connect``, authenticated by
+the node token of its credentials file), registers its datasets (name, format, columns
+and dtypes, row count, SHA-256 of the file; never a row), heartbeats, and runs the tasks
+the server assigns to it:
+
+* the tool comes from flowfed's built-in library or the agent's ``--import`` modules; its
+  config is validated against the tool's schema;
+* an input with location ``node`` is read from the node's own artifact store by hash (the
+  output of an earlier task on this node); a ``central`` input comes inline;
+* outputs are materialized into the node's own store under ``--work-dir``; only the
+  outputs the step lists as shareable carry their bytes back, the others their hash;
+* the tool runs in a thread (``inprocess``), in ``python -m flowfed.runtime``
+  (``subprocess``) or in the same under bubblewrap with no network (``sandbox``).
+
+A lost connection is retried with exponential backoff; on reconnect the agent reports
+the tasks it still holds (running, or finished with an unacknowledged result) and sends
+the held results again, so the engine waiting on the server gets them.
+
+This module imports the runtime, the tools and the artifact store, never the server, the
+database or the engine.
+
+Example:
+    >>> server_ws_url("https://flowfed.example.org/")
+    'wss://flowfed.example.org/api/v1/nodes/connect'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from flowfed import __version__
+from flowfed.artifacts import ArtifactStore, NotMaterializable, load, materialize
+from flowfed.node.protocol import (
+    HEARTBEAT_S,
+    MAX_FRAME_BYTES,
+    WS_PATH,
+    AckMessage,
+    AssignMessage,
+    ColumnInfo,
+    DatasetInfo,
+    HeartbeatMessage,
+    HeldTask,
+    NodeProtocolError,
+    RegisterMessage,
+    ResultMessage,
+    ResumeMessage,
+    TaskErrorMessage,
+    TelemetryMessage,
+    TerminateMessage,
+    WelcomeMessage,
+    dump_node_message,
+    output_to_wire,
+    parse_node_message,
+    task_from_wire,
+)
+from flowfed.node.runners import RUNNERS
+from flowfed.runtime.remote import RemoteInput, RemoteOutput, RemoteTask
+from flowfed.tools.core import Context, ToolSpec, call_tool, get_registry
+
+log = logging.getLogger("flowfed.node")
+
+#: Exit code when the server refuses the node's credentials (retrying cannot help).
+EXIT_REFUSED = 3
+
+
+class NodeSetupError(ValueError):
+    """A bad option, credentials file or dataset: the message says which and where."""
+
+
+class CredentialsRefused(RuntimeError):
+    """The server refused the node token."""
+
+
+class TaskFailure(Exception):
+    """A task ended in Error on this node; ``etype`` says how (shown to the user)."""
+
+    def __init__(self, message: str, etype: str, tb: str | None = None) -> None:
+        super().__init__(message)
+        self.etype = etype
+        self.tb = tb
+
+
+def server_ws_url(server: str) -> str:
+    """The node endpoint for a server base URL (http, https, ws or wss)."""
+    base = server.rstrip("/")
+    for http, ws in (("https://", "wss://"), ("http://", "ws://")):
+        if base.startswith(http):
+            base = ws + base[len(http) :]
+    if not base.startswith(("ws://", "wss://")):
+        raise NodeSetupError(f"--server must be an http(s):// or ws(s):// URL, got {server!r}")
+    if base.endswith(WS_PATH):
+        return base
+    return base + WS_PATH
+
+
+def load_credentials(path: Path) -> dict[str, str]:
+    """The credentials file written by ``flowfed nodes add --out``: name, token[, server]."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise NodeSetupError(f"cannot read credentials {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise NodeSetupError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("token"), str):
+        raise NodeSetupError(f"{path}: expected a JSON object with 'name' and 'token'")
+    if not isinstance(data.get("name"), str):
+        raise NodeSetupError(f"{path}: expected a JSON object with 'name' and 'token'")
+    return {k: str(v) for k, v in data.items() if isinstance(v, str)}
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def scan_dataset(name: str, path: Path) -> dict[str, Any]:
+    """What the node knows of a dataset: name, path, format, rows, columns, hash.
+
+    ``path`` stays on the node; the server gets everything else.
+    """
+    import pandas as pd
+
+    if not path.is_file():
+        raise NodeSetupError(f"--dataset {name}={path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        fmt = "csv"
+    elif suffix in (".parquet", ".pq"):
+        fmt = "parquet"
+    else:
+        raise NodeSetupError(f"--dataset {name}={path}: only .csv and .parquet files are supported")
+    try:
+        table = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
+    except Exception as exc:
+        raise NodeSetupError(f"--dataset {name}={path}: cannot read it: {exc}") from None
+    return {
+        "name": name,
+        "path": str(path.resolve()),
+        "format": fmt,
+        "rows": len(table),
+        "columns": [{"name": str(c), "dtype": str(t)} for c, t in table.dtypes.items()],
+        "hash": file_sha256(path),
+    }
+
+
+def parse_dataset_option(text: str) -> tuple[str, Path]:
+    """``NAME=PATH`` (NodeSetupError otherwise)."""
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise NodeSetupError(f"--dataset must read NAME=PATH, got {text!r}")
+    return name.strip(), Path(path.strip()).expanduser()
+
+
+@dataclass
+class NodeConfig:
+    """Everything ``flowfed node start`` was given."""
+
+    name: str
+    server: str
+    token: str
+    datasets: dict[str, Path] = field(default_factory=dict)
+    runner: str = "inprocess"
+    max_tasks: int = 1
+    work_dir: Path = Path(".flowfed-node")
+    imports: list[str] = field(default_factory=list)
+    max_backoff_s: float = 5.0
+
+
+@dataclass(eq=False)
+class _Held:
+    """A task this node holds until the server acknowledges its end."""
+
+    task: RemoteTask
+    state: str = "queued"  # queued | running | finished | error
+    final: ResultMessage | TaskErrorMessage | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class NodeAgent:
+    """One node agent; :meth:`run` blocks until stopped or refused.
+
+    Example:
+        >>> # NodeAgent(NodeConfig("hospital-a", "http://127.0.0.1:8000", "ffn_...",
+        >>> #                      {"breast": Path("breast.csv")})).run()
+    """
+
+    def __init__(self, config: NodeConfig) -> None:
+        if config.runner not in RUNNERS:
+            raise NodeSetupError(
+                f"--runner must be one of {', '.join(RUNNERS)}, got {config.runner!r}"
+            )
+        if config.max_tasks < 1:
+            raise NodeSetupError(f"--max-tasks must be at least 1, got {config.max_tasks}")
+        import flowfed.tools.library  # noqa: F401  (registers the built-in tools)
+
+        self.config = config
+        self.url = server_ws_url(config.server)
+        self.datasets = {n: scan_dataset(n, p) for n, p in config.datasets.items()}
+        config.work_dir.mkdir(parents=True, exist_ok=True)
+        self.store = ArtifactStore(str(config.work_dir.resolve() / "artifacts"))
+        self.pool = ThreadPoolExecutor(config.max_tasks, thread_name_prefix="flowfed-node-task")
+        self.held: dict[str, _Held] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._outbox: asyncio.Queue[Any] | None = None
+        self._stop = threading.Event()
+        self.heartbeat_s = HEARTBEAT_S
+        self.max_frame = MAX_FRAME_BYTES
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Connect and serve until :meth:`stop`; the exit code (``EXIT_REFUSED``, 0)."""
+        try:
+            asyncio.run(self._main())
+        except CredentialsRefused as exc:
+            log.error("%s", exc)
+            return EXIT_REFUSED
+        finally:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        return 0
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return (from any thread)."""
+        self._stop.set()
+
+    async def _main(self) -> None:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidStatus
+
+        self._loop = asyncio.get_running_loop()
+        delay = 0.2
+        while not self._stop.is_set():
+            try:
+                async with connect(
+                    self.url,
+                    additional_headers={"Authorization": f"Bearer {self.config.token}"},
+                    max_size=self.max_frame,
+                    open_timeout=15,
+                    ping_interval=None,
+                ) as ws:
+                    delay = 0.2
+                    await self._session(ws)
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                if status in (401, 403):
+                    raise CredentialsRefused(
+                        f"the server at {self.url} refused the credentials of node "
+                        f"'{self.config.name}' (HTTP {status}): check the credentials file "
+                        "or ask the admin for new ones (`flowfed nodes add`)"
+                    ) from None
+                log.warning("server answered HTTP %s; retrying in %.1fs", status, delay)
+            except CredentialsRefused:
+                raise
+            except Exception as exc:  # refused, reset, timed out: the server may come back
+                log.warning(
+                    "connection to %s lost (%s: %s); retrying in %.1fs",
+                    self.url, type(exc).__name__, exc, delay,
+                )  # fmt: skip
+            if self._stop.is_set():
+                break
+            await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
+            delay = min(delay * 2, self.config.max_backoff_s)
+
+    async def _session(self, ws: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        await ws.send(
+            dump_node_message(
+                RegisterMessage(
+                    node=self.config.name,
+                    datasets=[self._public(d) for d in self.datasets.values()],
+                    max_tasks=self.config.max_tasks,
+                    runner=self.config.runner,
+                    agent_version=__version__,
+                )
+            )
+        )
+        with self._lock:
+            held = [HeldTask(task_id=k, state=h.state) for k, h in self.held.items()]
+        await ws.send(dump_node_message(ResumeMessage(tasks=held)))
+        try:
+            first = parse_node_message(await asyncio.wait_for(ws.recv(), 30), self.max_frame)
+        except ConnectionClosed as exc:
+            if exc.rcvd is not None and exc.rcvd.code in (4401, 4403):
+                raise CredentialsRefused(
+                    f"the server refused node '{self.config.name}': "
+                    f"{exc.rcvd.reason or exc.rcvd.code}"
+                ) from None
+            raise
+        if not isinstance(first, WelcomeMessage):
+            raise NodeProtocolError(f"expected 'welcome', got {first.type!r}")
+        self.heartbeat_s = first.heartbeat_s
+        self.max_frame = first.max_frame
+        log.info(
+            "node '%s' connected to %s (%d dataset(s), %d task(s) held)",
+            self.config.name, self.url, len(self.datasets), len(held),
+        )  # fmt: skip
+        outbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._outbox = outbox
+        # Results the server has not acknowledged yet travel again.
+        with self._lock:
+            finals = [h.final for h in self.held.values() if h.final is not None]
+        for msg in finals:
+            outbox.put_nowait(msg)
+        sender = asyncio.create_task(self._sender(ws, outbox))
+        beats = asyncio.create_task(self._heartbeats(outbox))
+        try:
+            while not self._stop.is_set():
+                try:
+                    frame = await asyncio.wait_for(ws.recv(), self.heartbeat_s * 3 + 1)
+                except TimeoutError:
+                    log.warning(
+                        "no frame from the server for %.1fs: reconnecting", self.heartbeat_s * 3
+                    )
+                    return
+                try:
+                    msg = parse_node_message(frame, self.max_frame)
+                except NodeProtocolError as exc:
+                    log.warning("refused a frame from the server: %s", exc)
+                    continue
+                self._on_message(msg)
+        finally:
+            self._outbox = None
+            sender.cancel()
+            beats.cancel()
+            with contextlib.suppress(BaseException):
+                await sender
+            with contextlib.suppress(BaseException):
+                await beats
+
+    async def _sender(self, ws: Any, outbox: asyncio.Queue[Any]) -> None:
+        while True:
+            msg = await outbox.get()
+            await ws.send(dump_node_message(msg))
+
+    async def _heartbeats(self, outbox: asyncio.Queue[Any]) -> None:
+        seq = 0
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            seq += 1
+            outbox.put_nowait(HeartbeatMessage(seq=seq))
+
+    def _send(self, msg: Any) -> None:
+        """Queue a frame from any thread (dropped while disconnected; results are re-sent)."""
+        loop = self._loop
+        if loop is None:
+            return
+
+        def put() -> None:
+            if self._outbox is not None:
+                self._outbox.put_nowait(msg)
+
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            loop.call_soon_threadsafe(put)
+
+    @staticmethod
+    def _public(d: dict[str, Any]) -> DatasetInfo:
+        return DatasetInfo(
+            name=d["name"],
+            format=d["format"],
+            rows=d["rows"],
+            columns=[ColumnInfo(**c) for c in d["columns"]],
+            hash=d["hash"],
+        )
+
+    # -- messages from the server (loop thread) -------------------------------------
+
+    def _on_message(self, msg: Any) -> None:
+        if isinstance(msg, AssignMessage):
+            task = task_from_wire(msg.task)
+            if task.node != self.config.name:
+                log.warning("refused task %s placed on node '%s'", task.task_id, task.node)
+                return
+            with self._lock:
+                h = self.held.get(task.task_id)
+                if h is None:
+                    h = self.held[task.task_id] = _Held(task)
+                    self.pool.submit(self._run_held, h)
+                    return
+            if h.final is not None:
+                self._send(h.final)
+        elif isinstance(msg, AckMessage):
+            with self._lock:
+                self.held.pop(msg.task_id, None)
+        elif isinstance(msg, TerminateMessage):
+            with self._lock:
+                h = self.held.get(msg.task_id)
+                if h is not None and h.final is not None:
+                    del self.held[msg.task_id]
+            if h is not None:
+                log.info("terminating task %s (%s)", msg.task_id, msg.reason)
+                h.cancel.set()
+        elif isinstance(msg, HeartbeatMessage):
+            pass
+        else:
+            log.warning("refused a %r message from the server", msg.type)
+
+    # -- running a task (pool threads) -----------------------------------------------
+
+    def _run_held(self, h: _Held) -> None:
+        task = h.task
+        if h.cancel.is_set():
+            with self._lock:
+                self.held.pop(task.task_id, None)
+            return
+        h.state = "running"
+        final: ResultMessage | TaskErrorMessage
+        try:
+            final = self.execute(task, h.cancel)
+            log.info("task %s (%s) finished", task.task_id, task.tool)
+        except TaskFailure as exc:
+            log.info("task %s (%s) failed: %s", task.task_id, task.tool, exc)
+            final = TaskErrorMessage(
+                task_id=task.task_id,
+                report={
+                    "message": str(exc),
+                    "type": exc.etype,
+                    "traceback": exc.tb,
+                    "context": {
+                        "node": self.config.name,
+                        "task_id": task.task_id,
+                        "tool": task.tool,
+                        "runner": self.config.runner,
+                    },
+                },
+            )
+        with self._lock:
+            if h.cancel.is_set() and task.task_id not in self.held:
+                return  # terminated and forgotten
+            h.final = final
+            h.state = "finished" if isinstance(final, ResultMessage) else "error"
+        self._send(final)
+
+    def _telemetry(self, task_id: str) -> Any:
+        def sink(kind: str, payload: dict[str, Any]) -> None:
+            self._send(TelemetryMessage(task_id=task_id, kind=kind, payload=payload))
+
+        return sink
+
+    def execute(self, task: RemoteTask, cancel: threading.Event) -> ResultMessage:
+        """Run one task to its result message (:class:`TaskFailure` on any error)."""
+        sink = self._telemetry(task.task_id)
+        spec = get_registry().find(task.tool)
+        if spec is None:
+            raise TaskFailure(
+                f"node '{self.config.name}' has no tool '{task.tool}' (start it with --import)",
+                "UnknownTool",
+            )
+        try:
+            cfg = spec.config_model.model_validate(task.config)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise TaskFailure(
+                f"invalid config for tool '{task.tool}': {where}: {err['msg']}", "ConfigError"
+            ) from None
+        # The lifecycle as the node sees it: config valid → initialized, inputs loaded →
+        # started, the tool called → running; the result or error ends it.
+        sink("state", {"state": "initialized"})
+        dataset: dict[str, Any] | None = None
+        if task.dataset is not None:
+            dataset = self.datasets.get(task.dataset)
+            if dataset is None:
+                raise TaskFailure(
+                    f"node '{self.config.name}' has no dataset '{task.dataset}' "
+                    f"(it has: {', '.join(sorted(self.datasets)) or 'none'})",
+                    "UnknownDataset",
+                )
+        args = {name: self._input(task, name, v) for name, v in task.inputs.items()}
+        sink("state", {"state": "started"})
+        ctx = Context(
+            sink,
+            run_id=task.run_id,
+            task_id=task.task_id,
+            step=task.step,
+            node=self.config.name,
+            attempt=task.attempt,
+            dataset=dict(dataset) if dataset else None,
+            round=task.round,
+        )
+        sink("state", {"state": "running"})
+        value = self._call(spec, task, args, cfg, ctx, cancel, dataset)
+        try:
+            values = spec.split_outputs(value)
+        except ValueError as exc:
+            raise TaskFailure(f"the tool sent garbage: {exc}", "OutputError") from None
+        outputs: dict[str, RemoteOutput] = {}
+        for name in task.outputs:
+            if name not in values:
+                raise TaskFailure(f"the tool has no output '{name}'", "OutputError")
+            try:
+                mat = materialize(values[name], allow_pickle=task.allow_pickle)
+            except NotMaterializable as exc:
+                raise TaskFailure(
+                    f"the tool sent garbage for output '{name}': {exc}", "OutputError"
+                ) from None
+            self.store.put(mat)
+            outputs[name] = RemoteOutput(
+                hash=mat.hash,
+                size=mat.size,
+                kind=mat.kind,
+                type_name=mat.type_name,
+                meta=dict(mat.meta),
+                pickled=mat.pickled,
+                data=mat.data if name in task.shareable else None,
+            )
+        return ResultMessage(
+            task_id=task.task_id, outputs={k: output_to_wire(o) for k, o in outputs.items()}
+        )
+
+    def _input(self, task: RemoteTask, name: str, value: RemoteInput | list[RemoteInput]) -> Any:
+        if isinstance(value, list):
+            return [self._input(task, name, v) for v in value]
+        if value.pickled and not task.allow_pickle:
+            raise TaskFailure(
+                f"input '{name}' is pickled but the task does not allow pickle", "InputError"
+            )
+        if value.location == "node":
+            try:
+                data = self.store.get(value.hash, verify=True)
+            except (FileNotFoundError, OSError) as exc:
+                raise TaskFailure(
+                    f"input '{name}' ({value.hash[:12]}) is not in node "
+                    f"'{self.config.name}''s store: {exc}",
+                    "InputError",
+                ) from None
+        else:
+            if value.data is None:
+                raise TaskFailure(f"central input '{name}' came without its bytes", "InputError")
+            data = value.data
+            if hashlib.sha256(data).hexdigest() != value.hash:
+                raise TaskFailure(
+                    f"input '{name}' does not match its hash {value.hash[:12]}", "InputError"
+                )
+        try:
+            return load(value.kind, data, value.meta)
+        except Exception as exc:
+            raise TaskFailure(
+                f"cannot load input '{name}' ({value.kind}): {exc}", "InputError"
+            ) from None
+
+    def _call(
+        self,
+        spec: ToolSpec,
+        task: RemoteTask,
+        args: dict[str, Any],
+        cfg: Any,
+        ctx: Context,
+        cancel: threading.Event,
+        dataset: dict[str, Any] | None,
+    ) -> Any:
+        if self.config.runner == "inprocess":
+            return self._call_inprocess(spec, task, args, cfg, ctx, cancel)
+        from flowfed.executors.processes import ProcessTaskError, ProcessTimeout
+        from flowfed.node.runners import run_isolated
+
+        readable = [Path(dataset["path"]).parent] if dataset else []
+        done = threading.Event()
+        watcher = threading.Thread(target=self._watch_cancel, args=(cancel, done, ctx), daemon=True)
+        watcher.start()
+        try:
+            return run_isolated(
+                spec,
+                args,
+                task.config,
+                ctx,
+                task.timeout,
+                self.config.runner == "sandbox",
+                {"dataset": ctx.dataset, "round": task.round},
+                readable,
+            )
+        except ProcessTimeout as exc:
+            raise TaskFailure(f"the tool hung: {exc}", "Timeout") from None
+        except ProcessTaskError as exc:
+            etype = getattr(exc, "etype", None) or "Error"
+            message = str(exc)
+            if etype == "ProcessExited":
+                message = f"the tool's process exited: {message}"
+            elif etype in ("ProtocolError", "OutputError") or message.startswith("output '"):
+                # The tool-side runtime refuses an output it cannot materialize.
+                message = f"the tool sent garbage: {message}"
+            elif etype not in ("Cancelled",):
+                message = message.removeprefix(f"{etype}: ")
+                message = f"the tool raised {etype}: {message}"
+            raise TaskFailure(message, etype, exc.remote_traceback) from None
+        finally:
+            done.set()
+
+    @staticmethod
+    def _watch_cancel(cancel: threading.Event, done: threading.Event, ctx: Context) -> None:
+        # The isolated driver polls ctx.cancelled: a terminate from the server sets it.
+        while not done.wait(0.1):
+            if cancel.is_set():
+                ctx.cancel()
+                return
+
+    def _call_inprocess(
+        self,
+        spec: ToolSpec,
+        task: RemoteTask,
+        args: dict[str, Any],
+        cfg: Any,
+        ctx: Context,
+        cancel: threading.Event,
+    ) -> Any:
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = call_tool(spec, args, cfg, ctx)
+            except BaseException as exc:  # reported to the waiting thread
+                box["error"] = exc
+                box["tb"] = traceback.format_exc()
+
+        t = threading.Thread(target=target, name=f"flowfed-tool-{task.task_id}", daemon=True)
+        t.start()
+        deadline = None if task.timeout is None else time.monotonic() + task.timeout
+        while t.is_alive():
+            if cancel.is_set():
+                ctx.cancel()
+                raise TaskFailure("cancelled", "Cancelled")
+            if deadline is not None and time.monotonic() >= deadline:
+                ctx.cancel()  # a cooperative tool stops; the thread is abandoned otherwise
+                raise TaskFailure(
+                    f"the tool hung: no result after {task.timeout:g}s (its timeout)", "Timeout"
+                )
+            t.join(0.05)
+        if "error" in box:
+            exc = box["error"]
+            raise TaskFailure(
+                f"the tool raised {type(exc).__name__}: {exc}", type(exc).__name__, box["tb"]
+            )
+        return box.get("value")
+
+
+def node_command(
+    name: str,
+    server: str,
+    credentials: str | Path,
+    datasets: dict[str, str | Path] | None = None,
+    *,
+    runner: str = "inprocess",
+    max_tasks: int = 1,
+    work_dir: str | Path | None = None,
+    imports: list[str] | None = None,
+) -> list[str]:
+    """The ``python -m flowfed node start ...`` command line for a node agent process.
+
+    Example:
+        >>> node_command("a", "http://127.0.0.1:8000", "a.json", {"d": "d.csv"})[3:7]
+        ['node', 'start', '--name', 'a']
+    """
+    import sys
+
+    cmd = [
+        sys.executable, "-m", "flowfed", "node", "start",
+        "--name", name, "--server", server, "--credentials", str(credentials),
+        "--runner", runner, "--max-tasks", str(max_tasks),
+    ]  # fmt: skip
+    if work_dir is not None:
+        cmd += ["--work-dir", str(work_dir)]
+    for ds, path in (datasets or {}).items():
+        cmd += ["--dataset", f"{ds}={path}"]
+    for entry in imports or []:
+        cmd += ["--import", entry]
+    return cmd
+
+
+def spawn_node(
+    name: str,
+    server: str,
+    credentials: str | Path,
+    datasets: dict[str, str | Path] | None = None,
+    *,
+    log_file: str | Path | None = None,
+    cwd: str | Path | None = None,
+    **options: Any,
+) -> Any:
+    """Start a node agent as a subprocess (``subprocess.Popen``); its output goes to ``log_file``.
+
+    ``options`` are :func:`node_command`'s (runner, max_tasks, work_dir, imports). The
+    caller terminates it (``proc.terminate()``) when done.
+
+    Example:
+        >>> # proc = spawn_node("hospital-a", srv.url, "a.json", {"breast": "a.csv"})
+    """
+    import subprocess
+
+    cmd = node_command(name, server, credentials, datasets, **options)
+    if log_file is None:
+        return subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL)
+    with open(log_file, "ab") as out:
+        return subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)

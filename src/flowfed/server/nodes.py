@@ -1,0 +1,809 @@
+"""The node hub: the server's end of the node agents' WebSockets, and the engine's dispatcher.
+
+:class:`NodeHub` implements :class:`flowfed.runtime.remote.NodeDispatcher`. Node agents
+(``flowfed node start``) connect to ``/api/v1/nodes/connect`` with their node token; the
+engine's worker threads call :meth:`NodeHub.run_task`, which blocks until the node
+reports the task's result or error. The hub lives in the server's asyncio loop; every
+method the engine calls is thread-safe and works before the loop runs (a task for a node
+that is not connected simply waits for it).
+
+Node credentials: ``ffn_<secret>``, issued by :func:`add_node` (``flowfed nodes add``);
+only the SHA-256 of the secret is stored (``nodes.token_hash``), as for API tokens.
+
+When a node re-registers a dataset whose content hash changed, the hub records a row in
+``node_dataset_changes`` and publishes a bus event of kind ``node.dataset_changed``
+(payload ``{"node", "dataset", "old_hash", "new_hash"}``, ``run_id`` ``"_nodes"``): the
+trigger service starts flows from either.
+
+Example:
+    >>> hub = NodeHub()            # what create_app does; the lifespan attaches db and loop
+    >>> hub.nodes()
+    {}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel
+from sqlalchemy import delete, insert, select, update
+
+from flowfed.db import Database
+from flowfed.db import models as m
+from flowfed.node.protocol import (
+    HEARTBEAT_S,
+    MAX_FRAME_BYTES,
+    WS_PATH,
+    AckMessage,
+    AssignMessage,
+    DatasetInfo,
+    HeartbeatMessage,
+    NodeProtocolError,
+    RegisterMessage,
+    ResultMessage,
+    ResumeMessage,
+    TaskErrorMessage,
+    TelemetryMessage,
+    TerminateMessage,
+    WelcomeMessage,
+    dump_node_message,
+    parse_node_message,
+    result_from_wire,
+    task_to_wire,
+)
+from flowfed.runtime.remote import NodeInfo, RemoteResult, RemoteTask, RemoteTaskError, Telemetry
+from flowfed.server.auth import hash_secret, require_principal
+from flowfed.server.deps import AUTH_ERRORS, NOT_FOUND
+from flowfed.server.problems import ProblemError
+
+log = logging.getLogger("flowfed.server.nodes")
+
+NODE_TOKEN_PREFIX = "ffn_"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+#: Missed heartbeats before a silent node is considered gone (and grace for its tasks).
+MISSED_HEARTBEATS = 3
+#: Seconds the hub waits past a task's timeout for the node's own timeout report.
+TIMEOUT_MARGIN_S = 5.0
+#: Seconds between checks that a connected node's credentials still exist.
+RECHECK_S = 5.0
+#: The ``run_id`` (bus channel) node events are published under: not a run, but every
+#: broker needs a concrete channel name (NATS refuses wildcards in a published subject).
+NODE_EVENTS = "_nodes"
+#: Seconds between looks at the database for nodes added or removed by an admin.
+SYNC_S = 1.0
+
+
+# --- credentials ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreatedNode:
+    """A new node's credentials; ``token`` is shown once and never stored."""
+
+    name: str
+    token: str
+    created_at: float
+
+
+def add_node(db: Database, name: str) -> CreatedNode:
+    """Register node ``name`` and return its token (ValueError: bad or taken name).
+
+    Example:
+        >>> # created = add_node(db, "hospital-a"); created.token.startswith("ffn_")
+    """
+    if not _NAME.match(name):
+        raise ValueError(
+            f"node name {name!r} must be 1-100 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    secret = secrets.token_urlsafe(32)
+    now = time.time()
+    with db.engine.begin() as conn:
+        if conn.execute(select(m.nodes.c.name).where(m.nodes.c.name == name)).first():
+            raise ValueError(f"a node named '{name}' exists already (remove it first)")
+        conn.execute(
+            insert(m.nodes).values(
+                name=name,
+                token_hash=hash_secret(secret),
+                created_at=now,
+                last_seen=None,
+                datasets=[],
+                status="offline",
+            )
+        )
+    return CreatedNode(name, NODE_TOKEN_PREFIX + secret, now)
+
+
+def remove_node(db: Database, name: str) -> bool:
+    """Delete node ``name`` (its token stops working); False if there is no such node."""
+    with db.engine.begin() as conn:
+        return bool(conn.execute(delete(m.nodes).where(m.nodes.c.name == name)).rowcount)
+
+
+def node_for_token(db: Database, token: str) -> str | None:
+    """The name of the node whose token this is, or None."""
+    token = token.strip()
+    if not token.startswith(NODE_TOKEN_PREFIX) or len(token) > 200:
+        return None
+    digest = hash_secret(token[len(NODE_TOKEN_PREFIX) :])
+    with db.engine.connect() as conn:
+        row = conn.execute(
+            select(m.nodes.c.name, m.nodes.c.token_hash).where(m.nodes.c.token_hash == digest)
+        ).first()
+    if row is None or not secrets.compare_digest(row.token_hash, digest):
+        return None
+    return str(row.name)
+
+
+def stored_nodes(db: Database) -> list[dict[str, Any]]:
+    """Every node row (never the token hash), by name."""
+    t = m.nodes
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            select(t.c.name, t.c.created_at, t.c.last_seen, t.c.datasets, t.c.status).order_by(
+                t.c.name
+            )
+        )
+        return [dict(r._mapping) for r in rows]
+
+
+# --- the hub --------------------------------------------------------------------------
+
+
+class _Conn:
+    """One connected node."""
+
+    def __init__(self, name: str, ws: WebSocket, loop: asyncio.AbstractEventLoop) -> None:
+        self.name = name
+        self.ws = ws
+        self.loop = loop
+        self.lock = asyncio.Lock()
+        self.closed = False
+        self.checked = time.monotonic()
+
+    async def send(self, msg: BaseModel) -> None:
+        async with self.lock:
+            await self.ws.send_text(dump_node_message(msg))
+
+    def send_threadsafe(self, msg: BaseModel, timeout: float = 10.0) -> bool:
+        """Send from a thread other than the loop's; False if the connection is gone."""
+        if self.closed:
+            return False
+        try:
+            fut = asyncio.run_coroutine_threadsafe(self.send(msg), self.loop)
+            fut.result(timeout)
+            return True
+        except Exception:
+            return False
+
+
+@dataclass(eq=False)
+class _Pending:
+    """A task ``run_task`` is waiting on."""
+
+    task: RemoteTask
+    sent: _Conn | None = None
+    sent_at: float = 0.0
+    lost_at: float | None = None
+    outcome: RemoteResult | RemoteTaskError | None = None
+    telemetry: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+class NodeHub:
+    """Dispatches tasks to connected node agents (a :class:`NodeDispatcher`).
+
+    ``heartbeat_s`` is the interval nodes are told to heartbeat at; a node silent for
+    :data:`MISSED_HEARTBEATS` intervals is dropped, and a task whose node dropped fails
+    unless the node reconnects and resumes it within the same grace. ``max_frame`` is the
+    largest frame accepted from a node.
+
+    Example:
+        >>> hub = NodeHub(heartbeat_s=1.0)
+        >>> hub.grace_s
+        3.0
+    """
+
+    def __init__(
+        self,
+        *,
+        heartbeat_s: float = HEARTBEAT_S,
+        max_frame: int = MAX_FRAME_BYTES,
+        missed_heartbeats: int = MISSED_HEARTBEATS,
+    ) -> None:
+        self.heartbeat_s = heartbeat_s
+        self.max_frame = max_frame
+        self.grace_s = heartbeat_s * missed_heartbeats
+        self.db: Database | None = None
+        self.publish: Callable[[list[dict[str, Any]]], None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._cond = threading.Condition(threading.RLock())
+        self._conns: dict[str, _Conn] = {}
+        self._known: dict[str, NodeInfo] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._synced = 0.0
+        #: Refused attempts (also logged): what the tests and operators look at.
+        self.refusals: list[dict[str, Any]] = []
+
+    # -- wiring ---------------------------------------------------------------------
+
+    def attach(
+        self,
+        db: Database,
+        publish: Callable[[list[dict[str, Any]]], None] | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        """Give the hub its database, bus and loop (the server's lifespan does this)."""
+        self.db, self.publish, self.loop = db, publish, loop
+        with self._cond:
+            for row in stored_nodes(db):
+                self._known[row["name"]] = NodeInfo(
+                    name=row["name"],
+                    online=row["name"] in self._conns,
+                    datasets={d["name"]: d for d in row["datasets"] or []},
+                    last_seen=row["last_seen"],
+                )
+        # Nobody is connected to a freshly started server, whatever the rows say.
+        with db.engine.begin() as conn:
+            conn.execute(update(m.nodes).values(status="offline"))
+
+    def drop_connection(self, name: str, code: int = 1012) -> bool:
+        """Close node ``name``'s connection (it reconnects and resumes); False if offline.
+
+        Safe from any thread. Operators use it to move a node to a restarted server;
+        tests use it to prove that a reconnecting node resumes its tasks.
+        """
+        with self._cond:
+            conn = self._conns.get(name)
+        if conn is None or self.loop is None:
+            return False
+        fut = asyncio.run_coroutine_threadsafe(conn.ws.close(code=code), conn.loop)
+        with contextlib.suppress(Exception):
+            fut.result(10)
+        return True
+
+    def detach(self) -> None:
+        """Stop using the database (server shutdown); waiting tasks see every node offline."""
+        with self._cond:
+            for conn in self._conns.values():
+                conn.closed = True
+            self._conns.clear()
+            # A task already on a node cannot report back through a stopped server.
+            for p in self._pending.values():
+                if p.sent is not None and p.outcome is None:
+                    p.outcome = RemoteTaskError(
+                        self._report(
+                            p.task, "the server stopped while the task was running", "NodeOffline"
+                        )
+                    )
+            self._cond.notify_all()
+        self.db = None
+
+    def sync(self) -> None:
+        """Learn the nodes added to the database since (``flowfed nodes add``), drop removed."""
+        db = self.db
+        if db is None:
+            return
+        self._synced = time.monotonic()
+        rows = {r["name"]: r for r in stored_nodes(db)}
+        with self._cond:
+            for name, row in rows.items():
+                if name not in self._known:
+                    self._known[name] = NodeInfo(
+                        name=name,
+                        online=False,
+                        datasets={d["name"]: d for d in row["datasets"] or []},
+                        last_seen=row["last_seen"],
+                    )
+            for name in [n for n in self._known if n not in rows and n not in self._conns]:
+                del self._known[name]
+
+    def refuse(self, who: str, reason: str) -> None:
+        """Log (and keep) a refused attempt, naming the node or token it came from."""
+        log.warning("refused node message from %s: %s", who, reason)
+        with self._cond:
+            self.refusals.append({"who": who, "reason": reason, "ts": time.time()})
+            del self.refusals[:-1000]
+
+    # -- NodeDispatcher ---------------------------------------------------------------
+
+    def nodes(self) -> dict[str, NodeInfo]:
+        """Every known node (registered in the database or connected), online or not."""
+        if time.monotonic() - self._synced > SYNC_S:
+            with contextlib.suppress(Exception):  # a database hiccup: answer from memory
+                self.sync()
+        with self._cond:
+            out: dict[str, NodeInfo] = {}
+            for name, info in self._known.items():
+                running = sum(
+                    1
+                    for p in self._pending.values()
+                    if p.task.node == name and p.sent is not None and p.outcome is None
+                )
+                out[name] = NodeInfo(
+                    name=name,
+                    online=name in self._conns,
+                    datasets=dict(info.datasets),
+                    running=running,
+                    last_seen=info.last_seen,
+                )
+            return out
+
+    def run_task(
+        self, task: RemoteTask, telemetry: Telemetry, cancel: threading.Event
+    ) -> RemoteResult:
+        """Run ``task`` on ``task.node``; block until it ends (see :class:`NodeDispatcher`).
+
+        Example:
+            >>> # result = hub.run_task(task, lambda kind, payload: None, threading.Event())
+        """
+        node = task.node
+        start = time.monotonic()
+        deadline = None if task.timeout is None else start + task.timeout
+        p = _Pending(task)
+        with self._cond:
+            if task.task_id in self._pending:
+                raise RemoteTaskError(
+                    self._report(task, f"task {task.task_id} is already running", "Duplicate")
+                )
+            self._pending[task.task_id] = p
+        try:
+            while True:
+                send_to: _Conn | None = None
+                with self._cond:
+                    items, p.telemetry = p.telemetry, []
+                    outcome = p.outcome
+                    now = time.monotonic()
+                    if outcome is None and not items:
+                        if cancel.is_set():
+                            conn = p.sent
+                            self._cond.release()
+                            try:
+                                if conn is not None:
+                                    conn.send_threadsafe(
+                                        TerminateMessage(task_id=task.task_id, reason="cancelled")
+                                    )
+                            finally:
+                                self._cond.acquire()
+                            raise RemoteTaskError(self._report(task, "cancelled", "Cancelled"))
+                        if p.sent is None:
+                            conn = self._conns.get(node)
+                            if conn is not None:
+                                p.sent = send_to = conn
+                                p.sent_at, p.lost_at = now, None
+                            elif deadline is not None and now >= deadline:
+                                raise RemoteTaskError(
+                                    self._report(
+                                        task,
+                                        f"node '{node}' is offline: waited {task.timeout:g}s "
+                                        "(the task's timeout) for it to connect",
+                                        "NodeOffline",
+                                    )
+                                )
+                        elif p.lost_at is not None and now - p.lost_at > self.grace_s:
+                            raise RemoteTaskError(
+                                self._report(
+                                    task,
+                                    f"node '{node}' went offline while running the task",
+                                    "NodeOffline",
+                                )
+                            )
+                        elif (
+                            task.timeout is not None
+                            and now >= p.sent_at + task.timeout + TIMEOUT_MARGIN_S
+                        ):
+                            # The node times the tool from its start; this is the backstop
+                            # for a node that never reports back.
+                            conn = p.sent
+                            send_to = None
+                            self._cond.release()
+                            try:
+                                conn.send_threadsafe(
+                                    TerminateMessage(task_id=task.task_id, reason="timeout")
+                                )
+                            finally:
+                                self._cond.acquire()
+                            raise RemoteTaskError(
+                                self._report(
+                                    task,
+                                    f"timed out after {task.timeout:g}s on node '{node}' "
+                                    "(the node did not report back)",
+                                    "Timeout",
+                                )
+                            )
+                        if send_to is None:
+                            self._cond.wait(0.1)
+                            continue
+                for kind, payload in items:
+                    with contextlib.suppress(Exception):  # telemetry never fails a task
+                        telemetry(kind, payload)
+                if outcome is not None and not items:
+                    if isinstance(outcome, RemoteTaskError):
+                        raise outcome
+                    return outcome
+                if send_to is not None and not send_to.send_threadsafe(
+                    AssignMessage(task=task_to_wire(task))
+                ):
+                    with self._cond:
+                        if p.sent is send_to and p.outcome is None:
+                            p.sent = None  # the connection died under us: send again later
+        finally:
+            with self._cond:
+                self._pending.pop(task.task_id, None)
+
+    @staticmethod
+    def _report(task: RemoteTask, message: str, etype: str) -> dict[str, Any]:
+        return {
+            "message": message,
+            "type": etype,
+            "traceback": None,
+            "context": {"node": task.node, "task_id": task.task_id, "tool": task.tool},
+        }
+
+    # -- the WebSocket side (runs in the loop) ---------------------------------------
+
+    async def serve(self, ws: WebSocket) -> None:
+        """Handle one node connection from upgrade to close."""
+        auth = ws.headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        db = self.db
+        name = await asyncio.to_thread(node_for_token, db, token) if db and token else None
+        if name is None:
+            hint = (token[:8] + "...") if token else "no token"
+            self.refuse(f"token {hint} from {_peer(ws)}", "invalid node token")
+            await ws.close(code=4401)
+            return
+        await ws.accept()
+        try:
+            first = await self._receive(ws, name, timeout=self.grace_s + 10)
+            if not isinstance(first, RegisterMessage):
+                self.refuse(f"node '{name}'", "the first frame must be 'register'")
+                await ws.close(code=1008, reason="register first")
+                return
+            if first.node != name:
+                self.refuse(f"node '{name}'", f"its token cannot register as node '{first.node}'")
+                await ws.close(code=4403, reason="a node token registers only its own node")
+                return
+            resume = await self._receive(ws, name, timeout=self.grace_s + 10)
+            if not isinstance(resume, ResumeMessage):
+                self.refuse(f"node '{name}'", "the second frame must be 'resume'")
+                await ws.close(code=1008, reason="resume expected")
+                return
+        except (TimeoutError, NodeProtocolError, WebSocketDisconnect) as exc:
+            if isinstance(exc, NodeProtocolError):
+                self.refuse(f"node '{name}'", str(exc))
+            with contextlib.suppress(Exception):
+                await ws.close(code=1008)
+            return
+        conn = _Conn(name, ws, asyncio.get_running_loop())
+        await asyncio.to_thread(self._registered, name, first.datasets)
+        old, foreign = self._connect(conn, resume)
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.ws.close(code=4409, reason="replaced by a new connection")
+        await conn.send(
+            WelcomeMessage(node=name, heartbeat_s=self.heartbeat_s, max_frame=self.max_frame)
+        )
+        for task_id in foreign:
+            # A task the engine gave up on (or never heard of): tell the node to drop it.
+            await conn.send(TerminateMessage(task_id=task_id, reason="unknown task"))
+        log.info("node '%s' connected with %d dataset(s)", name, len(first.datasets))
+        try:
+            while True:
+                try:
+                    msg = await self._receive(ws, name, timeout=self.grace_s)
+                except NodeProtocolError as exc:
+                    self.refuse(f"node '{name}'", str(exc))
+                    continue
+                self._seen(name)
+                if isinstance(msg, HeartbeatMessage):
+                    await conn.send(HeartbeatMessage(seq=msg.seq))
+                    if time.monotonic() - conn.checked > RECHECK_S:
+                        conn.checked = time.monotonic()
+                        if not await asyncio.to_thread(self._still_registered, name, token):
+                            # `flowfed nodes remove` (or a new token): the session ends.
+                            self.refuse(f"node '{name}'", "its credentials were revoked")
+                            await ws.close(code=4401, reason="node credentials revoked")
+                            break
+                elif isinstance(msg, TelemetryMessage):
+                    self._telemetry(conn, msg)
+                elif isinstance(msg, (ResultMessage, TaskErrorMessage)):
+                    if self._finished(conn, msg):
+                        await conn.send(AckMessage(task_id=msg.task_id))
+                else:
+                    self.refuse(f"node '{name}'", f"a node may not send {msg.type!r}")
+        except (TimeoutError, WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            self._disconnect(conn)
+            with contextlib.suppress(Exception):
+                await ws.close()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._mark_offline, name)
+            log.info("node '%s' disconnected", name)
+
+    async def _receive(self, ws: WebSocket, name: str, timeout: float) -> Any:
+        message = await asyncio.wait_for(ws.receive(), timeout)
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        data = message.get("text")
+        if data is None:
+            data = message.get("bytes") or b""
+        if len(data) > self.max_frame:
+            raise NodeProtocolError(
+                f"frame of {len(data)} bytes is over the limit of {self.max_frame}"
+            )
+        return parse_node_message(data, self.max_frame)
+
+    def _still_registered(self, name: str, token: str) -> bool:
+        db = self.db
+        if db is None:
+            return False
+        try:
+            return node_for_token(db, token) == name
+        except Exception:
+            return True  # a database hiccup is not a revocation
+
+    def _seen(self, name: str) -> None:
+        with self._cond:
+            info = self._known.get(name)
+            if info is not None:
+                info.last_seen = time.time()
+
+    def _connect(self, conn: _Conn, resume: ResumeMessage) -> tuple[_Conn | None, list[str]]:
+        held = {t.task_id for t in resume.tasks}
+        with self._cond:
+            old = self._conns.get(conn.name)
+            if old is not None:
+                old.closed = True
+            self._conns[conn.name] = conn
+            for task_id, p in self._pending.items():
+                if p.task.node != conn.name or p.sent is None or p.outcome is not None:
+                    continue
+                if task_id in held:
+                    p.sent, p.lost_at = conn, None  # re-attached: the node still runs it
+                else:
+                    p.outcome = RemoteTaskError(
+                        self._report(
+                            p.task,
+                            f"node '{conn.name}' went offline while running the task "
+                            "(it came back without it)",
+                            "NodeOffline",
+                        )
+                    )
+            foreign = held - {k for k, p in self._pending.items() if p.task.node == conn.name}
+            self._cond.notify_all()
+        return old, sorted(foreign)
+
+    def _disconnect(self, conn: _Conn) -> None:
+        conn.closed = True
+        now = time.monotonic()
+        with self._cond:
+            if self._conns.get(conn.name) is conn:
+                del self._conns[conn.name]
+                for p in self._pending.values():
+                    if p.sent is conn and p.outcome is None:
+                        p.lost_at = now
+            self._cond.notify_all()
+
+    def _mark_offline(self, name: str) -> None:
+        """Record in the database that ``name`` went offline (unless it reconnected)."""
+        db = self.db
+        with self._cond:
+            if db is None or name in self._conns:
+                return
+        with contextlib.suppress(Exception), db.engine.begin() as c:
+            c.execute(
+                update(m.nodes)
+                .where(m.nodes.c.name == name)
+                .values(status="offline", last_seen=time.time())
+            )
+
+    def _own(self, conn: _Conn, task_id: str, what: str) -> _Pending | None:
+        """The pending task if it is this node's; refusals are logged."""
+        with self._cond:
+            p = self._pending.get(task_id)
+        if p is not None and p.task.node != conn.name:
+            self.refuse(
+                f"node '{conn.name}'",
+                f"sent {what} for task {task_id}, which is placed on node '{p.task.node}'",
+            )
+            return None
+        return p
+
+    def _telemetry(self, conn: _Conn, msg: TelemetryMessage) -> None:
+        p = self._own(conn, msg.task_id, "telemetry")
+        if p is None:
+            return
+        with self._cond:
+            if p.outcome is None:
+                p.telemetry.append((msg.kind, dict(msg.payload)))
+                self._cond.notify_all()
+
+    def _finished(self, conn: _Conn, msg: ResultMessage | TaskErrorMessage) -> bool:
+        with self._cond:
+            p = self._pending.get(msg.task_id)
+        if p is None:
+            return True  # nobody waits any more: let the node forget it
+        if self._own(conn, msg.task_id, msg.type) is None:
+            return False
+        if isinstance(msg, ResultMessage):
+            outcome: RemoteResult | RemoteTaskError
+            try:
+                result = result_from_wire(msg)
+            except ValueError as exc:
+                outcome = RemoteTaskError(
+                    self._report(p.task, f"node sent an unreadable result: {exc}", "ProtocolError")
+                )
+            else:
+                outcome = result
+                stray = [k for k in result.outputs if k not in p.task.outputs]
+                leaked = [
+                    k
+                    for k, o in result.outputs.items()
+                    if o.data is not None and k not in p.task.shareable
+                ]
+                if stray or leaked:
+                    outcome = RemoteTaskError(
+                        self._report(
+                            p.task,
+                            f"node '{conn.name}' sent outputs the step does not declare "
+                            f"({stray}) or bytes of outputs that are not shareable ({leaked})",
+                            "ProtocolError",
+                        )
+                    )
+        else:
+            report = dict(msg.report)
+            report.setdefault("message", "the task failed on its node")
+            context = dict(report.get("context") or {})
+            context["node"] = conn.name
+            report["context"] = context
+            outcome = RemoteTaskError(report)
+        with self._cond:
+            if p.outcome is None:
+                p.outcome = outcome
+            self._cond.notify_all()
+        return True
+
+    # -- database (worker threads) ---------------------------------------------------
+
+    def _registered(self, name: str, datasets: list[DatasetInfo]) -> None:
+        new = {d.name: d.model_dump() for d in datasets}
+        now = time.time()
+        changes: list[dict[str, Any]] = []
+        db = self.db
+        if db is not None:
+            with db.engine.begin() as c:
+                row = c.execute(select(m.nodes.c.datasets).where(m.nodes.c.name == name)).first()
+                before = {d["name"]: d for d in (row.datasets if row is not None else []) or []}
+                for ds, info in new.items():
+                    old_hash = before.get(ds, {}).get("hash")
+                    if old_hash != info["hash"]:
+                        changes.append(
+                            {"node": name, "dataset": ds, "old_hash": old_hash,
+                             "new_hash": info["hash"], "ts": now}
+                        )  # fmt: skip
+                if changes:
+                    c.execute(insert(m.node_dataset_changes), changes)
+                c.execute(
+                    update(m.nodes)
+                    .where(m.nodes.c.name == name)
+                    .values(datasets=list(new.values()), status="online", last_seen=now)
+                )
+        with self._cond:
+            self._known[name] = NodeInfo(name=name, online=True, datasets=new, last_seen=now)
+        if changes and self.publish is not None:
+            events = [
+                {"run_id": NODE_EVENTS, "kind": "node.dataset_changed", "ts": now,
+                 "payload": {k: ch[k] for k in ("node", "dataset", "old_hash", "new_hash")}}
+                for ch in changes
+            ]  # fmt: skip
+            with contextlib.suppress(Exception):  # the record in the table is the truth
+                self.publish(events)
+            for ch in changes:
+                log.info(
+                    "node '%s' dataset '%s' changed: %s -> %s",
+                    name, ch["dataset"], ch["old_hash"], ch["new_hash"],
+                )  # fmt: skip
+
+
+def _peer(ws: WebSocket) -> str:
+    client = ws.client
+    return f"{client.host}:{client.port}" if client else "unknown peer"
+
+
+# --- REST -------------------------------------------------------------------------------
+
+
+class NodeColumn(BaseModel):
+    """A dataset column."""
+
+    name: str
+    dtype: str
+
+
+class NodeDataset(BaseModel):
+    """A dataset a node registered: schema, row count, content hash (never rows)."""
+
+    name: str
+    format: str
+    rows: int
+    columns: list[NodeColumn]
+    hash: str
+
+
+class NodeItem(BaseModel):
+    """A node: online or not, when it was last heard from, its datasets and running tasks."""
+
+    name: str
+    online: bool
+    last_seen: float | None
+    datasets: list[NodeDataset]
+    running: int
+
+
+class NodeList(BaseModel):
+    """Every node."""
+
+    items: list[NodeItem]
+
+
+def _item(info: NodeInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "online": info.online,
+        "last_seen": info.last_seen,
+        "datasets": list(info.datasets.values()),
+        "running": info.running,
+    }
+
+
+router = APIRouter(
+    prefix="/api/v1/nodes",
+    tags=["nodes"],
+    dependencies=[Depends(require_principal)],
+    responses=AUTH_ERRORS,
+)
+
+
+def _hub(ws_or_request: Any) -> NodeHub:
+    hub: NodeHub = ws_or_request.app.state.hub
+    return hub
+
+
+@router.get("", response_model=NodeList)
+def list_nodes_route(request: Request) -> dict[str, Any]:
+    """Every node: online or offline, last seen, datasets (schema and hash), running tasks."""
+    hub = _hub(request)
+    hub.sync()
+    nodes = hub.nodes()
+    return {"items": [_item(nodes[k]) for k in sorted(nodes)]}
+
+
+@router.get("/{name}", response_model=NodeItem, responses=NOT_FOUND)
+def show_node_route(name: str, request: Request) -> dict[str, Any]:
+    """One node (404 if no node has this name)."""
+    hub = _hub(request)
+    hub.sync()
+    info = hub.nodes().get(name)
+    if info is None:
+        raise ProblemError(404, f"no node named '{name}'", kind="not-found")
+    return _item(info)
+
+
+ws_router = APIRouter()
+
+
+@ws_router.websocket(WS_PATH)
+async def node_socket(websocket: WebSocket) -> None:
+    """A node agent's connection (authenticated by its node token in the upgrade)."""
+    await _hub(websocket).serve(websocket)

@@ -1,0 +1,85 @@
+"""The node protocol's messages: round trips and refusals (pure, no network)."""
+
+from __future__ import annotations
+
+import pytest
+
+from flowfed.node.protocol import (
+    AssignMessage,
+    NodeProtocolError,
+    ResultMessage,
+    dump_node_message,
+    output_to_wire,
+    parse_node_message,
+    result_from_wire,
+    task_from_wire,
+    task_to_wire,
+)
+from flowfed.runtime.remote import RemoteInput, RemoteOutput, RemoteTask
+
+
+def test_task_round_trip_keeps_bytes() -> None:
+    task = RemoteTask(
+        run_id="r", task_id="t", node="a", dataset="breast", tool="x", tool_version="1",
+        config={"k": [1, 2]},
+        inputs={
+            "model": RemoteInput(name="m", hash="h1", size=3, kind="bytes", data=b"\x00\xff\x01"),
+            "parts": [RemoteInput(name="p", hash="h2", size=0, kind="json", location="node")],
+        },
+        outputs={"output": "y"}, shareable=["output"], timeout=5.0, round=3,
+    )  # fmt: skip
+    frame = dump_node_message(AssignMessage(task=task_to_wire(task)))
+    back = task_from_wire(parse_node_message(frame).task)
+    assert back == task
+
+
+def test_result_round_trip() -> None:
+    out = RemoteOutput(hash="h", size=2, kind="bytes", type_name="bytes", data=b"ok")
+    msg = ResultMessage(task_id="t", outputs={"output": output_to_wire(out)}, metrics={"a": 1.0})
+    back = result_from_wire(parse_node_message(dump_node_message(msg)))
+    assert back.outputs["output"] == out and back.metrics == {"a": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        ('{"type": "launch", "v": "1"}', "unknown message type 'launch'"),
+        ('{"type": "ack", "v": "9", "task_id": "t"}', "protocol version '9' is not supported"),
+        ('{"type": "ack", "v": "1"}', "invalid 'ack' message: task_id: Field required"),
+        ('{"type": "ack", "v": "1", "task_id": "t", "x": 1}', "invalid 'ack' message: x"),
+        ("[1, 2]", "frame must be a JSON object"),
+        ("{", "frame is not JSON"),
+        (
+            '{"type": "register", "v": "1", "node": "a", "datasets": [{"name": "d", '
+            '"format": "xlsx", "rows": 1, "columns": [], "hash": "' + "0" * 64 + '"}]}',
+            "invalid 'register' message: datasets.0.format",
+        ),
+    ],
+)
+def test_refused_frames_say_why(frame: str, message: str) -> None:
+    with pytest.raises(NodeProtocolError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_node_message(frame)
+
+
+def test_frames_over_the_limit_are_refused() -> None:
+    with pytest.raises(NodeProtocolError, match="frame of 101 bytes is over the limit of 100"):
+        parse_node_message("x" * 101, max_bytes=100)
+
+
+def test_the_node_package_never_imports_db_server_or_engine() -> None:
+    """House rule: node/ imports runtime, tools and artifacts, never db, server or engine."""
+    import ast
+    from pathlib import Path
+
+    import flowfed.node
+
+    banned = ("flowfed.db", "flowfed.server", "flowfed.engine")
+    for path in Path(flowfed.node.__file__).parent.glob("*.py"):
+        for stmt in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(stmt, ast.Import):
+                names = [a.name for a in stmt.names]
+            elif isinstance(stmt, ast.ImportFrom) and stmt.module:
+                names = [stmt.module]
+            for name in names:
+                assert not name.startswith(banned), f"{path.name} imports {name}"

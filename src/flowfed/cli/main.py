@@ -44,6 +44,10 @@ auth_app.add_typer(token_app, name="token")
 auth_app.add_typer(client_app, name="client")
 app.add_typer(auth_app, name="auth")
 
+from flowfed.cli.models import models_app  # noqa: E402  (its commands import from here lazily)
+
+app.add_typer(models_app, name="models")
+
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 

@@ -277,6 +277,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(artifacts.router)
     app.include_router(tools.router)
+    from flowfed.server.routes import models as model_routes
+
+    app.include_router(model_routes.router)
     app.include_router(events.router)
     # Outermost last: metrics see every response, including 413s from the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -88,13 +88,11 @@ def _headline(entries: list[dict[str, Any]], most: int = 4) -> list[str]:
 
 
 def _print_entries(entries: list[dict[str, Any]]) -> None:
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from flowfed.cli.main import out
 
     names = _headline(entries)
-    from rich.table import Column
-
     # The model column never wraps: it is what a user copies into the next command.
     table = Table(Column("model", no_wrap=True), "run", "step", "variant", *names)
     for e in entries:
@@ -249,11 +247,9 @@ def models_compare(
     if as_json:
         print(json.dumps(data, default=str))
         return
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from flowfed.cli.main import out
-
-    from rich.table import Column
 
     table = Table(Column("", no_wrap=True), *data["models"])
     for k, values in data["variants"].items():

@@ -386,7 +386,7 @@ def lineage_roots(db: Database, artifact_id: str) -> list[dict[str, Any]]:
             for r in conn.execute(
                 select(a.c.id, a.c.name, a.c.version, a.c.hash, a.c.step).where(a.c.id.in_(chunk))
             ):
-                found[r.id] = dict(r._mapping)
+                found[r.id] = {**r._mapping, "missing": False}
     out = [found.get(aid, {"id": aid, "missing": True}) for aid in roots]
     return sorted(out, key=lambda r: (str(r.get("name")), r.get("version") or 0, r["id"]))
 

@@ -46,6 +46,7 @@ def test_entry_names_its_artifact_run_step_task_and_hash(catalog: Catalog) -> No
         assert e["tool"] == "flowfed.logistic_regression" and e["tool_version"] == "1.0"
         assert e["model_class"] == "flowfed.tools.library.models:LogisticRegressionModel"
         assert e["variant"] is None  # the flow sweeps nothing
+        assert e["round"] is None  # nor is it federated
 
 
 def test_metrics_join_training_and_every_evaluation_of_the_model(catalog: Catalog) -> None:

@@ -83,3 +83,20 @@ def test_load_model_brings_back_the_trained_weights(catalog: Catalog) -> None:
     )
     assert bad.returncode != 0
     assert "ModelNotFound: classifier has versions 1..2; there is no classifier@5" in bad.stderr
+
+
+def test_metrics_several_evaluations_report_are_qualified_by_node() -> None:
+    from flowfed.db.registry import merged_metrics
+
+    evals = [
+        {"step": "validate", "node": "hospital-a", "metrics": {"accuracy": 0.9, "auc": 0.95}},
+        {"step": "validate", "node": "hospital-b", "metrics": {"accuracy": 0.8}},
+        {"step": "pooled", "node": "central", "metrics": {"pooled_accuracy": 0.85}},
+    ]
+    assert merged_metrics({"loss": 0.2, "auc": 0.5}, evals) == {
+        "loss": 0.2,
+        "auc": 0.95,  # one evaluation reports it: it wins over the training value
+        "accuracy@hospital-a": 0.9,
+        "accuracy@hospital-b": 0.8,
+        "pooled_accuracy": 0.85,
+    }

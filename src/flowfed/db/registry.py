@@ -103,6 +103,7 @@ def _model_rows(conn: Connection, where: Sequence[Any], limit: int | None) -> li
         t.c.tool,
         t.c.tool_version,
         t.c.metrics.label("task_metrics"),
+        t.c.round.label("round"),
     ]
     if _has_variant():
         cols.append(t.c.variant.label("variant"))
@@ -215,6 +216,7 @@ def _entry(row: dict[str, Any], evaluations: list[dict[str, Any]]) -> dict[str, 
         "task_id": row["task_id"],
         "tool": row["tool"],
         "tool_version": row["tool_version"],
+        "round": row.get("round"),
         "variant": row.get("variant"),
         "metrics": merged_metrics(training, evaluations),
         "training": {"task_id": row["task_id"], "metrics": training},

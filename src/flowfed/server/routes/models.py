@@ -63,6 +63,7 @@ class ModelEntry(BaseModel):
     task_id: str
     tool: str | None = None
     tool_version: str | None = None
+    round: int | None = None
     variant: dict[str, Any] | None = None
     metrics: dict[str, Any]
     training: ModelTraining

@@ -51,12 +51,15 @@ def ensure_venv() -> Path:
     marker = VENV / ".flowfed-ready"
     if not marker.exists():
         print(f"creating {VENV} (pip install {' '.join(REQUIREMENTS)})", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", *REQUIREMENTS],
-            check=True,
-            stdout=sys.stderr,
-        )
+        try:
+            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+            subprocess.run(
+                [str(python), "-m", "pip", "install", "-q", *REQUIREMENTS],
+                check=True,
+                stdout=sys.stderr,
+            )
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise SystemExit(f"cannot set up Flower in {VENV}: {exc}") from None
         marker.write_text("ok\n")
     return python
 

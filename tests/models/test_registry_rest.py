@@ -114,3 +114,10 @@ def test_cli_against_the_server(srv: Server, catalog: Catalog) -> None:
     assert res.stderr.strip() == (
         "error: HTTP 404: classifier has versions 1..2; there is no classifier@9"
     )
+
+
+def test_cli_with_a_refused_token_or_no_server_is_one_line(srv: Server) -> None:
+    res = srv.ff("--server", srv.url, "--token", "ffu_wrong", "models", "list", check=2)
+    assert res.stderr.startswith("error: HTTP 401") and "Traceback" not in res.stderr
+    res = srv.ff("--server", "http://127.0.0.1:9", "models", "list", check=2)
+    assert res.stderr.startswith("error: cannot reach http://127.0.0.1:9")

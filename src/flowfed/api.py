@@ -140,6 +140,34 @@ def run_flow(
         engine.db.close()
 
 
+def load_model(
+    ref: str, *, database_url: str | None = None, artifacts_url: str | None = None
+) -> Any:
+    """A registered model, weights loaded: ``name@version``, ``name`` (latest) or its id.
+
+    Resolved through the model registry (:func:`flowfed.db.registry.resolve_model_ref`),
+    so a reference that names no model says which models or versions exist.
+
+    Example:
+        >>> # model = flowfed.api.load_model("classifier@2"); model.predict_proba(table)
+    """
+    from flowfed.artifacts import ArtifactHandle, ArtifactStore, CatalogBlobs, is_inline
+    from flowfed.db import Database
+    from flowfed.db.registry import resolve_model_ref
+
+    db = Database(database_url or default_database_url())
+    try:
+        row = resolve_model_ref(db, ref)
+        source: Any = (
+            CatalogBlobs(db)
+            if is_inline(row["uri"])
+            else ArtifactStore(artifacts_url or default_artifacts_url())
+        )
+        return ArtifactHandle.from_row(source, row).load()
+    finally:
+        db.close()
+
+
 def load_artifact(
     ref: str, *, database_url: str | None = None, artifacts_url: str | None = None
 ) -> Any:

@@ -48,6 +48,10 @@ from flowfed.cli.triggers import app as _triggers_app  # noqa: E402
 
 app.add_typer(_triggers_app, name="triggers")
 
+from flowfed.cli.models import models_app  # noqa: E402  (its commands import from here lazily)
+
+app.add_typer(models_app, name="models")
+
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 

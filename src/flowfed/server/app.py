@@ -308,6 +308,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(artifacts.router)
     app.include_router(tools.router)
     app.include_router(trigger_routes.router)
+    from flowfed.server.routes import models as model_routes
+
+    app.include_router(model_routes.router)
     app.include_router(events.router)
     app.include_router(nodes_router)
     app.include_router(nodes_ws_router)

@@ -1,0 +1,285 @@
+"""``flowfed models``: the model registry from the terminal, local or on a server.
+
+Without ``--server`` the commands read the local catalog (``.flowfed/`` or
+``$FLOWFED_DATABASE_URL``), as ``flowfed runs list`` does; with it they call the server's
+``/api/v1/models`` routes. Both give the same JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+models_app = typer.Typer(
+    help="The model registry: trained models, their versions, variants and metrics.",
+    no_args_is_help=True,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+#: Metrics shown in tables (all of them are in --json), in this order when present.
+HEADLINE = ("accuracy", "roc_auc", "f1", "loss", "train_accuracy")
+
+
+def _fail(message: str) -> NoReturn:
+    from flowfed.cli.main import _fail as fail
+
+    fail(message)
+
+
+def _server(ctx: typer.Context) -> tuple[str | None, str | None]:
+    obj = ctx.obj or {}
+    return obj.get("server"), obj.get("token")
+
+
+def _get(server: str, token: str | None, path: str, params: dict[str, Any] | None = None) -> Any:
+    """GET a registry route; a refused request or an unreachable server ends the command."""
+    import httpx
+
+    from flowfed.cli.remote import _headers, _problem
+
+    try:
+        resp = httpx.get(
+            f"{server.rstrip('/')}/api/v1/models{path}",
+            params={k: v for k, v in (params or {}).items() if v is not None},
+            headers=_headers(token),
+            timeout=60,
+        )
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach {server}: {exc}")
+    if resp.status_code >= 400:
+        _fail(_problem(resp))
+    return resp.json()
+
+
+def _local(action: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a registry query on the local catalog; its lookup errors become one line."""
+    from flowfed.cli.main import _db
+    from flowfed.db.registry import BadModelRef, ModelNotFound
+
+    db = _db()
+    try:
+        return action(db, *args, **kwargs)
+    except (ModelNotFound, BadModelRef) as exc:
+        _fail(str(exc))
+    finally:
+        db.close()
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items()) or "—"
+    return str(value)
+
+
+def _headline(entries: list[dict[str, Any]], most: int = 4) -> list[str]:
+    """Metric columns for a table: the :data:`HEADLINE` ones present, qualified or not."""
+    keys = sorted({k for e in entries for k in e["metrics"]})
+    picked: list[str] = []
+    for base in HEADLINE:
+        picked += [k for k in keys if k == base or k.startswith(base + "@")]
+    return picked[:most]
+
+
+def _print_entries(entries: list[dict[str, Any]]) -> None:
+    from rich.table import Column, Table
+
+    from flowfed.cli.main import out
+
+    names = _headline(entries)
+    # The model column never wraps: it is what a user copies into the next command.
+    table = Table(Column("model", no_wrap=True), "run", "step", "variant", *names)
+    for e in entries:
+        table.add_row(
+            f"{e['name']}@{e['version']}",
+            e["run_id"][:8],
+            e["step"],
+            _fmt(e.get("variant")),
+            *(_fmt(e["metrics"].get(k)) for k in names),
+        )
+    out.print(table)
+
+
+@models_app.command("list")
+def models_list(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Option("--name", help="Only this model's versions.")] = None,
+    run: Annotated[
+        str | None, typer.Option("--run", help="Only models this run trained (id or prefix).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="How many, newest first.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List trained models, newest first, with their variant and headline metrics."""
+    server, token = _server(ctx)
+    if server:
+        items = _get(server, token, "", {"name": name, "run_id": run, "limit": limit})["items"]
+    else:
+        items = _local(_list_local, name, run, limit)
+    if as_json:
+        print(json.dumps({"items": items}, default=str))
+        return
+    if not items:
+        from flowfed.cli.main import out
+
+        out.print("no models yet: run a flow with a step whose tool returns a flowfed.Model")
+        return
+    _print_entries(items)
+
+
+def _list_local(db: Any, name: str | None, run: str | None, limit: int) -> list[dict[str, Any]]:
+    from flowfed.db.registry import list_models
+
+    run_id = None
+    if run is not None:
+        found = db.get_run(run)
+        if found is None:
+            _fail(f"no run matches '{run}' (see `flowfed runs list`)")
+        run_id = found["id"]
+    return list_models(db, name=name, run_id=run_id, limit=limit)
+
+
+@models_app.command("show")
+def models_show(
+    ctx: typer.Context,
+    ref: Annotated[
+        str,
+        typer.Argument(metavar="NAME[@VERSION]", help="A model; without @VERSION: all versions."),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a model version (its variant, metrics and evaluations), or every version."""
+    from flowfed.db.registry import BadModelRef, parse_model_ref
+
+    try:
+        name, version = parse_model_ref(ref)
+    except BadModelRef as exc:
+        _fail(str(exc))
+    server, token = _server(ctx)
+    if version is None and ref.rsplit("@", 1)[-1].rsplit(":", 1)[-1] == "latest":
+        # NAME@latest: the newest version's entry, not the list of versions.
+        versions = _get(server, token, f"/{_quote(name)}") if server else None
+        if versions is not None:
+            version = versions["versions"][-1]["version"]
+        else:
+            from flowfed.db.registry import get_model
+
+            entry = _local(get_model, name)
+            version = entry["version"]
+    if version is None:
+        if server:
+            data = _get(server, token, f"/{_quote(name)}")
+        else:
+            from flowfed.db.registry import model_versions
+
+            data = {"name": name, "versions": _local(model_versions, name)}
+        if as_json:
+            print(json.dumps(data, default=str))
+        else:
+            _print_entries(data["versions"])
+        return
+    if server:
+        entry = _get(server, token, f"/{_quote(name)}/{version}")
+    else:
+        from flowfed.db.registry import get_model
+
+        entry = _local(get_model, f"{name}@{version}")
+    if as_json:
+        print(json.dumps(entry, default=str))
+        return
+    _print_entry(entry)
+
+
+def _quote(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="")
+
+
+def _print_entry(e: dict[str, Any]) -> None:
+    from flowfed.cli.main import _ts, out
+
+    out.print(f"[bold]{e['name']}@{e['version']}[/bold] · {e.get('model_class') or e['type_name']}")
+    rows = [
+        ("artifact", e["artifact_id"]),
+        ("hash", e["hash"]),
+        ("run", e["run_id"]),
+        ("step", f"{e['step']} on {e['node']} ({e.get('tool')}@{e.get('tool_version')})"),
+        ("task", e["task_id"]),
+        ("variant", _fmt(e.get("variant"))),
+        ("created", _ts(e["created_at"])),
+    ]
+    for label, value in rows:
+        out.print(f"  {label:<9} {value}", markup=False)
+    out.print("  training metrics:")
+    for k, v in e["training"]["metrics"].items():
+        out.print(f"    {k:<16} {_fmt(v)}", markup=False)
+    for ev in e["evaluations"]:
+        out.print(f"  evaluated by {ev['step']} on {ev['node']} ({ev.get('tool')}):", markup=False)
+        for k, v in ev["metrics"].items():
+            out.print(f"    {k:<16} {_fmt(v)}", markup=False)
+    out.print(f"  lineage: flowfed lineage {e['name']}:{e['version']}", markup=False)
+
+
+@models_app.command("compare")
+def models_compare(
+    ctx: typer.Context,
+    refs: Annotated[
+        list[str],
+        typer.Argument(metavar="MODEL...", help="Models: NAME@VERSION, NAME (latest) or id."),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare models side by side: swept params, every metric, and their data sources."""
+    server, token = _server(ctx)
+    if server:
+        data = _get(server, token, "/compare", {"ids": ",".join(refs)})
+    else:
+        from flowfed.db.registry import compare_models
+
+        data = _local(compare_models, refs)
+    if as_json:
+        print(json.dumps(data, default=str))
+        return
+    from rich.table import Column, Table
+
+    from flowfed.cli.main import out
+
+    table = Table(Column("", no_wrap=True), *data["models"])
+    for k, values in data["variants"].items():
+        table.add_row(f"[cyan]{k}[/cyan]", *(_fmt(v) for v in values))
+    for k, values in data["metrics"].items():
+        best = _best(k, values)
+        table.add_row(
+            k,
+            *((f"[bold]{_fmt(v)}[/bold]" if i == best else _fmt(v)) for i, v in enumerate(values)),
+        )
+    table.add_row(
+        "sources",
+        *(
+            ", ".join(f"{r.get('name')}:{r.get('version')}" for r in rs)
+            for rs in data["lineage_roots"]
+        ),
+    )
+    out.print(table)
+    if not data["same_sources"]:
+        out.print("[yellow]note:[/yellow] these models were trained from different sources")
+
+
+#: Metrics where lower is better (the compare table marks the best value of each row).
+LOWER_IS_BETTER = ("loss", "log_loss", "brier", "ece", "fp", "fn")
+
+
+def _best(name: str, values: list[Any]) -> int | None:
+    nums = [(v, i) for i, v in enumerate(values) if isinstance(v, int | float)]
+    if len(nums) < 2 or len({v for v, _ in nums}) == 1:
+        return None
+    base = name.split("@", 1)[0]
+    pick = min if base in LOWER_IS_BETTER else max
+    return pick(nums)[1]

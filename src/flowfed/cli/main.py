@@ -121,7 +121,8 @@ def run(
         typer.Option(
             "--executor",
             help="threads (default), processes (forked child per call), subprocess "
-            "(python -m flowfed.runtime per call) or sandbox (subprocess under bubblewrap).",
+            "(python -m flowfed.runtime per call), sandbox (subprocess under bubblewrap) or "
+            "container (docker/podman; docs/runtime-protocol.md).",
         ),
     ] = "threads",
     workers: Annotated[int | None, typer.Option("--workers", help="Pool size.")] = None,
@@ -132,9 +133,9 @@ def run(
     from flowfed.plan.graph import parse_param_overrides
     from flowfed.spec.diagnostics import FlowError
 
-    if executor not in ("threads", "processes", "subprocess", "sandbox"):
+    if executor not in ("threads", "processes", "subprocess", "sandbox", "container"):
         _fail(
-            "--executor must be 'threads', 'processes', 'subprocess' or 'sandbox', "
+            "--executor must be 'threads', 'processes', 'subprocess', 'sandbox' or 'container', "
             f"got {executor!r}"
         )
     server = (ctx.obj or {}).get("server")

@@ -43,6 +43,10 @@ client_app = typer.Typer(
 auth_app.add_typer(token_app, name="token")
 auth_app.add_typer(client_app, name="client")
 app.add_typer(auth_app, name="auth")
+# `flowfed tool dev|exec|config|sessions`: development mode (flowfed.cli.tooldev).
+from flowfed.cli.tooldev import tool_app  # noqa: E402
+
+app.add_typer(tool_app, name="tool")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)

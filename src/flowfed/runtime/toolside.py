@@ -294,6 +294,16 @@ class ToolEngine:
         self._workdir: Path | None = None
         self._started_at = time.monotonic()
 
+    @property
+    def state(self) -> State:
+        """The run's lifecycle state (Pending until connected and configured)."""
+        return self._lc.state
+
+    @property
+    def reached(self) -> set[State]:
+        """Every state the run has been in (to tell a failed start from a failed execution)."""
+        return {State.PENDING, *(tr.to for tr in self._lc.history)}
+
     # --- entry point -------------------------------------------------------------------
 
     def run(self) -> int:

@@ -33,7 +33,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from flowfed.runtime.lifecycle import State
-from flowfed.runtime.protocol import dump_message
+from flowfed.runtime.protocol import StartMessage, dump_message
 from flowfed.runtime.toolside import (
     EXIT_ERROR,
     EXIT_OK,
@@ -73,7 +73,10 @@ def describe_frame(frame: dict[str, Any]) -> str | None:
             shown = " = " + (text if len(text) <= 200 else text[:200] + "...")
         return f"output {frame.get('name')} ({frame.get('kind')}, {frame.get('size')} B){shown}"
     if kind == "error":
-        lines = [f"error  {frame.get('error_type', 'Error')}: {frame.get('message', '')}"]
+        etype, message = frame.get("error_type", "Error"), str(frame.get("message", ""))
+        # The tool side often words its message "Type: text" already.
+        head = message if message.startswith(f"{etype}:") else f"{etype}: {message}"
+        lines = [f"error  {head}"]
         lines += [f"       {d['field']}: {d['message']}" for d in frame.get("details") or []]
         if frame.get("traceback"):
             lines.append(str(frame["traceback"]).rstrip())
@@ -117,15 +120,32 @@ def ws_url(server: str, path: str) -> str:
 
 
 class _EchoEngine(ToolEngine):
-    """The tool-side engine, printing every frame it sends as it sends it."""
+    """The tool-side engine, printing every frame it sends as it sends it.
 
-    def __init__(self, options: EngineOptions, echo: Callable[[dict[str, Any]], None]) -> None:
+    ``before_start`` runs when ``start`` arrives; when it returns True the tool's module
+    changed on disk and is loaded again, so an edit made while the tool sat idle is what
+    the execution runs.
+    """
+
+    def __init__(
+        self,
+        options: EngineOptions,
+        echo: Callable[[dict[str, Any]], None],
+        before_start: Callable[[], bool] | None = None,
+    ) -> None:
         super().__init__(options)
         self._echo = echo
+        self._before_start = before_start
 
     def _send(self, msg: Any) -> None:
         super()._send(msg)
         self._echo(json.loads(dump_message(msg)))
+
+    def _idle(self) -> StartMessage | None:
+        start = super()._idle()
+        if start is not None and self._before_start is not None and self._before_start():
+            self._spec = load_tool(self.opts.tool)
+        return start
 
 
 @dataclass
@@ -185,8 +205,6 @@ class DevClient:
         self.say(f"  trigger an execution: flowfed tool exec {sid} --param KEY=VALUE --follow")
         first = True
         while True:
-            if self.opts.reload and not first:
-                self._maybe_reload()
             engine = _EchoEngine(
                 EngineOptions(
                     endpoint=ws_url(self.opts.server, session["runtime_path"]),
@@ -196,6 +214,7 @@ class DevClient:
                     dev=True,
                 ),
                 self._printer(first),
+                self._maybe_reload if self.opts.reload else None,
             )
             code = engine.run()
             reached = engine.reached
@@ -233,19 +252,21 @@ class DevClient:
 
         return echo
 
-    def _maybe_reload(self) -> None:
+    def _maybe_reload(self) -> bool:
+        """Drop the tool's module if its file changed (True: load it again)."""
         source = self._source
         if source is None:
-            return
+            return False
         now = _mtime(source)
         if now is None or now == self._mtime:
-            return
+            return False
         self._mtime = now
         for name, module in list(sys.modules.items()):
             if getattr(module, "__file__", None) and _same_file(module.__file__, source):
                 # Dropped, not reloaded in place: the next load_tool imports it afresh.
                 del sys.modules[name]
         self.say(f"reloaded {source.name} (changed on disk)")
+        return True
 
 
 def _source_of(fn: Any) -> Path | None:

@@ -224,9 +224,8 @@ def test_sessions_are_private_to_the_token_that_opened_them(
     ws = server.url.replace("http", "ws", 1) + f"/api/v1/dev-sessions/{dev.id}/runtime"
     for token, code in ((other, 4404), (None, 4401)):
         extra = {"Authorization": f"Bearer {token}"} if token else {}
-        with connect(ws, additional_headers=extra) as conn:
-            with pytest.raises(ConnectionClosed) as info:
-                conn.recv(timeout=30)
+        with connect(ws, additional_headers=extra) as conn, pytest.raises(ConnectionClosed) as info:
+            conn.recv(timeout=30)
         assert info.value.rcvd is not None and info.value.rcvd.code == code
     assert f"tool runtime refused: dev session {dev.id}" in server_log(server)
 
@@ -236,9 +235,9 @@ def test_a_second_tool_on_a_connected_session_is_refused(
 ) -> None:
     dev = start_dev()
     ws = server.url.replace("http", "ws", 1) + f"/api/v1/dev-sessions/{dev.id}/runtime"
-    with connect(ws, additional_headers={"Authorization": f"Bearer {server.token}"}) as conn:
-        with pytest.raises(ConnectionClosed) as info:
-            conn.recv(timeout=30)
+    auth = {"Authorization": f"Bearer {server.token}"}
+    with connect(ws, additional_headers=auth) as conn, pytest.raises(ConnectionClosed) as info:
+        conn.recv(timeout=30)
     assert info.value.rcvd is not None and info.value.rcvd.code == 4409
 
 

@@ -233,6 +233,7 @@ def test_container_command_has_the_sandbox_contract(tmp_path: Path) -> None:
     )
     assert cmd == [
         "/usr/bin/podman", "run", "--rm",
+        "--pull", "never",
         "--name", "flowfed-abc",
         "--read-only",
         "--network", "none",

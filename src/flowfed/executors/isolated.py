@@ -190,12 +190,15 @@ def container_command(
 
     Example:
         >>> cmd = container_command("docker", "img", Path("/w"), name="t1")
-        >>> cmd[:4], "--network" in cmd and cmd[cmd.index("--network") + 1]
-        (['docker', 'run', '--rm', '--name'], 'none')
+        >>> cmd[:5], "--network" in cmd and cmd[cmd.index("--network") + 1]
+        (['docker', 'run', '--rm', '--pull', 'never'], 'none')
     """
     wd = str(workdir)
     cmd = [
         engine, "run", "--rm",
+        # A missing image is an immediate, clear error rather than a pull that outlasts
+        # the connect timeout; production images are provisioned, not fetched per task.
+        "--pull", "never",
         "--name", name,
         "--read-only",
         "--network", "none",

@@ -27,11 +27,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flowfed.server import toolchannel as tc
 from flowfed.server.auth import Principal, authenticate_token, require_principal
-from flowfed.server.deps import AUTH_ERRORS, CONFLICT, NOT_FOUND, _problem
+from flowfed.server.deps import AUTH_ERRORS, BAD_REQUEST, CONFLICT, NOT_FOUND, _problem
 from flowfed.server.devtools import DevRegistry, DevSession, DevSessionError, Execution
 from flowfed.server.problems import ProblemError
 
-router = APIRouter(prefix="/api/v1/dev-sessions", tags=["dev sessions"], responses=AUTH_ERRORS)
+router = APIRouter(
+    prefix="/api/v1/dev-sessions",
+    tags=["dev sessions"],
+    responses={**AUTH_ERRORS, **BAD_REQUEST},
+)
 
 
 class DevSessionCreate(BaseModel):

@@ -282,3 +282,12 @@ def test_dev_with_a_bad_tool_or_server_fails_with_one_line(server: Server, tmp_p
     assert res.returncode == 1
     assert "error  ConfigError: invalid config for tool 'train'" in res.stdout
     assert "the tool could not start" in res.stdout
+
+
+def test_the_dev_client_stays_light() -> None:
+    code = "import sys, json, flowfed.runtime.devmode; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(done.stdout))
+    forbidden = ("flowfed.server", "flowfed.db", "flowfed.engine", "sqlalchemy", "fastapi")
+    assert sorted(m for m in loaded if m.startswith(forbidden)) == []
+    assert "flowfed.runtime.devmode" in loaded

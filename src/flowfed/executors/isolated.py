@@ -89,7 +89,7 @@ from flowfed.tools.core import Context
 #: ``$FLOWFED_HEARTBEAT_S`` overrides it per call.
 HEARTBEAT_S = 5.0
 #: Heartbeat intervals without any frame from the tool after which it is declared hung.
-MISSED_BEATS = 3
+MISSED_BEATS = 6
 #: Seconds a tool process gets to connect (interpreter start-up, imports, container start).
 CONNECT_S = 60.0
 #: The runners :func:`call_isolated` knows.

@@ -315,3 +315,12 @@ def test_container_runner_without_an_engine_daemon_reports_the_engine_error(
     # The tail of the engine client's stderr says why (docker: "Cannot connect to the
     # Docker daemon"; podman: "cannot connect to Podman").
     assert "connect" in err["message"].lower()
+
+
+def test_container_runner_without_an_engine_is_a_clear_task_error(project: Project) -> None:
+    project.env["FLOWFED_CONTAINER_ENGINE"] = str(project.root / "no-such-engine")
+    report = run(project, "fine", "container")
+    err = task_of(report)["error"]
+    assert err["type"] == "ContainerUnavailable"
+    assert "$FLOWFED_CONTAINER_ENGINE names" in err["message"]
+    assert "which is not an executable" in err["message"]

@@ -719,7 +719,9 @@ class ToolEngine:
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 1.0)
         raise PlatformUnreachable(
-            f"could not connect to {self.opts.endpoint} within {self.opts.timeout:g} s"
+            f"could not connect to {self.opts.endpoint}"
+            + (f" over {self.opts.unix_socket}" if self.opts.unix_socket else "")
+            + f" within {self.opts.timeout:g} s"
             + (f": {type(last).__name__}: {last}" if last else "")
         )
 

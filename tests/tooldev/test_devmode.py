@@ -291,3 +291,24 @@ def test_the_dev_client_stays_light() -> None:
     forbidden = ("flowfed.server", "flowfed.db", "flowfed.engine", "sqlalchemy", "fastapi")
     assert sorted(m for m in loaded if m.startswith(forbidden)) == []
     assert "flowfed.runtime.devmode" in loaded
+
+
+def test_ctrl_c_closes_the_session_and_executions_are_refused(
+    start_dev: Callable[..., Dev],
+) -> None:
+    import signal
+
+    dev = start_dev()
+    dev.proc.proc.send_signal(signal.SIGINT)
+    assert dev.proc.proc.wait(30) == 0
+    assert "dev session closed" in dev.proc.out
+
+    def offline() -> bool:
+        return dev.api("GET", "").json()["connected"] is False
+
+    wait_until(offline, what="the session to go offline")
+    r = wait_until(
+        lambda: (resp := dev.api("POST", "/executions", json={})).status_code == 409 and resp,
+        what="executions to be refused",
+    )
+    assert "is `flowfed tool dev` running?" in r.json()["detail"]

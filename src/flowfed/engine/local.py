@@ -48,7 +48,7 @@ from flowfed.tools.core import Context, TaskCancelled, ToolOutputError, call_too
 Listener = Callable[[str, dict[str, Any]], None]
 
 #: Executor kinds: worker threads, forked processes, ``python -m flowfed.runtime``
-#: subprocesses over the runtime protocol, and the same under a bubblewrap sandbox.
+#: subprocesses over the runtime protocol, the same under a bubblewrap sandbox or in a container.
 EXECUTORS = ("threads", "processes", "subprocess", "sandbox", "container")
 
 #: Tools whose calls average less than this run on the scheduler thread (no hand-off).

@@ -231,6 +231,8 @@ def test_container_command_has_the_sandbox_contract(tmp_path: Path) -> None:
         memory="256m",
         env={"TMPDIR": f"{wd}/tmp"},
     )
+    # Rootless podman keeps the caller's uid inside (the control socket is 0600).
+    keep_id = ["--userns", "keep-id"] if os.getuid() != 0 else []
     assert cmd == [
         "/usr/bin/podman", "run", "--rm",
         "--pull", "never",
@@ -246,6 +248,7 @@ def test_container_command_has_the_sandbox_contract(tmp_path: Path) -> None:
         "--tmpfs", "/tmp:rw,nosuid,nodev",
         "--volume", f"{wd}:{wd}:rw",
         "--workdir", str(wd),
+        *keep_id,
         "--volume", f"{src}:{src}:ro",
         "--env", "FLOWFED_TOOL_TOKEN",  # by name: the value never reaches the command line
         "--env", f"TMPDIR={wd}/tmp",

@@ -212,6 +212,10 @@ def container_command(
         "--volume", f"{wd}:{wd}:rw",
         "--workdir", wd,
     ]  # fmt: skip
+    if Path(engine).name.startswith("podman") and os.getuid() != 0:
+        # Rootless podman maps the caller to root inside; keep-id keeps the caller's uid,
+        # which the 0600 control socket and the work directory belong to.
+        cmd += ["--userns", "keep-id"]
     for folder in dict.fromkeys(str(p.resolve()) for p in readable or []):
         if folder != wd:
             cmd += ["--volume", f"{folder}:{folder}:ro"]

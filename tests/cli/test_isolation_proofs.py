@@ -206,7 +206,7 @@ def test_a_tool_that_exits_non_zero_is_an_error_with_its_code_and_stderr(
 def test_a_tool_that_stops_answering_heartbeats_is_killed_and_an_error(
     project: Project, runner: str
 ) -> None:
-    project.env["FLOWFED_HEARTBEAT_S"] = "0.3"
+    project.env["FLOWFED_HEARTBEAT_S"] = "0.5"
     report = run(project, "freeze", runner)
     err = task_of(report)["error"]
     assert err["type"] == "HeartbeatTimeout"

@@ -51,6 +51,10 @@ app.add_typer(_triggers_app, name="triggers")
 from flowfed.cli.models import models_app  # noqa: E402  (its commands import from here lazily)
 
 app.add_typer(models_app, name="models")
+# `flowfed tool dev|exec|config|sessions`: development mode (flowfed.cli.tooldev).
+from flowfed.cli.tooldev import tool_app  # noqa: E402
+
+app.add_typer(tool_app, name="tool")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -129,7 +133,8 @@ def run(
         typer.Option(
             "--executor",
             help="threads (default), processes (forked child per call), subprocess "
-            "(python -m flowfed.runtime per call) or sandbox (subprocess under bubblewrap).",
+            "(python -m flowfed.runtime per call), sandbox (subprocess under bubblewrap) or "
+            "container (docker/podman; docs/runtime-protocol.md).",
         ),
     ] = "threads",
     workers: Annotated[int | None, typer.Option("--workers", help="Pool size.")] = None,
@@ -140,9 +145,9 @@ def run(
     from flowfed.plan.graph import parse_param_overrides
     from flowfed.spec.diagnostics import FlowError
 
-    if executor not in ("threads", "processes", "subprocess", "sandbox"):
+    if executor not in ("threads", "processes", "subprocess", "sandbox", "container"):
         _fail(
-            "--executor must be 'threads', 'processes', 'subprocess' or 'sandbox', "
+            "--executor must be 'threads', 'processes', 'subprocess', 'sandbox' or 'container', "
             f"got {executor!r}"
         )
     server = (ctx.obj or {}).get("server")

@@ -48,8 +48,8 @@ from flowfed.tools.core import Context, TaskCancelled, ToolOutputError, call_too
 Listener = Callable[[str, dict[str, Any]], None]
 
 #: Executor kinds: worker threads, forked processes, ``python -m flowfed.runtime``
-#: subprocesses over the runtime protocol, and the same under a bubblewrap sandbox.
-EXECUTORS = ("threads", "processes", "subprocess", "sandbox")
+#: subprocesses over the runtime protocol, the same under a bubblewrap sandbox or in a container.
+EXECUTORS = ("threads", "processes", "subprocess", "sandbox", "container")
 
 #: Tools whose calls average less than this run on the scheduler thread (no hand-off).
 QUICK_TASK_S = 0.001
@@ -137,8 +137,8 @@ class LocalEngine:
     ) -> None:
         if executor not in EXECUTORS:
             raise ValueError(
-                f"unknown executor {executor!r}; use 'threads', 'processes', 'subprocess' "
-                "or 'sandbox'"
+                f"unknown executor {executor!r}; use 'threads', 'processes', 'subprocess', "
+                "'sandbox' or 'container'"
             )
         self.db = db
         self.store = store
@@ -916,15 +916,13 @@ class _Run:
             return self._out_of_thread(
                 tr, ctx, lambda: processes.call_in_process(node, args, tr.id, ctx, node.timeout)
             )
-        if kind in ("subprocess", "sandbox"):
+        if kind in ("subprocess", "sandbox", "container"):
             from flowfed.executors import isolated
 
             return self._out_of_thread(
                 tr,
                 ctx,
-                lambda: isolated.call_isolated(
-                    node, args, tr.id, ctx, node.timeout, sandbox=kind == "sandbox"
-                ),
+                lambda: isolated.call_isolated(node, args, tr.id, ctx, node.timeout, runner=kind),
             )
         if node.timeout is None:
             return call_tool(node.tool, args, node.config, ctx)

@@ -13,10 +13,24 @@ every ``status`` is checked with :func:`~flowfed.runtime.lifecycle.check_transit
 JSON-able inputs travel inline; anything else (bytes, NumPy, pandas, files, models) is
 materialized into the call's private work directory and passed by path with its kind.
 
-With ``sandbox=True`` the command runs under bubblewrap: the whole file system read-only,
-a private ``/tmp``, fresh namespaces for everything but the network, and only the call's
-work directory writable. The network namespace is shared because the tool must reach the
-loopback WebSocket of this process (a new network namespace has its own, empty loopback).
+Three runners (``runner=``):
+
+``subprocess``
+    a plain child interpreter; the channel is a WebSocket on ``127.0.0.1``.
+``sandbox``
+    the same under bubblewrap: the whole file system read-only, a private ``/tmp``, fresh
+    namespaces for everything (network included: no interface but an empty loopback), and
+    only the call's work directory writable. The channel is a Unix socket inside that work
+    directory, the one way out of the sandbox.
+``container``
+    ``docker run`` / ``podman run`` (:func:`container_engine`) of the tool image
+    (``$FLOWFED_CONTAINER_IMAGE``, default :data:`DEFAULT_IMAGE`): read-only root,
+    ``--network none``, no capabilities, CPU and memory limits, the work directory (with
+    the Unix socket of the channel) and the tool's source folder mounted at the same paths.
+
+A tool that dies before connecting, exits without a result, or stops answering heartbeats
+(:data:`HEARTBEAT_S`, ``$FLOWFED_HEARTBEAT_S``; :data:`MISSED_BEATS` in a row) ends in
+Error with its exit code and the tail of its stderr.
 
 Failures map onto :mod:`flowfed.executors.processes`' exceptions (``ProcessTaskError``,
 ``ProcessTimeout``) so the engine handles every out-of-thread executor the same way.
@@ -40,7 +54,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, serve, unix_serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -72,7 +86,21 @@ from flowfed.runtime.protocol import (
 from flowfed.tools.core import Context
 
 #: Seconds between platform heartbeats (the tool side answers them; any frame keeps it alive).
+#: ``$FLOWFED_HEARTBEAT_S`` overrides it per call.
 HEARTBEAT_S = 5.0
+#: Heartbeat intervals without any frame from the tool after which it is declared hung.
+MISSED_BEATS = 6
+#: Seconds a tool process gets to connect (interpreter start-up, imports, container start).
+CONNECT_S = 60.0
+#: The runners :func:`call_isolated` knows.
+RUNNERS = ("subprocess", "sandbox", "container")
+#: The container image when ``$FLOWFED_CONTAINER_IMAGE`` is unset: Python with flowfed
+#: installed (``docker build -t flowfed-runtime -f docker/runtime.Dockerfile .``).
+DEFAULT_IMAGE = "flowfed-runtime:latest"
+#: CPU and memory limits of a container when the step sets none
+#: (``$FLOWFED_CONTAINER_CPUS``, ``$FLOWFED_CONTAINER_MEMORY`` override them).
+DEFAULT_CPUS = "1"
+DEFAULT_MEMORY = "2g"
 #: Seconds a terminated tool gets to stop before its process is killed.
 GRACE_S = 2.0
 
@@ -93,6 +121,110 @@ _CLOSED = object()
 
 class SandboxUnavailable(RuntimeError):
     """The sandbox executor was asked for but bubblewrap is not installed."""
+
+
+class ContainerUnavailable(RuntimeError):
+    """The container executor was asked for but neither docker nor podman is installed."""
+
+
+def container_engine() -> str:
+    """The container engine binary: ``$FLOWFED_CONTAINER_ENGINE``, else docker, else podman.
+
+    Raises :class:`ContainerUnavailable` naming what to install or set.
+
+    Example:
+        >>> import os; os.environ["FLOWFED_CONTAINER_ENGINE"] = "/bin/sh"
+        >>> container_engine()
+        '/bin/sh'
+        >>> del os.environ["FLOWFED_CONTAINER_ENGINE"]
+    """
+    chosen = os.environ.get("FLOWFED_CONTAINER_ENGINE", "").strip()
+    if chosen:
+        found = shutil.which(chosen)
+        if found is None:
+            raise ContainerUnavailable(
+                f"$FLOWFED_CONTAINER_ENGINE names {chosen!r}, which is not an executable"
+            )
+        return found
+    for name in ("docker", "podman"):
+        found = shutil.which(name)
+        if found is not None:
+            return found
+    raise ContainerUnavailable(
+        "the container executor needs docker or podman, and neither is installed "
+        "(or set $FLOWFED_CONTAINER_ENGINE; or use --executor sandbox)"
+    )
+
+
+def container_limits(node: TaskNode) -> tuple[str, str]:
+    """``(cpus, memory)`` for ``node``: the step's (when it declares them), else the defaults."""
+    cpus = getattr(node, "cpus", None) or os.environ.get("FLOWFED_CONTAINER_CPUS") or DEFAULT_CPUS
+    memory = (
+        getattr(node, "memory", None)
+        or os.environ.get("FLOWFED_CONTAINER_MEMORY")
+        or DEFAULT_MEMORY
+    )
+    return str(cpus), str(memory)
+
+
+def container_command(
+    engine: str,
+    image: str,
+    workdir: Path,
+    *,
+    name: str,
+    readable: list[Path] | None = None,
+    cpus: str = DEFAULT_CPUS,
+    memory: str = DEFAULT_MEMORY,
+    env: dict[str, str] | None = None,
+    pass_env: tuple[str, ...] = ("FLOWFED_TOOL_TOKEN",),
+) -> list[str]:
+    """The ``docker run`` / ``podman run`` prefix (the image's command follows it).
+
+    The same contract as the sandbox: read-only root, a private ``/tmp``, no network
+    (``--network none``; the control channel is a Unix socket inside ``workdir``), only
+    ``workdir`` writable, ``readable`` folders mounted read-only at their own paths. The
+    tool runs as the caller's uid/gid so the files it writes into ``workdir`` are the
+    caller's. ``pass_env`` names variables copied from the engine client's environment, so
+    the token never appears on a command line.
+
+    Example:
+        >>> cmd = container_command("docker", "img", Path("/w"), name="t1")
+        >>> cmd[:5], "--network" in cmd and cmd[cmd.index("--network") + 1]
+        (['docker', 'run', '--rm', '--pull', 'never'], 'none')
+    """
+    wd = str(workdir)
+    cmd = [
+        engine, "run", "--rm",
+        # A missing image is an immediate, clear error rather than a pull that outlasts
+        # the connect timeout; production images are provisioned, not fetched per task.
+        "--pull", "never",
+        "--name", name,
+        "--read-only",
+        "--network", "none",
+        "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges",
+        "--pids-limit", "512",
+        "--cpus", cpus,
+        "--memory", memory,
+        "--user", f"{os.getuid()}:{os.getgid()}",
+        "--tmpfs", "/tmp:rw,nosuid,nodev",
+        "--volume", f"{wd}:{wd}:rw",
+        "--workdir", wd,
+    ]  # fmt: skip
+    if Path(engine).name.startswith("podman") and os.getuid() != 0:
+        # Rootless podman maps the caller to root inside; keep-id keeps the caller's uid,
+        # which the 0600 control socket and the work directory belong to.
+        cmd += ["--userns", "keep-id"]
+    for folder in dict.fromkeys(str(p.resolve()) for p in readable or []):
+        if folder != wd:
+            cmd += ["--volume", f"{folder}:{folder}:ro"]
+    for key in pass_env:
+        cmd += ["--env", key]
+    for key, value in (env or {}).items():
+        cmd += ["--env", f"{key}={value}"]
+    cmd.append(image)
+    return cmd
 
 
 def tool_entrypoint(node: TaskNode) -> str:
@@ -117,7 +249,7 @@ def tool_entrypoint(node: TaskNode) -> str:
 
 
 def sandbox_command(workdir: Path, readable: list[Path] | None = None) -> list[str]:
-    """The bubblewrap prefix: read-only root, private /tmp, only ``workdir`` writable.
+    """The bubblewrap prefix: read-only root, private /tmp, no network, only ``workdir`` writable.
 
     ``readable`` folders (the tool's source folder, the working directory, the
     interpreter's prefix) that sit under ``/tmp`` would be hidden by the private ``/tmp``:
@@ -142,10 +274,10 @@ def sandbox_command(workdir: Path, readable: list[Path] | None = None) -> list[s
         "--tmpfs", "/tmp",
         *again,
         "--bind", wd, wd,
+        # Every namespace new, the network's too: the tool sees only an empty loopback.
+        # The control channel is a Unix socket inside ``workdir``, which a bind mount
+        # carries across the namespace boundary.
         "--unshare-all",
-        # Needed for the control channel only: the tool connects to this process's
-        # WebSocket on 127.0.0.1, which a new (empty) network namespace could not reach.
-        "--share-net",
         "--die-with-parent",
         "--new-session",
     ]  # fmt: skip
@@ -154,7 +286,8 @@ def sandbox_command(workdir: Path, readable: list[Path] | None = None) -> list[s
 class _Channel:
     """The private WebSocket server: one connection, authenticated at the upgrade."""
 
-    def __init__(self) -> None:
+    def __init__(self, unix_path: Path | None = None) -> None:
+        self.unix_path = unix_path
         self.token = secrets.token_urlsafe(32)
         self.inbox: queue.Queue[Any] = queue.Queue()
         self.loop = asyncio.new_event_loop()
@@ -184,6 +317,20 @@ class _Channel:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
+        if self.unix_path is not None:
+            async with unix_serve(
+                self._handler,
+                str(self.unix_path),
+                process_request=self._authorize,
+                max_size=64 * 1024 * 1024,
+            ) as server:
+                self._server = server
+                # Only the tool's uid needs it; a container user of the same uid does.
+                os.chmod(self.unix_path, 0o600)
+                self.port = -1
+                self._ready.set()
+                await self._stop.wait()
+            return
         async with serve(
             self._handler,
             "127.0.0.1",
@@ -339,14 +486,19 @@ def call_isolated(
     task_id: str,
     ctx: Context,
     timeout: float | None,
-    sandbox: bool,
+    sandbox: bool = False,
+    runner: str | None = None,
 ) -> Any:
-    """Call ``node``'s tool in ``python -m flowfed.runtime`` (under bubblewrap if ``sandbox``).
+    """Call ``node``'s tool in ``python -m flowfed.runtime`` under ``runner``.
 
-    Returns the value in the shape :meth:`ToolSpec.split_outputs` expects. Raises
-    :class:`ProcessTaskError` (tool error, protocol violation, dead process or cancel) or
-    :class:`ProcessTimeout`.
+    ``runner`` is one of :data:`RUNNERS` (default ``"sandbox"`` if ``sandbox`` else
+    ``"subprocess"``). Returns the value in the shape :meth:`ToolSpec.split_outputs`
+    expects. Raises :class:`ProcessTaskError` (tool error, protocol violation, dead or hung
+    process, cancel) or :class:`ProcessTimeout`.
     """
+    kind = runner or ("sandbox" if sandbox else "subprocess")
+    if kind not in RUNNERS:
+        raise ValueError(f"unknown runner {kind!r}; use one of {', '.join(RUNNERS)}")
     workdir = Path(tempfile.mkdtemp(prefix="flowfed-isolated-")).resolve()
     entry = tool_entrypoint(node)
     # Everything the child interpreter imports from: an editable install's source tree
@@ -356,25 +508,51 @@ def call_isolated(
     source = entry.rpartition(":")[0]
     if source.endswith(".py"):
         readable.append(Path(source).parent)
+    (workdir / "tmp").mkdir()
+    sock = workdir / "control.sock" if kind != "subprocess" else None
+    container_name = f"flowfed-{task_id[:24]}-{secrets.token_hex(4)}"
+    engine = ""
     try:
-        prefix = sandbox_command(workdir, readable) if sandbox else []
-    except SandboxUnavailable:
+        if kind == "sandbox":
+            prefix = sandbox_command(workdir, readable)
+            python = [sys.executable]
+        elif kind == "container":
+            engine = container_engine()
+            cpus, memory = container_limits(node)
+            # Only the tool's own folder: the image brings Python and flowfed.
+            mounts = [Path(source).parent] if source.endswith(".py") else []
+            prefix = container_command(
+                engine,
+                os.environ.get("FLOWFED_CONTAINER_IMAGE") or DEFAULT_IMAGE,
+                workdir,
+                name=container_name,
+                readable=mounts,
+                cpus=cpus,
+                memory=memory,
+                env={"TMPDIR": str(workdir / "tmp"), "PYTHONUNBUFFERED": "1"},
+            )
+            python = ["python"]
+        else:
+            prefix, python = [], [sys.executable]
+    except (SandboxUnavailable, ContainerUnavailable):
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    channel = _Channel()
+    channel = _Channel(sock)
     call = _Call(node, task_id, ctx, workdir)
     env = dict(os.environ)
     env["FLOWFED_TOOL_TOKEN"] = channel.token
     env["TMPDIR"] = str(workdir / "tmp")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    (workdir / "tmp").mkdir()
+    if sock is not None:
+        endpoint = ["--endpoint", "ws://localhost/", "--unix-socket", str(sock)]
+    else:
+        endpoint = ["--endpoint", f"ws://127.0.0.1:{channel.port}"]
     cmd = [
         *prefix,
-        sys.executable,
+        *python,
         "-m",
         "flowfed.runtime",
-        "--endpoint",
-        f"ws://127.0.0.1:{channel.port}",
+        *endpoint,
         "--tool",
         entry,
         "--timeout",
@@ -397,8 +575,38 @@ def call_isolated(
                 proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(5)
+        if kind == "container" and engine:
+            # Killing `docker run` does not stop its container: remove it by name.
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run(
+                    [engine, "rm", "--force", container_name],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    timeout=30,
+                )
         channel.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _heartbeat_s() -> float:
+    raw = os.environ.get("FLOWFED_HEARTBEAT_S", "").strip()
+    try:
+        value = float(raw) if raw else HEARTBEAT_S
+    except ValueError:
+        value = HEARTBEAT_S
+    return value if value > 0 else HEARTBEAT_S
+
+
+def _dead(proc: subprocess.Popen[bytes], why: str, stderr_path: Path, etype: str) -> Exception:
+    """Kill ``proc`` (if still alive) and describe its end: why, exit code, stderr tail."""
+    if proc.poll() is None:
+        proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+    return ProcessTaskError(
+        f"{why} (exit code {proc.returncode})" + _tail(stderr_path), etype=etype
+    )
 
 
 def _drive(
@@ -411,8 +619,11 @@ def _drive(
 ) -> Any:
     ctx = call.ctx
     node = call.node
-    deadline = None if timeout is None else time.monotonic() + timeout
-    beat_at = time.monotonic() + HEARTBEAT_S
+    beat = _heartbeat_s()
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
+    beat_at = started + beat
+    heard = started  # when the tool last sent a frame
     seq = 0
     closed = False
     while True:
@@ -425,24 +636,40 @@ def _drive(
             call.terminated = True
             channel.send(TerminateMessage(reason="timeout", grace_seconds=GRACE_S))
             raise ProcessTimeout(f"timed out after {timeout:g}s (tool process terminated)")
+        if call.state is None and not closed and now - started > CONNECT_S:
+            raise _dead(
+                proc,
+                f"the tool process did not connect within {CONNECT_S:g} s",
+                stderr_path,
+                "ConnectTimeout",
+            )
+        if call.state is not None and not closed and now - heard > beat * MISSED_BEATS:
+            raise _dead(
+                proc,
+                f"the tool stopped answering heartbeats: nothing for {now - heard:.0f} s "
+                f"({MISSED_BEATS} heartbeats of {beat:g} s); killed it",
+                stderr_path,
+                "HeartbeatTimeout",
+            )
         if now >= beat_at and call.state is not None:
             seq += 1
             channel.send(HeartbeatMessage(seq=seq))
-            beat_at = now + HEARTBEAT_S
+            beat_at = now + beat
         wait = 0.1 if deadline is None else max(0.0, min(0.1, deadline - now))
         try:
             msg = channel.inbox.get(timeout=wait)
         except queue.Empty:
             if proc.poll() is not None and (closed or call.state is None):
-                raise ProcessTaskError(
-                    f"tool process exited with code {proc.returncode} without a result"
-                    + _tail(stderr_path),
-                    etype="ProcessExited",
-                ) from None
+                if call.state is None:
+                    why = "the tool process exited before connecting"
+                else:
+                    why = f"the tool process exited while {call.state} without a result"
+                raise _dead(proc, why, stderr_path, "ProcessExited") from None
             continue
         if msg is _CLOSED:
             closed = True
             continue
+        heard = time.monotonic()
         if isinstance(msg, ProtocolError):
             raise ProcessTaskError(f"protocol error from the tool: {msg}", etype="ProtocolError")
         if isinstance(msg, HelloMessage):

@@ -59,7 +59,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection, connect, unix_connect
 
 from flowfed.runtime.lifecycle import Lifecycle, State
 from flowfed.runtime.protocol import (
@@ -152,6 +152,9 @@ class EngineOptions:
     dev: bool = False
     max_frame: int = 16 * 1024 * 1024
     extra_headers: dict[str, str] = field(default_factory=dict)
+    #: Connect over this Unix socket instead of TCP (the sandbox and container runners
+    #: bind one into a tool that has no network at all); ``endpoint`` is then only the URI.
+    unix_socket: str | None = None
 
 
 def load_tool(ref: str) -> ToolSpec:
@@ -290,6 +293,16 @@ class ToolEngine:
         self._channel_lost = False
         self._workdir: Path | None = None
         self._started_at = time.monotonic()
+
+    @property
+    def state(self) -> State:
+        """The run's lifecycle state (Pending until connected and configured)."""
+        return self._lc.state
+
+    @property
+    def reached(self) -> set[State]:
+        """Every state the run has been in (to tell a failed start from a failed execution)."""
+        return {State.PENDING, *(tr.to for tr in self._lc.history)}
 
     # --- entry point -------------------------------------------------------------------
 
@@ -680,6 +693,15 @@ class ToolEngine:
             if remaining <= 0:
                 break
             try:
+                if self.opts.unix_socket is not None:
+                    return unix_connect(
+                        self.opts.unix_socket,
+                        self.opts.endpoint,
+                        additional_headers=headers,
+                        open_timeout=remaining,
+                        close_timeout=2,
+                        max_size=self.opts.max_frame,
+                    )
                 return self._connector(
                     self.opts.endpoint,
                     additional_headers=headers,
@@ -699,7 +721,9 @@ class ToolEngine:
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 1.0)
         raise PlatformUnreachable(
-            f"could not connect to {self.opts.endpoint} within {self.opts.timeout:g} s"
+            f"could not connect to {self.opts.endpoint}"
+            + (f" over {self.opts.unix_socket}" if self.opts.unix_socket else "")
+            + f" within {self.opts.timeout:g} s"
             + (f": {type(last).__name__}: {last}" if last else "")
         )
 
@@ -976,6 +1000,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to connect, and the longest silence from the platform while waiting",
     )
     p.add_argument("--dev", action="store_true", help="development mode: accept config updates")
+    p.add_argument(
+        "--unix-socket",
+        default=None,
+        help="reach the endpoint through this Unix socket (sandbox and container runners)",
+    )
     return p
 
 
@@ -997,6 +1026,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.timeout <= 0:
         parser.error("--timeout must be positive")
     opts = EngineOptions(
-        endpoint=ns.endpoint, token=ns.token, tool=ns.tool, timeout=ns.timeout, dev=ns.dev
+        endpoint=ns.endpoint,
+        token=ns.token,
+        tool=ns.tool,
+        timeout=ns.timeout,
+        dev=ns.dev,
+        unix_socket=ns.unix_socket,
     )
     return ToolEngine(opts).run()

@@ -314,6 +314,14 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(nodes_router)
     app.include_router(nodes_ws_router)
+    # Tool runtimes: production tools per task, development-mode sessions (flowfed tool dev).
+    from flowfed.server.devtools import DevRegistry
+    from flowfed.server.routes import devtools, toolruntime
+
+    app.state.dev_sessions = DevRegistry()
+    app.state.tool_channels = {}
+    app.include_router(toolruntime.router)
+    app.include_router(devtools.router)
     # Outermost last: metrics see every response, including 413s from the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

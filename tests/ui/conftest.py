@@ -86,3 +86,18 @@ def shot(page: Page, name: str) -> None:
     """Save a full-page screenshot as test-output/screenshots/<name>.png."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def finished_run(ui_server: Server) -> str:
+    """The id of a short run that already ended (a ticker of three ticks)."""
+    api = ui_server.client()
+    source = (
+        "name: Short Ticker\nsteps:\n  - name: Tick\n    tool: ticker\n"
+        "    params: {count: 3, every: 0.01}\n    outputs: [ticks]\n"
+    )
+    r = api.post("/api/v1/runs", json={"source": source, "format": "yaml"})
+    assert r.status_code == 202, r.text
+    run_id = str(r.json()["run_id"])
+    assert ui_server.wait_run(run_id)["status"] == "success"
+    return run_id

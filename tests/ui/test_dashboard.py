@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
@@ -211,12 +212,31 @@ def test_keyboard_reaches_the_main_actions_and_empty_pages(page: Page) -> None:
     shot(page, "runs")
 
 
-def test_tablet_width_keeps_the_tree_readable(page: Page, ui_server: Server) -> None:
+def test_tablet_width_keeps_the_tree_readable(
+    page: Page, ui_server: Server, finished_run: str
+) -> None:
     page.set_viewport_size({"width": 768, "height": 1024})
-    page.goto(ui_server.url + "/#/runs")
-    expect(page.get_by_role("heading", name="Runs")).to_be_visible()
-    page.locator("tbody a").first.click()
+    page.goto(f"{ui_server.url}/#/runs/{finished_run}")
     expect(page.locator("li.step").first).to_be_visible()
     # Nothing forces horizontal scrolling of the page at tablet width.
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     shot(page, "run-monitor-tablet")
+
+
+def test_a_step_with_1000_tasks_renders_once_per_frame_and_collapses(
+    page: Page, ui_server: Server, finished_run: str
+) -> None:
+    # 1,000 tasks of one step arrive through the page's event stream, five events each,
+    # in the shapes the server sends; the page folds them into one render per frame.
+    page.goto(f"{ui_server.url}/#/runs/{finished_run}")
+    expect(page.locator("#conn")).to_have_text(re.compile("ended|live"))
+    renders = page.evaluate((Path(__file__).parent / "flood_1000_tasks.js").read_text())
+    assert renders <= 3  # one frame, one render of the step (plus none for the others)
+    big = page.locator("li.step[data-step='Big']")
+    expect(big.locator(".counts")).to_have_text("1000 tasks: 500 running, 500 finished")
+    expect(big.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "50")
+    expect(big.locator("li.task")).to_have_count(50)
+    expect(big.locator("li.task").first).to_contain_text("loss: 0.500")
+    shot(page, "run-monitor-1000-tasks")
+    big.get_by_role("button", name="Show all 1000 tasks").click()
+    expect(big.locator("li.task")).to_have_count(1000)

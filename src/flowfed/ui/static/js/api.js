@@ -17,7 +17,12 @@ export class ApiError extends Error {
   }
 }
 
-export async function api(path, { method = "GET", body, signal } = {}) {
+// The page being shown owns the requests in flight: leaving it aborts them, so a slow
+// answer for the previous page can never draw over the current one.
+let pageSignal = null;
+export const setPageSignal = (s) => { pageSignal = s; };
+
+export async function api(path, { method = "GET", body, signal = pageSignal } = {}) {
   const headers = { Accept: "application/json" };
   const t = token.get();
   if (t) headers.Authorization = `Bearer ${t}`;

@@ -1,5 +1,5 @@
 // The flowfed dashboard: hash routes, one render function per page, no build step.
-import { api, optional, token, enc, ApiError } from "./api.js";
+import { api, optional, token, enc, ApiError, setPageSignal } from "./api.js";
 import { RunStream } from "./live.js";
 import { dag, lineChart, esc } from "./svg.js";
 
@@ -52,8 +52,13 @@ const routes = [
   [/^#\/triggers$/, triggersPage],
 ];
 
+let pageAbort = null;
+
 async function route() {
   for (const fn of cleanup.splice(0)) fn();
+  pageAbort?.abort();
+  const abort = (pageAbort = new AbortController());
+  setPageSignal(abort.signal);
   let hash = location.hash || "#/flows";
   if (!token.get() && hash !== "#/signin") { location.hash = "#/signin"; return; }
   document.querySelectorAll("#nav a").forEach((a) => {
@@ -65,10 +70,10 @@ async function route() {
     const m = hash.match(re);
     if (m) {
       try { await page(m); } catch (e) {
-        if (e instanceof ApiError && e.status === 401) return;
+        if (abort.signal.aborted || (e instanceof ApiError && e.status === 401)) return;
         main.innerHTML = `<h1>Something went wrong</h1>${problemHtml(e)}`;
       }
-      main.focus({ preventScroll: true });
+      if (!abort.signal.aborted) main.focus({ preventScroll: true });
       return;
     }
   }
@@ -334,6 +339,7 @@ async function runPage(runId) {
   };
   const retried = (t, list) => list.some((o) => o !== t && o.step === t.step && o.node === t.node && o.round === t.round && o.attempt > t.attempt);
   const renderStep = (s) => {
+    window.__flowfedRenders = (window.__flowfedRenders || 0) + 1;
     if (!s.el) {
       s.el = document.createElement("li");
       s.el.className = "step";

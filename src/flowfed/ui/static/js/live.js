@@ -37,10 +37,7 @@ export class RunStream {
     ws.onmessage = (m) => {
       let ev;
       try { ev = JSON.parse(m.data); } catch { return; }
-      if (typeof ev.id !== "number" || ev.id <= this.lastId) return; // already applied
-      this.lastId = ev.id;
-      this.queue.push(ev);
-      if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
+      this.receive(ev);
     };
     ws.onclose = (e) => {
       if (this.ws !== ws) return;
@@ -56,6 +53,14 @@ export class RunStream {
       this.onStatus("reconnecting");
       setTimeout(() => this.connect(), Math.min(5000, 250 * 2 ** Math.min(this.retry, 5)));
     };
+  }
+
+  /** Queue one event for the next frame, unless it was seen already. */
+  receive(ev) {
+    if (typeof ev.id !== "number" || ev.id <= this.lastId) return; // already applied
+    this.lastId = ev.id;
+    this.queue.push(ev);
+    if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
   }
 
   flush() {

@@ -325,7 +325,9 @@ async function runPage(runId) {
 
   const taskRow = (t) => {
     const latest = Object.entries(t.metrics || {});
-    const loss = t.metrics?.loss !== undefined ? ["loss", t.metrics.loss] : latest[latest.length - 1];
+    // Loss while training, accuracy once evaluated, else whatever the tool reported last.
+    const key = ["loss", "accuracy", "roc_auc"].find((k) => t.metrics?.[k] !== undefined);
+    const loss = key ? [key, t.metrics[key]] : latest[latest.length - 1];
     const metric = loss ? `${loss[0]}: ${Number(loss[1]).toPrecision(3)}` : "—";
     const round = t.round != null ? `round ${t.round}${rounds ? `/${rounds}` : ""}` : "";
     return `<a href="#/tasks/${t.id}">${esc(t.tool)}</a><span>node ${esc(t.node)}</span><span>${esc(round)}</span><span>${esc(metric)}</span><span>${badge(t.state)}</span>`;

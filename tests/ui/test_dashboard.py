@@ -240,3 +240,45 @@ def test_a_step_with_1000_tasks_renders_once_per_frame_and_collapses(
     shot(page, "run-monitor-1000-tasks")
     big.get_by_role("button", name="Show all 1000 tasks").click()
     expect(big.locator("li.task")).to_have_count(1000)
+
+
+def test_a_failed_run_shows_why_its_retries_and_retrying_resumes_it(
+    page: Page, ui_server: Server, tmp_path: Path
+) -> None:
+    marker = tmp_path / "broken"
+    marker.write_text("")
+    source = (
+        "name: Flaky Flow\nsteps:\n"
+        "  - {name: Load, tool: numbers, params: {n: 3}, outputs: [xs]}\n"
+        "  - name: Check\n    tool: flaky\n    inputs: {xs: xs}\n"
+        f"    params: {{marker: '{marker}'}}\n    retries: 1\n    retry_backoff: 0\n"
+        "    outputs: [checked]\n"
+    )
+    api = ui_server.client()
+    run_id = api.post("/api/v1/runs", json={"source": source}).json()["run_id"]
+    page.goto(f"{ui_server.url}/#/runs/{run_id}")
+    expect(page.locator("#run-status")).to_contain_text("failed", timeout=60_000)
+    check = page.locator("li.step[data-step='Check']")
+    expect(check.locator(".step-head .badge")).to_have_text(re.compile("failed"))
+    expect(check.locator("li.task")).to_have_count(1)  # a retry is the same task again
+    expect(check.locator("li.task")).to_contain_text("flaky is broken")
+    expect(check.locator("li.task")).to_contain_text("(attempt 2)")
+    expect(page.get_by_role("button", name="Cancel run")).to_be_disabled()
+    shot(page, "run-failed")
+
+    check.locator("li.task").get_by_role("link").click()
+    expect(page.get_by_role("alert")).to_contain_text("RuntimeError: flaky is broken")
+    history = page.locator("#attempts li")
+    expect(history).to_have_count(2)
+    expect(history.first).to_contain_text("attempt 1")
+    expect(history.first).to_contain_text("error")
+    shot(page, "task-retries")
+
+    # Fix the cause, retry: the finished step comes back cached, the failed one runs.
+    marker.unlink()
+    page.go_back()
+    page.get_by_role("button", name="Retry run").click()
+    expect(page).not_to_have_url(re.compile(run_id))
+    expect(page.locator("#run-status")).to_contain_text("success", timeout=60_000)
+    load = page.locator("li.step[data-step='Load'] li.task")
+    expect(load.locator(".badge")).to_have_text(re.compile("cached"))

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Depends, Request
 from flowfed.server import flows as svc
 from flowfed.server import templates as tpl
 from flowfed.server.auth import require_principal
-from flowfed.server.deps import AUTH_ERRORS, NOT_FOUND, db_of
+from flowfed.server.deps import AUTH_ERRORS, BAD_REQUEST, NOT_FOUND, db_of
 from flowfed.server.problems import ProblemError, diagnostics_items
 from flowfed.server.schemas import FlowCreated
 
@@ -59,7 +59,7 @@ def show_template(template_id: str) -> dict[str, Any]:
     status_code=201,
     response_model=FlowCreated,
     response_model_exclude_none=True,
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, **BAD_REQUEST},
 )
 async def instantiate_template(
     request: Request, template_id: str, values: dict[str, Any] = Body(default_factory=dict)

@@ -307,7 +307,7 @@ async function runPage(runId) {
   for (const n of order) if (!steps.has(n)) steps.set(n, { name: n, status: "pending", tasks: new Map(), expanded: false });
   const addTask = (t) => {
     const step = steps.get(t.step) || steps.set(t.step, { name: t.step, status: "pending", tasks: new Map(), expanded: false }).get(t.step);
-    const model = { id: t.id, step: t.step, tool: t.tool, node: t.node, round: t.round, state: t.state, metrics: { ...(t.metrics || {}) }, progress: t.progress, attempt: t.attempt };
+    const model = { id: t.id, step: t.step, tool: t.tool, node: t.node, round: t.round, state: t.state, metrics: { ...(t.metrics || {}) }, progress: t.progress, attempt: t.attempt, error: t.error?.message };
     tasks.set(t.id, model); step.tasks.set(t.id, model);
     return model;
   };
@@ -330,7 +330,10 @@ async function runPage(runId) {
     const loss = key ? [key, t.metrics[key]] : latest[latest.length - 1];
     const metric = loss ? `${loss[0]}: ${Number(loss[1]).toPrecision(3)}` : "—";
     const round = t.round != null ? `round ${t.round}${rounds ? `/${rounds}` : ""}` : "";
-    return `<a href="#/tasks/${t.id}">${esc(t.tool)}</a><span>node ${esc(t.node)}</span><span>${esc(round)}</span><span>${esc(metric)}</span><span>${badge(t.state)}</span>`;
+    // A failed task says why where the metric would be; the task page has the traceback.
+    const info = t.state === "error" && t.error ? `<span class="field-error" title="${esc(t.error)}">${esc(t.error)}</span>` : `<span>${esc(metric)}</span>`;
+    const attempt = t.attempt > 1 ? ` (attempt ${t.attempt})` : "";
+    return `<a href="#/tasks/${t.id}">${esc(t.tool)}${attempt}</a><span>node ${esc(t.node)}</span><span>${esc(round)}</span>${info}<span>${badge(t.state)}</span>`;
   };
   const stepStatus = (s) => {
     const list = [...s.tasks.values()];
@@ -383,7 +386,11 @@ async function runPage(runId) {
       if (!ev.task_id) continue;
       let t = tasks.get(ev.task_id);
       if (!t) t = addTask({ id: ev.task_id, step: p.step, tool: p.tool, node: p.node, round: p.round, state: "pending", attempt: p.attempt });
-      if (ev.kind === "transition") t.state = p.dst;
+      if (ev.kind === "transition") {
+        t.state = p.dst;
+        if (p.attempt) t.attempt = p.attempt;
+        if (p.dst === "error" && p.detail) t.error = p.detail;
+      }
       else if (ev.kind === "metric") t.metrics[p.name] = p.value;
       else if (ev.kind === "progress") t.progress = p.fraction;
       dirty.add(t.step);
@@ -410,7 +417,11 @@ async function runPage(runId) {
 async function taskPage(taskId) {
   const [task, metrics] = await Promise.all([api(`/api/v1/tasks/${taskId}`), api(`/api/v1/tasks/${taskId}/metrics`)]);
   const run = await api(`/api/v1/runs/${task.run_id}`);
-  const attempts = run.tasks.filter((t) => t.step === task.step && t.node === task.node && t.round === task.round && t.iteration === task.iteration);
+  // A retry runs the same task again under the next attempt number: its history is the
+  // transitions grouped by attempt, each ending in that attempt's outcome.
+  const byAttempt = new Map();
+  for (const tr of task.transitions) (byAttempt.get(tr.attempt) || byAttempt.set(tr.attempt, []).get(tr.attempt)).push(tr);
+  const attempts = [...byAttempt.entries()].map(([n, trs]) => ({ n, end: trs[trs.length - 1], detail: trs.find((x) => x.detail)?.detail }));
   const arts = await api(`/api/v1/artifacts?run=${task.run_id}&limit=200`).catch(() => []);
   const mine = (Array.isArray(arts) ? arts : arts.items || []).filter((a) => a.task_id === task.id);
   set(`<p><a href="#/runs/${task.run_id}">← Run ${short(task.run_id)}</a></p>
@@ -418,11 +429,11 @@ async function taskPage(taskId) {
     <dl class="kv card"><dt>Node</dt><dd>${esc(task.node)}</dd><dt>Round</dt><dd>${task.round ?? "—"}</dd>
     <dt>Attempt</dt><dd>${task.attempt}</dd><dt>Cached</dt><dd>${task.cached ? "yes" : "no"}</dd>
     <dt>Started</dt><dd>${when(task.started_at)}</dd><dt>Ended</dt><dd>${when(task.ended_at)}</dd></dl>
-    ${task.error ? `<div class="card field-error" role="alert"><strong>${esc(task.error.type || "Error")}: ${esc(task.error.message)}</strong><pre class="logs">${esc(task.error.traceback || "")}</pre></div>` : ""}
+    ${task.error ? `<div class="card field-error" role="alert"><strong>${esc(String(task.error.message).startsWith(task.error.type || "\u0000") ? task.error.message : `${task.error.type || "Error"}: ${task.error.message}`)}</strong><pre class="logs">${esc(task.error.traceback || "")}</pre></div>` : ""}
     <h2>Transitions</h2><ol id="transitions">${task.transitions.map((t) => `<li>${badge(t.src)} → ${badge(t.dst)} <span class="muted">${when(t.at)}${t.detail ? " · " + esc(t.detail) : ""}</span></li>`).join("")}</ol>
     <h2>Logs <span class="conn muted" id="conn"></span></h2><pre class="logs" id="logs" tabindex="0" aria-label="Task logs"></pre>
     <h2>Metrics</h2><div id="charts"></div>
-    <h2>Retry history</h2>${attempts.length > 1 ? `<ol>${attempts.map((a) => `<li><a href="#/tasks/${a.id}">attempt ${a.attempt}</a> ${badge(a.state)} ${a.error ? esc(a.error.message) : ""}</li>`).join("")}</ol>` : `<p class="muted">First attempt; no retries.</p>`}
+    <h2>Retry history</h2>${attempts.length > 1 ? `<ol id="attempts">${attempts.map((a) => `<li>attempt ${a.n}: ${badge(a.end.dst)} <span class="muted">${when(a.end.at)}</span>${a.detail ? ` ${esc(a.detail)}` : ""}</li>`).join("")}</ol>` : `<p class="muted">First attempt; no retries.</p>`}
     <h2>Outputs</h2>${mine.length ? `<ul>${mine.map((a) => `<li><a href="#/artifacts/${enc(a.id)}">${esc(a.name)} v${a.version}</a></li>`).join("")}</ul>` : `<p class="muted">None recorded.</p>`}`,
   `Task ${short(task.id)}`);
   const samples = new Map();

@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.server.conftest import Server, start_server, stop
 
 CHROMIUM = "/usr/bin/chromium"
+# The machine may be busy (CI runs the suite on two workers): waiting longer for what the
+# page must eventually show costs nothing when it shows at once.
+expect.set_options(timeout=15_000)
 SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 
 # Tools for the live tests: a ticker that logs while it runs, a step that waits to be

@@ -155,10 +155,12 @@ function readField(form, key, p) {
 }
 
 async function templatePage(m) {
-  const t = await api(`/api/v1/templates/${m[1]}`);
+  const [t, nodes] = await Promise.all([api(`/api/v1/templates/${m[1]}`), optional("/api/v1/nodes").catch(() => null)]);
   const props = t.schema.properties;
+  // Dataset fields list what the nodes hold, when a nodes service answers.
+  const known = (nodes?.items || []).flatMap((n) => (n.datasets || []).map((d) => `${n.name}:${d.name}${n.online ? "" : " (offline)"}`));
   set(`<p><a href="#/flows">← Flows</a></p><h1>${esc(t.title)}</h1><p class="muted">${esc(t.description)}</p>
-    <div class="card"><form id="f" novalidate>${Object.entries(props).map(([k, p]) => fieldHtml(k, p)).join("")}
+    <div class="card"><form id="f" novalidate>${Object.entries(props).map(([k, p]) => fieldHtml(k, p) + (k === "datasets" && known.length ? `<p class="hint">Datasets on the nodes: ${known.map(esc).join(", ")}</p>` : "")).join("")}
     <div id="err"></div><p><button type="submit">Create flow</button></p></form></div>
     <h2>Steps</h2>${flowGraph(t.flow)}`, t.title);
   document.getElementById("f").addEventListener("submit", async (ev) => {
@@ -328,7 +330,10 @@ async function runPage(runId) {
     // Loss while training, accuracy once evaluated, else whatever the tool reported last.
     const key = ["loss", "accuracy", "roc_auc"].find((k) => t.metrics?.[k] !== undefined);
     const loss = key ? [key, t.metrics[key]] : latest[latest.length - 1];
-    const metric = loss ? `${loss[0]}: ${Number(loss[1]).toPrecision(3)}` : "—";
+    // A running task's own words ("aggregating round 66") beat a bare number.
+    const metric = t.state === "running" && t.message ? t.message
+      : loss ? `${loss[0]}: ${Number(loss[1]).toPrecision(3)}`
+      : t.progress != null && !TERMINAL.has(t.state) ? `${Math.round(t.progress * 100)}%` : "—";
     const round = t.round != null ? `round ${t.round}${rounds ? `/${rounds}` : ""}` : "";
     // A failed task says why where the metric would be; the task page has the traceback.
     const info = t.state === "error" && t.error ? `<span class="field-error" title="${esc(t.error)}">${esc(t.error)}</span>` : `<span>${esc(metric)}</span>`;
@@ -392,7 +397,7 @@ async function runPage(runId) {
         if (p.dst === "error" && p.detail) t.error = p.detail;
       }
       else if (ev.kind === "metric") t.metrics[p.name] = p.value;
-      else if (ev.kind === "progress") t.progress = p.fraction;
+      else if (ev.kind === "progress") { t.progress = p.fraction; t.message = p.message; }
       dirty.add(t.step);
     }
     // One DOM write per changed step per frame, however many events arrived.

@@ -236,6 +236,8 @@ def test_a_step_with_1000_tasks_renders_once_per_frame_and_collapses(
     expect(big.locator(".counts")).to_have_text("1000 tasks: 500 running, 500 finished")
     expect(big.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "50")
     expect(big.locator("li.task")).to_have_count(50)
+    # Collapsed, the active tasks come first.
+    expect(big.locator("li.task .badge")).to_have_text([re.compile("running")] * 50)
     expect(big.locator("li.task").first).to_contain_text("loss: 0.500")
     shot(page, "run-monitor-1000-tasks")
     big.get_by_role("button", name="Show all 1000 tasks").click()

@@ -363,7 +363,10 @@ async function runPage(runId) {
     s.status = st;
     const counts = {};
     for (const t of list) counts[t.state] = (counts[t.state] || 0) + 1;
-    const shown = s.expanded ? list : list.slice(0, COLLAPSE_AT);
+    // Collapsed, a big step shows the tasks that need eyes first: failing, then active.
+    const rank = (t) => (t.state === "error" ? 0 : TERMINAL.has(t.state) ? 3 : t.state === "pending" ? 2 : 1);
+    const shown = s.expanded || list.length <= COLLAPSE_AT ? list
+      : list.map((t, i) => [rank(t), i, t]).sort((a, b) => a[0] - b[0] || a[1] - b[1]).slice(0, COLLAPSE_AT).map((x) => x[2]);
     s.el.innerHTML = `<div class="step-head"><h3>Step: ${esc(s.name)}</h3>${badge(st)}
       <div class="progress" role="progressbar" aria-label="${esc(s.name)} progress" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${pct}"><span style="width:${pct}%"></span></div><span>${pct}%</span>
       <span class="counts">${list.length} tasks${Object.keys(counts).length ? ": " + Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(", ") : ""}</span></div>

@@ -284,3 +284,18 @@ def test_a_failed_run_shows_why_its_retries_and_retrying_resumes_it(
     expect(page.locator("#run-status")).to_contain_text("success", timeout=60_000)
     load = page.locator("li.step[data-step='Load'] li.task")
     expect(load.locator(".badge")).to_have_text(re.compile("cached"))
+
+
+def test_a_revoked_token_sends_the_user_back_to_sign_in(browser, ui_server: Server) -> None:
+    made = ui_server.new_token("--name", "short-lived", "--role", "user")
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(ui_server.url + "/")
+    page.get_by_label("API token").fill(made["token"])
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Flows")).to_be_visible()
+    ui_server.ff("auth", "token", "revoke", made["id"], "--database-url", ui_server.db_url)
+    page.get_by_role("link", name="Runs", exact=True).click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('flowfed.token')") is None
+    context.close()

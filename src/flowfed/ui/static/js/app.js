@@ -163,6 +163,11 @@ async function templatePage(m) {
     <div class="card"><form id="f" novalidate>${Object.entries(props).map(([k, p]) => fieldHtml(k, p) + (k === "datasets" && known.length ? `<p class="hint">Datasets on the nodes: ${known.map(esc).join(", ")}</p>` : "")).join("")}
     <div id="err"></div><p><button type="submit">Create flow</button></p></form></div>
     <h2>Steps</h2>${flowGraph(t.flow)}`, t.title);
+  document.getElementById("f").addEventListener("input", (ev) => {
+    // Editing a field withdraws the complaint about it.
+    ev.target.removeAttribute("aria-invalid");
+    if (ev.target.nextElementSibling?.classList.contains("inline")) ev.target.nextElementSibling.remove();
+  });
   document.getElementById("f").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const values = {};

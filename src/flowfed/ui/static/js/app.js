@@ -428,14 +428,15 @@ async function runPage(runId) {
 
 // ---------------------------------------------------------------- task detail
 async function taskPage(taskId) {
+  const leaving = pageAbort.signal; // this page's: a later request must not outlive it
   const [task, metrics] = await Promise.all([api(`/api/v1/tasks/${taskId}`), api(`/api/v1/tasks/${taskId}/metrics`)]);
-  const run = await api(`/api/v1/runs/${task.run_id}`);
   // A retry runs the same task again under the next attempt number: its history is the
   // transitions grouped by attempt, each ending in that attempt's outcome.
   const byAttempt = new Map();
   for (const tr of task.transitions) (byAttempt.get(tr.attempt) || byAttempt.set(tr.attempt, []).get(tr.attempt)).push(tr);
   const attempts = [...byAttempt.entries()].map(([n, trs]) => ({ n, end: trs[trs.length - 1], detail: trs.find((x) => x.detail)?.detail }));
-  const arts = await api(`/api/v1/artifacts?run=${task.run_id}&limit=200`).catch(() => []);
+  const arts = await api(`/api/v1/artifacts?run=${task.run_id}&limit=200`, { signal: leaving }).catch(() => []);
+  if (leaving.aborted) return;
   const mine = (Array.isArray(arts) ? arts : arts.items || []).filter((a) => a.task_id === task.id);
   set(`<p><a href="#/runs/${task.run_id}">← Run ${short(task.run_id)}</a></p>
     <h1>${esc(task.step)}: ${esc(task.tool)} <span id="task-state">${badge(task.state)}</span></h1>

@@ -241,6 +241,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     from flowfed.server.routes import artifacts, flows, oauth, runs, seed, service, tasks, tools
     from flowfed.server.routes import auth as auth_routes
     from flowfed.server.routes import triggers as trigger_routes
+    from flowfed.server.routes import templates as template_routes
     from flowfed.server.runs import RunManager
 
     settings = dataclasses.replace(settings or ServerSettings())
@@ -322,6 +323,11 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.tool_channels = {}
     app.include_router(toolruntime.router)
     app.include_router(devtools.router)
+    app.include_router(template_routes.router)
+    # The dashboard: / and /ui/* (static files, no auth: the page signs in itself).
+    from flowfed import ui
+
+    ui.mount(app)
     # Outermost last: metrics see every response, including 413s from the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -1,0 +1,1 @@
+"""Flow templates shipped with flowfed (see flowfed.server.templates)."""

@@ -1,0 +1,582 @@
+// The flowfed dashboard: hash routes, one render function per page, no build step.
+import { api, optional, token, enc, ApiError, setPageSignal } from "./api.js";
+import { RunStream } from "./live.js";
+import { dag, lineChart, esc } from "./svg.js";
+
+const main = document.getElementById("main");
+let cleanup = [];
+const onLeave = (fn) => cleanup.push(fn);
+
+const ICON = {
+  pending: "○", initialized: "◔", started: "◑", running: "▶", finished: "✓", completed: "✓",
+  success: "✓", cached: "⟲", error: "✗", failed: "✗", skipped: "↷", cancelled: "■", cancelling: "■",
+  online: "●", offline: "○",
+};
+export const badge = (s) => `<span class="badge s-${esc(s)}" data-state="${esc(s)}"><span aria-hidden="true">${ICON[s] || "•"}</span>${esc(s)}</span>`;
+const when = (t) => (t ? new Date(t * 1000).toLocaleString() : "—");
+const short = (id) => String(id || "").slice(0, 8);
+const TERMINAL = new Set(["finished", "cached", "error", "skipped", "cancelled"]);
+
+function toast(msg) {
+  const box = document.getElementById("toast");
+  const d = document.createElement("div");
+  d.textContent = msg;
+  box.append(d);
+  setTimeout(() => d.remove(), 5000);
+}
+
+function problemHtml(e) {
+  const items = (e.errors || []).map((x) => `<li>${x.line ? `line ${x.line}: ` : ""}${esc(x.message || x.msg)}${x.field ? ` <span class="muted">(${esc(x.field)})</span>` : ""}</li>`).join("");
+  return `<div class="card field-error" role="alert"><strong>${esc(e.message)}</strong>${items ? `<ul>${items}</ul>` : ""}</div>`;
+}
+
+function empty(what, why) {
+  return `<div class="empty"><p><strong>No ${esc(what)} yet.</strong></p><p>${esc(why)}</p></div>`;
+}
+
+// ---------------------------------------------------------------- routing
+const routes = [
+  [/^#\/signin$/, signIn],
+  [/^#\/flows$/, flowsPage],
+  [/^#\/templates\/([^/]+)$/, templatePage],
+  [/^#\/flows\/new$/, (m) => editPage(null)],
+  [/^#\/flows\/([^/]+)\/edit$/, (m) => editPage(decodeURIComponent(m[1]))],
+  [/^#\/flows\/([^/]+)$/, (m) => flowPage(decodeURIComponent(m[1]))],
+  [/^#\/runs$/, runsPage],
+  [/^#\/runs\/([^/]+)$/, (m) => runPage(m[1])],
+  [/^#\/tasks\/([^/]+)$/, (m) => taskPage(m[1])],
+  [/^#\/artifacts$/, artifactsPage],
+  [/^#\/artifacts\/(.+)$/, (m) => artifactPage(decodeURIComponent(m[1]))],
+  [/^#\/nodes$/, nodesPage],
+  [/^#\/models$/, modelsPage],
+  [/^#\/triggers$/, triggersPage],
+];
+
+let pageAbort = null;
+
+async function route() {
+  for (const fn of cleanup.splice(0)) fn();
+  pageAbort?.abort();
+  const abort = (pageAbort = new AbortController());
+  setPageSignal(abort.signal);
+  let hash = location.hash || "#/flows";
+  if (!token.get() && hash !== "#/signin") { location.hash = "#/signin"; return; }
+  document.querySelectorAll("#nav a").forEach((a) => {
+    const on = hash.startsWith(a.getAttribute("href"));
+    if (on) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  });
+  renderWho();
+  for (const [re, page] of routes) {
+    const m = hash.match(re);
+    if (m) {
+      try { await page(m); } catch (e) {
+        if (abort.signal.aborted || (e instanceof ApiError && e.status === 401)) return;
+        main.innerHTML = `<h1>Something went wrong</h1>${problemHtml(e)}`;
+      }
+      if (!abort.signal.aborted) main.focus({ preventScroll: true });
+      return;
+    }
+  }
+  main.innerHTML = `<h1>Not found</h1><p><a href="#/flows">Back to flows</a></p>`;
+}
+
+function renderWho() {
+  const who = document.getElementById("who");
+  who.innerHTML = token.get() ? `<button class="secondary" id="signout">Sign out</button>` : "";
+  document.getElementById("signout")?.addEventListener("click", () => { token.clear(); location.hash = "#/signin"; });
+}
+
+const set = (html, title) => { main.innerHTML = html; document.title = `${title} · flowfed`; };
+
+// ---------------------------------------------------------------- sign in
+async function signIn() {
+  set(`<div class="signin card"><h1>Sign in</h1>
+    <p class="muted">Paste an API token (<code>flowfed auth token create</code>). It is kept for this tab only.</p>
+    <form id="f"><label for="tok">API token</label>
+    <input id="tok" name="token" type="password" autocomplete="off" required>
+    <div id="err" class="field-error" role="alert"></div>
+    <p><button type="submit">Sign in</button></p></form></div>`, "Sign in");
+  document.getElementById("f").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    token.set(document.getElementById("tok").value.trim());
+    try {
+      await api("/api/v1/me");
+      location.hash = "#/flows";
+    } catch (e) {
+      token.clear();
+      document.getElementById("err").textContent = e.status === 401 ? "That token is not valid." : e.message;
+    }
+  });
+  document.getElementById("tok").focus();
+}
+
+// ---------------------------------------------------------------- flows
+async function flowsPage() {
+  const [flows, templates] = await Promise.all([api("/api/v1/flows"), optional("/api/v1/templates")]);
+  const tpl = (templates?.items || []).map((t) => `<div class="card"><h3>${esc(t.title)}</h3>
+    <p class="muted">${esc(t.description)}</p><p class="muted">${t.steps.map(esc).join(" → ")}</p>
+    <a class="button" href="#/templates/${enc(t.id)}" aria-label="Use template: ${esc(t.title)}">Use template</a></div>`).join("");
+  const rows = flows.map((f) => `<tr><td><a href="#/flows/${enc(f.name)}">${esc(f.name)}</a></td>
+    <td>v${f.version}</td><td>${esc(f.description || "")}</td><td>${f.steps}</td><td>${when(f.created_at)}</td></tr>`).join("");
+  set(`<div class="row spread"><h1>Flows</h1><a class="button secondary" href="#/flows/new">New flow from YAML</a></div>
+    ${flows.length ? `<div class="table-wrap"><table><thead><tr><th>Name</th><th>Version</th><th>Description</th><th>Steps</th><th>Created</th></tr></thead><tbody>${rows}</tbody></table></div>`
+      : empty("flows", "Start from a template below, or write one in YAML.")}
+    <h2>Templates</h2><div class="grid">${tpl || empty("templates", "This server has none.")}</div>`, "Flows");
+}
+
+function fieldHtml(key, p) {
+  const id = `p-${key}`;
+  const hint = p.description ? `<span class="hint"> — ${esc(p.description)}</span>` : "";
+  const label = `<label for="${id}">${esc(p.title || key)}${hint}</label>`;
+  const def = p.default;
+  if (p.enum) {
+    return label + `<select id="${id}" name="${esc(key)}">${p.enum.map((v) => `<option ${v === def ? "selected" : ""}>${esc(v)}</option>`).join("")}</select>`;
+  }
+  if (p.type === "boolean") {
+    return `<label><input type="checkbox" id="${id}" name="${esc(key)}" ${def ? "checked" : ""} style="width:auto"> ${esc(p.title || key)}</label>`;
+  }
+  if (p.type === "array") {
+    return label + `<textarea id="${id}" name="${esc(key)}" rows="3" aria-describedby="${id}-h">${esc((def || []).join("\n"))}</textarea><span class="hint" id="${id}-h">One per line.</span>`;
+  }
+  const num = p.type === "integer" || p.type === "number";
+  const attrs = [num ? `type="number" step="${p.type === "integer" ? 1 : "any"}"` : `type="text"`,
+    p.minimum !== undefined ? `min="${p.minimum}"` : "", p.maximum !== undefined ? `max="${p.maximum}"` : "",
+    p.minLength ? "required" : ""].join(" ");
+  return label + `<input id="${id}" name="${esc(key)}" ${attrs} value="${esc(def ?? "")}">`;
+}
+
+function readField(form, key, p) {
+  const el = form.elements[key];
+  if (p.type === "boolean") return el.checked;
+  if (p.type === "array") return el.value.split("\n").map((s) => s.trim()).filter(Boolean);
+  if (p.type === "integer") return parseInt(el.value, 10);
+  if (p.type === "number") return parseFloat(el.value);
+  return el.value;
+}
+
+async function templatePage(m) {
+  const [t, nodes] = await Promise.all([api(`/api/v1/templates/${m[1]}`), optional("/api/v1/nodes").catch(() => null)]);
+  const props = t.schema.properties;
+  // Dataset fields list what the nodes hold, when a nodes service answers.
+  const known = (nodes?.items || []).flatMap((n) => (n.datasets || []).map((d) => `${n.name}:${d.name}${n.online ? "" : " (offline)"}`));
+  set(`<p><a href="#/flows">← Flows</a></p><h1>${esc(t.title)}</h1><p class="muted">${esc(t.description)}</p>
+    <div class="card"><form id="f" novalidate>${Object.entries(props).map(([k, p]) => fieldHtml(k, p) + (k === "datasets" && known.length ? `<p class="hint">Datasets on the nodes: ${known.map(esc).join(", ")}</p>` : "")).join("")}
+    <div id="err"></div><p><button type="submit">Create flow</button></p></form></div>
+    <h2>Steps</h2>${flowGraph(t.flow)}`, t.title);
+  document.getElementById("f").addEventListener("input", (ev) => {
+    // Editing a field withdraws the complaint about it.
+    ev.target.removeAttribute("aria-invalid");
+    if (ev.target.nextElementSibling?.classList.contains("inline")) ev.target.nextElementSibling.remove();
+  });
+  document.getElementById("f").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const values = {};
+    for (const [k, p] of Object.entries(props)) values[k] = readField(ev.target, k, p);
+    try {
+      const made = await api(`/api/v1/templates/${m[1]}/flows`, { method: "POST", body: values });
+      toast(`Created ${made.name} v${made.version}`);
+      location.hash = `#/flows/${enc(made.name)}`;
+    } catch (e) {
+      document.getElementById("err").innerHTML = problemHtml(e);
+      // Each bad field also says so itself, for whoever tabs back to it.
+      ev.target.querySelectorAll(".field-error.inline").forEach((x) => x.remove());
+      ev.target.querySelectorAll("[aria-invalid]").forEach((x) => x.removeAttribute("aria-invalid"));
+      for (const item of e.errors || []) {
+        const el = item.field in props && ev.target.elements[item.field];
+        if (!el || !el.insertAdjacentHTML) continue;
+        el.setAttribute("aria-invalid", "true");
+        el.insertAdjacentHTML("afterend", `<div class="field-error inline">✗ ${esc(item.message)}</div>`);
+      }
+    }
+  });
+}
+
+/** The steps as a graph: an edge wherever one step's output is another's input. */
+function flowGraph(spec) {
+  const steps = spec.steps || [];
+  const producer = new Map();
+  for (const s of steps) {
+    const outs = Array.isArray(s.outputs) ? s.outputs : Object.values(s.outputs || {});
+    for (const o of outs) producer.set(o, s.name);
+  }
+  const edges = [];
+  for (const s of steps) {
+    for (const art of Object.values(s.inputs || {})) {
+      if (producer.has(art)) edges.push({ from: producer.get(art), to: s.name, label: art });
+    }
+    const next = s.next;
+    for (const target of next ? [next.success, next.failure, next.otherwise] : []) {
+      if (target && target !== "end") edges.push({ from: s.name, to: target, label: "next" });
+    }
+  }
+  const nodes = steps.map((s) => ({ id: s.name, label: s.name, sub: s.tool }));
+  return dag(nodes, edges, `Steps of ${spec.name}`);
+}
+
+async function flowPage(name) {
+  const [flow, versions, runs] = await Promise.all([
+    api(`/api/v1/flows/${enc(name)}`), api(`/api/v1/flows/${enc(name)}/versions`),
+    api(`/api/v1/runs?flow=${enc(name)}&limit=20`),
+  ]);
+  const config = Object.entries(flow.spec.config || {});
+  set(`<p><a href="#/flows">← Flows</a></p>
+    <div class="row spread"><h1>${esc(flow.name)} <span class="muted">v${flow.version}</span></h1>
+    <div class="row"><button id="start">Start run</button><a class="button secondary" href="#/flows/${enc(name)}/edit">Edit YAML</a></div></div>
+    <div id="err"></div>
+    ${flow.description ? `<p>${esc(flow.description)}</p>` : ""}
+    <h2>Steps</h2>${flowGraph(flow.spec)}
+    ${config.length ? `<h2>Config</h2><dl class="kv card">${config.map(([k, v]) => `<dt>${esc(k)}</dt><dd class="mono">${esc(JSON.stringify(v))}</dd>`).join("")}</dl>` : ""}
+    <h2>Runs</h2>${runsTable(runs.items)}
+    <h2>Versions</h2><div class="table-wrap"><table><thead><tr><th>Version</th><th>Created</th><th>Steps</th></tr></thead><tbody>
+    ${versions.slice().reverse().map((v) => `<tr><td>v${v.version}</td><td>${when(v.created_at)}</td><td>${v.steps}</td></tr>`).join("")}</tbody></table></div>`, flow.name);
+  document.getElementById("start").addEventListener("click", async () => {
+    try {
+      const r = await api("/api/v1/runs", { method: "POST", body: { flow: name } });
+      location.hash = `#/runs/${r.run_id}`;
+    } catch (e) { document.getElementById("err").innerHTML = problemHtml(e); }
+  });
+}
+
+// ---------------------------------------------------------------- YAML editor
+async function editPage(name) {
+  let source = "name: My flow\nsteps:\n  - name: load\n    tool: flowfed.sklearn_dataset\n    params: {name: breast_cancer}\n    outputs: [raw]\n";
+  if (name) source = (await api(`/api/v1/flows/${enc(name)}`)).source || source;
+  set(`<p><a href="${name ? `#/flows/${enc(name)}` : "#/flows"}">← Back</a></p>
+    <h1>${name ? `Edit ${esc(name)}` : "New flow"}</h1>
+    <div class="editor"><pre class="gutter" id="gutter" aria-hidden="true"></pre>
+    <textarea id="yaml" spellcheck="false" aria-label="Flow YAML" aria-describedby="problems">${esc(source)}</textarea>
+    <div class="marks" id="marks"></div></div>
+    <div class="row" style="margin-top:10px"><button id="validate" class="secondary">Validate</button><button id="save">Save as new version</button></div>
+    <div id="problems" aria-live="polite"></div>`, name ? `Edit ${name}` : "New flow");
+  const ta = document.getElementById("yaml"), gutter = document.getElementById("gutter"), marks = document.getElementById("marks");
+  let errors = [];
+  const draw = () => {
+    const n = ta.value.split("\n").length;
+    const bad = new Map(errors.filter((e) => e.line).map((e) => [e.line, e]));
+    gutter.innerHTML = Array.from({ length: n }, (_, i) => bad.has(i + 1)
+      ? `<span class="err" data-line="${i + 1}" title="${esc(bad.get(i + 1).message)}">! ${i + 1}</span>` : `${i + 1}\n`).join("");
+    marks.innerHTML = [...bad.values()].map((e) => `<div class="mark" data-line="${e.line}" style="top:${8 + (e.line - 1) * 20 - ta.scrollTop}px">line ${e.line}: ${esc(e.message)}</div>`).join("");
+    gutter.scrollTop = ta.scrollTop;
+  };
+  ta.addEventListener("input", () => { errors = []; draw(); });
+  ta.addEventListener("scroll", draw);
+  draw();
+  const report = (e) => {
+    errors = e.errors || [];
+    document.getElementById("problems").innerHTML = `<div class="card field-error" role="alert"><strong>${esc(e.message)}</strong><ul class="errors">${errors.map((x) =>
+      `<li>${x.line ? `<button class="secondary goto" data-line="${x.line}">line ${x.line}</button> ` : ""}${esc(x.message)}${x.hint ? ` <span class="muted">(${esc(x.hint)})</span>` : ""}</li>`).join("")}</ul></div>`;
+    document.querySelectorAll(".goto").forEach((b) => b.addEventListener("click", () => {
+      const line = +b.dataset.line, lines = ta.value.split("\n");
+      const start = lines.slice(0, line - 1).join("\n").length + (line > 1 ? 1 : 0);
+      ta.focus(); ta.setSelectionRange(start, start + lines[line - 1].length);
+      ta.scrollTop = Math.max(0, (line - 5) * 20); draw();
+    }));
+    draw();
+  };
+  document.getElementById("validate").addEventListener("click", async () => {
+    try {
+      const ok = await api("/api/v1/flows/validate", { method: "POST", body: { source: ta.value, format: "yaml" } });
+      errors = []; draw();
+      document.getElementById("problems").innerHTML = `<div class="card" role="status">✓ Valid: ${ok.tasks.length} tasks planned.</div>`;
+    } catch (e) { report(e); }
+  });
+  document.getElementById("save").addEventListener("click", async () => {
+    try {
+      const made = await api("/api/v1/flows", { method: "POST", body: { source: ta.value, format: "yaml" } });
+      toast(`Saved ${made.name} v${made.version}`);
+      location.hash = `#/flows/${enc(made.name)}`;
+    } catch (e) { report(e); }
+  });
+}
+
+// ---------------------------------------------------------------- runs
+function runsTable(items) {
+  if (!items.length) return empty("runs", "Start one from a flow's page.");
+  return `<div class="table-wrap"><table><thead><tr><th>Run</th><th>Flow</th><th>Status</th><th>Started</th><th>Ended</th></tr></thead><tbody>
+    ${items.map((r) => `<tr><td><a href="#/runs/${r.id}" class="mono">${short(r.id)}</a></td><td>${esc(r.flow_name)}</td>
+    <td>${badge(r.status)}</td><td>${when(r.created_at)}</td><td>${when(r.ended_at)}</td></tr>`).join("")}</tbody></table></div>`;
+}
+
+async function runsPage() {
+  const runs = await api("/api/v1/runs?limit=50");
+  set(`<h1>Runs</h1>${runsTable(runs.items)}`, "Runs");
+}
+
+const COLLAPSE_AT = 50; // tasks shown per step until "show all"
+
+/** The live tree of seed 000: steps with state and progress, tasks under each. */
+async function runPage(runId) {
+  const run = await api(`/api/v1/runs/${runId}`);
+  const steps = new Map(); // name -> {name, status, tasks: Map, el, expanded}
+  const tasks = new Map(); // id -> task model
+  const order = (run.spec.steps || []).map((s) => s.name);
+  for (const s of run.steps) steps.set(s.name, { name: s.name, status: s.status, tasks: new Map(), expanded: false });
+  for (const n of order) if (!steps.has(n)) steps.set(n, { name: n, status: "pending", tasks: new Map(), expanded: false });
+  const addTask = (t) => {
+    const step = steps.get(t.step) || steps.set(t.step, { name: t.step, status: "pending", tasks: new Map(), expanded: false }).get(t.step);
+    const model = { id: t.id, step: t.step, tool: t.tool, node: t.node, round: t.round, state: t.state, metrics: { ...(t.metrics || {}) }, progress: t.progress, attempt: t.attempt, error: t.error?.message };
+    tasks.set(t.id, model); step.tasks.set(t.id, model);
+    return model;
+  };
+  for (const t of run.tasks) addTask(t);
+  let status = run.status;
+  const rounds = run.spec?.config?.rounds;
+
+  set(`<p><a href="#/runs">← Runs</a></p>
+    <div class="row spread"><h1>${esc(run.flow_name)} <span id="run-status">${badge(status)}</span></h1>
+    <div class="row"><button id="cancel" class="danger">Cancel run</button><button id="retry" class="secondary">Retry run</button></div></div>
+    <p class="muted">Run <span class="mono">${esc(run.id)}</span> · started ${when(run.created_at)} · <span class="conn" id="conn" role="status">connecting…</span></p>
+    <div id="err"></div><div id="run-error"></div>
+    <ul class="tree" id="tree" aria-label="Steps and their tasks"></ul>`, `Run ${short(run.id)}`);
+  const tree = document.getElementById("tree");
+
+  const taskRow = (t) => {
+    const latest = Object.entries(t.metrics || {});
+    // Loss while training, accuracy once evaluated, else whatever the tool reported last.
+    const key = ["loss", "accuracy", "roc_auc"].find((k) => t.metrics?.[k] !== undefined);
+    const loss = key ? [key, t.metrics[key]] : latest[latest.length - 1];
+    // A running task's own words ("aggregating round 66") beat a bare number.
+    const metric = t.state === "running" && t.message ? t.message
+      : loss ? `${loss[0]}: ${Number(loss[1]).toPrecision(3)}`
+      : t.progress != null && !TERMINAL.has(t.state) ? `${Math.round(t.progress * 100)}%` : "—";
+    const round = t.round != null ? `round ${t.round}${rounds ? `/${rounds}` : ""}` : "";
+    // A failed task says why where the metric would be; the task page has the traceback.
+    const info = t.state === "error" && t.error ? `<span class="field-error" title="${esc(t.error)}">${esc(t.error)}</span>` : `<span>${esc(metric)}</span>`;
+    const attempt = t.attempt > 1 ? ` (attempt ${t.attempt})` : "";
+    return `<a href="#/tasks/${t.id}">${esc(t.tool)}${attempt}</a><span>node ${esc(t.node)}</span><span>${esc(round)}</span>${info}<span>${badge(t.state)}</span>`;
+  };
+  const stepStatus = (s) => {
+    const list = [...s.tasks.values()];
+    if (!list.length) return s.status;
+    if (list.some((t) => t.state === "error" && !retried(t, list))) return status === "running" ? "running" : "failed";
+    if (list.every((t) => TERMINAL.has(t.state))) return list.some((t) => t.state === "cancelled") ? "cancelled" : list.every((t) => t.state === "skipped") ? "skipped" : "completed";
+    return list.some((t) => t.state !== "pending") ? "running" : "pending";
+  };
+  const retried = (t, list) => list.some((o) => o !== t && o.step === t.step && o.node === t.node && o.round === t.round && o.attempt > t.attempt);
+  const renderStep = (s) => {
+    window.__flowfedRenders = (window.__flowfedRenders || 0) + 1;
+    if (!s.el) {
+      s.el = document.createElement("li");
+      s.el.className = "step";
+      s.el.dataset.step = s.name;
+      tree.append(s.el);
+    }
+    const list = [...s.tasks.values()];
+    const done = list.filter((t) => TERMINAL.has(t.state)).length;
+    const pct = list.length ? Math.round((100 * done) / list.length) : (s.status === "completed" ? 100 : 0);
+    const st = stepStatus(s);
+    s.status = st;
+    const counts = {};
+    for (const t of list) counts[t.state] = (counts[t.state] || 0) + 1;
+    // Collapsed, a big step shows the tasks that need eyes first: failing, then active.
+    const rank = (t) => (t.state === "error" ? 0 : TERMINAL.has(t.state) ? 3 : t.state === "pending" ? 2 : 1);
+    const shown = s.expanded || list.length <= COLLAPSE_AT ? list
+      : list.map((t, i) => [rank(t), i, t]).sort((a, b) => a[0] - b[0] || a[1] - b[1]).slice(0, COLLAPSE_AT).map((x) => x[2]);
+    s.el.innerHTML = `<div class="step-head"><h3>Step: ${esc(s.name)}</h3>${badge(st)}
+      <div class="progress" role="progressbar" aria-label="${esc(s.name)} progress" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${pct}"><span style="width:${pct}%"></span></div><span>${pct}%</span>
+      <span class="counts">${list.length} tasks${Object.keys(counts).length ? ": " + Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(", ") : ""}</span></div>
+      ${list.length ? `<ul class="tasks">${shown.map((t) => `<li class="task" data-task="${t.id}">${taskRow(t)}</li>`).join("")}</ul>` : `<p class="muted tasks">Tasks: (created when the step starts)</p>`}
+      ${list.length > shown.length ? `<button class="secondary more">Show all ${list.length} tasks</button>` : ""}`;
+    s.el.querySelector(".more")?.addEventListener("click", () => { s.expanded = true; renderStep(s); });
+  };
+  for (const s of steps.values()) renderStep(s);
+
+  const buttons = () => {
+    document.getElementById("cancel").disabled = status !== "running";
+    document.getElementById("retry").disabled = !["failed", "cancelled"].includes(status);
+    document.getElementById("run-status").innerHTML = badge(status);
+  };
+  buttons();
+  const apply = (batch) => {
+    const dirty = new Set();
+    for (const ev of batch) {
+      const p = ev.payload || {};
+      if (ev.kind === "run") {
+        if (p.status) status = p.status;
+        if (p.error) document.getElementById("run-error").innerHTML = `<div class="card field-error" role="alert">${esc(p.error)}</div>`;
+        continue;
+      }
+      if (!ev.task_id) continue;
+      let t = tasks.get(ev.task_id);
+      if (!t) t = addTask({ id: ev.task_id, step: p.step, tool: p.tool, node: p.node, round: p.round, state: "pending", attempt: p.attempt });
+      if (ev.kind === "transition") {
+        t.state = p.dst;
+        if (p.attempt) t.attempt = p.attempt;
+        if (p.dst === "error" && p.detail) t.error = p.detail;
+      }
+      else if (ev.kind === "metric") t.metrics[p.name] = p.value;
+      else if (ev.kind === "progress") { t.progress = p.fraction; t.message = p.message; }
+      dirty.add(t.step);
+    }
+    // One DOM write per changed step per frame, however many events arrived.
+    for (const name of dirty) renderStep(steps.get(name));
+    buttons();
+  };
+  const stream = new RunStream(run.id, apply, (s) => { document.getElementById("conn").textContent = s === "live" ? "● live" : s; });
+  window.__flowfedStream = stream; // lets the browser tests cut the connection
+  onLeave(() => stream.close());
+
+  document.getElementById("cancel").addEventListener("click", async () => {
+    try { await api(`/api/v1/runs/${run.id}/cancel`, { method: "POST" }); toast("Cancelling…"); }
+    catch (e) { document.getElementById("err").innerHTML = problemHtml(e); }
+  });
+  document.getElementById("retry").addEventListener("click", async () => {
+    try { const r = await api(`/api/v1/runs/${run.id}/retry`, { method: "POST" }); location.hash = `#/runs/${r.run_id}`; }
+    catch (e) { document.getElementById("err").innerHTML = problemHtml(e); }
+  });
+}
+
+// ---------------------------------------------------------------- task detail
+async function taskPage(taskId) {
+  const leaving = pageAbort.signal; // this page's: a later request must not outlive it
+  const [task, metrics] = await Promise.all([api(`/api/v1/tasks/${taskId}`), api(`/api/v1/tasks/${taskId}/metrics`)]);
+  // A retry runs the same task again under the next attempt number: its history is the
+  // transitions grouped by attempt, each ending in that attempt's outcome.
+  const byAttempt = new Map();
+  for (const tr of task.transitions) (byAttempt.get(tr.attempt) || byAttempt.set(tr.attempt, []).get(tr.attempt)).push(tr);
+  const attempts = [...byAttempt.entries()].map(([n, trs]) => ({ n, end: trs[trs.length - 1], detail: trs.find((x) => x.detail)?.detail }));
+  const arts = await api(`/api/v1/artifacts?run=${task.run_id}&limit=200`, { signal: leaving }).catch(() => []);
+  if (leaving.aborted) return;
+  const mine = (Array.isArray(arts) ? arts : arts.items || []).filter((a) => a.task_id === task.id);
+  set(`<p><a href="#/runs/${task.run_id}">← Run ${short(task.run_id)}</a></p>
+    <h1>${esc(task.step)}: ${esc(task.tool)} <span id="task-state">${badge(task.state)}</span></h1>
+    <dl class="kv card"><dt>Node</dt><dd>${esc(task.node)}</dd><dt>Round</dt><dd>${task.round ?? "—"}</dd>
+    <dt>Attempt</dt><dd>${task.attempt}</dd><dt>Cached</dt><dd>${task.cached ? "yes" : "no"}</dd>
+    <dt>Started</dt><dd>${when(task.started_at)}</dd><dt>Ended</dt><dd>${when(task.ended_at)}</dd></dl>
+    ${task.error ? `<div class="card field-error" role="alert"><strong>${esc(String(task.error.message).startsWith(task.error.type || "\u0000") ? task.error.message : `${task.error.type || "Error"}: ${task.error.message}`)}</strong><pre class="logs">${esc(task.error.traceback || "")}</pre></div>` : ""}
+    <h2>Transitions</h2><ol id="transitions">${task.transitions.map((t) => `<li>${badge(t.src)} → ${badge(t.dst)} <span class="muted">${when(t.at)}${t.detail ? " · " + esc(t.detail) : ""}</span></li>`).join("")}</ol>
+    <h2>Logs <span class="conn muted" id="conn"></span></h2><pre class="logs" id="logs" tabindex="0" aria-label="Task logs"></pre>
+    <h2>Metrics</h2><div id="charts"></div>
+    <h2>Retry history</h2>${attempts.length > 1 ? `<ol id="attempts">${attempts.map((a) => `<li>attempt ${a.n}: ${badge(a.end.dst)} <span class="muted">${when(a.end.at)}</span>${a.detail ? ` ${esc(a.detail)}` : ""}</li>`).join("")}</ol>` : `<p class="muted">First attempt; no retries.</p>`}
+    <h2>Outputs</h2>${mine.length ? `<ul>${mine.map((a) => `<li><a href="#/artifacts/${enc(a.id)}">${esc(a.name)} v${a.version}</a></li>`).join("")}</ul>` : `<p class="muted">None recorded.</p>`}`,
+  `Task ${short(task.id)}`);
+  const samples = new Map();
+  for (const s of metrics.samples) (samples.get(s.name) || samples.set(s.name, []).get(s.name)).push({ x: s.step ?? samples.get(s.name).length, y: s.value });
+  const charts = () => {
+    document.getElementById("charts").innerHTML = samples.size
+      ? [...samples.entries()].map(([n, pts]) => lineChart(pts, n)).join("") : `<p class="muted">No metrics yet.</p>`;
+  };
+  charts();
+  // Logs and live metrics come from the run's event stream, filtered to this task: the
+  // history first, then live lines, resumed after a drop without gaps or repeats.
+  const logs = document.getElementById("logs");
+  const seenMetric = metrics.samples.length;
+  let metricEvents = 0;
+  const stream = new RunStream(task.run_id, (batch) => {
+    const frag = document.createDocumentFragment();
+    let chartsDirty = false;
+    for (const ev of batch) {
+      if (ev.task_id !== task.id) continue;
+      const p = ev.payload || {};
+      if (ev.kind === "log") {
+        const line = document.createElement("div");
+        line.className = `lvl-${p.level}`;
+        line.dataset.id = ev.id;
+        line.textContent = `${new Date(ev.ts * 1000).toLocaleTimeString()} ${p.level.toUpperCase().padEnd(7)} ${p.message}`;
+        frag.append(line);
+      } else if (ev.kind === "transition") {
+        document.getElementById("task-state").innerHTML = badge(p.dst);
+        const li = document.createElement("li");
+        li.innerHTML = `${badge(p.src)} → ${badge(p.dst)}`;
+        if (!task.transitions.some((t) => t.dst === p.dst && t.src === p.src)) document.getElementById("transitions").append(li);
+      } else if (ev.kind === "metric") {
+        // The REST samples already hold the history; only metrics beyond them are new.
+        metricEvents += 1;
+        if (metricEvents > seenMetric) {
+          const list = samples.get(p.name) || samples.set(p.name, []).get(p.name);
+          list.push({ x: p.step ?? list.length, y: p.value });
+          chartsDirty = true;
+        }
+      }
+    }
+    const atEnd = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 4;
+    logs.append(frag);
+    if (atEnd) logs.scrollTop = logs.scrollHeight;
+    if (chartsDirty) charts();
+  }, (s) => { document.getElementById("conn").textContent = s === "live" ? "● live" : s; });
+  window.__flowfedStream = stream;
+  onLeave(() => stream.close());
+}
+
+// ---------------------------------------------------------------- artifacts
+async function artifactsPage() {
+  const q = new URLSearchParams(location.hash.split("?")[1] || "");
+  set(`<h1>Artifacts</h1><form id="f" class="row" role="search"><label for="q" style="margin:0">Name</label>
+    <input id="q" name="name" style="max-width:280px" value="${esc(q.get("name") || "")}"><button>Search</button></form><div id="list"></div>`, "Artifacts");
+  const load = async (name) => {
+    const items = await api(`/api/v1/artifacts?limit=100${name ? `&name=${enc(name)}` : ""}`);
+    const list = Array.isArray(items) ? items : items.items || [];
+    document.getElementById("list").innerHTML = list.length ? `<div class="table-wrap"><table><thead><tr><th>Name</th><th>Version</th><th>Kind</th><th>Step</th><th>Node</th><th>Run</th><th>Hash</th></tr></thead><tbody>
+      ${list.map((a) => `<tr><td><a href="#/artifacts/${enc(a.id)}">${esc(a.name)}</a></td><td>${a.version}</td><td>${esc(a.kind)}</td><td>${esc(a.step)}</td><td>${esc(a.node)}</td>
+      <td><a class="mono" href="#/runs/${a.run_id}">${short(a.run_id)}</a></td><td class="mono">${esc(a.hash.slice(0, 12))}</td></tr>`).join("")}</tbody></table></div>` : empty("artifacts", name ? `Nothing named "${name}".` : "Runs record their outputs here.");
+  };
+  document.getElementById("f").addEventListener("submit", (ev) => { ev.preventDefault(); load(document.getElementById("q").value.trim()); });
+  await load(q.get("name"));
+}
+
+async function artifactPage(ref) {
+  const [a, lineage] = await Promise.all([api(`/api/v1/artifacts/${enc(ref)}`), api(`/api/v1/artifacts/${enc(ref)}/lineage`)]);
+  const nodes = [], edges = [], seen = new Set();
+  const walk = (n) => {
+    if (seen.has(n.id)) return;
+    seen.add(n.id);
+    nodes.push({ id: n.id, label: n.missing ? `${short(n.id)} (missing)` : `${n.name} v${n.version}`, sub: n.step || n.producer?.step || "", href: n.missing ? null : `#/artifacts/${enc(n.id)}` });
+    for (const p of n.parents || []) { edges.push({ from: p.id, to: n.id }); walk(p); }
+  };
+  walk(lineage);
+  set(`<p><a href="#/artifacts">← Artifacts</a></p><h1>${esc(a.name)} <span class="muted">v${a.version}</span></h1>
+    <dl class="kv card"><dt>Hash</dt><dd class="mono">${esc(a.hash)}</dd><dt>Size</dt><dd>${a.size} bytes</dd>
+    <dt>Kind</dt><dd>${esc(a.kind)} (${esc(a.type_name)})</dd><dt>Produced by</dt><dd>${esc(a.producer?.step || a.step)} · ${esc(a.producer?.tool || "")} · <a href="#/tasks/${a.task_id}">task ${short(a.task_id)}</a></dd>
+    <dt>Run</dt><dd><a href="#/runs/${a.run_id}">${short(a.run_id)}</a></dd><dt>Node</dt><dd>${esc(a.node)}</dd>
+    <dt>Shareable</dt><dd>${a.shareable ? "yes" : "no (stays on its node)"}</dd>
+    ${a.meta ? `<dt>Meta</dt><dd class="mono">${esc(JSON.stringify(a.meta))}</dd>` : ""}</dl>
+    <h2>Lineage</h2><p class="muted">From the sources (left) to this artifact (right).</p>
+    <div id="lineage">${dag(nodes, edges, `Lineage of ${a.name}`)}</div>`, a.name);
+}
+
+// ---------------------------------------------------------------- nodes, models, triggers
+async function nodesPage() {
+  const data = await optional("/api/v1/nodes");
+  const items = data?.items || [];
+  set(`<h1>Nodes</h1>${items.length ? items.map((n) => `<div class="card"><div class="row spread"><h2 style="margin:0">${esc(n.name)}</h2>${badge(n.online ? "online" : "offline")}</div>
+    <p class="muted">Last seen ${when(n.last_seen)}${n.running != null ? ` · ${Array.isArray(n.running) ? n.running.length : n.running} running` : ""}</p>
+    ${(n.datasets || []).length ? `<div class="table-wrap"><table><thead><tr><th>Dataset</th><th>Format</th><th>Rows</th><th>Columns</th><th>Hash</th></tr></thead><tbody>
+    ${n.datasets.map((d) => `<tr><td>${esc(d.name)}</td><td>${esc(d.format)}</td><td>${d.rows ?? "—"}</td><td>${(d.columns || []).map((c) => `${esc(c.name)} <span class="muted">${esc(c.dtype)}</span>`).join(", ")}</td><td class="mono">${esc(String(d.hash || "").slice(0, 12))}</td></tr>`).join("")}</tbody></table></div>` : `<p class="muted">No datasets registered.</p>`}</div>`).join("")
+    : empty("nodes", "Start a node agent at a site to see it here with its datasets.")}`, "Nodes");
+}
+
+async function modelsPage() {
+  const data = await optional("/api/v1/models");
+  const items = data?.items || [];
+  set(`<h1>Models</h1>${items.length ? `<form id="cmp"><div class="table-wrap"><table><thead><tr><th><span class="sr">Compare</span></th><th>Model</th><th>Version</th><th>Variant</th><th>Metrics</th><th>Run</th></tr></thead><tbody>
+    ${items.map((m) => `<tr><td><input type="checkbox" name="ids" value="${esc(m.artifact_id)}" aria-label="Compare ${esc(m.name)} v${m.version}" style="width:auto"></td>
+    <td><a href="#/artifacts/${enc(m.artifact_id)}">${esc(m.name)}</a></td><td>v${esc(m.version)}</td><td class="mono">${esc(JSON.stringify(m.variant || {}))}</td>
+    <td>${Object.entries(m.metrics || {}).map(([k, v]) => `${esc(k)}: ${typeof v === "number" ? v.toPrecision(3) : esc(v)}`).join(", ")}</td><td><a class="mono" href="#/runs/${m.run_id}">${short(m.run_id)}</a></td></tr>`).join("")}
+    </tbody></table></div><p><button>Compare selected</button></p></form><div id="compare"></div>`
+    : empty("models", "Trained models are registered here with their metrics.")}`, "Models");
+  document.getElementById("cmp")?.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const ids = [...ev.target.querySelectorAll("input:checked")].map((i) => i.value);
+    const picked = items.filter((m) => ids.includes(m.artifact_id));
+    const names = [...new Set(picked.flatMap((m) => Object.keys(m.metrics || {})))];
+    await optional(`/api/v1/models/compare?ids=${ids.map(enc).join(",")}`);
+    // One bar chart per metric: a bar per selected model, its value written beside it.
+    document.getElementById("compare").innerHTML = names.map((n) => {
+      const vals = picked.map((m) => ({ label: `${m.name} v${m.version}`, v: Number(m.metrics[n]) }));
+      const max = Math.max(...vals.map((x) => Math.abs(x.v)), 1e-12);
+      return `<h3>${esc(n)}</h3><svg class="chart" viewBox="0 0 520 ${vals.length * 26 + 8}" role="img" aria-label="${esc(n)} by model">${vals.map((x, i) =>
+        `<text x="4" y="${i * 26 + 20}">${esc(x.label)}</text><rect x="160" y="${i * 26 + 8}" height="16" width="${(280 * Math.abs(x.v)) / max}" fill="#1f5fbf"/><text x="${166 + (280 * Math.abs(x.v)) / max}" y="${i * 26 + 20}">${x.v.toPrecision(4)}</text>`).join("")}</svg>`;
+    }).join("") || `<p class="muted">Select models with metrics to compare.</p>`;
+  });
+}
+
+async function triggersPage() {
+  const data = await optional("/api/v1/triggers");
+  const items = Array.isArray(data) ? data : data?.items || [];
+  set(`<h1>Triggers</h1>${items.length ? `<div class="table-wrap"><table><thead><tr><th>Name</th><th>Flow</th><th>Kind</th><th>Enabled</th><th>Last fired</th></tr></thead><tbody>
+    ${items.map((t) => `<tr><td>${esc(t.name || t.id)}</td><td>${esc(t.flow || "")}</td><td>${esc(t.kind || t.type || "")}</td><td>${t.enabled === false ? "no" : "yes"}</td><td>${when(t.last_fired_at || t.last_fired)}</td></tr>`).join("")}</tbody></table></div>`
+    : empty("triggers", "Triggers start flows on a schedule or an event.")}`, "Triggers");
+}
+
+window.addEventListener("hashchange", route);
+route();

@@ -39,6 +39,10 @@ class ServerSettings:
     #: TLS certificate chain and private key (PEM); both or neither.
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    #: Where the server's runs call their tools: ``threads`` or a cluster URL such as
+    #: ``dask://scheduler:8786`` or ``ray://head:10001`` (docs/executors.md). A submitted
+    #: flow's own ``executor:`` is ignored: the operator decides where code runs.
+    executor: str = "threads"
 
     def resolved_database_url(self) -> str:
         """The database URL, falling back to flowfed's default."""

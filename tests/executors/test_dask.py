@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import distributed
 import pytest
 
-from tests.cli.conftest import Project, by_step, project  # noqa: F401 (fixture)
+from tests.cli.conftest import Project, by_step
 from tests.executors.flows import (
     EXPECTED_TOTAL,
     FLOW,
@@ -17,8 +18,6 @@ from tests.executors.flows import (
     statuses,
     with_step,
 )
-
-distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +75,10 @@ def test_unchanged_rerun_on_dask_is_served_from_the_cache(project: Project, clus
 
 def test_a_failed_attempt_on_dask_is_retried(project: Project, cluster: Any) -> None:
     flow = with_step(
-        FLOW, "flaky", f"    params: {{marker: {project.root / 'marker'}}}\n    retries: 2\n"
-        "    retry_backoff: 0.05\n"
+        FLOW,
+        "flaky",
+        f"    params: {{marker: {project.root / 'marker'}}}\n    retries: 2\n"
+        "    retry_backoff: 0.05\n",
     )
     make(project, flow)
     report = project.run_json("flow.yaml", "--executor", url(cluster))

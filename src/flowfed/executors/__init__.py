@@ -25,10 +25,10 @@ Example:
     >>> ex = executor_from_url("threads")
     >>> ex.name
     'threads'
-    >>> executor_from_url("spark://x")
+    >>> executor_from_url("spark://x")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: unknown executor 'spark://x': use threads, processes, dask://local, dask://HOST:PORT, ray://local or ray://HOST:PORT
+    ValueError: unknown executor 'spark://x': use threads, processes, dask://local, ...
 """
 
 from __future__ import annotations
@@ -103,7 +103,12 @@ class ThreadsExecutor:
     name = "threads"
 
     def call(
-        self, node: TaskNode, args: dict[str, Any], task_id: str, ctx: Context, timeout: float | None
+        self,
+        node: TaskNode,
+        args: dict[str, Any],
+        task_id: str,
+        ctx: Context,
+        timeout: float | None,
     ) -> Any:
         from flowfed.tools.core import call_tool
 
@@ -122,7 +127,12 @@ class ProcessesExecutor:
     name = "processes"
 
     def call(
-        self, node: TaskNode, args: dict[str, Any], task_id: str, ctx: Context, timeout: float | None
+        self,
+        node: TaskNode,
+        args: dict[str, Any],
+        task_id: str,
+        ctx: Context,
+        timeout: float | None,
     ) -> Any:
         from flowfed.executors.processes import call_in_process
 
@@ -186,7 +196,12 @@ class ClusterExecutor:
             self._started = True
 
     def call(
-        self, node: TaskNode, args: dict[str, Any], task_id: str, ctx: Context, timeout: float | None
+        self,
+        node: TaskNode,
+        args: dict[str, Any],
+        task_id: str,
+        ctx: Context,
+        timeout: float | None,
     ) -> Any:
         """Run the call on the cluster; wait for it, cancel it on timeout or cancel."""
         try:

@@ -73,7 +73,7 @@ class DaskExecutor(ClusterExecutor):
 
         try:
             result: WorkerResult = handle.result(timeout=wait)
-        except (TimeoutError, asyncio.TimeoutError, cf.TimeoutError):
+        except (TimeoutError, cf.TimeoutError):
             return None
         except (asyncio.CancelledError, cf.CancelledError):
             return WorkerResult(error=("dask cancelled the task", "", "Cancelled"), where="dask")

@@ -185,6 +185,9 @@ def peer_env(name: str, work: Path) -> dict[str, str]:
         DO_NOT_TRACK="1",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         DAGSTER_DISABLE_TELEMETRY="1",
+        # Prefect starts a temporary API server per process; on a busy 2-core machine it
+        # needs longer than the default to come up.
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="300",
     )
     if name != "flowfed":
         env["HOME"] = str(home / "user")  # the peer's dot-folders stay in the work dir
@@ -219,8 +222,10 @@ def run_one(name: str, python: str, workload: str, tasks: int) -> dict[str, Any]
 
 
 def _last(err: str, rc: int) -> str:
+    """The error line of a failed run (a final log line is not the error)."""
     lines = [x.strip() for x in err.strip().splitlines() if x.strip()]
-    return (lines[-1] if lines else f"exit {rc}")[:200]
+    errors = [x for x in lines if re.match(r"^[\w.]*(Error|Exception|Exit)\b", x)]
+    return ((errors or lines or [f"exit {rc}"])[-1])[:200]
 
 
 def measure(

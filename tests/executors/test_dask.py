@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import distributed
-import pytest
 
 from tests.cli.conftest import Project, by_step
 from tests.executors.flows import (
@@ -18,22 +14,6 @@ from tests.executors.flows import (
     statuses,
     with_step,
 )
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    # Workers as threads of this process (two cores are shared), reachable over TCP by
-    # the `flowfed run` subprocess like any remote scheduler.
-    c = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=False,
-        protocol="tcp://",
-        host="127.0.0.1",
-        dashboard_address=None,
-    )
-    yield c
-    c.close()
 
 
 def url(cluster: Any) -> str:

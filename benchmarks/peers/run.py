@@ -18,12 +18,14 @@ to flowfed's from the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -153,7 +155,11 @@ def spawn(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int, s
     """Run ``cmd``; (wall s, exit code, stdout, stderr tail, peak RSS KB of the child)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
+        # A session of its own: whatever the peer leaves behind (FlowyML starts a UI
+        # server) is stopped with it below.
+        p = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True, start_new_session=True
+        )
         deadline = t0 + RUN_TIMEOUT_S
         while True:
             pid, status, ru = os.wait4(p.pid, os.WNOHANG)
@@ -165,6 +171,8 @@ def spawn(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int, s
                 break
             time.sleep(0.005)
         wall = time.perf_counter() - t0
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, signal.SIGKILL)
         p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)

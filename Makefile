@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench bench-peers bench-scale clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,15 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py --write docs/benchmarks.md
+	$(BIN)/python benchmarks/peers/run.py --write docs/benchmarks.md
+
+# flowfed beside its peers only (each peer in its own venv under .bench-venvs/)
+bench-peers: $(STAMP)
+	$(BIN)/python benchmarks/peers/run.py --write docs/benchmarks.md
+
+# planning and running 100 / 1,000 / 10,000 tasks
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/scale.py --write docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .flowfed

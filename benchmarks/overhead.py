@@ -708,15 +708,18 @@ SERVER_BEGIN, SERVER_END = "<!-- server:begin -->", "<!-- server:end -->"
 
 
 def preserved_server_section(path: Path) -> str:
-    """The block benchmarks/server.py keeps in ``path`` (markers included), to re-append."""
+    """Every block other benchmarks keep in ``path`` (``<!-- NAME:begin -->`` ...
+    ``<!-- NAME:end -->``: server, scale, peers, ...), markers included, to re-append."""
+    import re
+
     try:
         text = path.read_text()
     except OSError:
         return ""
-    if SERVER_BEGIN not in text or SERVER_END not in text:
-        return ""
-    block = text[text.index(SERVER_BEGIN) : text.index(SERVER_END) + len(SERVER_END)]
-    return "\n" + block + "\n"
+    blocks = [
+        m.group(0) for m in re.finditer(r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->", text, re.S)
+    ]
+    return "".join("\n" + b + "\n" for b in blocks)
 
 
 def preserved_section(path: Path, begin: str, end: str) -> str:

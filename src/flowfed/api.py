@@ -72,9 +72,35 @@ def prepare(
             for i in range(len(loaded.flow.imports))
         ]
         problems += import_tools(loaded.flow.imports, loaded.base_dir, origin=origin)
+    executor = loaded.flow.executor
+    if executor is not None and not _known_executor(executor):
+        problems.append(
+            loaded.source.diag(
+                f"unknown executor {executor!r}",
+                ("executor",),
+                field="executor",
+                hint="use threads, processes, subprocess, sandbox, dask://local, "
+                "dask://HOST:PORT, ray://local or ray://HOST:PORT",
+            )
+        )
     if problems:
         raise FlowError(problems)
     return Prepared(loaded, plan(loaded, get_registry(), params))
+
+
+def _known_executor(url: str) -> bool:
+    from flowfed.engine.local import EXECUTORS
+    from flowfed.executors import executor_from_url, is_cluster_url
+
+    if url in EXECUTORS:
+        return True
+    if not is_cluster_url(url):
+        return False
+    try:
+        executor_from_url(url)
+    except ValueError:
+        return False
+    return True
 
 
 def _empty_source() -> Any:
@@ -116,7 +142,7 @@ def run_flow(
     params: dict[str, Any] | None = None,
     imports: Sequence[str] = (),
     use_cache: bool = True,
-    executor: str = "threads",
+    executor: str | None = None,
     database_url: str | None = None,
     artifacts_url: str | None = None,
 ) -> RunResult:
@@ -131,7 +157,8 @@ def run_flow(
         database_url=database_url,
         artifacts_url=artifacts_url,
         use_cache=use_cache,
-        executor=executor,
+        # The caller's choice, else the flow file's `executor:`, else threads.
+        executor=executor or prepared.loaded.flow.executor or "threads",
     )
     try:
         path = prepared.loaded.path

@@ -129,14 +129,15 @@ def run(
     as_json: JsonOpt = False,
     imports: ImportOpt = None,
     executor: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--executor",
             help="threads (default), processes (forked child per call), subprocess "
-            "(python -m flowfed.runtime per call), sandbox (subprocess under bubblewrap) or "
-            "container (docker/podman; docs/runtime-protocol.md).",
+            "(python -m flowfed.runtime per call), sandbox (subprocess under bubblewrap), container (docker/podman), "
+            "dask://local, dask://HOST:PORT, ray://local or ray://HOST:PORT "
+            "(docs/executors.md). Default: the flow's `executor:`, else threads.",
         ),
-    ] = "threads",
+    ] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Pool size.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live tree.")] = False,
 ) -> None:
@@ -145,11 +146,14 @@ def run(
     from flowfed.plan.graph import parse_param_overrides
     from flowfed.spec.diagnostics import FlowError
 
-    if executor not in ("threads", "processes", "subprocess", "sandbox", "container"):
-        _fail(
-            "--executor must be 'threads', 'processes', 'subprocess', 'sandbox' or 'container', "
-            f"got {executor!r}"
-        )
+    if executor is not None:
+        from flowfed.api import _known_executor
+
+        if not _known_executor(executor):
+            _fail(
+                "--executor must be threads, processes, subprocess, sandbox, container, dask://local, "
+                f"dask://HOST:PORT, ray://local or ray://HOST:PORT; got {executor!r}"
+            )
     server = (ctx.obj or {}).get("server")
     if server:
         try:
@@ -162,7 +166,16 @@ def run(
         prepared = prepare(file, params=params, imports=imports or [])
     except FlowError as exc:
         _flow_error(exc, as_json)
+    executor = executor or prepared.loaded.flow.executor or "threads"
     engine = make_engine(use_cache=not no_cache, executor=executor, max_workers=workers)
+    if engine.remote is not None:
+        from flowfed.executors import ExecutorUnavailable
+
+        try:  # connect (or start dask://local, ray://local) now: a bad address is one line
+            engine.remote.start()
+        except ExecutorUnavailable as exc:
+            engine.db.close()
+            _fail(str(exc))
     live = sys.stdout.isatty() and not as_json and not quiet
     try:
         if live:
@@ -843,6 +856,14 @@ def server(
             "--trigger-interval", help="Seconds between trigger passes (0: no trigger service)."
         ),
     ] = 5.0,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            help="Where runs call tools: threads (default), processes, dask://HOST:PORT, "
+            "ray://HOST:PORT, dask://local or ray://local (docs/executors.md).",
+        ),
+    ] = "threads",
 ) -> None:
     """Serve the REST and WebSocket API (one process, uvicorn)."""
     import socket
@@ -865,7 +886,12 @@ def server(
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
         trigger_interval=trigger_interval,
+        executor=executor,
     )
+    from flowfed.api import _known_executor
+
+    if not _known_executor(executor):
+        _fail(f"--executor: unknown executor {executor!r} (see docs/executors.md)")
     try:
         check_startup(settings).close()
     except StartupError as exc:

@@ -23,7 +23,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowfed.artifacts import (
     INLINE_MAX_BYTES,
@@ -44,6 +44,9 @@ from flowfed.plan.graph import TaskGraph, TaskNode
 from flowfed.runtime.lifecycle import IllegalTransition, Lifecycle, State
 from flowfed.spec.models import END
 from flowfed.tools.core import Context, TaskCancelled, ToolOutputError, call_tool
+
+if TYPE_CHECKING:
+    from flowfed.executors import Executor
 
 Listener = Callable[[str, dict[str, Any]], None]
 
@@ -118,7 +121,8 @@ class LocalEngine:
         db: the database (its writer records runs, tasks, transitions and artifacts).
         store: where artifact bytes go.
         executor: ``"threads"`` (default), ``"processes"`` (a forked child per call),
-            ``"subprocess"`` or ``"sandbox"`` (``flowfed.executors.isolated``).
+            ``"subprocess"`` or ``"sandbox"`` (``flowfed.executors.isolated``), or a
+            cluster URL (``dask://local``, ``ray://HOST:PORT``: ``flowfed.executors``).
         max_workers: pool size (default: enough threads to overlap waiting tools).
         use_cache: look up and record cache entries (``--no-cache`` turns it off).
     """
@@ -135,11 +139,18 @@ class LocalEngine:
         record_events: bool = False,
         on_events: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
+        # Cluster executors (dask://..., ray://...) run only the tool call remotely; the
+        # built-in kinds keep their own paths in _Run._call (threads: no indirection).
+        self.remote: Executor | None = None
         if executor not in EXECUTORS:
-            raise ValueError(
-                f"unknown executor {executor!r}; use 'threads', 'processes', 'subprocess', "
-                "'sandbox' or 'container'"
-            )
+            from flowfed.executors import executor_from_url, is_cluster_url
+
+            if not is_cluster_url(executor):
+                raise ValueError(
+                    f"unknown executor {executor!r}; use 'threads', 'processes', 'subprocess', "
+                    "'sandbox', 'container', dask://local, dask://HOST:PORT, ray://local or ray://HOST:PORT"
+                )
+            self.remote = executor_from_url(executor, store=store)
         self.db = db
         self.store = store
         self.executor_kind = executor
@@ -910,6 +921,11 @@ class _Run:
         if node.tool.seed_task:
             args = {"context": getattr(tr, "seed_context", {})}
         kind = self.e.executor_kind
+        remote = self.e.remote
+        if remote is not None:
+            return self._out_of_thread(
+                tr, ctx, lambda: remote.call(node, args, tr.id, ctx, node.timeout)
+            )
         if kind == "processes":
             from flowfed.executors import processes
 

@@ -1,0 +1,316 @@
+"""Where a tool call runs: one small interface over threads, processes, Dask and Ray.
+
+The engine keeps everything around a call: lifecycle, retries, caching, artifacts,
+lineage. An :class:`Executor` only runs the call itself and returns its value, relaying
+the tool's telemetry to the task's :class:`~flowfed.tools.core.Context`. Failures are
+:class:`~flowfed.executors.processes.ProcessTaskError` (the tool raised, with its remote
+traceback) or :class:`~flowfed.executors.processes.ProcessTimeout`, which the engine turns
+into the same Error report for every executor.
+
+An executor is named by a URL:
+
+=========================  ==========================================================
+``threads``                worker threads in the engine's process (the default)
+``processes``              a forked child process per call
+``dask://local``           a Dask ``LocalCluster`` started here (``?workers=2&processes=0``)
+``dask://host:8786``       an existing Dask scheduler
+``ray://local``            a local Ray (joins ``$RAY_ADDRESS`` when set; ``?cpus=2``)
+``ray://host:10001``       an existing Ray cluster through Ray Client
+=========================  ==========================================================
+
+Cluster URLs take ``inline_max=BYTES`` (default 1 MiB): inputs and outputs larger than
+that are written to the artifact store and read back by hash on the other side.
+
+Example:
+    >>> ex = executor_from_url("threads")
+    >>> ex.name
+    'threads'
+    >>> executor_from_url("spark://x")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown executor 'spark://x': use threads, processes, dask://local, ...
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from urllib.parse import parse_qs, urlsplit
+
+from flowfed.executors.processes import ProcessTaskError, ProcessTimeout
+from flowfed.executors.worker import (
+    DEFAULT_INLINE_MAX,
+    WorkerCall,
+    WorkerResult,
+    relay,
+    ship,
+    unship_result,
+)
+
+if TYPE_CHECKING:
+    from flowfed.artifacts import ArtifactStore
+    from flowfed.plan.graph import TaskNode
+    from flowfed.tools.core import Context
+
+__all__ = [
+    "ClusterExecutor",
+    "Executor",
+    "ExecutorUnavailable",
+    "ProcessTaskError",
+    "ProcessTimeout",
+    "executor_from_url",
+    "is_cluster_url",
+]
+
+#: Seconds between checks for cancel and timeout while a cluster call runs.
+POLL_S = 0.05
+
+
+class ExecutorUnavailable(RuntimeError):
+    """The cluster named by an executor URL cannot be reached or started."""
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs one tool call; the engine does everything else.
+
+    ``call`` returns the tool's value or raises ``ProcessTaskError`` /
+    ``ProcessTimeout``; it relays telemetry into ``ctx`` and stops early (raising
+    ``ProcessTaskError`` with type ``Cancelled``) once ``ctx.cancelled`` is set.
+    """
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def call(
+        self,
+        node: TaskNode,
+        args: dict[str, Any],
+        task_id: str,
+        ctx: Context,
+        timeout: float | None,
+    ) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class ThreadsExecutor:
+    """Call the tool in the calling thread (the engine's pool provides the threads)."""
+
+    name = "threads"
+
+    def call(
+        self,
+        node: TaskNode,
+        args: dict[str, Any],
+        task_id: str,
+        ctx: Context,
+        timeout: float | None,
+    ) -> Any:
+        from flowfed.tools.core import call_tool
+
+        return call_tool(node.tool, args, node.config, ctx)
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class ProcessesExecutor:
+    """A forked child per call (:mod:`flowfed.executors.processes`)."""
+
+    name = "processes"
+
+    def call(
+        self,
+        node: TaskNode,
+        args: dict[str, Any],
+        task_id: str,
+        ctx: Context,
+        timeout: float | None,
+    ) -> Any:
+        from flowfed.executors.processes import call_in_process
+
+        return call_in_process(node, args, task_id, ctx, timeout)
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class ClusterExecutor:
+    """What Dask and Ray share: plain-data calls, the store for large values, wait/cancel.
+
+    Subclasses implement :meth:`_connect`, :meth:`_submit` (returns a handle),
+    :meth:`_poll` (the :class:`WorkerResult` or None while running), :meth:`_cancel` and
+    :meth:`_shutdown`. Connecting happens once, on :meth:`start` or the first call.
+    """
+
+    name = "cluster"
+
+    def __init__(self, url: str, store: ArtifactStore | None, options: dict[str, str]) -> None:
+        self.url = url
+        self.store = store
+        self.options = options
+        self.inline_max = int(options.get("inline_max", DEFAULT_INLINE_MAX))
+        self._lock = threading.Lock()
+        self._started = False
+
+    # -- to implement -------------------------------------------------------------------
+    def _connect(self) -> None:
+        raise NotImplementedError
+
+    def _submit(self, call: WorkerCall, key: str) -> Any:
+        raise NotImplementedError
+
+    def _poll(self, handle: Any, wait: float) -> WorkerResult | None:
+        raise NotImplementedError
+
+    def _cancel(self, handle: Any) -> None:
+        raise NotImplementedError
+
+    def _shutdown(self) -> None:
+        raise NotImplementedError
+
+    # -- shared -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect to (or start) the cluster; raises :class:`ExecutorUnavailable`."""
+        with self._lock:
+            if self._started:
+                return
+            try:
+                self._connect()
+            except ExecutorUnavailable:
+                raise
+            except Exception as exc:
+                raise ExecutorUnavailable(
+                    f"executor {self.url}: cannot connect: {type(exc).__name__}: {exc}"
+                ) from exc
+            self._started = True
+
+    def call(
+        self,
+        node: TaskNode,
+        args: dict[str, Any],
+        task_id: str,
+        ctx: Context,
+        timeout: float | None,
+    ) -> Any:
+        """Run the call on the cluster; wait for it, cancel it on timeout or cancel."""
+        try:
+            self.start()
+        except ExecutorUnavailable as exc:
+            raise ProcessTaskError(str(exc), etype="ExecutorUnavailable") from None
+        from flowfed.executors.isolated import tool_entrypoint
+
+        pickle = node.allow_pickle or node.tool.allow_pickle
+        call = WorkerCall(
+            tool=tool_entrypoint(node),
+            config=node.config_data,
+            args={k: ship(v, self.store, self.inline_max, pickle) for k, v in args.items()},
+            task_id=task_id,
+            step=node.step,
+            node=node.node,
+            store=self._store_url(),
+            inline_max=self.inline_max,
+            allow_pickle=pickle,
+        )
+        handle = self._submit(call, f"flowfed-{node.step}-{task_id}-{ctx.attempt}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            result = self._poll(handle, POLL_S)
+            if result is not None:
+                break
+            if ctx.cancelled:
+                self._cancel(handle)
+                raise ProcessTaskError("cancelled", etype="Cancelled")
+            if deadline is not None and time.monotonic() >= deadline:
+                self._cancel(handle)
+                raise ProcessTimeout(f"timed out after {timeout:g}s (cluster task cancelled)")
+        relay(ctx, result.telemetry)
+        if result.error is not None:
+            message, tb, etype = result.error
+            raise ProcessTaskError(message, tb, etype)
+        return unship_result(result.value)
+
+    def _store_url(self) -> str | None:
+        if self.store is None:
+            return None
+        return self.store.root if self.store.local else self.store.url
+
+    def close(self) -> None:
+        """Disconnect (and stop a cluster this executor started)."""
+        with self._lock:
+            if self._started:
+                self._started = False
+                self._shutdown()
+
+
+_SCHEMES: dict[str, Callable[[str, ArtifactStore | None, dict[str, str]], ClusterExecutor]] = {}
+_shared: dict[tuple[str, int], ClusterExecutor] = {}
+_shared_lock = threading.Lock()
+
+_USAGE = "use threads, processes, dask://local, dask://HOST:PORT, ray://local or ray://HOST:PORT"
+
+
+def is_cluster_url(url: str) -> bool:
+    """Whether ``url`` names a cluster executor (``dask://...`` or ``ray://...``)."""
+    return url.split("://", 1)[0] in ("dask", "ray") and "://" in url
+
+
+def _factory(scheme: str) -> Callable[[str, ArtifactStore | None, dict[str, str]], ClusterExecutor]:
+    if scheme == "dask":
+        from flowfed.executors.dask_executor import DaskExecutor
+
+        return DaskExecutor
+    from flowfed.executors.ray_executor import RayExecutor
+
+    return RayExecutor
+
+
+def executor_from_url(url: str, *, store: ArtifactStore | None = None) -> Executor:
+    """The executor a URL names (see the module docstring for the URLs).
+
+    Cluster executors are shared per URL and store within a process, so a server running
+    many flows connects (or starts ``dask://local``) once. Nothing connects until
+    ``start()`` or the first call.
+
+    Example:
+        >>> executor_from_url("dask://127.0.0.1:8786?inline_max=4096").name
+        'dask'
+    """
+    if url == "threads":
+        return ThreadsExecutor()
+    if url == "processes":
+        return ProcessesExecutor()
+    if not is_cluster_url(url):
+        raise ValueError(f"unknown executor {url!r}: {_USAGE}")
+    parts = urlsplit(url)
+    if not parts.netloc:
+        raise ValueError(f"executor {url!r} names no host: {_USAGE}")
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if "inline_max" in options and not options["inline_max"].isdigit():
+        raise ValueError(f"executor {url!r}: inline_max must be a number of bytes")
+    with _shared_lock:
+        key = (url, id(store))
+        ex = _shared.get(key)
+        if ex is None:
+            ex = _factory(parts.scheme)(url, store, options)
+            _shared[key] = ex
+        return ex
+
+
+def close_all() -> None:
+    """Close every shared cluster executor (at exit, and in tests)."""
+    with _shared_lock:
+        items = list(_shared.values())
+        _shared.clear()
+    for ex in items:
+        ex.close()

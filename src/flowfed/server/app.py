@@ -260,7 +260,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         except Exception:
             db.close()
             raise
-        manager = RunManager(db, settings.resolved_artifacts_url(), bus.publish, metrics)
+        manager = RunManager(
+            db, settings.resolved_artifacts_url(), bus.publish, metrics, settings.executor
+        )
         app.state.db = db
         app.state.signing_key = signing_key
         app.state.bus = bus

@@ -60,9 +60,11 @@ class RunManager:
         artifacts_url: str,
         publish: Callable[[list[dict[str, Any]]], None],
         metrics: ServerMetrics,
+        executor: str = "threads",
     ) -> None:
         self.db = db
         self.artifacts_url = artifacts_url
+        self.executor = executor
         self.publish = publish
         self.metrics = metrics
         self._lock = threading.Lock()
@@ -177,6 +179,7 @@ class RunManager:
         active.engine = LocalEngine(
             self.db,
             ArtifactStore(self.artifacts_url),
+            executor=self.executor,
             use_cache=use_cache,
             record_events=True,
             on_events=on_events,

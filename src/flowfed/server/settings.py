@@ -41,6 +41,10 @@ class ServerSettings:
     ssl_keyfile: str | None = None
     #: Seconds between passes of the trigger service (docs/triggers.md); 0 turns it off.
     trigger_interval: float = 5.0
+    #: Where the server's runs call their tools: ``threads`` or a cluster URL such as
+    #: ``dask://scheduler:8786`` or ``ray://head:10001`` (docs/executors.md). A submitted
+    #: flow's own ``executor:`` is ignored: the operator decides where code runs.
+    executor: str = "threads"
 
     def resolved_database_url(self) -> str:
         """The database URL, falling back to flowfed's default."""

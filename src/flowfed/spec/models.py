@@ -90,6 +90,9 @@ class Flow(BaseModel):
     max_iterations: int = Field(default=100, ge=1)
     start: str | None = None
     failure_policy: Literal["unrouted", "any"] = "unrouted"
+    #: Where tool calls run when the command line does not say: ``threads``, ``processes``,
+    #: ``dask://...`` or ``ray://...`` (see docs/executors.md).
+    executor: str | None = None
 
     @field_validator("version", mode="before")
     @classmethod

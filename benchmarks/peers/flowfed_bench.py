@@ -1,0 +1,60 @@
+"""flowfed: @tool functions, a Flow of steps wired by artifact names, run by the engine.
+
+Persistence is on (SQLite and the artifact store under the work dir), as in every run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from common import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# Imported before the clock starts, as every peer's package is (W3 times the whole process).
+import flowfed.api
+import flowfed.artifacts
+import flowfed.db
+import flowfed.engine.local  # noqa: F401
+
+
+def run(workload: str, n: int, m: Any, workdir: Path) -> Any:
+    from overhead import _import_from, build_flow, flowfed_tools_source
+
+    from flowfed import api
+
+    _import_from(workdir, "ff_tools", flowfed_tools_source(max(n, 1)))
+    kind = {"w3": "w1", "w2s": "w2sleep"}.get(workload, workload)
+    flow = build_flow(kind, n)
+    home = Path(os.environ.get("FLOWFED_HOME", workdir / "home"))
+    home.mkdir(parents=True, exist_ok=True)
+    prepared = api.prepare(flow)
+    engine = api.make_engine(
+        database_url=f"sqlite:///{home / 'flowfed.db'}", artifacts_url=str(home / "artifacts")
+    )
+    try:
+        result = engine.run(prepared.graph)
+    finally:
+        engine.db.close()
+    assert result.status == "success", result.status
+    final = f"v{n - 1}" if kind in ("w1", "w4") else "s"
+    value = api.load_artifact(
+        final,
+        database_url=f"sqlite:///{home / 'flowfed.db'}",
+        artifacts_url=str(home / "artifacts"),
+    )
+    # The generated tools compute the same values: first=1 then +1 (chain), sum of k (fan).
+    return value
+
+
+if __name__ == "__main__":
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("flowfed")
+    except PackageNotFoundError:
+        v = "source"
+    main(run, v)

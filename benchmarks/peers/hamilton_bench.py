@@ -1,0 +1,23 @@
+"""Apache Hamilton: functions are nodes, parameters name their dependencies."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from common import main
+from hamilton import driver
+
+
+def run(workload: str, n: int, m: Any, workdir: Path) -> Any:
+    b = driver.Builder().with_modules(m)
+    if workload == "w4":
+        b = b.with_cache(path=str(workdir / "hamilton-cache"))
+    dr = b.build()
+    final = {"w1": f"n{n - 1}", "w4": f"n{n - 1}", "w3": "n0"}.get(workload, "total")
+    return dr.execute([final])[final]
+
+
+if __name__ == "__main__":
+    main(run, version("sf-hamilton"))

@@ -1,0 +1,379 @@
+"""flowfed beside its peers, on the same work, on this machine, in one run.
+
+    python benchmarks/peers/run.py [--repeat 3] [--tasks 200] [--only prefect,kedro]
+                                   [--write docs/benchmarks.md]
+
+Creates one virtual environment per peer under ``.bench-venvs/`` (git-ignored) with pip
+from PyPI, on first use; a peer that cannot be installed gets a row saying so with the
+last line of pip's error. Then it runs each peer's script (``<peer>_bench.py``, small
+and written the way that peer's docs write a pipeline) in a subprocess of that venv, and
+flowfed's the same way, for W1 (chain), W2 (fan-out + sum), W2-sleep (10 ms tasks),
+W3 (whole-process start-up with a one-task pipeline) and W4 (cached re-run of W1, for
+peers that cache). Every run gets a fresh work dir and a fresh home for the peer's state
+(PREFECT_HOME, DAGSTER_HOME, FLOWFED_HOME, HOME). Reported: median wall time, per-task
+overhead over plain calls, peak RSS of the process (``wait4``), and each time as a ratio
+to flowfed's from the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+VENVS = REPO / ".bench-venvs"
+WORKLOADS = ["w1", "w2", "w2s", "w3", "w4"]
+LABELS = {
+    "w1": "W1 chain",
+    "w2": "W2 fan-out + sum",
+    "w2s": "W2-sleep (10 ms tasks)",
+    "w3": "W3 start-up (1 task, whole process)",
+    "w4": "W4 cached re-run of W1",
+}
+RUN_TIMEOUT_S = 600
+
+
+@dataclass
+class Peer:
+    name: str
+    label: str
+    pip: list[str]
+    probe: str  # a module the venv must import
+    w4: bool = True  # has a cache W4 can hit
+    note: str = ""
+    python: str = ""
+    install_error: str = ""
+    version: str = ""
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+PEERS = [
+    Peer(
+        "prefect",
+        "Prefect 3",
+        ["prefect>=3,<4"],
+        "prefect",
+        note="@flow/@task, ThreadPoolTaskRunner, cache_policy=TASK_SOURCE+INPUTS for W4",
+    ),
+    Peer(
+        "dagster",
+        "Dagster",
+        ["dagster"],
+        "dagster",
+        w4=False,
+        note="@op/@job, execute_in_process (in-process executor); ops have no result cache",
+    ),
+    Peer(
+        "hamilton",
+        "Apache Hamilton",
+        ["sf-hamilton"],
+        "hamilton.driver",
+        note="driver.Builder().with_modules(m); with_cache() for W4; sequential executor",
+    ),
+    Peer(
+        "kedro",
+        "Kedro",
+        ["kedro"],
+        "kedro.runner",
+        w4=False,
+        note="Pipeline of nodes, SequentialRunner (ThreadRunner for W2-sleep); no cache",
+    ),
+    Peer(
+        "flowdapt",
+        "Flowdapt",
+        ["flowdapt"],
+        "flowdapt.compute.resources.workflow.execute",
+        w4=False,
+        note="execute_workflow on its LocalExecutor (threads); no task cache",
+    ),
+    Peer(
+        "flowyml",
+        "FlowyML",
+        ["flowyml"],
+        "flowyml",
+        note="@step + Pipeline.run(); cache='input_hash' for W4",
+    ),
+]
+
+
+def base_python() -> str:
+    # A venv's python makes venvs of its base interpreter; either works for `-m venv`.
+    return getattr(sys, "_base_executable", None) or sys.executable
+
+
+def ensure_venv(peer: Peer) -> None:
+    venv = VENVS / peer.name
+    py = venv / "bin" / "python"
+    ok = (
+        py.exists()
+        and subprocess.run(
+            [str(py), "-c", f"import {peer.probe}"], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
+    if not ok:
+        print(f"[peers] installing {peer.label} into {venv} ...", file=sys.stderr, flush=True)
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([base_python(), "-m", "venv", str(venv)], check=True)
+        pip = subprocess.run(
+            [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *peer.pip],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if pip.returncode != 0:
+            lines = [x for x in (pip.stderr or pip.stdout).strip().splitlines() if x.strip()]
+            peer.install_error = lines[-1] if lines else f"pip exited {pip.returncode}"
+            return
+        probe = subprocess.run(
+            [str(py), "-c", f"import {peer.probe}"], capture_output=True, text=True, check=False
+        )
+        if probe.returncode != 0:
+            lines = probe.stderr.strip().splitlines()
+            peer.install_error = f"installed, but `import {peer.probe}` fails: {lines[-1]}"
+            return
+    peer.python = str(py)
+
+
+def spawn(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int, str, str, int]:
+    """Run ``cmd``; (wall s, exit code, stdout, stderr tail, peak RSS KB of the child)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        # A session of its own: whatever the peer leaves behind (FlowyML starts a UI
+        # server) is stopped with it below.
+        p = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True, start_new_session=True
+        )
+        deadline = t0 + RUN_TIMEOUT_S
+        while True:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                p.kill()
+                pid, status, ru = os.wait4(p.pid, 0)
+                break
+            time.sleep(0.005)
+        wall = time.perf_counter() - t0
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return wall, p.returncode, out.read(), err.read()[-3000:], ru.ru_maxrss
+
+
+def peer_env(name: str, work: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWFED_", "PREFECT_"))}
+    env.pop("DAGSTER_HOME", None)
+    home = work / "home"
+    for d in ("prefect", "dagster", "flowfed", "user"):
+        (home / d).mkdir(parents=True, exist_ok=True)
+    env.update(
+        PREFECT_HOME=str(home / "prefect"),
+        DAGSTER_HOME=str(home / "dagster"),
+        FLOWFED_HOME=str(home / "flowfed"),
+        PYTHONDONTWRITEBYTECODE="1",
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DAGSTER_DISABLE_TELEMETRY="1",
+        # Prefect starts a temporary API server per process; on a busy 2-core machine it
+        # needs longer than the default to come up.
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="300",
+    )
+    if name != "flowfed":
+        env["HOME"] = str(home / "user")  # the peer's dot-folders stay in the work dir
+        env.pop("PYTHONPATH", None)
+    else:
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
+    return env
+
+
+def run_one(name: str, python: str, workload: str, tasks: int) -> dict[str, Any]:
+    script = HERE / f"{name}_bench.py"
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+        work = Path(tmp)
+        env = peer_env(name, work)
+        cmd = [python, str(script), workload, "--tasks", str(tasks), "--workdir", str(work)]
+        if workload == "w4":  # the first run fills the cache; the second is measured
+            wall, rc, out, err, _ = spawn(cmd, env, work)
+            if rc != 0:
+                return {"error": _last(err, rc)}
+        wall, rc, out, err, rss = spawn(cmd, env, work)
+        if rc != 0:
+            return {"error": _last(err, rc)}
+        res = json.loads(out.strip().splitlines()[-1])
+        return {
+            "seconds": res["seconds"],
+            "wall": wall,
+            "rss_mb": rss / 1024,
+            "version": res["version"],
+        }
+
+
+def _last(err: str, rc: int) -> str:
+    """The error line of a failed run (a final log line is not the error)."""
+    lines = [x.strip() for x in err.strip().splitlines() if x.strip()]
+    errors = [x for x in lines if re.match(r"^[\w.]*(Error|Exception|Exit)\b", x)]
+    return ((errors or lines or [f"exit {rc}"])[-1])[:200]
+
+
+def measure(
+    name: str, python: str, workloads: list[str], tasks: int, repeat: int, skip: set[str]
+) -> tuple[dict[str, dict[str, Any]], str]:
+    results: dict[str, dict[str, Any]] = {}
+    version = ""
+    for w in workloads:
+        if w in skip:
+            results[w] = {"na": True}
+            continue
+        runs = []
+        for _ in range(repeat):
+            r = run_one(name, python, w, tasks)
+            if "error" in r:
+                results[w] = r
+                break
+            runs.append(r)
+        else:
+            version = runs[0]["version"]
+            key = "wall" if w == "w3" else "seconds"
+            results[w] = {
+                "seconds": statistics.median(x[key] for x in runs),
+                "rss_mb": max(x["rss_mb"] for x in runs),
+            }
+        shown = results[w].get("seconds")
+        print(
+            f"[peers] {name:9} {w:4} "
+            + (f"{shown:.3f}s" if shown is not None else results[w].get("error", "")),
+            file=sys.stderr,
+            flush=True,
+        )
+    return results, version
+
+
+def n_tasks(w: str, tasks: int) -> int:
+    return 1 if w == "w3" else tasks + 2 if w in ("w2", "w2s") else tasks
+
+
+def render(
+    peers: list[Peer],
+    ff: dict[str, dict[str, Any]],
+    plain: dict[str, dict[str, Any]],
+    tasks: int,
+    repeat: int,
+    ff_version: str,
+    workloads: list[str],
+) -> str:
+    rows = [
+        "| workload | tool | wall (s) | per-task overhead (ms) | peak RSS (MB) | time / flowfed |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for w in workloads:
+        base = plain.get(w, {}).get("seconds")
+        ffs = ff.get(w, {}).get("seconds")
+
+        def row(label: str, r: dict[str, Any], w: str = w, base: Any = base, ffs: Any = ffs) -> str:
+            if r.get("na"):
+                return f"| {LABELS[w]} | {label} | n/a (no cache) | | | |"
+            if "error" in r:
+                return f"| {LABELS[w]} | {label} | failed: `{r['error']}` | | | |"
+            s = r["seconds"]
+            per = (
+                "—" if w == "w2s" or base is None else f"{(s - base) / n_tasks(w, tasks) * 1e3:.2f}"
+            )
+            ratio = f"{s / ffs:.1f}x" if ffs else "—"
+            return f"| {LABELS[w]} | {label} | {s:.3f} | {per} | {r['rss_mb']:.0f} | {ratio} |"
+
+        rows.append(row(f"**flowfed** {ff_version}", ff.get(w, {"error": "not run"})))
+        for p in peers:
+            if p.install_error:
+                continue
+            rows.append(row(f"{p.label} {p.version}", p.results.get(w, {"error": "not run"})))
+        if w in plain:
+            rows.append(row("plain Python calls", plain[w]))
+    lines = [
+        "### flowfed beside its peers",
+        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, {tasks} tasks, median of {repeat} runs, each "
+        "in a fresh process with a fresh work dir and home. Reproduce: "
+        "`python benchmarks/peers/run.py --write docs/benchmarks.md` (or `make bench`); "
+        "it creates `.bench-venvs/<peer>` with pip on first use.",
+        "Wall time covers building and running the pipeline after imports (W3: the whole "
+        "process, imports included). Per-task overhead = (wall - plain calls) / tasks. "
+        "*time / flowfed* above 1 means flowfed is faster. flowfed persists every "
+        "transition and artifact (SQLite + artifact store); Hamilton, Kedro and Flowdapt "
+        "keep results in memory.",
+        "\n".join(rows),
+        "How each peer runs:",
+        "\n".join(f"- **{p.label}**: {p.note}" for p in peers),
+    ]
+    failed = [p for p in peers if p.install_error]
+    if failed:
+        lines.append(
+            "Could not be installed here:\n\n"
+            + "\n".join(
+                f"- **{p.label}** (`pip install {' '.join(p.pip)}`): {p.install_error}"
+                for p in failed
+            )
+        )
+    return "\n\n".join(lines)
+
+
+def write_doc(path: Path, body: str) -> None:
+    text = path.read_text() if path.exists() else ""
+    block = f"<!-- peers:begin -->\n{body}\n<!-- peers:end -->"
+    if "<!-- peers:begin -->" in text:
+        text = re.sub(
+            r"<!-- peers:begin -->.*?<!-- peers:end -->", lambda _: block, text, flags=re.S
+        )
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--tasks", type=int, default=200)
+    ap.add_argument("--only", help="comma-separated peer names (default: all)")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--write", type=Path)
+    a = ap.parse_args()
+    workloads = a.workloads.split(",")
+    peers = [p for p in PEERS if not a.only or p.name in a.only.split(",")]
+    VENVS.mkdir(exist_ok=True)
+    for p in peers:
+        ensure_venv(p)
+    ff, ff_version = measure("flowfed", sys.executable, workloads, a.tasks, a.repeat, set())
+    plain, _ = measure("plain", sys.executable, workloads, a.tasks, a.repeat, set())
+    for p in peers:
+        if not p.install_error:
+            p.results, p.version = measure(
+                p.name, p.python, workloads, a.tasks, a.repeat, set() if p.w4 else {"w4"}
+            )
+    body = render(peers, ff, plain, a.tasks, a.repeat, ff_version, workloads)
+    print(body)
+    if a.write:
+        write_doc(a.write, body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The plain-data call a cluster worker runs: large values go through the artifact store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from flowfed.artifacts import ArtifactStore
+from flowfed.executors.worker import StoredValue, WorkerCall, run_call, ship, unship_result
+
+
+def test_a_value_over_the_threshold_travels_as_a_store_hash(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path / "store"))
+    big = np.arange(10_000, dtype=np.int64)
+    shipped = ship(big, store, 1024, False)
+    assert isinstance(shipped, StoredValue)
+    assert store.exists(shipped.hash)
+    assert np.array_equal(shipped.load(), big)
+    assert ship([1, 2, 3], store, 1024, False) == [1, 2, 3]  # small: inline
+
+
+def test_a_worker_reads_large_inputs_and_writes_large_outputs_through_the_store(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "neg_tools.py").write_text(
+        "import numpy as np\n"
+        "from flowfed import tool\n"
+        "@tool(version='1')\n"
+        "def negate(x: np.ndarray) -> np.ndarray:\n"
+        "    return -x\n"
+    )
+    store = ArtifactStore(str(tmp_path / "store"))
+    arg = ship(np.ones(5_000), store, 1024, False)
+    call = WorkerCall(
+        tool=f"{tmp_path / 'neg_tools.py'}:negate",
+        config={},
+        args={"x": arg},
+        task_id="t1",
+        step="s",
+        node="local",
+        store=store.root,
+        inline_max=1024,
+    )
+    result = run_call(call)
+    assert result.error is None
+    assert isinstance(result.value, StoredValue)
+    assert np.array_equal(unship_result(result.value), -np.ones(5_000))
+
+
+def test_a_tool_error_comes_back_as_data_with_telemetry(tmp_path: Path) -> None:
+    (tmp_path / "bad_tools.py").write_text(
+        "from flowfed import tool, Context\n"
+        "@tool(version='1')\n"
+        "def boom(ctx: Context) -> int:\n"
+        "    ctx.log('about to fail')\n"
+        "    raise KeyError('missing')\n"
+    )
+    call = WorkerCall(
+        tool=f"{tmp_path / 'bad_tools.py'}:boom",
+        config={},
+        args={},
+        task_id="t",
+        step="s",
+        node="local",
+    )
+    result = run_call(call)
+    assert result.error is not None
+    message, tb, etype = result.error
+    assert message == "KeyError: 'missing'" and etype == "KeyError" and "raise KeyError" in tb
+    assert [(k, p["message"]) for k, p in result.telemetry] == [("log", "about to fail")]

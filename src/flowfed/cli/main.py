@@ -133,7 +133,8 @@ def run(
         typer.Option(
             "--executor",
             help="threads (default), processes (forked child per call), subprocess "
-            "(python -m flowfed.runtime per call), sandbox (subprocess under bubblewrap), container (docker/podman), "
+            "(python -m flowfed.runtime per call), sandbox (subprocess under bubblewrap), "
+            "container (docker/podman), "
             "dask://local, dask://HOST:PORT, ray://local or ray://HOST:PORT "
             "(docs/executors.md). Default: the flow's `executor:`, else threads.",
         ),
@@ -151,7 +152,8 @@ def run(
 
         if not _known_executor(executor):
             _fail(
-                "--executor must be threads, processes, subprocess, sandbox, container, dask://local, "
+                "--executor must be threads, processes, subprocess, sandbox, container, "
+                "dask://local, "
                 f"dask://HOST:PORT, ray://local or ray://HOST:PORT; got {executor!r}"
             )
     server = (ctx.obj or {}).get("server")

@@ -240,8 +240,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     from flowfed.server.problems import install_handlers, problem_response
     from flowfed.server.routes import artifacts, flows, oauth, runs, seed, service, tasks, tools
     from flowfed.server.routes import auth as auth_routes
-    from flowfed.server.routes import triggers as trigger_routes
     from flowfed.server.routes import templates as template_routes
+    from flowfed.server.routes import triggers as trigger_routes
     from flowfed.server.runs import RunManager
 
     settings = dataclasses.replace(settings or ServerSettings())

@@ -150,10 +150,19 @@ def test_dataset_change_is_recorded(cluster: Cluster, tmp_path: Path) -> None:
                 "SELECT node, dataset, old_hash, new_hash FROM node_dataset_changes ORDER BY id"
             )
         ).all()
+        # The trigger service's source (platform_events) holds the same two changes.
+        seen = conn.execute(
+            sa.text("SELECT payload FROM platform_events WHERE kind = 'node.dataset_changed'")
+        ).all()
     engine.dispose()
     assert [tuple(r) for r in rows] == [
         ("site", "breast", None, first),
         ("site", "breast", first, second),
+    ]
+    payloads = [json.loads(p) if isinstance(p, str) else p for (p,) in seen]
+    assert [(p["node"], p["old_hash"], p["new_hash"]) for p in payloads] == [
+        ("site", None, first),
+        ("site", first, second),
     ]
     # ...and the same change went out on the bus for the trigger service.
     event = asyncio.run_coroutine_threadsafe(_next_node_event(cluster), cluster.hub.loop)

@@ -694,6 +694,14 @@ class NodeHub:
                         )  # fmt: skip
                 if changes:
                     c.execute(insert(m.node_dataset_changes), changes)
+                    # The trigger service reads platform_events: record each change there
+                    # too, in the same transaction, so a trigger sees exactly these.
+                    from flowfed.db.platform_events import node_dataset_changed
+
+                    for ch in changes:
+                        node_dataset_changed(
+                            c, ch["node"], ch["dataset"], ch["old_hash"], ch["new_hash"]
+                        )
                 c.execute(
                     update(m.nodes)
                     .where(m.nodes.c.name == name)

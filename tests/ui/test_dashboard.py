@@ -203,7 +203,12 @@ def test_keyboard_reaches_the_main_actions_and_empty_pages(page: Page) -> None:
         tab_to(page, name, back=True)
         page.keyboard.press("Enter")
         expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible()
-        expect(page.locator(".empty")).to_contain_text(f"No {name.lower()} yet")
+        if name == "Models":
+            # Runs of this module may already have trained a model (the registry lists
+            # it); otherwise the page shows its empty state. Either way the page rendered.
+            expect(page.locator(".empty, #cmp tbody tr").first).to_be_visible()
+        else:
+            expect(page.locator(".empty")).to_contain_text(f"No {name.lower()} yet")
         shot(page, name.lower())
     tab_to(page, "Runs", back=True)
     page.keyboard.press("Enter")

@@ -47,6 +47,9 @@ _ARTIFACT_COLS = tuple(c.name for c in m.artifacts.c)
 _TASK_DEFAULTS: dict[str, Any] = {
     "node": "local",
     "round": None,
+    "plan_key": None,
+    "dataset": None,
+    "variant": None,
     "iteration": 1,
     "attempt": 1,
     "cached": False,

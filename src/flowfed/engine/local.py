@@ -47,6 +47,7 @@ from flowfed.tools.core import Context, TaskCancelled, ToolOutputError, call_too
 
 if TYPE_CHECKING:
     from flowfed.executors import Executor
+    from flowfed.runtime.remote import NodeDispatcher
 
 Listener = Callable[[str, dict[str, Any]], None]
 
@@ -138,6 +139,7 @@ class LocalEngine:
         listeners: list[Listener] | None = None,
         record_events: bool = False,
         on_events: Callable[[list[dict[str, Any]]], None] | None = None,
+        dispatcher: NodeDispatcher | None = None,
     ) -> None:
         # Cluster executors (dask://..., ray://...) run only the tool call remotely; the
         # built-in kinds keep their own paths in _Run._call (threads: no indirection).
@@ -153,6 +155,8 @@ class LocalEngine:
             self.remote = executor_from_url(executor, store=store)
         self.db = db
         self.store = store
+        #: Runs the tasks placed on data nodes (the server's node hub, or simulated nodes).
+        self.dispatcher = dispatcher
         self.executor_kind = executor
         self.max_workers = max_workers or min(32, (os.cpu_count() or 2) * 8)
         self.use_cache = use_cache
@@ -252,7 +256,8 @@ class _Run:
         self.latest: dict[str, ArtifactRef] = {}
         self.generation = 0
         self.consumed: dict[str, dict[str, int]] = {}
-        self.active: set[str] = set()  # steps with a task submitted or waiting to retry
+        self.active: set[str] = set()  # plan tasks submitted or waiting to retry
+        self.started_ids: set[str] = set()
         self.activations: dict[str, int] = {}
         self.executions: dict[str, int] = {}
         self.retry_heap: list[tuple[float, int, TaskRun]] = []
@@ -263,6 +268,25 @@ class _Run:
         self.order = {name: i for i, name in enumerate(graph.tasks)}
         self.pool: cf.Executor | None = None
         self._seq = 0
+        # Bytes of artifacts produced in this run, for placed tasks that consume them:
+        # the catalog and store are written behind the hot path and may lag.
+        self.placed = any(n.placed or n.federated is not None for n in graph.tasks.values())
+        self.kept: dict[str, bytes] = {}
+        self.kept_lock = threading.Lock()
+        self.pending_store: dict[str, list[Any]] = {}
+
+    def keep_bytes(self, hash: str, data: bytes) -> None:
+        """Remember an artifact's bytes for placed consumers later in this run."""
+        with self.kept_lock:
+            self.kept[hash] = data
+
+    def bytes_of(self, ref: ArtifactRef) -> bytes:
+        """The bytes of a central artifact: kept from this run, else catalog or store."""
+        with self.kept_lock:
+            data = self.kept.get(ref.hash)
+        if data is not None:
+            return data
+        return self._source(ref).get(ref.hash)
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -355,11 +379,13 @@ class _Run:
         self.event_seq = itertools.count(state["max_seq"] + 1)
         by_step: dict[str, list[dict[str, Any]]] = {}
         for row in state["tasks"]:
-            by_step.setdefault(row["step"], []).append(row)
+            by_step.setdefault(row.get("plan_key") or row["step"], []).append(row)
         routed_from: list[TaskRun] = []
         for step, rows in by_step.items():
             node = self.g.tasks.get(step)
-            if node is None:
+            if node is None or node.federated is not None:
+                # A federated step's round tasks are re-run with the step: the step's
+                # own row decides, its children are history.
                 continue
             restored: list[TaskRun] = []
             for row in rows:
@@ -370,7 +396,8 @@ class _Run:
                 tr.error = row.get("error")
                 tr.cache_key = row.get("cache_key")
                 restored.append(tr)
-            self.view.tasks[step] = restored
+            self.view.tasks.setdefault(node.step, []).extend(restored)
+            self.started_ids.add(step)
             self.executions[step] = max(t.iteration for t in restored)
             last, row = restored[-1], rows[-1]
             if last.state in (State.FINISHED, State.CACHED):
@@ -391,7 +418,7 @@ class _Run:
             node = self.g.tasks.get(step)
             if node is not None:
                 self.consumed[step] = {
-                    a: self.latest[a].generation for a in node.inputs.values() if a in self.latest
+                    a: self.latest[a].generation for a in node.input_names() if a in self.latest
                 }
         # Routing decisions of tasks that ended before the restart are made again from
         # their recorded outcome and metrics, so routed steps still get their turn.
@@ -421,8 +448,8 @@ class _Run:
             tr.error = None
             self.writer.update_task(task_id=tr.id, attempt=tr.attempt, state="pending", error=None)
             self._emit("retry", tr, {"attempt": tr.attempt, "delay": 0.0, "reason": message})
-            tr.inputs = {p: self.latest[a] for p, a in node.inputs.items() if a in self.latest}
-            self.active.add(tr.step)
+            tr.inputs = self._input_refs(node)
+            self.active.add(node.id)
             self.resubmit.append(tr)
         else:
             self.any_failure = True
@@ -505,37 +532,50 @@ class _Run:
             return
 
     def _ready(self, node: TaskNode) -> bool:
-        if node.routed and self.activations.get(node.step, 0) <= 0:
+        if node.routed and self.activations.get(node.id, 0) <= 0:
             return False
         latest = self.latest
-        for artifact in node.inputs.values():
+        names = node.input_names()
+        for artifact in names:
             if artifact not in latest:
                 return False
         if node.ancestors and node.ancestors & self.active:
             return False
         if node.routed:
             return True
-        seen = self.consumed.get(node.step)
+        seen = self.consumed.get(node.id)
         if seen is None:
             return True
         # An unrouted step re-runs only when a loop produced new versions of its inputs.
-        return any(latest[a].generation > seen.get(a, -1) for a in node.inputs.values())
+        return any(latest[a].generation > seen.get(a, -1) for a in names)
+
+    def _input_refs(self, node: TaskNode) -> dict[str, ArtifactRef | list[ArtifactRef]]:
+        """The latest version of every input (a list for a fan-in), as far as produced."""
+        latest = self.latest
+        refs: dict[str, ArtifactRef | list[ArtifactRef]] = {}
+        for p, a in node.inputs.items():
+            if isinstance(a, list):
+                refs[p] = [latest[x] for x in a if x in latest]
+            elif a in latest:
+                refs[p] = latest[a]
+        return refs
 
     def _start(self, node: TaskNode) -> TaskRun | None:
-        count = self.executions.get(node.step, 0) + 1
+        count = self.executions.get(node.id, 0) + 1
         if count > self.g.flow.max_iterations:
             self.fatal = (
                 f"step '{node.step}' would run a {count}th time, past the flow's max_iterations "
                 f"({self.g.flow.max_iterations}): a loop through 'next' conditions never ended"
             )
             return None
-        self.executions[node.step] = count
+        self.executions[node.id] = count
         tr = TaskRun(uuid.uuid4().hex, node, iteration=count)
-        tr.inputs = {p: self.latest[a] for p, a in node.inputs.items()}
-        self.consumed[node.step] = {a: self.latest[a].generation for a in node.inputs.values()}
+        tr.inputs = self._input_refs(node)
+        self.consumed[node.id] = {a: self.latest[a].generation for a in node.input_names()}
         self.view.tasks.setdefault(node.step, []).append(tr)
+        self.started_ids.add(node.id)
         self.writer.add_tasks([self._task_row(tr)])
-        self.active.add(node.step)
+        self.active.add(node.id)
         return tr
 
     def _task_row(self, tr: TaskRun) -> dict[str, Any]:
@@ -548,6 +588,8 @@ class _Run:
             "tool_version": n.tool.version,
             "node": n.node,
             "round": n.round,
+            "plan_key": n.id,
+            "dataset": n.dataset,
             "iteration": tr.iteration,
             "attempt": tr.attempt,
             "state": str(tr.state),
@@ -610,8 +652,8 @@ class _Run:
             heapq.heappush(self.retry_heap, (time.monotonic() + delay, self._seq, tr))
             self._emit("retry", tr, {"attempt": tr.attempt, "delay": delay})
             return
-        self.active.discard(node.step)
-        candidates: set[str] = set(self.g.downstream.get(node.step, ()))
+        self.active.discard(node.id)
+        candidates: set[str] = set(self.g.downstream.get(node.id, ()))
         state = tr.state
         if state in (State.FINISHED, State.CACHED):
             for out_name, ref in tr.outputs.items():
@@ -673,7 +715,7 @@ class _Run:
                 tr, _ = self.done_q.get(timeout=0.05)
             except queue.Empty:
                 continue
-            self.active.discard(tr.step)
+            self.active.discard(tr.node.id)
 
     def _cancel_task(self, tr: TaskRun) -> None:
         ctx = getattr(tr, "ctx", None)
@@ -685,17 +727,17 @@ class _Run:
         cancelled = self.e._cancel.is_set()
         # Steps that never ran get a terminal task so the record says why.
         for name, node in self.g.tasks.items():
-            if name in self.view.tasks:
+            if name in self.started_ids:
                 continue
             tr = TaskRun(uuid.uuid4().hex, node)
-            self.view.tasks[name] = [tr]
+            self.view.tasks.setdefault(node.step, []).append(tr)
             self.writer.add_tasks([self._task_row(tr)])
             if cancelled:
                 reason = "run cancelled"
                 dst = State.CANCELLED
             else:
                 dst = State.SKIPPED
-                missing = [a for a in node.inputs.values() if a not in self.latest]
+                missing = [a for a in node.input_names() if a not in self.latest]
                 if self.fatal:
                     reason = "run stopped"
                 elif missing:
@@ -853,7 +895,10 @@ class _Run:
         key = None
         if e.use_cache and node.cache and not node.tool.seed_task:
             identity = self._identity(node)
-            hashes = {p: ref.hash for p, ref in tr.inputs.items()}
+            hashes = {
+                p: ",".join(r.hash for r in ref) if isinstance(ref, list) else ref.hash
+                for p, ref in tr.inputs.items()
+            }
             source = self._source_version(node)
             if source is not None:
                 hashes["\0source"] = source
@@ -878,6 +923,8 @@ class _Run:
                     tr.metrics.update(hit[1])
                     return self._cache_hit(tr, key, hit[0])
         tr.cache_key = key
+        if node.placed or node.federated is not None:
+            return self._attempt_placed(tr)
         if not self._move(tr, State.INITIALIZED):
             return None
         ctx = Context(
@@ -915,6 +962,44 @@ class _Run:
         if ctx.cancelled or tr.state.terminal:
             return None  # cancelled or timed out while running: drop the result
         return self._finish_outputs(tr, result, key)
+
+    def _attempt_placed(self, tr: TaskRun) -> None:
+        """A task on a data node, or a federated step (flowfed.engine.placed/federated)."""
+        from flowfed.engine.placed import NoNodes, record_remote, run_placed
+        from flowfed.runtime.remote import RemoteTaskError
+
+        node = tr.node
+        if not self._move(tr, State.INITIALIZED):
+            return None
+        if node.federated is not None:
+            from flowfed.engine.federated import FederatedDriver
+
+            return FederatedDriver(self, tr).run()
+        try:
+            result = run_placed(self, tr)
+            rows = record_remote(self, tr, result)
+        except RemoteTaskError as exc:
+            handle = getattr(tr, "ctx", None)
+            if handle is not None and handle.cancelled:
+                self._move(tr, State.CANCELLED, "cancelled")
+                return None
+            self._remote_failure(tr, exc.report)
+        except (NoNodes, ValueError) as exc:
+            self._fail(tr, str(exc), None)
+        if tr.state.terminal:
+            return None
+        return self._finish_rows(tr, rows, self.pending_store.pop(tr.id, []), None)
+
+    def _remote_failure(self, tr: TaskRun, remote: dict[str, Any]) -> None:
+        """End ``tr`` in Error with a node's report (its message, type and traceback)."""
+        report = self._report(
+            tr, str(remote.get("message") or "remote task failed"), None, remote.get("type")
+        )
+        report["traceback"] = remote.get("traceback")
+        report["context"].update(
+            {k: v for k, v in (remote.get("context") or {}).items() if k not in report["context"]}
+        )
+        raise TaskFailed(report)
 
     def _call(self, tr: TaskRun, args: dict[str, Any], ctx: Context) -> Any:
         node = tr.node
@@ -983,8 +1068,13 @@ class _Run:
         args: dict[str, Any] = {}
         for param, ref in tr.inputs.items():
             spec = tr.node.tool.inputs.get(param)
+            lazy = spec is not None and spec.lazy
+            if isinstance(ref, list):
+                handles = [r.handle(self._source(r)) for r in ref]
+                args[param] = handles if lazy else [h.load() for h in handles]
+                continue
             handle = ref.handle(self._source(ref))
-            args[param] = handle if spec is not None and spec.lazy else handle.load()
+            args[param] = handle if lazy else handle.load()
         return args
 
     def _fail(self, tr: TaskRun, message: str, exc: BaseException | None) -> None:
@@ -1006,7 +1096,12 @@ class _Run:
                 "attempt": tr.attempt,
                 "iteration": tr.iteration,
                 "config": node.config_json(),
-                "inputs": {p: {"name": r.name, "hash": r.hash} for p, r in tr.inputs.items()},
+                "inputs": {
+                    p: [{"name": x.name, "hash": x.hash} for x in r]
+                    if isinstance(r, list)
+                    else {"name": r.name, "hash": r.hash}
+                    for p, r in tr.inputs.items()
+                },
             },
         }
         tr.error = report
@@ -1032,7 +1127,7 @@ class _Run:
                 self._fail(tr, f"output '{out_name}' of tool '{node.tool.name}': {exc}", None)
         now = time.time()
         rows = []
-        parents = [ref.id for ref in tr.inputs.values()]
+        parents = [ref.id for ref in tr.input_refs()]
         to_store = []
         for out_name, (value, m) in materialized.items():
             inline = len(m.data) <= INLINE_MAX_BYTES
@@ -1075,6 +1170,16 @@ class _Run:
                     "blob": m.data if inline else None,
                 }
             )
+            if self.placed:
+                self.keep_bytes(m.hash, m.data)
+        return self._finish_rows(tr, rows, to_store, key)
+
+    def _finish_rows(
+        self, tr: TaskRun, rows: list[dict[str, Any]], to_store: list[Any], key: str | None
+    ) -> None:
+        """Move ``tr`` to Finished and persist its outputs (bytes first, then rows)."""
+        node = tr.node
+        now = time.time()
         if not self._move(tr, State.FINISHED):
             return None
         # Bytes first, catalog rows after, on the persister's thread: a crash in between

@@ -83,7 +83,7 @@ class TaskRun:
     metrics: dict[str, float] = field(default_factory=dict)
     progress: float | None = None
     message: str | None = None
-    inputs: dict[str, ArtifactRef] = field(default_factory=dict)
+    inputs: dict[str, ArtifactRef | list[ArtifactRef]] = field(default_factory=dict)
     outputs: dict[str, ArtifactRef] = field(default_factory=dict)
     started_at: float | None = None
     ended_at: float | None = None
@@ -98,6 +98,16 @@ class TaskRun:
     def step(self) -> str:
         """The step this task belongs to."""
         return self.node.step
+
+    def input_refs(self) -> list[ArtifactRef]:
+        """Every input reference, fan-in lists flattened."""
+        out: list[ArtifactRef] = []
+        for ref in self.inputs.values():
+            if isinstance(ref, list):
+                out.extend(ref)
+            else:
+                out.append(ref)
+        return out
 
 
 @dataclass
@@ -121,6 +131,19 @@ class RunView:
         states = {t.state for t in runs}
         if states & {State.INITIALIZED, State.STARTED, State.RUNNING}:
             return "running"
+        # A step placed on many datasets has one task per placement: each one's latest
+        # run counts, and one failure fails the step.
+        latest = {t.node.id: t.state for t in runs}
+        if len(latest) > 1:
+            ends = set(latest.values())
+            if State.ERROR in ends:
+                return "failed"
+            if ends <= {State.FINISHED, State.CACHED}:
+                return "completed"
+            if State.CANCELLED in ends:
+                return "cancelled"
+            if State.PENDING in ends:
+                return "running"
         last = runs[-1].state
         if last is State.ERROR:
             return "failed"

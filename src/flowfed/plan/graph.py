@@ -31,6 +31,18 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from flowfed.plan.expressions import Expression, ExpressionError
+from flowfed.plan.placement import (
+    FederatedPlan,
+    Where,
+    instance,
+    is_placed,
+    match,
+    needs_datasets,
+    parse_datasets,
+    participants,
+    placements,
+    task_id,
+)
 from flowfed.spec.diagnostics import Diagnostic, FlowError
 from flowfed.spec.loader import LoadedFlow, SourceMap
 from flowfed.spec.models import END, Flow, Step
@@ -55,7 +67,8 @@ class TaskNode:
     step: str
     tool: ToolSpec
     config: BaseModel
-    inputs: dict[str, str]
+    #: Tool input → artifact (instance) name, or a list of them for a fan-in.
+    inputs: dict[str, str | list[str]]
     outputs: dict[str, str]
     deps: tuple[str, ...]
     routed: bool = False
@@ -68,6 +81,27 @@ class TaskNode:
     node: str = "local"
     round: int | None = None
     ancestors: frozenset[str] = frozenset()
+    #: The node dataset the task works on (``on: each-dataset``).
+    dataset: str | None = None
+    #: Tool outputs whose bytes may leave the data node (placed tasks only).
+    shareable: frozenset[str] = frozenset()
+    #: Set on a ``kind: federated`` step's task: how the engine runs its rounds.
+    federated: FederatedPlan | None = None
+
+    @property
+    def placed(self) -> bool:
+        """Whether the task runs on a data node rather than the central engine."""
+        return self.node != "local"
+
+    def input_names(self) -> list[str]:
+        """Every artifact (instance) name the task consumes, fan-ins flattened."""
+        out: list[str] = []
+        for v in self.inputs.values():
+            if isinstance(v, list):
+                out.extend(v)
+            else:
+                out.append(v)
+        return out
 
     @property
     def config_data(self) -> dict[str, Any]:
@@ -270,24 +304,38 @@ def plan(
     if not cycle:
         _check_reachability(model, deps, routed, source, steps_index, diags)
 
+    placed = is_placed(model)
+    datasets: list[Where] | None = None
+    if placed:
+        if needs_datasets(model):
+            datasets = parse_datasets(config, source, diags)
+        _check_placed_steps(model, nodes, routed, datasets, source, at, diags)
+
     if diags:
         raise FlowError(diags)
+    if placed and not cycle:
+        return _expand(model, nodes, order, config, datasets, source, at)
 
     downstream: dict[str, list[str]] = {n: [] for n in order}
     for name in order:
         for d in deps[name]:
             downstream[d].append(name)
+    # Ancestors keep a re-run step from starting while one of its producers is still
+    # looping; without any routing there are no loops, and the sets would cost O(n²)
+    # memory on a long chain.
+    loops = bool(routed)
     ancestors: dict[str, frozenset[str]] = {}
     ordered: dict[str, TaskNode] = {}
     for name in order:
         node = nodes[name]
         node.deps = deps[name]
         node.routed = name in routed
-        acc: set[str] = set(node.deps)
-        for d in node.deps:
-            acc |= ancestors[d]
-        ancestors[name] = frozenset(acc)
-        node.ancestors = ancestors[name]
+        if loops:
+            acc: set[str] = set(node.deps)
+            for d in node.deps:
+                acc |= ancestors[d]
+            ancestors[name] = frozenset(acc)
+            node.ancestors = ancestors[name]
         ordered[name] = node
     return TaskGraph(
         flow=model,
@@ -297,6 +345,264 @@ def plan(
         config=config,
         file=source.file,
     )
+
+
+def _check_placed_steps(
+    model: Flow,
+    nodes: dict[str, TaskNode],
+    routed: set[str],
+    datasets: list[Where] | None,
+    source: SourceMap,
+    at: Any,
+    diags: list[Diagnostic],
+) -> None:
+    """Rules only placed and federated steps have."""
+    from flowfed.fl.strategies import STRATEGIES
+
+    for step in model.steps:
+        central = step.on == "central" and step.kind == "task"
+        if not central and (step.next is not None or step.name in routed):
+            diags.append(
+                source.diag(
+                    "a placed or federated step cannot route or be routed to with 'next'",
+                    at(step, "next") if step.next else at(step, "on"),
+                    step=step.name,
+                    field="next" if step.next else "on",
+                    hint="conditions run on the central engine; route around the placed steps",
+                )
+            )
+        node = nodes.get(step.name)
+        if node is None:
+            continue
+        outs = node.outputs
+        for name in step.shareable:
+            if name not in outs and name not in outs.values():
+                diags.append(
+                    source.diag(
+                        f"'{name}' in shareable is not an output of this step "
+                        f"(outputs: {', '.join(outs.values()) or 'none'})",
+                        at(step, "shareable"),
+                        step=step.name,
+                        field="shareable",
+                    )
+                )
+        if step.kind != "federated":
+            continue
+        fed = step.federated
+        assert fed is not None
+        spec = node.tool
+        models = [o.name for o in spec.outputs if o.is_model]
+        if not models:
+            diags.append(
+                source.diag(
+                    f"the trainer of a federated step must produce a model; tool "
+                    f"'{spec.name}' declares none",
+                    at(step, "tool"),
+                    step=step.name,
+                    field="tool",
+                )
+            )
+        elif models[0] not in outs:
+            diags.append(
+                source.diag(
+                    f"name the trained model: map output '{models[0]}' under 'outputs'",
+                    at(step, "outputs"),
+                    step=step.name,
+                    field="outputs",
+                )
+            )
+        if fed.strategy not in STRATEGIES:
+            diags.append(
+                source.diag(
+                    f"unknown strategy '{fed.strategy}' (known: {', '.join(sorted(STRATEGIES))})",
+                    at(step, "federated", "strategy"),
+                    step=step.name,
+                    field="federated.strategy",
+                )
+            )
+        count = len(participants(step, datasets))
+        if datasets is not None or not isinstance(step.on, str):
+            if fed.min_nodes is not None and fed.min_nodes > count:
+                diags.append(
+                    source.diag(
+                        f"min_nodes is {fed.min_nodes} but the step trains on {count} node(s)",
+                        at(step, "federated", "min_nodes"),
+                        step=step.name,
+                        field="federated.min_nodes",
+                    )
+                )
+            if fed.secure_aggregation and count < 2:
+                diags.append(
+                    source.diag(
+                        "secure aggregation needs at least 2 participants: the sum of one "
+                        "update is that update",
+                        at(step, "federated", "secure_aggregation"),
+                        step=step.name,
+                        field="federated.secure_aggregation",
+                    )
+                )
+
+
+def _expand(
+    model: Flow,
+    nodes: dict[str, TaskNode],
+    order: list[str],
+    config: dict[str, Any],
+    datasets: list[Where] | None,
+    source: SourceMap,
+    at: Any,
+) -> TaskGraph:
+    """Expand placed steps into one task per placement (see flowfed.plan.placement)."""
+    diags: list[Diagnostic] = []
+    # artifact name → {placement: instance name}; central artifacts under None.
+    made: dict[str, dict[Where | None, str]] = {}
+    shareable_of: dict[str, bool] = {}  # artifact name → may its bytes leave the node
+    tasks: dict[str, TaskNode] = {}
+    producers: dict[str, str] = {}
+    for name in order:
+        proto = nodes[name]
+        step = model.step(name)
+        shareable = frozenset(
+            out
+            for out, art in proto.outputs.items()
+            if out in step.shareable or art in step.shareable
+        )
+        where_list = placements(step, datasets)
+        fed_parts = participants(step, datasets) if step.kind == "federated" else []
+        for where in where_list:
+            inputs: dict[str, str | list[str]] = {}
+            local_inputs: list[str] = []
+            for param, artifact in step.inputs.items():
+                inst = made.get(artifact, {})
+                if None in inst:  # a central artifact: everyone receives it
+                    inputs[param] = inst[None]
+                    continue
+                if fed_parts:
+                    names: list[str] = []
+                    for part in fed_parts:
+                        got, why = match(inst, part)
+                        if got is None:
+                            diags.append(
+                                source.diag(
+                                    f"input '{artifact}' for participant {part[0]}: {why}",
+                                    at(step, "inputs", param),
+                                    step=name,
+                                    field=f"inputs.{param}",
+                                )
+                            )
+                        else:
+                            names.append(got)
+                    inputs[param] = names
+                    local_inputs.append(param)
+                elif where is None:
+                    if not shareable_of.get(artifact, False):
+                        diags.append(
+                            source.diag(
+                                f"this central step consumes '{artifact}', which stays on the "
+                                "data nodes: its producing step does not list it under "
+                                "'shareable'",
+                                at(step, "inputs", param),
+                                step=name,
+                                field=f"inputs.{param}",
+                                hint="declare it shareable if its bytes may leave the nodes "
+                                "(aggregates, metrics, model updates), never raw rows",
+                            )
+                        )
+                    inputs[param] = list(inst.values())
+                else:
+                    got, why = match(inst, where)
+                    if got is None:
+                        diags.append(
+                            source.diag(
+                                f"input '{artifact}' at {where[0]}: {why}",
+                                at(step, "inputs", param),
+                                step=name,
+                                field=f"inputs.{param}",
+                            )
+                        )
+                        continue
+                    inputs[param] = got
+            tid = task_id(name, where)
+            outputs = {out: instance(art, where) for out, art in proto.outputs.items()}
+            fed_plan = None
+            if step.kind == "federated":
+                assert step.federated is not None
+                fed_plan = _federated_plan(proto, step, fed_parts, local_inputs)
+            node = TaskNode(
+                id=tid,
+                step=name,
+                tool=proto.tool,
+                config=proto.config,
+                inputs=inputs,
+                outputs=outputs,
+                deps=(),
+                retries=proto.retries,
+                retry_backoff=proto.retry_backoff,
+                timeout=proto.timeout,
+                cache=proto.cache and where is None and fed_plan is None,
+                allow_pickle=proto.allow_pickle,
+                node=where[0] if where else "local",
+                dataset=where[1] if where else None,
+                shareable=shareable,
+                federated=fed_plan,
+            )
+            tasks[tid] = node
+            for out, art in proto.outputs.items():
+                made.setdefault(art, {})[where] = outputs[out]
+                producers[outputs[out]] = tid
+                shareable_of[art] = where is None or out in shareable
+    if diags:
+        raise FlowError(diags)
+    downstream: dict[str, list[str]] = {t: [] for t in tasks}
+    for tid, node in tasks.items():
+        seen: dict[str, None] = {}
+        for art in node.input_names():
+            seen[producers[art]] = None
+        node.deps = tuple(seen)
+        for d in node.deps:
+            downstream[d].append(tid)
+    return TaskGraph(
+        flow=model,
+        tasks=tasks,
+        producers=producers,
+        downstream={k: tuple(v) for k, v in downstream.items()},
+        config=config,
+        file=source.file,
+    )
+
+
+def _federated_plan(
+    proto: TaskNode, step: Step, parts: list[Where], local_inputs: list[str]
+) -> FederatedPlan:
+    spec = proto.tool
+    model_out = next(o.name for o in spec.outputs if o.is_model)
+    model_type = next(o.annotation for o in spec.outputs if o.is_model)
+    model_input = None
+    for name, inp in spec.inputs.items():
+        if name in local_inputs:
+            continue
+        if name == "global_model" or _same_type(inp.annotation, model_type):
+            model_input = name
+            break
+    fields = proto.config.__class__.model_fields
+    epochs_field = next((f for f in ("epochs", "local_epochs") if f in fields), None)
+    assert step.federated is not None
+    return FederatedPlan(
+        settings=step.federated,
+        participants=parts,
+        local_inputs=local_inputs,
+        model_input=model_input,
+        model_output=model_out,
+        epochs_field=epochs_field,
+    )
+
+
+def _same_type(annotation: Any, model_type: Any) -> bool:
+    import typing
+
+    if annotation is model_type:
+        return True
+    return model_type in typing.get_args(annotation)
 
 
 def _interpolate(

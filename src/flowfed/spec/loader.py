@@ -198,9 +198,12 @@ def _build(
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _Loader(  # scalar keys only; construct through the safe constructor
-                ""
-            ).construct_object(key_node, deep=True)
+            if key_node.tag == "tag:yaml.org,2002:bool":
+                # YAML 1.1 reads a bare `on:` key as True; flow files never mean a boolean
+                # key, and `on:` is the placement field (as GitHub Actions found too).
+                key = key_node.value
+            else:  # scalar keys only; construct through the safe constructor
+                key = _Loader("").construct_object(key_node, deep=True)
             if key in out:
                 dups.append(Diagnostic(f"duplicate key '{key}'", fn, key_node.start_mark.line + 1))
             child = (*path, key)

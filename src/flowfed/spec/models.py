@@ -46,6 +46,59 @@ class Next(BaseModel):
         return [t for t in (self.success, self.failure, self.otherwise) if t and t != END]
 
 
+class OnNodes(BaseModel):
+    """Placement on named nodes: one task per node (``on: {nodes: [hospital-a]}``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nodes: list[str] = Field(min_length=1)
+
+
+#: Where a step's tasks run: ``central`` (the default: the engine's own executor),
+#: ``each-dataset`` (one task per entry of ``config.datasets``, ``node:dataset``, on the
+#: node holding it) or ``{nodes: [...]}``.
+Placement = Literal["central", "each-dataset"] | OnNodes
+
+
+class EarlyStopping(BaseModel):
+    """Stop a federated step when a round metric stops improving."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str = "loss"
+    mode: Literal["min", "max"] = "min"
+    patience: int = Field(default=3, ge=1)
+    min_delta: float = Field(default=0.0, ge=0)
+
+
+class Privacy(BaseModel):
+    """Client-level differential privacy (DP-FedAvg): clip each change, add noise."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    clip_norm: float = Field(gt=0)
+    noise_multiplier: float = Field(ge=0)
+    delta: float = Field(default=1e-5, gt=0, lt=1)
+
+
+class Federated(BaseModel):
+    """The settings of a ``kind: federated`` step (see docs/federated.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rounds: int = Field(ge=1, le=100_000)
+    strategy: str = "fedavg"
+    strategy_config: dict[str, Any] = Field(default_factory=dict)
+    min_nodes: int | None = Field(default=None, ge=1)
+    fraction_fit: float = Field(default=1.0, gt=0, le=1)
+    local_epochs: int | None = Field(default=None, ge=1)
+    round_timeout: float | None = Field(default=None, gt=0)
+    early_stopping: EarlyStopping | None = None
+    secure_aggregation: bool = False
+    privacy: Privacy | None = None
+    seed: int = 0
+
+
 class Step(BaseModel):
     """One stage of a flow: a tool, its params, what it consumes and what it produces.
 
@@ -69,6 +122,22 @@ class Step(BaseModel):
     cache: bool = True
     allow_pickle: bool = False
     next: Next | None = None
+    #: Where the step runs (see :data:`Placement`).
+    on: Placement = "central"
+    #: ``task`` (one call per placement) or ``federated`` (rounds of local training on
+    #: each dataset's node and central aggregation; ``tool`` is the local trainer).
+    kind: Literal["task", "federated"] = "task"
+    federated: Federated | None = None
+    #: Outputs (tool output or artifact names) whose bytes may leave a data node.
+    shareable: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _federated_block(self) -> Step:
+        if self.kind == "federated" and self.federated is None:
+            raise ValueError("a step of kind 'federated' needs a 'federated:' block (rounds, ...)")
+        if self.kind != "federated" and self.federated is not None:
+            raise ValueError("'federated:' settings need 'kind: federated'")
+        return self
 
 
 class Flow(BaseModel):
@@ -93,6 +162,12 @@ class Flow(BaseModel):
     #: Where tool calls run when the command line does not say: ``threads``, ``processes``,
     #: ``dask://...`` or ``ray://...`` (see docs/executors.md).
     executor: str | None = None
+    #: The node agents ``flowfed run`` starts on this machine for placed steps, when no
+    #: server is given: a YAML file (relative to the flow file) or the mapping itself,
+    #: ``{node: {dataset: path}}`` (see docs/nodes.md, "Local nodes").
+    nodes: str | dict[str, dict[str, str]] | None = None
+    #: An artifact (a dict) whose value becomes the run summary's ``metrics``.
+    report: str | None = None
 
     @field_validator("version", mode="before")
     @classmethod

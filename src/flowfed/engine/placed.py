@@ -1,0 +1,227 @@
+"""Tasks placed on data nodes: hand them to a NodeDispatcher, record what comes back.
+
+The engine's scheduler treats a placed task like any other; only its attempt differs.
+Inputs travel as :class:`~flowfed.runtime.remote.RemoteInput`: an artifact produced on
+the same node goes by hash (its bytes never left the node), anything central goes with
+its bytes. Outputs come back as hash, size and metadata; only those the step declares
+shareable bring their bytes, which are stored centrally. The others are catalogued with
+a ``node://NODE/HASH`` address and no bytes: lineage and hashes are complete, the data
+stays where it is.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from flowfed.artifacts import INLINE_MAX_BYTES, Materialized, inline_uri
+from flowfed.engine.state import ArtifactRef, TaskRun
+from flowfed.runtime.lifecycle import State
+from flowfed.runtime.remote import (
+    RemoteInput,
+    RemoteResult,
+    RemoteTask,
+    RemoteTaskError,
+)
+
+if TYPE_CHECKING:
+    from flowfed.engine.local import _Run
+
+NODE_URI = "node://"
+
+#: How far a node's reported state may move the engine's view of the task, in order.
+_ORDER = {State.INITIALIZED: 0, State.STARTED: 1, State.RUNNING: 2}
+
+
+def node_uri(node: str, hash: str) -> str:
+    """The catalog address of an object that stays in ``node``'s own store."""
+    return f"{NODE_URI}{node}/{hash}"
+
+
+def held_by(uri: str) -> str | None:
+    """The node holding an object addressed by :func:`node_uri` (``None``: central)."""
+    if not uri.startswith(NODE_URI):
+        return None
+    return uri[len(NODE_URI) :].split("/", 1)[0]
+
+
+class _CancelHandle:
+    """Stands in for a tool Context on a placed task: cancelling sets the dispatcher's event."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def cancel(self) -> None:
+        self.event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.event.is_set()
+
+
+class NoNodes(RuntimeError):
+    """A placed task in a run that has no node dispatcher."""
+
+
+def remote_inputs(run: _Run, tr: TaskRun) -> dict[str, RemoteInput | list[RemoteInput]]:
+    """``tr``'s inputs as the node receives them (bytes only for central artifacts)."""
+    node = tr.node
+
+    def one(ref: ArtifactRef) -> RemoteInput:
+        holder = held_by(ref.uri)
+        if holder is not None and holder != node.node:
+            raise ValueError(
+                f"input '{ref.name}' stays on node '{holder}' and cannot reach node "
+                f"'{node.node}' (declare it shareable in its step if its bytes may travel)"
+            )
+        data = None
+        if holder is None:
+            data = run.bytes_of(ref)
+        return RemoteInput(
+            name=ref.name,
+            hash=ref.hash,
+            size=ref.size,
+            kind=ref.kind,
+            type_name=ref.type_name,
+            meta=dict(ref.meta),
+            location="node" if holder else "central",
+            data=data,
+            pickled=ref.kind == "pickle",
+        )
+
+    out: dict[str, RemoteInput | list[RemoteInput]] = {}
+    for param, ref in tr.inputs.items():
+        out[param] = [one(r) for r in ref] if isinstance(ref, list) else one(ref)
+    return out
+
+
+def run_placed(run: _Run, tr: TaskRun, config: dict[str, Any] | None = None) -> RemoteResult:
+    """Send ``tr`` to its node and block until it ends; moves the lifecycle as it goes.
+
+    Raises :class:`RemoteTaskError` (the node's report), :class:`NoNodes`, or
+    ``ValueError`` for inputs that cannot reach the node.
+    """
+    node = tr.node
+    dispatcher = run.e.dispatcher
+    if dispatcher is None:
+        raise NoNodes(
+            f"step '{node.step}' is placed on node '{node.node}', but this run has no nodes: "
+            "run it with local nodes (the flow's 'nodes:' or --nodes), --simulate, or on a "
+            "server that nodes connect to"
+        )
+    task = RemoteTask(
+        run_id=run.run_id,
+        task_id=tr.id,
+        node=node.node,
+        dataset=node.dataset,
+        tool=node.tool.name,
+        tool_version=node.tool.version,
+        config=config if config is not None else node.config_json(),
+        inputs=remote_inputs(run, tr),
+        outputs=dict(node.outputs),
+        shareable=sorted(node.shareable),
+        timeout=node.timeout,
+        attempt=tr.attempt,
+        allow_pickle=node.allow_pickle,
+        step=node.step,
+        round=node.round,
+    )
+    sink = run._telemetry(tr)
+    lock = threading.Lock()
+
+    def telemetry(kind: str, payload: dict[str, Any]) -> None:
+        if kind != "state":
+            sink(kind, payload)
+            return
+        try:
+            dst = State(str(payload.get("state")))
+        except ValueError:
+            return
+        # The node reports initialized → started → running; the engine moved to
+        # initialized itself, so only forward steps apply (a late message is ignored).
+        with lock:
+            if dst in _ORDER and _ORDER.get(tr.state, -1) < _ORDER[dst]:
+                for step in (State.STARTED, State.RUNNING):
+                    if _ORDER[tr.state] < _ORDER[step] <= _ORDER[dst]:
+                        run._move(
+                            tr, step, f"on node {node.node}" if step is State.STARTED else None
+                        )
+
+    cancel = threading.Event()
+    tr.ctx = _CancelHandle(cancel)  # type: ignore[attr-defined]
+    if run.e._cancel.is_set():
+        cancel.set()
+    result = dispatcher.run_task(task, telemetry, cancel)
+    with lock:
+        for step in (State.STARTED, State.RUNNING):
+            if not tr.state.terminal and _ORDER.get(tr.state, 99) < _ORDER[step]:
+                run._move(tr, step)
+    return result
+
+
+def record_remote(run: _Run, tr: TaskRun, result: RemoteResult) -> list[dict[str, Any]]:
+    """Turn a node's result into artifact refs on ``tr`` and catalog rows (returned)."""
+    node = tr.node
+    now = time.time()
+    parents = [ref.id for ref in tr.input_refs()]
+    rows: list[dict[str, Any]] = []
+    to_store: list[Materialized] = []
+    tr.metrics.update(result.metrics)
+    for out_name, ro in result.outputs.items():
+        name = node.outputs.get(out_name)
+        if name is None:
+            continue
+        blob = None
+        if ro.data is not None:
+            m = Materialized(
+                ro.kind, ro.type_name, ro.data, ro.hash, pickled=ro.pickled, meta=dict(ro.meta)
+            )
+            inline = m.size <= INLINE_MAX_BYTES
+            uri = inline_uri(m.hash) if inline else run.e.store.uri(m.hash)
+            if inline:
+                blob = m.data
+            else:
+                to_store.append(m)
+            run.keep_bytes(m.hash, m.data)
+        else:
+            uri = node_uri(node.node, ro.hash)
+        aid = uuid.uuid4().hex
+        tr.outputs[out_name] = ArtifactRef(
+            aid, name, ro.hash, ro.size, ro.kind, ro.type_name, uri, meta=dict(ro.meta)
+        )
+        rows.append(
+            {
+                "id": aid,
+                "name": name,
+                "hash": ro.hash,
+                "size": ro.size,
+                "kind": ro.kind,
+                "type_name": ro.type_name,
+                "uri": uri,
+                "run_id": run.run_id,
+                "task_id": tr.id,
+                "step": node.step,
+                "node": node.node,
+                "shareable": ro.data is not None,
+                "pickled": ro.pickled,
+                "created_at": now,
+                "meta": dict(ro.meta),
+                "parents": parents,
+                "output": out_name,
+                "blob": blob,
+            }
+        )
+    missing = [o for o in node.outputs if o not in result.outputs]
+    if missing:
+        raise RemoteTaskError(
+            {
+                "message": f"node '{node.node}' returned no output {missing[0]!r}",
+                "type": "OutputError",
+                "traceback": None,
+                "context": {"node": node.node},
+            }
+        )
+    run.pending_store[tr.id] = to_store
+    return rows

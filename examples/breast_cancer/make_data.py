@@ -1,10 +1,14 @@
 """Deal scikit-learn's breast cancer Wisconsin data to three hospitals, non-IID.
 
     python examples/breast_cancer/make_data.py [--out DIR] [--seed 0] [--alpha 0.5]
+                                               [--hospitals N] [--iid]
 
-writes ``DIR/hospital-{a,b,c}/{train,test}.csv`` (default DIR: ``data`` next to this
-file) and prints each hospital's class counts. The procedure, fully determined by the
-seed:
+writes ``DIR/hospital-{a,b,c}/breast.csv`` (default DIR: ``data`` next to this file),
+one CSV per hospital whose ``split`` column says ``train`` or ``test``, and
+``DIR/nodes.yaml``, the local-nodes layout ``flowfed run`` reads (docs/nodes.md). It
+prints each hospital's class counts. ``--hospitals N`` deals to N hospitals (for
+``--simulate`` at scale), ``--iid`` with equal label mixes. The procedure, fully
+determined by the seed:
 
 1. Load the 569 rows (30 features, ``target``: 0 = malignant, 1 = benign) bundled with
    scikit-learn; nothing is downloaded.
@@ -21,7 +25,8 @@ seed:
    where is a random permutation of the class's rows (same generator).
 5. Deal the test part the same way with the *same* per-class shares (a hospital's test
    rows mirror its own patient mix) and ``min_test`` rows (2) per class and hospital.
-6. Each hospital's rows are written in their original order, without an index column.
+6. Each hospital's rows (both splits) are written in their original order, without an
+   index column.
 
 The same seed gives byte-identical files on every run.
 """
@@ -33,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 
@@ -60,9 +66,10 @@ def deal(
     shares: dict[int, np.ndarray],
     minimum: int,
     rng: np.random.Generator,
+    names: list[str] | tuple[str, ...] = HOSPITALS,
 ) -> list[pd.DataFrame]:
     """Deal ``part``'s rows to the hospitals, class by class, per ``shares``."""
-    chunks: list[list[pd.Index]] = [[] for _ in HOSPITALS]
+    chunks: list[list[pd.Index]] = [[] for _ in names]
     for label in sorted(shares):
         rows = part.index[part["target"] == label].sort_values()
         rows = rows[rng.permutation(len(rows))]
@@ -73,35 +80,78 @@ def deal(
     return [part.loc[np.sort(np.concatenate(c))] for c in chunks]
 
 
+def hospital_names(n: int) -> list[str]:
+    """``a, b, c`` for the demo's three hospitals; ``001 … n`` for simulations."""
+    if n <= len(HOSPITALS):
+        return list(HOSPITALS[:n])
+    width = len(str(n))
+    return [f"{i:0{width}d}" for i in range(1, n + 1)]
+
+
 def make_data(
     out: Path = DEFAULT_OUT,
     *,
     seed: int = 0,
     alpha: float = 0.5,
+    hospitals: int = 3,
+    iid: bool = False,
     min_train: int = 5,
     min_test: int = 2,
 ) -> dict[str, dict[str, dict[int, int]]]:
-    """Write the hospitals' CSVs under ``out``; returns their class counts."""
+    """Write each hospital's ``breast.csv`` and ``nodes.yaml`` under ``out``.
+
+    Returns the class counts per hospital and split. With ``iid`` the shares are equal
+    (every hospital sees the same label mix). With many hospitals the per-class minimums
+    shrink so the 455 training and 114 test rows go round; every hospital keeps at least
+    one row of each split.
+    """
+    names = hospital_names(hospitals)
+    k = len(names)
     frame = load_breast_cancer(as_frame=True).frame
     train, test = train_test_split(frame, test_size=0.2, stratify=frame["target"], random_state=0)
     rng = np.random.default_rng(seed)
     labels = sorted(int(v) for v in frame["target"].unique())
-    shares = {label: rng.dirichlet([alpha] * len(HOSPITALS)) for label in labels}
+    if iid:
+        shares = {label: np.full(k, 1.0 / k) for label in labels}
+    else:
+        shares = {label: rng.dirichlet([alpha] * k) for label in labels}
+    smallest = min(int((train["target"] == lb).sum()) for lb in labels)
+    smallest_test = min(int((test["target"] == lb).sum()) for lb in labels)
     parts = {
-        "train": deal(train, shares, min_train, rng),
-        "test": deal(test, shares, min_test, rng),
+        "train": deal(train, shares, min(min_train, smallest // k), rng, names),
+        "test": deal(test, shares, min(min_test, smallest_test // k), rng, names),
     }
+    _no_empty(parts["test"])
+    _no_empty(parts["train"])
     counts: dict[str, dict[str, dict[int, int]]] = {}
-    for h, name in enumerate(HOSPITALS):
+    layout: dict[str, dict[str, str]] = {}
+    for h, name in enumerate(names):
         folder = Path(out) / f"hospital-{name}"
         folder.mkdir(parents=True, exist_ok=True)
         counts[name] = {}
-        for split, tables in parts.items():
-            table = tables[h]
-            table.to_csv(folder / f"{split}.csv", index=False, lineterminator="\n")
+        tables = []
+        for split, dealt in parts.items():
+            table = dealt[h].assign(split=split)
+            tables.append(table)
             vc = table["target"].value_counts()
             counts[name][split] = {label: int(vc.get(label, 0)) for label in labels}
+        both = pd.concat(tables).sort_index()
+        both.to_csv(folder / "breast.csv", index=False, lineterminator="\n")
+        layout[f"hospital-{name}"] = {"breast": f"hospital-{name}/breast.csv"}
+    (Path(out) / "nodes.yaml").write_text(
+        "# written by make_data.py: which node holds which CSV (paths relative to here)\n"
+        + yaml.safe_dump({"nodes": layout}, sort_keys=False)
+    )
     return counts
+
+
+def _no_empty(tables: list[pd.DataFrame]) -> None:
+    """Give a hospital left without rows one row of the largest hospital."""
+    for i, t in enumerate(tables):
+        if len(t) == 0:
+            j = max(range(len(tables)), key=lambda x: len(tables[x]))
+            tables[i] = tables[j].iloc[:1]
+            tables[j] = tables[j].iloc[1:]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,9 +159,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="Dirichlet and dealing seed")
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration")
+    parser.add_argument("--hospitals", type=int, default=3, help="how many hospitals")
+    parser.add_argument("--iid", action="store_true", help="equal label mix everywhere")
+    parser.add_argument("--quiet", action="store_true", help="no table")
     args = parser.parse_args(argv)
-    counts = make_data(args.out, seed=args.seed, alpha=args.alpha)
-    print(f"wrote {args.out}/hospital-{{a,b,c}}/{{train,test}}.csv")
+    if args.hospitals < 1:
+        parser.error("--hospitals must be at least 1")
+    counts = make_data(
+        args.out, seed=args.seed, alpha=args.alpha, hospitals=args.hospitals, iid=args.iid
+    )
+    print(f"wrote {len(counts)} hospitals' breast.csv and nodes.yaml under {args.out}")
+    if args.quiet:
+        return
     print(f"{'hospital':<10} {'split':<6} {'malignant (0)':>14} {'benign (1)':>11} {'rows':>5}")
     for name, splits in counts.items():
         for split, c in splits.items():

@@ -8,10 +8,12 @@ arguments. Every error is one readable paragraph; tracebacks are kept for
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -55,6 +57,9 @@ app.add_typer(models_app, name="models")
 from flowfed.cli.tooldev import tool_app  # noqa: E402
 
 app.add_typer(tool_app, name="tool")
+
+#: When this process began running flowfed code (the summary's ``startup_s`` counts from it).
+_STARTED = time.time()
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -141,8 +146,34 @@ def run(
     ] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Pool size.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live tree.")] = False,
+    simulate: Annotated[
+        bool,
+        typer.Option(
+            "--simulate",
+            help="Run placed and federated steps on in-process nodes (research at scale) "
+            "instead of local node agent processes.",
+        ),
+    ] = False,
+    nodes_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--nodes",
+            help="Nodes layout YAML ({nodes: {NAME: {DATASET: PATH}}}); default: the "
+            "flow's `nodes:` (docs/nodes.md).",
+        ),
+    ] = None,
+    node_runner: Annotated[
+        str,
+        typer.Option(
+            "--node-runner", help="How local node agents run tools: inprocess, subprocess, sandbox."
+        ),
+    ] = "inprocess",
 ) -> None:
-    """Validate and run a flow, showing a live tree of its steps and tasks."""
+    """Validate and run a flow, showing a live tree of its steps and tasks.
+
+    Steps placed on data nodes run on local node agents (one process per node of the
+    layout, through an embedded server) or, with --simulate, on in-process nodes.
+    """
     from flowfed.api import make_engine, prepare
     from flowfed.plan.graph import parse_param_overrides
     from flowfed.spec.diagnostics import FlowError
@@ -165,9 +196,19 @@ def run(
         _run_remote(server, (ctx.obj or {}).get("token"), file, params, as_json, quiet)
     try:
         params = parse_param_overrides(param or [])
+        layout = _layout_for(file, nodes_file, simulate, params)
         prepared = prepare(file, params=params, imports=imports or [])
     except FlowError as exc:
         _flow_error(exc, as_json)
+    placed = any(t.placed or t.federated is not None for t in prepared.graph.tasks.values())
+    if placed and layout is None:
+        _fail(
+            f"{file}: this flow places steps on data nodes: give the nodes layout "
+            "(--nodes FILE or the flow's `nodes:`), or run it on a server its nodes connect "
+            "to (flowfed --server URL run ...)"
+        )
+    if node_runner not in ("inprocess", "subprocess", "sandbox"):
+        _fail(f"--node-runner must be inprocess, subprocess or sandbox; got {node_runner!r}")
     executor = executor or prepared.loaded.flow.executor or "threads"
     engine = make_engine(use_cache=not no_cache, executor=executor, max_workers=workers)
     if engine.remote is not None:
@@ -180,15 +221,23 @@ def run(
             _fail(str(exc))
     live = sys.stdout.isatty() and not as_json and not quiet
     try:
-        if live:
-            from flowfed.cli.monitor import LiveMonitor
+        with contextlib.ExitStack() as stack:
+            if placed and layout is not None:
+                engine.dispatcher = _start_nodes(
+                    stack, layout, engine, simulate, node_runner, prepared, quiet or as_json
+                )
+            if live:
+                from flowfed.cli.monitor import LiveMonitor
 
-            with LiveMonitor(out, lambda: engine.view):
+                with LiveMonitor(out, lambda: engine.view):
+                    result = engine.run(prepared.graph, params=params, flow_file=str(file))
+            else:
                 result = engine.run(prepared.graph, params=params, flow_file=str(file))
-        else:
-            result = engine.run(prepared.graph, params=params, flow_file=str(file))
     finally:
         engine.db.close()
+    if result.summary:
+        result.summary["startup_s"] = round(result.view.started_at - _STARTED, 4)
+        result.summary["mode"] = "simulate" if simulate else "nodes"
     if as_json:
         print(json.dumps(result.to_dict(), default=str))
     else:
@@ -199,6 +248,93 @@ def run(
         _print_summary(result)
     # 130 is the shell's convention for "stopped by Ctrl-C".
     raise typer.Exit({"success": 0, "failed": 1, "cancelled": 130}[result.status])
+
+
+def _layout_for(file: Path, nodes_file: Path | None, simulate: bool, params: dict[str, Any]) -> Any:
+    """The nodes layout of this run (``None`` if there is none), with its data prepared.
+
+    A ``datasets`` entry ``*:NAME`` (``--param 'datasets=*:breast'``) becomes every
+    layout node that holds a dataset ``NAME``.
+    """
+    from flowfed.node.local import LayoutError, ensure_data, load_layout
+    from flowfed.spec import load_flow
+    from flowfed.spec.diagnostics import Diagnostic, FlowError
+
+    loaded = load_flow(file)
+    spec: str | dict[str, Any] | None = str(nodes_file) if nodes_file else loaded.flow.nodes
+    if spec is None:
+        if simulate:
+            raise FlowError(
+                [
+                    Diagnostic(
+                        "--simulate needs a nodes layout: --nodes FILE or the flow's `nodes:`",
+                        str(file),
+                        field="nodes",
+                    )
+                ]
+            )
+        return None
+    try:
+        layout = load_layout(spec, Path.cwd() if nodes_file else loaded.base_dir)
+        ensure_data(layout)
+    except LayoutError as exc:
+        raise FlowError([Diagnostic(str(exc), str(file), field="nodes")]) from None
+    datasets = params.get("datasets", loaded.flow.config.get("datasets"))
+    if isinstance(datasets, str):
+        datasets = [d.strip() for d in datasets.split(",") if d.strip()]
+    if isinstance(datasets, list) and any(str(d).startswith("*:") for d in datasets):
+        expanded: list[str] = []
+        for entry in datasets:
+            entry = str(entry)
+            if entry.startswith("*:"):
+                name = entry[2:]
+                expanded += [f"{n}:{name}" for n, ds in layout.nodes.items() if name in ds]
+            else:
+                expanded.append(entry)
+        params["datasets"] = expanded
+    return layout
+
+
+def _start_nodes(
+    stack: contextlib.ExitStack,
+    layout: Any,
+    engine: Any,
+    simulate: bool,
+    runner: str,
+    prepared: Any,
+    quiet: bool,
+) -> Any:
+    """The dispatcher for placed tasks: simulated nodes, or local agents (stopped by ``stack``)."""
+    if simulate:
+        from flowfed.engine.simulate import SimulatedNodes
+
+        return SimulatedNodes(layout.nodes)
+    from flowfed.api import home
+    from flowfed.node.local import LayoutError, LocalNodes
+    from flowfed.server.embedded import EmbeddedServerError
+
+    # The nodes import what the flow imports (files by absolute path).
+    base = prepared.loaded.base_dir
+    imports = [
+        str((base / e).resolve()) if e.endswith(".py") or "/" in e else e
+        for e in prepared.loaded.flow.imports
+    ]
+    if not quiet:
+        err.print(f"starting {len(layout.nodes)} local node agent(s): {', '.join(layout.nodes)}")
+    nodes = LocalNodes(
+        layout,
+        engine.db.url,
+        engine.store.url,
+        home().resolve() / "nodes",
+        runner=runner,
+        imports=imports,
+    )
+    try:
+        stack.enter_context(nodes)
+    except (LayoutError, EmbeddedServerError) as exc:
+        engine.db.close()
+        _fail(str(exc))
+    return nodes.dispatcher
 
 
 def _run_remote(

@@ -76,6 +76,8 @@ class RunResult:
     view: RunView
     error: str | None = None
     artifacts: list[dict[str, Any]] = field(default_factory=list)
+    #: Federated rounds and the flow's ``report`` artifact (see :meth:`_Run._summary`).
+    summary: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of ``flowfed run --json``."""
@@ -91,6 +93,8 @@ class RunResult:
                             "id": t.id,
                             "status": str(t.state),
                             "node": t.node.node,
+                            **({"dataset": t.node.dataset} if t.node.dataset else {}),
+                            **({"round": t.node.round} if t.node.round is not None else {}),
                             "cached": t.cached,
                             "attempt": t.attempt,
                             "iteration": t.iteration,
@@ -112,6 +116,7 @@ class RunResult:
                 {"name": a["name"], "version": a["version"], "hash": a["hash"], "id": a["id"]}
                 for a in self.artifacts
             ],
+            **({"summary": self.summary} if self.summary else {}),
         }
 
 
@@ -225,6 +230,21 @@ class LocalEngine:
         return h
 
 
+class _Kept:
+    """A byte source that serves this run's kept bytes before asking ``inner``."""
+
+    def __init__(self, run: _Run, inner: ByteSource) -> None:
+        self.run, self.inner = run, inner
+
+    def get(self, hash: str, *, verify: bool = False) -> bytes:
+        with self.run.kept_lock:
+            data = self.run.kept.get(hash)
+        return data if data is not None else self.inner.get(hash, verify=verify)
+
+    def local_path(self, hash: str) -> Any:
+        return self.inner.local_path(hash)
+
+
 class _Run:
     """The state of one run; lives for the duration of :meth:`LocalEngine.run`."""
 
@@ -282,10 +302,6 @@ class _Run:
 
     def bytes_of(self, ref: ArtifactRef) -> bytes:
         """The bytes of a central artifact: kept from this run, else catalog or store."""
-        with self.kept_lock:
-            data = self.kept.get(ref.hash)
-        if data is not None:
-            return data
         return self._source(ref).get(ref.hash)
 
     # -- driving ---------------------------------------------------------------------------
@@ -597,8 +613,10 @@ class _Run:
         }
 
     def _source(self, ref: ArtifactRef) -> ByteSource:
-        """Where a reference's bytes live: the catalog for small objects, else the store."""
-        return self.blobs if is_inline(ref.uri) else self.e.store
+        """Where a reference's bytes live: the catalog for small objects, else the store
+        (in a run with placed tasks, bytes kept from this run come first)."""
+        src: ByteSource = self.blobs if is_inline(ref.uri) else self.e.store
+        return _Kept(self, src) if self.placed else src
 
     def _source_version(self, node: TaskNode) -> str | None:
         """The version of the outside data a tool reads ("" when it cannot tell)."""
@@ -774,7 +792,28 @@ class _Run:
         )
         self.writer.close()
         artifacts = self.e.db.run_artifacts(self.run_id)
-        return RunResult(self.run_id, status, self.view, error, artifacts)
+        return RunResult(self.run_id, status, self.view, error, artifacts, self._summary())
+
+    def _summary(self) -> dict[str, Any]:
+        """Rounds and timing of federated steps, and the value of the flow's ``report``."""
+        out: dict[str, Any] = {}
+        for runs in self.view.tasks.values():
+            for t in runs:
+                if t.node.federated is not None and t.state is State.FINISHED:
+                    out["rounds"] = int(t.metrics.get("rounds", 0))
+                    out["seconds_per_round"] = t.metrics.get("seconds_per_round")
+                    ref = t.outputs.get(t.node.federated.model_output)
+                    if ref is not None:
+                        out["model"] = {"name": ref.name, "id": ref.id, "hash": ref.hash}
+        report = self.g.flow.report
+        ref = self.latest.get(report) if report else None
+        if ref is not None:
+            try:
+                value = ref.value if ref.has_value else ref.handle(self._source(ref)).load()
+            except Exception as exc:  # the run's result stands; say why the report is absent
+                value = {"error": f"cannot load report '{report}': {exc}"}
+            out["metrics"] = value
+        return out
 
     # -- the worker side -------------------------------------------------------------------
 
@@ -974,7 +1013,7 @@ class _Run:
         if node.federated is not None:
             from flowfed.engine.federated import FederatedDriver
 
-            return FederatedDriver(self, tr).run()
+            return FederatedDriver(self, tr).drive()
         try:
             result = run_placed(self, tr)
             rows = record_remote(self, tr, result)

@@ -45,7 +45,7 @@ from flowfed.plan.placement import (
 )
 from flowfed.spec.diagnostics import Diagnostic, FlowError
 from flowfed.spec.loader import LoadedFlow, SourceMap
-from flowfed.spec.models import END, Flow, Step
+from flowfed.spec.models import END, Federated, Flow, Step
 from flowfed.tools.core import TOOL_TYPE_RULES, Registry, ToolSpec, ToolType
 
 
@@ -177,6 +177,7 @@ def plan(
         config[key] = value
 
     nodes: dict[str, TaskNode] = {}
+    fed_settings: dict[str, Federated | None] = {}
     producers: dict[str, str] = {}
     producer_paths: dict[str, tuple[str | int, ...]] = {}
     for step in model.steps:
@@ -200,6 +201,14 @@ def plan(
             continue
         resolved, ref_diags = _interpolate(step.params, config, source, at(step, "params"), step)
         diags.extend(ref_diags)
+        if step.federated is not None:
+            fed_raw, fed_diags = _interpolate(
+                step.federated, config, source, at(step, "federated"), step
+            )
+            diags.extend(fed_diags)
+            fed_settings[step.name] = _validate_federated(
+                fed_raw, source, step, at(step, "federated"), diags
+            )
         cfg = _validate_config(spec, resolved, source, step, at(step, "params"), diags)
         _check_inputs(spec, step, source, at(step, "inputs"), diags)
         outputs = _output_names(spec, step, source, at(step, "outputs"), diags)
@@ -309,12 +318,12 @@ def plan(
     if placed:
         if needs_datasets(model):
             datasets = parse_datasets(config, source, diags)
-        _check_placed_steps(model, nodes, routed, datasets, source, at, diags)
+        _check_placed_steps(model, nodes, fed_settings, routed, datasets, source, at, diags)
 
     if diags:
         raise FlowError(diags)
     if placed and not cycle:
-        return _expand(model, nodes, order, config, datasets, source, at)
+        return _expand(model, nodes, fed_settings, order, config, datasets, source, at)
 
     downstream: dict[str, list[str]] = {n: [] for n in order}
     for name in order:
@@ -350,6 +359,7 @@ def plan(
 def _check_placed_steps(
     model: Flow,
     nodes: dict[str, TaskNode],
+    fed_settings: dict[str, Federated | None],
     routed: set[str],
     datasets: list[Where] | None,
     source: SourceMap,
@@ -388,8 +398,9 @@ def _check_placed_steps(
                 )
         if step.kind != "federated":
             continue
-        fed = step.federated
-        assert fed is not None
+        fed = fed_settings.get(step.name)
+        if fed is None:
+            continue
         spec = node.tool
         models = [o.name for o in spec.outputs if o.is_model]
         if not models:
@@ -446,6 +457,7 @@ def _check_placed_steps(
 def _expand(
     model: Flow,
     nodes: dict[str, TaskNode],
+    fed_settings: dict[str, Federated | None],
     order: list[str],
     config: dict[str, Any],
     datasets: list[Where] | None,
@@ -525,9 +537,9 @@ def _expand(
             tid = task_id(name, where)
             outputs = {out: instance(art, where) for out, art in proto.outputs.items()}
             fed_plan = None
-            if step.kind == "federated":
-                assert step.federated is not None
-                fed_plan = _federated_plan(proto, step, fed_parts, local_inputs)
+            settings = fed_settings.get(name)
+            if settings is not None:
+                fed_plan = _federated_plan(proto, settings, fed_parts, local_inputs)
             node = TaskNode(
                 id=tid,
                 step=name,
@@ -572,7 +584,7 @@ def _expand(
 
 
 def _federated_plan(
-    proto: TaskNode, step: Step, parts: list[Where], local_inputs: list[str]
+    proto: TaskNode, settings: Federated, parts: list[Where], local_inputs: list[str]
 ) -> FederatedPlan:
     spec = proto.tool
     model_out = next(o.name for o in spec.outputs if o.is_model)
@@ -586,9 +598,8 @@ def _federated_plan(
             break
     fields = proto.config.__class__.model_fields
     epochs_field = next((f for f in ("epochs", "local_epochs") if f in fields), None)
-    assert step.federated is not None
     return FederatedPlan(
-        settings=step.federated,
+        settings=settings,
         participants=parts,
         local_inputs=local_inputs,
         model_input=model_input,
@@ -642,6 +653,31 @@ def _interpolate(
         return v
 
     return walk(value, path), diags
+
+
+def _validate_federated(
+    raw: Any,
+    source: SourceMap,
+    step: Step,
+    path: tuple[str | int, ...],
+    diags: list[Diagnostic],
+) -> Federated | None:
+    try:
+        return Federated.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            field = "federated." + ".".join(str(x) for x in loc) if loc else "federated"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                allowed = ", ".join(Federated.model_fields)
+                msg = f"'{loc[-1]}' is not a federated setting (settings: {allowed})"
+            elif err["type"] == "missing":
+                msg = f"the federated setting '{loc[-1]}' is required"
+            else:
+                msg = f"{msg} (got {err.get('input')!r})"
+            diags.append(source.diag(msg, (*path, *loc), step=step.name, field=field))
+        return None
 
 
 def _validate_config(

@@ -127,7 +127,9 @@ class Step(BaseModel):
     #: ``task`` (one call per placement) or ``federated`` (rounds of local training on
     #: each dataset's node and central aggregation; ``tool`` is the local trainer).
     kind: Literal["task", "federated"] = "task"
-    federated: Federated | None = None
+    #: The :class:`Federated` settings; kept raw here because they may hold
+    #: ``${config.x}`` references: the planner validates them after interpolation.
+    federated: dict[str, Any] | None = None
     #: Outputs (tool output or artifact names) whose bytes may leave a data node.
     shareable: list[str] = Field(default_factory=list)
 

@@ -371,6 +371,8 @@ def logistic_regression(
     model = LogisticRegressionModel(cols, params[0], params[1][0], target=target, training=training)
     accuracy = float(np.mean(model.predict(train) == y))
     ctx.metric("train_accuracy", accuracy)
+    # Federated rounds weight round metrics by each node's example count.
+    ctx.metric("examples", float(len(y)))
     ctx.log(f"trained on {len(y)} rows x {len(cols)} features: loss {losses[-1]:.4f}")
     return model
 
@@ -469,5 +471,7 @@ def mlp(
     )
     accuracy = float(np.mean(model.predict(train) == y))
     ctx.metric("train_accuracy", accuracy)
+    # Federated rounds weight round metrics by each node's example count.
+    ctx.metric("examples", float(len(y)))
     ctx.log(f"trained on {len(y)} rows x {len(cols)} features: loss {losses[-1]:.4f}")
     return model

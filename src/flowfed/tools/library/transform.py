@@ -57,3 +57,34 @@ def train_test_split(
         + (f", stratified on {stratify!r}" if stratify else "")
     )
     return Split(train, test)
+
+
+@tool(name="flowfed.split_by_column", version="1.0", type="data-transformation")
+def split_by_column(
+    table: pd.DataFrame,
+    ctx: Context,
+    *,
+    column: str = "split",
+    train_value: str = "train",
+    test_value: str = "test",
+    keep_column: bool = False,
+) -> Split:
+    """Split a table whose ``column`` already says which rows are for training and testing.
+
+    Use it when the split was fixed when the data was made (as the breast cancer example's
+    hospitals do), so every run and every site evaluates on the same rows. A row with
+    any other value in ``column`` is an error that names the value.
+    """
+    if column not in table.columns:
+        raise ValueError(f"the table has no column {column!r} (columns: {list(table.columns)})")
+    values = table[column].astype(str)
+    other = sorted(set(values) - {train_value, test_value})
+    if other:
+        raise ValueError(
+            f"column {column!r} holds {other[0]!r}; expected {train_value!r} or {test_value!r}"
+        )
+    drop = [] if keep_column else [column]
+    train = table[values == train_value].drop(columns=drop)
+    test = table[values == test_value].drop(columns=drop)
+    ctx.log(f"split on {column!r}: {len(train)} train / {len(test)} test rows")
+    return Split(train, test)

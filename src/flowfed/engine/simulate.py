@@ -1,0 +1,198 @@
+"""Simulated nodes: every node in this process, for research at scale (``--simulate``).
+
+:class:`SimulatedNodes` implements :class:`~flowfed.runtime.remote.NodeDispatcher` like
+the server's node hub, with the same data-locality contract: each simulated node keeps
+its own store, a task reads only its own node's datasets and artifacts, and only
+shareable outputs come back with their bytes. What it leaves out is the isolation and
+the network: tools run in the calling thread, on Python objects (a node-local artifact
+is kept as the object itself, so a round does not re-read its training table), and
+timeouts are not enforced. Hundreds of nodes fit in one process.
+
+Example:
+    >>> sim = SimulatedNodes({})
+    >>> sim.nodes()
+    {}
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from flowfed.artifacts import NotMaterializable, load, materialize
+from flowfed.runtime.remote import (
+    NodeInfo,
+    RemoteInput,
+    RemoteOutput,
+    RemoteResult,
+    RemoteTask,
+    RemoteTaskError,
+    Telemetry,
+)
+from flowfed.tools.core import Context, call_tool, get_registry
+
+
+def _error(node: str, message: str, etype: str, tb: str | None = None) -> RemoteTaskError:
+    return RemoteTaskError(
+        {"message": message, "type": etype, "traceback": tb, "context": {"node": node}}
+    )
+
+
+class _SimNode:
+    def __init__(self, name: str, datasets: dict[str, Path]) -> None:
+        from flowfed.node.agent import scan_dataset
+
+        self.name = name
+        self.datasets = {n: scan_dataset(n, Path(p)) for n, p in datasets.items()}
+        self.values: dict[str, Any] = {}  # this node's store: hash → value
+        self.central: dict[str, Any] = {}  # central inputs already decoded: hash → value
+        self.lock = threading.Lock()
+        self.running = 0
+
+    def info(self) -> NodeInfo:
+        return NodeInfo(
+            name=self.name,
+            online=True,
+            datasets={
+                n: {k: v for k, v in d.items() if k != "path"} for n, d in self.datasets.items()
+            },
+            running=self.running,
+        )
+
+    def _input(self, value: RemoteInput | list[RemoteInput], param: str) -> Any:
+        if isinstance(value, list):
+            return [self._input(v, param) for v in value]
+        if value.location == "node":
+            with self.lock:
+                if value.hash in self.values:
+                    return self.values[value.hash]
+            raise _error(
+                self.name,
+                f"input '{param}' ({value.hash[:12]}) is not in node '{self.name}''s store",
+                "InputError",
+            )
+        with self.lock:
+            got = self.central.get(value.hash)
+        if got is not None:
+            return got
+        if value.data is None:
+            raise _error(self.name, f"central input '{param}' came without its bytes", "InputError")
+        got = load(value.kind, value.data, value.meta)
+        with self.lock:
+            self.central[value.hash] = got
+        return got
+
+    def execute(self, task: RemoteTask, telemetry: Telemetry) -> RemoteResult:
+        spec = get_registry().find(task.tool)
+        if spec is None:
+            raise _error(self.name, f"node '{self.name}' has no tool '{task.tool}'", "UnknownTool")
+        try:
+            cfg = spec.config_model.model_validate(task.config)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise _error(
+                self.name,
+                f"invalid config for tool '{task.tool}': {where}: {err['msg']}",
+                "ConfigError",
+            ) from None
+        telemetry("state", {"state": "initialized"})
+        dataset = None
+        if task.dataset is not None:
+            dataset = self.datasets.get(task.dataset)
+            if dataset is None:
+                raise _error(
+                    self.name,
+                    f"node '{self.name}' has no dataset '{task.dataset}' "
+                    f"(it has: {', '.join(sorted(self.datasets)) or 'none'})",
+                    "UnknownDataset",
+                )
+        args = {p: self._input(v, p) for p, v in task.inputs.items()}
+        telemetry("state", {"state": "started"})
+        ctx = Context(
+            telemetry,
+            run_id=task.run_id,
+            task_id=task.task_id,
+            step=task.step,
+            node=self.name,
+            attempt=task.attempt,
+            dataset=dict(dataset) if dataset else None,
+            round=task.round,
+        )
+        telemetry("state", {"state": "running"})
+        try:
+            value = call_tool(spec, args, cfg, ctx)
+        except Exception as exc:
+            raise _error(
+                self.name,
+                f"the tool raised {type(exc).__name__}: {exc}",
+                type(exc).__name__,
+                traceback.format_exc(),
+            ) from None
+        try:
+            values = spec.split_outputs(value)
+        except ValueError as exc:
+            raise _error(self.name, f"the tool sent garbage: {exc}", "OutputError") from None
+        outputs: dict[str, RemoteOutput] = {}
+        for name in task.outputs:
+            if name not in values:
+                raise _error(self.name, f"the tool has no output '{name}'", "OutputError")
+            try:
+                mat = materialize(values[name], allow_pickle=task.allow_pickle)
+            except NotMaterializable as exc:
+                raise _error(
+                    self.name, f"the tool sent garbage for output '{name}': {exc}", "OutputError"
+                ) from None
+            with self.lock:
+                self.values[mat.hash] = values[name]
+            outputs[name] = RemoteOutput(
+                hash=mat.hash,
+                size=mat.size,
+                kind=mat.kind,
+                type_name=mat.type_name,
+                meta=dict(mat.meta),
+                pickled=mat.pickled,
+                data=mat.data if name in task.shareable else None,
+            )
+        return RemoteResult(outputs=outputs)
+
+
+class SimulatedNodes:
+    """In-process nodes (a :class:`~flowfed.runtime.remote.NodeDispatcher`).
+
+    ``layout`` maps node names to their datasets (``{name: {dataset: path}}``), as the
+    local-nodes layout file does.
+    """
+
+    def __init__(self, layout: dict[str, dict[str, Path]]) -> None:
+        import flowfed.tools.library  # noqa: F401  (the built-in tools, as a node has them)
+
+        self._nodes = {name: _SimNode(name, ds) for name, ds in layout.items()}
+
+    def nodes(self) -> dict[str, NodeInfo]:
+        """Every simulated node (always online)."""
+        return {name: n.info() for name, n in self._nodes.items()}
+
+    def run_task(
+        self, task: RemoteTask, telemetry: Telemetry, cancel: threading.Event
+    ) -> RemoteResult:
+        """Run ``task`` on its simulated node, in this thread."""
+        node = self._nodes.get(task.node)
+        if node is None:
+            known = ", ".join(sorted(self._nodes)) or "none"
+            raise _error(
+                task.node,
+                f"node '{task.node}' is not one of the simulated nodes ({known})",
+                "NodeOffline",
+            )
+        if cancel.is_set():
+            raise _error(task.node, "cancelled", "Cancelled")
+        node.running += 1
+        try:
+            return node.execute(task, telemetry)
+        finally:
+            node.running -= 1

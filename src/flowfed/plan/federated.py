@@ -1,0 +1,117 @@
+"""The round-by-round expansion of a federated step (pure: no I/O, no threads).
+
+The engine's :class:`~flowfed.engine.federated.FederatedDriver` asks, round by round,
+for the tasks to run: one training task per sampled participant, placed on its node,
+and one aggregation task on the central engine. Rounds are planned as they come
+because what round ``r+1`` runs depends on round ``r``: who answered in time, whether
+early stopping fired.
+
+Example:
+    >>> import numpy as np
+    >>> sample([("a", None), ("b", None), ("c", None)], 2, np.random.default_rng(0))
+    [('a', None), ('c', None)]
+    >>> round_metric([({"loss": 1.0}, 1), ({"loss": 4.0}, 3)])
+    {'loss': 3.25}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from flowfed.plan.graph import TaskNode
+from flowfed.plan.placement import Where
+from flowfed.tools.core import ToolSpec
+
+
+def round_id(step: str, r: int, who: str) -> str:
+    """The plan key of a round task: ``train/round 3/hospital-a``."""
+    return f"{step}/round {r}/{who}"
+
+
+def sample(participants: list[Where], k: int, rng: np.random.Generator) -> list[Where]:
+    """``k`` participants for a round, in their configured order (all when ``k >= n``)."""
+    if k >= len(participants):
+        return list(participants)
+    picked = sorted(rng.choice(len(participants), size=k, replace=False).tolist())
+    return [participants[i] for i in picked]
+
+
+def train_task(step_task: TaskNode, where: Where, r: int) -> TaskNode:
+    """Round ``r``'s local training task on ``where`` for the federated ``step_task``."""
+    fed = step_task.federated
+    assert fed is not None
+    node, dataset = where
+    config = step_task.config
+    if fed.settings.local_epochs is not None and fed.epochs_field is not None:
+        config = config.model_copy(update={fed.epochs_field: fed.settings.local_epochs})
+    artifact = step_task.outputs[fed.model_output]
+    who = f"{node}:{dataset}" if dataset else node
+    return TaskNode(
+        id=round_id(step_task.step, r, who),
+        step=step_task.step,
+        tool=step_task.tool,
+        config=config,
+        inputs={},
+        outputs={fed.model_output: f"{artifact}.update[{who}]"},
+        deps=(),
+        timeout=step_task.timeout,
+        cache=False,
+        allow_pickle=step_task.allow_pickle,
+        node=node,
+        round=r,
+        dataset=dataset,
+        # Model updates travel to the aggregator; with secure aggregation only their
+        # masked form does (the secure round adds its own tasks).
+        shareable=frozenset() if fed.settings.secure_aggregation else frozenset({fed.model_output}),
+    )
+
+
+def aggregate_task(
+    step_task: TaskNode, aggregator: ToolSpec, r: int, *, nodes: list[str], has_global: bool
+) -> TaskNode:
+    """Round ``r``'s central aggregation task, producing the round's global model."""
+    fed = step_task.federated
+    assert fed is not None
+    config = aggregator.config_model.model_validate(
+        {"round": r, "strategy_name": fed.settings.strategy, "nodes": nodes}
+    )
+    inputs: dict[str, str | list[str]] = {"updates": []}
+    if has_global:
+        inputs["global_model"] = step_task.outputs[fed.model_output]
+    return TaskNode(
+        id=round_id(step_task.step, r, "aggregate"),
+        step=step_task.step,
+        tool=aggregator,
+        config=config,
+        inputs=inputs,
+        outputs={"output": step_task.outputs[fed.model_output]},
+        deps=(),
+        cache=False,
+        round=r,
+    )
+
+
+def round_metric(results: list[tuple[dict[str, float], int]]) -> dict[str, float]:
+    """Each metric's mean over a round's updates, weighted by their example counts."""
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for metrics, n in results:
+        for name, value in metrics.items():
+            if isinstance(value, int | float) and name != "examples":
+                sums[name] = sums.get(name, 0.0) + float(value) * n
+                weights[name] = weights.get(name, 0.0) + n
+    return {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
+
+
+def describe(settings: Any) -> str:
+    """One line for logs: ``fedavg, 30 rounds, min_nodes 2``."""
+    parts = [settings.strategy, f"{settings.rounds} rounds"]
+    if settings.min_nodes:
+        parts.append(f"min_nodes {settings.min_nodes}")
+    if settings.secure_aggregation:
+        parts.append("secure aggregation")
+    if settings.privacy is not None:
+        parts.append("client-level DP")
+    return ", ".join(parts)

@@ -12,6 +12,7 @@ flowfed.tools.library``, or ``imports: [flowfed.tools.library]`` in a flow file.
 - evaluation: ``flowfed.evaluate_classifier``
 """
 
+import flowfed.tools.library.federated  # noqa: F401  (registers the secure-aggregation tools)
 from flowfed.tools.library import adapters, evaluation, models, packaging, preprocessing, transform
 from flowfed.tools.library.models import LogisticRegressionModel, MLPModel
 from flowfed.tools.library.transform import Split

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import base64
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +181,37 @@ def test_the_planner_types_the_three_tools_as_data_transformations() -> None:
     assert get_registry().get("flowfed.secagg_keys").output_names == ["public_key", "secret"]
     assert get_registry().get("flowfed.secagg_mask").output_names == ["masked"]
     assert get_registry().get("flowfed.secagg_reveal").output_names == ["seeds"]
+
+
+@pytest.mark.parametrize(
+    ("name", "outputs"),
+    [
+        ("flowfed.secagg_keys", ["public_key", "secret"]),
+        ("flowfed.secagg_mask", ["masked"]),
+        ("flowfed.secagg_reveal", ["seeds"]),
+    ],
+)
+def test_the_cli_lists_each_tool_with_its_type_and_outputs(name: str, outputs: list[str]) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flowfed",
+            "tools",
+            "show",
+            name,
+            "--import",
+            "flowfed.tools.library",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"{name}@1.0 · data-transformation" in proc.stdout
+    for output in outputs:
+        assert f"output {output}:" in proc.stdout
 
 
 def test_masked_payloads_differ_from_the_plain_updates_and_look_uniform(
@@ -393,6 +427,25 @@ def test_wrong_round_or_wrong_node_is_refused_naming_the_node(round1: dict[str, 
             secret=sec["hospital-a"],
             roster=roster,
             node="hospital-b",
+        )
+    # On a node agent the context knows the node and round: it catches the same mistakes.
+    on_a_round_2 = Context(node="hospital-a", round=2)
+    with pytest.raises(SecAggError, match=r"'hospital-a': the secret is for round 1.*round 2"):
+        call(
+            "flowfed.secagg_mask",
+            on_a_round_2,
+            update=update,
+            secret=sec["hospital-a"],
+            roster=roster,
+        )
+    on_b = Context(node="hospital-b", round=1)
+    with pytest.raises(SecAggError, match="'hospital-b' was given the secret of node 'hospital-a'"):
+        call(
+            "flowfed.secagg_reveal",
+            on_b,
+            secret=sec["hospital-a"],
+            roster=roster,
+            dropped=["hospital-c"],
         )
     # A roster of another round holds another key for this node.
     other = call("flowfed.secagg_keys", ctx, node="hospital-a", round=2)

@@ -26,6 +26,12 @@ curious server that reports dropouts truthfully, not against one that lies about
 Public keys are taken as given; a real deployment authenticates them (e.g. by the
 node's signed WebSocket session) so the server cannot substitute its own.
 
+Every message has a JSON form (:meth:`MaskedUpdate.to_json`, :class:`RevealedSeeds`,
+:meth:`SecAggClient.secret`, :func:`encode_roster`), so the protocol can run as separate
+tasks: the tools ``flowfed.secagg_keys`` / ``secagg_mask`` / ``secagg_reveal`` on the nodes
+(``flowfed.tools.library.federated``) and :func:`secure_fedavg` / :func:`secure_sum` on
+the server.
+
 >>> import numpy as np
 >>> a, b, c = (SecAggClient(n, round=1) for n in "abc")
 >>> roster = {cl.node_id: cl.public_key() for cl in (a, b, c)}

@@ -46,29 +46,35 @@ def _never_cache(config: dict[str, Any]) -> str | None:
     return None
 
 
-def _identity(ctx: Context | None, node: str | None, round: int | None) -> tuple[str, int]:
-    """The node and round this task works for: the config's, else the context's.
+def _expected(
+    ctx: Context | None, node: str | None, round: int | None
+) -> tuple[str | None, int | None]:
+    """The node and round this task works for, as far as known: the config's, else the
+    context's; ``None`` where neither says.
 
     The driver passes both as config (not every executor fills ``ctx.round``, and a local
-    run calls every node ``local``). When both the config and a real context name a node
-    they must agree: a secret handed to the wrong node is a routing bug worth stopping on.
+    run calls every node ``local``). Where the config and a real context both speak they
+    must agree: a secret handed to the wrong node or round is a routing bug worth stopping on.
     """
     ctx_node = getattr(ctx, "node", None)
     ctx_round = getattr(ctx, "round", None)
-    known_ctx_node = ctx_node if ctx_node and ctx_node != _PLACEHOLDER_NODE else None
-    if node is not None and known_ctx_node is not None and node != known_ctx_node:
+    real_ctx_node = ctx_node if ctx_node and ctx_node != _PLACEHOLDER_NODE else None
+    if node is not None and real_ctx_node is not None and node != real_ctx_node:
         raise ValueError(
-            f"config node {node!r} but this task runs on node {known_ctx_node!r}; "
+            f"config node {node!r} but this task runs on node {real_ctx_node!r}; "
             "secure-aggregation tasks must run on the node they are configured for"
         )
+    who = node or real_ctx_node
     if round is not None and ctx_round is not None and round != ctx_round:
-        raise ValueError(
-            f"node {node or ctx_node!r}: config round {round} but task round {ctx_round}"
-        )
-    who = node or known_ctx_node
+        raise ValueError(f"node {who!r}: config round {round} but the task's round is {ctx_round}")
+    return who, round if round is not None else ctx_round
+
+
+def _identity(ctx: Context | None, node: str | None, round: int | None) -> tuple[str, int]:
+    """The node and round a new key pair is for; both must be known."""
+    who, rnd = _expected(ctx, node, round)
     if who is None:
         raise ValueError("cannot tell which node this is: set the config field 'node'")
-    rnd = round if round is not None else ctx_round
     if rnd is None:
         raise ValueError(f"node {who!r}: cannot tell the round: set the config field 'round'")
     return who, int(rnd)
@@ -78,19 +84,17 @@ def _restore(
     secret: Any, ctx: Context | None, node: str | None, round: int | None, frac_bits: int = 24
 ) -> SecAggClient:
     """The node's client for this round, rebuilt from its stored secret and checked
-    against the node and round this task was configured for."""
+    against the node and round this task is for (where known)."""
     from flowfed.fl.secagg import FixedPoint, SecAggClient, SecAggError
 
     client = SecAggClient.from_secret(secret, FixedPoint(frac_bits))
-    ctx_node = getattr(ctx, "node", None)
-    expected_node = node or (ctx_node if ctx_node and ctx_node != _PLACEHOLDER_NODE else None)
-    if expected_node is not None and expected_node != client.node_id:
-        raise SecAggError(f"node {expected_node!r} was given the secret of node {client.node_id!r}")
-    expected_round = round if round is not None else getattr(ctx, "round", None)
-    if expected_round is not None and expected_round != client.round:
+    who, rnd = _expected(ctx, node, round)
+    if who is not None and who != client.node_id:
+        raise SecAggError(f"node {who!r} was given the secret of node {client.node_id!r}")
+    if rnd is not None and rnd != client.round:
         raise SecAggError(
             f"node {client.node_id!r}: the secret is for round {client.round}, "
-            f"but this task is for round {expected_round}"
+            f"but this task is for round {rnd}"
         )
     return client
 

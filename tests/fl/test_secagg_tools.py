@@ -372,13 +372,35 @@ def call(name: str, ctx: Context, /, **kwargs: Any) -> Any:
     return spec.split_outputs(call_tool(spec, args, config, ctx))
 
 
-def model(node: str, seed: int) -> LogisticRegressionModel:
+def model(seed: int) -> LogisticRegressionModel:
+    """A small trained-looking model that says it saw ``10 + seed`` rows."""
     rng = np.random.default_rng(seed)
     return LogisticRegressionModel(
         [f"x{i}" for i in range(FEATURES)],
         rng.normal(size=FEATURES),
         float(rng.normal()),
         training={"rows": 10 + seed},
+    )
+
+
+def masked_by_tool(round1: dict[str, Any], nodes: list[str]) -> dict[str, dict[str, Any]]:
+    """Each node's ``flowfed.secagg_mask`` payload for round 1 (node i masks ``model(i)``)."""
+    return {
+        n: call(
+            "flowfed.secagg_mask",
+            Context(),
+            update=model(NODES.index(n)),
+            secret=round1["secret"][n],
+            roster=round1["roster"],
+        )["masked"]
+        for n in nodes
+    }
+
+
+def fedavg_in_clear(nodes: list[str]) -> list[np.ndarray]:
+    """What :func:`masked_by_tool`'s payloads of ``nodes`` must average to."""
+    return fedavg(
+        [Update(n, model(NODES.index(n)).get_weights(), 10 + NODES.index(n)) for n in nodes]
     )
 
 
@@ -409,7 +431,7 @@ def test_keys_need_a_node_and_a_round() -> None:
 def test_wrong_round_or_wrong_node_is_refused_naming_the_node(round1: dict[str, Any]) -> None:
     ctx = Context()
     sec, roster = round1["secret"], round1["roster"]
-    update = model("hospital-a", 1)
+    update = model(1)
     with pytest.raises(SecAggError, match=r"'hospital-a': the secret is for round 1.*round 2"):
         call(
             "flowfed.secagg_mask",
@@ -453,12 +475,7 @@ def test_wrong_round_or_wrong_node_is_refused_naming_the_node(round1: dict[str, 
     with pytest.raises(SecAggError, match="different public key for node 'hospital-a'"):
         call("flowfed.secagg_mask", ctx, update=update, secret=sec["hospital-a"], roster=stale)
     # The server checks the payloads' rounds too.
-    masked = {
-        n: call("flowfed.secagg_mask", ctx, update=model(n, i), secret=sec[n], roster=roster)[
-            "masked"
-        ]
-        for i, n in enumerate(NODES)
-    }
+    masked = masked_by_tool(round1, NODES)
     with pytest.raises(SecAggError, match="'hospital-a' sent a masked update for round 1"):
         secure_fedavg(masked, round=2)
     late = copy.deepcopy(masked)
@@ -470,15 +487,9 @@ def test_wrong_round_or_wrong_node_is_refused_naming_the_node(round1: dict[str, 
 def test_tampered_payloads_are_refused_naming_the_node(round1: dict[str, Any]) -> None:
     ctx = Context()
     sec, roster = round1["secret"], round1["roster"]
-    masked = {
-        n: call("flowfed.secagg_mask", ctx, update=model(n, i), secret=sec[n], roster=roster)[
-            "masked"
-        ]
-        for i, n in enumerate(NODES)
-    }
+    masked = masked_by_tool(round1, NODES)
     avg, _ = secure_fedavg(masked)  # the untouched payloads aggregate
-    want = fedavg([Update(n, model(n, i).get_weights(), 10 + i) for i, n in enumerate(NODES)])
-    assert np.allclose(flat(avg), flat(want), atol=1e-6)
+    assert np.allclose(flat(avg), flat(fedavg_in_clear(NODES)), atol=1e-6)
 
     def tampered(node: str, **change: Any) -> dict[str, Any]:
         out = copy.deepcopy(masked)
@@ -506,7 +517,7 @@ def test_tampered_payloads_are_refused_naming_the_node(round1: dict[str, Any]) -
         call(
             "flowfed.secagg_mask",
             ctx,
-            update=model("hospital-a", 0),
+            update=model(0),
             secret=sec["hospital-a"],
             roster={**roster, "hospital-c": "AAAA"},
         )
@@ -517,12 +528,7 @@ def test_missing_or_unwarranted_reveals_are_refused_naming_the_node(
 ) -> None:
     ctx = Context()
     sec, roster = round1["secret"], round1["roster"]
-    masked = {
-        n: call("flowfed.secagg_mask", ctx, update=model(n, i), secret=sec[n], roster=roster)[
-            "masked"
-        ]
-        for i, n in enumerate(NODES[:2])
-    }
+    masked = masked_by_tool(round1, NODES[:2])
     seeds = {
         n: call("flowfed.secagg_reveal", ctx, secret=sec[n], roster=roster, dropped=["hospital-c"])[
             "seeds"
@@ -537,7 +543,7 @@ def test_missing_or_unwarranted_reveals_are_refused_naming_the_node(
     ):
         secure_fedavg(masked)
     avg, n = secure_fedavg(masked, dropped, seeds)
-    want = fedavg([Update(k, model(k, i).get_weights(), 10 + i) for i, k in enumerate(NODES[:2])])
+    want = fedavg_in_clear(NODES[:2])
     assert n == 21 and np.allclose(flat(avg), flat(want), atol=1e-6)
     # A reveal for a node that did send its update would let the server strip its masks.
     with pytest.raises(SecAggError, match="'hospital-a' revealed its seed with 'hospital-b'"):
@@ -570,7 +576,7 @@ def test_missing_or_unwarranted_reveals_are_refused_naming_the_node(
 def test_mask_config_mistakes_are_clear(round1: dict[str, Any]) -> None:
     ctx = Context()
     sec, roster = round1["secret"], round1["roster"]
-    no_rows = model("hospital-a", 0)
+    no_rows = model(0)
     no_rows.training = {}
     with pytest.raises(SecAggError, match="'hospital-a': the update records no positive"):
         call("flowfed.secagg_mask", ctx, update=no_rows, secret=sec["hospital-a"], roster=roster)
@@ -590,7 +596,7 @@ def test_mask_config_mistakes_are_clear(round1: dict[str, Any]) -> None:
             update=no_rows,
             secret=sec["hospital-a"],
             roster=roster,
-            global_model=model("x", 5),
+            global_model=model(5),
             clip_norm=1.0,
             num_examples=3,
         )

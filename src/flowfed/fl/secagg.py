@@ -288,16 +288,10 @@ class RevealedSeeds:
         who = _who(payload, sender)
         d = _payload(payload, SEEDS_FORMAT, who)
         seeds = _get(d, "seeds", dict, who)
-        decoded: dict[str, bytes] = {}
-        for dropped, text in seeds.items():
-            if not isinstance(text, str):
-                raise SecAggError(f"{who}: the seed for {dropped!r} must be base64 text")
-            seed = _unb64(text, f"{who}: the seed for {dropped!r}")
-            if len(seed) != _SEED_BYTES:
-                raise SecAggError(
-                    f"{who}: the seed for {dropped!r} is {len(seed)} bytes, not {_SEED_BYTES}"
-                )
-            decoded[str(dropped)] = seed
+        decoded = {
+            str(dropped): _unb64(text, f"{who}: the seed for {dropped!r}", _SEED_BYTES)
+            for dropped, text in seeds.items()
+        }
         return cls(_get(d, "node", str, who), _get(d, "round", int, who), decoded)
 
 
@@ -307,7 +301,8 @@ def encode_roster(roster: Mapping[str, bytes]) -> dict[str, str]:
 
 
 def decode_roster(roster: Mapping[str, Any]) -> dict[str, bytes]:
-    """``{node: base64 public key}`` (or raw bytes) back to raw 32-byte keys.
+    """``{node: base64 public key}`` back to raw 32-byte keys (what :meth:`SecAggClient.mask`
+    takes as ``peers``).
 
     >>> c = SecAggClient("a", round=1)
     >>> decode_roster(encode_roster({"a": c.public_key()}))["a"] == c.public_key()
@@ -315,30 +310,26 @@ def decode_roster(roster: Mapping[str, Any]) -> dict[str, bytes]:
     """
     if not isinstance(roster, Mapping):
         raise SecAggError(f"the roster must map node names to public keys, got {type(roster)}")
-    out: dict[str, bytes] = {}
-    for node, key in roster.items():
-        raw = key if isinstance(key, bytes) else None
-        if raw is None:
-            if not isinstance(key, str):
-                raise SecAggError(f"roster entry {node!r}: a public key is base64 text")
-            raw = _unb64(key, f"roster entry {node!r}")
-        if len(raw) != _KEY_BYTES:
-            raise SecAggError(
-                f"roster entry {node!r}: a public key is {_KEY_BYTES} bytes, got {len(raw)}"
-            )
-        out[str(node)] = raw
-    return out
+    return {
+        str(node): _unb64(key, f"roster entry {node!r}", _KEY_BYTES) for node, key in roster.items()
+    }
 
 
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def _unb64(text: str, what: str) -> bytes:
+def _unb64(text: Any, what: str, length: int | None = None) -> bytes:
+    """Decode base64 ``text``; ``length``, when given, is the exact byte count required."""
+    if not isinstance(text, str):
+        raise SecAggError(f"{what} must be base64 text, got {type(text).__name__}")
     try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError):
         raise SecAggError(f"{what} is not valid base64") from None
+    if length is not None and len(raw) != length:
+        raise SecAggError(f"{what} is {len(raw)} bytes, not {length}")
+    return raw
 
 
 def _who(payload: Any, sender: str | None) -> str:
@@ -454,9 +445,7 @@ class SecAggClient:
         """
         who = _who(secret, None)
         d = _payload(secret, SECRET_FORMAT, who)
-        raw = _unb64(_get(d, "private_key", str, who), f"{who}: 'private_key'")
-        if len(raw) != _KEY_BYTES:
-            raise SecAggError(f"{who}: 'private_key' is {len(raw)} bytes, not {_KEY_BYTES}")
+        raw = _unb64(_get(d, "private_key", str, who), f"{who}: 'private_key'", _KEY_BYTES)
         client = cls(
             _get(d, "node", str, who),
             _get(d, "round", int, who),
@@ -760,16 +749,17 @@ def _read_round(
 ) -> tuple[dict[str, MaskedUpdate], dict[tuple[str, str], bytes]]:
     """Parse and cross-check a round's payloads; the server then checks the protocol."""
     updates = {node: MaskedUpdate.from_json(p, sender=node) for node, p in masked.items()}
-    for node, mu in updates.items():
-        if mu.node != node:
-            raise SecAggError(f"masked update filed under {node!r} comes from {mu.node!r}")
-        if round is not None and mu.round != round:
-            raise SecAggError(
-                f"node {node!r} sent a masked update for round {mu.round}, expected round {round}"
-            )
+    # Misfiled payloads and disagreeing rounds among them are SecAggServer's to refuse.
+    if round is not None:
+        for node, mu in updates.items():
+            if mu.round != round:
+                raise SecAggError(
+                    f"node {node!r} sent a masked update for round {mu.round}, "
+                    f"expected round {round}"
+                )
     revealed = revealed or {}
     rounds = {mu.round for mu in updates.values()}
-    expected_round = round if round is not None else (min(rounds) if len(rounds) == 1 else None)
+    expected_round = round if round is not None else (rounds.pop() if len(rounds) == 1 else None)
     seeds: dict[tuple[str, str], bytes] = {}
     for node, payload in revealed.items():
         r = RevealedSeeds.from_json(payload, sender=node)

@@ -25,7 +25,10 @@ travel to the server, and secure aggregation exists to keep them from it.
 
 from __future__ import annotations
 
+import base64
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
 
 from flowfed.tools import Context, tool
 
@@ -138,13 +141,13 @@ def secagg_keys(ctx: Context, *, node: str | None = None, round: int | None = No
     on the node; the mask and reveal steps take it back as a node-local input. ``node`` and
     ``round`` default to the task context's. Never cached: every run gets new keys.
     """
-    from flowfed.fl.secagg import SecAggClient, encode_roster
+    from flowfed.fl.secagg import SecAggClient
 
     who, rnd = _identity(ctx, node, round)
     client = SecAggClient(who, rnd)
     if ctx is not None:
         ctx.log(f"node {who!r}: new key pair for secure-aggregation round {rnd}")
-    return SecAggKeys(encode_roster({who: client.public_key()})[who], client.secret())
+    return SecAggKeys(base64.b64encode(client.public_key()).decode("ascii"), client.secret())
 
 
 @tool(name="flowfed.secagg_mask", version="1.0", type="data-transformation", outputs=["masked"])
@@ -254,8 +257,6 @@ def _weights_of(model: Any, what: str, node: str) -> list[Any]:
             f"node {node!r}: input {what!r} is a {type(model).__name__}, not a model with "
             "get_weights()"
         )
-    import numpy as np
-
     return [np.asarray(w, dtype=np.float64) for w in get()]
 
 

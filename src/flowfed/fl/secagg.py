@@ -26,6 +26,12 @@ curious server that reports dropouts truthfully, not against one that lies about
 Public keys are taken as given; a real deployment authenticates them (e.g. by the
 node's signed WebSocket session) so the server cannot substitute its own.
 
+Every message has a JSON form (:meth:`MaskedUpdate.to_json`, :class:`RevealedSeeds`,
+:meth:`SecAggClient.secret`, :func:`encode_roster`), so the protocol can run as separate
+tasks: the tools ``flowfed.secagg_keys`` / ``secagg_mask`` / ``secagg_reveal`` on the nodes
+(``flowfed.tools.library.federated``) and :func:`secure_fedavg` / :func:`secure_sum` on
+the server.
+
 >>> import numpy as np
 >>> a, b, c = (SecAggClient(n, round=1) for n in "abc")
 >>> roster = {cl.node_id: cl.public_key() for cl in (a, b, c)}
@@ -37,9 +43,12 @@ node's signed WebSocket session) so the server cannot substitute its own.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes, serialization
@@ -52,15 +61,27 @@ from flowfed.fl.types import AggregationError, Update, Weights, check_weights, s
 __all__ = [
     "FixedPoint",
     "MaskedUpdate",
+    "RevealedSeeds",
     "SecAggClient",
     "SecAggError",
     "SecAggServer",
+    "decode_roster",
     "derive_pair_seed",
+    "encode_roster",
     "mask_vector",
+    "secure_fedavg",
+    "secure_sum",
 ]
 
 _HKDF_LABEL = "flowfed-secagg-v1"
 _SEED_BYTES = 32
+_KEY_BYTES = 32
+
+# The "format" tag of each JSON payload: a reader refuses any other, so a payload of a
+# future, incompatible layout fails loudly instead of decoding into a wrong sum.
+MASKED_FORMAT = "flowfed.secagg.masked/1"
+SECRET_FORMAT = "flowfed.secagg.secret/1"
+SEEDS_FORMAT = "flowfed.secagg.seeds/1"
 
 
 class SecAggError(AggregationError):
@@ -171,6 +192,173 @@ class MaskedUpdate:
     frac_bits: int
     data: np.ndarray
 
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict: the metadata as plain values, ``data`` as base64 text of the
+        vector's little-endian ``uint64`` bytes (the format is in docs/federated.md).
+
+        >>> a, b = SecAggClient("a", round=1), SecAggClient("b", round=1)
+        >>> roster = {"a": a.public_key(), "b": b.public_key()}
+        >>> payload = a.mask([np.zeros(2)], roster).to_json()
+        >>> sorted(payload)
+        ['data', 'format', 'frac_bits', 'node', 'participants', 'round', 'shapes', 'weighted']
+        >>> MaskedUpdate.from_json(payload).shapes
+        ((2,),)
+        """
+        return {
+            "format": MASKED_FORMAT,
+            "node": self.node,
+            "round": self.round,
+            "participants": sorted(self.participants),
+            "shapes": [list(shape) for shape in self.shapes],
+            "weighted": self.weighted,
+            "frac_bits": self.frac_bits,
+            "data": _b64(np.asarray(self.data, dtype="<u8").tobytes()),
+        }
+
+    @classmethod
+    def from_json(cls, payload: Any, *, sender: str | None = None) -> MaskedUpdate:
+        """Read a payload written by :meth:`to_json`, checking every field.
+
+        ``sender`` is the node the payload is filed under (it names the culprit when the
+        payload is too broken to say who wrote it). The vector's length must match the
+        shapes: a truncated or padded vector is refused here, not summed into garbage.
+        """
+        who = _who(payload, sender)
+        d = _payload(payload, MASKED_FORMAT, who)
+        node = _get(d, "node", str, who)
+        rnd = _get(d, "round", int, who)
+        participants = _get(d, "participants", list, who)
+        if not all(isinstance(p, str) for p in participants):
+            raise SecAggError(f"{who}: 'participants' must be a list of node names")
+        raw_shapes = _get(d, "shapes", list, who)
+        try:
+            shapes = tuple(tuple(int(n) for n in shape) for shape in raw_shapes)
+        except (TypeError, ValueError):
+            raise SecAggError(f"{who}: 'shapes' must be a list of lists of integers") from None
+        if any(n < 0 for shape in shapes for n in shape):
+            raise SecAggError(f"{who}: 'shapes' holds a negative dimension")
+        weighted = _get(d, "weighted", bool, who)
+        frac_bits = _get(d, "frac_bits", int, who)
+        raw = _unb64(_get(d, "data", str, who), f"{who}: 'data'")
+        if len(raw) % 8:
+            raise SecAggError(f"{who}: 'data' is {len(raw)} bytes, not a whole number of uint64")
+        data = np.frombuffer(raw, dtype="<u8").astype(np.uint64)
+        expected = sum(int(np.prod(shape, dtype=np.int64)) for shape in shapes) + int(weighted)
+        if data.size != expected:
+            raise SecAggError(
+                f"{who}: 'data' holds {data.size} values but the shapes {list(shapes)} "
+                f"{'plus the example count ' if weighted else ''}need {expected}"
+            )
+        return cls(
+            node=node,
+            round=rnd,
+            participants=frozenset(participants),
+            shapes=shapes,
+            weighted=weighted,
+            frac_bits=frac_bits,
+            data=data,
+        )
+
+
+@dataclass(frozen=True)
+class RevealedSeeds:
+    """What a surviving node sends after a dropout: its pair seed with each dropped node.
+
+    >>> r = RevealedSeeds("a", 2, {"c": bytes(32)})
+    >>> RevealedSeeds.from_json(r.to_json()) == r
+    True
+    """
+
+    node: str
+    round: int
+    seeds: dict[str, bytes]
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"format", "node", "round", "seeds": {dropped_node: base64 seed}}``."""
+        return {
+            "format": SEEDS_FORMAT,
+            "node": self.node,
+            "round": self.round,
+            "seeds": {d: _b64(seed) for d, seed in sorted(self.seeds.items())},
+        }
+
+    @classmethod
+    def from_json(cls, payload: Any, *, sender: str | None = None) -> RevealedSeeds:
+        """Read a payload written by :meth:`to_json`; every seed must be 32 bytes."""
+        who = _who(payload, sender)
+        d = _payload(payload, SEEDS_FORMAT, who)
+        seeds = _get(d, "seeds", dict, who)
+        decoded = {
+            str(dropped): _unb64(text, f"{who}: the seed for {dropped!r}", _SEED_BYTES)
+            for dropped, text in seeds.items()
+        }
+        return cls(_get(d, "node", str, who), _get(d, "round", int, who), decoded)
+
+
+def encode_roster(roster: Mapping[str, bytes]) -> dict[str, str]:
+    """``{node: raw public key}`` as JSON-able ``{node: base64}`` (what the tools exchange)."""
+    return {node: _b64(key) for node, key in sorted(roster.items())}
+
+
+def decode_roster(roster: Mapping[str, Any]) -> dict[str, bytes]:
+    """``{node: base64 public key}`` back to raw 32-byte keys (what :meth:`SecAggClient.mask`
+    takes as ``peers``).
+
+    >>> c = SecAggClient("a", round=1)
+    >>> decode_roster(encode_roster({"a": c.public_key()}))["a"] == c.public_key()
+    True
+    """
+    if not isinstance(roster, Mapping):
+        raise SecAggError(f"the roster must map node names to public keys, got {type(roster)}")
+    return {
+        str(node): _unb64(key, f"roster entry {node!r}", _KEY_BYTES) for node, key in roster.items()
+    }
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _unb64(text: Any, what: str, length: int | None = None) -> bytes:
+    """Decode base64 ``text``; ``length``, when given, is the exact byte count required."""
+    if not isinstance(text, str):
+        raise SecAggError(f"{what} must be base64 text, got {type(text).__name__}")
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise SecAggError(f"{what} is not valid base64") from None
+    if length is not None and len(raw) != length:
+        raise SecAggError(f"{what} is {len(raw)} bytes, not {length}")
+    return raw
+
+
+def _who(payload: Any, sender: str | None) -> str:
+    if sender is not None:
+        return f"node {sender!r}"
+    node = payload.get("node") if isinstance(payload, Mapping) else None
+    return f"node {node!r}" if isinstance(node, str) else "a secure-aggregation payload"
+
+
+def _payload(payload: Any, fmt: str, who: str) -> Mapping[str, Any]:
+    if not isinstance(payload, Mapping):
+        raise SecAggError(f"{who}: expected a JSON object, got {type(payload).__name__}")
+    found = payload.get("format")
+    if found != fmt:
+        raise SecAggError(f"{who}: expected a {fmt!r} payload, found format {found!r}")
+    return payload
+
+
+def _get(d: Mapping[str, Any], key: str, kind: type, who: str) -> Any:
+    if key not in d:
+        raise SecAggError(f"{who}: the payload has no {key!r}")
+    value = d[key]
+    # bool is an int subclass: a round of True is a bug, not round 1.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise SecAggError(
+            f"{who}: {key!r} must be {kind.__name__}, got {type(value).__name__} {value!r:.40}"
+        )
+    return value
+
 
 def _flatten(weights: Weights) -> np.ndarray:
     if not weights:
@@ -199,11 +387,18 @@ class SecAggClient:
     32
     """
 
-    def __init__(self, node_id: str, round: int, fixed_point: FixedPoint | None = None) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        round: int,
+        fixed_point: FixedPoint | None = None,
+        *,
+        private_key: X25519PrivateKey | None = None,
+    ) -> None:
         self.node_id = node_id
         self.round = int(round)
         self.fixed_point = fixed_point or FixedPoint()
-        self._private_key = X25519PrivateKey.generate()
+        self._private_key = private_key or X25519PrivateKey.generate()
         self._seeds: dict[str, bytes] | None = None
 
     def public_key(self) -> bytes:
@@ -211,6 +406,55 @@ class SecAggClient:
         return self._private_key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
+
+    def secret(self) -> dict[str, Any]:
+        """The client's state as a JSON-able dict, raw private key included (base64).
+
+        Lets the round's steps run as separate tasks: the key step stores this on the
+        node and the mask and reveal steps rebuild the client with :meth:`from_secret`.
+        It must never leave the node: anyone holding it can remove this node's masks.
+
+        >>> c = SecAggClient("a", round=5)
+        >>> d = c.secret()
+        >>> d["node"], d["round"], sorted(d)
+        ('a', 5, ['format', 'node', 'private_key', 'public_key', 'round'])
+        >>> SecAggClient.from_secret(d).public_key() == c.public_key()
+        True
+        """
+        raw = self._private_key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        return {
+            "format": SECRET_FORMAT,
+            "node": self.node_id,
+            "round": self.round,
+            "private_key": _b64(raw),
+            "public_key": _b64(self.public_key()),
+        }
+
+    @classmethod
+    def from_secret(
+        cls, secret: Mapping[str, Any], fixed_point: FixedPoint | None = None
+    ) -> SecAggClient:
+        """Rebuild a client from :meth:`secret` (a fresh client: it has masked nothing yet).
+
+        The stored public key must match the private key, which catches a damaged or
+        hand-edited secret before it produces masks that never cancel.
+        """
+        who = _who(secret, None)
+        d = _payload(secret, SECRET_FORMAT, who)
+        raw = _unb64(_get(d, "private_key", str, who), f"{who}: 'private_key'", _KEY_BYTES)
+        client = cls(
+            _get(d, "node", str, who),
+            _get(d, "round", int, who),
+            fixed_point,
+            private_key=X25519PrivateKey.from_private_bytes(raw),
+        )
+        if "public_key" in d and d["public_key"] != _b64(client.public_key()):
+            raise SecAggError(f"{who}: the secret's public key does not match its private key")
+        return client
 
     def mask(self, weights: Weights, peers: Mapping[str, bytes]) -> MaskedUpdate:
         """Mask ``weights`` for a plain secure sum over this node and ``peers``.
@@ -233,21 +477,65 @@ class SecAggClient:
         flat = np.concatenate([_flatten(update.weights) * n, [n]])
         return self._mask(flat, shapes_of(update.weights), peers, weighted=True)
 
-    def reveal_pair_seed(self, dropped_node: str) -> bytes:
+    def reveal_pair_seed(
+        self, dropped_node: str, peers: Mapping[str, bytes] | None = None
+    ) -> bytes:
         """The seed this node shares with ``dropped_node``, so the server can unmask the sum.
 
         Only for a node that dropped out: revealing the seed of a node whose masked
         input the server holds would let it remove one of that node's masks.
+
+        A client that masked this round reuses its seeds. One rebuilt by
+        :meth:`from_secret` (the mask ran in another task) recomputes the seed from its
+        private key and ``peers``, the round's roster.
         """
-        if self._seeds is None:
-            raise SecAggError(f"node {self.node_id!r} has not masked anything this round")
         if dropped_node == self.node_id:
             raise SecAggError(f"node {self.node_id!r} will not reveal a seed with itself")
-        if dropped_node not in self._seeds:
+        if self._seeds is not None:
+            if dropped_node not in self._seeds:
+                raise SecAggError(
+                    f"node {dropped_node!r} was not a peer of {self.node_id!r} "
+                    f"in round {self.round}"
+                )
+            return self._seeds[dropped_node]
+        if peers is None:
             raise SecAggError(
-                f"node {dropped_node!r} was not a peer of {self.node_id!r} in round {self.round}"
+                f"node {self.node_id!r} has not masked anything this round; "
+                "pass the round's roster (peers) to derive the seed"
             )
-        return self._seeds[dropped_node]
+        self._check_own_key(peers)
+        if dropped_node not in peers:
+            raise SecAggError(
+                f"node {dropped_node!r} is not in the round {self.round} roster of "
+                f"{self.node_id!r} (it has: {sorted(peers)})"
+            )
+        return derive_pair_seed(
+            self._private_key, peers[dropped_node], self.round, self.node_id, dropped_node
+        )
+
+    def reveal(self, dropped: Sequence[str], peers: Mapping[str, bytes]) -> RevealedSeeds:
+        """The pair seeds with every node in ``dropped``, as the payload the server reads.
+
+        Refuses when no other survivor would remain: the server would then hold this
+        node's masked vector and every seed needed to strip its masks.
+        """
+        dropped = sorted(set(dropped))
+        if not dropped:
+            raise SecAggError(f"node {self.node_id!r}: no dropped nodes to reveal seeds for")
+        if self.node_id in dropped:
+            raise SecAggError(f"node {self.node_id!r} is listed as dropped but is revealing")
+        survivors = set(peers) - set(dropped) - {self.node_id}
+        if not survivors:
+            raise SecAggError(
+                f"node {self.node_id!r} would be the only survivor of round {self.round}: "
+                "revealing its seeds would unmask its own update"
+            )
+        seeds = {d: self.reveal_pair_seed(d, peers) for d in dropped}
+        return RevealedSeeds(self.node_id, self.round, seeds)
+
+    def _check_own_key(self, peers: Mapping[str, bytes]) -> None:
+        if self.node_id in peers and peers[self.node_id] != self.public_key():
+            raise SecAggError(f"the roster holds a different public key for {self.node_id!r}")
 
     def _mask(
         self,
@@ -266,8 +554,7 @@ class SecAggClient:
             )
         own = self.public_key()
         others = {n: k for n, k in peers.items() if n != self.node_id}
-        if self.node_id in peers and peers[self.node_id] != own:
-            raise SecAggError(f"the roster holds a different public key for {self.node_id!r}")
+        self._check_own_key(peers)
         if not others:
             raise SecAggError("secure aggregation needs at least two participants")
         if len(set(others.values()) | {own}) != len(others) + 1:
@@ -403,3 +690,101 @@ class SecAggServer:
             m = mask_vector(seed, total.size)
             total = total - m if s < d else total + m
         return first, total
+
+
+# --------------------------------------------------------------------------- JSON entry points
+
+
+def secure_fedavg(
+    masked: Mapping[str, Any],
+    dropped: set[str] | frozenset[str] = frozenset(),
+    revealed: Mapping[str, Any] | None = None,
+    *,
+    round: int | None = None,
+    min_survivors: int = 2,
+) -> tuple[Weights, int]:
+    """FedAvg of a round's masked JSON payloads: ``(Σ n_k w_k / Σ n_k, Σ n_k)``.
+
+    ``masked`` maps each surviving node to its ``flowfed.secagg_mask`` payload (a
+    :meth:`MaskedUpdate.to_json` dict), ``dropped`` names the nodes that published keys
+    but sent no masked update, and ``revealed`` maps each survivor to its
+    ``flowfed.secagg_reveal`` payload (needed only when ``dropped`` is not empty).
+    ``round``, when given, is checked against every payload. Errors name the node.
+
+    >>> a, b = SecAggClient("a", round=1), SecAggClient("b", round=1)
+    >>> roster = {"a": a.public_key(), "b": b.public_key()}
+    >>> from flowfed.fl.types import Update
+    >>> masked = {"a": a.mask_update(Update("a", [np.array([1.0])], 3), roster).to_json(),
+    ...           "b": b.mask_update(Update("b", [np.array([5.0])], 1), roster).to_json()}
+    >>> secure_fedavg(masked, round=1)
+    ([array([2.])], 4)
+    """
+    updates, seeds = _read_round(masked, dropped, revealed, round)
+    return SecAggServer(min_survivors).fedavg(updates, set(dropped), seeds)
+
+
+def secure_sum(
+    masked: Mapping[str, Any],
+    dropped: set[str] | frozenset[str] = frozenset(),
+    revealed: Mapping[str, Any] | None = None,
+    *,
+    round: int | None = None,
+    min_survivors: int = 2,
+) -> Weights:
+    """The plain sum ``Σ x_k`` of payloads masked with :meth:`SecAggClient.mask`.
+
+    The DP-FedAvg path: nodes mask their clipped changes ``clip(w_k - w)``, the server
+    sums them here, then adds Gaussian noise and divides by the number of survivors
+    (``len(masked)``). Arguments as for :func:`secure_fedavg`.
+    """
+    updates, seeds = _read_round(masked, dropped, revealed, round)
+    return SecAggServer(min_survivors).aggregate(updates, set(dropped), seeds)
+
+
+def _read_round(
+    masked: Mapping[str, Any],
+    dropped: set[str] | frozenset[str],
+    revealed: Mapping[str, Any] | None,
+    round: int | None,
+) -> tuple[dict[str, MaskedUpdate], dict[tuple[str, str], bytes]]:
+    """Parse and cross-check a round's payloads; the server then checks the protocol."""
+    updates = {node: MaskedUpdate.from_json(p, sender=node) for node, p in masked.items()}
+    # Misfiled payloads and disagreeing rounds among them are SecAggServer's to refuse.
+    if round is not None:
+        for node, mu in updates.items():
+            if mu.round != round:
+                raise SecAggError(
+                    f"node {node!r} sent a masked update for round {mu.round}, "
+                    f"expected round {round}"
+                )
+    revealed = revealed or {}
+    rounds = {mu.round for mu in updates.values()}
+    expected_round = round if round is not None else (rounds.pop() if len(rounds) == 1 else None)
+    seeds: dict[tuple[str, str], bytes] = {}
+    for node, payload in revealed.items():
+        r = RevealedSeeds.from_json(payload, sender=node)
+        if r.node != node:
+            raise SecAggError(f"revealed seeds filed under {node!r} come from {r.node!r}")
+        if node not in updates:
+            raise SecAggError(
+                f"node {node!r} revealed seeds but sent no masked update: only survivors reveal"
+            )
+        if expected_round is not None and r.round != expected_round:
+            raise SecAggError(
+                f"node {node!r} revealed seeds for round {r.round}, expected round {expected_round}"
+            )
+        for d, seed in r.seeds.items():
+            if d not in dropped:
+                raise SecAggError(
+                    f"node {node!r} revealed its seed with {d!r}, which did not drop out"
+                )
+            seeds[(node, d)] = seed
+    if dropped:
+        for node in sorted(updates):
+            missing = sorted(set(dropped) - {d for s, d in seeds if s == node})
+            if missing:
+                raise SecAggError(
+                    f"node {node!r} has not revealed its pair seeds with the dropped "
+                    f"node(s) {missing}; run flowfed.secagg_reveal on it"
+                )
+    return updates, seeds

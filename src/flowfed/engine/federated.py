@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from flowfed.engine.state import ArtifactRef, TaskRun
-from flowfed.plan.federated import aggregate_task, round_metric, sample, train_task
+from flowfed.plan.federated import aggregate_task, round_id, round_metric, sample, train_task
+from flowfed.plan.graph import TaskNode
 from flowfed.runtime.lifecycle import State
 from flowfed.tools.core import Context, Model, build_spec
 
@@ -170,8 +171,11 @@ class FederatedDriver:
                     return None
                 chosen = sample(fed.participants, self._per_round(), rng)
                 try:
-                    done = self._train_round(pool, r, chosen, model_ref)
-                    model_ref = self._aggregate(aggregator, r, done, model_ref)
+                    if s.secure_aggregation:
+                        done, model_ref = self._secure_round(pool, r, chosen, model_ref)
+                    else:
+                        done = self._train_round(pool, r, chosen, model_ref)
+                        model_ref = self._aggregate(aggregator, r, done, model_ref)
                 except StepFailed as exc:
                     run._fail(tr, str(exc), None)
                 rounds_done = r
@@ -284,7 +288,18 @@ class FederatedDriver:
         chosen: list[tuple[str, str | None]],
         model_ref: ArtifactRef | None,
     ) -> list[tuple[TaskRun, int]]:
-        fed, s, tr = self.fed, self.settings, self.tr
+        s = self.settings
+        children = self._train_children(r, chosen, model_ref)
+        deadline = None if s.round_timeout is None else time.monotonic() + s.round_timeout
+        need = min(s.min_nodes or len(children), len(children))
+        ok = self._run_batch(pool, r, children, need, deadline, "training")
+        return [(c, int(c.metrics.get("examples", 0)) or 1) for c in ok]
+
+    def _train_children(
+        self, r: int, chosen: list[tuple[str, str | None]], model_ref: ArtifactRef | None
+    ) -> list[TaskRun]:
+        """Round ``r``'s training tasks (not yet started), one per chosen participant."""
+        fed, tr = self.fed, self.tr
         index = {p: i for i, p in enumerate(fed.participants)}
         children: list[TaskRun] = []
         for where in chosen:
@@ -299,9 +314,23 @@ class FederatedDriver:
             if model_ref is not None and fed.model_input is not None:
                 inputs[fed.model_input] = model_ref
             children.append(self._child(plan, inputs))
+        return children
+
+    def _run_batch(
+        self,
+        pool: cf.Executor,
+        r: int,
+        children: list[TaskRun],
+        need: int,
+        deadline: float | None,
+        phase: str,
+    ) -> list[TaskRun]:
+        """Run ``children`` at once; past ``deadline`` drop the late ones once ``need`` are in.
+
+        Returns the finished children; fewer than ``need`` raises :class:`StepFailed`.
+        """
+        s, tr = self.settings, self.tr
         futures = {pool.submit(self._execute, c): c for c in children}
-        need = min(s.min_nodes or len(children), len(children))
-        deadline = None if s.round_timeout is None else time.monotonic() + s.round_timeout
         pending = set(futures)
         finished: list[TaskRun] = []
         while pending:
@@ -314,18 +343,18 @@ class FederatedDriver:
                 break
             if self.run.e._cancel.is_set():
                 break
-        for f in pending:  # stragglers: cancel and record why their update was dropped
+        for f in pending:  # stragglers: cancel and record why their result was dropped
             c = futures[f]
             handle = getattr(c, "ctx", None)
             if handle is not None:
                 handle.cancel()
-            why = f"dropped: no update within round_timeout ({s.round_timeout:g}s)"
+            why = f"dropped: no {phase} result within round_timeout ({s.round_timeout:g}s)"
             self.run._move(c, State.CANCELLED, why)
             self.sink(
                 "log",
                 {
                     "level": "warning",
-                    "message": f"round {r}: dropped the late update of {c.node.node}",
+                    "message": f"round {r}: dropped the late {phase} of {c.node.node}",
                 },
             )
         ok = [c for c in finished if c.state is State.FINISHED]
@@ -334,17 +363,233 @@ class FederatedDriver:
             msg = (c.error or {}).get("message", "failed")
             self.sink(
                 "log",
-                {"level": "warning", "message": f"round {r}: {c.node.node} dropped out: {msg}"},
+                {
+                    "level": "warning",
+                    "message": f"round {r}: {c.node.node} dropped out ({phase}): {msg}",
+                },
             )
         if len(ok) < need:
             why = "; ".join(
-                f"{c.node.node}: {(c.error or {}).get('message', 'no update')}" for c in failed
+                f"{c.node.node}: {(c.error or {}).get('message', 'no result')}" for c in failed
             )
             raise StepFailed(
-                f"federated step '{tr.step}', round {r}: {len(ok)} update(s), fewer than "
-                f"min_nodes={need}" + (f" ({why})" if why else "")
+                f"federated step '{tr.step}', round {r}, {phase}: {len(ok)} result(s), fewer "
+                f"than min_nodes={need}" + (f" ({why})" if why else "")
             )
-        return [(c, int(c.metrics.get("examples", 0)) or 1) for c in ok]
+        return ok
+
+    def _node_task(
+        self,
+        tool: str,
+        where: tuple[str, str | None],
+        r: int,
+        label: str,
+        outputs: list[str],
+        shareable: list[str],
+        config: dict[str, Any],
+    ) -> TaskNode:
+        """A helper task of a secure round (keys, mask, reveal) placed on ``where``."""
+        from flowfed.tools import get_registry
+
+        spec = get_registry().find(tool)
+        if spec is None:  # the built-in library is imported with the engine's flows
+            import flowfed.tools.library  # noqa: F401
+
+            spec = get_registry().find(tool)
+        assert spec is not None
+        node, dataset = where
+        who = f"{node}:{dataset}" if dataset else node
+        art = self.node.outputs[self.fed.model_output]
+        return TaskNode(
+            id=round_id(self.node.step, r, f"{label}/{who}"),
+            step=self.node.step,
+            tool=spec,
+            config=spec.config_model.model_validate(config),
+            inputs={},
+            outputs={o: f"{art}.{o}[{who}]" for o in outputs},
+            deps=(),
+            timeout=self.node.timeout,
+            cache=False,
+            node=node,
+            round=r,
+            dataset=dataset,
+            shareable=frozenset(shareable),
+        )
+
+    def _central_task(self, spec: ToolSpec, r: int, label: str, config: dict[str, Any]) -> TaskNode:
+        art = self.node.outputs[self.fed.model_output]
+        return TaskNode(
+            id=round_id(self.node.step, r, label),
+            step=self.node.step,
+            tool=spec,
+            config=spec.config_model.model_validate(config),
+            inputs={},
+            outputs={o: (art if o == "output" else f"{art}.{label}") for o in spec.output_names},
+            deps=(),
+            cache=False,
+            round=r,
+        )
+
+    def _value(self, ref: ArtifactRef) -> Any:
+        if ref.has_value:
+            return ref.value
+        return ref.handle(self.run._source(ref)).load()
+
+    def _secure_round(
+        self,
+        pool: cf.Executor,
+        r: int,
+        chosen: list[tuple[str, str | None]],
+        model_ref: ArtifactRef | None,
+    ) -> tuple[list[tuple[TaskRun, int]], ArtifactRef]:
+        """One round under secure aggregation (Bonawitz et al. 2017, with dropouts).
+
+        keys on every participant → roster → local training (updates stay on the nodes)
+        → masking → (reveal of the dropped nodes' pair seeds by the survivors) → the
+        central sum, which is all the server ever sees in the clear.
+        """
+        s, fed = self.settings, self.fed
+        deadline = None if s.round_timeout is None else time.monotonic() + s.round_timeout
+        need = max(2, min(s.min_nodes or len(chosen), len(chosen)))
+        # 1. fresh keys on each participant
+        keys = [
+            self._child(
+                self._node_task(
+                    "flowfed.secagg_keys",
+                    w,
+                    r,
+                    "keys",
+                    ["public_key", "secret"],
+                    ["public_key"],
+                    {"node": w[0], "round": r},
+                ),
+                {},
+            )
+            for w in chosen
+        ]
+        keyed = self._run_batch(pool, r, keys, need, deadline, "keys")
+        # 2. the roster, as a central artifact the mask tasks consume
+        roster_spec = build_spec(
+            _roster_tool, name="flowfed.fl_roster", version="1.0", type="data-transformation"
+        )
+        names = [k.node.node for k in keyed]
+        roster_task = self._child(
+            self._central_task(roster_spec, r, "roster", {"nodes": names}),
+            {"public_keys": [k.outputs["public_key"] for k in keyed]},
+        )
+        self._execute(roster_task)
+        if roster_task.state is not State.FINISHED:
+            msg = (roster_task.error or {}).get("message", "failed")
+            raise StepFailed(f"federated step '{self.tr.step}', round {r}: roster: {msg}")
+        roster_ref = roster_task.outputs["output"]
+        secret_of = {k.node.node: k.outputs["secret"] for k in keyed}
+        where_of = {k.node.node: (k.node.node, k.node.dataset) for k in keyed}
+        # 3. local training: the trained model stays on the node
+        trained = self._train_children(r, [where_of[n] for n in names], model_ref)
+        trained_ok = self._run_batch(pool, r, trained, need, deadline, "training")
+        # 4. masking (DP: the clipped change from the global model)
+        dp = s.privacy
+        base_ref = model_ref
+        if base_ref is None:
+            base_ref = self._template(pool, r, trained_ok[0])
+        masks = []
+        for c in trained_ok:
+            config: dict[str, Any] = {"node": c.node.node, "round": r}
+            inputs: dict[str, Any] = {
+                "update": c.outputs[fed.model_output],
+                "secret": secret_of[c.node.node],
+                "roster": roster_ref,
+            }
+            if dp is not None:
+                config["clip_norm"] = dp.clip_norm
+                inputs["global_model"] = base_ref
+            masks.append(
+                self._child(
+                    self._node_task(
+                        "flowfed.secagg_mask",
+                        where_of[c.node.node],
+                        r,
+                        "mask",
+                        ["masked"],
+                        ["masked"],
+                        config,
+                    ),
+                    inputs,
+                )
+            )
+        masked_ok = self._run_batch(pool, r, masks, need, deadline, "masking")
+        survivors = [m.node.node for m in masked_ok]
+        dropped = sorted(set(names) - set(survivors))
+        # 5. survivors reveal their pair seeds with the nodes that dropped out
+        reveals: list[TaskRun] = []
+        if dropped:
+            reveals = [
+                self._child(
+                    self._node_task(
+                        "flowfed.secagg_reveal",
+                        where_of[n],
+                        r,
+                        "reveal",
+                        ["seeds"],
+                        ["seeds"],
+                        {"node": n, "round": r, "dropped": dropped},
+                    ),
+                    {"secret": secret_of[n], "roster": roster_ref},
+                )
+                for n in survivors
+            ]
+            # every survivor's seeds are needed to cancel the dropped nodes' masks
+            self._run_batch(pool, r, reveals, len(reveals), None, "reveal")
+        # 6. the central secure sum
+        agg_spec = build_spec(
+            _secure_aggregate_tool(self),
+            name="flowfed.fl_secure_aggregate",
+            version="1.0",
+            type="analysis",
+        )
+        inputs = {
+            "masked": [m.outputs["masked"] for m in masked_ok],
+            "seeds": [x.outputs["seeds"] for x in reveals],
+            "global_model": base_ref,
+        }
+        agg = self._child(
+            self._central_task(
+                agg_spec,
+                r,
+                "aggregate",
+                {
+                    "round": r,
+                    "survivors": survivors,
+                    "dropped": dropped,
+                    "revealers": [x.node.node for x in reveals],
+                },
+            ),
+            inputs,
+        )
+        self._execute(agg)
+        if agg.state is not State.FINISHED:
+            msg = (agg.error or {}).get("message", str(agg.state))
+            raise StepFailed(
+                f"federated step '{self.tr.step}', round {r}: secure aggregation: {msg}"
+            )
+        by_node = {c.node.node: c for c in trained_ok}
+        done = [(by_node[n], int(by_node[n].metrics.get("examples", 0)) or 1) for n in survivors]
+        return done, agg.outputs["output"]
+
+    def _template(self, pool: cf.Executor, r: int, trained: TaskRun) -> ArtifactRef:
+        """Round 1 without an initial model: one node's zero-weight model template."""
+        where = (trained.node.node, trained.node.dataset)
+        child = self._child(
+            self._node_task(
+                "flowfed.fl_template", where, r, "template", ["template"], ["template"], {}
+            ),
+            {"update": trained.outputs[self.fed.model_output]},
+        )
+        self._execute(child)
+        if child.state is not State.FINISHED:
+            msg = (child.error or {}).get("message", "failed")
+            raise StepFailed(f"federated step '{self.tr.step}', round {r}: model template: {msg}")
+        return child.outputs["template"]
 
     def _aggregate(
         self,
@@ -370,3 +615,61 @@ class FederatedDriver:
             msg = (child.error or {}).get("message", str(child.state))
             raise StepFailed(f"federated step '{self.tr.step}', round {r}: aggregation: {msg}")
         return child.outputs["output"]
+
+
+def _roster_tool(public_keys: list[str], ctx: Context, *, nodes: list[str]) -> dict:
+    """The round's roster ``{node: public key}`` from the participants' public keys."""
+    if len(public_keys) != len(nodes):
+        raise ValueError(f"{len(public_keys)} public keys for {len(nodes)} nodes")
+    ctx.log(f"roster of {len(nodes)} participants: {', '.join(nodes)}")
+    return dict(zip(nodes, public_keys, strict=True))
+
+
+def _secure_aggregate_tool(driver: FederatedDriver) -> Any:
+    """The central step of a secure round: unmask the sum, never an individual update."""
+    from flowfed.fl.privacy import add_gaussian_noise
+    from flowfed.fl.secagg import secure_fedavg, secure_sum
+
+    settings = driver.settings
+    rng = np.random.default_rng(settings.seed + 1)
+
+    def secure_aggregate(
+        masked: list[dict],
+        seeds: list[dict],
+        global_model: Model,
+        ctx: Context,
+        *,
+        round: int = 1,
+        survivors: list[str] | None = None,
+        dropped: list[str] | None = None,
+        revealers: list[str] | None = None,
+    ) -> Model:
+        """Unmask the round's sum of masked updates into the next global model."""
+        names = survivors or []
+        payloads = dict(zip(names, masked, strict=True))
+        revealed = dict(zip(revealers or [], seeds, strict=True))
+        gone = set(dropped or [])
+        base = _weights_of(global_model)
+        privacy = settings.privacy
+        if privacy is not None:
+            total = secure_sum(payloads, gone, revealed, round=round)
+            noisy = add_gaussian_noise(total, privacy.noise_multiplier, privacy.clip_norm, rng)
+            new = [b + t / len(names) for b, t in zip(base, noisy, strict=True)]
+            examples = 0
+        else:
+            new, examples = secure_fedavg(payloads, gone, revealed, round=round)
+        ctx.log(
+            f"round {round}: secure sum over {len(names)} masked update(s)"
+            + (f", {len(gone)} dropped ({', '.join(sorted(gone))})" if gone else "")
+        )
+        model = global_model.with_weights(new)  # type: ignore[attr-defined]
+        if hasattr(model, "training"):
+            model.training = {
+                "federated_round": round,
+                "secure_aggregation": True,
+                "rows": examples or None,
+                "nodes": names,
+            }
+        return model
+
+    return secure_aggregate

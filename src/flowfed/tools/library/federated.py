@@ -271,3 +271,23 @@ def _rows(update: Any, node: str) -> int:
             f"(found {rows!r}); set num_examples"
         )
     return rows
+
+
+@tool(name="flowfed.fl_template", version="1.0", type="data-transformation", outputs=["template"])
+def fl_template(update: Any, ctx: Context) -> Any:
+    """The node's trained model with every weight set to zero: its shape, not its values.
+
+    Under secure aggregation the server never holds a node's model, yet it needs one
+    model object to put the aggregated weights into (its class, features, target). In a
+    federated step's first round without an initial model, one participant sends this.
+    """
+    import numpy as np
+
+    get = getattr(update, "get_weights", None)
+    if get is None or not hasattr(update, "with_weights"):
+        raise TypeError(f"{type(update).__name__} has no get_weights()/with_weights()")
+    template = update.with_weights([np.zeros_like(np.asarray(w, dtype=np.float64)) for w in get()])
+    if hasattr(template, "training"):
+        template.training = {"template": True}
+    ctx.log("sent a zero-weight template of the model (no trained values)")
+    return template

@@ -99,7 +99,17 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-class ThreadsExecutor:
+class _InProcessExecutor:
+    """An executor with nothing to connect or stop: the engine's own process runs it."""
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class ThreadsExecutor(_InProcessExecutor):
     """Call the tool in the calling thread (the engine's pool provides the threads)."""
 
     name = "threads"
@@ -116,14 +126,8 @@ class ThreadsExecutor:
 
         return call_tool(node.tool, args, node.config, ctx)
 
-    def start(self) -> None:
-        pass
 
-    def close(self) -> None:
-        pass
-
-
-class ProcessesExecutor:
+class ProcessesExecutor(_InProcessExecutor):
     """A forked child per call (:mod:`flowfed.executors.processes`)."""
 
     name = "processes"
@@ -139,12 +143,6 @@ class ProcessesExecutor:
         from flowfed.executors.processes import call_in_process
 
         return call_in_process(node, args, task_id, ctx, timeout)
-
-    def start(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class ClusterExecutor:

@@ -12,36 +12,17 @@ from typing import Any
 
 import pytest
 
-FLOW = """
+from tests.breast_cancer_flow import PREPARE_STEP_NAMES, PREPARE_STEPS
+
+FLOW = (
+    """
 name: breast cancer, built-ins only
 config:
   epochs: 300
 steps:
-  - name: load
-    tool: flowfed.sklearn_dataset
-    params: {name: breast_cancer}
-    outputs: [raw]
-  - name: split
-    tool: flowfed.train_test_split
-    inputs: {table: raw}
-    params: {test_fraction: 0.2, stratify: target, seed: 0}
-    outputs: {train: train_raw, test: test_raw}
-  - name: sums
-    tool: flowfed.column_sums
-    inputs: {table: train_raw}
-    outputs: [sums]
-  - name: stats
-    tool: flowfed.combine_sums
-    inputs: {sums: sums}
-    outputs: [stats]
-  - name: scale train
-    tool: flowfed.standardize
-    inputs: {table: train_raw, stats: stats}
-    outputs: [train]
-  - name: scale test
-    tool: flowfed.standardize
-    inputs: {table: test_raw, stats: stats}
-    outputs: [test]
+"""
+    + PREPARE_STEPS
+    + """\
   - name: fit
     tool: flowfed.logistic_regression
     inputs: {train: train}
@@ -59,6 +40,7 @@ steps:
       data_sources: ["scikit-learn breast cancer Wisconsin (diagnostic)"]
     outputs: [bundle]
 """
+)
 
 
 def flowfed(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -109,18 +91,7 @@ def test_flow_of_builtins_runs_end_to_end(project: Path) -> None:
     report = json.loads(res.stdout)
     assert report["status"] == "success"
     assert {s["name"]: s["tasks"][-1]["status"] for s in report["steps"]} == {
-        name: "finished"
-        for name in (
-            "load",
-            "split",
-            "sums",
-            "stats",
-            "scale train",
-            "scale test",
-            "fit",
-            "evaluate",
-            "package",
-        )
+        name: "finished" for name in (*PREPARE_STEP_NAMES, "fit", "evaluate", "package")
     }
     scores = last_task(report, "evaluate")["metrics"]
     assert scores["accuracy"] >= 0.95 and scores["roc_auc"] >= 0.98

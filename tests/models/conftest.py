@@ -20,39 +20,19 @@ from typing import Any
 
 import pytest
 
+from tests.breast_cancer_flow import PREPARE_STEPS
 from tests.conftest import _reset_pg
 
-FLOW = """
+FLOW = (
+    """
 name: registry flow
 imports: [flowfed.tools.library]
 config:
   learning_rate: 0.5
 steps:
-  - name: load
-    tool: flowfed.sklearn_dataset
-    params: {name: breast_cancer}
-    outputs: [raw]
-  - name: split
-    tool: flowfed.train_test_split
-    inputs: {table: raw}
-    params: {test_fraction: 0.2, stratify: target, seed: 0}
-    outputs: {train: train_raw, test: test_raw}
-  - name: sums
-    tool: flowfed.column_sums
-    inputs: {table: train_raw}
-    outputs: [sums]
-  - name: stats
-    tool: flowfed.combine_sums
-    inputs: {sums: sums}
-    outputs: [stats]
-  - name: scale train
-    tool: flowfed.standardize
-    inputs: {table: train_raw, stats: stats}
-    outputs: [train]
-  - name: scale test
-    tool: flowfed.standardize
-    inputs: {table: test_raw, stats: stats}
-    outputs: [test]
+"""
+    + PREPARE_STEPS
+    + """\
   - name: fit
     tool: flowfed.logistic_regression
     inputs: {train: train}
@@ -72,6 +52,7 @@ steps:
     params: {epochs: 5, learning_rate: 0.1}
     outputs: [refined]
 """
+)
 
 #: The learning rate of each run, in order (the third is a cache hit of the first).
 RATES = (0.5, 0.05, 0.5)

@@ -83,3 +83,26 @@ def test_the_node_package_never_imports_db_server_or_engine() -> None:
                 names = [stmt.module]
             for name in names:
                 assert not name.startswith(banned), f"{path.name} imports {name}"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"data": "not base64!"}, r"task\.inputs\.model\.WireInput\.data: Value error"),
+        ({"location": "moon"}, r"task\.inputs\.model\.WireInput\.location"),
+        ({"colour": "red"}, r"task\.inputs\.model\.WireInput\.colour"),
+    ],
+)
+def test_assign_frames_with_a_bad_input_are_refused(change: dict[str, str], message: str) -> None:
+    """The wire forms check what the plain dataclasses cannot: base64, location, no extras."""
+    import json
+
+    task = RemoteTask(
+        run_id="r", task_id="t", node="a", dataset=None, tool="x", tool_version="1", config={},
+        inputs={"model": RemoteInput(name="m", hash="h", size=1, kind="bytes", data=b"\x01")},
+        outputs={}, shareable=[],
+    )  # fmt: skip
+    frame = json.loads(dump_node_message(AssignMessage(task=task_to_wire(task))))
+    frame["task"]["inputs"]["model"].update(change)
+    with pytest.raises(NodeProtocolError, match=rf"invalid 'assign' message: {message}"):
+        parse_node_message(json.dumps(frame))

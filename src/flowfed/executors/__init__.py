@@ -36,7 +36,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
 from flowfed.executors.processes import ProcessTaskError, ProcessTimeout
@@ -56,12 +56,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ClusterExecutor",
+    "ClusterURL",
     "Executor",
     "ExecutorUnavailable",
     "ProcessTaskError",
     "ProcessTimeout",
     "executor_from_url",
     "is_cluster_url",
+    "parse_cluster_url",
 ]
 
 #: Seconds between checks for cancel and timeout while a cluster call runs.
@@ -97,7 +99,17 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-class ThreadsExecutor:
+class _InProcessExecutor:
+    """An executor with nothing to connect or stop: the engine's own process runs it."""
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class ThreadsExecutor(_InProcessExecutor):
     """Call the tool in the calling thread (the engine's pool provides the threads)."""
 
     name = "threads"
@@ -114,14 +126,8 @@ class ThreadsExecutor:
 
         return call_tool(node.tool, args, node.config, ctx)
 
-    def start(self) -> None:
-        pass
 
-    def close(self) -> None:
-        pass
-
-
-class ProcessesExecutor:
+class ProcessesExecutor(_InProcessExecutor):
     """A forked child per call (:mod:`flowfed.executors.processes`)."""
 
     name = "processes"
@@ -138,16 +144,11 @@ class ProcessesExecutor:
 
         return call_in_process(node, args, task_id, ctx, timeout)
 
-    def start(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
 
 class ClusterExecutor:
     """What Dask and Ray share: plain-data calls, the store for large values, wait/cancel.
 
+    Built from a parsed :class:`ClusterURL` (``self.address``, ``self.options``).
     Subclasses implement :meth:`_connect`, :meth:`_submit` (returns a handle),
     :meth:`_poll` (the :class:`WorkerResult` or None while running), :meth:`_cancel` and
     :meth:`_shutdown`. Connecting happens once, on :meth:`start` or the first call.
@@ -155,11 +156,13 @@ class ClusterExecutor:
 
     name = "cluster"
 
-    def __init__(self, url: str, store: ArtifactStore | None, options: dict[str, str]) -> None:
-        self.url = url
+    def __init__(self, target: ClusterURL, store: ArtifactStore | None) -> None:
+        self.url = target.url
+        #: ``"local"`` or where the cluster is (see :class:`ClusterURL`).
+        self.address = target.address
         self.store = store
-        self.options = options
-        self.inline_max = int(options.get("inline_max", DEFAULT_INLINE_MAX))
+        self.options = target.options
+        self.inline_max = int(self.options.get("inline_max", DEFAULT_INLINE_MAX))
         self._lock = threading.Lock()
         self._started = False
 
@@ -253,19 +256,55 @@ class ClusterExecutor:
                 self._shutdown()
 
 
-_SCHEMES: dict[str, Callable[[str, ArtifactStore | None, dict[str, str]], ClusterExecutor]] = {}
 _shared: dict[tuple[str, int], ClusterExecutor] = {}
 _shared_lock = threading.Lock()
 
 _USAGE = "use threads, processes, dask://local, dask://HOST:PORT, ray://local or ray://HOST:PORT"
+_CLUSTER_SCHEMES = ("dask", "ray")
+
+
+class ClusterURL(NamedTuple):
+    """A cluster executor URL, parsed once by :func:`parse_cluster_url`.
+
+    ``address`` is what follows ``scheme://`` up to the query: ``"local"``, ``HOST:PORT``,
+    or an address with a scheme of its own (``dask://tls://HOST:PORT``). ``options`` are
+    the query's parameters (the last value of each).
+    """
+
+    url: str
+    scheme: str
+    address: str
+    options: dict[str, str]
 
 
 def is_cluster_url(url: str) -> bool:
     """Whether ``url`` names a cluster executor (``dask://...`` or ``ray://...``)."""
-    return url.split("://", 1)[0] in ("dask", "ray") and "://" in url
+    scheme, sep, _ = url.partition("://")
+    return bool(sep) and scheme in _CLUSTER_SCHEMES
 
 
-def _factory(scheme: str) -> Callable[[str, ArtifactStore | None, dict[str, str]], ClusterExecutor]:
+def parse_cluster_url(url: str) -> ClusterURL:
+    """Parse ``dask://...`` or ``ray://...``; :class:`ValueError` says what is wrong.
+
+    Example:
+        >>> target = parse_cluster_url("dask://127.0.0.1:8786/?workers=2&workers=3")
+        >>> target.scheme, target.address, target.options
+        ('dask', '127.0.0.1:8786', {'workers': '3'})
+    """
+    if not is_cluster_url(url):
+        raise ValueError(f"unknown executor {url!r}: {_USAGE}")
+    parts = urlsplit(url)
+    if not parts.netloc:
+        raise ValueError(f"executor {url!r} names no host: {_USAGE}")
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if "inline_max" in options and not options["inline_max"].isdigit():
+        raise ValueError(f"executor {url!r}: inline_max must be a number of bytes")
+    # Not parts.netloc: an address may carry its own scheme (dask://tls://HOST:PORT).
+    address = url.split("://", 1)[1].split("?", 1)[0].rstrip("/")
+    return ClusterURL(url, parts.scheme, address, options)
+
+
+def _factory(scheme: str) -> Callable[[ClusterURL, ArtifactStore | None], ClusterExecutor]:
     if scheme == "dask":
         from flowfed.executors.dask_executor import DaskExecutor
 
@@ -290,19 +329,12 @@ def executor_from_url(url: str, *, store: ArtifactStore | None = None) -> Execut
         return ThreadsExecutor()
     if url == "processes":
         return ProcessesExecutor()
-    if not is_cluster_url(url):
-        raise ValueError(f"unknown executor {url!r}: {_USAGE}")
-    parts = urlsplit(url)
-    if not parts.netloc:
-        raise ValueError(f"executor {url!r} names no host: {_USAGE}")
-    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    if "inline_max" in options and not options["inline_max"].isdigit():
-        raise ValueError(f"executor {url!r}: inline_max must be a number of bytes")
+    target = parse_cluster_url(url)
     with _shared_lock:
         key = (url, id(store))
         ex = _shared.get(key)
         if ex is None:
-            ex = _factory(parts.scheme)(url, store, options)
+            ex = _factory(target.scheme)(target, store)
             _shared[key] = ex
         return ex
 

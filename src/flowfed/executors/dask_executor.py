@@ -24,7 +24,7 @@ from __future__ import annotations
 import atexit
 from typing import Any
 
-from flowfed.executors import ClusterExecutor, ExecutorUnavailable
+from flowfed.executors import ClusterExecutor, ClusterURL, ExecutorUnavailable
 from flowfed.executors.worker import WorkerCall, WorkerResult, run_call
 
 
@@ -33,8 +33,8 @@ class DaskExecutor(ClusterExecutor):
 
     name = "dask"
 
-    def __init__(self, url: str, store: Any, options: dict[str, str]) -> None:
-        super().__init__(url, store, options)
+    def __init__(self, target: ClusterURL, store: Any) -> None:
+        super().__init__(target, store)
         self.client: Any = None
         self.cluster: Any = None
 
@@ -45,8 +45,7 @@ class DaskExecutor(ClusterExecutor):
             raise ExecutorUnavailable(
                 f"executor {self.url} needs Dask: pip install 'flowfed[dask]'"
             ) from None
-        host = self.url.split("://", 1)[1].split("?", 1)[0].rstrip("/")
-        if host == "local":
+        if self.address == "local":
             self.cluster = LocalCluster(
                 n_workers=int(self.options.get("workers", 2)),
                 threads_per_worker=int(self.options.get("threads", 1)),
@@ -57,7 +56,7 @@ class DaskExecutor(ClusterExecutor):
             self.client = Client(self.cluster, set_as_default=False)
         else:
             self.client = Client(
-                host if "://" in host else f"tcp://{host}",
+                self.address if "://" in self.address else f"tcp://{self.address}",
                 timeout=self.options.get("connect_timeout", "10s"),
                 set_as_default=False,
             )

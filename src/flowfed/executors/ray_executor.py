@@ -23,7 +23,7 @@ import atexit
 import os
 from typing import Any
 
-from flowfed.executors import ClusterExecutor, ExecutorUnavailable
+from flowfed.executors import ClusterExecutor, ClusterURL, ExecutorUnavailable
 from flowfed.executors.worker import WorkerCall, WorkerResult, run_call
 
 
@@ -32,8 +32,8 @@ class RayExecutor(ClusterExecutor):
 
     name = "ray"
 
-    def __init__(self, url: str, store: Any, options: dict[str, str]) -> None:
-        super().__init__(url, store, options)
+    def __init__(self, target: ClusterURL, store: Any) -> None:
+        super().__init__(target, store)
         self._remote: Any = None
         self._ray: Any = None
 
@@ -44,13 +44,12 @@ class RayExecutor(ClusterExecutor):
             raise ExecutorUnavailable(
                 f"executor {self.url} needs Ray: pip install 'flowfed[ray]'"
             ) from None
-        host = self.url.split("://", 1)[1].split("?", 1)[0].rstrip("/")
         # Workers import flowfed and the tools: hand them this process's import path.
         env = {k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}
         runtime_env = {"env_vars": env} if env else None
         if ray.is_initialized():
             pass  # this process already joined a cluster (an embedding application did)
-        elif host == "local":
+        elif self.address == "local":
             if os.environ.get("RAY_ADDRESS"):
                 ray.init(runtime_env=runtime_env, log_to_driver=False)
             else:
@@ -61,7 +60,7 @@ class RayExecutor(ClusterExecutor):
                     log_to_driver=False,
                 )
         else:
-            ray.init(address=f"ray://{host}", runtime_env=runtime_env, log_to_driver=False)
+            ray.init(address=f"ray://{self.address}", runtime_env=runtime_env, log_to_driver=False)
         self._ray = ray
         self._remote = ray.remote(max_retries=0, num_cpus=1)(run_call)
         atexit.register(self.close)

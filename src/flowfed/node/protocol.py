@@ -26,11 +26,21 @@ Example:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic.dataclasses import dataclass as wire_dataclass
 
 from flowfed.runtime.remote import RemoteInput, RemoteOutput, RemoteResult, RemoteTask
 
@@ -111,40 +121,42 @@ class HeartbeatMessage(_Base):
     at: float = Field(default_factory=time.time)
 
 
-class WireInput(BaseModel):
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(value: Any) -> Any:
+    # Frames carry base64 text; Python callers building a wire object pass the bytes.
+    if isinstance(value, str):
+        return base64.b64decode(value.encode("ascii"), validate=True)
+    return value
+
+
+_WireBytes = Annotated[
+    bytes, BeforeValidator(_unb64), PlainSerializer(_b64, return_type=str, when_used="json")
+]
+"""Bytes that travel as standard base64 text in a frame."""
+
+_WIRE = ConfigDict(extra="forbid")
+
+
+# The wire forms below subclass the plain-data classes of flowfed.runtime.remote, so each
+# field set is declared once (there); a wire class re-declares only what the wire changes.
+@wire_dataclass(config=_WIRE)
+class WireInput(RemoteInput):
     """A :class:`~flowfed.runtime.remote.RemoteInput` on the wire (``data`` in base64)."""
 
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    hash: str
-    size: int
-    kind: str
-    type_name: str = ""
-    meta: dict[str, Any] = Field(default_factory=dict)
     location: Literal["node", "central"] = "central"
-    data: str | None = None
-    pickled: bool = False
+    data: _WireBytes | None = None
 
 
-class WireTask(BaseModel):
+@wire_dataclass(config=_WIRE)
+class WireTask(RemoteTask):
     """A :class:`~flowfed.runtime.remote.RemoteTask` on the wire."""
 
-    model_config = ConfigDict(extra="forbid")
-    run_id: str
-    task_id: str
-    node: str
-    dataset: str | None
-    tool: str
-    tool_version: str
-    config: dict[str, Any]
-    inputs: dict[str, WireInput | list[WireInput]]
-    outputs: dict[str, str]
-    shareable: list[str]
-    timeout: float | None = None
-    attempt: int = 1
-    allow_pickle: bool = False
-    step: str = ""
-    round: int | None = None
+    # Each input in its wire form. A dict is invariant, so mypy cannot see that this only
+    # narrows the base class's RemoteInput.
+    inputs: dict[str, WireInput | list[WireInput]]  # type: ignore[assignment]
 
 
 class AssignMessage(_Base):
@@ -163,17 +175,11 @@ class TelemetryMessage(_Base):
     payload: dict[str, Any]
 
 
-class WireOutput(BaseModel):
+@wire_dataclass(config=_WIRE)
+class WireOutput(RemoteOutput):
     """A :class:`~flowfed.runtime.remote.RemoteOutput` on the wire (``data`` in base64)."""
 
-    model_config = ConfigDict(extra="forbid")
-    hash: str
-    size: int
-    kind: str
-    type_name: str
-    meta: dict[str, Any] = Field(default_factory=dict)
-    pickled: bool = False
-    data: str | None = None
+    data: _WireBytes | None = None
 
 
 class ResultMessage(_Base):
@@ -281,115 +287,42 @@ def dump_node_message(msg: BaseModel) -> str:
     return msg.model_dump_json()
 
 
-def _b64(data: bytes | None) -> str | None:
-    return None if data is None else base64.b64encode(data).decode("ascii")
-
-
-def _unb64(text: str | None) -> bytes | None:
-    return None if text is None else base64.b64decode(text.encode("ascii"), validate=True)
+def _fields(obj: Any) -> dict[str, Any]:
+    """The fields of a dataclass instance, one level deep (unlike ``dataclasses.asdict``)."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 
 
 def task_to_wire(task: RemoteTask) -> WireTask:
     """A :class:`RemoteTask` as the ``assign`` message carries it."""
 
     def one(i: RemoteInput) -> WireInput:
-        return WireInput(
-            name=i.name,
-            hash=i.hash,
-            size=i.size,
-            kind=i.kind,
-            type_name=i.type_name,
-            meta=i.meta,
-            location="node" if i.location == "node" else "central",
-            data=_b64(i.data),
-            pickled=i.pickled,
-        )
+        location = "node" if i.location == "node" else "central"
+        return WireInput(**{**_fields(i), "location": location})
 
     inputs: dict[str, WireInput | list[WireInput]] = {
         k: [one(x) for x in v] if isinstance(v, list) else one(v) for k, v in task.inputs.items()
     }
-    return WireTask(
-        run_id=task.run_id,
-        task_id=task.task_id,
-        node=task.node,
-        dataset=task.dataset,
-        tool=task.tool,
-        tool_version=task.tool_version,
-        config=task.config,
-        inputs=inputs,
-        outputs=task.outputs,
-        shareable=task.shareable,
-        timeout=task.timeout,
-        attempt=task.attempt,
-        allow_pickle=task.allow_pickle,
-        step=task.step,
-        round=task.round,
-    )
+    return WireTask(**{**_fields(task), "inputs": inputs})
 
 
 def task_from_wire(w: WireTask) -> RemoteTask:
     """The :class:`RemoteTask` an ``assign`` message carries."""
 
     def one(i: WireInput) -> RemoteInput:
-        return RemoteInput(
-            name=i.name,
-            hash=i.hash,
-            size=i.size,
-            kind=i.kind,
-            type_name=i.type_name,
-            meta=i.meta,
-            location=i.location,
-            data=_unb64(i.data),
-            pickled=i.pickled,
-        )
+        return RemoteInput(**_fields(i))
 
     inputs: dict[str, RemoteInput | list[RemoteInput]] = {
         k: [one(x) for x in v] if isinstance(v, list) else one(v) for k, v in w.inputs.items()
     }
-    return RemoteTask(
-        run_id=w.run_id,
-        task_id=w.task_id,
-        node=w.node,
-        dataset=w.dataset,
-        tool=w.tool,
-        tool_version=w.tool_version,
-        config=w.config,
-        inputs=inputs,
-        outputs=w.outputs,
-        shareable=w.shareable,
-        timeout=w.timeout,
-        attempt=w.attempt,
-        allow_pickle=w.allow_pickle,
-        step=w.step,
-        round=w.round,
-    )
+    return RemoteTask(**{**_fields(w), "inputs": inputs})
 
 
 def output_to_wire(o: RemoteOutput) -> WireOutput:
     """A :class:`RemoteOutput` as the ``result`` message carries it."""
-    return WireOutput(
-        hash=o.hash,
-        size=o.size,
-        kind=o.kind,
-        type_name=o.type_name,
-        meta=o.meta,
-        pickled=o.pickled,
-        data=_b64(o.data),
-    )
+    return WireOutput(**_fields(o))
 
 
 def result_from_wire(msg: ResultMessage) -> RemoteResult:
     """The :class:`RemoteResult` a ``result`` message carries."""
-    outputs = {
-        name: RemoteOutput(
-            hash=o.hash,
-            size=o.size,
-            kind=o.kind,
-            type_name=o.type_name,
-            meta=o.meta,
-            pickled=o.pickled,
-            data=_unb64(o.data),
-        )
-        for name, o in msg.outputs.items()
-    }
+    outputs = {name: RemoteOutput(**_fields(o)) for name, o in msg.outputs.items()}
     return RemoteResult(outputs=outputs, metrics=dict(msg.metrics))

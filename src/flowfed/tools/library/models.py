@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import pandas as pd
@@ -48,11 +48,68 @@ def _check_format(data: dict[str, Any], expected: str, path: str | Path) -> None
         raise ValueError(f"{path}: expected a {expected!r} model file, found format {found!r}")
 
 
-class LogisticRegressionModel(Model):
+class _JsonModel(Model):
+    """What the library's models share: one JSON file, and predictions from logits.
+
+    The file holds ``format`` (the class's :attr:`FORMAT`, checked on load), ``features``,
+    ``target``, ``training`` (how the model was trained) and the fields of
+    :meth:`_params`; :meth:`_from_file` builds the model back from them.
+    """
+
+    FORMAT: ClassVar[str]
+    file_suffix: ClassVar[str] = ".json"
+
+    def __init__(
+        self, features: list[str], *, target: str, training: dict[str, Any] | None
+    ) -> None:
+        self.features = list(features)
+        self.target = target
+        self.training = dict(training or {})
+
+    def decision_function(self, table: pd.DataFrame) -> np.ndarray:
+        """The logits of every row."""
+        raise NotImplementedError
+
+    def predict_proba(self, table: pd.DataFrame) -> np.ndarray:
+        """``P(target = 1)`` for every row of ``table`` (it must have the feature columns)."""
+        return sigmoid(self.decision_function(table))
+
+    def predict(self, table: pd.DataFrame, threshold: float = 0.5) -> np.ndarray:
+        """Predicted class (0/1) of every row."""
+        return (self.predict_proba(table) >= threshold).astype(np.int64)
+
+    def _params(self) -> dict[str, Any]:
+        """The file's fields particular to this kind of model (its parameters)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _from_file(cls, data: dict[str, Any], **common: Any) -> Self:
+        """The model of a file's ``data``; ``common`` holds ``target`` and ``training``."""
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> None:
+        """Write the model as JSON (exact float64 round trip)."""
+        data = {
+            "format": self.FORMAT,
+            "features": self.features,
+            "target": self.target,
+            "training": self.training,
+            **self._params(),
+        }
+        Path(path).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        """Read a model written by :meth:`save`."""
+        data = json.loads(Path(path).read_text())
+        _check_format(data, cls.FORMAT, path)
+        return cls._from_file(data, target=data["target"], training=data.get("training"))
+
+
+class LogisticRegressionModel(_JsonModel):
     """A binary logistic regression: ``P(target = 1) = sigmoid(x · weights + bias)``."""
 
     FORMAT: ClassVar[str] = "flowfed.logistic_regression/1"
-    file_suffix: ClassVar[str] = ".json"
 
     def __init__(
         self,
@@ -63,25 +120,15 @@ class LogisticRegressionModel(Model):
         target: str = "target",
         training: dict[str, Any] | None = None,
     ) -> None:
-        self.features = list(features)
+        super().__init__(features, target=target, training=training)
         self.weights = _as_floats(weights).reshape(-1)
         self.bias = float(bias)
-        self.target = target
-        self.training = dict(training or {})
         if self.weights.shape != (len(self.features),):
             raise ValueError(f"{len(self.features)} features but {self.weights.shape[0]} weights")
 
     def decision_function(self, table: pd.DataFrame) -> np.ndarray:
         """The logits ``x · weights + bias`` of every row."""
         return np.asarray(feature_matrix(table, self.features) @ self.weights + self.bias)
-
-    def predict_proba(self, table: pd.DataFrame) -> np.ndarray:
-        """``P(target = 1)`` for every row of ``table`` (it must have the feature columns)."""
-        return sigmoid(self.decision_function(table))
-
-    def predict(self, table: pd.DataFrame, threshold: float = 0.5) -> np.ndarray:
-        """Predicted class (0/1) of every row."""
-        return (self.predict_proba(table) >= threshold).astype(np.int64)
 
     def get_weights(self) -> Weights:
         """``[weights, bias]`` as float64 arrays (copies)."""
@@ -98,40 +145,21 @@ class LogisticRegressionModel(Model):
             training=self.training,
         )
 
-    def save(self, path: str | Path) -> None:
-        """Write the model as JSON (exact float64 round trip)."""
-        data = {
-            "format": self.FORMAT,
-            "features": self.features,
-            "target": self.target,
-            "weights": self.weights.tolist(),
-            "bias": self.bias,
-            "training": self.training,
-        }
-        Path(path).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    def _params(self) -> dict[str, Any]:
+        return {"weights": self.weights.tolist(), "bias": self.bias}
 
     @classmethod
-    def load(cls, path: str | Path) -> LogisticRegressionModel:
-        """Read a model written by :meth:`save`."""
-        data = json.loads(Path(path).read_text())
-        _check_format(data, cls.FORMAT, path)
-        return cls(
-            data["features"],
-            data["weights"],
-            data["bias"],
-            target=data["target"],
-            training=data.get("training"),
-        )
+    def _from_file(cls, data: dict[str, Any], **common: Any) -> Self:
+        return cls(data["features"], data["weights"], data["bias"], **common)
 
 
 Activation = Literal["tanh", "relu"]
 
 
-class MLPModel(Model):
+class MLPModel(_JsonModel):
     """A binary classifier with one hidden layer: ``sigmoid(act(x W1 + b1) · w2 + b2)``."""
 
     FORMAT: ClassVar[str] = "flowfed.mlp/1"
-    file_suffix: ClassVar[str] = ".json"
 
     def __init__(
         self,
@@ -145,14 +173,12 @@ class MLPModel(Model):
         target: str = "target",
         training: dict[str, Any] | None = None,
     ) -> None:
-        self.features = list(features)
+        super().__init__(features, target=target, training=training)
         self.w1 = _as_floats(w1)
         self.b1 = _as_floats(b1).reshape(-1)
         self.w2 = _as_floats(w2).reshape(-1)
         self.b2 = float(b2)
         self.activation: Activation = activation
-        self.target = target
-        self.training = dict(training or {})
         d, h = len(self.features), self.b1.shape[0]
         if self.w1.shape != (d, h) or self.w2.shape != (h,):
             raise ValueError(
@@ -176,14 +202,6 @@ class MLPModel(Model):
         _, h = self._hidden(feature_matrix(table, self.features))
         return np.asarray(h @ self.w2 + self.b2)
 
-    def predict_proba(self, table: pd.DataFrame) -> np.ndarray:
-        """``P(target = 1)`` for every row of ``table``."""
-        return sigmoid(self.decision_function(table))
-
-    def predict(self, table: pd.DataFrame, threshold: float = 0.5) -> np.ndarray:
-        """Predicted class (0/1) of every row."""
-        return (self.predict_proba(table) >= threshold).astype(np.int64)
-
     def get_weights(self) -> Weights:
         """``[w1, b1, w2, b2]`` as float64 arrays (copies)."""
         return [self.w1.copy(), self.b1.copy(), self.w2.copy(), np.array([self.b2])]
@@ -202,26 +220,17 @@ class MLPModel(Model):
             training=self.training,
         )
 
-    def save(self, path: str | Path) -> None:
-        """Write the model as JSON (exact float64 round trip)."""
-        data = {
-            "format": self.FORMAT,
-            "features": self.features,
-            "target": self.target,
+    def _params(self) -> dict[str, Any]:
+        return {
             "activation": self.activation,
             "w1": self.w1.tolist(),
             "b1": self.b1.tolist(),
             "w2": self.w2.tolist(),
             "b2": self.b2,
-            "training": self.training,
         }
-        Path(path).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> MLPModel:
-        """Read a model written by :meth:`save`."""
-        data = json.loads(Path(path).read_text())
-        _check_format(data, cls.FORMAT, path)
+    def _from_file(cls, data: dict[str, Any], **common: Any) -> Self:
         return cls(
             data["features"],
             np.asarray(data["w1"], dtype=np.float64).reshape(len(data["features"]), -1),
@@ -229,8 +238,7 @@ class MLPModel(Model):
             data["w2"],
             data["b2"],
             activation=data["activation"],
-            target=data["target"],
-            training=data.get("training"),
+            **common,
         )
 
 

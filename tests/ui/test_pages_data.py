@@ -356,7 +356,7 @@ def test_triggers_page_shows_triggers_made_over_rest_and_their_history(
 
 def test_task_line_shows_node_round_and_latest_loss(page: Page, ui_server: Server) -> None:
     api = ui_server.client()
-    source = TWO_STEP_FLOW.replace("COUNT", "40")
+    source = TWO_STEP_FLOW.replace("COUNT", "80")  # four seconds of ticks: time to watch
     run_id = api.post("/api/v1/runs", json={"source": source}).json()["run_id"]
     page.goto(f"{ui_server.url}/#/runs/{run_id}")
     training = page.locator(
@@ -367,8 +367,8 @@ def test_task_line_shows_node_round_and_latest_loss(page: Page, ui_server: Serve
     expect(task.locator(".badge")).to_have_text(re.compile("running"))
     expect(task.locator(".info")).to_have_text(re.compile(r"^local · loss 0\.\d+$"))
     expect(page.locator("#run-status")).to_contain_text("success", timeout=60_000)
-    # The last value wins: 1/40. A local task has a node but no round.
-    expect(task.locator(".info")).to_have_text(f"local · loss {js_num(1 / 40)}")
+    # The last value wins: 1/80. A local task has a node but no round.
+    expect(task.locator(".info")).to_have_text(f"local · loss {js_num(1 / 80)}")
     tasks = api.get(f"/api/v1/runs/{run_id}").json()["tasks"]
     assert {(t["node"], t["round"]) for t in tasks} == {("local", None)}
 
@@ -516,4 +516,3 @@ def test_tablet_run_monitor_tree_does_not_overflow_the_page(page: Page, ui_serve
     assert overflow == [], f"the run monitor overflows at 768 px: {overflow}"
     info = page.locator("li.task[data-task='site-0'] .info")
     expect(info).to_have_text("university-hospital-a · Round 17/30 · loss 0.2")
-    page.set_viewport_size({"width": 1280, "height": 900})

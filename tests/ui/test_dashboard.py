@@ -79,7 +79,7 @@ def test_template_to_finished_run_with_logs_and_lineage(page: Page) -> None:
         expect(steps.nth(i).locator(".step-head .badge")).to_have_text(re.compile("completed"))
         expect(steps.nth(i).get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
     train = page.locator("li.task", has_text="flowfed.logistic_regression")
-    expect(train).to_contain_text("loss:")
+    expect(train.locator(".info")).to_have_text(re.compile(r"^local · loss \d"))
     expect(train.locator(".badge")).to_have_text(re.compile("finished"))
     shot(page, "run-monitor")
 
@@ -243,7 +243,7 @@ def test_a_step_with_1000_tasks_renders_once_per_frame_and_collapses(
     expect(big.locator("li.task")).to_have_count(50)
     # Collapsed, the active tasks come first.
     expect(big.locator("li.task .badge")).to_have_text([re.compile("running")] * 50)
-    expect(big.locator("li.task").first).to_contain_text("loss: 0.500")
+    expect(big.locator("li.task .info").first).to_have_text("node-0 · Round 3 · loss 0.5")
     shot(page, "run-monitor-1000-tasks")
     big.get_by_role("button", name="Show all 1000 tasks").click()
     expect(big.locator("li.task")).to_have_count(1000)

@@ -10,12 +10,17 @@ const onLeave = (fn) => cleanup.push(fn);
 const ICON = {
   pending: "○", initialized: "◔", started: "◑", running: "▶", finished: "✓", completed: "✓",
   success: "✓", cached: "⟲", error: "✗", failed: "✗", skipped: "↷", cancelled: "■", cancelling: "■",
-  online: "●", offline: "○",
+  online: "●", offline: "○", queued: "…", claimed: "◔",
 };
 export const badge = (s) => `<span class="badge s-${esc(s)}" data-state="${esc(s)}"><span aria-hidden="true">${ICON[s] || "•"}</span>${esc(s)}</span>`;
 const when = (t) => (t ? new Date(t * 1000).toLocaleString() : "—");
 const short = (id) => String(id || "").slice(0, 8);
 const TERMINAL = new Set(["finished", "cached", "error", "skipped", "cancelled"]);
+/** A metric for reading: three significant digits, no trailing zeros (0.21, 1230, 0.000123). */
+const num = (v) => {
+  const n = typeof v === "number" ? v : typeof v === "string" && v.trim() ? Number(v) : NaN;
+  return Number.isFinite(n) ? String(Number(n.toPrecision(3))) : String(v ?? "—");
+};
 
 function toast(msg) {
   const box = document.getElementById("toast");
@@ -50,6 +55,7 @@ const routes = [
   [/^#\/nodes$/, nodesPage],
   [/^#\/models$/, modelsPage],
   [/^#\/triggers$/, triggersPage],
+  [/^#\/triggers\/([^/]+)$/, (m) => triggerPage(decodeURIComponent(m[1]))],
 ];
 
 let pageAbort = null;
@@ -330,20 +336,23 @@ async function runPage(runId) {
     <ul class="tree" id="tree" aria-label="Steps and their tasks"></ul>`, `Run ${short(run.id)}`);
   const tree = document.getElementById("tree");
 
+  // One line per task, as in seed 000's monitor: "hospital-a · Round 17/30 · loss 0.21".
   const taskRow = (t) => {
     const latest = Object.entries(t.metrics || {});
     // Loss while training, accuracy once evaluated, else whatever the tool reported last.
     const key = ["loss", "accuracy", "roc_auc"].find((k) => t.metrics?.[k] !== undefined);
-    const loss = key ? [key, t.metrics[key]] : latest[latest.length - 1];
+    const shown = key ? [key, t.metrics[key]] : latest[latest.length - 1];
     // A running task's own words ("aggregating round 66") beat a bare number.
     const metric = t.state === "running" && t.message ? t.message
-      : loss ? `${loss[0]}: ${Number(loss[1]).toPrecision(3)}`
-      : t.progress != null && !TERMINAL.has(t.state) ? `${Math.round(t.progress * 100)}%` : "—";
-    const round = t.round != null ? `round ${t.round}${rounds ? `/${rounds}` : ""}` : "";
+      : shown ? `${shown[0]} ${num(shown[1])}`
+      : t.progress != null && !TERMINAL.has(t.state) ? `${Math.round(t.progress * 100)}%` : "";
+    const parts = [t.node, t.round != null ? `Round ${t.round}${rounds ? `/${rounds}` : ""}` : ""]
+      .filter((x) => x !== "" && x != null).map(esc);
     // A failed task says why where the metric would be; the task page has the traceback.
-    const info = t.state === "error" && t.error ? `<span class="field-error" title="${esc(t.error)}">${esc(t.error)}</span>` : `<span>${esc(metric)}</span>`;
+    if (t.state === "error" && t.error) parts.push(`<span class="field-error" title="${esc(t.error)}">${esc(t.error)}</span>`);
+    else if (metric) parts.push(esc(metric));
     const attempt = t.attempt > 1 ? ` (attempt ${t.attempt})` : "";
-    return `<a href="#/tasks/${t.id}">${esc(t.tool)}${attempt}</a><span>node ${esc(t.node)}</span><span>${esc(round)}</span>${info}<span>${badge(t.state)}</span>`;
+    return `<a href="#/tasks/${t.id}">${esc(t.tool)}${attempt}</a><span class="info">${parts.join(" · ") || "—"}</span><span>${badge(t.state)}</span>`;
   };
   const stepStatus = (s) => {
     const list = [...s.tasks.values()];
@@ -535,48 +544,151 @@ async function artifactPage(ref) {
 }
 
 // ---------------------------------------------------------------- nodes, models, triggers
+const NODES_REFRESH_MS = 3000; // the nodes page re-reads the list this often while shown
+
+function nodeCard(n) {
+  const ds = n.datasets || [];
+  // The state is a word beside its icon (never colour alone), also in the card's label.
+  return `<section class="card node" data-node="${esc(n.name)}" aria-label="Node ${esc(n.name)}, ${n.online ? "online" : "offline"}">
+    <div class="row spread"><h2 style="margin:0">${esc(n.name)}</h2><span class="node-state">${badge(n.online ? "online" : "offline")}</span></div>
+    <p class="muted">${n.online ? "Online, last heard" : "Offline, last seen"} ${when(n.last_seen)} · ${n.running ?? 0} running · ${ds.length} dataset${ds.length === 1 ? "" : "s"}</p>
+    ${ds.length ? `<div class="table-wrap"><table class="datasets"><caption class="sr">Datasets on ${esc(n.name)}</caption><thead><tr><th>Dataset</th><th>Format</th><th>Rows</th><th>Columns</th><th>Hash</th></tr></thead><tbody>
+    ${ds.map((d) => `<tr><td>${esc(d.name)}</td><td>${esc(d.format)}</td><td>${d.rows ?? "—"}</td><td>${(d.columns || []).map((c) => `${esc(c.name)} <span class="muted">${esc(c.dtype)}</span>`).join(", ")}</td><td class="mono" title="${esc(d.hash)}">${esc(String(d.hash || "").slice(0, 12))}</td></tr>`).join("")}</tbody></table></div>`
+    : `<p class="muted">No datasets registered.</p>`}</section>`;
+}
+
 async function nodesPage() {
-  const data = await optional("/api/v1/nodes");
-  const items = data?.items || [];
-  set(`<h1>Nodes</h1>${items.length ? items.map((n) => `<div class="card"><div class="row spread"><h2 style="margin:0">${esc(n.name)}</h2>${badge(n.online ? "online" : "offline")}</div>
-    <p class="muted">Last seen ${when(n.last_seen)}${n.running != null ? ` · ${Array.isArray(n.running) ? n.running.length : n.running} running` : ""}</p>
-    ${(n.datasets || []).length ? `<div class="table-wrap"><table><thead><tr><th>Dataset</th><th>Format</th><th>Rows</th><th>Columns</th><th>Hash</th></tr></thead><tbody>
-    ${n.datasets.map((d) => `<tr><td>${esc(d.name)}</td><td>${esc(d.format)}</td><td>${d.rows ?? "—"}</td><td>${(d.columns || []).map((c) => `${esc(c.name)} <span class="muted">${esc(c.dtype)}</span>`).join(", ")}</td><td class="mono">${esc(String(d.hash || "").slice(0, 12))}</td></tr>`).join("")}</tbody></table></div>` : `<p class="muted">No datasets registered.</p>`}</div>`).join("")
-    : empty("nodes", "Start a node agent at a site to see it here with its datasets.")}`, "Nodes");
+  const load = async () => (await optional("/api/v1/nodes"))?.items ?? null;
+  let items = await load();
+  set(`<div class="row spread"><h1>Nodes</h1><button class="secondary" id="refresh">Refresh</button></div>
+    <p class="muted" id="nodes-summary" role="status"></p><div id="nodes"></div>`, "Nodes");
+  let drawn = null;
+  const draw = () => {
+    const key = JSON.stringify(items);
+    if (key === drawn) return; // unchanged: keep the DOM (and whatever has focus) as it is
+    drawn = key;
+    const list = items || [];
+    const online = list.filter((n) => n.online).length;
+    document.getElementById("nodes-summary").textContent = list.length
+      ? `${list.length} node${list.length === 1 ? "" : "s"}: ${online} online, ${list.length - online} offline.` : "";
+    document.getElementById("nodes").innerHTML = list.length ? list.map(nodeCard).join("")
+      : items === null ? empty("nodes", "This server does not serve nodes.")
+      : empty("nodes", "Start a node agent at a site to see it here with its datasets.");
+  };
+  draw();
+  // Sites come and go while the page is open: re-read the list (there is no node stream).
+  const refresh = async () => {
+    try { items = await load(); draw(); } catch (e) {
+      if (e.name !== "AbortError" && e.status !== 401) {
+        document.getElementById("nodes-summary").textContent = `Could not refresh: ${e.message}`;
+        drawn = null;
+      }
+    }
+  };
+  const timer = setInterval(refresh, NODES_REFRESH_MS);
+  onLeave(() => clearInterval(timer));
+  document.getElementById("refresh").addEventListener("click", refresh);
+}
+
+/** A model's swept params ("subvariant"), or a dash for a step that sweeps nothing. */
+const variantText = (v) => (v && Object.keys(v).length ? Object.entries(v).map(([k, x]) => `${k}=${typeof x === "string" ? x : JSON.stringify(x)}`).join(", ") : "—");
+
+/** One horizontal bar chart: a bar per model, its value written beside it ("—" if none). */
+function barChart(name, labels, values) {
+  const nums = values.map((v) => (typeof v === "number" && Number.isFinite(v) ? v : null));
+  const max = Math.max(1e-12, ...nums.filter((v) => v !== null).map(Math.abs));
+  const cut = (s) => (s.length > 22 ? `${s.slice(0, 21)}…` : s);
+  const rows = labels.map((label, i) => {
+    const v = nums[i], w = v === null ? 0 : (280 * Math.abs(v)) / max, y = i * 26;
+    return `<g><title>${esc(label)}: ${v === null ? "no value" : v}</title><text x="4" y="${y + 20}">${esc(cut(label))}</text>
+      <rect x="160" y="${y + 8}" height="16" width="${w}" fill="#1f5fbf"/><text x="${166 + w}" y="${y + 20}">${v === null ? "—" : esc(num(v))}</text></g>`;
+  }).join("");
+  return `<figure class="bars" data-metric="${esc(name)}"><figcaption>${esc(name)}</figcaption>
+    <svg class="chart" viewBox="0 0 520 ${labels.length * 26 + 8}" role="img" aria-label="${esc(name)} by model: ${labels.map((l, i) => `${esc(l)} ${nums[i] === null ? "none" : esc(num(nums[i]))}`).join(", ")}">${rows}</svg></figure>`;
 }
 
 async function modelsPage() {
   const data = await optional("/api/v1/models");
   const items = data?.items || [];
-  set(`<h1>Models</h1>${items.length ? `<form id="cmp"><div class="table-wrap"><table><thead><tr><th><span class="sr">Compare</span></th><th>Model</th><th>Version</th><th>Variant</th><th>Metrics</th><th>Run</th></tr></thead><tbody>
-    ${items.map((m) => `<tr><td><input type="checkbox" name="ids" value="${esc(m.artifact_id)}" aria-label="Compare ${esc(m.name)} v${m.version}" style="width:auto"></td>
-    <td><a href="#/artifacts/${enc(m.artifact_id)}">${esc(m.name)}</a></td><td>v${esc(m.version)}</td><td class="mono">${esc(JSON.stringify(m.variant || {}))}</td>
-    <td>${Object.entries(m.metrics || {}).map(([k, v]) => `${esc(k)}: ${typeof v === "number" ? v.toPrecision(3) : esc(v)}`).join(", ")}</td><td><a class="mono" href="#/runs/${m.run_id}">${short(m.run_id)}</a></td></tr>`).join("")}
-    </tbody></table></div><p><button>Compare selected</button></p></form><div id="compare"></div>`
+  const metricsText = (m) => Object.entries(m.metrics || {}).map(([k, v]) => `${esc(k)}: ${esc(num(v))}`).join(", ");
+  set(`<h1>Models</h1>${items.length ? `<p class="muted">Every trained model, newest first. A subvariant is one combination of a step's swept params. Tick two or more to compare them.</p>
+    <form id="cmp"><div class="table-wrap"><table id="models"><thead><tr><th><span class="sr">Compare</span></th><th>Model</th><th>Version</th><th>Subvariant</th><th>Step</th><th>Metrics</th><th>Run</th><th>Trained</th></tr></thead><tbody>
+    ${items.map((m) => `<tr data-model="${esc(m.name)}@${m.version}"><td><input type="checkbox" name="ids" value="${esc(m.artifact_id)}" aria-label="Compare ${esc(m.name)} v${m.version}" style="width:auto"></td>
+    <td><a href="#/artifacts/${enc(m.artifact_id)}">${esc(m.name)}</a></td><td>v${esc(m.version)}</td><td class="mono variant">${esc(variantText(m.variant))}</td><td>${esc(m.step)}</td>
+    <td class="metrics">${metricsText(m)}</td><td><a class="mono" href="#/runs/${m.run_id}">${short(m.run_id)}</a></td><td>${when(m.created_at)}</td></tr>`).join("")}
+    </tbody></table></div><p><button>Compare selected</button></p></form><div id="compare" aria-live="polite"></div>`
     : empty("models", "Trained models are registered here with their metrics.")}`, "Models");
   document.getElementById("cmp")?.addEventListener("submit", async (ev) => {
     ev.preventDefault();
+    const out = document.getElementById("compare");
     const ids = [...ev.target.querySelectorAll("input:checked")].map((i) => i.value);
-    const picked = items.filter((m) => ids.includes(m.artifact_id));
-    const names = [...new Set(picked.flatMap((m) => Object.keys(m.metrics || {})))];
-    await optional(`/api/v1/models/compare?ids=${ids.map(enc).join(",")}`);
-    // One bar chart per metric: a bar per selected model, its value written beside it.
-    document.getElementById("compare").innerHTML = names.map((n) => {
-      const vals = picked.map((m) => ({ label: `${m.name} v${m.version}`, v: Number(m.metrics[n]) }));
-      const max = Math.max(...vals.map((x) => Math.abs(x.v)), 1e-12);
-      return `<h3>${esc(n)}</h3><svg class="chart" viewBox="0 0 520 ${vals.length * 26 + 8}" role="img" aria-label="${esc(n)} by model">${vals.map((x, i) =>
-        `<text x="4" y="${i * 26 + 20}">${esc(x.label)}</text><rect x="160" y="${i * 26 + 8}" height="16" width="${(280 * Math.abs(x.v)) / max}" fill="#1f5fbf"/><text x="${166 + (280 * Math.abs(x.v)) / max}" y="${i * 26 + 20}">${x.v.toPrecision(4)}</text>`).join("")}</svg>`;
-    }).join("") || `<p class="muted">Select models with metrics to compare.</p>`;
+    if (ids.length < 2) { out.innerHTML = `<p class="field-error" role="alert">Select two or more models to compare.</p>`; return; }
+    let cmp;
+    try { cmp = await api(`/api/v1/models/compare?ids=${ids.map(enc).join(",")}`); } catch (e) {
+      if (e.name !== "AbortError") out.innerHTML = problemHtml(e);
+      return;
+    }
+    // The server's comparison: the union of metrics and swept params, one value per model.
+    const labels = cmp.models;
+    const row = (name, vals, fmt) => `<tr><th scope="row">${esc(name)}</th>${vals.map((v) => `<td>${v == null ? "—" : esc(fmt(v))}</td>`).join("")}</tr>`;
+    const params = Object.entries(cmp.variants || {});
+    const metrics = Object.entries(cmp.metrics || {});
+    const charts = metrics.filter(([, vals]) => vals.some((v) => typeof v === "number" && Number.isFinite(v)));
+    out.innerHTML = `<h2>Comparison</h2>
+      ${cmp.same_sources ? "" : `<p class="card" role="note">⚠ These models derive from different source data: the comparison is between data, not only between settings.</p>`}
+      <div class="table-wrap"><table id="cmp-table"><thead><tr><th>Model</th>${labels.map((l) => `<th scope="col">${esc(l)}</th>`).join("")}</tr></thead><tbody>
+      ${row("subvariant", cmp.entries.map((e) => variantText(e.variant)), String)}
+      ${params.map(([k, vals]) => row(k, vals, (v) => (typeof v === "string" ? v : JSON.stringify(v)))).join("")}
+      ${metrics.map(([k, vals]) => row(k, vals, num)).join("")}</tbody></table></div>
+      <div class="charts">${charts.map(([k, vals]) => barChart(k, labels, vals)).join("") || `<p class="muted">These models have no numeric metrics to chart.</p>`}</div>`;
   });
 }
+
+/** What makes a trigger fire, in a few words: its schedule or its event (and condition). */
+function triggerWhen(spec) {
+  const s = spec?.schedule, on = spec?.on;
+  if (s?.cron) return `cron ${s.cron}${s.timezone ? ` (${s.timezone})` : ""}`;
+  if (s?.every != null) return `every ${s.every}${typeof s.every === "number" ? " s" : ""}`;
+  if (on) {
+    const [kind, filter] = Object.entries(on).find(([, v]) => v != null) || ["event", {}];
+    const f = Object.entries(filter || {}).filter(([, v]) => v != null).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join("|") : v}`).join(", ");
+    return `on ${kind}${f ? ` (${f})` : ""}${spec.when ? ` when ${spec.when}` : ""}`;
+  }
+  return "—";
+}
+
+const fireHtml = (f) => (f ? `${badge(f.status)}${f.run_id ? ` <a class="mono" href="#/runs/${f.run_id}">run ${short(f.run_id)}</a>` : ""}` : `<span class="muted">never</span>`);
 
 async function triggersPage() {
   const data = await optional("/api/v1/triggers");
   const items = Array.isArray(data) ? data : data?.items || [];
-  set(`<h1>Triggers</h1>${items.length ? `<div class="table-wrap"><table><thead><tr><th>Name</th><th>Flow</th><th>Kind</th><th>Enabled</th><th>Last fired</th></tr></thead><tbody>
-    ${items.map((t) => `<tr><td>${esc(t.name || t.id)}</td><td>${esc(t.flow || "")}</td><td>${esc(t.kind || t.type || "")}</td><td>${t.enabled === false ? "no" : "yes"}</td><td>${when(t.last_fired_at || t.last_fired)}</td></tr>`).join("")}</tbody></table></div>`
+  set(`<h1>Triggers</h1>${items.length ? `<div class="table-wrap"><table id="triggers"><thead><tr><th>Name</th><th>Flow</th><th>Kind</th><th>Fires</th><th>Enabled</th><th>Next fire</th><th>Last fire</th></tr></thead><tbody>
+    ${items.map((t) => `<tr data-trigger="${esc(t.name)}"><td class="nowrap"><a href="#/triggers/${enc(t.name)}">${esc(t.name)}</a></td><td><a href="#/flows/${enc(t.flow)}">${esc(t.flow)}</a>${t.version ? ` v${t.version}` : ""}</td><td>${esc(t.kind)}</td>
+    <td class="mono">${esc(triggerWhen(t.spec))}</td><td>${t.enabled === false ? "no" : "yes"}</td><td>${when(t.next_fire_at)}</td>
+    <td>${fireHtml(t.last_fire)}${t.last_fire ? ` <span class="muted">${when(t.last_fire.created_at ?? t.last_fired_at)}</span>` : ""}</td></tr>`).join("")}</tbody></table></div>`
     : empty("triggers", "Triggers start flows on a schedule or an event.")}`, "Triggers");
 }
 
+async function triggerPage(name) {
+  const [t, history] = await Promise.all([api(`/api/v1/triggers/${enc(name)}`), api(`/api/v1/triggers/${enc(name)}/history?limit=100`)]);
+  set(`<p><a href="#/triggers">← Triggers</a></p>
+    <h1>${esc(t.name)} <span class="muted">${t.enabled === false ? "(disabled)" : ""}</span></h1>
+    ${t.spec?.description ? `<p>${esc(t.spec.description)}</p>` : ""}
+    <dl class="kv card"><dt>Flow</dt><dd><a href="#/flows/${enc(t.flow)}">${esc(t.flow)}</a>${t.version ? ` v${t.version}` : " (latest version)"}</dd>
+    <dt>Kind</dt><dd>${esc(t.kind)}</dd><dt>Fires</dt><dd class="mono">${esc(triggerWhen(t.spec))}</dd>
+    <dt>Enabled</dt><dd>${t.enabled === false ? "no" : "yes"}</dd><dt>Next fire</dt><dd>${when(t.next_fire_at)}</dd>
+    ${t.spec?.params && Object.keys(t.spec.params).length ? `<dt>Params</dt><dd class="mono">${esc(JSON.stringify(t.spec.params))}</dd>` : ""}
+    ${t.spec?.overlap ? `<dt>If still running</dt><dd>${esc(t.spec.overlap)}</dd>` : ""}
+    <dt>Created</dt><dd>${when(t.created_at)}</dd></dl>
+    <h2>History</h2>${history.length ? `<div class="table-wrap"><table id="history"><thead><tr><th>When</th><th>Status</th><th>Run</th><th>Why / event</th><th>Fire key</th></tr></thead><tbody>
+    ${history.map((f) => `<tr data-status="${esc(f.status)}"><td>${when(f.created_at)}${f.catchup ? " (catch-up)" : ""}</td><td>${badge(f.status)}</td>
+    <td>${f.run_id ? `<a class="mono" href="#/runs/${f.run_id}">${short(f.run_id)}</a>` : "—"}</td>
+    <td>${f.reason ? esc(f.reason) : `<span class="muted">${esc(f.event?.kind || "")}</span>`}</td><td class="mono">${esc(f.fire_key)}</td></tr>`).join("")}</tbody></table></div>`
+    : `<p class="muted" id="history">Not fired yet.</p>`}`, t.name);
+}
+
+// The skip link moves focus to the content without touching the hash: "#main" is not a
+// route, and following it as one would replace the page with "Not found".
+document.querySelector(".skip")?.addEventListener("click", (ev) => { ev.preventDefault(); main.focus(); });
 window.addEventListener("hashchange", route);
 route();

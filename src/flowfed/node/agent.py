@@ -429,7 +429,16 @@ class NodeAgent:
         try:
             final = self.execute(task, h.cancel)
             log.info("task %s (%s) finished", task.task_id, task.tool)
-        except TaskFailure as exc:
+        except Exception as exc:
+            if not isinstance(exc, TaskFailure):
+                # Whatever went wrong, the server must hear of it: a task that never
+                # reports would hold its run until the task's timeout, or forever.
+                log.exception("task %s (%s): internal error", task.task_id, task.tool)
+                exc = TaskFailure(
+                    f"node internal error: {type(exc).__name__}: {exc}",
+                    "NodeError",
+                    traceback.format_exc(),
+                )
             log.info("task %s (%s) failed: %s", task.task_id, task.tool, exc)
             final = TaskErrorMessage(
                 task_id=task.task_id,

@@ -213,6 +213,22 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
+#: The header of a model artifact's bytes (``flowfed.artifacts.materializers`` writes and
+#: reads the same; kept here too so the tool side imports nothing of the engine's).
+MODEL_MAGIC = b"FFMODEL1\n"
+
+
+def _import_class(path: str) -> Any:
+    """The class named ``module:Qual.Name`` (a model artifact's header)."""
+    import importlib
+
+    module, _, qualname = path.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def materialize_value(
     name: str, value: Any, *, workdir: Path | None = None, allow_pickle: bool = False
 ) -> tuple[str, bytes, str]:
@@ -233,7 +249,11 @@ def materialize_value(
     if getattr(type(value), "__flowfed_model__", False):
         target = Path(workdir or tempfile.mkdtemp(prefix="flowfed-model-")) / f"{name}.model"
         value.save(target)
-        return "model", target.read_bytes(), "application/octet-stream"
+        # The engine's model artifacts name their class in a header (what it loads them
+        # with); the same framing here makes a tool-side model the same artifact.
+        cls = type(value)
+        header = MODEL_MAGIC + f"{cls.__module__}:{cls.__qualname__}".encode() + b"\n"
+        return "model", header + target.read_bytes(), "application/octet-stream"
     np = sys.modules.get("numpy")  # an ndarray can only exist if numpy was imported
     if np is not None and isinstance(value, np.ndarray):
         buf = io.BytesIO()
@@ -533,9 +553,16 @@ class ToolEngine:
             raise ValueError(f"not valid {kind}: {exc}") from None
         target = self._workdir / "inputs" / name
         target.parent.mkdir(parents=True, exist_ok=True)
+        cls = self._spec.inputs[name].annotation
+        if kind == "model" and raw.startswith(MODEL_MAGIC):
+            # Framed by the engine: the header names the model's class, which a tool whose
+            # input is not annotated with a concrete model class loads it with.
+            end = raw.index(b"\n", len(MODEL_MAGIC))
+            if not getattr(cls, "__flowfed_model__", False) or cls.__name__ == "Model":
+                cls = _import_class(raw[len(MODEL_MAGIC) : end].decode())
+            raw = raw[end + 1 :]
         target.write_bytes(raw)
         if kind == "model":
-            cls = self._spec.inputs[name].annotation
             if not getattr(cls, "__flowfed_model__", False):
                 raise ValueError("a model input needs a flowfed.Model annotation to be loaded")
             return cls.load(target)

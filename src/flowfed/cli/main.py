@@ -256,7 +256,7 @@ def _layout_for(file: Path, nodes_file: Path | None, simulate: bool, params: dic
     A ``datasets`` entry ``*:NAME`` (``--param 'datasets=*:breast'``) becomes every
     layout node that holds a dataset ``NAME``.
     """
-    from flowfed.node.local import LayoutError, ensure_data, load_layout
+    from flowfed.server.local_nodes import LayoutError, ensure_data, load_layout
     from flowfed.spec import load_flow
     from flowfed.spec.diagnostics import Diagnostic, FlowError
 
@@ -310,8 +310,8 @@ def _start_nodes(
 
         return SimulatedNodes(layout.nodes)
     from flowfed.api import home
-    from flowfed.node.local import LayoutError, LocalNodes
     from flowfed.server.embedded import EmbeddedServerError
+    from flowfed.server.local_nodes import LayoutError, LocalNodes
 
     # The nodes import what the flow imports (files by absolute path).
     base = prepared.loaded.base_dir

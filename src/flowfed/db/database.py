@@ -7,10 +7,11 @@ engine's hot path never waits on the database.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,19 @@ class Database:
         return None if row is None else str(row[0])
 
     # -- writing --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction; on SQLite it takes the write lock up front (BEGIN IMMEDIATE).
+
+        A deferred transaction that reads and then writes fails at once with "database is
+        locked" when another connection writes meanwhile (busy_timeout cannot wait for a
+        lock upgrade); taking the lock first makes it wait its turn instead.
+        """
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
 
     def writer(self, on_commit: Callable[[list[dict[str, Any]]], None] | None = None) -> Writer:
         """A new background :class:`Writer`; closed by :meth:`close` if still open.

@@ -49,7 +49,7 @@ def record(
     if isinstance(target, Connection):
         target.execute(m.platform_events.insert().values(**row))
         return
-    with target.engine.begin() as conn:
+    with target.transaction() as conn:
         conn.execute(m.platform_events.insert().values(**row))
 
 

@@ -108,7 +108,7 @@ def add_node(db: Database, name: str) -> CreatedNode:
         )
     secret = secrets.token_urlsafe(32)
     now = time.time()
-    with db.engine.begin() as conn:
+    with db.transaction() as conn:
         if conn.execute(select(m.nodes.c.name).where(m.nodes.c.name == name)).first():
             raise ValueError(f"a node named '{name}' exists already (remove it first)")
         conn.execute(
@@ -126,7 +126,7 @@ def add_node(db: Database, name: str) -> CreatedNode:
 
 def remove_node(db: Database, name: str) -> bool:
     """Delete node ``name`` (its token stops working); False if there is no such node."""
-    with db.engine.begin() as conn:
+    with db.transaction() as conn:
         return bool(conn.execute(delete(m.nodes).where(m.nodes.c.name == name)).rowcount)
 
 
@@ -253,7 +253,7 @@ class NodeHub:
                     last_seen=row["last_seen"],
                 )
         # Nobody is connected to a freshly started server, whatever the rows say.
-        with db.engine.begin() as conn:
+        with db.transaction() as conn:
             conn.execute(update(m.nodes).values(status="offline"))
 
     def drop_connection(self, name: str, code: int = 1012) -> bool:
@@ -601,7 +601,7 @@ class NodeHub:
         with self._cond:
             if db is None or name in self._conns:
                 return
-        with contextlib.suppress(Exception), db.engine.begin() as c:
+        with contextlib.suppress(Exception), db.transaction() as c:
             c.execute(
                 update(m.nodes)
                 .where(m.nodes.c.name == name)
@@ -682,7 +682,7 @@ class NodeHub:
         changes: list[dict[str, Any]] = []
         db = self.db
         if db is not None:
-            with db.engine.begin() as c:
+            with db.transaction() as c:
                 row = c.execute(select(m.nodes.c.datasets).where(m.nodes.c.name == name)).first()
                 before = {d["name"]: d for d in (row.datasets if row is not None else []) or []}
                 for ds, info in new.items():

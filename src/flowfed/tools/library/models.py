@@ -364,7 +364,9 @@ def logistic_regression(
         l2=l2,
         penalized=[True, False],
         mu=mu,
-        global_params=global_model.get_weights() if global_model is not None else None,
+        # Without a global model (a federated step's first round), FedProx anchors to the
+        # shared starting point every node begins from.
+        global_params=global_model.get_weights() if global_model is not None else start,
     )
     training = {
         "tool": "flowfed.logistic_regression@1.0",
@@ -453,7 +455,9 @@ def mlp(
         l2=l2,
         penalized=[True, False, True, False],
         mu=mu,
-        global_params=global_model.get_weights() if global_model is not None else None,
+        # Without a global model (a federated step's first round), FedProx anchors to the
+        # shared starting point every node begins from.
+        global_params=global_model.get_weights() if global_model is not None else start,
     )
     training = {
         "tool": "flowfed.mlp@1.0",

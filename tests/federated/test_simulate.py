@@ -1,0 +1,219 @@
+"""The Breast Cancer Detection Flow with in-process nodes (``--simulate``), end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flowfed.db import Database
+from tests.federated.conftest import errors, run_cli, run_json, tasks_of, write_flow
+
+TRAINERS = """
+import time
+import pandas as pd
+from flowfed.tools import Context, tool
+from flowfed.tools.library.models import LogisticRegressionModel, logistic_regression
+
+
+@tool(name="test.slow_on_b", version="1", type="analysis")
+def slow_on_b(train: pd.DataFrame, ctx: Context,
+              global_model: LogisticRegressionModel | None = None, *,
+              epochs: int = 5, learning_rate: float = 0.5) -> LogisticRegressionModel:
+    if ctx.node == "hospital-b":
+        time.sleep(4)
+    return logistic_regression(train, ctx, global_model, epochs=epochs,
+                                           learning_rate=learning_rate)
+
+
+@tool(name="test.fails_on_c", version="1", type="analysis")
+def fails_on_c(train: pd.DataFrame, ctx: Context,
+               global_model: LogisticRegressionModel | None = None, *,
+               epochs: int = 5, learning_rate: float = 0.5) -> LogisticRegressionModel:
+    if ctx.node == "hospital-c":
+        raise RuntimeError("disk full at hospital C")
+    return logistic_regression(train, ctx, global_model, epochs=epochs,
+                                           learning_rate=learning_rate)
+"""
+
+
+def simulate(flow: Path, home: Path, *extra: str) -> dict:
+    return run_json(["run", str(flow), "--simulate", *extra], home)
+
+
+def test_main_job_simulated_matches_centralized(hospitals: Path, tmp_path: Path) -> None:
+    flow = write_flow(tmp_path, hospitals / "nodes.yaml")
+    home = tmp_path / "home"
+    result = simulate(flow, home)
+    assert result["status"] == "success", errors(result)
+    summary = result["summary"]
+    metrics = summary["metrics"]
+    assert summary["rounds"] == 30 and summary["mode"] == "simulate"
+    assert set(metrics["sites"]) == {"hospital-a:breast", "hospital-b:breast", "hospital-c:breast"}
+    assert metrics["pooled"]["rows"] == 114  # every test row, counted once
+    fed, central = metrics["pooled"]["accuracy"], metrics["centralized"]["accuracy"]
+    assert fed >= central - 0.01, (fed, central)
+    assert metrics["pooled"]["roc_auc"] > 0.98
+    # Seed 000's Task_2A/2B/2C: per round, one training task per hospital and one
+    # aggregation; plus the step's own task.
+    training = tasks_of(result, "Federated Training")
+    assert len(training) == 30 * 4 + 1
+    round3 = [t for t in training if t.get("round") == 3]
+    assert sorted(t["node"] for t in round3) == ["hospital-a", "hospital-b", "hospital-c", "local"]
+    preprocessing = tasks_of(result, "Data Preprocessing")
+    assert sorted((t["node"], t["dataset"]) for t in preprocessing) == [
+        ("hospital-a", "breast"), ("hospital-b", "breast"), ("hospital-c", "breast"),
+    ]  # fmt: skip
+
+
+def test_round_lineage(hospitals: Path, tmp_path: Path) -> None:
+    """global(r) ← updates(r) ← global(r-1) and each node's training data artifact."""
+    flow = write_flow(tmp_path, hospitals / "nodes.yaml", config={"rounds": 3})
+    home = tmp_path / "home"
+    result = simulate(flow, home)
+    assert result["status"] == "success", errors(result)
+    with Database(f"sqlite:///{home / 'flowfed.db'}") as db:
+        final = db.get_artifact(result["summary"]["model"]["id"])
+        assert final is not None and final["producer"]["step"] == "Federated Training"
+        parents = [db.get_artifact(p) for p in final["parents"]]
+        names = sorted(p["name"] for p in parents if p)
+        assert names == [
+            "model",  # round 2's global model
+            "model.update[hospital-a:breast]",
+            "model.update[hospital-b:breast]",
+            "model.update[hospital-c:breast]",
+        ]
+        update = next(p for p in parents if p and p["name"].startswith("model.update[hospital-a"))
+        # An update stays on its node unless shareable: updates are (they travel to the
+        # aggregator); its parents are the round's global model and that node's data.
+        assert update["node"] == "hospital-a" and update["shareable"]
+        up_parents = [db.get_artifact(p) for p in update["parents"]]
+        assert sorted(p["name"] for p in up_parents if p) == ["model", "train[hospital-a:breast]"]
+        data = next(p for p in up_parents if p and p["name"].startswith("train["))
+        assert data["uri"].startswith("node://hospital-a/") and not data["shareable"]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "extra"),
+    [("fedadam", {"strategy_config": {"eta": 0.05, "tau": 0.01}}), ("median", {}),
+     ("trimmed_mean", {"strategy_config": {"beta": 0.2}}),
+     ("fedprox", {"strategy_config": {"mu": 0.1}})],
+)  # fmt: skip
+def test_strategies_run(hospitals: Path, tmp_path: Path, strategy: str, extra: dict) -> None:
+    flow = write_flow(
+        tmp_path,
+        hospitals / "nodes.yaml",
+        config={"rounds": 5, "strategy": strategy},
+        federated=extra,
+        trainer_params={"mu": 0.1} if strategy == "fedprox" else None,
+    )
+    result = simulate(flow, tmp_path / "home")
+    assert result["status"] == "success", errors(result)
+    assert result["summary"]["metrics"]["pooled"]["accuracy"] > 0.85
+
+
+def test_secure_aggregation_keeps_updates_on_nodes(hospitals: Path, tmp_path: Path) -> None:
+    flow = write_flow(
+        tmp_path, hospitals / "nodes.yaml", config={"rounds": 5},
+        federated={"secure_aggregation": True},
+    )  # fmt: skip
+    home = tmp_path / "home"
+    result = simulate(flow, home)
+    assert result["status"] == "success", errors(result)
+    assert result["summary"]["metrics"]["pooled"]["accuracy"] > 0.9
+    with Database(f"sqlite:///{home / 'flowfed.db'}") as db:
+        arts = db.list_artifacts(run_id=result["run_id"], limit=10_000)
+    updates = [a for a in arts if a["name"].startswith("model.update[")]
+    masked = [a for a in arts if a["name"].startswith("model.masked[")]
+    assert len(updates) == 15 and len(masked) == 15
+    # The server never holds an update: no bytes, an address on its node.
+    assert all(not a["shareable"] and a["uri"].startswith("node://") for a in updates)
+    assert all(a["shareable"] for a in masked)
+
+
+def test_differential_privacy_reports_epsilon(hospitals: Path, tmp_path: Path) -> None:
+    flow = write_flow(
+        tmp_path, hospitals / "nodes.yaml", config={"rounds": 4},
+        federated={"privacy": {"clip_norm": 5.0, "noise_multiplier": 0.8, "delta": 1e-5}},
+    )  # fmt: skip
+    result = simulate(flow, tmp_path / "home")
+    assert result["status"] == "success", errors(result)
+    step = next(t for t in tasks_of(result, "Federated Training") if "round" not in t)
+    eps = step["metrics"]["dp_epsilon"]
+    assert 0 < eps < float("inf")
+
+
+def test_straggler_dropped_after_round_timeout(hospitals: Path, tmp_path: Path) -> None:
+    (tmp_path / "trainers.py").write_text(TRAINERS)
+    flow = write_flow(
+        tmp_path, hospitals / "nodes.yaml", config={"rounds": 2},
+        federated={"round_timeout": 1.5, "min_nodes": 2},
+        imports=[str(tmp_path / "trainers.py")], trainer="test.slow_on_b",
+    )  # fmt: skip
+    result = simulate(flow, tmp_path / "home")
+    assert result["status"] == "success", errors(result)
+    late = [t for t in tasks_of(result, "Federated Training") if t["node"] == "hospital-b"]
+    assert late and all(t["status"] == "cancelled" for t in late)
+    on_time = [t for t in tasks_of(result, "Federated Training") if t["node"] == "hospital-a"]
+    assert all(t["status"] == "finished" for t in on_time)
+
+
+def test_failed_node_is_dropped_or_fails_the_step(hospitals: Path, tmp_path: Path) -> None:
+    (tmp_path / "trainers.py").write_text(TRAINERS)
+    common = {"imports": [str(tmp_path / "trainers.py")], "trainer": "test.fails_on_c"}
+    flow = write_flow(
+        tmp_path, hospitals / "nodes.yaml", config={"rounds": 2}, federated={"min_nodes": 2},
+        **common,
+    )  # fmt: skip
+    result = simulate(flow, tmp_path / "home")
+    assert result["status"] == "success", errors(result)
+    strict = tmp_path / "strict"
+    strict.mkdir()
+    flow = write_flow(
+        strict, hospitals / "nodes.yaml", config={"rounds": 2}, federated={"min_nodes": 3},
+        **common,
+    )  # fmt: skip
+    result = simulate(flow, strict / "home")
+    assert result["status"] == "failed"
+    message = next(m for m in errors(result) if "min_nodes" in m)
+    assert "hospital-c" in message and "disk full at hospital C" in message
+
+
+def test_early_stopping(hospitals: Path, tmp_path: Path) -> None:
+    flow = write_flow(
+        tmp_path, hospitals / "nodes.yaml", config={"rounds": 30},
+        federated={"early_stopping": {"metric": "loss", "patience": 2, "min_delta": 10.0}},
+    )  # fmt: skip
+    result = simulate(flow, tmp_path / "home")
+    assert result["status"] == "success", errors(result)
+    # No loss improves by 10: rounds 2 and 3 are stale, so training ends after round 3.
+    assert result["summary"]["rounds"] == 3
+
+
+def test_hundred_simulated_nodes(tmp_path: Path) -> None:
+    from tests.federated.conftest import EXAMPLE
+
+    data = tmp_path / "data"
+    import subprocess
+    import sys
+
+    subprocess.run(
+        [sys.executable, str(EXAMPLE / "make_data.py"), "--out", str(data), "--hospitals",
+         "100", "--quiet"], check=True,
+    )  # fmt: skip
+    flow = write_flow(tmp_path, data / "nodes.yaml", config={"rounds": 10})
+    result = simulate(flow, tmp_path / "home", "-p", "datasets=*:breast")
+    assert result["status"] == "success", errors(result)[:3]
+    assert len(result["summary"]["metrics"]["sites"]) == 100
+    assert result["summary"]["rounds"] == 10
+    assert result["summary"]["metrics"]["pooled"]["rows"] == 114
+
+
+def test_placed_flow_without_nodes_is_refused(hospitals: Path, tmp_path: Path) -> None:
+    flow = write_flow(tmp_path, hospitals / "nodes.yaml")
+    text = flow.read_text().replace(f"nodes: {hospitals / 'nodes.yaml'}\n", "")
+    flow.write_text(text)
+    proc = run_cli(["run", str(flow)], tmp_path / "home")
+    assert proc.returncode != 0
+    assert "places steps on data nodes" in proc.stderr and "--nodes" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -45,8 +45,12 @@ def _bar(fraction: float, width: int = 12) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
-def task_line(t: TaskRun) -> Text:
-    """One task: symbol, tool, node, state word, round/iteration, progress, metrics."""
+def task_line(t: TaskRun, rounds: int | None = None) -> Text:
+    """One task: symbol, tool, node, state word, round/iteration, progress, metrics.
+
+    A federated round task reads like seed 000: ``(hospital-a) running · Round 17/30 ·
+    loss 0.21``.
+    """
     sym, style = _TASK_STYLE.get(t.state, ("?", ""))
     line = Text()
     line.append(f"{sym} ", style=style)
@@ -55,7 +59,7 @@ def task_line(t: TaskRun) -> Text:
     word = "cached" if t.cached else str(t.state)
     line.append(f" {word}", style=style)
     if t.node.round is not None:
-        line.append(f" · round {t.node.round}")
+        line.append(f" · Round {t.node.round}" + (f"/{rounds}" if rounds else ""))
     if t.iteration > 1:
         line.append(f" · iteration {t.iteration}")
     if t.attempt > 1:
@@ -98,6 +102,23 @@ def render(view: RunView, max_tasks_per_step: int = 20) -> Tree:
         if not runs:
             branch.add(Text("Tasks: (created when their inputs are ready)", style="dim"))
             continue
+        rounds = _federated_rounds(runs)
+        if rounds is not None:
+            # A federated step: the step's own task, then each node's latest round task
+            # (the earlier rounds are in `flowfed runs show` and the dashboard).
+            latest: dict[str, TaskRun] = {}
+            for t in runs:
+                if t.node.round is not None:
+                    latest[t.node.id.rsplit("/", 1)[-1].split("[")[0]] = t
+            for t in runs:
+                if t.node.round is None:
+                    branch.add(task_line(t))
+            earlier = len(runs) - len(latest) - sum(1 for t in runs if t.node.round is None)
+            if earlier:
+                branch.add(Text(f"… {earlier} tasks of earlier rounds", style="dim"))
+            for t in latest.values():
+                branch.add(task_line(t, rounds))
+            continue
         shown = runs[-max_tasks_per_step:]
         if len(runs) > len(shown):
             branch.add(Text(f"… {len(runs) - len(shown)} earlier tasks", style="dim"))
@@ -106,6 +127,15 @@ def render(view: RunView, max_tasks_per_step: int = 20) -> Tree:
     if view.error:
         tree.add(Text(f"error: {view.error}", style="red"))
     return tree
+
+
+def _federated_rounds(runs: list[TaskRun]) -> int | None:
+    """The configured rounds of a federated step's task among ``runs`` (else None)."""
+    for t in runs:
+        fed = t.node.federated
+        if fed is not None:
+            return fed.settings.rounds
+    return None
 
 
 class LiveMonitor:

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench bench-peers bench-scale clean
+.PHONY: setup demo demo-local test lint bench bench-peers bench-scale clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,7 +15,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The main job: the Breast Cancer Detection Flow across three local hospital node agents.
 demo: $(STAMP)
+	$(BIN)/flowfed run examples/breast_cancer/flow.yaml
+
+# The small local pipeline of the quick start (no nodes).
+demo-local: $(STAMP)
 	$(BIN)/flowfed run examples/quickstart/flow.yaml
 
 lint: $(STAMP)

@@ -450,7 +450,7 @@ def _print_report(summary: dict[str, Any]) -> None:
         out.print(row("centralized reference", metrics["centralized"]))
         gap = metrics.get("gap", {}).get("accuracy")
         if gap is not None:
-            out.print(f"  federated − centralized accuracy: {gap * 100:+.2f} points")
+            out.print(f"  federated - centralized accuracy: {gap * 100:+.2f} points")
     model = summary.get("model")
     if model:
         out.print(f"  global model: artifact {model['id']} ({model['name']})")

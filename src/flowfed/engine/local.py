@@ -339,6 +339,7 @@ class _Run:
             if self.e.use_cache
             else {}
         )
+        self._resolve_models()
         self.pool = self._make_pool()
         for tr in self.resubmit:
             self._submit(tr)
@@ -350,6 +351,20 @@ class _Run:
         finally:
             self.pool.shutdown(wait=False, cancel_futures=True)
         return self._finish()
+
+    def _resolve_models(self) -> None:
+        """Registry models the flow names (``models:``) become this run's first artifacts."""
+        if not self.g.external:
+            return
+        from flowfed.db.registry import BadModelRef, ModelNotFound, resolve_model_ref
+
+        for key, (ref, where) in self.g.external.items():
+            try:
+                row = resolve_model_ref(self.e.db, ref)
+            except (ModelNotFound, BadModelRef) as exc:
+                self.fatal = f"{where}: {exc}"
+                return
+            self.latest[key] = ArtifactRef.from_row(key, row)
 
     def _make_pool(self) -> cf.Executor:
         # Worker threads orchestrate in every mode; with "processes" each tool call itself

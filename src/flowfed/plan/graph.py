@@ -124,6 +124,9 @@ class TaskGraph:
     config: dict[str, Any]
     file: str | None = None
     warnings: list[Diagnostic] = field(default_factory=list)
+    #: Inputs from the model registry: input name (``registry:NAME@VERSION``) → the
+    #: reference, and where it was written (for a located error when it does not resolve).
+    external: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def step_names(self) -> list[str]:
         """Step names in flow order."""
@@ -177,6 +180,7 @@ def plan(
         config[key] = value
 
     nodes: dict[str, TaskNode] = {}
+    external: dict[str, tuple[str, str]] = {}
     fed_settings: dict[str, Federated | None] = {}
     producers: dict[str, str] = {}
     producer_paths: dict[str, tuple[str | int, ...]] = {}
@@ -228,6 +232,7 @@ def plan(
             else:
                 producers[artifact] = step.name
                 producer_paths[artifact] = at(step, "outputs")
+        model_inputs = _model_inputs(spec, step, config, source, at, diags, external)
         if cfg is None:
             continue
         nodes[step.name] = TaskNode(
@@ -235,7 +240,7 @@ def plan(
             step=step.name,
             tool=spec,
             config=cfg,
-            inputs=dict(step.inputs),
+            inputs={**step.inputs, **model_inputs},
             outputs=outputs,
             deps=(),
             retries=step.retries,
@@ -323,7 +328,9 @@ def plan(
     if diags:
         raise FlowError(diags)
     if placed and not cycle:
-        return _expand(model, nodes, fed_settings, order, config, datasets, source, at)
+        graph = _expand(model, nodes, fed_settings, order, config, datasets, source, at)
+        graph.external = external
+        return graph
 
     downstream: dict[str, list[str]] = {n: [] for n in order}
     for name in order:
@@ -353,6 +360,7 @@ def plan(
         downstream={k: tuple(v) for k, v in downstream.items()},
         config=config,
         file=source.file,
+        external=external,
     )
 
 
@@ -484,6 +492,9 @@ def _expand(
         for where in where_list:
             inputs: dict[str, str | list[str]] = {}
             local_inputs: list[str] = []
+            for param, key in proto.inputs.items():
+                if isinstance(key, str) and key in external_keys(proto):
+                    inputs[param] = key  # a registry model: central, sent to every node
             for param, artifact in step.inputs.items():
                 inst = made.get(artifact, {})
                 if None in inst:  # a central artifact: everyone receives it
@@ -569,7 +580,8 @@ def _expand(
     for tid, node in tasks.items():
         seen: dict[str, None] = {}
         for art in node.input_names():
-            seen[producers[art]] = None
+            if art in producers:  # registry models have no producer in the plan
+                seen[producers[art]] = None
         node.deps = tuple(seen)
         for d in node.deps:
             downstream[d].append(tid)
@@ -581,6 +593,69 @@ def _expand(
         config=config,
         file=source.file,
     )
+
+
+REGISTRY_PREFIX = "registry:"
+
+
+def external_keys(node: TaskNode) -> set[str]:
+    """The registry-model input names of a task."""
+    return {v for v in node.inputs.values() if isinstance(v, str) and v.startswith(REGISTRY_PREFIX)}
+
+
+def _model_inputs(
+    spec: ToolSpec,
+    step: Step,
+    config: dict[str, Any],
+    source: SourceMap,
+    at: Any,
+    diags: list[Diagnostic],
+    external: dict[str, tuple[str, str]],
+) -> dict[str, str]:
+    """A step's ``models:`` as input names, registering each reference in ``external``."""
+    out: dict[str, str] = {}
+    if not step.models:
+        return out
+    resolved, ref_diags = _interpolate(step.models, config, source, at(step, "models"), step)
+    diags.extend(ref_diags)
+    for param, ref in resolved.items():
+        where = f"models.{param}"
+        if param not in spec.inputs:
+            accepted = ", ".join(spec.inputs) or "none"
+            diags.append(
+                source.diag(
+                    f"tool '{spec.name}' has no input '{param}' (inputs: {accepted})",
+                    at(step, "models", param),
+                    step=step.name,
+                    field=where,
+                )
+            )
+            continue
+        if param in step.inputs:
+            diags.append(
+                source.diag(
+                    f"input '{param}' is given both under 'inputs' and 'models'",
+                    at(step, "models", param),
+                    step=step.name,
+                    field=where,
+                )
+            )
+            continue
+        if not isinstance(ref, str) or not ref.strip():
+            diags.append(
+                source.diag(
+                    "a model reference is NAME or NAME@VERSION",
+                    at(step, "models", param),
+                    step=step.name,
+                    field=where,
+                )
+            )
+            continue
+        key = REGISTRY_PREFIX + ref.strip()
+        out[param] = key
+        line = source.line(at(step, "models", param))
+        external[key] = (ref.strip(), f"{source.file}:{line}: step '{step.name}', {where}")
+    return out
 
 
 def _federated_plan(
@@ -727,7 +802,7 @@ def _check_inputs(
                 )
             )
     for name, inp in spec.inputs.items():
-        if inp.required and name not in step.inputs:
+        if inp.required and name not in step.inputs and name not in step.models:
             diags.append(
                 source.diag(
                     f"tool '{spec.name}' needs input '{name}'; "

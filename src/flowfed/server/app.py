@@ -261,7 +261,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             db.close()
             raise
         manager = RunManager(
-            db, settings.resolved_artifacts_url(), bus.publish, metrics, settings.executor
+            db,
+            settings.resolved_artifacts_url(),
+            bus.publish,
+            metrics,
+            settings.executor,
+            dispatcher=app.state.hub,
         )
         app.state.db = db
         app.state.signing_key = signing_key

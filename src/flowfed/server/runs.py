@@ -61,8 +61,11 @@ class RunManager:
         publish: Callable[[list[dict[str, Any]]], None],
         metrics: ServerMetrics,
         executor: str = "threads",
+        dispatcher: Any = None,
     ) -> None:
         self.db = db
+        #: The node hub: runs place their data-node tasks through it.
+        self.dispatcher = dispatcher
         self.artifacts_url = artifacts_url
         self.executor = executor
         self.publish = publish
@@ -183,6 +186,7 @@ class RunManager:
             use_cache=use_cache,
             record_events=True,
             on_events=on_events,
+            dispatcher=self.dispatcher,
         )
         with self._lock:
             if self._closed:

@@ -132,6 +132,9 @@ class Step(BaseModel):
     federated: dict[str, Any] | None = None
     #: Outputs (tool output or artifact names) whose bytes may leave a data node.
     shareable: list[str] = Field(default_factory=list)
+    #: Tool inputs fed from the model registry: ``{model: "breast-cancer@3"}`` (a name
+    #: alone: its latest version); resolved when the run starts.
+    models: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _federated_block(self) -> Step:

@@ -10,13 +10,7 @@ federated model's pooled metrics.
 
 from __future__ import annotations
 
-import numpy as np
-from sklearn.datasets import load_breast_cancer
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
-
 from flowfed.tools import Context, tool
-from flowfed.tools.library.evaluation import classification_metrics
 
 
 @tool(name="breast_cancer.centralized_reference", version="1.0", type="evaluation")
@@ -24,6 +18,15 @@ def centralized_reference(
     ctx: Context, *, test_fraction: float = 0.2, seed: int = 0, c: float = 1.0
 ) -> dict:
     """Accuracy, ROC AUC and F1 of centralized logistic regression on the example's split."""
+    # Imported here, not at module level: scikit-learn takes about a second to import,
+    # and every `flowfed run` of the example (and every node agent) imports this file.
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+
+    from flowfed.tools.library.evaluation import classification_metrics
+
     frame = load_breast_cancer(as_frame=True).frame
     train, test = train_test_split(
         frame, test_size=test_fraction, stratify=frame["target"], random_state=seed

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from flowfed.node.agent import file_sha256, spawn_node
+from flowfed.node.agent import spawn_node
+from flowfed.node.datasets import file_sha256
 from tests.server.conftest import Server
 from tests.ui.conftest import shot
 

@@ -44,7 +44,7 @@ def _error(node: str, message: str, etype: str, tb: str | None = None) -> Remote
 
 class _SimNode:
     def __init__(self, name: str, datasets: dict[str, Path]) -> None:
-        from flowfed.node.agent import scan_dataset
+        from flowfed.node.datasets import scan_dataset
 
         self.name = name
         self.datasets = {n: scan_dataset(n, Path(p)) for n, p in datasets.items()}

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import dp_accounting
 import numpy as np
-from dp_accounting import pld, rdp
 
 from flowfed.fl.types import AggregationError, Update, Weights, check_updates, shapes_of
+
+if TYPE_CHECKING:
+    import dp_accounting
 
 __all__ = [
     "PrivacyAccountant",
@@ -160,6 +161,11 @@ class PrivacyAccountant:
         self.delta = float(delta)
         self.method = method
         self.rounds = 0
+        # Imported here: dp-accounting pulls in SciPy (over a second), which a flow
+        # without differential privacy should not pay for at start-up.
+        import dp_accounting
+        from dp_accounting import pld, rdp
+
         self._accountant: dp_accounting.PrivacyAccountant = (
             rdp.RdpAccountant() if method == "rdp" else pld.PLDAccountant()
         )

@@ -46,6 +46,7 @@ from pydantic import ValidationError
 
 from flowfed import __version__
 from flowfed.artifacts import ArtifactStore, NotMaterializable, load, materialize
+from flowfed.node.datasets import NodeSetupError, scan_dataset
 from flowfed.node.protocol import (
     HEARTBEAT_S,
     MAX_FRAME_BYTES,
@@ -77,10 +78,6 @@ log = logging.getLogger("flowfed.node")
 
 #: Exit code when the server refuses the node's credentials (retrying cannot help).
 EXIT_REFUSED = 3
-
-
-class NodeSetupError(ValueError):
-    """A bad option, credentials file or dataset: the message says which and where."""
 
 
 class CredentialsRefused(RuntimeError):
@@ -122,45 +119,6 @@ def load_credentials(path: Path) -> dict[str, str]:
     if not isinstance(data.get("name"), str):
         raise NodeSetupError(f"{path}: expected a JSON object with 'name' and 'token'")
     return {k: str(v) for k, v in data.items() if isinstance(v, str)}
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 (hex) of a file's bytes."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def scan_dataset(name: str, path: Path) -> dict[str, Any]:
-    """What the node knows of a dataset: name, path, format, rows, columns, hash.
-
-    ``path`` stays on the node; the server gets everything else.
-    """
-    import pandas as pd
-
-    if not path.is_file():
-        raise NodeSetupError(f"--dataset {name}={path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        fmt = "csv"
-    elif suffix in (".parquet", ".pq"):
-        fmt = "parquet"
-    else:
-        raise NodeSetupError(f"--dataset {name}={path}: only .csv and .parquet files are supported")
-    try:
-        table = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
-    except Exception as exc:
-        raise NodeSetupError(f"--dataset {name}={path}: cannot read it: {exc}") from None
-    return {
-        "name": name,
-        "path": str(path.resolve()),
-        "format": fmt,
-        "rows": len(table),
-        "columns": [{"name": str(c), "dtype": str(t)} for c, t in table.dtypes.items()],
-        "hash": file_sha256(path),
-    }
 
 
 def parse_dataset_option(text: str) -> tuple[str, Path]:

@@ -231,8 +231,17 @@ class NodeAgent:
 
     def run(self) -> int:
         """Connect and serve until :meth:`stop`; the exit code (``EXIT_REFUSED``, 0)."""
+        return asyncio.run(self.serve())
+
+    async def serve(self) -> int:
+        """:meth:`run` as a coroutine, in the caller's running loop; the same exit code.
+
+        Many agents can share one loop (``asyncio.gather(*(a.serve() for a in agents))``):
+        that is how the node-scale benchmark and tests host hundreds of nodes in a few
+        processes. Each agent's tools still run in its own worker threads.
+        """
         try:
-            asyncio.run(self._main())
+            await self._main()
         except CredentialsRefused as exc:
             log.error("%s", exc)
             return EXIT_REFUSED

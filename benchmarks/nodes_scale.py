@@ -436,7 +436,7 @@ def main() -> int:
     parser.add_argument("--nodes", default="10,50,100,200", help="comma-separated sizes")
     parser.add_argument("--heartbeat", type=float, default=1.0, help="heartbeat interval (s)")
     parser.add_argument("--window", type=float, default=30.0, help="heartbeat window (s)")
-    parser.add_argument("--rounds", type=int, default=3, help="placement rounds (after warm-up)")
+    parser.add_argument("--rounds", type=int, default=10, help="placement rounds (after warm-up)")
     parser.add_argument("--load", type=float, default=10.0, help="sustained placement (s)")
     parser.add_argument("--per-process", type=int, default=50, help="agents per agent process")
     parser.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")

@@ -81,6 +81,14 @@ RECHECK_S = 5.0
 NODE_EVENTS = "_nodes"
 #: Seconds between looks at the database for nodes added or removed by an admin.
 SYNC_S = 1.0
+#: Seconds a ``run_task`` thread sleeps between looks at its cancel flag and deadlines
+#: (its own task's frames wake it at once) while few tasks are in flight ...
+CANCEL_POLL_S = 0.1
+#: ... and the most such looks per second across all tasks once many are: with hundreds
+#: of tasks in flight, every look takes the GIL from the server's event loop, and the
+#: heartbeats it serves arrive late. The interval then grows, up to MAX_POLL_S.
+POLLS_PER_S = 200.0
+MAX_POLL_S = 1.0
 
 
 # --- credentials ----------------------------------------------------------------------
@@ -197,6 +205,15 @@ class _Pending:
     lost_at: float | None = None
     outcome: RemoteResult | RemoteTaskError | None = None
     telemetry: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    #: Wakes only this task's ``run_task`` thread; shares the hub's lock. One condition
+    #: per task rather than the hub's: with hundreds of tasks in flight, waking every
+    #: waiting thread on every frame made each frame cost O(tasks) (quadratic overall).
+    wake: threading.Condition | None = None
+
+    def notify(self) -> None:
+        """Wake the thread waiting on this task (call with the hub's lock held)."""
+        if self.wake is not None:
+            self.wake.notify_all()
 
 
 class NodeHub:
@@ -226,13 +243,17 @@ class NodeHub:
         self.db: Database | None = None
         self.publish: Callable[[list[dict[str, Any]]], None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._cond = threading.Condition(threading.RLock())
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self._conns: dict[str, _Conn] = {}
         self._known: dict[str, NodeInfo] = {}
         self._pending: dict[str, _Pending] = {}
         self._synced = 0.0
         #: Refused attempts (also logged): what the tests and operators look at.
         self.refusals: list[dict[str, Any]] = []
+        #: Called in the server's loop as ``(node, seq)`` when a heartbeat arrives (None:
+        #: nobody listens). The node-scale benchmark times arrivals with it; keep it cheap.
+        self.on_heartbeat: Callable[[str, int], None] | None = None
 
     # -- wiring ---------------------------------------------------------------------
 
@@ -285,7 +306,8 @@ class NodeHub:
                             p.task, "the server stopped while the task was running", "NodeOffline"
                         )
                     )
-            self._cond.notify_all()
+            for p in self._pending.values():
+                p.notify()
         self.db = None
 
     def sync(self) -> None:
@@ -322,18 +344,18 @@ class NodeHub:
             with contextlib.suppress(Exception):  # a database hiccup: answer from memory
                 self.sync()
         with self._cond:
+            # One pass over the tasks, not one per node: the engine asks on every placement.
+            running: dict[str, int] = {}
+            for p in self._pending.values():
+                if p.sent is not None and p.outcome is None:
+                    running[p.task.node] = running.get(p.task.node, 0) + 1
             out: dict[str, NodeInfo] = {}
             for name, info in self._known.items():
-                running = sum(
-                    1
-                    for p in self._pending.values()
-                    if p.task.node == name and p.sent is not None and p.outcome is None
-                )
                 out[name] = NodeInfo(
                     name=name,
                     online=name in self._conns,
                     datasets=dict(info.datasets),
-                    running=running,
+                    running=running.get(name, 0),
                     last_seen=info.last_seen,
                 )
             return out
@@ -349,7 +371,7 @@ class NodeHub:
         node = task.node
         start = time.monotonic()
         deadline = None if task.timeout is None else start + task.timeout
-        p = _Pending(task)
+        p = _Pending(task, wake=threading.Condition(self._lock))
         with self._cond:
             if task.task_id in self._pending:
                 raise RemoteTaskError(
@@ -421,7 +443,10 @@ class NodeHub:
                                 )
                             )
                         if send_to is None:
-                            self._cond.wait(0.1)
+                            # Woken by this task's own events; the timeout is for the
+                            # cancel flag and the deadlines, which nothing signals.
+                            assert p.wake is not None
+                            p.wake.wait(self._poll_s())
                             continue
                 for kind, payload in items:
                     with contextlib.suppress(Exception):  # telemetry never fails a task
@@ -439,6 +464,10 @@ class NodeHub:
         finally:
             with self._cond:
                 self._pending.pop(task.task_id, None)
+
+    def _poll_s(self) -> float:
+        """How long a waiting ``run_task`` sleeps before looking at its cancel flag again."""
+        return min(MAX_POLL_S, max(CANCEL_POLL_S, len(self._pending) / POLLS_PER_S))
 
     @staticmethod
     def _report(task: RemoteTask, message: str, etype: str) -> dict[str, Any]:
@@ -506,6 +535,10 @@ class NodeHub:
                     continue
                 self._seen(name)
                 if isinstance(msg, HeartbeatMessage):
+                    observer = self.on_heartbeat
+                    if observer is not None:
+                        with contextlib.suppress(Exception):
+                            observer(name, msg.seq)
                     await conn.send(HeartbeatMessage(seq=msg.seq))
                     if time.monotonic() - conn.checked > RECHECK_S:
                         conn.checked = time.monotonic()
@@ -581,7 +614,9 @@ class NodeHub:
                         )
                     )
             foreign = held - {k for k, p in self._pending.items() if p.task.node == conn.name}
-            self._cond.notify_all()
+            for p in self._pending.values():
+                if p.task.node == conn.name:  # waiting for this node, or re-attached/failed
+                    p.notify()
         return old, sorted(foreign)
 
     def _disconnect(self, conn: _Conn) -> None:
@@ -593,7 +628,7 @@ class NodeHub:
                 for p in self._pending.values():
                     if p.sent is conn and p.outcome is None:
                         p.lost_at = now
-            self._cond.notify_all()
+                        p.notify()
 
     def _mark_offline(self, name: str) -> None:
         """Record in the database that ``name`` went offline (unless it reconnected)."""
@@ -627,7 +662,7 @@ class NodeHub:
         with self._cond:
             if p.outcome is None:
                 p.telemetry.append((msg.kind, dict(msg.payload)))
-                self._cond.notify_all()
+                p.notify()
 
     def _finished(self, conn: _Conn, msg: ResultMessage | TaskErrorMessage) -> bool:
         with self._cond:
@@ -671,7 +706,7 @@ class NodeHub:
         with self._cond:
             if p.outcome is None:
                 p.outcome = outcome
-            self._cond.notify_all()
+            p.notify()
         return True
 
     # -- database (worker threads) ---------------------------------------------------

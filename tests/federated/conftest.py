@@ -35,6 +35,7 @@ def write_flow(
     imports: list[str] | None = None,
     trainer: str | None = None,
     trainer_params: dict[str, Any] | None = None,
+    sweep: dict[str, Any] | None = None,
 ) -> Path:
     """A copy of the example flow with absolute paths and the given changes."""
     flow = yaml.safe_load((EXAMPLE / "flow.yaml").read_text())
@@ -50,6 +51,8 @@ def write_flow(
         step["tool"] = trainer
     if trainer_params is not None:
         step["params"].update(trainer_params)
+    if sweep is not None:
+        step["sweep"] = sweep
     path = folder / "flow.yaml"
     path.write_text(yaml.safe_dump(flow, sort_keys=False))
     return path

@@ -217,3 +217,32 @@ def test_placed_flow_without_nodes_is_refused(hospitals: Path, tmp_path: Path) -
     assert proc.returncode != 0
     assert "places steps on data nodes" in proc.stderr and "--nodes" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_subvariants_train_and_compare_side_by_side(hospitals: Path, tmp_path: Path) -> None:
+    import json
+
+    flow = write_flow(
+        tmp_path, hospitals / "nodes.yaml", config={"rounds": 3},
+        sweep={"learning_rate": [0.05, 0.5]},
+    )  # fmt: skip
+    home = tmp_path / "home"
+    result = simulate(flow, home)
+    assert result["status"] == "success", errors(result)
+    variants = result["summary"]["variants"]
+    assert set(variants) == {"learning_rate=0.05", "learning_rate=0.5"}
+    # Each subvariant was validated and summarized on its own.
+    assert len(tasks_of(result, "Model Validation")) == 6
+    low = variants["learning_rate=0.05"]["pooled"]["accuracy"]
+    high = variants["learning_rate=0.5"]["pooled"]["accuracy"]
+    assert low != high
+    listed = run_cli(["models", "list", "--json"], home)
+    assert listed.returncode == 0, listed.stderr
+    items = json.loads(listed.stdout)["items"]
+    swept = {json.dumps(i["variant"], sort_keys=True): i["artifact_id"] for i in items}
+    assert set(swept) == {'{"learning_rate": 0.05}', '{"learning_rate": 0.5}'}
+    compared = run_cli(["models", "compare", *swept.values(), "--json"], home)
+    assert compared.returncode == 0, compared.stderr
+    assert json.loads(compared.stdout)["variants"]["learning_rate"] == [0.05, 0.5] or json.loads(
+        compared.stdout
+    )["variants"]["learning_rate"] == [0.5, 0.05]

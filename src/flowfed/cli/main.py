@@ -431,7 +431,17 @@ def _print_report(summary: dict[str, Any]) -> None:
             + (f", {spr * 1000:.1f} ms per round" if spr else "")
             + (f" ({summary['mode']} mode)" if summary.get("mode") else "")
         )
-    metrics = summary.get("metrics")
+    for label, metrics in (summary.get("variants") or {}).items():
+        out.print(f"  subvariant {label}:")
+        _print_metrics(metrics)
+    _print_metrics(summary.get("metrics"))
+    model = summary.get("model")
+    if model:
+        out.print(f"  global model: artifact {model['id']} ({model['name']})")
+
+
+def _print_metrics(metrics: Any) -> None:
+    """Per-site, pooled and centralized accuracy and ROC AUC (a pool_metrics report)."""
     if not isinstance(metrics, dict) or "pooled" not in metrics:
         return
 
@@ -451,9 +461,6 @@ def _print_report(summary: dict[str, Any]) -> None:
         gap = metrics.get("gap", {}).get("accuracy")
         if gap is not None:
             out.print(f"  federated - centralized accuracy: {gap * 100:+.2f} points")
-    model = summary.get("model")
-    if model:
-        out.print(f"  global model: artifact {model['id']} ({model['name']})")
 
 
 @app.command()

@@ -7,6 +7,7 @@ alone.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -56,6 +57,8 @@ def task_line(t: TaskRun, rounds: int | None = None) -> Text:
     line.append(f"{sym} ", style=style)
     line.append(t.node.tool.name)
     line.append(f" ({t.node.node})", style="dim")
+    if t.node.variant:
+        line.append(" [" + ", ".join(f"{k}={v}" for k, v in t.node.variant.items()) + "]")
     word = "cached" if t.cached else str(t.state)
     line.append(f" {word}", style=style)
     if t.node.round is not None:
@@ -109,7 +112,8 @@ def render(view: RunView, max_tasks_per_step: int = 20) -> Tree:
             latest: dict[str, TaskRun] = {}
             for t in runs:
                 if t.node.round is not None:
-                    latest[t.node.id.rsplit("/", 1)[-1].split("[")[0]] = t
+                    # One line per subvariant and node: the plan key without its round.
+                    latest[re.sub(r"/round \d+/", "/", t.node.id)] = t
             for t in runs:
                 if t.node.round is None:
                     branch.add(task_line(t))

@@ -69,7 +69,7 @@ tasks = Table(
     Column("round", Integer, nullable=True),
     Column("plan_key", String(512), nullable=True),
     Column("dataset", String(255), nullable=True),
-    Column("variant", String(255), nullable=True),
+    Column("variant", JSON, nullable=True),
     Column("iteration", Integer, nullable=False, default=1, server_default="1"),
     Column("attempt", Integer, nullable=False, default=1, server_default="1"),
     Column("state", String(16), nullable=False),

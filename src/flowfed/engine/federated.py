@@ -329,7 +329,13 @@ class FederatedDriver:
 
         Returns the finished children; fewer than ``need`` raises :class:`StepFailed`.
         """
-        s, tr = self.settings, self.tr
+        s = self.settings
+        if deadline is None and getattr(self.run.e.dispatcher, "in_process", False):
+            # Simulated nodes compute in this process and never wait on I/O: handing each
+            # task to a thread would only add switches for the GIL.
+            for c in children:
+                self._execute(c)
+            return self._outcome(r, children, need, phase)
         futures = {pool.submit(self._execute, c): c for c in children}
         pending = set(futures)
         finished: list[TaskRun] = []
@@ -357,6 +363,11 @@ class FederatedDriver:
                     "message": f"round {r}: dropped the late {phase} of {c.node.node}",
                 },
             )
+        return self._outcome(r, finished, need, phase)
+
+    def _outcome(self, r: int, finished: list[TaskRun], need: int, phase: str) -> list[TaskRun]:
+        """The finished children of a batch; fewer than ``need`` raises StepFailed."""
+        tr = self.tr
         ok = [c for c in finished if c.state is State.FINISHED]
         failed = [c for c in finished if c.state is State.ERROR]
         for c in failed:
@@ -401,7 +412,7 @@ class FederatedDriver:
         who = f"{node}:{dataset}" if dataset else node
         art = self.node.outputs[self.fed.model_output]
         return TaskNode(
-            id=round_id(self.node.step, r, f"{label}/{who}"),
+            id=round_id(self.node.id, r, f"{label}/{who}"),
             step=self.node.step,
             tool=spec,
             config=spec.config_model.model_validate(config),
@@ -419,7 +430,7 @@ class FederatedDriver:
     def _central_task(self, spec: ToolSpec, r: int, label: str, config: dict[str, Any]) -> TaskNode:
         art = self.node.outputs[self.fed.model_output]
         return TaskNode(
-            id=round_id(self.node.step, r, label),
+            id=round_id(self.node.id, r, label),
             step=self.node.step,
             tool=spec,
             config=spec.config_model.model_validate(config),
@@ -428,6 +439,7 @@ class FederatedDriver:
             deps=(),
             cache=False,
             round=r,
+            variant=self.node.variant,
         )
 
     def _value(self, ref: ArtifactRef) -> Any:

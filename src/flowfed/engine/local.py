@@ -621,6 +621,7 @@ class _Run:
             "round": n.round,
             "plan_key": n.id,
             "dataset": n.dataset,
+            "variant": n.variant,
             "iteration": tr.iteration,
             "attempt": tr.attempt,
             "state": str(tr.state),
@@ -821,13 +822,24 @@ class _Run:
                     if ref is not None:
                         out["model"] = {"name": ref.name, "id": ref.id, "hash": ref.hash}
         report = self.g.flow.report
-        ref = self.latest.get(report) if report else None
-        if ref is not None:
+        if not report:
+            return out
+        # A swept flow has one report per subvariant: report[learning_rate=0.1], ...
+        found = {
+            name[len(report) + 1 : -1] if name != report else "": ref
+            for name, ref in self.latest.items()
+            if name == report or (name.startswith(report + "[") and name.endswith("]"))
+        }
+        values: dict[str, Any] = {}
+        for label, ref in found.items():
             try:
-                value = ref.value if ref.has_value else ref.handle(self._source(ref)).load()
+                values[label] = ref.value if ref.has_value else ref.handle(self._source(ref)).load()
             except Exception as exc:  # the run's result stands; say why the report is absent
-                value = {"error": f"cannot load report '{report}': {exc}"}
-            out["metrics"] = value
+                values[label] = {"error": f"cannot load report '{ref.name}': {exc}"}
+        if "" in values:
+            out["metrics"] = values[""]
+        elif values:
+            out["variants"] = values
         return out
 
     # -- the worker side -------------------------------------------------------------------

@@ -168,6 +168,10 @@ class SimulatedNodes:
     local-nodes layout file does.
     """
 
+    #: Tasks run in the calling thread, without waiting on I/O (the engine runs a round's
+    #: tasks one after the other instead of handing them to threads).
+    in_process = True
+
     def __init__(self, layout: dict[str, dict[str, Path]]) -> None:
         import flowfed.tools.library  # noqa: F401  (the built-in tools, as a node has them)
 

@@ -49,7 +49,7 @@ def train_task(step_task: TaskNode, where: Where, r: int) -> TaskNode:
     artifact = step_task.outputs[fed.model_output]
     who = f"{node}:{dataset}" if dataset else node
     return TaskNode(
-        id=round_id(step_task.step, r, who),
+        id=round_id(step_task.id, r, who),
         step=step_task.step,
         tool=step_task.tool,
         config=config,
@@ -65,6 +65,7 @@ def train_task(step_task: TaskNode, where: Where, r: int) -> TaskNode:
         # Model updates travel to the aggregator; with secure aggregation only their
         # masked form does (the secure round adds its own tasks).
         shareable=frozenset() if fed.settings.secure_aggregation else frozenset({fed.model_output}),
+        variant=step_task.variant,
     )
 
 
@@ -81,7 +82,7 @@ def aggregate_task(
     if has_global:
         inputs["global_model"] = step_task.outputs[fed.model_output]
     return TaskNode(
-        id=round_id(step_task.step, r, "aggregate"),
+        id=round_id(step_task.id, r, "aggregate"),
         step=step_task.step,
         tool=aggregator,
         config=config,
@@ -90,6 +91,7 @@ def aggregate_task(
         deps=(),
         cache=False,
         round=r,
+        variant=step_task.variant,
     )
 
 

@@ -87,6 +87,8 @@ class TaskNode:
     shareable: frozenset[str] = frozenset()
     #: Set on a ``kind: federated`` step's task: how the engine runs its rounds.
     federated: FederatedPlan | None = None
+    #: The swept config values of this subvariant (``sweep:``), or None.
+    variant: dict[str, Any] | None = None
 
     @property
     def placed(self) -> bool:
@@ -180,6 +182,7 @@ def plan(
         config[key] = value
 
     nodes: dict[str, TaskNode] = {}
+    sweeps: dict[str, list[dict[str, Any]]] = {}
     external: dict[str, tuple[str, str]] = {}
     fed_settings: dict[str, Federated | None] = {}
     producers: dict[str, str] = {}
@@ -233,6 +236,8 @@ def plan(
                 producers[artifact] = step.name
                 producer_paths[artifact] = at(step, "outputs")
         model_inputs = _model_inputs(spec, step, config, source, at, diags, external)
+        if step.sweep and cfg is not None:
+            sweeps[step.name] = _sweep_combos(spec, step, resolved, config, source, at, diags)
         if cfg is None:
             continue
         nodes[step.name] = TaskNode(
@@ -320,6 +325,16 @@ def plan(
 
     placed = is_placed(model)
     datasets: list[Where] | None = None
+    for step in model.steps:
+        if step.sweep and (step.next is not None or step.name in routed):
+            diags.append(
+                source.diag(
+                    "a swept step cannot route or be routed to with 'next'",
+                    at(step, "sweep"),
+                    step=step.name,
+                    field="sweep",
+                )
+            )
     if placed:
         if needs_datasets(model):
             datasets = parse_datasets(config, source, diags)
@@ -327,8 +342,8 @@ def plan(
 
     if diags:
         raise FlowError(diags)
-    if placed and not cycle:
-        graph = _expand(model, nodes, fed_settings, order, config, datasets, source, at)
+    if (placed or sweeps) and not cycle:
+        graph = _expand(model, nodes, fed_settings, sweeps, order, config, datasets, source, at)
         graph.external = external
         return graph
 
@@ -466,16 +481,19 @@ def _expand(
     model: Flow,
     nodes: dict[str, TaskNode],
     fed_settings: dict[str, Federated | None],
+    sweeps: dict[str, list[dict[str, Any]]],
     order: list[str],
     config: dict[str, Any],
     datasets: list[Where] | None,
     source: SourceMap,
     at: Any,
 ) -> TaskGraph:
-    """Expand placed steps into one task per placement (see flowfed.plan.placement)."""
+    """Expand placed steps into one task per placement (see flowfed.plan.placement), and
+    swept steps, with everything downstream of them, into one task per subvariant."""
     diags: list[Diagnostic] = []
-    # artifact name → {placement: instance name}; central artifacts under None.
-    made: dict[str, dict[Where | None, str]] = {}
+    # artifact name → {subvariant label: {placement: instance name}}; central artifacts
+    # under placement None, unswept ones under label "".
+    made_v: dict[str, dict[str, dict[Where | None, str]]] = {}
     shareable_of: dict[str, bool] = {}  # artifact name → may its bytes leave the node
     tasks: dict[str, TaskNode] = {}
     producers: dict[str, str] = {}
@@ -489,91 +507,102 @@ def _expand(
         )
         where_list = placements(step, datasets)
         fed_parts = participants(step, datasets) if step.kind == "federated" else []
-        for where in where_list:
-            inputs: dict[str, str | list[str]] = {}
-            local_inputs: list[str] = []
-            for param, key in proto.inputs.items():
-                if isinstance(key, str) and key in external_keys(proto):
-                    inputs[param] = key  # a registry model: central, sent to every node
-            for param, artifact in step.inputs.items():
-                inst = made.get(artifact, {})
-                if None in inst:  # a central artifact: everyone receives it
-                    inputs[param] = inst[None]
-                    continue
-                if fed_parts:
-                    names: list[str] = []
-                    for part in fed_parts:
-                        got, why = match(inst, part)
+        variants = _step_variants(step, sweeps, made_v, source, at, diags)
+        for label, combo in variants:
+            made = {a: _pick(v, label) for a, v in made_v.items()}
+            config_v = proto.config
+            if combo:
+                config_v = proto.tool.config_model.model_validate(
+                    {**proto.config.model_dump(), **combo}
+                )
+            for where in where_list:
+                inputs: dict[str, str | list[str]] = {}
+                local_inputs: list[str] = []
+                for param, key in proto.inputs.items():
+                    if isinstance(key, str) and key in external_keys(proto):
+                        inputs[param] = key  # a registry model: central, sent to every node
+                for param, artifact in step.inputs.items():
+                    inst = made.get(artifact, {})
+                    if None in inst:  # a central artifact: everyone receives it
+                        inputs[param] = inst[None]
+                        continue
+                    if fed_parts:
+                        names: list[str] = []
+                        for part in fed_parts:
+                            got, why = match(inst, part)
+                            if got is None:
+                                diags.append(
+                                    source.diag(
+                                        f"input '{artifact}' for participant {part[0]}: {why}",
+                                        at(step, "inputs", param),
+                                        step=name,
+                                        field=f"inputs.{param}",
+                                    )
+                                )
+                            else:
+                                names.append(got)
+                        inputs[param] = names
+                        local_inputs.append(param)
+                    elif where is None:
+                        if not shareable_of.get(artifact, False):
+                            diags.append(
+                                source.diag(
+                                    f"this central step consumes '{artifact}', which stays on the "
+                                    "data nodes: its producing step does not list it under "
+                                    "'shareable'",
+                                    at(step, "inputs", param),
+                                    step=name,
+                                    field=f"inputs.{param}",
+                                    hint="declare it shareable if its bytes may leave the nodes "
+                                    "(aggregates, metrics, model updates), never raw rows",
+                                )
+                            )
+                        inputs[param] = list(inst.values())
+                    else:
+                        got, why = match(inst, where)
                         if got is None:
                             diags.append(
                                 source.diag(
-                                    f"input '{artifact}' for participant {part[0]}: {why}",
+                                    f"input '{artifact}' at {where[0]}: {why}",
                                     at(step, "inputs", param),
                                     step=name,
                                     field=f"inputs.{param}",
                                 )
                             )
-                        else:
-                            names.append(got)
-                    inputs[param] = names
-                    local_inputs.append(param)
-                elif where is None:
-                    if not shareable_of.get(artifact, False):
-                        diags.append(
-                            source.diag(
-                                f"this central step consumes '{artifact}', which stays on the "
-                                "data nodes: its producing step does not list it under "
-                                "'shareable'",
-                                at(step, "inputs", param),
-                                step=name,
-                                field=f"inputs.{param}",
-                                hint="declare it shareable if its bytes may leave the nodes "
-                                "(aggregates, metrics, model updates), never raw rows",
-                            )
-                        )
-                    inputs[param] = list(inst.values())
-                else:
-                    got, why = match(inst, where)
-                    if got is None:
-                        diags.append(
-                            source.diag(
-                                f"input '{artifact}' at {where[0]}: {why}",
-                                at(step, "inputs", param),
-                                step=name,
-                                field=f"inputs.{param}",
-                            )
-                        )
-                        continue
-                    inputs[param] = got
-            tid = task_id(name, where)
-            outputs = {out: instance(art, where) for out, art in proto.outputs.items()}
-            fed_plan = None
-            settings = fed_settings.get(name)
-            if settings is not None:
-                fed_plan = _federated_plan(proto, settings, fed_parts, local_inputs)
-            node = TaskNode(
-                id=tid,
-                step=name,
-                tool=proto.tool,
-                config=proto.config,
-                inputs=inputs,
-                outputs=outputs,
-                deps=(),
-                retries=proto.retries,
-                retry_backoff=proto.retry_backoff,
-                timeout=proto.timeout,
-                cache=proto.cache and where is None and fed_plan is None,
-                allow_pickle=proto.allow_pickle,
-                node=where[0] if where else "local",
-                dataset=where[1] if where else None,
-                shareable=shareable,
-                federated=fed_plan,
-            )
-            tasks[tid] = node
-            for out, art in proto.outputs.items():
-                made.setdefault(art, {})[where] = outputs[out]
-                producers[outputs[out]] = tid
-                shareable_of[art] = where is None or out in shareable
+                            continue
+                        inputs[param] = got
+                tid = task_id(_vname(name, label), where)
+                outputs = {
+                    out: instance(_vname(art, label), where) for out, art in proto.outputs.items()
+                }
+                fed_plan = None
+                settings = fed_settings.get(name)
+                if settings is not None:
+                    fed_plan = _federated_plan(proto, settings, fed_parts, local_inputs)
+                node = TaskNode(
+                    id=tid,
+                    step=name,
+                    tool=proto.tool,
+                    config=config_v,
+                    inputs=inputs,
+                    outputs=outputs,
+                    deps=(),
+                    retries=proto.retries,
+                    retry_backoff=proto.retry_backoff,
+                    timeout=proto.timeout,
+                    cache=proto.cache and where is None and fed_plan is None,
+                    allow_pickle=proto.allow_pickle,
+                    node=where[0] if where else "local",
+                    dataset=where[1] if where else None,
+                    shareable=shareable,
+                    federated=fed_plan,
+                    variant=combo or None,
+                )
+                tasks[tid] = node
+                for out, art in proto.outputs.items():
+                    made_v.setdefault(art, {}).setdefault(label, {})[where] = outputs[out]
+                    producers[outputs[out]] = tid
+                    shareable_of[art] = where is None or out in shareable
     if diags:
         raise FlowError(diags)
     downstream: dict[str, list[str]] = {t: [] for t in tasks}
@@ -596,6 +625,122 @@ def _expand(
 
 
 REGISTRY_PREFIX = "registry:"
+
+
+def _vname(base: str, label: str) -> str:
+    """A step or artifact name within subvariant ``label`` (``train[lr=0.1]``)."""
+    return f"{base}[{label}]" if label else base
+
+
+def _pick(by_label: dict[str, dict[Where | None, str]], label: str) -> dict[Where | None, str]:
+    """An artifact's instances for subvariant ``label``; unswept ones serve every label."""
+    return by_label.get(label) or by_label.get("", {})
+
+
+def _step_variants(
+    step: Step,
+    sweeps: dict[str, list[dict[str, Any]]],
+    made_v: dict[str, dict[str, dict[Where | None, str]]],
+    source: SourceMap,
+    at: Any,
+    diags: list[Diagnostic],
+) -> list[tuple[str, dict[str, Any]]]:
+    """The subvariants a step runs as: its own sweep, or those of the artifacts it reads."""
+    inherited: set[frozenset[str]] = set()
+    for artifact in step.inputs.values():
+        labels = frozenset(k for k in made_v.get(artifact, {}) if k)
+        if labels:
+            inherited.add(labels)
+    own = sweeps.get(step.name)
+    if own is not None:
+        if inherited:
+            diags.append(
+                source.diag(
+                    "a swept step cannot consume the outputs of another swept step",
+                    at(step, "sweep"),
+                    step=step.name,
+                    field="sweep",
+                )
+            )
+        return [(_label(c), c) for c in own]
+    if len(inherited) > 1:
+        diags.append(
+            source.diag(
+                "this step consumes artifacts of two different sweeps; combine them in one "
+                "step's sweep",
+                at(step, "inputs"),
+                step=step.name,
+                field="inputs",
+            )
+        )
+        return [("", {})]
+    if inherited:
+        return [(label, {}) for label in sorted(next(iter(inherited)))]
+    return [("", {})]
+
+
+def _label(combo: dict[str, Any]) -> str:
+    """``learning_rate=0.1,epochs=5``: a subvariant's name, in the sweep's key order."""
+    return ",".join(f"{k}={v}" for k, v in combo.items())
+
+
+def _sweep_combos(
+    spec: ToolSpec,
+    step: Step,
+    params: dict[str, Any],
+    config: dict[str, Any],
+    source: SourceMap,
+    at: Any,
+    diags: list[Diagnostic],
+) -> list[dict[str, Any]]:
+    """Every combination of a step's ``sweep:`` values, each checked against the config."""
+    import itertools
+
+    resolved, ref_diags = _interpolate(step.sweep, config, source, at(step, "sweep"), step)
+    diags.extend(ref_diags)
+    keys: list[str] = []
+    values: list[list[Any]] = []
+    for key, vals in resolved.items():
+        if key not in spec.config_model.model_fields:
+            allowed = ", ".join(spec.config_model.model_fields) or "none"
+            diags.append(
+                source.diag(
+                    f"'{key}' is not a config field of tool '{spec.name}' (fields: {allowed})",
+                    at(step, "sweep", key),
+                    step=step.name,
+                    field=f"sweep.{key}",
+                )
+            )
+            continue
+        if not isinstance(vals, list) or not vals:
+            diags.append(
+                source.diag(
+                    f"sweep.{key} must be a non-empty list of values, got {vals!r}",
+                    at(step, "sweep", key),
+                    step=step.name,
+                    field=f"sweep.{key}",
+                )
+            )
+            continue
+        keys.append(key)
+        values.append(vals)
+    combos = [dict(zip(keys, vs, strict=True)) for vs in itertools.product(*values)]
+    for combo in combos:
+        try:
+            spec.config_model.model_validate({**params, **combo})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = str(err["loc"][0]) if err["loc"] else next(iter(combo), "")
+            diags.append(
+                source.diag(
+                    f"sweep value {combo.get(key)!r} for '{key}': {err['msg']}",
+                    at(step, "sweep", key),
+                    step=step.name,
+                    field=f"sweep.{key}",
+                )
+            )
+            return []
+    return combos
 
 
 def external_keys(node: TaskNode) -> set[str]:

@@ -132,6 +132,10 @@ class Step(BaseModel):
     federated: dict[str, Any] | None = None
     #: Outputs (tool output or artifact names) whose bytes may leave a data node.
     shareable: list[str] = Field(default_factory=list)
+    #: Subvariants: ``{learning_rate: [0.01, 0.1]}`` runs the step once per combination of
+    #: these config values (each a subvariant, tracked and compared separately); steps that
+    #: consume its outputs run once per subvariant too.
+    sweep: dict[str, Any] = Field(default_factory=dict)
     #: Tool inputs fed from the model registry: ``{model: "breast-cancer@3"}`` (a name
     #: alone: its latest version); resolved when the run starts.
     models: dict[str, str] = Field(default_factory=dict)

@@ -28,7 +28,7 @@ def upgrade() -> None:
     with op.batch_alter_table("tasks") as batch:
         batch.add_column(sa.Column("plan_key", sa.String(512), nullable=True))
         batch.add_column(sa.Column("dataset", sa.String(255), nullable=True))
-        batch.add_column(sa.Column("variant", sa.String(255), nullable=True))
+        batch.add_column(sa.Column("variant", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:

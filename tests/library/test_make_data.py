@@ -26,6 +26,12 @@ def files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.csv"))}
 
 
+def part(out: Path, h: str, split: str) -> pd.DataFrame:
+    """One hospital's rows of one split (its CSV's ``split`` column says which)."""
+    table = pd.read_csv(out / f"hospital-{h}" / "breast.csv")
+    return table[table["split"] == split].drop(columns="split")
+
+
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("bc") / "data"
@@ -38,9 +44,11 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 def test_writes_three_hospitals_and_prints_their_class_counts(made: tuple[Path, str]) -> None:
     out, stdout = made
-    assert sorted(files(out)) == [f"hospital-{h}/{s}.csv" for h in "abc" for s in ("test", "train")]
+    assert sorted(files(out)) == [f"hospital-{h}/breast.csv" for h in "abc"]
+    layout = (out / "nodes.yaml").read_text()
+    assert "hospital-a:\n    breast: hospital-a/breast.csv" in layout
     for h in "abc":
-        table = pd.read_csv(out / f"hospital-{h}" / "train.csv")
+        table = part(out, h, "train")
         counts = table["target"].value_counts()
         assert f"{h.upper():<10} train  {counts[0]:>14} {counts[1]:>11}" in stdout
 
@@ -53,8 +61,8 @@ def test_same_bytes_twice(made: tuple[Path, str], tmp_path: Path) -> None:
 
 def test_the_split_partitions_a_stratified_80_20_split(made: tuple[Path, str]) -> None:
     out, _ = made
-    train = pd.concat(pd.read_csv(out / f"hospital-{h}" / "train.csv") for h in "abc")
-    test = pd.concat(pd.read_csv(out / f"hospital-{h}" / "test.csv") for h in "abc")
+    train = pd.concat(part(out, h, "train") for h in "abc")
+    test = pd.concat(part(out, h, "test") for h in "abc")
     assert (len(train), len(test)) == (455, 114)
     assert train["target"].value_counts().to_dict() == {1: 285, 0: 170}
     assert test["target"].value_counts().to_dict() == {1: 72, 0: 42}
@@ -68,8 +76,8 @@ def test_label_split_is_non_iid_yet_every_hospital_has_both_classes(
     out, _ = made
     malignant_share = {}
     for h in "abc":
-        train = pd.read_csv(out / f"hospital-{h}" / "train.csv")
-        test = pd.read_csv(out / f"hospital-{h}" / "test.csv")
+        train = part(out, h, "train")
+        test = part(out, h, "test")
         assert train["target"].value_counts().min() >= 5
         assert test["target"].value_counts().min() >= 2
         malignant_share[h] = float((train["target"] == 0).mean())

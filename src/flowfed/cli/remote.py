@@ -116,10 +116,14 @@ class EventTree:
         task = self._tasks.get(tid)
         if task is None:
             node = SimpleNamespace(
+                id=p.get("plan_key") or p["step"],
                 tool=SimpleNamespace(name=p.get("tool", "?")),
                 node=p.get("node", "local"),
                 round=p.get("round"),
                 retries=p.get("retries", 0),
+                dataset=p.get("dataset"),
+                variant=p.get("variant"),
+                federated=None,
             )
             task = RemoteTask(tid, node)
             self._tasks[tid] = task

@@ -858,6 +858,9 @@ class _Run:
                 attempt=tr.attempt,
                 round=tr.node.round,
                 retries=tr.node.retries,
+                plan_key=tr.node.id,
+                **({"dataset": tr.node.dataset} if tr.node.dataset else {}),
+                **({"variant": tr.node.variant} if tr.node.variant else {}),
             )
         if self.e.record_events:
             self.writer.event(

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from flowfed import Context, tool
-from flowfed.node.agent import NodeAgent, NodeConfig, file_sha256
+from flowfed.node.agent import NodeAgent, NodeConfig
+from flowfed.node.datasets import file_sha256
 from flowfed.runtime.remote import RemoteTask, RemoteTaskError
 from tests.nodes.conftest import Cluster, make_csv
 

@@ -167,19 +167,41 @@ def _pandas(value: Any) -> Materialized | None:
     return Materialized("pandas", type_name_of(value), data, _sha256(data).hexdigest(), meta=meta)
 
 
-def _model(value: Any) -> Materialized:
-    import tempfile
+_SCRATCH: list[Path] = []
 
+
+def _scratch_file() -> Path:
+    """A fresh path in this process's scratch folder (made once, removed at exit).
+
+    Models save to and load from files; a folder per call cost a mkdir and an rmdir each
+    time, several milliseconds per federated round.
+    """
+    if not _SCRATCH:
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="flowfed-models-"))
+        atexit.register(shutil.rmtree, folder, True)
+        _SCRATCH.append(folder)
+    import uuid
+
+    return _SCRATCH[0] / uuid.uuid4().hex
+
+
+def _model(value: Any) -> Materialized:
     cls = type(value)
     cls_path = f"{cls.__module__}:{cls.__qualname__}"
-    with tempfile.TemporaryDirectory(prefix="flowfed-model-") as tmp:
-        path = Path(tmp) / "model"
+    path = _scratch_file()
+    try:
         value.save(path)
         if not path.is_file():
             raise NotMaterializable(
                 type_name_of(value), f"{cls_path}.save(path) must write a single file at path"
             )
         body = path.read_bytes()
+    finally:
+        path.unlink(missing_ok=True)
     data = _MODEL_MAGIC + cls_path.encode() + b"\n" + body
     return Materialized(
         "model", type_name_of(value), data, _sha256(data).hexdigest(), meta={"class": cls_path}
@@ -229,14 +251,14 @@ def load(kind: str, data: bytes, meta: dict[str, Any] | None = None) -> object:
 
 
 def _load_model(data: bytes) -> object:
-    import tempfile
-
     if not data.startswith(_MODEL_MAGIC):
         raise ValueError("not a flowfed model artifact (bad header)")
     header_end = data.index(b"\n", len(_MODEL_MAGIC))
     cls = _import_class(data[len(_MODEL_MAGIC) : header_end].decode())
-    with tempfile.TemporaryDirectory(prefix="flowfed-model-") as tmp:
-        path = Path(tmp) / "model"
-        path.write_bytes(data[header_end + 1 :])
+    path = _scratch_file()
+    path.write_bytes(data[header_end + 1 :])
+    try:
         # The file is removed afterwards: a model's load() must read it fully.
         return cls.load(path)
+    finally:
+        path.unlink(missing_ok=True)

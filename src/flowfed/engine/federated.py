@@ -330,9 +330,11 @@ class FederatedDriver:
         Returns the finished children; fewer than ``need`` raises :class:`StepFailed`.
         """
         s = self.settings
-        if deadline is None and getattr(self.run.e.dispatcher, "in_process", False):
-            # Simulated nodes compute in this process and never wait on I/O: handing each
-            # task to a thread would only add switches for the GIL.
+        inline = getattr(self.run.e.dispatcher, "in_process", False) and len(children) <= 8
+        if deadline is None and inline:
+            # Simulated nodes compute in this process and never wait on I/O: handing a few
+            # tasks to threads only adds switches for the GIL (with many, numpy's released
+            # GIL lets threads overlap; measured in benchmarks/fl).
             for c in children:
                 self._execute(c)
             return self._outcome(r, children, need, phase)

@@ -119,9 +119,11 @@ def local_train(w, b, x, y, epochs: int, lr: float, l2: float):  # type: ignore[
 
 
 def inner(args: argparse.Namespace) -> dict:  # type: ignore[type-arg]
-    t0 = _process_start()
     sys.path.insert(0, str(HERE))
-    from memory import PeakSampler  # type: ignore[import-not-found]
+    from memory import PeakSampler, process_start  # type: ignore[import-not-found]
+
+    # When this process started: the interpreter's start and the imports count as start-up.
+    t0 = process_start()
 
     sampler = PeakSampler(os.getpid()).start()
 
@@ -222,16 +224,6 @@ def inner(args: argparse.Namespace) -> dict:  # type: ignore[type-arg]
             }
         },
     }
-
-
-def _process_start() -> float:
-    """When this process started (unix seconds), from /proc: imports count as start-up."""
-    with open("/proc/self/stat", "rb") as f:
-        stat = f.read()
-    ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])
-    with open("/proc/stat", "rb") as f:
-        btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime"))
-    return btime + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -93,15 +93,6 @@ def _patch() -> None:
     federated.FederatedDriver.drive = profiled_drive  # type: ignore[method-assign]
 
 
-def _process_start() -> float:
-    with open("/proc/self/stat", "rb") as f:
-        stat = f.read()
-    ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])
-    with open("/proc/stat", "rb") as f:
-        btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime"))
-    return btime + ticks / os.sysconf("SC_CLK_TCK")
-
-
 def _top(stats: pstats.Stats, top: int, only: str | None = None) -> str:
     """The ``top`` entries by cumulative time (those whose name matches ``only``, a regex)."""
     buf = io.StringIO()
@@ -149,7 +140,10 @@ def main(argv: list[str] | None = None) -> None:
 
     summary = json.loads(out.getvalue().strip().splitlines()[-1]).get("summary") or {}
     rounds = int(summary.get("rounds") or 0)
-    t0 = _process_start()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from memory import process_start
+
+    t0 = process_start()
     print(
         f"process start -> this script's first line: {_T_SCRIPT - t0:.3f} s (interpreter)\n"
         f"process start -> flowfed.cli.main imported (_STARTED): {cli._STARTED - t0:.3f} s\n"

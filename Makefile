@@ -46,7 +46,7 @@ bench-scale: $(STAMP)
 # FedAvg on the breast cancer hospitals: flowfed node mode, --simulate and Flower's simulation
 # (Flower in its own venv under .bench-venvs/), then --simulate at 10 and 100 nodes
 bench-fl: $(STAMP)
-	$(BIN)/python benchmarks/fl/run.py --flower-at-scale --write docs/benchmarks.md
+	$(BIN)/python benchmarks/fl/run.py --flower-at-scale --repeat 3 --write docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .flowfed

@@ -31,10 +31,12 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -301,6 +303,37 @@ def make_hospitals(n: int, *, iid: bool, timeout: float) -> tuple[Path | None, s
     return layout, None
 
 
+def repeated(measure: Callable[[], Measurement], times: int) -> Measurement:
+    """``measure()`` run ``times`` times: the median of each figure over the runs that worked.
+
+    The machine may be shared, so one run can be slowed by others; the median of a few
+    is steadier. Accuracy and AUC are deterministic. Every run's seconds per round,
+    start-up and peak memory stay in ``extra["runs"]``; a run that failed makes the whole
+    measurement "not available" (a flaky mode is worth knowing about).
+    """
+    runs = [measure() for _ in range(times)]
+    failed = [r for r in runs if not r.available]
+    if failed or len(runs) == 1:
+        return failed[0] if failed else runs[0]
+    first = runs[0]
+    out = Measurement(first.mode, first.nodes, available=True, rounds=first.rounds)
+    for name in ("startup_s", "seconds_per_round", "wall_s", "peak_rss_mb", "accuracy", "auc"):
+        values = [getattr(r, name) for r in runs if getattr(r, name) is not None]
+        setattr(out, name, statistics.median(values) if values else None)
+    out.centralized_accuracy = first.centralized_accuracy
+    out.extra = dict(first.extra)
+    out.extra["runs"] = [
+        {
+            "startup_s": r.startup_s,
+            "seconds_per_round": r.seconds_per_round,
+            "wall_s": r.wall_s,
+            "peak_rss_mb": r.peak_rss_mb,
+        }
+        for r in runs
+    ]
+    return out
+
+
 # ----------------------------------------------------------------------------- the table
 
 
@@ -353,9 +386,11 @@ def table(
     *,
     iid: bool = False,
     measured_at: float | None = None,
+    repeat: int = 1,
 ) -> str:
     """The markdown block written between the fl markers (``measured_at``: unix time)."""
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(measured_at))
+    at_scale = any(m.mode.startswith("Flower") and m.nodes != 3 for m in results)
     flower = {m.nodes: m for m in results if m.mode.startswith("Flower") and m.available}
     split = "IID" if iid else "Dirichlet(0.5) label-skew"
     lines = [
@@ -381,9 +416,18 @@ def table(
         "in-process simulation.",
         "",
         f"Measured {stamp} on "
-        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        "one run each (a shared machine: expect some spread); "
-        "`make bench-fl` (`.venv/bin/python benchmarks/fl/run.py --write docs/benchmarks.md`).",
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        + (
+            f"the median of {repeat} runs of each row (every run's figures are in the JSON "
+            "run.py prints)"
+            if repeat > 1
+            else "one run of each row"
+        )
+        + " on a machine other sessions share, so expect some spread. Reproduce with "
+        "`make bench-fl` (3 runs of each row, Flower at every size), or this table's "
+        "`.venv/bin/python benchmarks/fl/run.py"
+        + (" --flower-at-scale" if at_scale else "")
+        + f" --repeat {repeat} --write docs/benchmarks.md`.",
         "",
         "| mode | nodes | rounds | start-up s | s / round | wall s | peak MB | accuracy "
         "| ROC AUC | s / round vs Flower | start-up vs Flower | memory vs Flower |",
@@ -466,6 +510,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--flower-at-scale", action="store_true", help="Flower at the scale sizes too"
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per mode; the table shows medians"
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="per command, seconds")
     parser.add_argument(
         "--render",
@@ -480,12 +527,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}")
     if args.scale_rounds < 1:
         parser.error(f"--scale-rounds must be >= 1, got {args.scale_rounds}")
+    if args.repeat < 1:
+        parser.error(f"--repeat must be >= 1, got {args.repeat}")
     args.only = set(only)
     return args
 
 
-def render(path: Path) -> tuple[list[Measurement], dict[str, Any], bool, float]:
-    """Results, hyperparameters, IID flag and measurement time from a previous run's JSON."""
+def render(path: Path) -> tuple[list[Measurement], dict[str, Any], bool, float, int]:
+    """Results, hyperparameters, IID flag, time and repeat count from a previous run's JSON."""
     try:
         data = json.loads(path.read_text())
         results = [Measurement(**r) for r in data["results"]]
@@ -494,14 +543,14 @@ def render(path: Path) -> tuple[list[Measurement], dict[str, Any], bool, float]:
         raise SystemExit(f"--render {path}: not the JSON run.py prints ({exc})") from None
     # Runs before "measured_at" was printed: the file was written when the run ended.
     at = float(data.get("measured_at") or path.stat().st_mtime)
-    return results, hp, bool(data.get("iid")), at
+    return results, hp, bool(data.get("iid")), at, int(data.get("repeat") or 1)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.render:
-        results, hp, iid, at = render(args.render)
-        block = table(results, hp, iid=iid, measured_at=at)
+        results, hp, iid, at, k = render(args.render)
+        block = table(results, hp, iid=iid, measured_at=at, repeat=k)
         if args.write:
             write_block(args.write, block)
         print(block)
@@ -516,21 +565,35 @@ def main(argv: list[str] | None = None) -> None:
         state = "ok" if m.available else f"not available ({m.reason})"
         print(f"{m.mode} ({m.nodes} nodes): {state}", file=sys.stderr, flush=True)
 
+    k, timeout = args.repeat, args.timeout
     if "flower" in only:
-        record(run_flower(hp, 3, args.timeout))
+        record(repeated(lambda: run_flower(hp, 3, timeout), k))
     if "simulate" in only:
+        sim = ["--simulate"]
         record(
-            run_flowfed(
-                "flowfed --simulate", flow, ["--simulate"], 3, args.timeout, mode="simulate"
+            repeated(
+                lambda: run_flowfed("flowfed --simulate", flow, sim, 3, timeout, mode="simulate"),
+                k,
             )
         )
     if "node" in only:
-        record(run_flowfed("flowfed node mode", flow, [], 3, args.timeout, mode="nodes"))
+        record(
+            repeated(
+                lambda: run_flowfed("flowfed node mode", flow, [], 3, timeout, mode="nodes"), k
+            )
+        )
     if "scale" in only:
         for n in args.scale_nodes:
             if args.flower_at_scale:
-                record(run_flower(hp, n, args.timeout, rounds=args.scale_rounds, iid=args.iid))
-            layout, why = make_hospitals(n, iid=args.iid, timeout=args.timeout)
+                record(
+                    repeated(
+                        lambda n=n: run_flower(
+                            hp, n, timeout, rounds=args.scale_rounds, iid=args.iid
+                        ),
+                        k,
+                    )
+                )
+            layout, why = make_hospitals(n, iid=args.iid, timeout=timeout)
             if layout is None:
                 record(Measurement("flowfed --simulate", n, reason=why))
                 continue
@@ -543,14 +606,22 @@ def main(argv: list[str] | None = None) -> None:
                 "--param",
                 f"rounds={args.scale_rounds}",
             ]
-            record(run_flowfed("flowfed --simulate", flow, extra, n, args.timeout, mode="simulate"))
+            record(
+                repeated(
+                    lambda n=n, extra=extra: run_flowfed(
+                        "flowfed --simulate", flow, extra, n, timeout, mode="simulate"
+                    ),
+                    k,
+                )
+            )
     at = time.time()
-    block = table(results, hp, iid=args.iid, measured_at=at)
+    block = table(results, hp, iid=args.iid, measured_at=at, repeat=k)
     if args.write:
         write_block(args.write, block)
     report = {
         "measured_at": at,
         "iid": args.iid,
+        "repeat": k,
         "hyperparameters": hp,
         "results": [asdict(m) for m in results],
     }

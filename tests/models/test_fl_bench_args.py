@@ -27,14 +27,15 @@ def test_defaults_run_every_mode_and_scale_at_10_and_100_nodes_for_10_rounds() -
     assert args.only == {"flower", "simulate", "node", "scale"}
     assert args.scale_nodes == [10, 100]
     assert args.scale_rounds == 10
+    assert args.repeat == 1
     assert not args.flower_at_scale and not args.iid and args.render is None
 
 
 def test_scale_options_and_a_subset_of_modes_are_parsed() -> None:
-    args = harness().parse_args(
-        ["--only", "scale, simulate", "--scale-nodes", "5,20", "--scale-rounds", "3", "--iid"]
-    )
+    scale = ["--scale-nodes", "5,20", "--scale-rounds", "3", "--iid"]
+    args = harness().parse_args(["--only", "scale, simulate", *scale, "--repeat", "3"])
     assert args.only == {"scale", "simulate"}
+    assert args.repeat == 3
     assert (args.scale_nodes, args.scale_rounds, args.iid) == ([5, 20], 3, True)
 
 
@@ -45,6 +46,7 @@ def test_scale_options_and_a_subset_of_modes_are_parsed() -> None:
         (["--scale-nodes", "10,x"], "not a comma-separated list of integers"),
         (["--scale-nodes", "0"], "node counts must be >= 1"),
         (["--scale-rounds", "0"], "--scale-rounds must be >= 1"),
+        (["--repeat", "0"], "--repeat must be >= 1"),
     ],
 )
 def test_bad_arguments_exit_2_saying_what_is_wrong(

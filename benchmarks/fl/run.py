@@ -467,7 +467,7 @@ def table(
         ]
     judged = verdicts(results)
     if judged:
-        lines += ["", "Against the targets of issue 5 (this run):", "", *judged]
+        lines += ["", "Against the targets of issue 5 (the 3-node rows above):", "", *judged]
     return "\n".join(lines)
 
 

@@ -167,11 +167,11 @@ def main(argv: list[str] | None = None) -> None:
             rounds_stats.add(prof)
             key = name.rstrip("0123456789_-")
             names[key] = names.get(key, 0) + 1
+    started = ", ".join(f"{k} x{n}" for k, n in sorted(names.items()))
     print(
-        f"\n## rounds: top {args.top} by cumulative time (the driver thread and the "
-        f"{sum(names.values())} threads started during the rounds: "
-        + ", ".join(f"{k} x{n}" for k, n in sorted(names.items()))
-        + ")\n"
+        f"\n## rounds: top {args.top} by cumulative time (the driver thread"
+        + (f" and the threads started during the rounds: {started})" if started else ")")
+        + "\n"
     )
     print(_top(rounds_stats, args.top))
     if args.dump:

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo demo-local test lint bench bench-peers bench-scale clean
+.PHONY: setup demo demo-local test lint bench bench-peers bench-scale bench-fl clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,11 @@ bench-peers: $(STAMP)
 # planning and running 100 / 1,000 / 10,000 tasks
 bench-scale: $(STAMP)
 	$(BIN)/python benchmarks/scale.py --write docs/benchmarks.md
+
+# FedAvg on the breast cancer hospitals: flowfed node mode, --simulate and Flower's simulation
+# (Flower in its own venv under .bench-venvs/), then --simulate at 10 and 100 nodes
+bench-fl: $(STAMP)
+	$(BIN)/python benchmarks/fl/run.py --flower-at-scale --repeat 3 --write docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .flowfed

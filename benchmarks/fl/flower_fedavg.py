@@ -1,15 +1,15 @@
 """Flower's simulation of the breast cancer FedAvg logistic regression, measured.
 
     python3 benchmarks/fl/flower_fedavg.py [--rounds 30] [--local-epochs 5]
-        [--learning-rate 0.1] [--l2 0] [--nodes 3]
+        [--learning-rate 0.1] [--l2 0] [--nodes 3] [--iid]
 
 The first run creates ``.bench-venvs/flower`` (``python3 -m venv`` + ``pip install
-'flwr[simulation]' numpy pandas scikit-learn``; git-ignored), then re-runs this script
+'flwr[simulation]' numpy pandas scikit-learn pyyaml``; git-ignored), then re-runs this script
 inside it. It prints one JSON object on stdout (Flower's own log goes to stderr):
 ``startup_s`` (process start to the end of the first round, less one steady round:
 Ray starts its actors during the first round), ``seconds_per_round`` (rounds 2..N), ``total_s``,
 ``peak_rss_mb`` (the whole process tree, Ray's daemons and workers included), and
-``metrics.pooled.{accuracy,auc}`` of the final global model over the hospitals' test sets.
+``metrics.pooled.{accuracy,roc_auc}`` of the final global model over the hospitals' test sets.
 
 The task is the one ``examples/breast_cancer/flow.yaml`` runs in flowfed, set up the same
 way:
@@ -25,8 +25,8 @@ way:
 - FedAvg weighted by sample counts, every node in every round, no federated evaluation
   rounds (the final model is evaluated once, after the last round).
 
-With ``--nodes N`` other than 3 the training part is dealt to N clients the same way
-(Dirichlet(0.5), seed 0), and the test part is pooled.
+With ``--nodes N`` the data is ``make_data.py --hospitals N [--iid]``'s, as flowfed's
+``--simulate`` at N nodes reads it; the hospitals' test parts are pooled for the metrics.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 VENV = ROOT / ".bench-venvs" / "flower"
-REQUIREMENTS = ["flwr[simulation]", "numpy", "pandas", "scikit-learn"]
+REQUIREMENTS = ["flwr[simulation]", "numpy", "pandas", "scikit-learn", "pyyaml"]
 
 
 def ensure_venv() -> Path:
@@ -67,8 +67,14 @@ def ensure_venv() -> Path:
 # ------------------------------------------------------------------ inside the Flower venv
 
 
-def load_hospitals(nodes: int, seed: int, alpha: float):  # type: ignore[no-untyped-def]
-    """Per-client (x, y) train arrays and the pooled test arrays, standardized globally."""
+def load_hospitals(nodes: int, seed: int, alpha: float, iid: bool = False):  # type: ignore[no-untyped-def]
+    """Per-client (x, y) train arrays and the pooled test arrays, standardized globally.
+
+    The CSVs are the ones ``make_data.py`` writes for flowfed (``--hospitals nodes``, the
+    same seed, alpha and ``--iid``): one ``breast.csv`` per hospital whose ``split``
+    column says ``train`` or ``test``. The test parts of all hospitals are pooled, as
+    flowfed's ``summary.metrics.pooled`` pools the hospitals' scores.
+    """
     import tempfile
 
     import numpy as np
@@ -77,24 +83,14 @@ def load_hospitals(nodes: int, seed: int, alpha: float):  # type: ignore[no-unty
     sys.path.insert(0, str(ROOT / "examples" / "breast_cancer"))
     import make_data  # type: ignore[import-not-found]
 
-    if nodes == len(make_data.HOSPITALS):
-        out = Path(tempfile.mkdtemp(prefix="flower-bench-"))
-        make_data.make_data(out, seed=seed, alpha=alpha)
-        trains = [pd.read_csv(out / f"hospital-{h}" / "train.csv") for h in make_data.HOSPITALS]
-        tests = [pd.read_csv(out / f"hospital-{h}" / "test.csv") for h in make_data.HOSPITALS]
-    else:
-        from sklearn.datasets import load_breast_cancer
-        from sklearn.model_selection import train_test_split
-
-        make_data.HOSPITALS = tuple(str(i) for i in range(nodes))
-        frame = load_breast_cancer(as_frame=True).frame
-        train, test = train_test_split(
-            frame, test_size=0.2, stratify=frame["target"], random_state=0
-        )
-        rng = np.random.default_rng(seed)
-        shares = {label: rng.dirichlet([alpha] * nodes) for label in (0, 1)}
-        trains = make_data.deal(train, shares, 1, rng)
-        tests = [test]
+    out = Path(tempfile.mkdtemp(prefix="flower-bench-"))
+    make_data.make_data(out, seed=seed, alpha=alpha, hospitals=nodes, iid=iid)
+    frames = [
+        pd.read_csv(out / f"hospital-{name}" / "breast.csv")
+        for name in make_data.hospital_names(nodes)
+    ]
+    trains = [f[f["split"] == "train"].drop(columns="split") for f in frames]
+    tests = [f[f["split"] == "test"].drop(columns="split") for f in frames]
     features = [c for c in trains[0].columns if c != "target"]
     pooled = pd.concat(trains)
     mean = pooled[features].mean()
@@ -123,9 +119,11 @@ def local_train(w, b, x, y, epochs: int, lr: float, l2: float):  # type: ignore[
 
 
 def inner(args: argparse.Namespace) -> dict:  # type: ignore[type-arg]
-    t0 = _process_start()
     sys.path.insert(0, str(HERE))
-    from memory import PeakSampler  # type: ignore[import-not-found]
+    from memory import PeakSampler, process_start  # type: ignore[import-not-found]
+
+    # When this process started: the interpreter's start and the imports count as start-up.
+    t0 = process_start()
 
     sampler = PeakSampler(os.getpid()).start()
 
@@ -136,7 +134,7 @@ def inner(args: argparse.Namespace) -> dict:  # type: ignore[type-arg]
     from flwr.server.strategy import FedAvg
     from flwr.simulation import run_simulation
 
-    clients, (test_x, test_y), d = load_hospitals(args.nodes, args.seed, args.alpha)
+    clients, (test_x, test_y), d = load_hospitals(args.nodes, args.seed, args.alpha, args.iid)
     epochs, lr, l2 = args.local_epochs, args.learning_rate, args.l2
 
     class Client(NumPyClient):  # type: ignore[misc]
@@ -218,18 +216,14 @@ def inner(args: argparse.Namespace) -> dict:  # type: ignore[type-arg]
         "total_s": t_end - t0,
         "peak_rss_mb": peak / 2**20,
         "failures": final["failures"],
-        "metrics": {"pooled": {"accuracy": accuracy, "auc": float(roc_auc_score(test_y, scores))}},
+        "metrics": {
+            "pooled": {
+                "rows": len(test_y),
+                "accuracy": accuracy,
+                "roc_auc": float(roc_auc_score(test_y, scores)),
+            }
+        },
     }
-
-
-def _process_start() -> float:
-    """When this process started (unix seconds), from /proc: imports count as start-up."""
-    with open("/proc/self/stat", "rb") as f:
-        stat = f.read()
-    ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])
-    with open("/proc/stat", "rb") as f:
-        btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime"))
-    return btime + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -241,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--iid", action="store_true", help="equal label mixes (make_data --iid)")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.inner:

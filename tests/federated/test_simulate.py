@@ -246,3 +246,50 @@ def test_subvariants_train_and_compare_side_by_side(hospitals: Path, tmp_path: P
     assert json.loads(compared.stdout)["variants"]["learning_rate"] == [0.05, 0.5] or json.loads(
         compared.stdout
     )["variants"]["learning_rate"] == [0.5, 0.05]
+
+
+def test_secure_aggregation_survives_a_node_dropping_after_keys(
+    hospitals: Path, tmp_path: Path
+) -> None:
+    """hospital-c publishes its keys, then fails training: the survivors reveal their
+    pair seeds with it and the secure sum still comes out (Bonawitz et al. 2017)."""
+    (tmp_path / "trainers.py").write_text(TRAINERS)
+    flow = write_flow(
+        tmp_path, hospitals / "nodes.yaml", config={"rounds": 2},
+        federated={"secure_aggregation": True, "min_nodes": 2},
+        imports=[str(tmp_path / "trainers.py")], trainer="test.fails_on_c",
+    )  # fmt: skip
+    home = tmp_path / "home"
+    result = simulate(flow, home)
+    assert result["status"] == "success", errors(result)
+    with Database(f"sqlite:///{home / 'flowfed.db'}") as db:
+        names = [a["name"] for a in db.list_artifacts(run_id=result["run_id"], limit=10_000)]
+    assert sum(n.startswith("model.public_key[") for n in names) == 6  # 3 nodes x 2 rounds
+    assert sum(n.startswith("model.seeds[") for n in names) == 4  # a and b reveal, per round
+    assert sum(n.startswith("model.masked[") for n in names) == 4
+    assert result["summary"]["metrics"]["pooled"]["accuracy"] > 0.85
+
+
+def test_on_named_nodes(hospitals: Path, tmp_path: Path) -> None:
+    (tmp_path / "where.py").write_text(
+        "from flowfed.tools import Context, tool\n\n"
+        "@tool(name='test.where', version='1', type='data-transformation')\n"
+        "def where(ctx: Context) -> dict:\n"
+        "    return {'node': ctx.node, 'dataset': ctx.dataset}\n\n"
+        "@tool(name='test.collect', version='1', type='data-transformation')\n"
+        "def collect(items: list[dict], ctx: Context) -> dict:\n"
+        "    return {'nodes': [i['node'] for i in items]}\n"
+    )
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(
+        f"name: named nodes\nimports: [{tmp_path / 'where.py'}]\n"
+        f"nodes: {hospitals / 'nodes.yaml'}\nreport: seen\n"
+        "steps:\n"
+        "  - {name: ask, tool: test.where, 'on': {nodes: [hospital-c, hospital-a]},\n"
+        "     outputs: [answer], shareable: [answer]}\n"
+        "  - {name: gather, tool: test.collect, inputs: {items: answer}, outputs: [seen]}\n"
+    )
+    result = simulate(flow, tmp_path / "home")
+    assert result["status"] == "success", errors(result)
+    assert result["summary"]["metrics"] == {"nodes": ["hospital-c", "hospital-a"]}
+    assert sorted(t["node"] for t in tasks_of(result, "ask")) == ["hospital-a", "hospital-c"]

@@ -93,7 +93,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tab
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    from rich.text import Text
+
+    # The message is plain text: names like model.update[hospital-a:breast] are not markup.
+    err.print(Text("error: ", style="red") + Text(message), soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -405,8 +408,11 @@ def _print_summary(result: Any) -> None:
     for t in tasks:
         if t.get("error"):
             e = t["error"]
+            # markup off: messages name artifacts like model.update[hospital-a:breast]
             out.print(
-                f"[red]  {e.get('context', {}).get('step', '?')}: {e['message']}[/red]",
+                f"  {e.get('context', {}).get('step', '?')}: {e['message']}",
+                style="red",
+                markup=False,
                 soft_wrap=True,
             )
     _print_report(result.summary)
@@ -486,7 +492,13 @@ def validate(
                     "flow": g.flow.name,
                     "tasks": len(g.tasks),
                     "steps": [
-                        {"name": t.step, "tool": t.tool.ref, "after": list(t.deps)}
+                        {
+                            "name": t.step,
+                            "task": t.id,
+                            "tool": t.tool.ref,
+                            "node": t.node,
+                            "after": list(t.deps),
+                        }
                         for t in g.tasks.values()
                     ],
                 }
@@ -497,7 +509,13 @@ def validate(
     for t in g.tasks.values():
         after = f" ← {', '.join(t.deps)}" if t.deps else ""
         routed = " (runs when routed to)" if t.routed else ""
-        out.print(f"  {t.step}: {t.tool.ref}{after}{routed}")
+        where = f" on {t.node}" if t.placed else ""
+        rounds = (
+            f" ({t.federated.settings.rounds} rounds on {len(t.federated.participants)} nodes)"
+            if t.federated is not None
+            else ""
+        )
+        out.print(f"  {t.id}: {t.tool.ref}{where}{rounds}{after}{routed}", markup=False)
 
 
 # --- runs ----------------------------------------------------------------------------------

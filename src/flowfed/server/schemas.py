@@ -190,6 +190,11 @@ class Task(BaseModel):
     tool_version: str
     node: str
     round: int | None = None
+    # Where the planner put the task: its key in the plan (a federated round task's is
+    # ``Step/round 3/hospital-a:breast``), the node's dataset it reads and its sweep values.
+    plan_key: str | None = None
+    dataset: str | None = None
+    variant: dict[str, Any] | None = None
     iteration: int
     attempt: int
     state: str

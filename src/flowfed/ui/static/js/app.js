@@ -309,6 +309,10 @@ async function runsPage() {
 }
 
 const COLLAPSE_AT = 50; // tasks shown per step until "show all"
+// A federated round task's place in the plan: "Federated Training/round 3/hospital-a:breast"
+// (and ".../round 3/aggregate"). Without the round it names one participant of the step.
+const ROUND_IN_KEY = /\/round \d+\//;
+const participantOf = (t) => (t.round != null && t.plan_key && ROUND_IN_KEY.test(t.plan_key) ? t.plan_key.replace(ROUND_IN_KEY, "/") : null);
 
 /** The live tree of seed 000: steps with state and progress, tasks under each. */
 async function runPage(runId) {
@@ -320,13 +324,25 @@ async function runPage(runId) {
   for (const n of order) if (!steps.has(n)) steps.set(n, { name: n, status: "pending", tasks: new Map(), expanded: false });
   const addTask = (t) => {
     const step = steps.get(t.step) || steps.set(t.step, { name: t.step, status: "pending", tasks: new Map(), expanded: false }).get(t.step);
-    const model = { id: t.id, step: t.step, tool: t.tool, node: t.node, round: t.round, state: t.state, metrics: { ...(t.metrics || {}) }, progress: t.progress, attempt: t.attempt, error: t.error?.message };
+    const model = { id: t.id, step: t.step, tool: t.tool, node: t.node, round: t.round, plan_key: t.plan_key, dataset: t.dataset, variant: t.variant,
+      state: t.state, metrics: { ...(t.metrics || {}) }, progress: t.progress, attempt: t.attempt, error: t.error?.message };
     tasks.set(t.id, model); step.tasks.set(t.id, model);
     return model;
   };
   for (const t of run.tasks) addTask(t);
   let status = run.status;
-  const rounds = run.spec?.config?.rounds;
+  // "Round r/R": R is the step's `federated.rounds` (often "${config.rounds}"), else the
+  // flow config's `rounds` as seed 000's flows have it; run params override the config.
+  const config = { ...(run.spec?.config || {}), ...(run.params || {}) };
+  const specSteps = new Map((run.spec?.steps || []).map((s) => [s.name, s]));
+  const roundsOf = (step) => {
+    let r = specSteps.get(step)?.federated?.rounds;
+    const ref = typeof r === "string" && r.match(/^\$\{config\.([\w-]+)\}$/);
+    if (ref) r = config[ref[1]];
+    if (r == null || typeof r === "string" && r.includes("${")) r = config.rounds;
+    const n = Number(r);
+    return Number.isInteger(n) && n > 0 ? n : null;
+  };
 
   set(`<p><a href="#/runs">← Runs</a></p>
     <div class="row spread"><h1>${esc(run.flow_name)} <span id="run-status">${badge(status)}</span></h1>
@@ -337,7 +353,9 @@ async function runPage(runId) {
   const tree = document.getElementById("tree");
 
   // One line per task, as in seed 000's monitor: "hospital-a · Round 17/30 · loss 0.21".
-  const taskRow = (t) => {
+  // `where` names the task's node (with its dataset when that node has several in the step).
+  const taskRow = (t, where = t.node) => {
+    const rounds = roundsOf(t.step);
     const latest = Object.entries(t.metrics || {});
     // Loss while training, accuracy once evaluated, else whatever the tool reported last.
     const key = ["loss", "accuracy", "roc_auc"].find((k) => t.metrics?.[k] !== undefined);
@@ -346,7 +364,8 @@ async function runPage(runId) {
     const metric = t.state === "running" && t.message ? t.message
       : shown ? `${shown[0]} ${num(shown[1])}`
       : t.progress != null && !TERMINAL.has(t.state) ? `${Math.round(t.progress * 100)}%` : "";
-    const parts = [t.node, t.round != null ? `Round ${t.round}${rounds ? `/${rounds}` : ""}` : ""]
+    const parts = [where, t.variant && Object.keys(t.variant).length ? `[${variantText(t.variant)}]` : "",
+      t.round != null ? `Round ${t.round}${rounds ? `/${rounds}` : ""}` : ""]
       .filter((x) => x !== "" && x != null).map(esc);
     // A failed task says why where the metric would be; the task page has the traceback.
     if (t.state === "error" && t.error) parts.push(`<span class="field-error" title="${esc(t.error)}">${esc(t.error)}</span>`);
@@ -354,14 +373,17 @@ async function runPage(runId) {
     const attempt = t.attempt > 1 ? ` (attempt ${t.attempt})` : "";
     return `<a href="#/tasks/${t.id}">${esc(t.tool)}${attempt}</a><span class="info">${parts.join(" · ") || "—"}</span><span>${badge(t.state)}</span>`;
   };
-  const stepStatus = (s) => {
-    const list = [...s.tasks.values()];
+  // A federated step is judged by its own task (the one that ends with the global model):
+  // a participant dropped from a round ends `cancelled` or `error` without failing it.
+  const stepStatus = (s, own) => {
+    const list = own?.length ? own : [...s.tasks.values()];
     if (!list.length) return s.status;
     if (list.some((t) => t.state === "error" && !retried(t, list))) return status === "running" ? "running" : "failed";
     if (list.every((t) => TERMINAL.has(t.state))) return list.some((t) => t.state === "cancelled") ? "cancelled" : list.every((t) => t.state === "skipped") ? "skipped" : "completed";
     return list.some((t) => t.state !== "pending") ? "running" : "pending";
   };
-  const retried = (t, list) => list.some((o) => o !== t && o.step === t.step && o.node === t.node && o.round === t.round && o.attempt > t.attempt);
+  const retried = (t, list) => list.some((o) => o !== t && o.step === t.step && o.attempt > t.attempt
+    && (o.plan_key && t.plan_key ? o.plan_key === t.plan_key : o.node === t.node && o.round === t.round));
   const renderStep = (s) => {
     window.__flowfedRenders = (window.__flowfedRenders || 0) + 1;
     if (!s.el) {
@@ -371,22 +393,49 @@ async function runPage(runId) {
       tree.append(s.el);
     }
     const list = [...s.tasks.values()];
+    // A federated step has many tasks per participant, one per round. As the terminal
+    // monitor does, it shows its own task(s), then each participant's latest round (the
+    // aggregator is one too), after a count of the earlier rounds' tasks.
+    const latest = new Map();
+    for (const t of list) {
+      const key = participantOf(t);
+      if (key === null) continue;
+      const cur = latest.get(key);
+      if (!cur || t.round > cur.round || (t.round === cur.round && t.attempt >= cur.attempt)) latest.set(key, t);
+    }
+    const federated = latest.size > 0;
+    const own = federated ? list.filter((t) => participantOf(t) === null) : null;
     const done = list.filter((t) => TERMINAL.has(t.state)).length;
-    const pct = list.length ? Math.round((100 * done) / list.length) : (s.status === "completed" ? 100 : 0);
-    const st = stepStatus(s);
+    // Its round tasks appear a round at a time: its progress is its own task's (round r of R).
+    const ownProgress = own?.length === 1 ? (TERMINAL.has(own[0].state) ? 1 : own[0].progress) : null;
+    const pct = ownProgress != null ? Math.round(100 * ownProgress)
+      : list.length ? Math.round((100 * done) / list.length) : (s.status === "completed" ? 100 : 0);
+    const st = stepStatus(s, own);
     s.status = st;
     const counts = {};
     for (const t of list) counts[t.state] = (counts[t.state] || 0) + 1;
+    const grouped = federated && !s.expanded;
+    const pool = grouped ? [...own, ...latest.values()] : list;
     // Collapsed, a big step shows the tasks that need eyes first: failing, then active.
     const rank = (t) => (t.state === "error" ? 0 : TERMINAL.has(t.state) ? 3 : t.state === "pending" ? 2 : 1);
-    const shown = s.expanded || list.length <= COLLAPSE_AT ? list
-      : list.map((t, i) => [rank(t), i, t]).sort((a, b) => a[0] - b[0] || a[1] - b[1]).slice(0, COLLAPSE_AT).map((x) => x[2]);
+    const shown = s.expanded || pool.length <= COLLAPSE_AT ? pool
+      : pool.map((t, i) => [rank(t), i, t]).sort((a, b) => a[0] - b[0] || a[1] - b[1]).slice(0, COLLAPSE_AT).map((x) => x[2]);
+    const earlier = grouped ? list.length - pool.length : 0;
+    // A node holding several of the step's datasets is named with the dataset ("hospital-a:breast").
+    const datasets = new Map();
+    for (const t of list) if (t.dataset) (datasets.get(t.node) || datasets.set(t.node, new Set()).get(t.node)).add(t.dataset);
+    const where = (t) => (t.dataset && datasets.get(t.node)?.size > 1 ? `${t.node}:${t.dataset}` : t.node);
+    const row = (t) => `<li class="task" data-task="${t.id}"${participantOf(t) ? ` data-participant="${esc(participantOf(t))}"` : ""}>${taskRow(t, where(t))}</li>`;
+    const ownShown = grouped ? shown.filter((t) => participantOf(t) === null) : [];
+    const rest = grouped ? shown.filter((t) => participantOf(t) !== null) : shown;
     s.el.innerHTML = `<div class="step-head"><h3>Step: ${esc(s.name)}</h3>${badge(st)}
       <div class="progress" role="progressbar" aria-label="${esc(s.name)} progress" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${pct}"><span style="width:${pct}%"></span></div><span>${pct}%</span>
       <span class="counts">${list.length} tasks${Object.keys(counts).length ? ": " + Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(", ") : ""}</span></div>
-      ${list.length ? `<ul class="tasks">${shown.map((t) => `<li class="task" data-task="${t.id}">${taskRow(t)}</li>`).join("")}</ul>` : `<p class="muted tasks">Tasks: (created when the step starts)</p>`}
-      ${list.length > shown.length ? `<button class="secondary more">Show all ${list.length} tasks</button>` : ""}`;
+      ${list.length ? `<ul class="tasks">${ownShown.map(row).join("")}${earlier ? `<li class="earlier muted">… ${earlier} task${earlier === 1 ? "" : "s"} of earlier rounds</li>` : ""}${rest.map(row).join("")}</ul>` : `<p class="muted tasks">Tasks: (created when the step starts)</p>`}
+      ${list.length > shown.length ? `<button class="secondary more">Show all ${list.length} tasks</button>`
+        : federated && s.expanded ? `<button class="secondary less">Show the latest round only</button>` : ""}`;
     s.el.querySelector(".more")?.addEventListener("click", () => { s.expanded = true; renderStep(s); });
+    s.el.querySelector(".less")?.addEventListener("click", () => { s.expanded = false; renderStep(s); });
   };
   for (const s of steps.values()) renderStep(s);
 
@@ -407,7 +456,9 @@ async function runPage(runId) {
       }
       if (!ev.task_id) continue;
       let t = tasks.get(ev.task_id);
-      if (!t) t = addTask({ id: ev.task_id, step: p.step, tool: p.tool, node: p.node, round: p.round, state: "pending", attempt: p.attempt });
+      if (!t) t = addTask({ id: ev.task_id, step: p.step, tool: p.tool, node: p.node, round: p.round, plan_key: p.plan_key, dataset: p.dataset, variant: p.variant, state: "pending", attempt: p.attempt });
+      // Events name the task's place in the plan even where the REST row did not.
+      t.plan_key ??= p.plan_key; t.dataset ??= p.dataset; t.variant ??= p.variant;
       if (ev.kind === "transition") {
         t.state = p.dst;
         if (p.attempt) t.attempt = p.attempt;
@@ -450,6 +501,7 @@ async function taskPage(taskId) {
   set(`<p><a href="#/runs/${task.run_id}">← Run ${short(task.run_id)}</a></p>
     <h1>${esc(task.step)}: ${esc(task.tool)} <span id="task-state">${badge(task.state)}</span></h1>
     <dl class="kv card"><dt>Node</dt><dd>${esc(task.node)}</dd><dt>Round</dt><dd>${task.round ?? "—"}</dd>
+    ${task.dataset ? `<dt>Dataset</dt><dd>${esc(task.dataset)}</dd>` : ""}${task.variant && Object.keys(task.variant).length ? `<dt>Subvariant</dt><dd class="mono">${esc(variantText(task.variant))}</dd>` : ""}
     <dt>Attempt</dt><dd>${task.attempt}</dd><dt>Cached</dt><dd>${task.cached ? "yes" : "no"}</dd>
     <dt>Started</dt><dd>${when(task.started_at)}</dd><dt>Ended</dt><dd>${when(task.ended_at)}</dd></dl>
     ${task.error ? `<div class="card field-error" role="alert"><strong>${esc(String(task.error.message).startsWith(task.error.type || "\u0000") ? task.error.message : `${task.error.type || "Error"}: ${task.error.message}`)}</strong><pre class="logs">${esc(task.error.traceback || "")}</pre></div>` : ""}

@@ -23,11 +23,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from flowfed.artifacts import NotMaterializable, load, materialize
+from flowfed.artifacts import load
 from flowfed.runtime.remote import (
     NodeInfo,
     RemoteInput,
-    RemoteOutput,
     RemoteResult,
     RemoteTask,
     RemoteTaskError,
@@ -133,31 +132,17 @@ class _SimNode:
                 type(exc).__name__,
                 traceback.format_exc(),
             ) from None
-        try:
-            values = spec.split_outputs(value)
-        except ValueError as exc:
-            raise _error(self.name, f"the tool sent garbage: {exc}", "OutputError") from None
-        outputs: dict[str, RemoteOutput] = {}
-        for name in task.outputs:
-            if name not in values:
-                raise _error(self.name, f"the tool has no output '{name}'", "OutputError")
-            try:
-                mat = materialize(values[name], allow_pickle=task.allow_pickle)
-            except NotMaterializable as exc:
-                raise _error(
-                    self.name, f"the tool sent garbage for output '{name}': {exc}", "OutputError"
-                ) from None
+        from flowfed.node.outputs import OutputProblem, task_outputs
+
+        def keep(mat: Any, kept: Any) -> None:
+            # The value itself, not its bytes: the next round's task reads it as is.
             with self.lock:
-                self.values[mat.hash] = values[name]
-            outputs[name] = RemoteOutput(
-                hash=mat.hash,
-                size=mat.size,
-                kind=mat.kind,
-                type_name=mat.type_name,
-                meta=dict(mat.meta),
-                pickled=mat.pickled,
-                data=mat.data if name in task.shareable else None,
-            )
+                self.values[mat.hash] = kept
+
+        try:
+            outputs = task_outputs(spec, value, task, keep)
+        except OutputProblem as exc:
+            raise _error(self.name, str(exc), "OutputError") from None
         return RemoteResult(outputs=outputs)
 
 

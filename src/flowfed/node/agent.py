@@ -45,8 +45,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from flowfed import __version__
-from flowfed.artifacts import ArtifactStore, NotMaterializable, load, materialize
+from flowfed.artifacts import ArtifactStore, load
 from flowfed.node.datasets import NodeSetupError, scan_dataset
+from flowfed.node.outputs import OutputProblem, task_outputs
 from flowfed.node.protocol import (
     HEARTBEAT_S,
     MAX_FRAME_BYTES,
@@ -71,7 +72,7 @@ from flowfed.node.protocol import (
     task_from_wire,
 )
 from flowfed.node.runners import RUNNERS
-from flowfed.runtime.remote import RemoteInput, RemoteOutput, RemoteTask
+from flowfed.runtime.remote import RemoteInput, RemoteTask
 from flowfed.tools.core import Context, ToolSpec, call_tool, get_registry
 
 log = logging.getLogger("flowfed.node")
@@ -485,29 +486,9 @@ class NodeAgent:
         sink("state", {"state": "running"})
         value = self._call(spec, task, args, cfg, ctx, cancel, dataset)
         try:
-            values = spec.split_outputs(value)
-        except ValueError as exc:
-            raise TaskFailure(f"the tool sent garbage: {exc}", "OutputError") from None
-        outputs: dict[str, RemoteOutput] = {}
-        for name in task.outputs:
-            if name not in values:
-                raise TaskFailure(f"the tool has no output '{name}'", "OutputError")
-            try:
-                mat = materialize(values[name], allow_pickle=task.allow_pickle)
-            except NotMaterializable as exc:
-                raise TaskFailure(
-                    f"the tool sent garbage for output '{name}': {exc}", "OutputError"
-                ) from None
-            self.store.put(mat)
-            outputs[name] = RemoteOutput(
-                hash=mat.hash,
-                size=mat.size,
-                kind=mat.kind,
-                type_name=mat.type_name,
-                meta=dict(mat.meta),
-                pickled=mat.pickled,
-                data=mat.data if name in task.shareable else None,
-            )
+            outputs = task_outputs(spec, value, task, lambda mat, _value: self.store.put(mat))
+        except OutputProblem as exc:
+            raise TaskFailure(str(exc), "OutputError") from None
         return ResultMessage(
             task_id=task.task_id, outputs={k: output_to_wire(o) for k, o in outputs.items()}
         )

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from flowfed.tools.core import model_header, split_model_bytes
+
 #: Every kind a :class:`Materialized` can have.
 KINDS = ("json", "numpy", "pandas", "bytes", "file", "model", "pickle")
 
-_MODEL_MAGIC = b"FFMODEL1\n"
 _JSON_SCALARS = frozenset({type(None), bool, int, float, str})
 _JSON_TYPES = _JSON_SCALARS | {list, tuple, dict}
 _dumps = json.JSONEncoder(
@@ -202,20 +203,10 @@ def _model(value: Any) -> Materialized:
         body = path.read_bytes()
     finally:
         path.unlink(missing_ok=True)
-    data = _MODEL_MAGIC + cls_path.encode() + b"\n" + body
+    data = model_header(value) + body
     return Materialized(
         "model", type_name_of(value), data, _sha256(data).hexdigest(), meta={"class": cls_path}
     )
-
-
-def _import_class(path: str) -> Any:
-    import importlib
-
-    module, _, qualname = path.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def load(kind: str, data: bytes, meta: dict[str, Any] | None = None) -> object:
@@ -251,12 +242,9 @@ def load(kind: str, data: bytes, meta: dict[str, Any] | None = None) -> object:
 
 
 def _load_model(data: bytes) -> object:
-    if not data.startswith(_MODEL_MAGIC):
-        raise ValueError("not a flowfed model artifact (bad header)")
-    header_end = data.index(b"\n", len(_MODEL_MAGIC))
-    cls = _import_class(data[len(_MODEL_MAGIC) : header_end].decode())
+    cls, body = split_model_bytes(data)
     path = _scratch_file()
-    path.write_bytes(data[header_end + 1 :])
+    path.write_bytes(body)
     try:
         # The file is removed afterwards: a model's load() must read it fully.
         return cls.load(path)

@@ -698,32 +698,22 @@ def _sweep_combos(
 
     resolved, ref_diags = _interpolate(step.sweep, config, source, at(step, "sweep"), step)
     diags.extend(ref_diags)
+
+    def bad(key: str, message: str) -> None:
+        path = at(step, "sweep", key)
+        diags.append(source.diag(message, path, step=step.name, field=f"sweep.{key}"))
+
     keys: list[str] = []
     values: list[list[Any]] = []
     for key, vals in resolved.items():
         if key not in spec.config_model.model_fields:
             allowed = ", ".join(spec.config_model.model_fields) or "none"
-            diags.append(
-                source.diag(
-                    f"'{key}' is not a config field of tool '{spec.name}' (fields: {allowed})",
-                    at(step, "sweep", key),
-                    step=step.name,
-                    field=f"sweep.{key}",
-                )
-            )
-            continue
-        if not isinstance(vals, list) or not vals:
-            diags.append(
-                source.diag(
-                    f"sweep.{key} must be a non-empty list of values, got {vals!r}",
-                    at(step, "sweep", key),
-                    step=step.name,
-                    field=f"sweep.{key}",
-                )
-            )
-            continue
-        keys.append(key)
-        values.append(vals)
+            bad(key, f"'{key}' is not a config field of tool '{spec.name}' (fields: {allowed})")
+        elif not isinstance(vals, list) or not vals:
+            bad(key, f"sweep.{key} must be a non-empty list of values, got {vals!r}")
+        else:
+            keys.append(key)
+            values.append(vals)
     combos = [dict(zip(keys, vs, strict=True)) for vs in itertools.product(*values)]
     for combo in combos:
         try:
@@ -731,14 +721,7 @@ def _sweep_combos(
         except ValidationError as exc:
             err = exc.errors()[0]
             key = str(err["loc"][0]) if err["loc"] else next(iter(combo), "")
-            diags.append(
-                source.diag(
-                    f"sweep value {combo.get(key)!r} for '{key}': {err['msg']}",
-                    at(step, "sweep", key),
-                    step=step.name,
-                    field=f"sweep.{key}",
-                )
-            )
+            bad(key, f"sweep value {combo.get(key)!r} for '{key}': {err['msg']}")
             return []
     return combos
 
@@ -763,38 +746,22 @@ def _model_inputs(
         return out
     resolved, ref_diags = _interpolate(step.models, config, source, at(step, "models"), step)
     diags.extend(ref_diags)
+
+    def bad(param: str, message: str) -> None:
+        path = at(step, "models", param)
+        diags.append(source.diag(message, path, step=step.name, field=f"models.{param}"))
+
     for param, ref in resolved.items():
         where = f"models.{param}"
         if param not in spec.inputs:
             accepted = ", ".join(spec.inputs) or "none"
-            diags.append(
-                source.diag(
-                    f"tool '{spec.name}' has no input '{param}' (inputs: {accepted})",
-                    at(step, "models", param),
-                    step=step.name,
-                    field=where,
-                )
-            )
+            bad(param, f"tool '{spec.name}' has no input '{param}' (inputs: {accepted})")
             continue
         if param in step.inputs:
-            diags.append(
-                source.diag(
-                    f"input '{param}' is given both under 'inputs' and 'models'",
-                    at(step, "models", param),
-                    step=step.name,
-                    field=where,
-                )
-            )
+            bad(param, f"input '{param}' is given both under 'inputs' and 'models'")
             continue
         if not isinstance(ref, str) or not ref.strip():
-            diags.append(
-                source.diag(
-                    "a model reference is NAME or NAME@VERSION",
-                    at(step, "models", param),
-                    step=step.name,
-                    field=where,
-                )
-            )
+            bad(param, "a model reference is NAME or NAME@VERSION")
             continue
         key = REGISTRY_PREFIX + ref.strip()
         out[param] = key

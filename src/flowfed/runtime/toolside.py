@@ -90,7 +90,15 @@ from flowfed.runtime.protocol import (
     parse_message,
     sha256_hex,
 )
-from flowfed.tools.core import Context, ToolSpec, build_spec, call_tool
+from flowfed.tools.core import (
+    MODEL_MAGIC,
+    Context,
+    ToolSpec,
+    build_spec,
+    call_tool,
+    model_header,
+    split_model_bytes,
+)
 from flowfed.tools.loading import ImportProblem, import_one
 
 EXIT_OK = 0
@@ -213,22 +221,6 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
-#: The header of a model artifact's bytes (``flowfed.artifacts.materializers`` writes and
-#: reads the same; kept here too so the tool side imports nothing of the engine's).
-MODEL_MAGIC = b"FFMODEL1\n"
-
-
-def _import_class(path: str) -> Any:
-    """The class named ``module:Qual.Name`` (a model artifact's header)."""
-    import importlib
-
-    module, _, qualname = path.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def materialize_value(
     name: str, value: Any, *, workdir: Path | None = None, allow_pickle: bool = False
 ) -> tuple[str, bytes, str]:
@@ -251,9 +243,7 @@ def materialize_value(
         value.save(target)
         # The engine's model artifacts name their class in a header (what it loads them
         # with); the same framing here makes a tool-side model the same artifact.
-        cls = type(value)
-        header = MODEL_MAGIC + f"{cls.__module__}:{cls.__qualname__}".encode() + b"\n"
-        return "model", header + target.read_bytes(), "application/octet-stream"
+        return "model", model_header(value) + target.read_bytes(), "application/octet-stream"
     np = sys.modules.get("numpy")  # an ndarray can only exist if numpy was imported
     if np is not None and isinstance(value, np.ndarray):
         buf = io.BytesIO()
@@ -557,10 +547,9 @@ class ToolEngine:
         if kind == "model" and raw.startswith(MODEL_MAGIC):
             # Framed by the engine: the header names the model's class, which a tool whose
             # input is not annotated with a concrete model class loads it with.
-            end = raw.index(b"\n", len(MODEL_MAGIC))
+            named, raw = split_model_bytes(raw)
             if not getattr(cls, "__flowfed_model__", False) or cls.__name__ == "Model":
-                cls = _import_class(raw[len(MODEL_MAGIC) : end].decode())
-            raw = raw[end + 1 :]
+                cls = named
         target.write_bytes(raw)
         if kind == "model":
             if not getattr(cls, "__flowfed_model__", False):

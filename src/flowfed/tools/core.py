@@ -57,6 +57,31 @@ TOOL_TYPE_RULES: dict[ToolType, str] = {
 }
 
 
+#: The first bytes of a model artifact; a header line ``module:QualName`` follows, then
+#: what the model's ``save`` wrote. The engine and the tool-side runtime both read it.
+MODEL_MAGIC = b"FFMODEL1\n"
+
+
+def model_header(value: object) -> bytes:
+    """The header of ``value``'s model artifact: magic, then its class path and a newline."""
+    cls = type(value)
+    return MODEL_MAGIC + f"{cls.__module__}:{cls.__qualname__}".encode() + b"\n"
+
+
+def split_model_bytes(data: bytes) -> tuple[Any, bytes]:
+    """``(class, body)`` of a model artifact's bytes (ValueError without the header)."""
+    import importlib
+
+    if not data.startswith(MODEL_MAGIC):
+        raise ValueError("not a flowfed model artifact (bad header)")
+    end = data.index(b"\n", len(MODEL_MAGIC))
+    module, _, qualname = data[len(MODEL_MAGIC) : end].decode().partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj, data[end + 1 :]
+
+
 class Model:
     """Base class for trained models: persisted only through ``save`` / ``load``.
 

@@ -91,6 +91,16 @@ def test_round_lineage(hospitals: Path, tmp_path: Path) -> None:
         assert sorted(p["name"] for p in up_parents if p) == ["model", "train[hospital-a:breast]"]
         data = next(p for p in up_parents if p and p["name"].startswith("train["))
         assert data["uri"].startswith("node://hospital-a/") and not data["shareable"]
+        # Rounds share ancestors at every level: the lineage tree expands each one once.
+        tree = db.lineage(final["id"])
+        count = 0
+        stack = [tree]
+        while stack:
+            node = stack.pop()
+            count += 1
+            stack.extend(node["parents"])
+        run_arts = db.list_artifacts(run_id=result["run_id"], limit=10_000)
+        assert count < 3 * len(run_arts)
 
 
 @pytest.mark.parametrize(

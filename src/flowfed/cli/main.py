@@ -721,14 +721,20 @@ def lineage(
         return
     from rich.tree import Tree
 
+    from rich.markup import escape
+
     def label(n: dict[str, Any]) -> str:
         p = n.get("producer") or {}
         extra = " (cycle)" if n.get("cycle") else ""
+        extra += " [dim](shown above)[/dim]" if n.get("shown") else ""
         if n.get("missing"):
             return f"{n['id'][:12]} [red](no longer in the catalog)[/red]"
+        where = f" on {n['node']}" if n.get("node") not in (None, "local") else ""
+        # Names like model.update[hospital-a:breast] are text, not markup.
         return (
-            f"[bold]{n['name']}:{n['version']}[/bold] [dim]{n['kind']} {n['hash'][:10]} ← "
-            f"{p.get('step')} ({p.get('tool')}@{p.get('tool_version')}) "
+            f"[bold]{escape(n['name'])}:{n['version']}[/bold] [dim]{n['kind']} "
+            f"{n['hash'][:10]}{escape(where)} ← {escape(str(p.get('step')))} "
+            f"({p.get('tool')}@{p.get('tool_version')}) "
             f"run {str(n.get('run_id'))[:8]}[/dim]{extra}"
         )
 

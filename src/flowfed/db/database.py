@@ -384,6 +384,12 @@ class Database:
         if root not in nodes:
             return None
 
+        # A DAG drawn as a tree repeats shared ancestors; federated rounds share them at
+        # every level (round r's global model is a parent of the global model and of each
+        # update of round r+1), so a tree would grow exponentially. Each ancestor is
+        # expanded once; later occurrences are stubs marked "shown".
+        expanded: set[str] = set()
+
         def build(aid: str, path: frozenset[str]) -> dict[str, Any]:
             base = nodes.get(aid)
             if base is None:
@@ -393,6 +399,11 @@ class Database:
                 node["cycle"] = True
                 node["parents"] = []
                 return node
+            if aid in expanded:
+                node["shown"] = True
+                node["parents"] = []
+                return node
+            expanded.add(aid)
             inner = path | {aid}
             node["parents"] = [build(p, inner) for p in base["parents"]]
             return node

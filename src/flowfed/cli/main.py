@@ -719,9 +719,8 @@ def lineage(
     if as_json:
         print(json.dumps(tree, default=str))
         return
-    from rich.tree import Tree
-
     from rich.markup import escape
+    from rich.tree import Tree
 
     def label(n: dict[str, Any]) -> str:
         p = n.get("producer") or {}

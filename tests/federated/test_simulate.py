@@ -303,3 +303,17 @@ def test_on_named_nodes(hospitals: Path, tmp_path: Path) -> None:
     assert result["status"] == "success", errors(result)
     assert result["summary"]["metrics"] == {"nodes": ["hospital-c", "hospital-a"]}
     assert sorted(t["node"] for t in tasks_of(result, "ask")) == ["hospital-a", "hospital-c"]
+
+
+def test_secure_aggregation_with_differential_privacy(hospitals: Path, tmp_path: Path) -> None:
+    """Nodes mask their clipped change; the server noises the unmasked sum and accounts ε."""
+    flow = write_flow(
+        tmp_path, hospitals / "nodes.yaml", config={"rounds": 3},
+        federated={"secure_aggregation": True,
+                   "privacy": {"clip_norm": 5.0, "noise_multiplier": 0.3}},
+    )  # fmt: skip
+    result = simulate(flow, tmp_path / "home")
+    assert result["status"] == "success", errors(result)
+    step = next(t for t in tasks_of(result, "Federated Training") if "round" not in t)
+    assert step["metrics"]["dp_epsilon"] > 0
+    assert result["summary"]["metrics"]["pooled"]["accuracy"] > 0.6

@@ -317,3 +317,13 @@ def test_secure_aggregation_with_differential_privacy(hospitals: Path, tmp_path:
     step = next(t for t in tasks_of(result, "Federated Training") if "round" not in t)
     assert step["metrics"]["dp_epsilon"] > 0
     assert result["summary"]["metrics"]["pooled"]["accuracy"] > 0.6
+
+
+def test_torch_trainer_in_a_federated_step(hospitals: Path, tmp_path: Path) -> None:
+    flow = write_flow(
+        tmp_path, hospitals / "nodes.yaml", config={"rounds": 3, "learning_rate": 0.3},
+        trainer="flowfed.torch_mlp", trainer_params={"hidden": 8},
+    )  # fmt: skip
+    result = run_json(["run", str(flow), "--simulate"], tmp_path / "home")
+    assert result["status"] == "success", errors(result)
+    assert result["summary"]["metrics"]["pooled"]["accuracy"] > 0.8

@@ -9,12 +9,20 @@ flowfed.tools.library``, or ``imports: [flowfed.tools.library]`` in a flow file.
 - data-transformation: ``flowfed.train_test_split``, ``flowfed.column_sums``,
   ``flowfed.combine_sums``, ``flowfed.package_model``, and the secure-aggregation tools
   ``flowfed.secagg_keys``, ``flowfed.secagg_mask``, ``flowfed.secagg_reveal``
-- analysis: ``flowfed.logistic_regression``, ``flowfed.mlp``
+- analysis: ``flowfed.logistic_regression``, ``flowfed.mlp``, ``flowfed.torch_mlp`` (PyTorch)
 - evaluation: ``flowfed.evaluate_classifier``
 """
 
 import flowfed.tools.library.federated  # noqa: F401  (registers the secure-aggregation tools)
-from flowfed.tools.library import adapters, evaluation, models, packaging, preprocessing, transform
+from flowfed.tools.library import (
+    adapters,
+    evaluation,
+    models,
+    packaging,
+    preprocessing,
+    torch_models,
+    transform,
+)
 from flowfed.tools.library.models import LogisticRegressionModel, MLPModel
 from flowfed.tools.library.transform import Split
 
@@ -27,5 +35,6 @@ __all__ = [
     "models",
     "packaging",
     "preprocessing",
+    "torch_models",
     "transform",
 ]

@@ -409,6 +409,26 @@ def _mlp_loss_and_grad(x: np.ndarray, y: np.ndarray, activation: Activation) -> 
     return f
 
 
+def mlp_start(
+    global_model: MLPModel | None, d: int, hidden: int, activation: Activation, seed: int
+) -> tuple[Weights, int, Activation]:
+    """Starting parameters: the global model's (its architecture wins), else Glorot-uniform
+    weights from ``seed`` and zero biases. Returns ``(params, hidden, activation)``."""
+    if global_model is not None:
+        return global_model.get_weights(), global_model.hidden, global_model.activation
+    if hidden < 1:
+        raise ValueError(f"hidden must be >= 1, got {hidden}")
+    rng = np.random.default_rng(seed)
+    lim1, lim2 = np.sqrt(6.0 / (d + hidden)), np.sqrt(6.0 / (hidden + 1))
+    start = [
+        rng.uniform(-lim1, lim1, (d, hidden)),
+        np.zeros(hidden),
+        rng.uniform(-lim2, lim2, hidden),
+        np.zeros(1),
+    ]
+    return start, hidden, activation
+
+
 @tool(name="flowfed.mlp", version="1.0", type="analysis")
 def mlp(
     train: pd.DataFrame,
@@ -435,22 +455,7 @@ def mlp(
     cols = _features_for(train, target, features, global_model)
     x = feature_matrix(train, cols)
     y = binary_labels(train, target)
-    if global_model is not None:
-        start = global_model.get_weights()
-        activation = global_model.activation
-        hidden = global_model.hidden
-    else:
-        if hidden < 1:
-            raise ValueError(f"hidden must be >= 1, got {hidden}")
-        rng = np.random.default_rng(seed)
-        d = len(cols)
-        lim1, lim2 = np.sqrt(6.0 / (d + hidden)), np.sqrt(6.0 / (hidden + 1))
-        start = [
-            rng.uniform(-lim1, lim1, (d, hidden)),
-            np.zeros(hidden),
-            rng.uniform(-lim2, lim2, hidden),
-            np.zeros(1),
-        ]
+    start, hidden, activation = mlp_start(global_model, len(cols), hidden, activation, seed)
     params, losses = gradient_descent(
         start,
         _mlp_loss_and_grad(x, y, activation),

@@ -165,7 +165,10 @@ class FederatedDriver:
         rounds_done = 0
         t0 = time.perf_counter()
         width = min(64, len(fed.participants))
-        with cf.ThreadPoolExecutor(width, thread_name_prefix="flowfed-fl") as pool:
+        # Not a `with` block: leaving it would wait for a straggler the round dropped
+        # (a hung tool on a simulated node), holding the step back for nothing.
+        pool = cf.ThreadPoolExecutor(width, thread_name_prefix="flowfed-fl")
+        try:
             for r in range(1, s.rounds + 1):
                 if run.e._cancel.is_set() or tr.state.terminal:
                     return None
@@ -216,6 +219,8 @@ class FederatedDriver:
                                 },
                             )
                             break
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
         took = time.perf_counter() - t0
         self.sink("metric", {"name": "rounds", "value": float(rounds_done), "step": None})
         self.sink(

@@ -497,6 +497,11 @@ def _expand(
     shareable_of: dict[str, bool] = {}  # artifact name → may its bytes leave the node
     tasks: dict[str, TaskNode] = {}
     producers: dict[str, str] = {}
+
+    def bad_input(step: Step, param: str, message: str, hint: str | None = None) -> None:
+        path = at(step, "inputs", param)
+        diags.append(source.diag(message, path, step=step.name, field=f"inputs.{param}", hint=hint))
+
     for name in order:
         proto = nodes[name]
         step = model.step(name)
@@ -509,7 +514,6 @@ def _expand(
         fed_parts = participants(step, datasets) if step.kind == "federated" else []
         variants = _step_variants(step, sweeps, made_v, source, at, diags)
         for label, combo in variants:
-            made = {a: _pick(v, label) for a, v in made_v.items()}
             config_v = proto.config
             if combo:
                 config_v = proto.tool.config_model.model_validate(
@@ -519,10 +523,11 @@ def _expand(
                 inputs: dict[str, str | list[str]] = {}
                 local_inputs: list[str] = []
                 for param, key in proto.inputs.items():
-                    if isinstance(key, str) and key in external_keys(proto):
+                    if isinstance(key, str) and key.startswith(REGISTRY_PREFIX):
                         inputs[param] = key  # a registry model: central, sent to every node
+
                 for param, artifact in step.inputs.items():
-                    inst = made.get(artifact, {})
+                    inst = _pick(made_v.get(artifact, {}), label)
                     if None in inst:  # a central artifact: everyone receives it
                         inputs[param] = inst[None]
                         continue
@@ -531,44 +536,28 @@ def _expand(
                         for part in fed_parts:
                             got, why = match(inst, part)
                             if got is None:
-                                diags.append(
-                                    source.diag(
-                                        f"input '{artifact}' for participant {part[0]}: {why}",
-                                        at(step, "inputs", param),
-                                        step=name,
-                                        field=f"inputs.{param}",
-                                    )
-                                )
+                                message = f"input '{artifact}' for participant {part[0]}: {why}"
+                                bad_input(step, param, message)
                             else:
                                 names.append(got)
                         inputs[param] = names
                         local_inputs.append(param)
                     elif where is None:
                         if not shareable_of.get(artifact, False):
-                            diags.append(
-                                source.diag(
-                                    f"this central step consumes '{artifact}', which stays on the "
-                                    "data nodes: its producing step does not list it under "
-                                    "'shareable'",
-                                    at(step, "inputs", param),
-                                    step=name,
-                                    field=f"inputs.{param}",
-                                    hint="declare it shareable if its bytes may leave the nodes "
-                                    "(aggregates, metrics, model updates), never raw rows",
-                                )
+                            bad_input(
+                                step,
+                                param,
+                                f"this central step consumes '{artifact}', which stays on the "
+                                "data nodes: its producing step does not list it under "
+                                "'shareable'",
+                                hint="declare it shareable if its bytes may leave the nodes "
+                                "(aggregates, metrics, model updates), never raw rows",
                             )
                         inputs[param] = list(inst.values())
                     else:
                         got, why = match(inst, where)
                         if got is None:
-                            diags.append(
-                                source.diag(
-                                    f"input '{artifact}' at {where[0]}: {why}",
-                                    at(step, "inputs", param),
-                                    step=name,
-                                    field=f"inputs.{param}",
-                                )
-                            )
+                            bad_input(step, param, f"input '{artifact}' at {where[0]}: {why}")
                             continue
                         inputs[param] = got
                 tid = task_id(_vname(name, label), where)
@@ -724,11 +713,6 @@ def _sweep_combos(
             bad(key, f"sweep value {combo.get(key)!r} for '{key}': {err['msg']}")
             return []
     return combos
-
-
-def external_keys(node: TaskNode) -> set[str]:
-    """The registry-model input names of a task."""
-    return {v for v in node.inputs.values() if isinstance(v, str) and v.startswith(REGISTRY_PREFIX)}
 
 
 def _model_inputs(

@@ -46,8 +46,9 @@ from flowfed.spec.models import END
 from flowfed.tools.core import Context, TaskCancelled, ToolOutputError, call_tool
 
 if TYPE_CHECKING:
+    from flowfed.artifacts import Materialized
     from flowfed.executors import Executor
-    from flowfed.runtime.remote import NodeDispatcher
+    from flowfed.runtime.remote import NodeDispatcher, RemoteOutput
 
 Listener = Callable[[str, dict[str, Any]], None]
 
@@ -1203,45 +1204,75 @@ class _Run:
             uri = inline_uri(m.hash) if inline else self.e.store.uri(m.hash)
             if not inline:
                 to_store.append(m)
-            aid = uuid.uuid4().hex
-            name = node.outputs[out_name]
-            tr.outputs[out_name] = ArtifactRef(
-                aid,
-                name,
-                m.hash,
-                len(m.data),
-                m.kind,
-                m.type_name,
-                uri,
-                meta=m.meta,
-                value=value,
-                has_value=True,
-            )
             rows.append(
-                {
-                    "id": aid,
-                    "name": name,
-                    "hash": m.hash,
-                    "size": len(m.data),
-                    "kind": m.kind,
-                    "type_name": m.type_name,
-                    "uri": uri,
-                    "run_id": self.run_id,
-                    "task_id": tr.id,
-                    "step": node.step,
-                    "node": node.node,
-                    "shareable": True,
-                    "pickled": m.pickled,
-                    "created_at": now,
-                    "meta": m.meta,
-                    "parents": parents,
-                    "output": out_name,
-                    "blob": m.data if inline else None,
-                }
+                self._output_row(
+                    tr,
+                    out_name,
+                    m,
+                    uri=uri,
+                    shareable=True,
+                    blob=m.data if inline else None,
+                    parents=parents,
+                    now=now,
+                    value=value,
+                    has_value=True,
+                )
             )
             if self.placed:
                 self.keep_bytes(m.hash, m.data)
         return self._finish_rows(tr, rows, to_store, key)
+
+    def _output_row(
+        self,
+        tr: TaskRun,
+        out_name: str,
+        m: Materialized | RemoteOutput,
+        *,
+        uri: str,
+        shareable: bool,
+        blob: bytes | None,
+        parents: list[str],
+        now: float,
+        value: Any = None,
+        has_value: bool = False,
+    ) -> dict[str, Any]:
+        """Put output ``out_name`` on ``tr`` as a reference and return its catalog row
+        (from this process's materialization, or a node's description of its own)."""
+        node = tr.node
+        aid = uuid.uuid4().hex
+        name = node.outputs[out_name]
+        tr.outputs[out_name] = ArtifactRef(
+            aid,
+            name,
+            m.hash,
+            m.size,
+            m.kind,
+            m.type_name,
+            uri,
+            meta=dict(m.meta),
+            value=value,
+            has_value=has_value,
+        )
+        return {
+            "id": aid,
+            "name": name,
+            "hash": m.hash,
+            "size": m.size,
+            "kind": m.kind,
+            "type_name": m.type_name,
+            "uri": uri,
+            "run_id": self.run_id,
+            "task_id": tr.id,
+            "step": node.step,
+            "node": node.node,
+            "shareable": shareable,
+            "pickled": m.pickled,
+            "created_at": now,
+            "meta": dict(m.meta),
+            "parents": parents,
+            "output": out_name,
+            "blob": blob,
+        }
 
     def _finish_rows(
         self, tr: TaskRun, rows: list[dict[str, Any]], to_store: list[Any], key: str | None

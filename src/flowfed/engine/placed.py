@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from flowfed.artifacts import INLINE_MAX_BYTES, Materialized, inline_uri
@@ -170,8 +169,7 @@ def record_remote(run: _Run, tr: TaskRun, result: RemoteResult) -> list[dict[str
     to_store: list[Materialized] = []
     tr.metrics.update(result.metrics)
     for out_name, ro in result.outputs.items():
-        name = node.outputs.get(out_name)
-        if name is None:
+        if out_name not in node.outputs:
             continue
         blob = None
         if ro.data is not None:
@@ -187,31 +185,17 @@ def record_remote(run: _Run, tr: TaskRun, result: RemoteResult) -> list[dict[str
             run.keep_bytes(m.hash, m.data)
         else:
             uri = node_uri(node.node, ro.hash)
-        aid = uuid.uuid4().hex
-        tr.outputs[out_name] = ArtifactRef(
-            aid, name, ro.hash, ro.size, ro.kind, ro.type_name, uri, meta=dict(ro.meta)
-        )
         rows.append(
-            {
-                "id": aid,
-                "name": name,
-                "hash": ro.hash,
-                "size": ro.size,
-                "kind": ro.kind,
-                "type_name": ro.type_name,
-                "uri": uri,
-                "run_id": run.run_id,
-                "task_id": tr.id,
-                "step": node.step,
-                "node": node.node,
-                "shareable": ro.data is not None,
-                "pickled": ro.pickled,
-                "created_at": now,
-                "meta": dict(ro.meta),
-                "parents": parents,
-                "output": out_name,
-                "blob": blob,
-            }
+            run._output_row(
+                tr,
+                out_name,
+                ro,
+                uri=uri,
+                shareable=ro.data is not None,
+                blob=blob,
+                parents=parents,
+                now=now,
+            )
         )
     missing = [o for o in node.outputs if o not in result.outputs]
     if missing:

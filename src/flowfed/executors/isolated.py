@@ -558,6 +558,37 @@ def call_isolated(
         "--timeout",
         "60",
     ]
+    try:
+        return _run_process(call, channel, cmd, env, args, timeout, workdir)
+    finally:
+        if kind == "container" and engine:
+            # Killing `docker run` does not stop its container: remove it by name.
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run(
+                    [engine, "rm", "--force", container_name],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    timeout=30,
+                )
+        channel.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run_process(
+    call: _Call,
+    channel: Any,
+    cmd: list[str],
+    env: dict[str, str],
+    args: dict[str, Any],
+    timeout: float | None,
+    workdir: Path,
+) -> Any:
+    """Start the tool's process, drive the call to its end, and reap the process.
+
+    Its output goes to ``workdir/stderr.log`` (its tail explains a crash). The process
+    gets a grace period to end on its own after a terminate, then is killed.
+    """
     stderr_path = workdir / "stderr.log"
     proc: subprocess.Popen[bytes] | None = None
     try:
@@ -575,18 +606,6 @@ def call_isolated(
                 proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(5)
-        if kind == "container" and engine:
-            # Killing `docker run` does not stop its container: remove it by name.
-            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                subprocess.run(
-                    [engine, "rm", "--force", container_name],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    timeout=30,
-                )
-        channel.close()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _heartbeat_s() -> float:

@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,7 +34,7 @@ from typing import Any
 from flowfed.executors.isolated import (
     _Call,
     _Channel,
-    _drive,
+    _run_process,
     sandbox_command,
     tool_entrypoint,
 )
@@ -43,7 +42,6 @@ from flowfed.executors.processes import ProcessTaskError
 from flowfed.tools.core import Context, ToolSpec
 
 RUNNERS = ("inprocess", "subprocess", "sandbox")
-GRACE_S = 2.0
 
 
 @dataclass
@@ -177,23 +175,9 @@ def run_isolated(
     else:
         cmd = [*runtime, "--endpoint", f"ws://127.0.0.1:{channel.port}"]
     call = _Call(shim, ctx.task_id, ctx, workdir)  # type: ignore[arg-type]
-    stderr_path = workdir / "stderr.log"
-    proc: subprocess.Popen[bytes] | None = None
     try:
-        with open(stderr_path, "wb") as stderr:
-            proc = subprocess.Popen(
-                cmd, env=env, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
-            )
-        return _drive(call, channel, proc, args, timeout, stderr_path)
+        return _run_process(call, channel, cmd, env, args, timeout, workdir)
     finally:
-        if proc is not None:
-            if proc.poll() is None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(GRACE_S if call.terminated else 0.5)
-            if proc.poll() is None:
-                proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(5)
         channel.close()
         if relay is not None:
             relay.close()

@@ -64,12 +64,14 @@ def load_module(workload: str, n: int, workdir: Path) -> Any:
 def main(
     run: Callable[[str, int, Any, Path], Any],
     version: str,
-    warm: Callable[[], None] | None = None,
+    warm: Callable[[int, Path], None] | None = None,
 ) -> None:
     """Parse the command line, time ``run`` and print the JSON line.
 
-    ``warm`` runs before the clock (not for W3, which the suite times whole): a peer's
-    one-time start-up that is not per-pipeline work, such as Prefect's temporary server.
+    ``warm(n, workdir)`` runs before the clock (not for W3, which the suite times whole):
+    a peer's one-time start-up that is not per-pipeline work, such as Prefect's temporary
+    server, or importing flowfed's tool module (every other peer's functions are imported
+    by :func:`load_module` above, before the clock too).
     """
     ap = argparse.ArgumentParser()
     ap.add_argument("workload", choices=["w1", "w2", "w2s", "w3", "w4"])
@@ -79,7 +81,7 @@ def main(
     n = 1 if a.workload == "w3" else a.tasks
     m = load_module(a.workload, n, a.workdir)
     if warm is not None and a.workload != "w3":
-        warm()
+        warm(n, a.workdir)
     t0 = time.perf_counter()
     result = run(a.workload, n, m, a.workdir)
     seconds = time.perf_counter() - t0

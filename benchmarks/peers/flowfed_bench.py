@@ -21,12 +21,21 @@ import flowfed.db
 import flowfed.engine.local  # noqa: F401
 
 
+def _tools(n: int, workdir: Path) -> None:
+    from overhead import _import_from, flowfed_tools_source
+
+    # The workload's functions as flowfed tools, imported before the clock like every
+    # peer's module (common.main imports it before timing ``run``).
+    _import_from(workdir, "ff_tools", flowfed_tools_source(max(n, 1)))
+
+
 def run(workload: str, n: int, m: Any, workdir: Path) -> Any:
-    from overhead import _import_from, build_flow, flowfed_tools_source
+    from overhead import build_flow
 
     from flowfed import api
 
-    _import_from(workdir, "ff_tools", flowfed_tools_source(max(n, 1)))
+    if workload == "w3":  # W3 is timed whole, from outside: the import is part of it
+        _tools(n, workdir)
     kind = {"w3": "w1", "w2s": "w2sleep"}.get(workload, workload)
     flow = build_flow(kind, n)
     home = Path(os.environ.get("FLOWFED_HOME", workdir / "home"))
@@ -37,15 +46,13 @@ def run(workload: str, n: int, m: Any, workdir: Path) -> Any:
     )
     try:
         result = engine.run(prepared.graph)
+        assert result.status == "success", result.status
+        # The final value as the run returns it (Hamilton and Prefect return theirs too);
+        # on W4 it is a cache hit, read from the catalog.
+        final = f"v{n - 1}" if kind in ("w1", "w4") else "s"
+        value = result.value(final)
     finally:
         engine.db.close()
-    assert result.status == "success", result.status
-    final = f"v{n - 1}" if kind in ("w1", "w4") else "s"
-    value = api.load_artifact(
-        final,
-        database_url=f"sqlite:///{home / 'flowfed.db'}",
-        artifacts_url=str(home / "artifacts"),
-    )
     # The generated tools compute the same values: first=1 then +1 (chain), sum of k (fan).
     return value
 
@@ -57,4 +64,4 @@ if __name__ == "__main__":
         v = version("flowfed")
     except PackageNotFoundError:
         v = "source"
-    main(run, v)
+    main(run, v, warm=_tools)

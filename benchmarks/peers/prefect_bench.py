@@ -41,7 +41,7 @@ def run(workload: str, n: int, m: Any, workdir: Path) -> Any:
     return fan()
 
 
-def warm() -> None:
+def warm(n: int, workdir: Path) -> None:
     # The first flow in a process starts Prefect's temporary API server (and migrates its
     # database): once per process, not per pipeline, so outside the clock. W3 includes it.
     @flow(name="warm-up")

@@ -61,7 +61,7 @@ def _blob(w: _Sink, tag: bytes, data: bytes) -> None:
 
 
 @functools.singledispatch
-def _encode(value: object, w: _Sink) -> None:
+def _encode_any(value: object, w: _Sink) -> None:
     cls = type(value)
     root = cls.__module__.partition(".")[0]
     installer = _LAZY.pop(root, None)
@@ -86,41 +86,63 @@ def _encode(value: object, w: _Sink) -> None:
     raise _NoEncoding(cls)
 
 
-@_encode.register(type(None))
+# singledispatch looks a type up in a WeakKeyDictionary written in Python on every call,
+# which made fingerprinting a small config cost tens of microseconds per task; a plain
+# dict of the resolved handler per exact type does the same dispatch for a fraction.
+_handlers: dict[type, Callable[[Any, _Sink], None]] = {}
+
+
+def _encode(value: object, w: _Sink) -> None:
+    cls = value.__class__
+    try:
+        handler = _handlers[cls]
+    except KeyError:
+        handler = _handlers[cls] = _encode_any.dispatch(cls)
+    handler(value, w)
+
+
+def _register(cls: Any, func: Any = None) -> Any:
+    """Register an encoder for ``cls`` (singledispatch's ``register``) and drop resolved
+    handlers, since a new registration can change what a type resolves to."""
+    _handlers.clear()
+    return _encode_any.register(cls) if func is None else _encode_any.register(cls, func)
+
+
+@_register(type(None))
 def _(value: None, w: _Sink) -> None:
     w(b"N")
 
 
-@_encode.register(bool)
+@_register(bool)
 def _(value: bool, w: _Sink) -> None:
     w(b"T" if value else b"F")
 
 
-@_encode.register(int)
+@_register(int)
 def _(value: int, w: _Sink) -> None:
     _blob(w, b"I", str(value).encode())
 
 
-@_encode.register(float)
+@_register(float)
 def _(value: float, w: _Sink) -> None:
     # Every NaN is the same value for caching purposes, whatever its payload bits.
     w(b"R" + (b"nan" if value != value else _pack_d(value)))
 
 
-@_encode.register(str)
+@_register(str)
 def _(value: str, w: _Sink) -> None:
     _blob(w, b"S", value.encode("utf-8", "surrogatepass"))
 
 
-@_encode.register(bytes)
-@_encode.register(bytearray)
-@_encode.register(memoryview)
+@_register(bytes)
+@_register(bytearray)
+@_register(memoryview)
 def _(value: bytes | bytearray | memoryview, w: _Sink) -> None:
     _blob(w, b"B", bytes(value))
 
 
-@_encode.register(list)
-@_encode.register(tuple)
+@_register(list)
+@_register(tuple)
 def _(value: list[Any] | tuple[Any, ...], w: _Sink) -> None:
     # Lists and tuples share a tag: a tuple stored as JSON comes back as a list, and its
     # fingerprint must not change on the way.
@@ -140,7 +162,7 @@ def _digest_of(value: object) -> bytes:
     return h.digest()
 
 
-@_encode.register(dict)
+@_register(dict)
 def _(value: dict[Any, Any], w: _Sink) -> None:
     # Sort by the encoding of the key, so mixed key types still order deterministically.
     items = sorted(((_digest_of(k), v) for k, v in value.items()), key=_first)
@@ -151,8 +173,8 @@ def _(value: dict[Any, Any], w: _Sink) -> None:
         _encode(v, w)
 
 
-@_encode.register(set)
-@_encode.register(frozenset)
+@_register(set)
+@_register(frozenset)
 def _(value: set[Any] | frozenset[Any], w: _Sink) -> None:
     digests = sorted(_digest_of(v) for v in value)
     w(b"(")
@@ -161,14 +183,14 @@ def _(value: set[Any] | frozenset[Any], w: _Sink) -> None:
         w(d)
 
 
-@_encode.register(enum.Enum)
+@_register(enum.Enum)
 def _(value: enum.Enum, w: _Sink) -> None:
     cls = type(value)
     _blob(w, b"E", f"{cls.__module__}.{cls.__qualname__}".encode())
     _encode(value.value, w)
 
 
-@_encode.register(Path)
+@_register(Path)
 def _(value: Path, w: _Sink) -> None:
     # A path's fingerprint is its content: the same file elsewhere hits the cache, an
     # edited file at the same place does not.
@@ -206,8 +228,8 @@ def _install_numpy() -> None:
         _blob(w, b"A", f"{value.dtype.str}|{value.shape}".encode())
         _blob(w, b"a", np.ascontiguousarray(value).tobytes())
 
-    _encode.register(np.ndarray, enc_array)
-    _encode.register(np.generic, lambda value, w: enc_array(np.asarray(value), w))
+    _register(np.ndarray, enc_array)
+    _register(np.generic, lambda value, w: enc_array(np.asarray(value), w))
 
 
 def _install_pandas() -> None:
@@ -228,9 +250,9 @@ def _install_pandas() -> None:
             _encode(str(value.dtype), w)
         _blob(w, b"h", rows)
 
-    _encode.register(pd.DataFrame, enc_frame)
-    _encode.register(pd.Series, enc_frame)
-    _encode.register(pd.Index, lambda value, w: enc_frame(value.to_series(), w))
+    _register(pd.DataFrame, enc_frame)
+    _register(pd.Series, enc_frame)
+    _register(pd.Index, lambda value, w: enc_frame(value.to_series(), w))
 
 
 _LAZY: dict[str, Callable[[], None]] = {"numpy": _install_numpy, "pandas": _install_pandas}

@@ -62,6 +62,7 @@ _TASK_DEFAULTS: dict[str, Any] = {
 }
 _TASK_INSERT_COLS = tuple(c.name for c in m.tasks.c)
 _CACHE_UPDATE_COLS = ("tool", "run_id", "task_id", "outputs", "created_at")
+_TRANSITION_COLS = ("task_id", "run_id", "src", "dst", "at", "attempt", "detail")
 
 
 class Writer:
@@ -148,6 +149,13 @@ class Writer:
     ) -> None:
         """Record a lifecycle transition and move ``tasks.state`` (and its timestamps)."""
         self._enqueue("transition", (task_id, run_id, src, dst, at, attempt, detail))
+
+    def transition_row(self, row: tuple[str, str, str, str, float, int, str | None]) -> None:
+        """:meth:`transition` for the engine's hot path: ``(task_id, run_id, src, dst, at,
+        attempt, detail)`` as one tuple, states as their string values."""
+        if self.closed:
+            raise RuntimeError("database writer is closed")
+        self._put(("transition", row))
 
     def finish_task(
         self,
@@ -335,15 +343,20 @@ class Writer:
 def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
     """Apply one drain inside the caller's transaction (grouped per table, in op order)."""
     run_rows: list[dict[str, Any]] = []
-    task_rows: list[dict[str, Any]] = []
-    trans_rows: list[dict[str, Any]] = []
+    # Tasks inserted by this drain, by id: their updates from the same drain are folded
+    # into the inserted row (a quick task is created and finished within one drain, so it
+    # costs one INSERT instead of an INSERT and an UPDATE).
+    task_rows: dict[str, dict[str, Any]] = {}
+    dup_task_rows: list[dict[str, Any]] = []
+    trans_rows: list[tuple[Any, ...]] = []
     log_rows: list[dict[str, Any]] = []
     event_rows: list[dict[str, Any]] = []
     metric_rows: list[dict[str, Any]] = []
     art_rows: list[dict[str, Any]] = []
-    blob_rows: dict[str, dict[str, Any]] = {}
-    parent_rows: list[dict[str, Any]] = []
-    ra_rows: dict[tuple[str, str], dict[str, Any]] = {}
+    # Rows of the narrow tables are built as tuples in column order (no dict per row).
+    blob_rows: dict[str, tuple[str, bytes]] = {}
+    parent_rows: list[tuple[str, str]] = []
+    ra_rows: dict[tuple[str, str], tuple[str, str, str, str | None, bool]] = {}
     cache_rows: dict[str, dict[str, Any]] = {}
     task_upd: dict[str, dict[str, Any]] = {}
     metric_merge: dict[str, dict[str, Any]] = {}
@@ -360,17 +373,7 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
         if op == "transition":
             task_id, run_id, src, dst, at, attempt, detail = p
             dst = str(dst)
-            trans_rows.append(
-                {
-                    "task_id": task_id,
-                    "run_id": run_id,
-                    "src": str(src),
-                    "dst": dst,
-                    "at": at,
-                    "attempt": attempt,
-                    "detail": detail,
-                }
-            )
+            trans_rows.append((task_id, run_id, str(src), dst, at, attempt, detail))
             upd = task_upd.setdefault(task_id, {})
             upd["state"] = dst
             upd["attempt"] = attempt
@@ -382,7 +385,11 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
             for r in p:
                 row = {**_TASK_DEFAULTS, **r}
                 row["state"] = str(row["state"])
-                task_rows.append({c: row[c] for c in _TASK_INSERT_COLS})
+                if row["id"] in task_rows:
+                    # A second insert of one id must fail as it would on its own.
+                    dup_task_rows.append({c: row[c] for c in _TASK_INSERT_COLS})
+                else:
+                    task_rows[row["id"]] = {c: row[c] for c in _TASK_INSERT_COLS}
         elif op == "event":
             run_id, seq, task_id, kind, payload, ts = p
             event_rows.append(
@@ -441,34 +448,20 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
             outputs: dict[str, str] = {}
             for a in artifacts:
                 art_rows.append({c: a.get(c) for c in _ARTIFACT_COLS})
-                if a.get("blob") is not None:
-                    blob_rows[a["hash"]] = {"hash": a["hash"], "data": a["blob"]}
-                parent_rows.extend(
-                    {"artifact_id": a["id"], "parent_id": pid}
-                    for pid in dict.fromkeys(a.get("parents") or ())
-                )
+                aid = a["id"]
+                blob = a.get("blob")
+                if blob is not None:
+                    blob_rows[a["hash"]] = (a["hash"], blob)
+                parents = a.get("parents")
+                if parents:
+                    parent_rows.extend((aid, pid) for pid in dict.fromkeys(parents))
                 output = a.get("output")
                 if output is not None:
-                    outputs[output] = a["id"]
-                ra_rows[(run_id, a["id"])] = {
-                    "run_id": run_id,
-                    "artifact_id": a["id"],
-                    "task_id": task_id,
-                    "output": output,
-                    "reused": False,
-                }
+                    outputs[output] = aid
+                ra_rows[(run_id, aid)] = (run_id, aid, task_id, output, False)
             pairs = reused.items() if isinstance(reused, Mapping) else ((None, r) for r in reused)
             for output, aid in pairs:
-                ra_rows.setdefault(
-                    (run_id, aid),
-                    {
-                        "run_id": run_id,
-                        "artifact_id": aid,
-                        "task_id": task_id,
-                        "output": output,
-                        "reused": True,
-                    },
-                )
+                ra_rows.setdefault((run_id, aid), (run_id, aid, task_id, output, True))
             if cache_key is not None and str(state) == "finished":
                 cache_rows[cache_key] = {
                     "key": cache_key,
@@ -499,18 +492,33 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
     if run_rows:
         _insert_many(conn, m.runs, run_rows)
     if task_rows:
-        _insert_many(conn, m.tasks, task_rows)
+        for task_id, row in task_rows.items():
+            folded = task_upd.pop(task_id, None)
+            if folded:
+                row.update(folded)
+            merge = metric_merge.pop(task_id, None)
+            if merge:
+                row["metrics"] = {**(row["metrics"] or {}), **merge}
+        _insert_many(conn, m.tasks, list(task_rows.values()) + dup_task_rows)
     if blob_rows:
-        _insert_many(conn, m.blobs, list(blob_rows.values()), "ON CONFLICT DO NOTHING")
+        _insert_tuples(
+            conn, m.blobs, ("hash", "data"), list(blob_rows.values()), "ON CONFLICT DO NOTHING"
+        )
     if art_rows:
         _assign_versions(conn, art_rows)
         _insert_many(conn, m.artifacts, art_rows)
         if parent_rows:
-            _insert_many(conn, m.artifact_parents, parent_rows)
+            _insert_tuples(conn, m.artifact_parents, ("artifact_id", "parent_id"), parent_rows)
     if ra_rows:
-        _insert_many(conn, m.run_artifacts, list(ra_rows.values()), "ON CONFLICT DO NOTHING")
+        _insert_tuples(
+            conn,
+            m.run_artifacts,
+            ("run_id", "artifact_id", "task_id", "output", "reused"),
+            list(ra_rows.values()),
+            "ON CONFLICT DO NOTHING",
+        )
     if cache_rows:
-        _fill_cache_tools(conn, cache_rows)
+        _fill_cache_tools(conn, cache_rows, task_rows)
         _insert_many(
             conn,
             m.cache_entries,
@@ -519,7 +527,7 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
             + ", ".join(f"{c} = excluded.{c}" for c in _CACHE_UPDATE_COLS),
         )
     if trans_rows:
-        _insert_many(conn, m.transitions, trans_rows)
+        _insert_tuples(conn, m.transitions, _TRANSITION_COLS, trans_rows)
     if event_rows:
         _insert_many(conn, m.events, event_rows)
     if log_rows:
@@ -575,10 +583,15 @@ def _assign_versions(conn: Connection, rows: list[dict[str, Any]]) -> None:
             r["pickled"] = False
 
 
-def _fill_cache_tools(conn: Connection, cache_rows: dict[str, dict[str, Any]]) -> None:
+def _fill_cache_tools(
+    conn: Connection, cache_rows: dict[str, dict[str, Any]], new_tasks: dict[str, dict[str, Any]]
+) -> None:
+    """Set each cache entry's tool from its task: this drain's new rows, else the table."""
     t = m.tasks
-    task_ids = list({r["task_id"] for r in cache_rows.values()})
-    tools = dict(conn.execute(select(t.c.id, t.c.tool).where(t.c.id.in_(task_ids))).all())
+    tools = {tid: row["tool"] for tid, row in new_tasks.items()}
+    task_ids = list({r["task_id"] for r in cache_rows.values()} - tools.keys())
+    if task_ids:
+        tools.update(conn.execute(select(t.c.id, t.c.tool).where(t.c.id.in_(task_ids))).all())
     for r in cache_rows.values():
         r["tool"] = tools.get(r["task_id"], "")
 
@@ -604,9 +617,20 @@ def _json_cols(table: Any) -> frozenset[str]:
 _JSON_COLS: dict[str, frozenset[str]] = {}
 
 
+# One encoder for every JSON cell: json.dumps with options builds a new JSONEncoder per
+# call, which cost more than the database write of the row.
+_dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def _json(value: Any) -> str:
+    # Empty mappings are most JSON cells (an artifact's meta, a task's metrics): skip the
+    # encoder, whose set-up per call costs more than the encoding.
+    return "{}" if type(value) is dict and not value else _dumps(value)
+
+
 def _encode(value: Any, is_json: bool) -> Any:
     if is_json:
-        return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
+        return None if value is None else _json(value)
     return value
 
 
@@ -619,34 +643,77 @@ def _insert_many(
     syntax, so one statement serves both.
     """
     cols = tuple(rows[0])
+    pick = operator.itemgetter(*cols)
+    params = [(pick(r),) for r in rows] if len(cols) == 1 else [pick(r) for r in rows]
+    _insert_tuples(conn, table, cols, params, on_conflict)
+
+
+def _insert_tuples(
+    conn: Connection,
+    table: Any,
+    cols: tuple[str, ...],
+    params: list[tuple[Any, ...]],
+    on_conflict: str = "",
+) -> None:
+    """INSERT ``params`` (tuples in ``cols`` order); JSON columns are encoded here."""
     mark = _marker(conn)
-    key = ("insert", table.name, cols, mark + on_conflict)
-    sql = _SQL_CACHE.get(key)
-    if sql is None:
-        quoted = ", ".join(f'"{c}"' for c in cols)
-        sql = f"INSERT INTO {table.name} ({quoted}) VALUES ({', '.join([mark] * len(cols))})" + (
-            f" {on_conflict}" if on_conflict else ""
-        )
-        _SQL_CACHE[key] = sql
     jcols = _json_cols(table)
     json_at = [i for i, c in enumerate(cols) if c in jcols]
-    pick = operator.itemgetter(*cols)
-    if len(cols) == 1:
-        params: list[Any] = [(pick(r),) for r in rows]
-    else:
-        params = [pick(r) for r in rows]
     if json_at:
         # Only the JSON columns need work; everything else goes to the driver as is.
-        dumps = json.dumps
+        dumps = _json
         encoded = []
         for values in params:
             row = list(values)
             for i in json_at:
                 v = row[i]
-                row[i] = None if v is None else dumps(v, separators=(",", ":"), default=str)
+                if v is not None:
+                    row[i] = dumps(v)
             encoded.append(tuple(row))
         params = encoded
-    conn.exec_driver_sql(sql, params)
+    if mark == "?":
+        _insert_sqlite(conn, table.name, cols, params, on_conflict)
+        return
+    conn.exec_driver_sql(_insert_sql(table.name, cols, mark, 1, on_conflict), params)
+
+
+def _insert_sql(name: str, cols: tuple[str, ...], mark: str, rows: int, on_conflict: str) -> str:
+    key = ("insert", name, cols, f"{mark}{rows}{on_conflict}")
+    sql = _SQL_CACHE.get(key)
+    if sql is None:
+        quoted = ", ".join(f'"{c}"' for c in cols)
+        one = f"({', '.join([mark] * len(cols))})"
+        sql = f"INSERT INTO {name} ({quoted}) VALUES {', '.join([one] * rows)}" + (
+            f" {on_conflict}" if on_conflict else ""
+        )
+        if len(_SQL_CACHE) > 512:  # row counts vary per drain: keep the cache bounded
+            _SQL_CACHE.clear()
+        _SQL_CACHE[key] = sql
+    return sql
+
+
+#: Most bound parameters in one SQLite statement (SQLITE_MAX_VARIABLE_NUMBER since 3.32).
+_SQLITE_MAX_PARAMS = 32_766
+#: Rows per multi-row INSERT on SQLite.
+_SQLITE_CHUNK_ROWS = 500
+
+
+def _insert_sqlite(
+    conn: Connection,
+    name: str,
+    cols: tuple[str, ...],
+    params: list[tuple[Any, ...]],
+    on_conflict: str,
+) -> None:
+    """INSERT many rows per statement: pysqlite's executemany releases and re-takes the
+    GIL around every row, and while the engine's scheduler thread runs Python each
+    re-take waits for it; a writer doing that for thousands of rows ran at half speed and
+    slowed the scheduler down too. One statement of many rows releases it once."""
+    per = max(1, min(_SQLITE_CHUNK_ROWS, _SQLITE_MAX_PARAMS // len(cols)))
+    for start in range(0, len(params), per):
+        chunk = params[start : start + per]
+        flat = tuple(v for row in chunk for v in row)
+        conn.exec_driver_sql(_insert_sql(name, cols, "?", len(chunk), on_conflict), flat)
 
 
 def _update_many(conn: Connection, table: Any, updates: dict[str, dict[str, Any]]) -> None:

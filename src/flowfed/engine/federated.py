@@ -26,12 +26,12 @@ from __future__ import annotations
 import concurrent.futures as cf
 import math
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from flowfed.engine.state import ArtifactRef, TaskRun
+from flowfed.ids import new_id
 from flowfed.plan.federated import aggregate_task, round_id, round_metric, sample, train_task
 from flowfed.plan.graph import TaskNode
 from flowfed.runtime.lifecycle import State
@@ -267,7 +267,7 @@ class FederatedDriver:
 
     def _child(self, plan: Any, inputs: dict[str, Any]) -> TaskRun:
         run = self.run
-        child = TaskRun(uuid.uuid4().hex, plan)
+        child = TaskRun(new_id(), plan)
         child.inputs = inputs
         run.view.tasks.setdefault(plan.step, []).append(child)
         run.writer.add_tasks([run._task_row(child)])

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.pool import StaticPool
+
 from flowfed.artifacts import (
     INLINE_MAX_BYTES,
     ArtifactStore,
@@ -39,11 +41,18 @@ from flowfed.artifacts.hashing import UNHASHABLE, cache_key_for, code_hash, task
 from flowfed.db import Database, Writer
 from flowfed.engine.persist import Persister
 from flowfed.engine.state import ArtifactRef, RunView, TaskRun
+from flowfed.ids import new_id
 from flowfed.plan.expressions import ExpressionError
 from flowfed.plan.graph import TaskGraph, TaskNode
-from flowfed.runtime.lifecycle import IllegalTransition, Lifecycle, State
+from flowfed.runtime.lifecycle import TERMINAL, IllegalTransition, Lifecycle, State
 from flowfed.spec.models import END
-from flowfed.tools.core import Context, TaskCancelled, ToolOutputError, call_tool
+from flowfed.tools.core import (
+    Context,
+    TaskCancelled,
+    ToolOutputError,
+    call_tool,
+    config_field_names,
+)
 
 if TYPE_CHECKING:
     from flowfed.artifacts import Materialized
@@ -70,15 +79,53 @@ class TaskFailed(Exception):
 
 @dataclass
 class RunResult:
-    """What a finished run reports (the CLI's ``--json`` is built from this)."""
+    """What a finished run reports (the CLI's ``--json`` is built from this).
+
+    Example:
+        >>> # result = flowfed.run_flow("flow.yaml")
+        >>> # result.status, result.value("scores")
+        >>> # ('success', {'accuracy': 0.87, 'auc': 0.96})
+    """
 
     run_id: str
     status: str
     view: RunView
     error: str | None = None
-    artifacts: list[dict[str, Any]] = field(default_factory=list)
     #: Federated rounds and the flow's ``report`` artifact (see :meth:`_Run._summary`).
     summary: dict[str, Any] = field(default_factory=dict)
+    #: The latest reference of every artifact this run produced or reused, by name.
+    outputs: dict[str, ArtifactRef] = field(default_factory=dict, repr=False)
+    _artifacts: list[dict[str, Any]] | None = field(default=None, repr=False)
+    _catalog: Callable[[], list[dict[str, Any]]] | None = field(default=None, repr=False)
+    _source: Callable[[ArtifactRef], ByteSource] | None = field(default=None, repr=False)
+
+    @property
+    def artifacts(self) -> list[dict[str, Any]]:
+        """The catalog rows of the run's artifacts (read from the database on first use:
+        a caller that only wants the status or a value never pays for the query)."""
+        if self._artifacts is None:
+            self._artifacts = self._catalog() if self._catalog is not None else []
+        return self._artifacts
+
+    def value(self, name: str) -> Any:
+        """The value of artifact ``name`` as this run left it (its latest version).
+
+        Values the run computed in this process are returned as they are; cached or
+        placed ones are loaded from the catalog or the artifact store.
+
+        Example:
+            >>> # flowfed.run_flow("flow.yaml").value("model").coef_.shape
+            >>> # (1, 30)
+        """
+        ref = self.outputs.get(name)
+        if ref is None:
+            known = ", ".join(sorted(self.outputs)) or "none"
+            raise KeyError(f"run {self.run_id} has no artifact named {name!r} (it has: {known})")
+        if ref.has_value:
+            return ref.value
+        if self._source is None:
+            raise LookupError(f"artifact {name!r} of run {self.run_id} has no stored bytes here")
+        return ref.handle(self._source(ref)).load()
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of ``flowfed run --json``."""
@@ -173,6 +220,8 @@ class LocalEngine:
         self.on_events = on_events
         self._cancel = threading.Event()
         self._code_hashes: dict[int, str] = {}
+        #: Identities of config-less tools by (name, version, code hash): see _Run._identity.
+        self.bare_identities: dict[tuple[str, str, str], str | None] = {}
         self.view: RunView | None = None
         self._current: _Run | None = None
 
@@ -292,6 +341,9 @@ class _Run:
         # Bytes of artifacts produced in this run, for placed tasks that consume them:
         # the catalog and store are written behind the hot path and may lag.
         self.placed = any(n.placed or n.federated is not None for n in graph.tasks.values())
+        #: Whether events go anywhere (listeners or the event log); read on the hot path so
+        #: a run nobody watches does not build event payloads. Fixed for the run.
+        self.emitting = bool(engine.listeners) or engine.record_events
         self.kept: dict[str, bytes] = {}
         self.kept_lock = threading.Lock()
         self.pending_store: dict[str, list[Any]] = {}
@@ -601,7 +653,7 @@ class _Run:
             )
             return None
         self.executions[node.id] = count
-        tr = TaskRun(uuid.uuid4().hex, node, iteration=count)
+        tr = TaskRun(new_id(), node, iteration=count)
         tr.inputs = self._input_refs(node)
         self.consumed[node.id] = {a: self.latest[a].generation for a in node.input_names()}
         self.view.tasks.setdefault(node.step, []).append(tr)
@@ -650,9 +702,18 @@ class _Run:
         """The node's tool + code + config fingerprint, computed once per run."""
         got = self.identities.get(node.id, UNHASHABLE)
         if got is UNHASHABLE:
-            got = task_identity(
-                node.tool.name, node.tool.version, self.e.code_hash(node), node.config_data
-            )
+            tool = node.tool
+            code = self.e.code_hash(node)
+            if config_field_names(type(node.config)):
+                got = task_identity(tool.name, tool.version, code, node.config_data)
+            else:
+                # A tool without config has one identity however many tasks run it (a
+                # chain of 10,000 steps of one tool hashes it once).
+                bare = self.e.bare_identities
+                key = (tool.name, tool.version, code)
+                got = bare.get(key, UNHASHABLE)
+                if got is UNHASHABLE:
+                    got = bare[key] = task_identity(tool.name, tool.version, code, {})
             self.identities[node.id] = got
         return got  # type: ignore[return-value]
 
@@ -764,7 +825,7 @@ class _Run:
         for name, node in self.g.tasks.items():
             if name in self.started_ids:
                 continue
-            tr = TaskRun(uuid.uuid4().hex, node)
+            tr = TaskRun(new_id(), node)
             self.view.tasks.setdefault(node.step, []).append(tr)
             self.writer.add_tasks([self._task_row(tr)])
             if cancelled:
@@ -808,8 +869,24 @@ class _Run:
             run_id=self.run_id, status=status, ended_at=self.view.ended_at, error=error
         )
         self.writer.close()
-        artifacts = self.e.db.run_artifacts(self.run_id)
-        return RunResult(self.run_id, status, self.view, error, artifacts, self._summary())
+        db, run_id = self.e.db, self.run_id
+        blobs, store = self.blobs, self.e.store
+        result = RunResult(
+            run_id,
+            status,
+            self.view,
+            error,
+            self._summary(),
+            outputs=dict(self.latest),
+            _catalog=lambda: db.run_artifacts(run_id),
+            # Not self._source: the result must not keep this run's kept bytes alive.
+            _source=lambda ref: blobs if is_inline(ref.uri) else store,
+        )
+        if isinstance(db.engine.pool, StaticPool):
+            # An in-memory database (one shared connection) is gone once closed: read the
+            # catalog while it exists.
+            result.artifacts  # noqa: B018
+        return result
 
     def _summary(self) -> dict[str, Any]:
         """Rounds and timing of federated steps, and the value of the flow's ``report``."""
@@ -846,7 +923,7 @@ class _Run:
     # -- the worker side -------------------------------------------------------------------
 
     def _emit(self, kind: str, tr: TaskRun | None, payload: dict[str, Any]) -> None:
-        if not self.e.listeners and not self.e.record_events:
+        if not self.emitting:
             return
         event = {"run_id": self.run_id, "task_id": tr.id if tr else None, **payload}
         if tr is not None:
@@ -880,27 +957,19 @@ class _Run:
     def _move(self, tr: TaskRun, dst: State, detail: str | None = None) -> bool:
         """Advance ``tr``; False if it was already terminal (cancelled under our feet)."""
         with tr.lock:
-            if tr.lifecycle.state.terminal:
+            lifecycle = tr.lifecycle
+            if lifecycle.state in TERMINAL:
                 return False
-            try:
-                t = tr.lifecycle.advance(dst, detail)
-            except IllegalTransition:
-                raise
+            t = lifecycle.advance(dst, detail)  # IllegalTransition propagates
         now = t.at
         if dst is State.STARTED:
             tr.started_at = now
-        if dst.terminal:
+        elif dst in TERMINAL:
             tr.ended_at = now
-        self.writer.transition(
-            task_id=tr.id,
-            run_id=self.run_id,
-            src=str(t.src),
-            dst=str(dst),
-            at=now,
-            attempt=tr.attempt,
-            detail=detail,
-        )
-        self._emit("transition", tr, {"src": str(t.src), "dst": str(dst), "detail": detail})
+        src = t.src.value
+        self.writer.transition_row((tr.id, self.run_id, src, dst.value, now, tr.attempt, detail))
+        if self.emitting:
+            self._emit("transition", tr, {"src": src, "dst": dst.value, "detail": detail})
         return True
 
     def _telemetry(self, tr: TaskRun) -> Callable[[str, dict[str, Any]], None]:
@@ -1239,7 +1308,7 @@ class _Run:
         """Put output ``out_name`` on ``tr`` as a reference and return its catalog row
         (from this process's materialization, or a node's description of its own)."""
         node = tr.node
-        aid = uuid.uuid4().hex
+        aid = new_id()
         name = node.outputs[out_name]
         tr.outputs[out_name] = ArtifactRef(
             aid,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class State(StrEnum):
@@ -66,15 +67,21 @@ class IllegalTransition(RuntimeError):
         self.dst = dst
 
 
+_NOWHERE: frozenset[State] = frozenset()
+
+
 def check_transition(src: State, dst: State) -> None:
     """Refuse an illegal transition; the single gate every runner passes through."""
-    if dst not in _ALLOWED.get(src, frozenset()):
+    if dst not in _ALLOWED.get(src, _NOWHERE):
         raise IllegalTransition(src, dst)
 
 
-@dataclass(slots=True, frozen=True)
-class Transition:
-    """One recorded move, with the wall-clock time it happened."""
+class Transition(NamedTuple):
+    """One recorded move, with the wall-clock time it happened.
+
+    A named tuple rather than a frozen dataclass: every task makes four of these, and a
+    frozen dataclass's ``__init__`` goes through ``object.__setattr__`` per field.
+    """
 
     src: State
     to: State
@@ -91,8 +98,9 @@ class Lifecycle:
 
     def advance(self, dst: State, detail: str | None = None) -> Transition:
         """Move to ``dst`` (or raise :class:`IllegalTransition`) and record the move."""
-        check_transition(self.state, dst)
-        tr = Transition(self.state, dst, time.time(), detail)
+        src = self.state
+        check_transition(src, dst)
+        tr = Transition(src, dst, time.time(), detail)
         self.state = dst
         self.history.append(tr)
         return tr

@@ -25,6 +25,7 @@ from __future__ import annotations
 import builtins
 import inspect
 import typing
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -610,21 +611,35 @@ def register_task(arg: Any = None, *, registry: Registry | None = None, version:
     return lambda f: wrap(f, arg)
 
 
+_FIELD_NAMES: weakref.WeakKeyDictionary[type, tuple[str, ...]] = weakref.WeakKeyDictionary()
+
+
+def config_field_names(cls: type[BaseModel]) -> tuple[str, ...]:
+    """The field names of a tool's config model, read once per class."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(cls.model_fields)
+    return names
+
+
 def call_tool(
     spec: ToolSpec, args: dict[str, Any], config: BaseModel | dict[str, Any], ctx: Context | None
 ) -> Any:
     """Call a tool's function with inputs, config and context (async tools run to completion)."""
     kwargs = dict(args)
-    cfg = config.model_dump() if isinstance(config, BaseModel) else dict(config)
     if spec.seed_task:
         import asyncio  # only async tools need it: keep it out of start-up
 
         coro = spec.fn(kwargs.get("context", {}))
         return asyncio.run(coro)
-    # Config fields keep the validated values, including nested pydantic models.
     if isinstance(config, BaseModel):
-        cfg = {k: getattr(config, k) for k in type(config).model_fields}
-    kwargs.update(cfg)
+        # Config fields keep the validated values, including nested pydantic models.
+        # The field names are read once per config class: pydantic builds a new mapping
+        # on every ``model_fields`` access, a cost paid per task otherwise.
+        for k in config_field_names(type(config)):
+            kwargs[k] = getattr(config, k)
+    else:
+        kwargs.update(config)
     if spec.ctx_param:
         kwargs[spec.ctx_param] = ctx
     if spec.is_async:

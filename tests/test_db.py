@@ -164,6 +164,28 @@ def test_migration_matches_models(db_url: str) -> None:
     assert diff == []
 
 
+def test_sqlite_ddl_file_matches_models(tmp_path: Path) -> None:
+    from flowfed.db.schema import SQLITE_DDL_PATH
+    from flowfed.db.sqlite_ddl import (
+        WRITE_SQLITE_DDL_COMMAND,
+        compile_sqlite_ddl,
+        main,
+        write_sqlite_ddl,
+    )
+
+    compiled = compile_sqlite_ddl()
+    assert SQLITE_DDL_PATH.read_text(encoding="utf-8") == compiled, (
+        f"{SQLITE_DDL_PATH.name} no longer matches flowfed.db.models; regenerate it with "
+        f"`{WRITE_SQLITE_DDL_COMMAND}` and commit it"
+    )
+    assert main(["--check-sqlite-ddl"]) == 0
+    out = tmp_path / "schema.sql"
+    assert write_sqlite_ddl(out) and not write_sqlite_ddl(out)
+    assert out.read_text(encoding="utf-8") == compiled
+    out.write_text(compiled.replace("CREATE INDEX", "CREATE UNIQUE INDEX", 1), encoding="utf-8")
+    assert write_sqlite_ddl(out) and out.read_text(encoding="utf-8") == compiled
+
+
 def test_unknown_revision_is_reported(db: Database) -> None:
     with db.engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))

@@ -134,7 +134,8 @@ class Database:
         """The schema revision stored in ``alembic_version`` (None if there is none)."""
         try:
             with self.engine.connect() as conn:
-                row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+                # exec_driver_sql: nothing to compile, on the path of every run.
+                row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
         except DBAPIError:
             # No alembic_version table: an empty (or foreign) database.
             return None

@@ -166,8 +166,8 @@ class Database:
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _UPGRADE_LOCK_KEY})
                 if not migrate and self._is_empty(conn):
                     if conn.dialect.name == "sqlite":
-                        # The statements create_all would compile (~10 ms of SQLAlchemy
-                        # per new catalog), precompiled; tests/test_db.py keeps them equal.
+                        # The statements create_all would compile (~7 ms of SQLAlchemy per
+                        # new catalog), precompiled; tests/test_db.py keeps them equal.
                         for ddl in sqlite_ddl_statements():
                             conn.exec_driver_sql(ddl)
                     else:

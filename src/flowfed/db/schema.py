@@ -6,7 +6,7 @@ common start-up path just compares one row of ``alembic_version`` with :data:`HE
 
 ``schema_sqlite.sql`` is what ``models.metadata.create_all`` emits on SQLite, checked in:
 an empty SQLite catalog (every first ``flowfed run`` in a new home) executes it instead of
-paying ~10 ms for SQLAlchemy to compile the same ~30 statements each time. After changing
+paying ~7 ms for SQLAlchemy to compile the same 31 statements each time. After changing
 ``models.py``, regenerate it with ``python -m flowfed.db --write-sqlite-ddl``
 (:mod:`flowfed.db.sqlite_ddl`; ``tests/test_db.py`` fails while the file and the metadata
 disagree).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 import time
 import uuid
@@ -162,6 +163,85 @@ def test_migration_matches_models(db_url: str) -> None:
     finally:
         migrated.close()
     assert diff == []
+
+
+def test_sqlite_ddl_file_matches_models(tmp_path: Path) -> None:
+    from flowfed.db.schema import SQLITE_DDL_PATH
+    from flowfed.db.sqlite_ddl import (
+        WRITE_SQLITE_DDL_COMMAND,
+        compile_sqlite_ddl,
+        main,
+        write_sqlite_ddl,
+    )
+
+    compiled = compile_sqlite_ddl()
+    assert SQLITE_DDL_PATH.read_text(encoding="utf-8") == compiled, (
+        f"{SQLITE_DDL_PATH.name} no longer matches flowfed.db.models; regenerate it with "
+        f"`{WRITE_SQLITE_DDL_COMMAND}` and commit it"
+    )
+    assert main(["--check-sqlite-ddl"]) == 0
+    out = tmp_path / "schema.sql"
+    assert write_sqlite_ddl(out) and not write_sqlite_ddl(out)
+    assert out.read_text(encoding="utf-8") == compiled
+    out.write_text(compiled.replace("CREATE INDEX", "CREATE UNIQUE INDEX", 1), encoding="utf-8")
+    assert write_sqlite_ddl(out) and out.read_text(encoding="utf-8") == compiled
+
+
+def _sqlite_schema(database: Database) -> set[tuple[str, str, str, str | None]]:
+    """Every object in sqlite_master, its SQL with trailing blanks stripped from lines."""
+    with database.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT type, name, tbl_name, sql FROM sqlite_master")
+        return {
+            (kind, name, table, None if sql is None else re.sub(r"[ \t]+\n", "\n", sql))
+            for kind, name, table, sql in rows
+        }
+
+
+def test_empty_sqlite_gets_the_schema_create_all_makes(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    fast = Database(f"sqlite:///{tmp_path / 'fast.db'}")
+    reference = Database(f"sqlite:///{tmp_path / 'reference.db'}")
+    try:
+        fast.ensure_schema()  # schema_sqlite.sql
+        assert fast.current_revision() == HEAD_REVISION
+        with reference.engine.begin() as conn:
+            m.metadata.create_all(conn)
+        got = _sqlite_schema(fast)
+        version_table = {r for r in got if r[2] == "alembic_version"}
+        assert {r[1] for r in version_table} == {
+            "alembic_version",
+            "sqlite_autoindex_alembic_version_1",
+        }
+        assert got - version_table == _sqlite_schema(reference)
+        with fast.engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), m.metadata) == []
+    finally:
+        fast.close()
+        reference.close()
+
+
+def test_is_empty_sqlite(tmp_path: Path) -> None:
+    from sqlalchemy import inspect
+
+    database = Database(f"sqlite:///{tmp_path / 'e.db'}")
+    try:
+        with database.engine.begin() as conn:
+            assert Database._is_empty(conn) and not inspect(conn).get_table_names()
+            conn.exec_driver_sql("CREATE VIEW v AS SELECT 1 AS x")  # views do not count
+            assert Database._is_empty(conn)
+            # AUTOINCREMENT makes SQLite's own sqlite_sequence table, which does not count
+            # either; the table that caused it does.
+            conn.exec_driver_sql("CREATE TABLE foreign_t (id INTEGER PRIMARY KEY AUTOINCREMENT)")
+            conn.exec_driver_sql("INSERT INTO foreign_t DEFAULT VALUES")
+            assert not Database._is_empty(conn)
+            conn.exec_driver_sql("DROP TABLE foreign_t")
+            names = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")
+            assert [n for (n,) in names] == ["sqlite_sequence"]
+            assert Database._is_empty(conn) and not inspect(conn).get_table_names()
+    finally:
+        database.close()
 
 
 def test_unknown_revision_is_reported(db: Database) -> None:

@@ -10,18 +10,31 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sqlite3  # noqa: F401  (the DBAPI of the sqlite dialect imported below)
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, create_engine, event, func, select, text, update
+
+# create_engine("sqlite:...") would import the SQLite dialect and its DBAPI (sqlite3) on
+# first use: ~7 ms inside the first Database() of every run. Loaded here, with the rest of
+# SQLAlchemy, opening or creating a catalog stays cheap; a process that only talks to
+# PostgreSQL pays it once at import. (After `from sqlalchemy import`: importing this module
+# first, while SQLAlchemy itself is still loading, measured a few ms slower.)
+from sqlalchemy.dialects.sqlite import pysqlite  # noqa: F401
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
 from flowfed.db import models as m
-from flowfed.db.schema import HEAD_REVISION, SchemaOutOfDate, alembic_config
+from flowfed.db.schema import (
+    HEAD_REVISION,
+    SchemaOutOfDate,
+    alembic_config,
+    sqlite_ddl_statements,
+)
 from flowfed.db.writer import Writer
 
 #: Minimum length of an id prefix accepted as a reference (shorter is too ambiguous).
@@ -121,7 +134,8 @@ class Database:
         """The schema revision stored in ``alembic_version`` (None if there is none)."""
         try:
             with self.engine.connect() as conn:
-                row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+                # exec_driver_sql: nothing to compile, on the path of every run.
+                row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
         except DBAPIError:
             # No alembic_version table: an empty (or foreign) database.
             return None
@@ -140,8 +154,9 @@ class Database:
         """Run ``alembic upgrade head`` on this database.
 
         An empty database gets the newest schema created directly from the table metadata
-        and stamped with :data:`HEAD_REVISION` (what the migrations would produce; a test
-        checks they agree), which spares a first ``flowfed run`` the cost of Alembic.
+        (on SQLite from ``schema_sqlite.sql``, the same DDL precompiled) and stamped with
+        :data:`HEAD_REVISION` (what the migrations would produce; tests check they agree),
+        which spares a first ``flowfed run`` the cost of Alembic.
         ``migrate=True`` always goes through the migrations.
         """
         with self.engine.connect() as conn:
@@ -150,7 +165,13 @@ class Database:
                 if conn.dialect.name == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _UPGRADE_LOCK_KEY})
                 if not migrate and self._is_empty(conn):
-                    m.metadata.create_all(conn)
+                    if conn.dialect.name == "sqlite":
+                        # The statements create_all would compile (~7 ms of SQLAlchemy per
+                        # new catalog), precompiled; tests/test_db.py keeps them equal.
+                        for ddl in sqlite_ddl_statements():
+                            conn.exec_driver_sql(ddl)
+                    else:
+                        m.metadata.create_all(conn)
                     conn.execute(
                         text(
                             "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
@@ -166,6 +187,14 @@ class Database:
 
     @staticmethod
     def _is_empty(conn: Connection) -> bool:
+        if conn.dialect.name == "sqlite":
+            # The question inspect().get_table_names() answers (with the same filter for
+            # SQLite's own sqlite_* tables), asked directly: no Inspector to build.
+            n = conn.exec_driver_sql(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite~_%' ESCAPE '~'"
+            ).scalar_one()
+            return n == 0
         from sqlalchemy import inspect
 
         return not inspect(conn).get_table_names()

@@ -3,7 +3,9 @@
 Ids are caller-generated strings (uuid4 hex) so the engine never waits for the database to
 learn an id, and timestamps are float unix seconds: cheap to produce, compare and ship as JSON.
 The hand-written migration ``migrations/versions/0001_initial.py`` must match these tables;
-``tests/test_db.py`` checks that with Alembic's autogenerate comparison.
+``tests/test_db.py`` checks that with Alembic's autogenerate comparison. A new SQLite catalog
+is created from ``schema_sqlite.sql``, these tables' DDL precompiled: after a change here,
+regenerate it with ``python -m flowfed.db --write-sqlite-ddl`` (a test fails until then).
 
 The writer and the queries use Core, not the ORM, for speed; plain :class:`~sqlalchemy.Table`
 objects also keep ``sqlalchemy.orm`` (and the class building of declarative models) out of

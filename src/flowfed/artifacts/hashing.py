@@ -295,6 +295,41 @@ def _code_object_digest(code: Any, h: Any) -> None:
             h.update((fp if isinstance(fp, str) else repr(type(const))).encode())
 
 
+def _source_by_positions(fn: Any) -> str | None:
+    """A function's source lines, from its first line (decorators included) to the last
+    line any of its instructions (or of its nested functions') spans.
+
+    ``inspect.getsource`` finds the end of a definition by tokenizing from its first line,
+    milliseconds for a long signature; the code object already knows where it ends. The
+    caller parses the slice and falls back to ``inspect`` when it is not a whole statement.
+    """
+    import linecache
+
+    code = getattr(fn, "__code__", None)
+    if (
+        code is None
+        or type(fn).__name__ != "function"
+        or fn.__name__ == "<lambda>"
+        or hasattr(fn, "__wrapped__")  # inspect reads the wrapped function's source
+    ):
+        return None
+    lines = linecache.getlines(code.co_filename, fn.__globals__)
+    if not lines:
+        return None
+    last = 0
+    todo = [code]
+    while todo:
+        c = todo.pop()
+        for _, end, _, _ in c.co_positions():
+            if end is not None and end > last:
+                last = end
+        todo.extend(k for k in c.co_consts if hasattr(k, "co_positions"))
+    first = code.co_firstlineno
+    if not 0 < first <= last <= len(lines):
+        return None
+    return "".join(lines[first - 1 : last])
+
+
 def code_hash(fn: Callable[..., Any]) -> str:
     """SHA-256 of a function's normalized AST: comments, docstrings, formatting and the
     decorators on the function itself do not change it; any change of logic does.
@@ -307,11 +342,19 @@ def code_hash(fn: Callable[..., Any]) -> str:
     import textwrap
 
     target: Any = fn.func if isinstance(fn, functools.partial) else fn
-    try:
-        source = textwrap.dedent(inspect.getsource(target))
-        tree = _strip(ast.parse(source))
-    except (OSError, TypeError, SyntaxError):
-        tree = None
+    tree = None
+    quick = _source_by_positions(target)
+    if quick is not None:
+        try:
+            tree = _strip(ast.parse(textwrap.dedent(quick)))
+        except SyntaxError:  # the slice was not the whole definition: ask inspect
+            tree = None
+    if tree is None:
+        try:
+            source = textwrap.dedent(inspect.getsource(target))
+            tree = _strip(ast.parse(source))
+        except (OSError, TypeError, SyntaxError):
+            tree = None
     if tree is not None:
         for node in tree.body:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):

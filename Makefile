@@ -11,6 +11,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	# An editable install leaves flowfed's own modules uncompiled, and with
+	# PYTHONDONTWRITEBYTECODE set (as on this platform's machines) every `flowfed` command
+	# would compile them again; stale files are recompiled in memory, never misused.
+	$(BIN)/python -m compileall -q src > /dev/null
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -388,3 +388,99 @@ def test_handle_is_lazy(tmp_path: Path) -> None:
     h2 = ArtifactHandle.from_row(store, row, value=value)
     assert h2.load() is value and store.gets == 1 and h2.reads == 0
     assert "model:2" in repr(h2)
+
+
+SHAPES = '''
+def long_signature(
+    a0: int,
+    a1: int,
+    a2: int = 3,
+) -> int:
+    """Docs."""
+    return (
+        a0
+        + a1
+        + a2
+    )  # a comment after the last instruction's line
+
+
+@other_decorator
+@decorator(
+    k=1,
+)
+def decorated(x):
+    def inner(y):
+        return [
+            y,
+            y,
+        ]
+
+    return inner(x)
+
+
+class Holder:
+    def method(self, x):
+        return {
+            "x": x,
+        }
+'''
+
+
+def test_code_hash_reads_the_same_source_as_inspect(tmp_path: Path) -> None:
+    # code_hash slices a function's source by its code positions rather than tokenizing
+    # with inspect: for every shape of definition the hash must be the one inspect's
+    # source gives (the AST of the whole definition, decorators dropped).
+    import ast
+    import hashlib
+    import inspect
+    import textwrap
+
+    from flowfed.artifacts.hashing import _strip
+
+    path = tmp_path / "shapes.py"
+    path.write_text(
+        "def decorator(**kw):\n    return lambda f: f\nother_decorator = decorator()\n" + SHAPES
+    )
+    ns: dict[str, Any] = {}
+    exec(compile(path.read_text(), str(path), "exec"), ns)
+    for fn in (ns["long_signature"], ns["decorated"], ns["Holder"].method):
+        tree = _strip(ast.parse(textwrap.dedent(inspect.getsource(fn))))
+        for node in tree.body:
+            node.decorator_list = []  # type: ignore[attr-defined]
+        dumped = ast.dump(tree, annotate_fields=False, include_attributes=False)
+        expected = hashlib.sha256(b"ast\0" + dumped.encode()).hexdigest()
+        assert code_hash(fn) == expected, fn.__qualname__
+
+
+def test_row_ids_are_unique_and_differ_early() -> None:
+    import os
+    import threading
+
+    from flowfed.ids import new_id
+
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def make() -> None:
+        mine = [new_id() for _ in range(5000)]
+        with lock:
+            seen.extend(mine)
+
+    threads = [threading.Thread(target=make) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(seen)) == len(seen) == 20_000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in seen)
+    # Users name ids by short prefixes: 8 digits tell 20,000 ids of one process apart.
+    assert len({i[:8] for i in seen}) == len(seen)
+    # A forked child draws its own suffix, so its ids never meet the parent's.
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(w, new_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(r, 64).decode()
+    assert child[12:] != seen[0][12:] and child not in seen

@@ -122,3 +122,17 @@ def test_small_outputs_live_in_the_catalog_and_large_ones_in_the_store(
     assert load_artifact("tiny", **stores) == b"x" * 10
     assert load_artifact("huge", **stores) == b"x" * (INLINE_MAX_BYTES + 1)
     assert len(list(Path(stores["artifacts_url"]).rglob("*"))) >= 1
+
+
+def test_run_result_gives_artifact_values(stores: dict[str, str]) -> None:
+    flow = _flow(Step(name="peek", tool="api_peek", inputs={"blob": "blob"}, outputs=["info"]))
+    first = run_flow(flow, **stores)
+    assert first.value("blob") == b"xxx"  # computed in this process
+    info = first.value("info")
+    assert info["size"] == 3
+    with pytest.raises(KeyError, match=r"no artifact named 'nope' \(it has: blob, info\)"):
+        first.value("nope")
+    # A cached re-run holds no values in memory: they come back from the catalog.
+    again = run_flow(flow, **stores)
+    assert again.value("blob") == b"xxx" and again.value("info") == info
+    assert {a["name"] for a in again.artifacts} == {"blob", "info"}

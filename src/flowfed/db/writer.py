@@ -13,6 +13,7 @@ A failed drain is rolled back entirely and its exception is kept; the next :meth
 
 from __future__ import annotations
 
+import itertools
 import json
 import operator
 import queue
@@ -44,6 +45,7 @@ _STOP = "stop"
 
 _TASK_FIELDS = frozenset(c.name for c in m.tasks.c) - {"id", "run_id"}
 _ARTIFACT_COLS = tuple(c.name for c in m.artifacts.c)
+_ARTIFACT_NONE = dict.fromkeys(_ARTIFACT_COLS)
 _TASK_DEFAULTS: dict[str, Any] = {
     "node": "local",
     "round": None,
@@ -387,9 +389,9 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
                 row["state"] = str(row["state"])
                 if row["id"] in task_rows:
                     # A second insert of one id must fail as it would on its own.
-                    dup_task_rows.append({c: row[c] for c in _TASK_INSERT_COLS})
+                    dup_task_rows.append(row)
                 else:
-                    task_rows[row["id"]] = {c: row[c] for c in _TASK_INSERT_COLS}
+                    task_rows[row["id"]] = row
         elif op == "event":
             run_id, seq, task_id, kind, payload, ts = p
             event_rows.append(
@@ -447,7 +449,8 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
                 merge_metrics(task_id, metrics)
             outputs: dict[str, str] = {}
             for a in artifacts:
-                art_rows.append({c: a.get(c) for c in _ARTIFACT_COLS})
+                # Extra keys (parents, output, blob) ride along; the INSERT picks columns.
+                art_rows.append({**_ARTIFACT_NONE, **a})
                 aid = a["id"]
                 blob = a.get("blob")
                 if blob is not None:
@@ -499,14 +502,16 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
             merge = metric_merge.pop(task_id, None)
             if merge:
                 row["metrics"] = {**(row["metrics"] or {}), **merge}
-        _insert_many(conn, m.tasks, list(task_rows.values()) + dup_task_rows)
+        _insert_picked(
+            conn, m.tasks, _TASK_INSERT_COLS, list(task_rows.values()) + dup_task_rows
+        )
     if blob_rows:
         _insert_tuples(
             conn, m.blobs, ("hash", "data"), list(blob_rows.values()), "ON CONFLICT DO NOTHING"
         )
     if art_rows:
         _assign_versions(conn, art_rows)
-        _insert_many(conn, m.artifacts, art_rows)
+        _insert_picked(conn, m.artifacts, _ARTIFACT_COLS, art_rows)
         if parent_rows:
             _insert_tuples(conn, m.artifact_parents, ("artifact_id", "parent_id"), parent_rows)
     if ra_rows:
@@ -622,10 +627,19 @@ _JSON_COLS: dict[str, frozenset[str]] = {}
 _dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
+_quote = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str (C)
+
+
 def _json(value: Any) -> str:
-    # Empty mappings are most JSON cells (an artifact's meta, a task's metrics): skip the
-    # encoder, whose set-up per call costs more than the encoding.
-    return "{}" if type(value) is dict and not value else _dumps(value)
+    # Most JSON cells are empty mappings (an artifact's meta, a task's metrics) or small
+    # str -> str ones (a cache entry's outputs): they skip the encoder, whose set-up per call
+    # costs more than the encoding. The text is what json.dumps would write.
+    if type(value) is dict:
+        if not value:
+            return "{}"
+        if all(type(k) is str and type(v) is str for k, v in value.items()):
+            return "{" + ",".join(f"{_quote(k)}:{_quote(v)}" for k, v in value.items()) + "}"
+    return _dumps(value)
 
 
 def _encode(value: Any, is_json: bool) -> Any:
@@ -646,6 +660,14 @@ def _insert_many(
     pick = operator.itemgetter(*cols)
     params = [(pick(r),) for r in rows] if len(cols) == 1 else [pick(r) for r in rows]
     _insert_tuples(conn, table, cols, params, on_conflict)
+
+
+def _insert_picked(
+    conn: Connection, table: Any, cols: tuple[str, ...], rows: list[dict[str, Any]]
+) -> None:
+    """INSERT the ``cols`` of each row (rows may carry other keys, which are ignored)."""
+    pick = operator.itemgetter(*cols)
+    _insert_tuples(conn, table, cols, [pick(r) for r in rows])
 
 
 def _insert_tuples(
@@ -712,7 +734,7 @@ def _insert_sqlite(
     per = max(1, min(_SQLITE_CHUNK_ROWS, _SQLITE_MAX_PARAMS // len(cols)))
     for start in range(0, len(params), per):
         chunk = params[start : start + per]
-        flat = tuple(v for row in chunk for v in row)
+        flat = tuple(itertools.chain.from_iterable(chunk))
         conn.exec_driver_sql(_insert_sql(name, cols, "?", len(chunk), on_conflict), flat)
 
 

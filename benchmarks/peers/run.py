@@ -216,10 +216,10 @@ def run_one(name: str, python: str, workload: str, tasks: int) -> dict[str, Any]
         if workload == "w4":  # the first run fills the cache; the second is measured
             wall, rc, out, err, _ = spawn(cmd, env, work)
             if rc != 0:
-                return {"error": _last(err, rc)}
+                return {"error": _last(err, rc, wall)}
         wall, rc, out, err, rss = spawn(cmd, env, work)
         if rc != 0:
-            return {"error": _last(err, rc)}
+            return {"error": _last(err, rc, wall)}
         res = json.loads(out.strip().splitlines()[-1])
         return {
             "seconds": res["seconds"],
@@ -229,8 +229,10 @@ def run_one(name: str, python: str, workload: str, tasks: int) -> dict[str, Any]
         }
 
 
-def _last(err: str, rc: int) -> str:
+def _last(err: str, rc: int, wall: float = 0.0) -> str:
     """The error line of a failed run (a final log line is not the error)."""
+    if wall >= RUN_TIMEOUT_S:  # spawn killed it at the deadline
+        return f"timed out after {RUN_TIMEOUT_S} s"
     lines = [x.strip() for x in err.strip().splitlines() if x.strip()]
     errors = [x for x in lines if re.match(r"^[\w.]*(Error|Exception|Exit)\b", x)]
     return ((errors or lines or [f"exit {rc}"])[-1])[:200]

@@ -13,8 +13,9 @@ peers that cache). Every run gets a fresh work dir and a fresh home for the peer
 (PREFECT_HOME, DAGSTER_HOME, FLOWFED_HOME, HOME). Reported: median wall time, per-task
 overhead over plain calls, peak RSS of the process (``wait4``), and each time as a ratio
 to flowfed's from the same run. W1 and W2 also run at ``--marginal-tasks`` (default 1000,
-0 turns it off) for every peer: (wall there - wall at ``--tasks``) / the extra tasks is the
-marginal cost per task, the slope once fixed start-up costs cancel out.
+0 turns it off) for every peer, median of ``--marginal-repeat`` runs (default: ``--repeat``,
+at most 2, as those runs are long for the slow peers): (wall there - wall at ``--tasks``) /
+the extra tasks is the marginal cost per task, the slope once fixed start-up costs cancel.
 """
 
 from __future__ import annotations
@@ -353,11 +354,11 @@ def render(
         "\n".join(rows),
     ]
     if m:
+        fewer = "" if m.repeat == repeat else f", not {repeat}, to bound the run time"
         lines += [
             f"Marginal cost per task: W1 and W2 at {tasks} and at {m.tasks} tasks (the "
             f"walls at {tasks} are the ones above; those at {m.tasks} are the median of "
-            f"{m.repeat} runs{'' if m.repeat == repeat else f', not {repeat}'}, each in a "
-            "fresh process as above).",
+            f"{m.repeat} runs{fewer}, each in a fresh process as above).",
             marginal_table(peers, ff, plain, tasks, ff_version, m),
         ]
     lines += [
@@ -463,7 +464,8 @@ def main() -> None:
     ap.add_argument(
         "--marginal-repeat",
         type=int,
-        help="runs per median at --marginal-tasks (default: --repeat)",
+        help="runs per median at --marginal-tasks (default: --repeat, at most 2: those runs "
+        "take ~150 s per repeat for the full peer set, FlowyML ~35 s a run)",
     )
     ap.add_argument("--write", type=Path)
     a = ap.parse_args()
@@ -472,7 +474,7 @@ def main() -> None:
     if n2 and n2 <= a.tasks:
         ap.error("--marginal-tasks must be above --tasks (or 0 to turn it off)")
     big = [w for w in MARGINAL if w in workloads] if n2 else []
-    repeat2 = a.marginal_repeat or a.repeat
+    repeat2 = a.marginal_repeat or min(a.repeat, 2)
     peers = [p for p in PEERS if not a.only or p.name in a.only.split(",")]
     VENVS.mkdir(exist_ok=True)
     for p in peers:

@@ -46,7 +46,14 @@ def run(workload: str, n: int, m: Any, workdir: Path) -> Any:
     )
     try:
         result = engine.run(prepared.graph)
-        assert result.status == "success", result.status
+        if result.status != "success":  # the failed step's own error, for the table
+            errors = [
+                f"{step}: {t.error.get('message')}"
+                for step, runs in result.view.tasks.items()
+                for t in runs
+                if t.error
+            ]
+            raise RuntimeError(f"run {result.status}: " + "; ".join(errors or [str(result.error)]))
         # The final value as the run returns it (Hamilton and Prefect return theirs too);
         # on W4 it is a cache hit, read from the catalog.
         final = f"v{n - 1}" if kind in ("w1", "w4") else "s"

@@ -1,7 +1,7 @@
 """flowfed beside its peers, on the same work, on this machine, in one run.
 
     python benchmarks/peers/run.py [--repeat 3] [--tasks 200] [--only prefect,kedro]
-                                   [--write docs/benchmarks.md]
+                                   [--marginal-tasks 1000] [--write docs/benchmarks.md]
 
 Creates one virtual environment per peer under ``.bench-venvs/`` (git-ignored) with pip
 from PyPI, on first use; a peer that cannot be installed gets a row saying so with the
@@ -12,7 +12,10 @@ W3 (whole-process start-up with a one-task pipeline) and W4 (cached re-run of W1
 peers that cache). Every run gets a fresh work dir and a fresh home for the peer's state
 (PREFECT_HOME, DAGSTER_HOME, FLOWFED_HOME, HOME). Reported: median wall time, per-task
 overhead over plain calls, peak RSS of the process (``wait4``), and each time as a ratio
-to flowfed's from the same run.
+to flowfed's from the same run. W1 and W2 also run at ``--marginal-tasks`` (default 1000,
+0 turns it off) for every peer, median of ``--marginal-repeat`` runs (default: ``--repeat``,
+at most 2, as those runs are long for the slow peers): (wall there - wall at ``--tasks``) /
+the extra tasks is the marginal cost per task, the slope once fixed start-up costs cancel.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ LABELS = {
     "w3": "W3 start-up (1 task, whole process)",
     "w4": "W4 cached re-run of W1",
 }
+MARGINAL = ["w1", "w2"]  # the workloads also run at --marginal-tasks
 RUN_TIMEOUT_S = 600
 
 
@@ -61,6 +65,7 @@ class Peer:
     install_error: str = ""
     version: str = ""
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    marginal: dict[str, dict[str, Any]] = field(default_factory=dict)  # at --marginal-tasks
 
 
 PEERS = [
@@ -216,10 +221,10 @@ def run_one(name: str, python: str, workload: str, tasks: int) -> dict[str, Any]
         if workload == "w4":  # the first run fills the cache; the second is measured
             wall, rc, out, err, _ = spawn(cmd, env, work)
             if rc != 0:
-                return {"error": _last(err, rc)}
+                return {"error": _last(err, rc, wall)}
         wall, rc, out, err, rss = spawn(cmd, env, work)
         if rc != 0:
-            return {"error": _last(err, rc)}
+            return {"error": _last(err, rc, wall)}
         res = json.loads(out.strip().splitlines()[-1])
         return {
             "seconds": res["seconds"],
@@ -229,8 +234,10 @@ def run_one(name: str, python: str, workload: str, tasks: int) -> dict[str, Any]
         }
 
 
-def _last(err: str, rc: int) -> str:
+def _last(err: str, rc: int, wall: float = 0.0) -> str:
     """The error line of a failed run (a final log line is not the error)."""
+    if wall >= RUN_TIMEOUT_S:  # spawn killed it at the deadline
+        return f"timed out after {RUN_TIMEOUT_S} s"
     lines = [x.strip() for x in err.strip().splitlines() if x.strip()]
     errors = [x for x in lines if re.match(r"^[\w.]*(Error|Exception|Exit)\b", x)]
     return ((errors or lines or [f"exit {rc}"])[-1])[:200]
@@ -261,12 +268,23 @@ def measure(
             }
         shown = results[w].get("seconds")
         print(
-            f"[peers] {name:9} {w:4} "
+            f"[peers] {name:9} {w:4} x{1 if w == 'w3' else tasks:<5} "
             + (f"{shown:.3f}s" if shown is not None else results[w].get("error", "")),
             file=sys.stderr,
             flush=True,
         )
     return results, version
+
+
+@dataclass
+class Marginal:
+    """The runs at ``--marginal-tasks`` (``tasks``), for the second table."""
+
+    tasks: int = 0
+    repeat: int = 0
+    workloads: list[str] = field(default_factory=list)
+    ff: dict[str, dict[str, Any]] = field(default_factory=dict)
+    plain: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def n_tasks(w: str, tasks: int) -> int:
@@ -281,7 +299,9 @@ def render(
     repeat: int,
     ff_version: str,
     workloads: list[str],
+    marginal: Marginal | None = None,
 ) -> str:
+    m = marginal if marginal and marginal.tasks and marginal.workloads else None
     rows = [
         "| workload | tool | wall (s) | per-task overhead (ms) | peak RSS (MB) | time / flowfed |",
         "|---|---|---:|---:|---:|---:|",
@@ -317,11 +337,31 @@ def render(
         "`python benchmarks/peers/run.py --write docs/benchmarks.md` (or `make bench`); "
         "it creates `.bench-venvs/<peer>` with pip on first use.",
         "Wall time covers building and running the pipeline after imports (W3: the whole "
-        "process, imports included). Per-task overhead = (wall - plain calls) / tasks. "
-        "*time / flowfed* above 1 means flowfed is faster. flowfed persists every "
-        "transition and artifact (SQLite + artifact store); Hamilton, Kedro and Flowdapt "
-        "keep results in memory.",
+        "process, imports included). "
+        + (
+            f"Per-task overhead = (wall - plain calls) / tasks at {tasks} tasks, all in: fixed "
+            "start-up costs (creating the database, building the pipeline) are spread over "
+            f"the tasks. Marginal cost per task = (wall at {m.tasks} - wall at {tasks}) / "
+            f"{m.tasks - tasks} extra tasks, on W1 and W2: the fixed costs cancel out, it "
+            "is the slope. *time / flowfed* and *marginal / flowfed* above 1 mean flowfed "
+            "is faster. "
+            if m
+            else "Per-task overhead = (wall - plain calls) / tasks. *time / flowfed* above 1 "
+            "means flowfed is faster. "
+        )
+        + "flowfed persists every transition and artifact (SQLite + artifact store); "
+        "Hamilton, Kedro and Flowdapt keep results in memory.",
         "\n".join(rows),
+    ]
+    if m:
+        fewer = "" if m.repeat == repeat else f", not {repeat}, to bound the run time"
+        lines += [
+            f"Marginal cost per task: W1 and W2 at {tasks} and at {m.tasks} tasks (the "
+            f"walls at {tasks} are the ones above; those at {m.tasks} are the median of "
+            f"{m.repeat} runs{fewer}, each in a fresh process as above).",
+            marginal_table(peers, ff, plain, tasks, ff_version, m),
+        ]
+    lines += [
         "How each peer runs:",
         "\n".join(f"- **{p.label}**: {p.note}" for p in peers),
     ]
@@ -335,6 +375,66 @@ def render(
             )
         )
     return "\n\n".join(lines)
+
+
+def marginal_table(
+    peers: list[Peer],
+    ff: dict[str, dict[str, Any]],
+    plain: dict[str, dict[str, Any]],
+    tasks: int,
+    ff_version: str,
+    m: Marginal,
+) -> str:
+    """Per workload and tool: wall at both sizes, the slope, and the slope over flowfed's."""
+    rows = [
+        f"| workload | tool | wall at {tasks} (s) | wall at {m.tasks} (s) "
+        "| marginal per task (ms) | marginal / flowfed |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    missing = {"error": "not run"}
+    for w in m.workloads:
+        extra = n_tasks(w, m.tasks) - n_tasks(w, tasks)
+
+        def slope(small: dict[str, Any], large: dict[str, Any], extra: int = extra) -> Any:
+            if "seconds" not in small or "seconds" not in large:
+                return None
+            return (large["seconds"] - small["seconds"]) / extra
+
+        ffm = slope(ff.get(w, missing), m.ff.get(w, missing))
+
+        def row(
+            label: str, small: dict[str, Any], large: dict[str, Any], w: str = w, ffm: Any = ffm
+        ) -> str:
+            if "error" in small:
+                return f"| {LABELS[w]} | {label} | failed: `{small['error']}` | | n/a | |"
+            if "error" in large:
+                return (
+                    f"| {LABELS[w]} | {label} | {small['seconds']:.3f} "
+                    f"| n/a: `{large['error']}` | n/a | |"
+                )
+            d = slope(small, large)
+            if ffm is None or ffm <= 0:
+                ratio = "—"
+            else:
+                ratio = f"{d / ffm:.2f}x" if d < ffm else f"{d / ffm:.1f}x"
+            return (
+                f"| {LABELS[w]} | {label} | {small['seconds']:.3f} | {large['seconds']:.3f} "
+                f"| {d * 1e3:.3f} | {ratio} |"
+            )
+
+        rows.append(row(f"**flowfed** {ff_version}", ff.get(w, missing), m.ff.get(w, missing)))
+        for p in peers:
+            if not p.install_error:
+                rows.append(
+                    row(
+                        f"{p.label} {p.version}",
+                        p.results.get(w, missing),
+                        p.marginal.get(w, missing),
+                    )
+                )
+        if w in plain:
+            rows.append(row("plain Python calls", plain[w], m.plain.get(w, missing)))
+    return "\n".join(rows)
 
 
 def write_doc(path: Path, body: str) -> None:
@@ -355,21 +455,52 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=200)
     ap.add_argument("--only", help="comma-separated peer names (default: all)")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument(
+        "--marginal-tasks",
+        type=int,
+        default=1000,
+        help="also run W1 and W2 at this many tasks, for the marginal cost per task (0: off)",
+    )
+    ap.add_argument(
+        "--marginal-repeat",
+        type=int,
+        help="runs per median at --marginal-tasks (default: --repeat, at most 2: those runs "
+        "take ~150 s per repeat for the full peer set, FlowyML ~35 s a run)",
+    )
     ap.add_argument("--write", type=Path)
     a = ap.parse_args()
     workloads = a.workloads.split(",")
+    n2 = a.marginal_tasks
+    if n2 and n2 <= a.tasks:
+        ap.error("--marginal-tasks must be above --tasks (or 0 to turn it off)")
+    big = [w for w in MARGINAL if w in workloads] if n2 else []
+    repeat2 = a.marginal_repeat or min(a.repeat, 2)
     peers = [p for p in PEERS if not a.only or p.name in a.only.split(",")]
     VENVS.mkdir(exist_ok=True)
     for p in peers:
         ensure_venv(p)
-    ff, ff_version = measure("flowfed", sys.executable, workloads, a.tasks, a.repeat, set())
-    plain, _ = measure("plain", sys.executable, workloads, a.tasks, a.repeat, set())
+
+    def both(name: str, python: str, skip: set[str]) -> tuple[dict, dict, str]:
+        """``--tasks`` on every workload, then ``--marginal-tasks`` on W1 and W2."""
+        small, version = measure(name, python, workloads, a.tasks, a.repeat, skip)
+        large, version2 = measure(name, python, big, n2, repeat2, skip)
+        return small, large, version or version2
+
+    ff, ff2, ff_version = both("flowfed", sys.executable, set())
+    plain, plain2, _ = both("plain", sys.executable, set())
     for p in peers:
         if not p.install_error:
-            p.results, p.version = measure(
-                p.name, p.python, workloads, a.tasks, a.repeat, set() if p.w4 else {"w4"}
-            )
-    body = render(peers, ff, plain, a.tasks, a.repeat, ff_version, workloads)
+            p.results, p.marginal, p.version = both(p.name, p.python, set() if p.w4 else {"w4"})
+    body = render(
+        peers,
+        ff,
+        plain,
+        a.tasks,
+        a.repeat,
+        ff_version,
+        workloads,
+        marginal=Marginal(n2, repeat2, big, ff2, plain2),
+    )
     print(body)
     if a.write:
         write_doc(a.write, body)

@@ -484,3 +484,19 @@ def test_row_ids_are_unique_and_differ_early() -> None:
     os.waitpid(pid, 0)
     child = os.read(r, 64).decode()
     assert child[12:] != seen[0][12:] and child not in seen
+
+
+def test_code_hash_of_a_very_deep_expression(tmp_path: Path) -> None:
+    # A sum of 1,500 terms is an AST too deep for a recursive walk: the hash falls back to
+    # the bytecode instead of failing the task (a W2 of 1,000 tasks hit this).
+    terms = [f"a{i}" for i in range(1500)]
+    params = ", ".join(terms)
+    path = tmp_path / "deep.py"
+    path.write_text(
+        f"def plus({params}):\n    return {' + '.join(terms)}\n"
+        f"def minus({params}):\n    return {' + '.join(terms[:-1])} - {terms[-1]}\n"
+    )
+    ns: dict[str, Any] = {}
+    exec(compile(path.read_text(), str(path), "exec"), ns)
+    assert len(code_hash(ns["plus"])) == 64
+    assert code_hash(ns["plus"]) != code_hash(ns["minus"])

@@ -335,13 +335,31 @@ def code_hash(fn: Callable[..., Any]) -> str:
     decorators on the function itself do not change it; any change of logic does.
 
     Falls back to the bytecode and constants when the source is unavailable (REPL, lambdas
-    inside larger expressions, compiled modules).
+    inside larger expressions, compiled modules) or nested too deeply to walk.
     """
+    import inspect
+
+    target: Any = fn.func if isinstance(fn, functools.partial) else fn
+    try:
+        return _ast_hash(target)
+    except (OSError, TypeError, SyntaxError, RecursionError):
+        # No source, or an expression nested deeper than the AST walk can recurse (a sum
+        # of a thousand terms): the bytecode still tells one logic from another.
+        pass
+    code = getattr(inspect.unwrap(target), "__code__", None)
+    if code is None:
+        raise TypeError(f"cannot compute a code hash for {fn!r}: no source and no bytecode")
+    h = hashlib.sha256(b"bytecode\0")
+    _code_object_digest(code, h)
+    return h.hexdigest()
+
+
+def _ast_hash(target: Any) -> str:
+    """The hash of ``target``'s normalized AST (raises when the source cannot be read)."""
     import ast
     import inspect
     import textwrap
 
-    target: Any = fn.func if isinstance(fn, functools.partial) else fn
     tree = None
     quick = _source_by_positions(target)
     if quick is not None:
@@ -350,23 +368,12 @@ def code_hash(fn: Callable[..., Any]) -> str:
         except SyntaxError:  # the slice was not the whole definition: ask inspect
             tree = None
     if tree is None:
-        try:
-            source = textwrap.dedent(inspect.getsource(target))
-            tree = _strip(ast.parse(source))
-        except (OSError, TypeError, SyntaxError):
-            tree = None
-    if tree is not None:
-        for node in tree.body:
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                node.decorator_list = []
-        dumped = ast.dump(tree, annotate_fields=False, include_attributes=False)
-        return hashlib.sha256(b"ast\0" + dumped.encode()).hexdigest()
-    code = getattr(inspect.unwrap(target), "__code__", None)
-    if code is None:
-        raise TypeError(f"cannot compute a code hash for {fn!r}: no source and no bytecode")
-    h = hashlib.sha256(b"bytecode\0")
-    _code_object_digest(code, h)
-    return h.hexdigest()
+        tree = _strip(ast.parse(textwrap.dedent(inspect.getsource(target))))
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            node.decorator_list = []
+    dumped = ast.dump(tree, annotate_fields=False, include_attributes=False)
+    return hashlib.sha256(b"ast\0" + dumped.encode()).hexdigest()
 
 
 def task_identity(tool: str, version: str, code: str, config: Mapping[str, Any]) -> str | None:

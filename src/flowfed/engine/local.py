@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import gc
 import heapq
 import itertools
 import os
@@ -362,6 +363,22 @@ class _Run:
     # -- driving ---------------------------------------------------------------------------
 
     def execute(self) -> RunResult:
+        # Everything alive now (the plan, the tools, imported modules) outlives the run:
+        # frozen, the collector's full passes skip it instead of re-walking it every few
+        # thousand allocations (a sixth of a 2,000-task chain's time). Both calls are O(1);
+        # unfreezing hands those objects back to the collector afterwards. Skipped when
+        # something else froze already (a concurrent run, or an application that freezes
+        # before forking workers): its freeze is not ours to undo.
+        mine = gc.get_freeze_count() == 0
+        if mine:
+            gc.freeze()
+        try:
+            return self._execute()
+        finally:
+            if mine:
+                gc.unfreeze()
+
+    def _execute(self) -> RunResult:
         g = self.g
         if self.resume:
             self._restore()

@@ -993,10 +993,12 @@ class _Run:
             tr.started_at = now
         elif dst in TERMINAL:
             tr.ended_at = now
-        src = t.src.value
-        self.writer.transition_row((tr.id, self.run_id, src, dst.value, now, tr.attempt, detail))
+        # States are StrEnum members, i.e. already the strings the catalog stores (reading
+        # ``.value`` goes through a Python-level descriptor, twice per transition).
+        src = t.src
+        self.writer.transition_row((tr.id, self.run_id, src, dst, now, tr.attempt, detail))
         if self.emitting:
-            self._emit("transition", tr, {"src": src, "dst": dst.value, "detail": detail})
+            self._emit("transition", tr, {"src": str(src), "dst": str(dst), "detail": detail})
         return True
 
     def _telemetry(self, tr: TaskRun) -> Callable[[str, dict[str, Any]], None]:
@@ -1235,6 +1237,9 @@ class _Run:
         for param, ref in tr.inputs.items():
             spec = tr.node.tool.inputs.get(param)
             lazy = spec is not None and spec.lazy
+            if not lazy and type(ref) is ArtifactRef and ref.has_value:
+                args[param] = ref.value  # what a handle's load() returns, without the handle
+                continue
             if isinstance(ref, list):
                 handles = [r.handle(self._source(r)) for r in ref]
                 args[param] = handles if lazy else [h.load() for h in handles]

@@ -361,6 +361,7 @@ def render(
             f"{m.repeat} runs{fewer}, each in a fresh process as above).",
             marginal_table(peers, ff, plain, tasks, ff_version, m),
         ]
+    lines += [targets_table(peers, ff, plain, tasks, m)]
     lines += [
         "How each peer runs:",
         "\n".join(f"- **{p.label}**: {p.note}" for p in peers),
@@ -375,6 +376,75 @@ def render(
             )
         )
     return "\n\n".join(lines)
+
+
+def targets_table(
+    peers: list[Peer],
+    ff: dict[str, dict[str, Any]],
+    plain: dict[str, dict[str, Any]],
+    tasks: int,
+    m: Marginal | None,
+) -> str:
+    """The issue's speed targets, judged from this run's figures only."""
+
+    def per_task(r: dict[str, Any], w: str, n: int, base: dict[str, Any]) -> Any:
+        if "seconds" not in r or "seconds" not in base:
+            return None
+        return (r["seconds"] - base["seconds"]) / n_tasks(w, n)
+
+    def slope(small: dict[str, Any], large: dict[str, Any], w: str) -> Any:
+        if m is None or "seconds" not in small or "seconds" not in large:
+            return None
+        return (large["seconds"] - small["seconds"]) / (n_tasks(w, m.tasks) - n_tasks(w, tasks))
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("yes" if ok else "**no**")
+
+    rows = ["| target | measured in this run | met |", "|---|---|---|"]
+    by_name = {p.name: p for p in peers if not p.install_error}
+    for w in ("w1", "w2"):
+        for name in ("prefect", "dagster"):
+            p = by_name.get(name)
+            if p is None:
+                continue
+            mine = per_task(ff.get(w, {}), w, tasks, plain.get(w, {}))
+            theirs = per_task(p.results.get(w, {}), w, tasks, plain.get(w, {}))
+            all_in = theirs / mine if mine and theirs else None
+            mine_m = slope(ff.get(w, {}), m.ff.get(w, {}) if m else {}, w)
+            theirs_m = slope(p.results.get(w, {}), p.marginal.get(w, {}), w)
+            marg = theirs_m / mine_m if mine_m and theirs_m else None
+            text = "all-in per task " + (f"{all_in:.0f}x" if all_in else "n/a")
+            if m is not None:
+                text += ", marginal per task " + (f"{marg:.0f}x" if marg else "n/a")
+            met = verdict(None if all_in is None else all_in >= 100)
+            if marg is not None:
+                met += f" (marginal: {verdict(marg >= 100)})"
+            rows.append(
+                f"| {LABELS[w]}: flowfed at least 100x faster per task than {p.label} "
+                f"| {text} | {met} |"
+            )
+    for w in ("w1", "w2", "w4"):
+        mine_s = ff.get(w, {}).get("seconds")
+        if mine_s is None:
+            continue
+        faster = [
+            f"{p.label} {p.results[w]['seconds']:.3f} s"
+            for p in peers
+            if not p.install_error
+            and "seconds" in p.results.get(w, {})
+            and p.results[w]["seconds"] < mine_s
+        ]
+        text = f"flowfed {mine_s:.3f} s; " + (
+            "faster: " + ", ".join(faster) if faster else "no peer faster"
+        )
+        rows.append(f"| {LABELS[w]}: faster than every peer | {text} | {verdict(not faster)} |")
+    if "w2s" in ff and "seconds" in ff["w2s"] and "seconds" in plain.get("w2s", {}):
+        ratio = ff["w2s"]["seconds"] / plain["w2s"]["seconds"]
+        rows.append(
+            f"| {LABELS['w2s']}: within 2x of plain Python calls | {ratio:.2f}x of "
+            f"sequential calls | {verdict(ratio <= 2)} |"
+        )
+    return "Targets of the scale issue, from the figures above:\n\n" + "\n".join(rows)
 
 
 def marginal_table(

@@ -722,17 +722,6 @@ def preserved_server_section(path: Path) -> str:
     return "".join("\n" + b + "\n" for b in blocks)
 
 
-def preserved_section(path: Path, begin: str, end: str) -> str:
-    """Another benchmark's block in ``path`` (markers included), to re-append; "" if none."""
-    try:
-        text = path.read_text()
-    except OSError:
-        return ""
-    if begin not in text or end not in text:
-        return ""
-    return "\n" + text[text.index(begin) : text.index(end) + len(end)] + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=5, help="runs per measurement (median)")
@@ -778,9 +767,8 @@ def main(argv: list[str] | None = None) -> int:
     print(targets_table(res))
     if args.write:
         doc = render_doc(table, res, machine(), args, peers)
-        kept = preserved_server_section(Path(args.write)) + preserved_section(
-            Path(args.write), "<!-- runners:begin -->", "<!-- runners:end -->"
-        )
+        # Every other benchmark's block (runners included), each once, in its order.
+        kept = preserved_server_section(Path(args.write))
         Path(args.write).write_text(doc + kept)
         print(f"\nwrote {args.write}", file=sys.stderr)
     return 0

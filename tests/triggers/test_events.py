@@ -186,7 +186,12 @@ def test_a_trigger_whose_flow_cannot_start_records_why_and_stays_enabled(
     now = clock.now()
     add_trigger(s, {"name": "orphan", "flow": "no-such-flow", "schedule": {"every": 60}})
     clock.set(now + 60.5)
-    fire = wait_for("the failed fire", lambda: history(s, "orphan"))[0]
+    # A fire is recorded "claimed" before its run is started (or fails to start): wait for
+    # it to settle, not merely to appear.
+    fire = wait_for(
+        "the failed fire",
+        lambda: [f for f in history(s, "orphan") if f["status"] != "claimed"],
+    )[0]
     assert fire["status"] == "failed"
     assert "no stored flow 'no-such-flow'" in fire["reason"]
     shown = s.client().get("/api/v1/triggers/orphan").json()

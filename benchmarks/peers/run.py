@@ -519,6 +519,30 @@ def write_doc(path: Path, body: str) -> None:
     path.write_text(text)
 
 
+def reap_strays(venv: Path) -> None:
+    """Stop what a peer left running from its venv: FlowyML starts its UI server in a
+    session of its own, which outlives the run's process group (and would run beside the
+    next peer's measurements, and after the suite)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return
+    prefix = str(venv) + os.sep
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0].decode()
+        except OSError:
+            continue
+        if argv0.startswith(prefix):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                print(
+                    f"[peers] stopped a process {venv.name} left running: pid {entry.name}",
+                    file=sys.stderr,
+                )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
@@ -561,6 +585,7 @@ def main() -> None:
     for p in peers:
         if not p.install_error:
             p.results, p.marginal, p.version = both(p.name, p.python, set() if p.w4 else {"w4"})
+            reap_strays(VENVS / p.name)
     body = render(
         peers,
         ff,

@@ -21,8 +21,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from flowfed.artifacts import load
 from flowfed.runtime.remote import (
     NodeInfo,
@@ -32,7 +30,7 @@ from flowfed.runtime.remote import (
     RemoteTaskError,
     Telemetry,
 )
-from flowfed.tools.core import Context, call_tool, get_registry
+from flowfed.tools.core import call_tool
 
 
 def _error(node: str, message: str, etype: str, tb: str | None = None) -> RemoteTaskError:
@@ -86,42 +84,17 @@ class _SimNode:
         return got
 
     def execute(self, task: RemoteTask, telemetry: Telemetry) -> RemoteResult:
-        spec = get_registry().find(task.tool)
-        if spec is None:
-            raise _error(self.name, f"node '{self.name}' has no tool '{task.tool}'", "UnknownTool")
+        from flowfed.node.outputs import TaskProblem, task_context, task_dataset, task_tool
+
         try:
-            cfg = spec.config_model.model_validate(task.config)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise _error(
-                self.name,
-                f"invalid config for tool '{task.tool}': {where}: {err['msg']}",
-                "ConfigError",
-            ) from None
-        telemetry("state", {"state": "initialized"})
-        dataset = None
-        if task.dataset is not None:
-            dataset = self.datasets.get(task.dataset)
-            if dataset is None:
-                raise _error(
-                    self.name,
-                    f"node '{self.name}' has no dataset '{task.dataset}' "
-                    f"(it has: {', '.join(sorted(self.datasets)) or 'none'})",
-                    "UnknownDataset",
-                )
+            spec, cfg = task_tool(task, self.name)
+            telemetry("state", {"state": "initialized"})
+            dataset = task_dataset(task, self.name, self.datasets)
+        except TaskProblem as exc:
+            raise _error(self.name, str(exc), exc.etype) from None
         args = {p: self._input(v, p) for p, v in task.inputs.items()}
         telemetry("state", {"state": "started"})
-        ctx = Context(
-            telemetry,
-            run_id=task.run_id,
-            task_id=task.task_id,
-            step=task.step,
-            node=self.name,
-            attempt=task.attempt,
-            dataset=dict(dataset) if dataset else None,
-            round=task.round,
-        )
+        ctx = task_context(task, telemetry, self.name, dataset)
         telemetry("state", {"state": "running"})
         try:
             value = call_tool(spec, args, cfg, ctx)

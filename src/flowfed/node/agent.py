@@ -42,12 +42,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from flowfed import __version__
 from flowfed.artifacts import ArtifactStore, load
 from flowfed.node.datasets import NodeSetupError, scan_dataset
-from flowfed.node.outputs import OutputProblem, task_outputs
+from flowfed.node.outputs import (
+    OutputProblem,
+    TaskProblem,
+    task_context,
+    task_dataset,
+    task_outputs,
+    task_tool,
+)
 from flowfed.node.protocol import (
     HEARTBEAT_S,
     MAX_FRAME_BYTES,
@@ -73,7 +78,7 @@ from flowfed.node.protocol import (
 )
 from flowfed.node.runners import RUNNERS
 from flowfed.runtime.remote import RemoteInput, RemoteTask
-from flowfed.tools.core import Context, ToolSpec, call_tool, get_registry
+from flowfed.tools.core import Context, ToolSpec, call_tool
 
 log = logging.getLogger("flowfed.node")
 
@@ -445,44 +450,17 @@ class NodeAgent:
     def execute(self, task: RemoteTask, cancel: threading.Event) -> ResultMessage:
         """Run one task to its result message (:class:`TaskFailure` on any error)."""
         sink = self._telemetry(task.task_id)
-        spec = get_registry().find(task.tool)
-        if spec is None:
-            raise TaskFailure(
-                f"node '{self.config.name}' has no tool '{task.tool}' (start it with --import)",
-                "UnknownTool",
-            )
         try:
-            cfg = spec.config_model.model_validate(task.config)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise TaskFailure(
-                f"invalid config for tool '{task.tool}': {where}: {err['msg']}", "ConfigError"
-            ) from None
-        # The lifecycle as the node sees it: config valid → initialized, inputs loaded →
-        # started, the tool called → running; the result or error ends it.
-        sink("state", {"state": "initialized"})
-        dataset: dict[str, Any] | None = None
-        if task.dataset is not None:
-            dataset = self.datasets.get(task.dataset)
-            if dataset is None:
-                raise TaskFailure(
-                    f"node '{self.config.name}' has no dataset '{task.dataset}' "
-                    f"(it has: {', '.join(sorted(self.datasets)) or 'none'})",
-                    "UnknownDataset",
-                )
+            spec, cfg = task_tool(task, self.config.name, " (start it with --import)")
+            # The lifecycle as the node sees it: config valid → initialized, inputs loaded →
+            # started, the tool called → running; the result or error ends it.
+            sink("state", {"state": "initialized"})
+            dataset = task_dataset(task, self.config.name, self.datasets)
+        except TaskProblem as exc:
+            raise TaskFailure(str(exc), exc.etype) from None
         args = {name: self._input(task, name, v) for name, v in task.inputs.items()}
         sink("state", {"state": "started"})
-        ctx = Context(
-            sink,
-            run_id=task.run_id,
-            task_id=task.task_id,
-            step=task.step,
-            node=self.config.name,
-            attempt=task.attempt,
-            dataset=dict(dataset) if dataset else None,
-            round=task.round,
-        )
+        ctx = task_context(task, sink, self.config.name, dataset)
         sink("state", {"state": "running"})
         value = self._call(spec, task, args, cfg, ctx, cancel, dataset)
         try:

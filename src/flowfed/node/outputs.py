@@ -1,19 +1,83 @@
-"""A node's side of a finished task: materialize its outputs, keep them, share some.
+"""A node's side of a task: what it runs with, and its outputs once it finished.
 
-The node agent and the simulated nodes of ``--simulate`` end a task the same way: every
-output the step keeps is materialized (content hash, kind, metadata), kept in the node's
-own store, and described to the engine; only outputs the step declares shareable carry
-their bytes.
+The node agent and the simulated nodes of ``--simulate`` start and end a task the same
+way. They find the tool and validate its config (:func:`task_tool`), find the dataset it
+works on (:func:`task_dataset`) and give the tool its context (:func:`task_context`).
+At the end every output the step keeps is materialized (content hash, kind, metadata),
+kept in the node's own store, and described to the engine; only outputs the step
+declares shareable carry their bytes (:func:`task_outputs`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from pydantic import BaseModel, ValidationError
 
 from flowfed.artifacts import Materialized, NotMaterializable, materialize
 from flowfed.runtime.remote import RemoteOutput, RemoteTask
-from flowfed.tools.core import ToolSpec
+from flowfed.tools.core import Context, EventSink, ToolSpec, get_registry
+
+
+class TaskProblem(ValueError):
+    """A task cannot start on this node; ``etype`` says why (shown to the user)."""
+
+    def __init__(self, message: str, etype: str) -> None:
+        super().__init__(message)
+        self.etype = etype
+
+
+def task_tool(task: RemoteTask, node: str, hint: str = "") -> tuple[ToolSpec, BaseModel]:
+    """The tool ``task`` names and its validated config.
+
+    Raises :class:`TaskProblem` (``UnknownTool``, ``ConfigError``); ``hint`` ends the
+    message for a tool the node does not have.
+    """
+    spec = get_registry().find(task.tool)
+    if spec is None:
+        raise TaskProblem(f"node '{node}' has no tool '{task.tool}'{hint}", "UnknownTool")
+    try:
+        return spec, spec.config_model.model_validate(task.config)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise TaskProblem(
+            f"invalid config for tool '{task.tool}': {where}: {err['msg']}", "ConfigError"
+        ) from None
+
+
+def task_dataset(
+    task: RemoteTask, node: str, datasets: Mapping[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The node dataset ``task`` works on (None for none); :class:`TaskProblem` if the node
+    has no dataset of that name."""
+    if task.dataset is None:
+        return None
+    dataset = datasets.get(task.dataset)
+    if dataset is None:
+        raise TaskProblem(
+            f"node '{node}' has no dataset '{task.dataset}' "
+            f"(it has: {', '.join(sorted(datasets)) or 'none'})",
+            "UnknownDataset",
+        )
+    return dataset
+
+
+def task_context(
+    task: RemoteTask, sink: EventSink, node: str, dataset: dict[str, Any] | None
+) -> Context:
+    """The context the tool of ``task`` sees on ``node``."""
+    return Context(
+        sink,
+        run_id=task.run_id,
+        task_id=task.task_id,
+        step=task.step,
+        node=node,
+        attempt=task.attempt,
+        dataset=dict(dataset) if dataset else None,
+        round=task.round,
+    )
 
 
 class OutputProblem(ValueError):

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +45,6 @@ def launch(root: Path, db_url: str, clock: Clock) -> Server:
             os.environ.pop("FLOWFED_TEST_CLOCK_FILE", None)
         else:
             os.environ["FLOWFED_TEST_CLOCK_FILE"] = saved
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60) -> Any:
-    """Poll ``probe`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def history(s: Server, name: str) -> list[dict[str, Any]]:

@@ -6,8 +6,9 @@ import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from tests.polling import wait_for
 from tests.server.conftest import Server
-from tests.triggers.conftest import Clock, add_flow, wait_for
+from tests.triggers.conftest import Clock, add_flow
 
 WEEKLY = """\
 name: weekly-retrain

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from flowfed.db import Database
 from flowfed.db.platform_events import node_dataset_changed
+from tests.polling import wait_for
 from tests.server.conftest import Server
-from tests.triggers.conftest import Clock, add_flow, add_trigger, history, runs_of, wait_for
+from tests.triggers.conftest import Clock, add_flow, add_trigger, history, runs_of
 
 
 def numbers_flow(name: str, output: str = "raw") -> str:

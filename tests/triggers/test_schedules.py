@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.polling import wait_for
 from tests.server.conftest import Server, stop
 from tests.triggers.conftest import (
     T0,
@@ -18,7 +19,6 @@ from tests.triggers.conftest import (
     history,
     launch,
     runs_of,
-    wait_for,
 )
 
 FLOW = "name: {name}\nsteps:\n  - {{name: load, tool: numbers, outputs: [raw]}}\n"

@@ -22,9 +22,10 @@ from playwright.sync_api import Browser, Locator, Page, expect
 
 from flowfed.node.agent import node_command
 from tests.federated import conftest as federated
+from tests.polling import wait_for
 from tests.server.conftest import Server
 from tests.ui.conftest import shot
-from tests.ui.test_pages_data import js_num, wait_for
+from tests.ui.test_pages_data import js_num
 
 # The three hospitals' CSVs (make_data.py): the federated tests' session fixture, reused.
 hospitals = federated.hospitals

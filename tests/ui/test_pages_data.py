@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from playwright.sync_api import Page, expect
 
 from flowfed.node.agent import spawn_node
 from flowfed.node.datasets import file_sha256
+from tests.polling import wait_for
 from tests.server.conftest import Server
 from tests.ui.conftest import shot
 
@@ -41,17 +41,6 @@ def js_num(value: float) -> str:
     """A number as the dashboard prints it: three significant digits, no trailing zeros."""
     text = repr(float(f"{value:.3g}"))
     return text[:-2] if text.endswith(".0") else text
-
-
-def wait_for(what: str, probe: Any, timeout: float = 60) -> Any:
-    """Call ``probe`` until it returns something truthy; fail naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def inject_task(page: Page, task_id: str, **payload: Any) -> None:
@@ -290,7 +279,9 @@ def test_triggers_page_shows_triggers_made_over_rest_and_their_history(
     assert ui_server.wait_run(run["run_id"])["status"] == "success"
 
     def fires(name: str) -> list[dict[str, Any]]:
-        return list(api.get(f"/api/v1/triggers/{name}/history").json())
+        # Settled fires only: a fire is recorded "claimed" before its run starts (or fails to).
+        fired = api.get(f"/api/v1/triggers/{name}/history").json()
+        return [f for f in fired if f["status"] != "claimed"]
 
     # The server's trigger service fires on its next pass (every few seconds).
     started = wait_for("after-source to start a run", lambda: fires("after-source"))[0]

@@ -638,9 +638,7 @@ class _Run:
         if node.routed and self.activations.get(node.id, 0) <= 0:
             return False
         latest = self.latest
-        names = self.input_lists.get(node.id)
-        if names is None:
-            names = self.input_lists[node.id] = node.input_names()
+        names = self._inputs_of(node)
         # Artifacts only ever join `latest`: the scan resumes where the last look found a
         # missing one, so a fan-in of N inputs costs O(N) over the run, not O(N) per look.
         i = self.inputs_seen.get(node.id, 0)
@@ -659,6 +657,13 @@ class _Run:
             return True
         # An unrouted step re-runs only when a loop produced new versions of its inputs.
         return any(latest[a].generation > seen.get(a, -1) for a in names)
+
+    def _inputs_of(self, node: TaskNode) -> list[str]:
+        """``node.input_names()``, built once per run (readiness reads it on every look)."""
+        names = self.input_lists.get(node.id)
+        if names is None:
+            names = self.input_lists[node.id] = node.input_names()
+        return names
 
     def _input_refs(self, node: TaskNode) -> dict[str, ArtifactRef | list[ArtifactRef]]:
         """The latest version of every input (a list for a fan-in), as far as produced."""
@@ -682,7 +687,7 @@ class _Run:
         self.executions[node.id] = count
         tr = TaskRun(new_id(), node, iteration=count)
         tr.inputs = self._input_refs(node)
-        self.consumed[node.id] = {a: self.latest[a].generation for a in node.input_names()}
+        self.consumed[node.id] = {a: self.latest[a].generation for a in self._inputs_of(node)}
         self.view.tasks.setdefault(node.step, []).append(tr)
         self.started_ids.add(node.id)
         self.writer.add_tasks([self._task_row(tr)])

@@ -1,12 +1,21 @@
-"""`flowfed run --executor ray://local` end to end on a real local Ray.
+"""`flowfed run --executor ray://...` end to end on a real local Ray.
 
 One Ray for the module (it takes seconds to start): this process starts it with
 ``ray.init(num_cpus=2)``; each ``flowfed run`` subprocess joins it through
-``$RAY_ADDRESS``, which is what ``ray://local`` does when that variable is set.
+``$RAY_ADDRESS``, which is what ``ray://local`` does when that variable is set, or, for
+``ray://HOST:PORT``, through a Ray Client server on that cluster: the server ``ray start
+--head`` runs on port 10001.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -31,6 +40,42 @@ def ray_address() -> Iterator[str]:
     ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ctx.address_info["gcs_address"]
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_client_address(ray_address: str) -> Iterator[str]:
+    """HOST:PORT of a Ray Client server on the module's cluster."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "ray.util.client.server", "--address", ray_address),
+            *("--host", "127.0.0.1", "--port", str(port), "--mode", "legacy"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own group: stopped with everything it started
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, f"the Ray Client server exited ({server.returncode})"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the Ray Client server never listened"
+                time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # its group may be gone already
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
 
 
 @pytest.fixture
@@ -83,3 +128,20 @@ def test_a_failing_tool_on_ray_reports_the_same_error_as_on_threads(rproject: Pr
     shape = error_shape(on_ray)
     assert shape == error_shape(on_threads)
     assert shape["message"] == "ValueError: the data is bad" and shape["has_traceback"]
+
+
+def test_a_flow_runs_on_an_existing_cluster_through_ray_client(
+    project: Project, ray_client_address: str
+) -> None:
+    # No $RAY_ADDRESS: the URL alone says where the cluster is, as for a user's head node.
+    project.env.pop("RAY_ADDRESS", None)
+    make(project)
+    url = f"ray://{ray_client_address}?inline_max=1024"
+    res = project.ff("run", "flow.yaml", "--executor", url, "--json", check=0)
+    report = res.json()
+    assert report["status"] == "success"
+    assert set(statuses(report).values()) == {"finished"}
+    assert by_step(report)["sum"]["tasks"][0]["metrics"] == {"total": EXPECTED_TOTAL}
+    line = next(x for x in load_logs(project, report["run_id"]) if x.startswith("pid="))
+    assert "where=ray-task " in line
+    assert int(line.split()[0].removeprefix("pid=")) != res.pid

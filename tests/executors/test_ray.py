@@ -145,3 +145,23 @@ def test_a_flow_runs_on_an_existing_cluster_through_ray_client(
     line = next(x for x in load_logs(project, report["run_id"]) if x.startswith("pid="))
     assert "where=ray-task " in line
     assert int(line.split()[0].removeprefix("pid=")) != res.pid
+
+
+def test_a_task_past_its_timeout_is_cancelled_on_ray(rproject: Project) -> None:
+    make(rproject, with_step(FLOW, "slow", "    timeout: 0.5\n"))
+    report = rproject.run_json("flow.yaml", "--executor", URL, check=1)
+    assert "timed out after 0.5s" in by_step(report)["sum"]["tasks"][0]["error"]["message"]
+
+
+def test_an_unreachable_ray_head_is_a_one_line_error(project: Project) -> None:
+    make(project)
+    # Ray Client's own waits, shortened (5 s, then up to 30 s, three attempts by default).
+    project.env["RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S"] = "1"
+    project.env["RAY_CLIENT_MAX_CONNECTION_TIMEOUT_S"] = "1"
+    res = project.ff("run", "flow.yaml", "--executor", "ray://127.0.0.1:9")
+    assert res.code == 2
+    assert res.err.strip().splitlines() == [
+        "error: executor ray://127.0.0.1:9: cannot connect: ray client connection timeout: "
+        "is 127.0.0.1:9 the head's Ray Client port (10001 unless `ray start "
+        "--ray-client-server-port` says otherwise), and reachable from here?"
+    ]

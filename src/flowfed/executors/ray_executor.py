@@ -20,7 +20,9 @@ Example:
 from __future__ import annotations
 
 import atexit
+import logging
 import os
+import warnings
 from typing import Any
 
 from flowfed.executors import ClusterExecutor, ClusterURL, ExecutorUnavailable
@@ -60,7 +62,24 @@ class RayExecutor(ClusterExecutor):
                     log_to_driver=False,
                 )
         else:
-            ray.init(address=f"ray://{self.address}", runtime_env=runtime_env, log_to_driver=False)
+            # Ray Client. Ray logs that it forwards its own defaults to the server, and warns
+            # with its source path when the head does not answer: the user gets one line
+            # from us instead (the same contract as every other executor's connect).
+            builder_log = logging.getLogger("ray.client_builder")
+            level = builder_log.level
+            builder_log.setLevel(logging.WARNING)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    ray.init(address=f"ray://{self.address}", runtime_env=runtime_env)
+            except ConnectionError as exc:
+                raise ExecutorUnavailable(
+                    f"executor {self.url}: cannot connect: {exc}: is {self.address} the "
+                    "head's Ray Client port (10001 unless `ray start "
+                    "--ray-client-server-port` says otherwise), and reachable from here?"
+                ) from None
+            finally:
+                builder_log.setLevel(level)
         self._ray = ray
         self._remote = ray.remote(max_retries=0, num_cpus=1)(run_call)
         atexit.register(self.close)

@@ -62,7 +62,7 @@ class RayExecutor(ClusterExecutor):
                     log_to_driver=False,
                 )
         else:
-            # Ray Client. Ray logs that it forwards its own defaults to the server, and warns
+            # Ray Client. Ray logs that it forwards init's options to the server, and warns
             # with its source path when the head does not answer: the user gets one line
             # from us instead (the same contract as every other executor's connect).
             builder_log = logging.getLogger("ray.client_builder")
@@ -71,7 +71,11 @@ class RayExecutor(ClusterExecutor):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)
-                    ray.init(address=f"ray://{self.address}", runtime_env=runtime_env)
+                    ray.init(
+                        address=f"ray://{self.address}",
+                        runtime_env=runtime_env,
+                        log_to_driver=False,  # tool output must not mix into --json
+                    )
             except ConnectionError as exc:
                 raise ExecutorUnavailable(
                     f"executor {self.url}: cannot connect: {exc}: is {self.address} the "

@@ -15,8 +15,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from tests.polling import wait_for
 from tests.server.conftest import Server
-from tests.tooldev.conftest import Proc, env_of, server_log, wait_until
+from tests.tooldev.conftest import Proc, env_of, server_log
 
 TOOLS = '''
 from flowfed import Context, tool
@@ -142,9 +143,10 @@ def test_the_tool_is_ready_again_after_each_execution(start_dev: Callable[..., D
         ids.append(r.json()["id"])
     # Queued while the tool was busy, each runs in turn.
     for eid, n in zip(ids, (1, 2, 3), strict=True):
-        ex = wait_until(
+        ex = wait_for(
+            f"execution {eid}",
             lambda eid=eid: (e := dev.api("GET", f"/executions/{eid}").json())["ended_at"] and e,
-            what=f"execution {eid}",
+            timeout=30,
         )
         assert ex["state"] == "finished"
         assert ex["outputs"]["output"]["value"]["loss"] == 0.5**n
@@ -306,9 +308,10 @@ def test_ctrl_c_closes_the_session_and_executions_are_refused(
     def offline() -> bool:
         return dev.api("GET", "").json()["connected"] is False
 
-    wait_until(offline, what="the session to go offline")
-    r = wait_until(
+    wait_for("the session to go offline", offline, timeout=30)
+    r = wait_for(
+        "executions to be refused",
         lambda: (resp := dev.api("POST", "/executions", json={})).status_code == 409 and resp,
-        what="executions to be refused",
+        timeout=30,
     )
     assert "is `flowfed tool dev` running?" in r.json()["detail"]

@@ -19,6 +19,7 @@ from flowfed.runtime.protocol import (
     dump_message,
     parse_message,
 )
+from tests.polling import wait_for
 from tests.server.conftest import Server
 from tests.tooldev.conftest import (
     MAX_FRAME,
@@ -26,7 +27,6 @@ from tests.tooldev.conftest import (
     env_of,
     new_tool_token,
     server_log,
-    wait_until,
 )
 
 SLOW = (
@@ -51,7 +51,7 @@ def start_slow_run(server: Server) -> tuple[str, str]:
             tasks = api.get(f"/api/v1/runs/{rid}").json()["steps"][0]["tasks"]
             return tasks[0]["id"] if tasks and tasks[0]["state"] == "running" else None
 
-        return rid, str(wait_until(running, what="the slow task to run"))
+        return rid, str(wait_for("the slow task to run", running, timeout=30))
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def test_the_tool_side_engine_connects_with_its_task_token_and_the_task_end_clos
                     else None
                 )
 
-            info = wait_until(initialized, what="the tool to be initialized")
+            info = wait_for("the tool to be initialized", initialized, timeout=30)
             assert info["hello"]["tool"]["name"] == "probe"
             assert info["hello"]["entrypoint"] == "probe.py:probe"
             assert info["client_id"].startswith("ffc_")

@@ -657,18 +657,21 @@ def _insert_many(
     ``on_conflict`` is an ``ON CONFLICT ...`` clause; SQLite and PostgreSQL share its
     syntax, so one statement serves both.
     """
-    cols = tuple(rows[0])
-    pick = operator.itemgetter(*cols)
-    params = [(pick(r),) for r in rows] if len(cols) == 1 else [pick(r) for r in rows]
-    _insert_tuples(conn, table, cols, params, on_conflict)
+    _insert_picked(conn, table, tuple(rows[0]), rows, on_conflict)
 
 
 def _insert_picked(
-    conn: Connection, table: Any, cols: tuple[str, ...], rows: list[dict[str, Any]]
+    conn: Connection,
+    table: Any,
+    cols: tuple[str, ...],
+    rows: list[dict[str, Any]],
+    on_conflict: str = "",
 ) -> None:
     """INSERT the ``cols`` of each row (rows may carry other keys, which are ignored)."""
     pick = operator.itemgetter(*cols)
-    _insert_tuples(conn, table, cols, [pick(r) for r in rows])
+    # itemgetter of one key returns the bare value, not a 1-tuple
+    params = [(pick(r),) for r in rows] if len(cols) == 1 else [pick(r) for r in rows]
+    _insert_tuples(conn, table, cols, params, on_conflict)
 
 
 def _insert_tuples(

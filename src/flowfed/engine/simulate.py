@@ -22,6 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from flowfed.artifacts import load
+from flowfed.node.outputs import (
+    OutputProblem,
+    TaskProblem,
+    task_context,
+    task_dataset,
+    task_outputs,
+    task_tool,
+)
 from flowfed.runtime.remote import (
     NodeInfo,
     RemoteInput,
@@ -84,8 +92,6 @@ class _SimNode:
         return got
 
     def execute(self, task: RemoteTask, telemetry: Telemetry) -> RemoteResult:
-        from flowfed.node.outputs import TaskProblem, task_context, task_dataset, task_tool
-
         try:
             spec, cfg = task_tool(task, self.name)
             telemetry("state", {"state": "initialized"})
@@ -105,7 +111,6 @@ class _SimNode:
                 type(exc).__name__,
                 traceback.format_exc(),
             ) from None
-        from flowfed.node.outputs import OutputProblem, task_outputs
 
         def keep(mat: Any, kept: Any) -> None:
             # The value itself, not its bytes: the next round's task reads it as is.

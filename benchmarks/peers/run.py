@@ -291,6 +291,14 @@ def n_tasks(w: str, tasks: int) -> int:
     return 1 if w == "w3" else tasks + 2 if w in ("w2", "w2s") else tasks
 
 
+def slope(small: dict[str, Any], large: dict[str, Any], w: str, tasks: int, more: int) -> Any:
+    """Marginal seconds per task of workload ``w`` between runs at ``tasks`` and ``more``
+    tasks (None when either run has no time)."""
+    if "seconds" not in small or "seconds" not in large:
+        return None
+    return (large["seconds"] - small["seconds"]) / (n_tasks(w, more) - n_tasks(w, tasks))
+
+
 def render(
     peers: list[Peer],
     ff: dict[str, dict[str, Any]],
@@ -392,11 +400,6 @@ def targets_table(
             return None
         return (r["seconds"] - base["seconds"]) / n_tasks(w, n)
 
-    def slope(small: dict[str, Any], large: dict[str, Any], w: str) -> Any:
-        if m is None or "seconds" not in small or "seconds" not in large:
-            return None
-        return (large["seconds"] - small["seconds"]) / (n_tasks(w, m.tasks) - n_tasks(w, tasks))
-
     def verdict(ok: bool | None) -> str:
         return "n/a" if ok is None else ("yes" if ok else "**no**")
 
@@ -410,8 +413,10 @@ def targets_table(
             mine = per_task(ff.get(w, {}), w, tasks, plain.get(w, {}))
             theirs = per_task(p.results.get(w, {}), w, tasks, plain.get(w, {}))
             all_in = theirs / mine if mine and theirs else None
-            mine_m = slope(ff.get(w, {}), m.ff.get(w, {}) if m else {}, w)
-            theirs_m = slope(p.results.get(w, {}), p.marginal.get(w, {}), w)
+            mine_m = theirs_m = None
+            if m is not None:
+                mine_m = slope(ff.get(w, {}), m.ff.get(w, {}), w, tasks, m.tasks)
+                theirs_m = slope(p.results.get(w, {}), p.marginal.get(w, {}), w, tasks, m.tasks)
             marg = theirs_m / mine_m if mine_m and theirs_m else None
             text = "all-in per task " + (f"{all_in:.0f}x" if all_in else "n/a")
             if m is not None:
@@ -463,14 +468,7 @@ def marginal_table(
     ]
     missing = {"error": "not run"}
     for w in m.workloads:
-        extra = n_tasks(w, m.tasks) - n_tasks(w, tasks)
-
-        def slope(small: dict[str, Any], large: dict[str, Any], extra: int = extra) -> Any:
-            if "seconds" not in small or "seconds" not in large:
-                return None
-            return (large["seconds"] - small["seconds"]) / extra
-
-        ffm = slope(ff.get(w, missing), m.ff.get(w, missing))
+        ffm = slope(ff.get(w, missing), m.ff.get(w, missing), w, tasks, m.tasks)
 
         def row(
             label: str, small: dict[str, Any], large: dict[str, Any], w: str = w, ffm: Any = ffm
@@ -482,7 +480,7 @@ def marginal_table(
                     f"| {LABELS[w]} | {label} | {small['seconds']:.3f} "
                     f"| n/a: `{large['error']}` | n/a | |"
                 )
-            d = slope(small, large)
+            d = slope(small, large, w, tasks, m.tasks)
             if ffm is None or ffm <= 0:
                 ratio = "—"
             else:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.polling import free_port
 
 TOOLS = """
 import time
@@ -43,12 +44,6 @@ steps:
   - {name: Train, tool: ticker, params: {n: "${config.n}", pause: "${config.pause}"}, outputs: [x]}
   - {name: Package, tool: double, inputs: {x: x}, outputs: [y]}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -31,6 +30,7 @@ from tests.executors.flows import (
     statuses,
     with_step,
 )
+from tests.polling import free_port, wait_for
 
 URL = "ray://local?inline_max=1024"
 
@@ -45,9 +45,7 @@ def ray_address() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def ray_client_address(ray_address: str) -> Iterator[str]:
     """HOST:PORT of a Ray Client server on the module's cluster."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [
             *(sys.executable, "-m", "ray.util.client.server", "--address", ray_address),
@@ -57,16 +55,17 @@ def ray_client_address(ray_address: str) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own group: stopped with everything it started
     )
+
+    def listening() -> bool:
+        assert server.poll() is None, f"the Ray Client server exited ({server.returncode})"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, f"the Ray Client server exited ({server.returncode})"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the Ray Client server never listened"
-                time.sleep(0.2)
+        wait_for("the Ray Client server to listen", listening, timeout=60)
         yield f"127.0.0.1:{port}"
     finally:
         with contextlib.suppress(ProcessLookupError):  # its group may be gone already

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -151,12 +150,6 @@ class Outcome:
 
 
 Script = Callable[[Peer], Awaitable[None]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def spawn_tool(args: Sequence[str], cwd: Path, timeout: float = 40) -> tuple[int, str]:

@@ -30,8 +30,9 @@ from flowfed.runtime.protocol import (
     sha256_hex,
 )
 from flowfed.runtime.toolside import EXIT_UNREACHABLE, canonical_json
+from tests.polling import free_port
 
-from .conftest import TOKEN, Peer, free_port, run_platform, spawn_tool
+from .conftest import TOKEN, Peer, run_platform, spawn_tool
 
 HAPPY = [State.PENDING, State.INITIALIZED, State.STARTED, State.RUNNING, State.FINISHED]
 

@@ -64,7 +64,9 @@ def explode(xs: list) -> dict:
 
 @tool(version="1", type="evaluation")
 def slow(xs: list, ctx: Context) -> dict:
-    time.sleep(30)
+    # Ten times the tests' 0.5 s timeout: long enough to prove the cut, short enough that
+    # a worker thread which cancellation cannot stop does not hold up the module teardown.
+    time.sleep(5)
     return {}
 """
 

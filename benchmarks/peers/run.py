@@ -61,6 +61,14 @@ class Peer:
     probe: str  # a module the venv must import
     w4: bool = True  # has a cache W4 can hit
     note: str = ""
+    # A second configuration of a peer: it runs ``<base>_bench.py`` in ``<base>``'s venv
+    # with ``BENCH_VARIANT=<variant>`` in its environment, on ``only`` workloads.
+    base: str = ""
+    variant: str = ""
+    only: tuple[str, ...] = ()
+    # Records every task's result durably (files or a database) and the run, as flowfed
+    # does: the configurations that do the same work as flowfed.
+    records: bool = False
     python: str = ""
     install_error: str = ""
     version: str = ""
@@ -74,7 +82,10 @@ PEERS = [
         "Prefect 3",
         ["prefect>=3,<4"],
         "prefect",
-        note="@flow/@task, ThreadPoolTaskRunner, cache_policy=TASK_SOURCE+INPUTS for W4",
+        note="@flow/@task, ThreadPoolTaskRunner, persist_result=True (results written to "
+        "its local storage; its temporary API server records every task run in SQLite under "
+        "PREFECT_HOME), its default cache policy; cache_policy=TASK_SOURCE+INPUTS for W4",
+        records=True,
     ),
     Peer(
         "dagster",
@@ -82,14 +93,44 @@ PEERS = [
         ["dagster"],
         "dagster",
         w4=False,
-        note="@op/@job, execute_in_process (in-process executor); ops have no result cache",
+        note="@op/@job, execute_in_process (in-process executor) as its docs write a test: an "
+        "ephemeral instance and the in-memory IO manager, so nothing is recorded; ops have "
+        "no result cache",
+    ),
+    Peer(
+        "dagster-recorded",
+        "Dagster, run recorded",
+        ["dagster"],
+        "dagster",
+        w4=False,
+        base="dagster",
+        variant="recorded",
+        only=("w1", "w2"),
+        records=True,
+        note="the same job, run as `dagster job execute` runs it: execute_in_process on the "
+        "instance of DAGSTER_HOME (run and event log in SQLite) with fs_io_manager (every "
+        "output pickled to a file)",
     ),
     Peer(
         "hamilton",
         "Apache Hamilton",
         ["sf-hamilton"],
         "hamilton.driver",
-        note="driver.Builder().with_modules(m); with_cache() for W4; sequential executor",
+        note="driver.Builder().with_modules(m); with_cache() for W4; sequential executor; "
+        "results in memory",
+    ),
+    Peer(
+        "hamilton-cached",
+        "Apache Hamilton, results recorded",
+        ["sf-hamilton"],
+        "hamilton.driver",
+        base="hamilton",
+        variant="recorded",
+        only=("w1", "w2"),
+        records=True,
+        note="with_cache() on a new cache directory: the first run stores every node's "
+        "result and its metadata (data version, code version) in SQLite, as flowfed's "
+        "first run does",
     ),
     Peer(
         "kedro",
@@ -123,7 +164,7 @@ def base_python() -> str:
 
 
 def ensure_venv(peer: Peer) -> None:
-    venv = VENVS / peer.name
+    venv = VENVS / (peer.base or peer.name)
     py = venv / "bin" / "python"
     ok = (
         py.exists()
@@ -212,11 +253,17 @@ def peer_env(name: str, work: Path) -> dict[str, str]:
     return env
 
 
-def run_one(name: str, python: str, workload: str, tasks: int) -> dict[str, Any]:
-    script = HERE / f"{name}_bench.py"
+def run_one(
+    name: str, python: str, workload: str, tasks: int, variant: tuple[str, str] = ("", "")
+) -> dict[str, Any]:
+    """One timed run; ``variant`` is (base script, BENCH_VARIANT) for a peer's variant."""
+    base, kind = variant
+    script = HERE / f"{base or name}_bench.py"
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         work = Path(tmp)
         env = peer_env(name, work)
+        if kind:
+            env["BENCH_VARIANT"] = kind
         cmd = [python, str(script), workload, "--tasks", str(tasks), "--workdir", str(work)]
         if workload == "w4":  # the first run fills the cache; the second is measured
             wall, rc, out, err, _ = spawn(cmd, env, work)
@@ -244,7 +291,13 @@ def _last(err: str, rc: int, wall: float = 0.0) -> str:
 
 
 def measure(
-    name: str, python: str, workloads: list[str], tasks: int, repeat: int, skip: set[str]
+    name: str,
+    python: str,
+    workloads: list[str],
+    tasks: int,
+    repeat: int,
+    skip: set[str],
+    variant: tuple[str, str] = ("", ""),
 ) -> tuple[dict[str, dict[str, Any]], str]:
     results: dict[str, dict[str, Any]] = {}
     version = ""
@@ -254,7 +307,7 @@ def measure(
             continue
         runs = []
         for _ in range(repeat):
-            r = run_one(name, python, w, tasks)
+            r = run_one(name, python, w, tasks, variant)
             if "error" in r:
                 results[w] = r
                 break
@@ -268,7 +321,7 @@ def measure(
             }
         shown = results[w].get("seconds")
         print(
-            f"[peers] {name:9} {w:4} x{1 if w == 'w3' else tasks:<5} "
+            f"[peers] {name:16} {w:4} x{1 if w == 'w3' else tasks:<5} "
             + (f"{shown:.3f}s" if shown is not None else results[w].get("error", "")),
             file=sys.stderr,
             flush=True,
@@ -332,7 +385,7 @@ def render(
 
         rows.append(row(f"**flowfed** {ff_version}", ff.get(w, {"error": "not run"})))
         for p in peers:
-            if p.install_error:
+            if p.install_error or (p.only and w not in p.only):
                 continue
             rows.append(row(f"{p.label} {p.version}", p.results.get(w, {"error": "not run"})))
         if w in plain:
@@ -358,7 +411,10 @@ def render(
             "means flowfed is faster. "
         )
         + "flowfed persists every transition and artifact (SQLite + artifact store); "
-        "Hamilton, Kedro and Flowdapt keep results in memory.",
+        "Hamilton, Kedro, Flowdapt and Dagster's `execute_in_process` keep results in "
+        "memory. The rows *Dagster, run recorded* and *Apache Hamilton, results recorded* "
+        "run the same pipelines with each tool's own way of recording them, the same work "
+        "as flowfed's (see *How each peer runs*).",
         "\n".join(rows),
     ]
     if m:
@@ -406,7 +462,7 @@ def targets_table(
     rows = ["| target | measured in this run | met |", "|---|---|---|"]
     by_name = {p.name: p for p in peers if not p.install_error}
     for w in ("w1", "w2"):
-        for name in ("prefect", "dagster"):
+        for name in ("prefect", "dagster", "dagster-recorded"):
             p = by_name.get(name)
             if p is None:
                 continue
@@ -428,7 +484,7 @@ def targets_table(
                 f"| {LABELS[w]}: flowfed at least 100x faster per task than {p.label} "
                 f"| {text} | {met} |"
             )
-    for w in ("w1", "w2", "w4"):
+    for w, same_work in (("w1", False), ("w1", True), ("w2", False), ("w2", True), ("w4", False)):
         mine_s = ff.get(w, {}).get("seconds")
         if mine_s is None:
             continue
@@ -436,13 +492,19 @@ def targets_table(
             f"{p.label} {p.results[w]['seconds']:.3f} s"
             for p in peers
             if not p.install_error
+            and (p.records or not same_work)
             and "seconds" in p.results.get(w, {})
             and p.results[w]["seconds"] < mine_s
         ]
         text = f"flowfed {mine_s:.3f} s; " + (
             "faster: " + ", ".join(faster) if faster else "no peer faster"
         )
-        rows.append(f"| {LABELS[w]}: faster than every peer | {text} | {verdict(not faster)} |")
+        which = (
+            "every peer that records each result, as flowfed does"
+            if same_work
+            else "every peer, in any configuration"
+        )
+        rows.append(f"| {LABELS[w]}: faster than {which} | {text} | {verdict(not faster)} |")
     if "w2s" in ff and "seconds" in ff["w2s"] and "seconds" in plain.get("w2s", {}):
         ratio = ff["w2s"]["seconds"] / plain["w2s"]["seconds"]
         rows.append(
@@ -492,7 +554,7 @@ def marginal_table(
 
         rows.append(row(f"**flowfed** {ff_version}", ff.get(w, missing), m.ff.get(w, missing)))
         for p in peers:
-            if not p.install_error:
+            if not p.install_error and (not p.only or w in p.only):
                 rows.append(
                     row(
                         f"{p.label} {p.version}",
@@ -569,21 +631,32 @@ def main() -> None:
     repeat2 = a.marginal_repeat or min(a.repeat, 2)
     peers = [p for p in PEERS if not a.only or p.name in a.only.split(",")]
     VENVS.mkdir(exist_ok=True)
+    failed: dict[str, str] = {}
     for p in peers:
+        if (p.base or p.name) in failed:  # a variant of a peer that did not install
+            p.install_error = failed[p.base or p.name]
+            continue
         ensure_venv(p)
+        if p.install_error:
+            failed[p.base or p.name] = p.install_error
 
-    def both(name: str, python: str, skip: set[str]) -> tuple[dict, dict, str]:
+    def both(
+        name: str, python: str, skip: set[str], variant: tuple[str, str] = ("", "")
+    ) -> tuple[dict, dict, str]:
         """``--tasks`` on every workload, then ``--marginal-tasks`` on W1 and W2."""
-        small, version = measure(name, python, workloads, a.tasks, a.repeat, skip)
-        large, version2 = measure(name, python, big, n2, repeat2, skip)
+        small, version = measure(name, python, workloads, a.tasks, a.repeat, skip, variant)
+        large, version2 = measure(name, python, big, n2, repeat2, skip, variant)
         return small, large, version or version2
 
     ff, ff2, ff_version = both("flowfed", sys.executable, set())
     plain, plain2, _ = both("plain", sys.executable, set())
     for p in peers:
         if not p.install_error:
-            p.results, p.marginal, p.version = both(p.name, p.python, set() if p.w4 else {"w4"})
-            reap_strays(VENVS / p.name)
+            skip = set() if p.w4 else {"w4"}
+            if p.only:
+                skip |= set(WORKLOADS) - set(p.only)
+            p.results, p.marginal, p.version = both(p.name, p.python, skip, (p.base, p.variant))
+            reap_strays(VENVS / (p.base or p.name))
     body = render(
         peers,
         ff,

@@ -1,8 +1,9 @@
 """Dagster: @op functions wired in a @job, run with execute_in_process.
 
-``BENCH_VARIANT=recorded`` runs the same job as ``dagster job execute`` does: on the
-instance of ``$DAGSTER_HOME`` (runs and event log in SQLite) with ``fs_io_manager`` (every
-output pickled to a file). Without it, ``execute_in_process`` uses an ephemeral instance and
+``BENCH_VARIANT=recorded`` runs the same job, still in process, on the persistent instance
+of ``$DAGSTER_HOME`` (runs and event log in SQLite, what Dagster's UI reads) with
+``fs_io_manager`` (every output pickled to a file: Dagster's default IO manager outside
+``execute_in_process``). Without it, ``execute_in_process`` uses an ephemeral instance and
 keeps outputs in memory, recording nothing.
 """
 

@@ -107,9 +107,10 @@ PEERS = [
         variant="recorded",
         only=("w1", "w2"),
         records=True,
-        note="the same job, run as `dagster job execute` runs it: execute_in_process on the "
-        "instance of DAGSTER_HOME (run and event log in SQLite) with fs_io_manager (every "
-        "output pickled to a file)",
+        note="the same job and in-process executor, on the persistent instance of "
+        "DAGSTER_HOME (run and event log in SQLite, what its UI reads) with fs_io_manager "
+        "(every output pickled to a file; Dagster's default IO manager outside "
+        "execute_in_process)",
     ),
     Peer(
         "hamilton",

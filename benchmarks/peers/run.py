@@ -82,10 +82,24 @@ PEERS = [
         "Prefect 3",
         ["prefect>=3,<4"],
         "prefect",
-        note="@flow/@task, ThreadPoolTaskRunner, persist_result=True (results written to "
-        "its local storage; its temporary API server records every task run in SQLite under "
-        "PREFECT_HOME), its default cache policy; cache_policy=TASK_SOURCE+INPUTS for W4",
+        note="@flow/@task, ThreadPoolTaskRunner, persist_result=True (every result written "
+        "to its local storage; its temporary API server records the runs in SQLite under "
+        "PREFECT_HOME, from events, after the fact), its default cache policy; "
+        "cache_policy=TASK_SOURCE+INPUTS for W4",
         records=True,
+    ),
+    Peer(
+        "prefect-server",
+        "Prefect 3, with its server",
+        ["prefect>=3,<4"],
+        "prefect",
+        base="prefect",
+        variant="server",
+        only=("w1", "w2"),
+        records=True,
+        note="the same flows against `prefect server start`, a process of its own started "
+        "before the clock, as Prefect is deployed for its UI and run history "
+        "(PREFECT_API_URL points at it)",
     ),
     Peer(
         "dagster",
@@ -463,7 +477,7 @@ def targets_table(
     rows = ["| target | measured in this run | met |", "|---|---|---|"]
     by_name = {p.name: p for p in peers if not p.install_error}
     for w in ("w1", "w2"):
-        for name in ("prefect", "dagster", "dagster-recorded"):
+        for name in ("prefect", "prefect-server", "dagster", "dagster-recorded"):
             p = by_name.get(name)
             if p is None:
                 continue

@@ -16,6 +16,11 @@ to flowfed's from the same run. W1 and W2 also run at ``--marginal-tasks`` (defa
 0 turns it off) for every peer, median of ``--marginal-repeat`` runs (default: ``--repeat``,
 at most 2, as those runs are long for the slow peers): (wall there - wall at ``--tasks``) /
 the extra tasks is the marginal cost per task, the slope once fixed start-up costs cancel.
+
+A peer may also run in a second configuration (``prefect-server``, ``dagster-recorded``,
+``hamilton-cached``): its own script in its own venv with ``BENCH_VARIANT`` set, on W1 and
+W2. Peers marked ``records`` store every result durably, as flowfed does; "faster than
+every peer" is judged against all configurations and against those alone.
 """
 
 from __future__ import annotations
@@ -429,7 +434,8 @@ def render(
         "Hamilton, Kedro, Flowdapt and Dagster's `execute_in_process` keep results in "
         "memory. The rows *Dagster, run recorded* and *Apache Hamilton, results recorded* "
         "run the same pipelines with each tool's own way of recording them, the same work "
-        "as flowfed's (see *How each peer runs*).",
+        "as flowfed's; *Prefect 3, with its server* runs them against `prefect server "
+        "start` (see *How each peer runs*).",
         "\n".join(rows),
     ]
     if m:
@@ -445,7 +451,7 @@ def render(
         "How each peer runs:",
         "\n".join(f"- **{p.label}**: {p.note}" for p in peers),
     ]
-    failed = [p for p in peers if p.install_error]
+    failed = [p for p in peers if p.install_error and not p.base]  # variants share a venv
     if failed:
         lines.append(
             "Could not be installed here:\n\n"

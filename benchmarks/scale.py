@@ -6,8 +6,9 @@ One command:
 
 Each size and shape runs in a fresh subprocess with a fresh ``FLOWFED_HOME`` (SQLite, an
 artifact directory, persistence on), so its peak RSS is its own. Shapes: ``chain`` (N
-tasks, each adding 1 to the previous output: W1) and ``fan`` (one source and N-1
-independent trivial tasks reading it). Reported per size: planning time (``api.prepare``
+tasks, each adding 1 to the previous output: W1), ``chain-reversed`` (the same chain
+written last step first, which planning must not care about) and ``fan`` (one source and
+N-1 independent trivial tasks reading it). Reported per size: planning time (``api.prepare``
 of an already-built Flow: validation, tool checks, artifact edges, the TaskGraph), run
 time (``engine.run``: scheduling, lifecycle, artifact and database writes), peak RSS of
 the whole process, and the growth factor per 10x more tasks (10 = linear).
@@ -38,12 +39,14 @@ RSS_TARGET_MB = 500.0
 def build(shape: str, n: int) -> Any:
     from flowfed import Flow, Step
 
-    if shape == "chain":
+    if shape in ("chain", "chain-reversed"):
         steps = [Step(name="s0", tool="first", outputs=["v0"])]
         steps += [
             Step(name=f"s{i}", tool="inc", inputs={"x": f"v{i - 1}"}, outputs=[f"v{i}"])
             for i in range(1, n)
         ]
+        if shape == "chain-reversed":
+            steps.reverse()
     else:
         steps = [Step(name="src", tool="source", outputs=["src"])]
         steps += [
@@ -182,7 +185,7 @@ def write_doc(path: Path, body: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100,1000,10000")
-    ap.add_argument("--shapes", default="chain,fan")
+    ap.add_argument("--shapes", default="chain,chain-reversed,fan")
     ap.add_argument("--write", type=Path)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--tasks", type=int, help=argparse.SUPPRESS)
@@ -197,7 +200,7 @@ def main() -> None:
         for n in sizes:
             r = measure(shape, n)
             print(
-                f"[scale] {shape:5} {r['tasks']:>6} tasks: plan {r['plan_s']:.3f}s "
+                f"[scale] {shape:14} {r['tasks']:>6} tasks: plan {r['plan_s']:.3f}s "
                 f"run {r['run_s']:.2f}s peak {r['peak_rss_mb']:.0f} MB",
                 file=sys.stderr,
             )

@@ -135,6 +135,49 @@ def test_unreachable_steps_are_errors(project: Project) -> None:
     assert "step 'b': step is unreachable: no reachable step routes to it" in res.err
 
 
+def test_reachability_does_not_depend_on_the_order_steps_are_written_in(
+    project: Project,
+) -> None:
+    project.write("tools.py", TOOLS)
+    # Written last step first: `c` is routed to by `b`, written after it, and `d` consumes
+    # what `c` makes.
+    project.write(
+        "flow.yaml",
+        """
+        name: backwards
+        imports: [tools.py]
+        steps:
+          - {name: d, tool: t, inputs: {xs: ys}, outputs: [zs]}
+          - {name: c, tool: t, inputs: {xs: xs}, outputs: [ys]}
+          - {name: b, tool: t, inputs: {xs: xs}, outputs: [ws], next: {success: c}}
+          - {name: a, tool: load, outputs: [xs]}
+    """,
+    )
+    assert project.ff("validate", "flow.yaml").code == 0
+    report = project.run_json("flow.yaml")
+    assert report["status"] == "success"
+    assert {s["name"] for s in report["steps"] if s["tasks"]} == {"a", "b", "c", "d"}
+    # The same shape with `b` and `c` routing only to each other: neither can start, and
+    # `d`, which consumes from `c`, can never run either.
+    project.write(
+        "flow.yaml",
+        """
+        name: backwards
+        imports: [tools.py]
+        steps:
+          - {name: d, tool: t, inputs: {xs: ys}, outputs: [zs]}
+          - {name: c, tool: t, inputs: {xs: xs}, outputs: [ys], next: {success: b}}
+          - {name: b, tool: t, inputs: {xs: xs}, outputs: [ws], next: {success: c}}
+          - {name: a, tool: load, outputs: [xs]}
+    """,
+    )
+    res = project.ff("validate", "flow.yaml")
+    assert res.code == 2
+    assert "step 'd': step is unreachable: a step it consumes from can never run" in res.err
+    assert "step 'c': step is unreachable: no reachable step routes to it" in res.err
+    assert "step 'b': step is unreachable: no reachable step routes to it" in res.err
+
+
 def test_malformed_yaml_names_the_line(project: Project) -> None:
     project.write("flow.yaml", "name: x\nsteps:\n  - name: a\n    tool: [unclosed\n")
     res = project.ff("validate", "flow.yaml")

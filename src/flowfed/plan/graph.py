@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from flowfed.collector import paused
 from flowfed.plan.expressions import Expression, ExpressionError
 from flowfed.plan.placement import (
     FederatedPlan,
@@ -158,6 +159,18 @@ def plan(
     params: dict[str, Any] | None = None,
 ) -> TaskGraph:
     """Compile a flow into a :class:`TaskGraph` or raise :class:`FlowError` with all problems."""
+    # Every object planning makes stays alive until the graph is built: with the collector
+    # on, its full passes re-walk them again and again, and planning grows faster than the
+    # flow (flowfed.collector has the figures).
+    with paused():
+        return _plan(flow, registry, params)
+
+
+def _plan(
+    flow: Flow | LoadedFlow,
+    registry: Registry,
+    params: dict[str, Any] | None,
+) -> TaskGraph:
     if isinstance(flow, LoadedFlow):
         source, model = flow.source, flow.flow
     else:
@@ -1082,27 +1095,35 @@ def _check_reachability(
     diags: list[Diagnostic],
 ) -> None:
     """A step is reachable if it can ever run: an unrouted step whose producers can run,
-    or a routed step that some reachable step routes to (and whose producers can run)."""
-    reachable: set[str] = set()
-    changed = True
-    while changed:
-        changed = False
-        for step in model.steps:
-            if step.name in reachable:
-                continue
-            producers_ok = all(d in reachable for d in deps[step.name])
-            if step.name in routed:
-                entered = any(
-                    s.name in reachable and s.next and step.name in s.next.targets()
-                    for s in model.steps
-                )
-            else:
-                entered = True
-            if model.start == step.name:
-                entered = True
-            if producers_ok and entered:
-                reachable.add(step.name)
-                changed = True
+    or a routed step that some reachable step routes to (and whose producers can run).
+
+    A worklist, linear in steps + edges whatever order the steps are written in (a
+    fixpoint over the step list took a pass per step on a chain written last step first:
+    6.4 s for 4,000 steps).
+    """
+    waiting = {step.name: set(deps[step.name]) for step in model.steps}
+    consumers: dict[str, list[str]] = {}
+    for name, producers in waiting.items():
+        for d in producers:
+            consumers.setdefault(d, []).append(name)
+    entered = {s.name: s.name not in routed or s.name == model.start for s in model.steps}
+    by_name = {s.name: s for s in model.steps}
+    todo = [name for name, producers in waiting.items() if not producers and entered[name]]
+    reachable: set[str] = set(todo)
+    while todo:
+        done = by_name[todo.pop()]
+        woken = list(consumers.get(done.name, ()))
+        for c in woken:
+            waiting[c].discard(done.name)
+        if done.next:
+            for t in done.next.targets():
+                if t in entered and not entered[t]:
+                    entered[t] = True
+                    woken.append(t)
+        for c in woken:
+            if c not in reachable and not waiting[c] and entered[c]:
+                reachable.add(c)
+                todo.append(c)
     for step in model.steps:
         if step.name not in reachable:
             why = (

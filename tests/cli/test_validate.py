@@ -184,6 +184,22 @@ def test_malformed_yaml_names_the_line(project: Project) -> None:
     assert res.code == 2 and "flow.yaml:" in res.err and "invalid YAML" in res.err
 
 
+def test_yaml_values_the_safe_loader_refuses_are_located(project: Project) -> None:
+    project.write(
+        "flow.yaml",
+        "name: x\n"
+        "config:\n"
+        "  run: !!python/object/apply:os.system [echo owned]\n"
+        "  day: 2024-13-45\n"
+        "steps:\n"
+        "  - {name: a, tool: t}\n",
+    )
+    res = project.ff("validate", "flow.yaml")
+    assert res.code == 2 and "Traceback" not in res.err
+    assert "flow.yaml:3: invalid YAML value: could not determine a constructor" in res.err
+    assert "flow.yaml:4: invalid YAML value: month must be in 1..12" in res.err
+
+
 def test_unknown_keys_and_wrong_types_are_located(project: Project) -> None:
     project.write("tools.py", TOOLS)
     project.write(

@@ -199,23 +199,37 @@ def _compose(text: str, filename: str) -> tuple[Any, dict[PathKey, int]]:
     if node is None:
         raise FlowError([Diagnostic("the flow file is empty", filename)])
     lines: dict[PathKey, int] = {(): node.start_mark.line + 1}
-    dups: list[Diagnostic] = []
+    problems: list[Diagnostic] = []
     # One constructor for the whole document (one per node cost a loader's set-up each).
-    data = _build(node, (), lines, dups, filename, _Loader(""))
-    if dups:
-        raise FlowError(dups)
+    data = _build(node, (), lines, problems, filename, _Loader(""))
+    if problems:
+        raise FlowError(problems)
     return data, lines
+
+
+_PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 
 
 def _build(
     node: yaml.Node,
     path: PathKey,
     lines: dict[PathKey, int],
-    dups: list[Diagnostic],
+    problems: list[Diagnostic],
     fn: str,
     construct: _Loader,
 ) -> Any:
     lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in _PLAIN_TAGS:
+        # A collection is built here, not by the constructor: refuse the tags it would
+        # (`!!python/object/apply:os.system [...]`) instead of reading them as plain data.
+        problems.append(
+            Diagnostic(
+                f"invalid YAML value: could not determine a constructor for the tag {node.tag!r}",
+                fn,
+                node.start_mark.line + 1,
+            )
+        )
+        return None
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -224,19 +238,32 @@ def _build(
                 # key, and `on:` is the placement field (as GitHub Actions found too).
                 key = key_node.value
             else:  # scalar keys only; construct through the safe constructor
-                key = construct.construct_object(key_node, deep=True)
+                key = _scalar(key_node, problems, fn, construct)
             if key in out:
-                dups.append(Diagnostic(f"duplicate key '{key}'", fn, key_node.start_mark.line + 1))
+                problems.append(
+                    Diagnostic(f"duplicate key '{key}'", fn, key_node.start_mark.line + 1)
+                )
             child = (*path, key)
-            out[key] = _build(value_node, child, lines, dups, fn, construct)
+            out[key] = _build(value_node, child, lines, problems, fn, construct)
             lines[child] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
         return [
-            _build(item, (*path, i), lines, dups, fn, construct)
+            _build(item, (*path, i), lines, problems, fn, construct)
             for i, item in enumerate(node.value)
         ]
-    return construct.construct_object(node, deep=True)
+    return _scalar(node, problems, fn, construct)
+
+
+def _scalar(node: yaml.Node, problems: list[Diagnostic], fn: str, construct: _Loader) -> Any:
+    """A scalar's value; a tag the safe constructor refuses (``!!python/object``) or a
+    value it cannot build (``2024-13-45``) is a located problem, not a traceback."""
+    try:
+        return construct.construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        problems.append(Diagnostic(f"invalid YAML value: {problem}", fn, node.start_mark.line + 1))
+        return None
 
 
 # --- the seed-003 JSON format -----------------------------------------------------------------

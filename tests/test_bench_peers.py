@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "benchmarks" / "peers" / "run.py"
 
 
 def harness() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("peers_bench_run", RUN)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look their module up in sys.modules while the class is built.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(RUN, "peers_bench_run")
 
 
 def timed(w1: float, w2: float) -> dict[str, dict[str, Any]]:

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from tests.scripts import load_script
+
 RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "fl" / "run.py"
 
 
 def harness() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fl_bench_run_args", RUN)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look their module up in sys.modules while the class is built.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(RUN, "fl_bench_run_args")
 
 
 def test_defaults_run_every_mode_and_scale_at_10_and_100_nodes_for_10_rounds() -> None:

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
+from tests.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "benchmarks" / "fl" / "run.py"
 
 
 def harness() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fl_bench_run", RUN)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look their module up in sys.modules while the class is built.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(RUN, "fl_bench_run")
 
 
 def test_failing_flowfed_modes_are_not_available_and_the_table_says_why(tmp_path: Path) -> None:

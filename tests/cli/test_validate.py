@@ -191,6 +191,8 @@ def test_yaml_values_the_safe_loader_refuses_are_located(project: Project) -> No
         "config:\n"
         "  run: !!python/object/apply:os.system [echo owned]\n"
         "  day: 2024-13-45\n"
+        "  ? [a, b]\n"
+        "  : 1\n"
         "steps:\n"
         "  - {name: a, tool: t}\n",
     )
@@ -198,6 +200,7 @@ def test_yaml_values_the_safe_loader_refuses_are_located(project: Project) -> No
     assert res.code == 2 and "Traceback" not in res.err
     assert "flow.yaml:3: invalid YAML value: could not determine a constructor" in res.err
     assert "flow.yaml:4: invalid YAML value: month must be in 1..12" in res.err
+    assert "flow.yaml:5: invalid YAML key: a key must be a plain value" in res.err
 
 
 def test_unknown_keys_and_wrong_types_are_located(project: Project) -> None:

@@ -233,11 +233,21 @@ def _build(
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                # `? [a, b]\n: 1`: YAML allows it, a dict cannot hold it.
+                problems.append(
+                    Diagnostic(
+                        "invalid YAML key: a key must be a plain value, not a list or mapping",
+                        fn,
+                        key_node.start_mark.line + 1,
+                    )
+                )
+                continue
             if key_node.tag == "tag:yaml.org,2002:bool":
                 # YAML 1.1 reads a bare `on:` key as True; flow files never mean a boolean
                 # key, and `on:` is the placement field (as GitHub Actions found too).
                 key = key_node.value
-            else:  # scalar keys only; construct through the safe constructor
+            else:  # construct through the safe constructor
                 key = _scalar(key_node, problems, fn, construct)
             if key in out:
                 problems.append(

@@ -59,6 +59,34 @@ class TinyModel:
         return cls(json.loads(Path(path).read_text()))
 
 
+class MemoryModel(TinyModel):
+    """A user model with the in-memory form too; its file methods must not be used."""
+
+    def save(self, path: Path) -> None:
+        raise AssertionError("save(path) called although to_bytes() exists")
+
+    @classmethod
+    def load(cls, path: Path) -> MemoryModel:
+        raise AssertionError("load(path) called although from_bytes() exists")
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.weights).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> MemoryModel:
+        return cls(json.loads(data))
+
+
+class OnlyToBytes(TinyModel):
+    def to_bytes(self) -> bytes:
+        raise AssertionError("to_bytes() used without from_bytes()")
+
+
+class NotBytes(MemoryModel):
+    def to_bytes(self) -> bytes:
+        return "[1.0]"  # type: ignore[return-value]
+
+
 SAMPLE = {"b": [1, 2.5, None, True], "a": {"nested": ("t", b"x")}, "s": {3, 1, 2}}
 
 
@@ -249,6 +277,7 @@ def test_file_model_pickle_roundtrip(tmp_path: Path) -> None:
     with pytest.raises(NotMaterializable) as info:
         materialize(Point(1, 2.0))
     assert "Point" in str(info.value) and "allow_pickle=True" in str(info.value)
+
     m, back = _roundtrip(Point(1, 2.0), allow_pickle=True)
     assert m.kind == "pickle" and m.pickled and back == Point(1, 2.0)
 
@@ -257,6 +286,35 @@ def test_file_model_pickle_roundtrip(tmp_path: Path) -> None:
         materialize(obj_arr)
     m = materialize(obj_arr, allow_pickle=True)
     assert m.kind == "pickle"
+
+
+def test_model_in_memory_form(tmp_path: Path) -> None:
+    # to_bytes/from_bytes, when a model has both, replace the file round trip.
+    m, back = _roundtrip(MemoryModel([0.25, 2.0]))
+    assert m.kind == "model" and m.meta["class"].endswith(":MemoryModel")
+    assert m.data.endswith(b"[0.25, 2.0]")
+    assert isinstance(back, MemoryModel) and back.weights == [0.25, 2.0]
+
+    # Half of the pair is no pair: the file methods are used.
+    m, back = _roundtrip(OnlyToBytes([1.0]))
+    assert isinstance(back, OnlyToBytes) and back.weights == [1.0]
+
+    with pytest.raises(
+        NotMaterializable, match=r"NotBytes\.to_bytes\(\) must return bytes, not str"
+    ):
+        materialize(NotBytes([1.0]))
+
+    # The library's models: the same bytes as their file, so content hashes (and cache
+    # keys downstream) do not depend on which way a model was stored.
+    from flowfed.tools.library.models import LogisticRegressionModel
+
+    model = LogisticRegressionModel(["a", "b"], [0.1, -2.5e-17], 0.3, training={"rows": 7})
+    model.save(tmp_path / "model.json")
+    m, back = _roundtrip(model)
+    assert m.data.endswith((tmp_path / "model.json").read_bytes())
+    assert back.weights.tolist() == [0.1, -2.5e-17] and back.bias == 0.3
+    with pytest.raises(ValueError, match=r"expected a 'flowfed\.logistic_regression/1' model"):
+        LogisticRegressionModel.from_bytes(b'{"format": "other"}')
 
 
 # -- store ------------------------------------------------------------------------------

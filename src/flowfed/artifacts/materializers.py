@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from flowfed.tools.core import model_header, split_model_bytes
+from flowfed.tools.core import model_from_bytes, model_header, model_to_bytes, split_model_bytes
 
 #: Every kind a :class:`Materialized` can have.
 KINDS = ("json", "numpy", "pandas", "bytes", "file", "model", "pickle")
@@ -193,16 +193,21 @@ def _scratch_file() -> Path:
 def _model(value: Any) -> Materialized:
     cls = type(value)
     cls_path = f"{cls.__module__}:{cls.__qualname__}"
-    path = _scratch_file()
     try:
-        value.save(path)
-        if not path.is_file():
-            raise NotMaterializable(
-                type_name_of(value), f"{cls_path}.save(path) must write a single file at path"
-            )
-        body = path.read_bytes()
-    finally:
-        path.unlink(missing_ok=True)
+        body = model_to_bytes(value)
+    except TypeError as exc:
+        raise NotMaterializable(type_name_of(value), str(exc)) from exc
+    if body is None:
+        path = _scratch_file()
+        try:
+            value.save(path)
+            if not path.is_file():
+                raise NotMaterializable(
+                    type_name_of(value), f"{cls_path}.save(path) must write a single file at path"
+                )
+            body = path.read_bytes()
+        finally:
+            path.unlink(missing_ok=True)
     data = model_header(value) + body
     return Materialized(
         "model", type_name_of(value), data, _sha256(data).hexdigest(), meta={"class": cls_path}
@@ -243,6 +248,9 @@ def load(kind: str, data: bytes, meta: dict[str, Any] | None = None) -> object:
 
 def _load_model(data: bytes) -> object:
     cls, body = split_model_bytes(data)
+    model = model_from_bytes(cls, body)
+    if model is not NotImplemented:
+        return model
     path = _scratch_file()
     path.write_bytes(body)
     try:

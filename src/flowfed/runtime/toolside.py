@@ -96,7 +96,9 @@ from flowfed.tools.core import (
     ToolSpec,
     build_spec,
     call_tool,
+    model_from_bytes,
     model_header,
+    model_to_bytes,
     split_model_bytes,
 )
 from flowfed.tools.loading import ImportProblem, import_one
@@ -239,11 +241,14 @@ def materialize_value(
             raise ValueError(f"output '{name}' names {path}, which is not a file")
         return "file", path.read_bytes(), "application/octet-stream"
     if getattr(type(value), "__flowfed_model__", False):
-        target = Path(workdir or tempfile.mkdtemp(prefix="flowfed-model-")) / f"{name}.model"
-        value.save(target)
+        body = model_to_bytes(value)
+        if body is None:
+            target = Path(workdir or tempfile.mkdtemp(prefix="flowfed-model-")) / f"{name}.model"
+            value.save(target)
+            body = target.read_bytes()
         # The engine's model artifacts name their class in a header (what it loads them
         # with); the same framing here makes a tool-side model the same artifact.
-        return "model", model_header(value) + target.read_bytes(), "application/octet-stream"
+        return "model", model_header(value) + body, "application/octet-stream"
     np = sys.modules.get("numpy")  # an ndarray can only exist if numpy was imported
     if np is not None and isinstance(value, np.ndarray):
         buf = io.BytesIO()
@@ -550,11 +555,15 @@ class ToolEngine:
             named, raw = split_model_bytes(raw)
             if not getattr(cls, "__flowfed_model__", False) or cls.__name__ == "Model":
                 cls = named
-        target.write_bytes(raw)
         if kind == "model":
             if not getattr(cls, "__flowfed_model__", False):
                 raise ValueError("a model input needs a flowfed.Model annotation to be loaded")
+            model = model_from_bytes(cls, raw)
+            if model is not NotImplemented:
+                return model
+            target.write_bytes(raw)
             return cls.load(target)
+        target.write_bytes(raw)
         return target
 
     def _typed(self, name: str, value: Any) -> Any:

@@ -83,12 +83,44 @@ def split_model_bytes(data: bytes) -> tuple[Any, bytes]:
     return obj, data[end + 1 :]
 
 
+def model_to_bytes(value: object) -> bytes | None:
+    """What ``value.save`` would write, from its optional ``to_bytes()``; None without one.
+
+    Models are handed from task to task many times per federated round. A model that can
+    serialize in memory spares each hand-off a file written, read back and removed.
+    """
+    fn = getattr(value, "to_bytes", None)
+    if callable(fn) and callable(getattr(type(value), "from_bytes", None)):
+        data = fn()
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(
+                f"{type(value).__qualname__}.to_bytes() must return bytes, "
+                f"not {type(data).__name__}"
+            )
+        return bytes(data)
+    return None
+
+
+def model_from_bytes(cls: Any, data: bytes) -> Any:
+    """``cls.from_bytes(data)`` when the class has both halves of the bytes form, else
+    :data:`NotImplemented` (the caller then goes through a file and ``cls.load``)."""
+    fn = getattr(cls, "from_bytes", None)
+    if callable(fn) and callable(getattr(cls, "to_bytes", None)):
+        return fn(data)
+    return NotImplemented
+
+
 class Model:
     """Base class for trained models: persisted only through ``save`` / ``load``.
 
     An ``analysis`` tool must return at least one ``Model``. Subclasses write their
     weights to one file and read them back, so a model artifact is reproducible and
     portable across versions of the code that did not change the format.
+
+    A subclass may also define ``to_bytes()`` and the classmethod ``from_bytes(data)``,
+    returning and reading exactly what ``save`` writes. flowfed then keeps the model in
+    memory when it stores or hands it on (no file written and read back per hand-off); a
+    model with only ``save``/``load`` works the same, through a scratch file.
 
     Example:
         >>> import json, tempfile, os

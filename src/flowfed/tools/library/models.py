@@ -91,8 +91,8 @@ class _JsonModel(Model):
         """The model of a file's ``data``; ``common`` holds ``target`` and ``training``."""
         raise NotImplementedError
 
-    def save(self, path: str | Path) -> None:
-        """Write the model as JSON (exact float64 round trip)."""
+    def to_bytes(self) -> bytes:
+        """The model as JSON (exact float64 round trip): what :meth:`save` writes."""
         data = {
             "format": self.FORMAT,
             "features": self.features,
@@ -100,14 +100,24 @@ class _JsonModel(Model):
             "training": self.training,
             **self._params(),
         }
-        Path(path).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        # json.dumps escapes every non-ASCII character: the text is ASCII, the bytes fixed.
+        return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("ascii")
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, where: str | Path = "model") -> Self:
+        """Read a model from what :meth:`to_bytes` returned (``where`` names it in errors)."""
+        fields = json.loads(data)
+        _check_format(fields, cls.FORMAT, where)
+        return cls._from_file(fields, target=fields["target"], training=fields.get("training"))
+
+    def save(self, path: str | Path) -> None:
+        """Write the model as JSON (exact float64 round trip)."""
+        Path(path).write_bytes(self.to_bytes())
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
         """Read a model written by :meth:`save`."""
-        data = json.loads(Path(path).read_text())
-        _check_format(data, cls.FORMAT, path)
-        return cls._from_file(data, target=data["target"], training=data.get("training"))
+        return cls.from_bytes(Path(path).read_bytes(), where=path)
 
 
 class LogisticRegressionModel(_JsonModel):

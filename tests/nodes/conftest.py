@@ -94,6 +94,15 @@ def write_file(*, path: str) -> str:
     return "written"
 
 
+@tool(version="1", type="evaluation")
+def scribble(table: pd.DataFrame) -> dict:
+    # Reports what it was given, then changes its input in place, as careless tools do.
+    seen = {"age_sum": int(table["age"].sum()), "columns": list(table.columns)}
+    table["age"] = 0
+    table["scribbled"] = True
+    return seen
+
+
 @tool(version="1", type="database-adapter")
 def dataset_info(ctx: Context) -> dict:
     ds = ctx.dataset or {}

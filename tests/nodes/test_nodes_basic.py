@@ -131,6 +131,29 @@ def test_datasets_registered_and_rows_stay_on_the_node(
     assert b"ZQXSECRET" not in (_store_bytes(central) if central.exists() else b"")
 
 
+def test_each_task_gets_its_own_copy_of_a_node_table(cluster: Cluster, tmp_path: Path) -> None:
+    # The agent keeps node-store tables decoded between tasks (a federated round reads the
+    # same one every round); a tool that changes its input in place must not change what
+    # the next task on that node reads.
+    cluster.start_node("hospital-a", {"breast": make_csv(tmp_path / "a.csv", "A", rows=4)})
+    loaded, _ = run(
+        cluster,
+        task("hospital-a", "flowfed.node_dataset", dataset="breast", outputs={"output": "raw"}),
+    )
+    raw = loaded.outputs["output"]
+    ref = RemoteInput(
+        name="raw", hash=raw.hash, size=raw.size, kind=raw.kind, meta=raw.meta, location="node"
+    )
+    for _ in range(3):
+        result, _ = run(
+            cluster, task("hospital-a", "scribble", inputs={"table": ref}, shareable=["output"])
+        )
+        assert json.loads(result.outputs["output"].data) == {
+            "age_sum": 40 + 41 + 42 + 43,
+            "columns": ["age", "size", "label"],
+        }
+
+
 def test_a_task_on_another_nodes_store_cannot_load_it(cluster: Cluster, tmp_path: Path) -> None:
     cluster.start_node("hospital-a", {"breast": make_csv(tmp_path / "a.csv", "A")})
     cluster.start_node("hospital-b", {"breast": make_csv(tmp_path / "b.csv", "B")})

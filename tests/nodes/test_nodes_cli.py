@@ -121,6 +121,7 @@ def test_node_start_bad_options(cluster: Cluster, tmp_path: Path) -> None:
         (["--credentials", str(creds), "--dataset", "breast"], "--dataset must read NAME=PATH"),
         (["--credentials", str(creds), "--dataset", f"b={tmp_path / 'x.csv'}"], "no such file"),
         (["--credentials", str(creds), "--runner", "docker"], "--runner must be one of"),
+        (["--credentials", str(creds), "--cache-mb", "-1"], "--cache-mb must be 0 (off) or more"),
         (["--credentials", str(creds), "--import", "no_such_module_xyz"], "cannot import tools"),
     ]
     for extra, message in cases:

@@ -43,6 +43,14 @@ def node_start(
         str, typer.Option("--runner", help="inprocess, subprocess or sandbox.")
     ] = "inprocess",
     max_tasks: Annotated[int, typer.Option("--max-tasks", help="Tasks run at once.")] = 1,
+    cache_mb: Annotated[
+        int,
+        typer.Option(
+            "--cache-mb",
+            help="Node tables and arrays kept decoded between tasks, in MB of their stored "
+            "size (0: off).",
+        ),
+    ] = 256,
     work_dir: Annotated[
         Path, typer.Option("--work-dir", help="Where the node keeps its own artifact store.")
     ] = Path(".flowfed-node"),
@@ -89,6 +97,7 @@ def node_start(
                 datasets=datasets,
                 runner=runner,
                 max_tasks=max_tasks,
+                cache_mb=cache_mb,
                 work_dir=work_dir,
                 imports=list(imports or []),
             )

@@ -154,6 +154,48 @@ class NodeConfig:
     #: keeps zlib state per connection; output bytes are base64 of mostly binary data.
     #: Turn it on for compressible shareable outputs over a slow link.
     compression: bool = False
+    #: Budget, in MB of their stored size, for node-store tables and arrays kept decoded
+    #: between tasks (see :class:`_Decoded`); 0 turns the cache off.
+    cache_mb: int = 256
+
+
+class _Decoded:
+    """Tables and arrays from the node's store, decoded once and copied per task.
+
+    A federated step reads the same training table from the node's store in every round;
+    decoding its Parquet took longer than the round's training. Entries are keyed by
+    content hash, so one can never be stale. Each task gets a deep copy, so a tool that
+    changes its input in place cannot change what the next task reads. The budget counts
+    serialized bytes, least recently used first out; anything larger is not kept.
+    """
+
+    KINDS = frozenset({"pandas", "numpy"})
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.size = 0
+        self._lock = threading.Lock()
+        self._items: dict[str, tuple[Any, int]] = {}  # insertion order = LRU order
+
+    def get(self, hash: str) -> Any | None:
+        with self._lock:
+            item = self._items.pop(hash, None)
+            if item is None:
+                return None
+            self._items[hash] = item
+        return item[0].copy()
+
+    def put(self, hash: str, value: Any, size: int) -> None:
+        if size > self.budget:
+            return
+        with self._lock:
+            if hash in self._items:
+                return
+            while self._items and self.size + size > self.budget:
+                _, freed = self._items.pop(next(iter(self._items)))
+                self.size -= freed
+            self._items[hash] = (value.copy(), size)
+            self.size += size
 
 
 @dataclass(eq=False)
@@ -181,6 +223,8 @@ class NodeAgent:
             )
         if config.max_tasks < 1:
             raise NodeSetupError(f"--max-tasks must be at least 1, got {config.max_tasks}")
+        if config.cache_mb < 0:
+            raise NodeSetupError(f"--cache-mb must be 0 (off) or more, got {config.cache_mb}")
         import flowfed.tools.library  # noqa: F401  (registers the built-in tools)
 
         self.config = config
@@ -188,6 +232,7 @@ class NodeAgent:
         self.datasets = {n: scan_dataset(n, p) for n, p in config.datasets.items()}
         config.work_dir.mkdir(parents=True, exist_ok=True)
         self.store = ArtifactStore(str(config.work_dir.resolve() / "artifacts"))
+        self.decoded = _Decoded(config.cache_mb * 2**20)
         self.pool = ThreadPoolExecutor(config.max_tasks, thread_name_prefix="flowfed-node-task")
         self.held: dict[str, _Held] = {}
         self._lock = threading.Lock()
@@ -478,6 +523,11 @@ class NodeAgent:
             raise TaskFailure(
                 f"input '{name}' is pickled but the task does not allow pickle", "InputError"
             )
+        cached = value.location == "node" and value.kind in _Decoded.KINDS
+        if cached:
+            got = self.decoded.get(value.hash)
+            if got is not None:
+                return got
         if value.location == "node":
             try:
                 data = self.store.get(value.hash, verify=True)
@@ -496,11 +546,14 @@ class NodeAgent:
                     f"input '{name}' does not match its hash {value.hash[:12]}", "InputError"
                 )
         try:
-            return load(value.kind, data, value.meta)
+            got = load(value.kind, data, value.meta)
         except Exception as exc:
             raise TaskFailure(
                 f"cannot load input '{name}' ({value.kind}): {exc}", "InputError"
             ) from None
+        if cached:
+            self.decoded.put(value.hash, got, len(data))
+        return got
 
     def _call(
         self,

@@ -30,4 +30,5 @@ def test_copies_lru_and_budget() -> None:
 
     off = _Decoded(budget=0)  # --cache-mb 0
     off.put("t", table, 1)
-    assert off.get("t") is None and off.size == 0
+    off.put("empty", np.arange(0), 0)
+    assert off.get("t") is None and off.get("empty") is None and off.size == 0

@@ -186,7 +186,7 @@ class _Decoded:
         return item[0].copy()
 
     def put(self, hash: str, value: Any, size: int) -> None:
-        if size > self.budget:
+        if self.budget <= 0 or size > self.budget:
             return
         with self._lock:
             if hash in self._items:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
@@ -289,6 +290,50 @@ def test_a_failed_run_shows_why_its_retries_and_retrying_resumes_it(
     expect(page.locator("#run-status")).to_contain_text("success", timeout=60_000)
     load = page.locator("li.step[data-step='Load'] li.task")
     expect(load.locator(".badge")).to_have_text(re.compile("cached"))
+
+
+def test_an_ended_run_replaying_its_log_keeps_retry_enabled(
+    page: Page, ui_server: Server, tmp_path: Path
+) -> None:
+    # The replayed log begins with the run's "running" event; applied over the "failed"
+    # the page loaded, it used to disable "Retry run" until the replay caught up, and a
+    # click in that moment did nothing.
+    marker = tmp_path / "broken"
+    marker.write_text("")
+    source = (
+        "name: Failed Flow\nsteps:\n"
+        "  - {name: Load, tool: numbers, params: {n: 2}, outputs: [xs]}\n"
+        f"  - {{name: Check, tool: flaky, inputs: {{xs: xs}}, params: {{marker: '{marker}'}}, "
+        "outputs: [checked]}\n"
+    )
+    api = ui_server.client()
+    run_id = api.post("/api/v1/runs", json={"source": source}).json()["run_id"]
+    deadline = time.monotonic() + 60
+    while api.get(f"/api/v1/runs/{run_id}").json()["status"] != "failed":
+        assert time.monotonic() < deadline, "the run did not fail"
+        time.sleep(0.1)
+    # Count every time the button goes from enabled to disabled, however briefly. Frames
+    # are made to come after every event (the page applies a frame's events at once), as
+    # on a slow link, where the replay spans many frames.
+    page.evaluate(
+        """() => {
+          window.requestAnimationFrame = (cb) => setTimeout(cb, 0);
+          window.__retryDisabled = 0;
+          new MutationObserver((records) => {
+            for (const r of records)
+              if (r.target.id === "retry" && r.oldValue === null) window.__retryDisabled++;
+          }).observe(document.body, {
+            subtree: true, attributes: true, attributeFilter: ["disabled"], attributeOldValue: true,
+          });
+        }"""
+    )
+    page.evaluate("id => { location.hash = '#/runs/' + id; }", run_id)
+    expect(page.locator("#conn")).to_have_text("● live")
+    check = page.locator("li.step[data-step='Check']")
+    expect(check.locator("li.task")).to_contain_text("flaky is broken")
+    expect(check.locator(".step-head .badge")).to_have_text(re.compile("failed"))
+    expect(page.get_by_role("button", name="Retry run")).to_be_enabled()
+    assert page.evaluate("window.__retryDisabled") == 0
 
 
 def test_a_revoked_token_sends_the_user_back_to_sign_in(browser, ui_server: Server) -> None:

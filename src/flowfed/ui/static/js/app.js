@@ -315,6 +315,8 @@ const ROUND_IN_KEY = /\/round \d+\//;
 const participantOf = (t) => (t.round != null && t.plan_key && ROUND_IN_KEY.test(t.plan_key) ? t.plan_key.replace(ROUND_IN_KEY, "/") : null);
 
 /** The live tree of seed 000: steps with state and progress, tasks under each. */
+const RUN_ENDED = new Set(["success", "failed", "cancelled"]);
+
 async function runPage(runId) {
   const run = await api(`/api/v1/runs/${runId}`);
   const steps = new Map(); // name -> {name, status, tasks: Map, el, expanded}
@@ -450,7 +452,10 @@ async function runPage(runId) {
     for (const ev of batch) {
       const p = ev.payload || {};
       if (ev.kind === "run") {
-        if (p.status) status = p.status;
+        // A run never leaves an ended state (a retry is a new run). The replayed log starts
+        // with the run's "running": applied over the ended status the page loaded, it
+        // would flip the status back and disable "Retry run" until the replay caught up.
+        if (p.status && !(RUN_ENDED.has(status) && p.status === "running")) status = p.status;
         if (p.error) document.getElementById("run-error").innerHTML = `<div class="card field-error" role="alert">${esc(p.error)}</div>`;
         continue;
       }

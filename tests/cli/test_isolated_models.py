@@ -91,6 +91,11 @@ def fit_memory(w: float = 2.5) -> MemoryModel:
 @tool(type="evaluation")
 def weight(model: Model) -> dict:
     return {"w": model.w, "cls": type(model).__name__}
+
+
+@tool(type="evaluation")
+def pair(a: dict, b: dict) -> dict:
+    return {"file": a, "memory": b}
 '''
 
 CUSTOM_FLOW = """
@@ -109,10 +114,7 @@ steps:
 def test_user_models_in_file_and_memory_form_cross_the_boundary(tmp_path: Path) -> None:
     # A model with only save/load goes through files on both sides of the runtime
     # protocol; one with to_bytes/from_bytes never touches its file methods.
-    (tmp_path / "tools.py").write_text(
-        TOOLS + "\n\n@tool(type='evaluation')\ndef pair(a: dict, b: dict) -> dict:\n"
-        "    return {'file': a, 'memory': b}\n"
-    )
+    (tmp_path / "tools.py").write_text(TOOLS)
     flow = tmp_path / "flow.yaml"
     flow.write_text(CUSTOM_FLOW)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWFED_")}

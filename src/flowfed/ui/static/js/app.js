@@ -314,9 +314,9 @@ const COLLAPSE_AT = 50; // tasks shown per step until "show all"
 const ROUND_IN_KEY = /\/round \d+\//;
 const participantOf = (t) => (t.round != null && t.plan_key && ROUND_IN_KEY.test(t.plan_key) ? t.plan_key.replace(ROUND_IN_KEY, "/") : null);
 
-/** The live tree of seed 000: steps with state and progress, tasks under each. */
 const RUN_ENDED = new Set(["success", "failed", "cancelled"]);
 
+/** The live tree of seed 000: steps with state and progress, tasks under each. */
 async function runPage(runId) {
   const run = await api(`/api/v1/runs/${runId}`);
   const steps = new Map(); // name -> {name, status, tasks: Map, el, expanded}

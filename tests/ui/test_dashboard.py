@@ -250,20 +250,25 @@ def test_a_step_with_1000_tasks_renders_once_per_frame_and_collapses(
     expect(big.locator("li.task")).to_have_count(1000)
 
 
+def _start_flaky_run(ui_server: Server, name: str, marker: Path, *, retries: int) -> str:
+    """Start a run whose step Check (tool ``flaky``) fails while ``marker`` exists."""
+    marker.write_text("")
+    source = (
+        f"name: {name}\nsteps:\n"
+        "  - {name: Load, tool: numbers, params: {n: 3}, outputs: [xs]}\n"
+        "  - name: Check\n    tool: flaky\n    inputs: {xs: xs}\n"
+        f"    params: {{marker: '{marker}'}}\n    retries: {retries}\n    retry_backoff: 0\n"
+        "    outputs: [checked]\n"
+    )
+    response = ui_server.client().post("/api/v1/runs", json={"source": source})
+    return str(response.json()["run_id"])
+
+
 def test_a_failed_run_shows_why_its_retries_and_retrying_resumes_it(
     page: Page, ui_server: Server, tmp_path: Path
 ) -> None:
     marker = tmp_path / "broken"
-    marker.write_text("")
-    source = (
-        "name: Flaky Flow\nsteps:\n"
-        "  - {name: Load, tool: numbers, params: {n: 3}, outputs: [xs]}\n"
-        "  - name: Check\n    tool: flaky\n    inputs: {xs: xs}\n"
-        f"    params: {{marker: '{marker}'}}\n    retries: 1\n    retry_backoff: 0\n"
-        "    outputs: [checked]\n"
-    )
-    api = ui_server.client()
-    run_id = api.post("/api/v1/runs", json={"source": source}).json()["run_id"]
+    run_id = _start_flaky_run(ui_server, "Flaky Flow", marker, retries=1)
     page.goto(f"{ui_server.url}/#/runs/{run_id}")
     expect(page.locator("#run-status")).to_contain_text("failed", timeout=60_000)
     check = page.locator("li.step[data-step='Check']")
@@ -298,16 +303,8 @@ def test_an_ended_run_replaying_its_log_keeps_retry_enabled(
     # The replayed log begins with the run's "running" event; applied over the "failed"
     # the page loaded, it used to disable "Retry run" until the replay caught up, and a
     # click in that moment did nothing.
-    marker = tmp_path / "broken"
-    marker.write_text("")
-    source = (
-        "name: Failed Flow\nsteps:\n"
-        "  - {name: Load, tool: numbers, params: {n: 2}, outputs: [xs]}\n"
-        f"  - {{name: Check, tool: flaky, inputs: {{xs: xs}}, params: {{marker: '{marker}'}}, "
-        "outputs: [checked]}\n"
-    )
+    run_id = _start_flaky_run(ui_server, "Failed Flow", tmp_path / "broken", retries=0)
     api = ui_server.client()
-    run_id = api.post("/api/v1/runs", json={"source": source}).json()["run_id"]
     deadline = time.monotonic() + 60
     while api.get(f"/api/v1/runs/{run_id}").json()["status"] != "failed":
         assert time.monotonic() < deadline, "the run did not fail"

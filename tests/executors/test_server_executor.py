@@ -18,7 +18,9 @@ def test_server_runs_execute_on_the_dask_cluster_in_its_settings(
     assert api.post("/api/v1/flows", json={"source": FLOW, "format": "yaml"}).status_code == 201
     run_id = api.post("/api/v1/runs", json={"flow": "numbers flow"}).json()["run_id"]
     run = s.wait_run(run_id)
-    assert run["status"] == "success", run
+    # On failure, say which task failed and why (the run dict alone is cut short).
+    errors = {t["step"]: t["error"] for t in run["tasks"] if t["error"]}
+    assert run["status"] == "success", (run["error"], errors)
     # The scheduler saw one cluster task per step of this run.
     keys = {str(t[0]) for t in cluster.scheduler.transition_log}
     for step in ("load", "scale", "sum"):

@@ -20,7 +20,8 @@ def test_server_runs_execute_on_the_dask_cluster_in_its_settings(
     run = s.wait_run(run_id)
     # On failure, say which task failed and why (the run dict alone is cut short).
     errors = {t["step"]: t["error"] for t in run["tasks"] if t["error"]}
-    assert run["status"] == "success", (run["error"], errors)
+    log = (s.root / "server.err").read_text()[-3000:]
+    assert run["status"] == "success", (run["error"], errors, log)
     # The scheduler saw one cluster task per step of this run.
     keys = {str(t[0]) for t in cluster.scheduler.transition_log}
     for step in ("load", "scale", "sum"):

@@ -87,6 +87,17 @@ class NotBytes(MemoryModel):
         return "[1.0]"  # type: ignore[return-value]
 
 
+class SavesAFolder(TinyModel):
+    def save(self, path: Path) -> None:
+        Path(path).mkdir()
+        (Path(path) / "weights.json").write_text(json.dumps(self.weights))
+
+
+class SavesNothing(TinyModel):
+    def save(self, path: Path) -> None:
+        pass
+
+
 SAMPLE = {"b": [1, 2.5, None, True], "a": {"nested": ("t", b"x")}, "s": {3, 1, 2}}
 
 
@@ -303,6 +314,20 @@ def test_model_in_memory_form(tmp_path: Path) -> None:
         NotMaterializable, match=r"NotBytes\.to_bytes\(\) must return bytes, not str"
     ):
         materialize(NotBytes([1.0]))
+
+    # A save that writes no single file is refused by name, and leaves nothing behind,
+    # in the engine and in the tool-side runtime alike.
+    from flowfed.artifacts.materializers import _scratch_file
+    from flowfed.runtime.toolside import materialize_value
+
+    scratch = _scratch_file().parent
+    for bad in (SavesAFolder([1.0]), SavesNothing([1.0])):
+        name = type(bad).__qualname__
+        with pytest.raises(NotMaterializable, match=rf"{name}\.save\(path\) must write a single"):
+            materialize(bad)
+        with pytest.raises(ValueError, match=rf"{name}\.save\(path\) must write a single"):
+            materialize_value("model", bad, workdir=tmp_path)
+    assert list(scratch.iterdir()) == [] and list(tmp_path.iterdir()) == []
 
     # The library's models: the same bytes as their file, so content hashes (and cache
     # keys downstream) do not depend on which way a model was stored.

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from flowfed.tools.core import model_from_bytes, model_header, model_to_bytes, split_model_bytes
+from flowfed.tools.core import model_bytes, model_from_bytes, model_header, split_model_bytes
 
 #: Every kind a :class:`Materialized` can have.
 KINDS = ("json", "numpy", "pandas", "bytes", "file", "model", "pickle")
@@ -191,26 +191,18 @@ def _scratch_file() -> Path:
 
 
 def _model(value: Any) -> Materialized:
-    cls = type(value)
-    cls_path = f"{cls.__module__}:{cls.__qualname__}"
     try:
-        body = model_to_bytes(value)
-    except TypeError as exc:
+        body = model_bytes(value, _scratch_file())
+    except (TypeError, ValueError) as exc:
         raise NotMaterializable(type_name_of(value), str(exc)) from exc
-    if body is None:
-        path = _scratch_file()
-        try:
-            value.save(path)
-            if not path.is_file():
-                raise NotMaterializable(
-                    type_name_of(value), f"{cls_path}.save(path) must write a single file at path"
-                )
-            body = path.read_bytes()
-        finally:
-            path.unlink(missing_ok=True)
     data = model_header(value) + body
+    cls = type(value)
     return Materialized(
-        "model", type_name_of(value), data, _sha256(data).hexdigest(), meta={"class": cls_path}
+        "model",
+        type_name_of(value),
+        data,
+        _sha256(data).hexdigest(),
+        meta={"class": f"{cls.__module__}:{cls.__qualname__}"},
     )
 
 

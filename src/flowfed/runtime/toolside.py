@@ -96,9 +96,9 @@ from flowfed.tools.core import (
     ToolSpec,
     build_spec,
     call_tool,
+    model_bytes,
     model_from_bytes,
     model_header,
-    model_to_bytes,
     split_model_bytes,
 )
 from flowfed.tools.loading import ImportProblem, import_one
@@ -241,11 +241,11 @@ def materialize_value(
             raise ValueError(f"output '{name}' names {path}, which is not a file")
         return "file", path.read_bytes(), "application/octet-stream"
     if getattr(type(value), "__flowfed_model__", False):
-        body = model_to_bytes(value)
-        if body is None:
-            target = Path(workdir or tempfile.mkdtemp(prefix="flowfed-model-")) / f"{name}.model"
-            value.save(target)
-            body = target.read_bytes()
+        if workdir is not None:
+            body = model_bytes(value, Path(workdir) / f"{name}.model")
+        else:
+            with tempfile.TemporaryDirectory(prefix="flowfed-model-") as tmp:
+                body = model_bytes(value, Path(tmp) / f"{name}.model")
         # The engine's model artifacts name their class in a header (what it loads them
         # with); the same framing here makes a tool-side model the same artifact.
         return "model", model_header(value) + body, "application/octet-stream"

@@ -101,6 +101,41 @@ def model_to_bytes(value: object) -> bytes | None:
     return None
 
 
+def model_bytes(value: object, path: Path) -> bytes:
+    """The bytes of model ``value``: its ``to_bytes()``, else what ``value.save(path)``
+    writes (read back, then removed).
+
+    Raises TypeError when ``to_bytes()`` returns something else than bytes, ValueError when
+    ``save`` does not write a single file at ``path``.
+
+    Example:
+        >>> import tempfile
+        >>> class M:
+        ...     def save(self, path):
+        ...         open(path, "wb").write(b"w")
+        >>> model_bytes(M(), Path(tempfile.mkdtemp()) / "m.model")
+        b'w'
+    """
+    body = model_to_bytes(value)
+    if body is not None:
+        return body
+    try:
+        value.save(path)  # type: ignore[attr-defined]
+        if not path.is_file():
+            cls = type(value)
+            raise ValueError(
+                f"{cls.__module__}:{cls.__qualname__}.save(path) must write a single file at path"
+            )
+        return path.read_bytes()
+    finally:
+        if path.is_dir():  # a save that wrote a folder: refused above, not left behind
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def model_from_bytes(cls: Any, data: bytes) -> Any:
     """``cls.from_bytes(data)`` when the class has both halves of the bytes form, else
     :data:`NotImplemented` (the caller then goes through a file and ``cls.load``)."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+import types
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +72,47 @@ def test_a_tool_error_comes_back_as_data_with_telemetry(tmp_path: Path) -> None:
     message, tb, etype = result.error
     assert message == "KeyError: 'missing'" and etype == "KeyError" and "raise KeyError" in tb
     assert [(k, p["message"]) for k, p in result.telemetry] == [("log", "about to fail")]
+
+
+def test_loading_tools_while_another_thread_imports(tmp_path: Path) -> None:
+    # A cluster worker runs tasks on several threads of one process: one of them may
+    # import a module (adding it to sys.modules) while another loads a tools file, first
+    # or edited. Thread switches every microsecond make that overlap certain here.
+    stop = threading.Event()
+
+    def importer() -> None:
+        i = 0
+        while not stop.is_set():
+            name = f"flowfed_test_fake_module_{i % 20}"
+            if sys.modules.pop(name, None) is None:
+                sys.modules[name] = types.ModuleType(name)
+            i += 1
+
+    thread = threading.Thread(target=importer, daemon=True)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    thread.start()
+    results = []
+    try:
+        for k in range(30):
+            # A new file, then the same file edited: both load paths of the worker.
+            for path in (tmp_path / f"tools_{k}.py", tmp_path / "edited_tools.py"):
+                path.write_text(f"def value() -> int:\n    return {10**k}\n")
+                call = WorkerCall(
+                    tool=f"{path}:value",
+                    config={},
+                    args={},
+                    task_id=f"t{k}",
+                    step="s",
+                    node="local",
+                    store=None,
+                    inline_max=1024,
+                )
+                results.append((run_call(call), 10**k))
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+        for i in range(20):
+            sys.modules.pop(f"flowfed_test_fake_module_{i}", None)
+    assert [(r.error, r.value) for r, _ in results] == [(None, v) for _, v in results]

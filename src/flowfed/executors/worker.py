@@ -99,15 +99,12 @@ def _tool(ref: str) -> ToolSpec:
         spec = _tools.get(version)
         if spec is not None:
             return spec
-        if version[1]:
-            stale = [
-                name
-                for name, mod in sys.modules.items()
-                if name.startswith("flowfed_tools_") and getattr(mod, "__file__", None) == path
-            ]
-            if any(k[0] == ref for k in _tools):
-                for name in stale:
-                    del sys.modules[name]
+        if version[1] and any(k[0] == ref for k in _tools):
+            # A snapshot: another thread of this worker may import a module meanwhile, and
+            # iterating sys.modules itself then fails ("dictionary changed size").
+            for name, mod in list(sys.modules.items()):
+                if name.startswith("flowfed_tools_") and getattr(mod, "__file__", None) == path:
+                    sys.modules.pop(name, None)
         saved = core._DEFAULT
         core._DEFAULT = core.Registry()
         try:

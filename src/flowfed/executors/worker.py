@@ -100,9 +100,11 @@ def _tool(ref: str) -> ToolSpec:
         if spec is not None:
             return spec
         if version[1] and any(k[0] == ref for k in _tools):
-            # A snapshot: another thread of this worker may import a module meanwhile, and
-            # iterating sys.modules itself then fails ("dictionary changed size").
-            for name, mod in list(sys.modules.items()):
+            # A copy (one C call): another thread of this worker may import a module
+            # meanwhile, and iterating sys.modules itself then fails ("dictionary changed
+            # size"). list(sys.modules.items()) is no cure: building the list allocates,
+            # the collector may run finalizers, and those let other threads in.
+            for name, mod in sys.modules.copy().items():
                 if name.startswith("flowfed_tools_") and getattr(mod, "__file__", None) == path:
                     sys.modules.pop(name, None)
         saved = core._DEFAULT

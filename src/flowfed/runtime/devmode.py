@@ -261,10 +261,10 @@ class DevClient:
         if now is None or now == self._mtime:
             return False
         self._mtime = now
-        for name, module in list(sys.modules.items()):
+        for name, module in sys.modules.copy().items():  # a copy: see executors.worker._tool
             if getattr(module, "__file__", None) and _same_file(module.__file__, source):
                 # Dropped, not reloaded in place: the next load_tool imports it afresh.
-                del sys.modules[name]
+                sys.modules.pop(name, None)
         self.say(f"reloaded {source.name} (changed on disk)")
         return True
 

@@ -77,7 +77,8 @@ def test_a_tool_error_comes_back_as_data_with_telemetry(tmp_path: Path) -> None:
 def test_loading_tools_while_another_thread_imports(tmp_path: Path) -> None:
     # A cluster worker runs tasks on several threads of one process: one of them may
     # import a module (adding it to sys.modules) while another loads a tools file, first
-    # or edited. Thread switches every microsecond make that overlap certain here.
+    # or edited. Thread switches every microsecond make the overlap likely enough here
+    # that the unfixed worker failed on every run.
     stop = threading.Event()
 
     def importer() -> None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import types
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from flowfed import tool
 from flowfed.artifacts import ArtifactStore
 from flowfed.executors.worker import StoredValue, WorkerCall, run_call, ship, unship_result
+from flowfed.tools.core import get_registry
 
 
 def test_a_value_over_the_threshold_travels_as_a_store_hash(tmp_path: Path) -> None:
@@ -117,3 +121,56 @@ def test_loading_tools_while_another_thread_imports(tmp_path: Path) -> None:
         for i in range(20):
             sys.modules.pop(f"flowfed_test_fake_module_{i}", None)
     assert [(r.error, r.value) for r, _ in results] == [(None, v) for _, v in results]
+
+
+def test_a_tools_file_loading_on_one_thread_keeps_other_threads_registrations(
+    tmp_path: Path,
+) -> None:
+    # The worker loads a flow's tools file into a private registry. A tool running on
+    # another thread meanwhile may import a module that registers tools: those belong in
+    # the process-wide registry, not in the private one of the file being loaded.
+    (tmp_path / "sync_points.py").write_text(
+        "import threading\nloading = threading.Event()\ngo = threading.Event()\n"
+    )
+    (tmp_path / "slow_tools.py").write_text(
+        "import sync_points\n"
+        "from flowfed import tool\n"
+        "sync_points.loading.set()\n"
+        "sync_points.go.wait(10)\n"
+        "@tool(version='1')\n"
+        "def slow_value() -> int:\n"
+        "    return 7\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import sync_points  # type: ignore[import-not-found]
+
+        call = WorkerCall(
+            tool=f"{tmp_path / 'slow_tools.py'}:slow_value",
+            config={},
+            args={},
+            task_id="t",
+            step="s",
+            node="local",
+            store=None,
+            inline_max=1024,
+        )
+        box: dict[str, Any] = {}
+        loader = threading.Thread(target=lambda: box.update(result=run_call(call)))
+        loader.start()
+        assert sync_points.loading.wait(10)
+        # The tools file is half imported on the loader thread: register a tool here.
+        name = f"registered_beside_a_load_{os.getpid()}"
+        tool(version="1", name=name)(lambda: 1)
+        sync_points.go.set()
+        loader.join(10)
+        registry = get_registry()
+        try:
+            assert registry.find(name) is not None
+            assert registry.find("slow_value") is None  # the file's tools stay private
+            assert box["result"].error is None and box["result"].value == 7
+        finally:
+            registry._tools.pop(name, None)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("sync_points", None)

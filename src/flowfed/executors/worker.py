@@ -107,12 +107,10 @@ def _tool(ref: str) -> ToolSpec:
             for name, mod in sys.modules.copy().items():
                 if name.startswith("flowfed_tools_") and getattr(mod, "__file__", None) == path:
                     sys.modules.pop(name, None)
-        saved = core._DEFAULT
-        core._DEFAULT = core.Registry()
-        try:
+        # This thread's registrations only: tools running on the worker's other threads
+        # keep registering (their own imports) into the process-wide registry.
+        with core.registering_into(core.Registry()):
             spec = load_tool(ref)
-        finally:
-            core._DEFAULT = saved
         _tools[version] = spec
         return spec
 

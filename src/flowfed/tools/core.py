@@ -23,10 +23,12 @@ Example:
 from __future__ import annotations
 
 import builtins
+import contextlib
+import contextvars
 import inspect
 import typing
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -489,10 +491,41 @@ def _fn_identity(fn: Callable[..., Any]) -> str:
 
 _DEFAULT = Registry()
 
+# A registry that replaces the default in one thread (or task) only, see `registering_into`.
+_OVERRIDE: contextvars.ContextVar[Registry | None] = contextvars.ContextVar(
+    "flowfed_registry", default=None
+)
+
 
 def get_registry() -> Registry:
-    """The process-wide registry that ``@tool`` and ``@register_task`` fill."""
-    return _DEFAULT
+    """The registry that ``@tool`` and ``@register_task`` fill: the process-wide one, or
+    the one :func:`registering_into` set for the calling thread."""
+    override = _OVERRIDE.get()
+    return _DEFAULT if override is None else override
+
+
+@contextlib.contextmanager
+def registering_into(registry: Registry) -> Iterator[Registry]:
+    """Send this thread's ``@tool`` registrations to ``registry`` for the block.
+
+    Other threads keep registering into the process-wide registry: a cluster worker loads
+    one flow's tools file on one thread while others run tools (which may import modules
+    that register tools of their own).
+
+    Example:
+        >>> private = Registry()
+        >>> with registering_into(private):
+        ...     @tool(version="1")
+        ...     def only_here() -> int:
+        ...         return 1
+        >>> private.find("only_here") is not None, get_registry().find("only_here")
+        (True, None)
+    """
+    token = _OVERRIDE.set(registry)
+    try:
+        yield registry
+    finally:
+        _OVERRIDE.reset(token)
 
 
 def tool(
@@ -540,7 +573,7 @@ def tool(
             allow_pickle=allow_pickle,
         )
         spec.source_version = source_version
-        (registry if registry is not None else _DEFAULT).add(spec)
+        (registry if registry is not None else get_registry()).add(spec)
         f.__flowfed_tool__ = spec  # type: ignore[attr-defined]
         return f
 
@@ -669,7 +702,7 @@ def register_task(arg: Any = None, *, registry: Registry | None = None, version:
             seed_task=True,
             description=inspect.getdoc(f) or "",
         )
-        (registry if registry is not None else _DEFAULT).add(spec)
+        (registry if registry is not None else get_registry()).add(spec)
         f.__flowfed_tool__ = spec  # type: ignore[attr-defined]
         return f
 

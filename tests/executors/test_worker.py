@@ -17,6 +17,11 @@ from flowfed.executors.worker import StoredValue, WorkerCall, run_call, ship, un
 from flowfed.tools.core import get_registry
 
 
+def _local_call(tool: str) -> WorkerCall:
+    """A call of ``tool`` (``file.py:function``) with no inputs, config or store."""
+    return WorkerCall(tool=tool, config={}, args={}, task_id="t", step="s", node="local")
+
+
 def test_a_value_over_the_threshold_travels_as_a_store_hash(tmp_path: Path) -> None:
     store = ArtifactStore(str(tmp_path / "store"))
     big = np.arange(10_000, dtype=np.int64)
@@ -63,14 +68,7 @@ def test_a_tool_error_comes_back_as_data_with_telemetry(tmp_path: Path) -> None:
         "    ctx.log('about to fail')\n"
         "    raise KeyError('missing')\n"
     )
-    call = WorkerCall(
-        tool=f"{tmp_path / 'bad_tools.py'}:boom",
-        config={},
-        args={},
-        task_id="t",
-        step="s",
-        node="local",
-    )
+    call = _local_call(f"{tmp_path / 'bad_tools.py'}:boom")
     result = run_call(call)
     assert result.error is not None
     message, tb, etype = result.error
@@ -103,17 +101,7 @@ def test_loading_tools_while_another_thread_imports(tmp_path: Path) -> None:
             # A new file, then the same file edited: both load paths of the worker.
             for path in (tmp_path / f"tools_{k}.py", tmp_path / "edited_tools.py"):
                 path.write_text(f"def value() -> int:\n    return {10**k}\n")
-                call = WorkerCall(
-                    tool=f"{path}:value",
-                    config={},
-                    args={},
-                    task_id=f"t{k}",
-                    step="s",
-                    node="local",
-                    store=None,
-                    inline_max=1024,
-                )
-                results.append((run_call(call), 10**k))
+                results.append((run_call(_local_call(f"{path}:value")), 10**k))
     finally:
         stop.set()
         thread.join()
@@ -145,16 +133,7 @@ def test_a_tools_file_loading_on_one_thread_keeps_other_threads_registrations(
     try:
         import sync_points  # type: ignore[import-not-found]
 
-        call = WorkerCall(
-            tool=f"{tmp_path / 'slow_tools.py'}:slow_value",
-            config={},
-            args={},
-            task_id="t",
-            step="s",
-            node="local",
-            store=None,
-            inline_max=1024,
-        )
+        call = _local_call(f"{tmp_path / 'slow_tools.py'}:slow_value")
         box: dict[str, Any] = {}
         loader = threading.Thread(target=lambda: box.update(result=run_call(call)))
         loader.start()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
@@ -304,11 +303,7 @@ def test_an_ended_run_replaying_its_log_keeps_retry_enabled(
     # the page loaded, it used to disable "Retry run" until the replay caught up, and a
     # click in that moment did nothing.
     run_id = _start_flaky_run(ui_server, "Failed Flow", tmp_path / "broken", retries=0)
-    api = ui_server.client()
-    deadline = time.monotonic() + 60
-    while api.get(f"/api/v1/runs/{run_id}").json()["status"] != "failed":
-        assert time.monotonic() < deadline, "the run did not fail"
-        time.sleep(0.1)
+    assert ui_server.wait_run(run_id)["status"] == "failed"
     # Count every time the button goes from enabled to disabled, however briefly. Frames
     # are made to come after every event (the page applies a frame's events at once), as
     # on a slow link, where the replay spans many frames.

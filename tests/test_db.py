@@ -187,6 +187,136 @@ def test_sqlite_ddl_file_matches_models(tmp_path: Path) -> None:
     assert write_sqlite_ddl(out) and out.read_text(encoding="utf-8") == compiled
 
 
+def test_sqlite_template_holds_the_schema_the_ddl_makes(tmp_path: Path) -> None:
+    import gzip
+    import sqlite3
+
+    from flowfed.db.schema import SQLITE_TEMPLATE_PATH
+    from flowfed.db.sqlite_ddl import (
+        WRITE_SQLITE_DDL_COMMAND,
+        build_sqlite_template,
+        catalog_contents,
+        main,
+        template_problem,
+        write_sqlite_template,
+    )
+
+    assert template_problem() is None, (
+        f"{SQLITE_TEMPLATE_PATH.name} is stale; regenerate it with "
+        f"`{WRITE_SQLITE_DDL_COMMAND}` and commit it"
+    )
+    held = catalog_contents(gzip.decompress(SQLITE_TEMPLATE_PATH.read_bytes()))
+    assert held["alembic_version"] == [HEAD_REVISION] and held["journal_mode"] == "wal"
+    assert len(held["objects"]) > 30  # type: ignore[arg-type]
+    assert main(["--check-sqlite-ddl"]) == 0
+
+    out = tmp_path / "t.db.gz"
+    assert write_sqlite_template(out) and not write_sqlite_template(out)
+    # A template stamped with another revision is found out, and rewritten.
+    stale = tmp_path / "stale.db"
+    stale.write_bytes(gzip.decompress(build_sqlite_template()))
+    conn = sqlite3.connect(stale)
+    conn.execute("UPDATE alembic_version SET version_num = '0001'")
+    conn.commit()
+    conn.close()
+    out.write_bytes(gzip.compress(stale.read_bytes()))
+    assert "stamped ['0001']" in (template_problem(out) or "")
+    assert write_sqlite_template(out) and template_problem(out) is None
+    out.write_bytes(b"not gzip")
+    assert "cannot be read" in (template_problem(out) or "")
+
+
+def test_a_new_sqlite_catalog_is_copied_from_the_template(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flowfed.db.database as database_module
+
+    reference = Database(f"sqlite:///{tmp_path / 'reference.db'}")
+    reference.upgrade()  # the DDL path
+    # The DDL is not executed for a new file: the copy already holds the schema.
+    monkeypatch.setattr(database_module, "sqlite_ddl_statements", _no_ddl)
+    copied = Database(f"sqlite:///{tmp_path / 'copied.db'}")
+    try:
+        copied.ensure_schema()
+        assert copied.current_revision() == HEAD_REVISION
+        assert _sqlite_schema(copied) == _sqlite_schema(reference)
+        with copied.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert copied.sqlite_path() == tmp_path / "copied.db"
+    finally:
+        copied.close()
+        reference.close()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def _no_ddl() -> tuple[str, ...]:
+    raise AssertionError("the DDL ran for a catalog the template should have made")
+
+
+def test_without_a_usable_template_a_new_catalog_gets_the_ddl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flowfed.db.schema as schema_module
+
+    monkeypatch.setattr(schema_module, "SQLITE_TEMPLATE_PATH", tmp_path / "missing.db.gz")
+    database = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    try:
+        database.ensure_schema()
+        assert database.current_revision() == HEAD_REVISION
+    finally:
+        database.close()
+    # An existing (here empty) file is never replaced: the DDL makes its schema.
+    monkeypatch.undo()
+    (tmp_path / "empty.db").write_bytes(b"")
+    assert not schema_module.create_from_template(tmp_path / "empty.db")
+    database = Database(f"sqlite:///{tmp_path / 'empty.db'}")
+    try:
+        database.ensure_schema()
+        assert database.current_revision() == HEAD_REVISION
+    finally:
+        database.close()
+    # A folder that does not exist: no copy, nothing left behind.
+    assert not schema_module.create_from_template(tmp_path / "nowhere" / "c.db")
+    assert not (tmp_path / "nowhere").exists()
+    # In-memory and PostgreSQL catalogs have no file.
+    for url in ("sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory&uri=true"):
+        assert Database(url).sqlite_path() is None, url
+    assert Database("postgresql://u@localhost/db").sqlite_path() is None
+
+
+def test_many_first_runs_creating_one_catalog_at_once(tmp_path: Path) -> None:
+    import threading
+
+    from flowfed.db.schema import create_from_template
+
+    path = tmp_path / "shared.db"
+    start = threading.Barrier(8)
+    made: list[bool] = []
+    errors: list[BaseException] = []
+
+    def first_run() -> None:
+        try:
+            start.wait()
+            made.append(create_from_template(path))
+            database = Database(f"sqlite:///{path}")
+            try:
+                database.ensure_schema()
+                assert database.current_revision() == HEAD_REVISION
+            finally:
+                database.close()
+        except BaseException as exc:  # reported below, on the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_run) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert made.count(True) == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
 def _sqlite_schema(database: Database) -> set[tuple[str, str, str, str | None]]:
     """Every object in sqlite_master, its SQL with trailing blanks stripped from lines."""
     with database.engine.connect() as conn:

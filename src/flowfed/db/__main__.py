@@ -1,4 +1,4 @@
-"""``python -m flowfed.db --write-sqlite-ddl``: regenerate ``schema_sqlite.sql``.
+"""``python -m flowfed.db --write-sqlite-ddl``: regenerate ``schema_sqlite.sql`` and its template.
 
 A package entry point rather than ``python -m flowfed.db.schema``: importing the package
 already imports ``flowfed.db.schema``, and runpy warns about running a loaded module.

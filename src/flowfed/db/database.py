@@ -33,6 +33,7 @@ from flowfed.db.schema import (
     HEAD_REVISION,
     SchemaOutOfDate,
     alembic_config,
+    create_from_template,
     sqlite_ddl_statements,
 )
 from flowfed.db.writer import Writer
@@ -142,13 +143,32 @@ class Database:
         return None if row is None else str(row[0])
 
     def ensure_schema(self, auto_upgrade: bool = True) -> None:
-        """Make sure the schema is at :data:`HEAD_REVISION`, upgrading if allowed."""
+        """Make sure the schema is at :data:`HEAD_REVISION`, upgrading if allowed.
+
+        A SQLite catalog file that does not exist yet starts as a copy of the packaged
+        empty catalog (:func:`flowfed.db.schema.create_from_template`), already at the
+        head revision; if that copy cannot be made, :meth:`upgrade` creates the schema.
+        """
+        if auto_upgrade:
+            path = self.sqlite_path()
+            if path is not None:
+                create_from_template(path)
         found = self.current_revision()
         if found == HEAD_REVISION:
             return
         if not auto_upgrade:
             raise SchemaOutOfDate(found)
         self.upgrade()
+
+    def sqlite_path(self) -> Path | None:
+        """The file of a SQLite catalog; None for PostgreSQL and in-memory databases."""
+        url = self.engine.url
+        if url.get_backend_name() != "sqlite" or url.query:
+            return None  # URI options such as mode=memory: let SQLite interpret them
+        name = url.database
+        if not name or name == ":memory:" or name.startswith("file:"):
+            return None
+        return Path(name)
 
     def upgrade(self, *, migrate: bool = False) -> None:
         """Run ``alembic upgrade head`` on this database.

@@ -161,7 +161,14 @@ class Database:
         self.upgrade()
 
     def sqlite_path(self) -> Path | None:
-        """The file of a SQLite catalog; None for PostgreSQL and in-memory databases."""
+        """The file of a SQLite catalog; None for PostgreSQL and in-memory databases.
+
+        Example:
+            >>> Database("sqlite:///home/flowfed.db").sqlite_path()
+            PosixPath('home/flowfed.db')
+            >>> Database("sqlite://").sqlite_path() is None
+            True
+        """
         url = self.engine.url
         if url.get_backend_name() != "sqlite" or url.query:
             return None  # URI options such as mode=memory: let SQLite interpret them

@@ -80,6 +80,30 @@ def test_python_flows_are_validated_like_files() -> None:
         prepare(_flow(Step(name="x", tool="nope")))
 
 
+def test_a_flow_runs_in_memory_for_its_own_tests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # docs/flows.md, "Testing a flow": an in-memory catalog and store, nothing on disk.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FLOWFED_HOME", str(tmp_path / "home"))
+    flow = _flow(Step(name="peek", tool="api_peek", inputs={"blob": "blob"}, outputs=["info"]))
+    memory = {"database_url": "sqlite://", "artifacts_url": "memory://flowfed-api-test"}
+    first = run_flow(flow, **memory)
+    assert first.status == "success", first.error
+    assert first.value("info") == {"size": 3, "hash": first.outputs["blob"].hash, "reads": 0}
+    rows = {a["name"]: a for a in first.to_dict()["artifacts"]}
+    assert set(rows) == {"blob", "info"}
+    assert all(len(r["hash"]) == 64 and r["version"] == 1 for r in rows.values())
+    assert [t.state for t in first.view.tasks["peek"]] == ["finished"]
+    # Each run gets a catalog of its own: nothing is cached from the first run, and the
+    # versions start again at 1.
+    second = run_flow(flow, **memory)
+    assert second.status == "success"
+    assert not any(t["cached"] for s in second.to_dict()["steps"] for t in s["tasks"])
+    assert {a["version"] for a in second.to_dict()["artifacts"]} == {1}
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_any_fsspec_url_can_hold_the_artifacts(tmp_path: Path) -> None:
     from flowfed.artifacts import INLINE_MAX_BYTES
 

@@ -18,7 +18,12 @@ from sqlalchemy import create_mock_engine
 from sqlalchemy.schema import CreateIndex
 
 from flowfed.db import models
-from flowfed.db.schema import HEAD_REVISION, SQLITE_DDL_PATH, SQLITE_TEMPLATE_PATH
+from flowfed.db.schema import (
+    HEAD_REVISION,
+    SQLITE_DDL_PATH,
+    SQLITE_TEMPLATE_PATH,
+    sqlite_ddl_statements,
+)
 
 WRITE_SQLITE_DDL_COMMAND = "python -m flowfed.db --write-sqlite-ddl"
 
@@ -145,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.write_sqlite_ddl:
-        # The DDL first: the template is made by executing it.
+        # The DDL first: the template is made by executing it (as read now, not as cached).
+        ddl_changed = write_sqlite_ddl()
+        sqlite_ddl_statements.cache_clear()
         for path, changed in (
-            (SQLITE_DDL_PATH, write_sqlite_ddl()),
+            (SQLITE_DDL_PATH, ddl_changed),
             (SQLITE_TEMPLATE_PATH, write_sqlite_template()),
         ):
             print(f"{path}: {'rewritten' if changed else 'already up to date'}")

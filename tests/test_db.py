@@ -259,22 +259,12 @@ def test_without_a_usable_template_a_new_catalog_gets_the_ddl(
     import flowfed.db.schema as schema_module
 
     monkeypatch.setattr(schema_module, "SQLITE_TEMPLATE_PATH", tmp_path / "missing.db.gz")
-    database = Database(f"sqlite:///{tmp_path / 'a.db'}")
-    try:
-        database.ensure_schema()
-        assert database.current_revision() == HEAD_REVISION
-    finally:
-        database.close()
+    _open_at_head(tmp_path / "a.db")
     # An existing (here empty) file is never replaced: the DDL makes its schema.
     monkeypatch.undo()
     (tmp_path / "empty.db").write_bytes(b"")
     assert not schema_module.create_from_template(tmp_path / "empty.db")
-    database = Database(f"sqlite:///{tmp_path / 'empty.db'}")
-    try:
-        database.ensure_schema()
-        assert database.current_revision() == HEAD_REVISION
-    finally:
-        database.close()
+    _open_at_head(tmp_path / "empty.db")
     # A folder that does not exist: no copy, nothing left behind.
     assert not schema_module.create_from_template(tmp_path / "nowhere" / "c.db")
     assert not (tmp_path / "nowhere").exists()
@@ -282,6 +272,16 @@ def test_without_a_usable_template_a_new_catalog_gets_the_ddl(
     for url in ("sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory&uri=true"):
         assert Database(url).sqlite_path() is None, url
     assert Database("postgresql://u@localhost/db").sqlite_path() is None
+
+
+def _open_at_head(path: Path) -> None:
+    """Open the SQLite catalog ``path`` as a run does, and check it is at the head."""
+    database = Database(f"sqlite:///{path}")
+    try:
+        database.ensure_schema()
+        assert database.current_revision() == HEAD_REVISION
+    finally:
+        database.close()
 
 
 def test_many_first_runs_creating_one_catalog_at_once(tmp_path: Path) -> None:
@@ -298,12 +298,7 @@ def test_many_first_runs_creating_one_catalog_at_once(tmp_path: Path) -> None:
         try:
             start.wait()
             made.append(create_from_template(path))
-            database = Database(f"sqlite:///{path}")
-            try:
-                database.ensure_schema()
-                assert database.current_revision() == HEAD_REVISION
-            finally:
-                database.close()
+            _open_at_head(path)
         except BaseException as exc:  # reported below, on the main thread
             errors.append(exc)
 

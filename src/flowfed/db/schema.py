@@ -89,7 +89,7 @@ def sqlite_ddl_statements() -> tuple[str, ...]:
     return tuple(sql.strip() for sql in body.split(";") if sql.strip())
 
 
-def create_from_template(path: Path, template: Path | None = None) -> bool:
+def create_from_template(path: Path) -> bool:
     """Create the SQLite catalog ``path`` as a copy of the packaged empty catalog.
 
     Returns False, having written nothing, when ``path`` already exists or the copy cannot
@@ -112,7 +112,7 @@ def create_from_template(path: Path, template: Path | None = None) -> bool:
     if path.exists():
         return False
     try:
-        data = gzip.decompress((template or SQLITE_TEMPLATE_PATH).read_bytes())
+        data = gzip.decompress(SQLITE_TEMPLATE_PATH.read_bytes())
     except (OSError, EOFError, zlib.error):
         return False
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")

@@ -111,13 +111,16 @@ def catalog_contents(data: bytes) -> dict[str, object]:
     return {"objects": objects, "alembic_version": stamp, "journal_mode": journal}
 
 
-def template_problem(path: Path = SQLITE_TEMPLATE_PATH) -> str | None:
-    """Why the template at ``path`` is not what the DDL makes today, or None."""
+def template_problem(path: Path = SQLITE_TEMPLATE_PATH, fresh: bytes | None = None) -> str | None:
+    """Why the template at ``path`` is not what the DDL makes today, or None.
+
+    ``fresh`` is :func:`build_sqlite_template`'s result when the caller already has it.
+    """
     try:
         held = catalog_contents(gzip.decompress(path.read_bytes()))
     except (OSError, EOFError, gzip.BadGzipFile, sqlite3.DatabaseError) as exc:
         return f"{path} cannot be read: {exc}"
-    want = catalog_contents(gzip.decompress(build_sqlite_template()))
+    want = catalog_contents(gzip.decompress(fresh or build_sqlite_template()))
     if held["alembic_version"] != [HEAD_REVISION]:
         return f"{path} is stamped {held['alembic_version']}, not [{HEAD_REVISION!r}]"
     if held != want:
@@ -127,9 +130,10 @@ def template_problem(path: Path = SQLITE_TEMPLATE_PATH) -> str | None:
 
 def write_sqlite_template(path: Path = SQLITE_TEMPLATE_PATH) -> bool:
     """(Re)write the template unless it already holds today's schema; True if written."""
-    if path.exists() and template_problem(path) is None:
+    fresh = build_sqlite_template()  # built once: compared, then written if it differs
+    if path.exists() and template_problem(path, fresh) is None:
         return False
-    path.write_bytes(build_sqlite_template())
+    path.write_bytes(fresh)
     return True
 
 

@@ -94,13 +94,16 @@ def load_file(path: Path) -> dict[str, Any]:
     from pydantic import ValidationError
 
     from flowfed.server.triggers.model import TriggerSpec
+    from flowfed.spec.limits import InputLimitError, load_yaml
 
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         _fail(f"cannot read {path}: {exc.strerror or exc}")
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, str(path))  # bounded: aliases, nesting, size
+    except InputLimitError as exc:
+        _fail(str(exc.diagnostics[0]))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

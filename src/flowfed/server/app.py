@@ -28,6 +28,7 @@ from flowfed import __version__
 from flowfed.db import Database
 from flowfed.server.metrics import MetricsMiddleware, ServerMetrics
 from flowfed.server.settings import ServerSettings
+from flowfed.spec.limits import MAX_DEPTH, json_depth_exceeds
 
 log = logging.getLogger("flowfed.server")
 
@@ -137,8 +138,15 @@ def close_bus(bus: Any) -> None:
         close()
 
 
+def _may_be_json(scope: Scope) -> bool:
+    """Whether FastAPI would parse this request's body as JSON (JSON or no content type)."""
+    ctype = dict(scope.get("headers") or []).get(b"content-type", b"").lower()
+    return not ctype or b"json" in ctype
+
+
 class BodyLimitMiddleware:
-    """413 for request bodies over the limit, by Content-Length or by the bytes streamed.
+    """413 for request bodies over the limit, by Content-Length or by the bytes streamed;
+    422 for a JSON body nested deeper than :data:`flowfed.spec.limits.MAX_DEPTH`.
 
     The body is read here, up to the limit, before the app sees it: a chunked upload that
     never declares its size is cut off at ``max_bytes`` instead of being buffered whole.
@@ -178,7 +186,21 @@ class BodyLimitMiddleware:
             chunks.append(body)
             more = message.get("more_body", False)
         else:
-            pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+            body = b"".join(chunks)
+            if _may_be_json(scope) and json_depth_exceeds(body):
+                # Refused before json.loads and pydantic recurse into it (a 500 otherwise).
+                await self._reject(
+                    scope,
+                    send,
+                    422,
+                    "input-limit",
+                    "Input over a limit",
+                    f"the JSON body nests objects and arrays deeper than the limit of "
+                    f"{MAX_DEPTH} levels",
+                    limit="depth",
+                )
+                return
+            pending = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def replay() -> Message:
             if pending:
@@ -187,21 +209,31 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
+    async def _reject(
+        self,
+        scope: Scope,
+        send: Send,
+        status: int = 413,
+        kind: str = "body-too-large",
+        title: str = "Content Too Large",
+        detail: str = "",
+        limit: str = "size",
+    ) -> None:
         body = json.dumps(
             {
-                "type": "urn:flowfed:problem:body-too-large",
-                "title": "Content Too Large",
-                "status": 413,
-                "detail": f"the request body is larger than the server's limit of "
-                f"{self.max_bytes} bytes",
+                "type": f"urn:flowfed:problem:{kind}",
+                "title": title,
+                "status": status,
+                "detail": detail
+                or f"the request body is larger than the server's limit of {self.max_bytes} bytes",
                 "instance": scope.get("path"),
+                "limit": limit,
             }
         ).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": status,
                 "headers": [
                     (b"content-type", b"application/problem+json"),
                     (b"content-length", str(len(body)).encode()),

@@ -127,7 +127,7 @@ async def _read_client(websocket: WebSocket) -> None:
             return
         try:
             json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
             await websocket.close(code=1003, reason="messages must be JSON")
             return
 
@@ -143,7 +143,7 @@ async def _auth_message(websocket: WebSocket) -> str | None:
         return None
     try:
         msg = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         await websocket.close(code=1003, reason="messages must be JSON")
         return None
     token = msg.get("token") if isinstance(msg, dict) and msg.get("type") == "auth" else None

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flowfed.db import AmbiguousRef
 from flowfed.spec.diagnostics import Diagnostic, FlowError
+from flowfed.spec.limits import InputLimitError
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -200,6 +201,18 @@ def install_handlers(app: FastAPI) -> None:
 
     async def on_flow_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, FlowError)
+        if isinstance(exc, InputLimitError):
+            # A limit, not a mistake in the flow: 413 for size, 422 for the others,
+            # with the problem naming the limit crossed.
+            return problem_response(
+                request,
+                exc.status,
+                str(exc.diagnostics[0]),
+                kind="input-too-large" if exc.status == 413 else "input-limit",
+                title="Input over a limit",
+                errors=diagnostics_items(exc.diagnostics),
+                extra={"limit": exc.limit},
+            )
         n = len(exc.diagnostics)
         return problem_response(
             request,
@@ -210,11 +223,25 @@ def install_handlers(app: FastAPI) -> None:
             errors=diagnostics_items(exc.diagnostics),
         )
 
+    async def on_recursion(request: Request, exc: Exception) -> JSONResponse:
+        # The last line of defence behind the input limits: whatever nested too deep for
+        # the interpreter came from the request, so it is the request's problem.
+        log.warning("input nested too deeply on %s %s", request.method, request.url.path)
+        return problem_response(
+            request,
+            422,
+            "the input is nested too deeply to process",
+            kind="input-limit",
+            title="Input over a limit",
+            extra={"limit": "depth"},
+        )
+
     async def on_ambiguous(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(request, 400, str(exc), kind="ambiguous-reference")
 
     app.add_exception_handler(FlowError, on_flow_error)
     app.add_exception_handler(AmbiguousRef, on_ambiguous)
+    app.add_exception_handler(RecursionError, on_recursion)
     app.add_exception_handler(ProblemError, on_problem)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)

@@ -22,6 +22,7 @@ import yaml
 from pydantic import ValidationError
 
 from flowfed.collector import paused
+from flowfed.spec import limits
 from flowfed.spec.diagnostics import Diagnostic, FlowError
 from flowfed.spec.models import END, Flow
 
@@ -74,13 +75,26 @@ class LoadedFlow:
 def load_flow(path: str | Path) -> LoadedFlow:
     """Load and schema-validate a flow file (``.yaml``, ``.yml`` or ``.json``).
 
-    Raises :class:`FlowError` with located diagnostics on any problem.
+    Raises :class:`FlowError` with located diagnostics on any problem, among them
+    :class:`~flowfed.spec.limits.InputLimitError` for a file over the limits of
+    :mod:`flowfed.spec.limits` (size, nesting, values with aliases expanded).
     """
     p = Path(path)
     if not p.exists():
         raise FlowError([Diagnostic(f"flow file not found: {p}", file=str(p))])
     if p.is_dir():
         raise FlowError([Diagnostic(f"{p} is a directory, not a flow file", file=str(p))])
+    try:
+        size = p.stat().st_size
+    except OSError:
+        size = 0
+    if size > limits.MAX_DOCUMENT_BYTES:
+        # Refused before reading: a huge file would cost its size in memory first.
+        raise limits.InputLimitError(
+            "size",
+            f"the document is {size:,} bytes, over the limit of {limits.MAX_DOCUMENT_BYTES:,}",
+            str(p),
+        )
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -104,8 +118,16 @@ def parse_flow_text(text: str, filename: str = "<flow>", *, under: str | None = 
 
 
 def _parse_flow_text(text: str, filename: str, under: str | None) -> LoadedFlow:
+    # Before anything is built: an alias bomb, a deep nest or a huge flat list is refused
+    # here, after one flat pass over the parser's events (see flowfed.spec.limits).
+    limits.check_yaml(text, filename)
     is_json = filename.endswith(".json") or text.lstrip().startswith("{")
     if is_json:
+        if limits.json_depth_exceeds(text):
+            # JSON that YAML could not scan (e.g. tabs) was not depth-checked yet.
+            raise limits.InputLimitError(
+                "depth", f"nesting deeper than {limits.MAX_DEPTH} levels", filename
+            )
         try:
             json.loads(text)
         except json.JSONDecodeError as exc:

@@ -236,7 +236,11 @@ def decode_token(key: bytes, token: str) -> dict[str, Any] | None:
 
 
 def verify_access_token(db: Database, key: bytes, token: str) -> tuple[str, str, str, str] | None:
-    """``(client_id, name, role, scope)`` for a valid token of a live client, else None."""
+    """``(client_id, name, role, scope)`` for a valid token of a live client, else None.
+
+    None also when the token claims a scope its client is not registered for, however
+    valid its signature.
+    """
     claims = decode_token(key, token)
     if claims is None:
         return None
@@ -246,9 +250,14 @@ def verify_access_token(db: Database, key: bytes, token: str) -> tuple[str, str,
     c = m.oauth_clients
     with db.engine.connect() as conn:
         row = conn.execute(
-            select(c.c.name, c.c.role, c.c.revoked_at).where(c.c.id == row_id)
+            select(c.c.name, c.c.role, c.c.scope, c.c.revoked_at).where(c.c.id == row_id)
         ).first()
     if row is None or row.revoked_at is not None or row.role != claims["role"]:
+        return None
+    # A valid signature proves who signed, not what the client may do: every scope the
+    # token claims must be one its client is registered for, so a token minted with a
+    # leaked key (or issued before the client's scopes were narrowed) gets no more.
+    if not set(claims["scope"].split()) <= set(row.scope.split()):
         return None
     return CLIENT_PREFIX + row_id, row.name, row.role, claims["scope"]
 

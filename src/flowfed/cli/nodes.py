@@ -209,3 +209,278 @@ def nodes_remove(
     if not _on_server_db(database_url, remove_node, name):
         _fail(f"no node named '{name}' (see `flowfed nodes list`)")
     out.print(f"node '{name}' removed")
+
+
+# -- the node's own journal (audit log, logs, errors, approvals): read where it lives --------
+
+_WORK_DIR_HELP = "The node's --work-dir, as given to `flowfed node start`."
+_WORK_DIR = Path(".flowfed-node")
+
+
+def _journal(work_dir: Path) -> Any:
+    """The NodeJournal of an existing work dir; a missing one is an error, never created."""
+    from flowfed.cli.main import _fail
+    from flowfed.node.journal import NodeJournal
+
+    if not work_dir.is_dir():
+        _fail(
+            f"no node work directory at {work_dir} (give --work-dir, the one "
+            "`flowfed node start` uses)"
+        )
+    return NodeJournal(work_dir)
+
+
+def _when(ts: Any) -> str:
+    # ISO-8601 UTC as the journal writes it, cut to the second for a table.
+    return str(ts or "")[:19].replace("T", " ")
+
+
+def _audit_summary(event: dict[str, Any]) -> str:
+    """One line per audit event for the table; --json shows everything."""
+    kind = event.get("kind")
+    get = event.get
+    if kind in ("task.admitted", "task.refused"):
+        text = f"{get('tool')}@{get('tool_version')} by {get('principal')} (flow {get('flow')})"
+        if kind == "task.refused":
+            text += f" refused, rule {get('rule')}: {get('reason')}"
+        return text
+    if kind == "egress.released":
+        return (
+            f"{get('output')} ({get('output_kind') or get('category') or ''} {get('size')} B, "
+            f"{get('rows')} rows) {str(get('hash'))[:12]}"
+        ).replace("( ", "(")
+    if kind == "egress.refused":
+        return f"{get('output')} refused, rule {get('rule')}: {get('reason')}"
+    if kind == "task.finished":
+        outputs = get("outputs") or {}
+        return f"{len(outputs)} output(s): " + ", ".join(sorted(outputs))
+    if kind == "task.failed":
+        return f"{get('type')} (error {get('error_id')})"
+    if kind == "approval.requested":
+        return f"{get('for')} {get('key')} waits ({get('request_id')})"
+    if kind == "approval.granted":
+        return f"{get('for')} {get('key')} approved by {get('by')} ({get('request_id')})"
+    if kind == "node.started":
+        return f"node {get('node')}, policy {str(get('policy'))[:12]}, runner {get('runner')}"
+    rest = {k: v for k, v in event.items() if k not in ("kind", "task_id", "run_id")}
+    return json.dumps(rest, default=str)[:200]
+
+
+@node_app.command("audit")
+def node_audit(
+    work_dir: Annotated[Path, typer.Option("--work-dir", help=_WORK_DIR_HELP)] = _WORK_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Check the hash chain (exit 1 if it is broken).")
+    ] = False,
+    task: Annotated[
+        str | None, typer.Option("--task", help="Only the entries of this task id.")
+    ] = None,
+) -> None:
+    """The node's audit log: what ran, what left and what was refused (hash-chained)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from flowfed.cli.main import out
+
+    journal = _journal(work_dir)
+    if verify:
+        problems = journal.verify()
+        count = len(journal.entries())
+        seq, head = journal.head()
+        if as_json:
+            print(json.dumps({"ok": not problems, "entries": count, "head": head,
+                              "problems": problems}))  # fmt: skip
+        elif problems:
+            for problem in problems:
+                print(f"{journal.audit_path}: {problem}")
+            print(f"audit chain BROKEN: {len(problems)} problem(s) in {count} entries")
+        elif count == 0:
+            print("no audit entries")
+        else:
+            print(f"audit chain intact: {count} entries (head seq {seq}, {head})")
+        raise typer.Exit(1 if problems else 0)
+    entries = journal.entries()
+    if task is not None:
+        entries = [
+            e
+            for e in entries
+            if task in (e["event"].get("task_id"), (e["event"].get("details") or {}).get("task_id"))
+        ]
+    if as_json:
+        for entry in entries:
+            print(json.dumps(entry))
+        return
+    if not entries:
+        print("no audit entries" + (f" for task {task}" if task else ""))
+        return
+    table = Table("seq", "time (UTC)", "kind", "task", "summary")
+    for e in entries:
+        ev = e["event"]
+        task_id = ev.get("task_id") or (ev.get("details") or {}).get("task_id") or ""
+        table.add_row(
+            str(e["seq"]),
+            _when(e["ts"]),
+            Text(str(ev.get("kind"))),
+            Text(str(task_id)[:12]),
+            Text(_audit_summary(ev)),
+        )
+    out.print(table)
+
+
+@node_app.command("logs")
+def node_logs(
+    task_id: Annotated[str, typer.Argument(metavar="TASK_ID", help="The task's id.")],
+    work_dir: Annotated[Path, typer.Option("--work-dir", help=_WORK_DIR_HELP)] = _WORK_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """The logs a task wrote on this node (they stay here unless the policy shares them)."""
+    from flowfed.cli.main import _fail
+    from flowfed.node.journal import JournalError
+
+    journal = _journal(work_dir)
+    try:
+        if not journal.has_logs(task_id):
+            _fail(f"no logs of task {task_id} in {journal.logs_dir}")
+        lines = journal.logs(task_id)
+    except JournalError as exc:
+        _fail(str(exc))
+    for line in lines:
+        if as_json:
+            print(json.dumps(line))
+        else:
+            print(
+                f"{_when(line.get('ts'))} {str(line.get('level')).upper():7} {line.get('message')}"
+            )
+
+
+@node_app.command("errors")
+def node_errors(
+    error_id: Annotated[
+        str | None,
+        typer.Argument(metavar="ERROR_ID", help="Show this error in full (err-...)."),
+    ] = None,
+    work_dir: Annotated[Path, typer.Option("--work-dir", help=_WORK_DIR_HELP)] = _WORK_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The errors kept on this node, or one in full with its traceback."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from flowfed.cli.main import _fail, out
+
+    journal = _journal(work_dir)
+    if error_id is not None:
+        report = journal.get_error(error_id)
+        if report is None:
+            _fail(f"no error {error_id} in {journal.errors_path} (see `flowfed node errors`)")
+        if as_json:
+            print(json.dumps(report))
+            return
+        print(f"error {report['id']} at {report.get('ts')}, task {report.get('task_id')}")
+        print(f"{report.get('type')}: {report.get('message')}")
+        for key, value in (report.get("context") or {}).items():
+            print(f"  {key}: {value}")
+        if report.get("traceback"):
+            print(str(report["traceback"]).rstrip())
+        return
+    summaries = journal.errors()
+    if as_json:
+        for summary in summaries:
+            print(json.dumps(summary))
+        return
+    if not summaries:
+        print("no errors kept on this node")
+        return
+    table = Table("time (UTC)", "task", "type", "message")
+    table.add_column("id", no_wrap=True, min_width=16)
+    for s in summaries:
+        table.add_row(
+            _when(s["ts"]),
+            Text(str(s["task_id"])[:12]),
+            Text(str(s["type"])),
+            Text(str(s["message"])),
+            str(s["id"]),
+        )
+    out.print(table)
+
+
+@node_app.command("approvals")
+def node_approvals(
+    work_dir: Annotated[Path, typer.Option("--work-dir", help=_WORK_DIR_HELP)] = _WORK_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Approval requests of new tools and users: pending and granted."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from flowfed.cli.main import _fail, out
+    from flowfed.node.journal import JournalError
+
+    journal = _journal(work_dir)
+    try:
+        pending, approved = journal.pending(), journal.approved()
+    except JournalError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps({"pending": pending, "approved": approved}))
+        return
+    if not pending and not approved:
+        print("no approval requests")
+        return
+    # The id is what the operator copies into `node approve`: never cut or wrapped.
+    table = Table("status", "kind", "key", "asked by")
+    table.add_column("id", no_wrap=True, min_width=16)
+    for r in [*pending, *approved]:
+        details = r.get("details") or {}
+        asked = ", ".join(str(details[k]) for k in ("principal", "flow") if details.get(k))
+        status = str(r["status"]) + (f" by {r['by']}" if r.get("by") else "")
+        table.add_row(
+            Text(status),
+            str(r["kind"]),
+            Text(str(r["key"]), overflow="fold"),
+            Text(asked),
+            str(r["id"]),
+        )
+    out.print(table)
+    if pending:
+        print(f"{len(pending)} pending: `flowfed node approve ID` (or --all)")
+
+
+@node_app.command("approve")
+def node_approve(
+    request: Annotated[
+        str | None,
+        typer.Argument(metavar="ID_OR_KEY", help="The request id (apr-...) or its key."),
+    ] = None,
+    work_dir: Annotated[Path, typer.Option("--work-dir", help=_WORK_DIR_HELP)] = _WORK_DIR,
+    approve_all: Annotated[
+        bool, typer.Option("--all", help="Approve every pending request.")
+    ] = False,
+    by: Annotated[
+        str | None,
+        typer.Option("--by", help="Who approves, for the audit log (default: your user name)."),
+    ] = None,
+) -> None:
+    """Approve a waiting tool or user; the node's waiting tasks go on at once."""
+    from flowfed.cli.main import _fail
+    from flowfed.node.journal import JournalError
+
+    if (request is None) == (not approve_all):
+        _fail("give one request id or key, or --all (not both)")
+    journal = _journal(work_dir)
+    if by is None:
+        import getpass
+
+        try:
+            by = getpass.getuser()
+        except (KeyError, OSError):  # no user name in a bare container
+            by = "operator"
+    try:
+        done = journal.approve_all(by=by) if request is None else [journal.approve(request, by=by)]
+    except JournalError as exc:
+        _fail(str(exc))
+    if approve_all and not done:
+        print("nothing pending")
+    for r in done:
+        print(f"approved {r['kind']} {r['key']} ({r['id']}) by {r['by']}")

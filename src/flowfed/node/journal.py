@@ -413,7 +413,7 @@ class NodeJournal:
         if not valid_task_id(task_id):
             raise JournalError(
                 f"task id {task_id!r:.80} is not a safe name (1-128 letters, digits, '_', "
-                "'.', '-', not starting with '.'); its logs are not kept"
+                "'.', '-', not starting with '.')"
             )
         return self.logs_dir / f"{task_id}.jsonl"
 

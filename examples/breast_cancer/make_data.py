@@ -1,6 +1,6 @@
 """Deal scikit-learn's breast cancer Wisconsin data to three hospitals, non-IID.
 
-    python examples/breast_cancer/make_data.py [--out DIR] [--seed 0] [--alpha 0.5]
+    python examples/breast_cancer/make_data.py [--out DIR] [--seed 41] [--alpha 0.5]
                                                [--hospitals N] [--iid]
 
 writes ``DIR/hospital-{a,b,c}/breast.csv`` (default DIR: ``data`` next to this file),
@@ -24,11 +24,16 @@ determined by the seed:
    to the largest fractional remainders (ties to the earlier hospital). Which rows go
    where is a random permutation of the class's rows (same generator).
 5. Deal the test part the same way with the *same* per-class shares (a hospital's test
-   rows mirror its own patient mix) and ``min_test`` rows (2) per class and hospital.
+   rows mirror its own patient mix) and ``min_test`` rows (5) per class and hospital
+   (every class count a node releases is then at least the default k = 5).
 6. Each hospital's rows (both splits) are written in their original order, without an
    index column.
 
-The same seed gives byte-identical files on every run.
+The same seed gives byte-identical files on every run. The default seed, 41, deals every
+hospital more than 100 training rows, enough for the 31 weights of a logistic regression
+to pass a node's default disclosure check (at most 0.33 parameters per training row,
+docs/node-policy.md), and at least 5 test rows of each class (the default k), while the
+label mixes stay far apart (6%, 77% and 35% malignant).
 """
 
 from __future__ import annotations
@@ -91,12 +96,12 @@ def hospital_names(n: int) -> list[str]:
 def make_data(
     out: Path = DEFAULT_OUT,
     *,
-    seed: int = 0,
+    seed: int = 41,
     alpha: float = 0.5,
     hospitals: int = 3,
     iid: bool = False,
     min_train: int = 5,
-    min_test: int = 2,
+    min_test: int = 5,
 ) -> dict[str, dict[str, dict[int, int]]]:
     """Write each hospital's ``breast.csv`` and ``nodes.yaml`` under ``out``.
 
@@ -157,7 +162,7 @@ def _no_empty(tables: list[pd.DataFrame]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
-    parser.add_argument("--seed", type=int, default=0, help="Dirichlet and dealing seed")
+    parser.add_argument("--seed", type=int, default=41, help="Dirichlet and dealing seed")
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration")
     parser.add_argument("--hospitals", type=int, default=3, help="how many hospitals")
     parser.add_argument("--iid", action="store_true", help="equal label mix everywhere")

@@ -240,9 +240,16 @@ def run(
                 from flowfed.cli.monitor import LiveMonitor
 
                 with LiveMonitor(out, lambda: engine.view):
-                    result = engine.run(prepared.graph, params=params, flow_file=str(file))
+                    result = engine.run(
+                        prepared.graph,
+                        params=params,
+                        flow_file=str(file),
+                        principal=_local_principal(),
+                    )
             else:
-                result = engine.run(prepared.graph, params=params, flow_file=str(file))
+                result = engine.run(
+                    prepared.graph, params=params, flow_file=str(file), principal=_local_principal()
+                )
     finally:
         engine.db.close()
     if result.summary:
@@ -1174,3 +1181,13 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _local_principal() -> str:
+    """Who runs a flow from this terminal, as a node's policy sees it: ``local:<user>``."""
+    import getpass
+
+    try:
+        return f"local:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
+        return "local:unknown"

@@ -58,8 +58,19 @@ def node_start(
         list[str] | None,
         typer.Option("--import", "-i", help="Python file or module holding tools (repeatable)."),
     ] = None,
+    policy_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            help="The node's policy (YAML, docs/node-policy.md); the strict default if unset.",
+        ),
+    ] = None,
 ) -> None:
-    """Start a node agent: register the datasets, then run the tasks the server places here."""
+    """Start a node agent: register the datasets, then run the tasks the server places here.
+
+    The node's policy (``--policy``, else the strict default) decides what runs here and
+    what leaves: see docs/node-policy.md.
+    """
     from flowfed.cli.main import _fail
     from flowfed.node.agent import NodeAgent, NodeConfig, NodeSetupError, load_credentials
     from flowfed.tools.loading import import_tools
@@ -86,6 +97,12 @@ def node_start(
             if ds_name in datasets:
                 raise NodeSetupError(f"--dataset {ds_name} is given twice")
             datasets[ds_name] = path
+        from flowfed.node.policy import PolicyError, load_policy
+
+        try:
+            policy = load_policy(policy_file)
+        except PolicyError as exc:
+            raise NodeSetupError(f"--policy: {exc}") from None
         problems = import_tools(list(imports or []), Path.cwd())
         if problems:
             raise NodeSetupError("cannot import tools: " + "; ".join(str(p) for p in problems))
@@ -100,6 +117,7 @@ def node_start(
                 cache_mb=cache_mb,
                 work_dir=work_dir,
                 imports=list(imports or []),
+                policy=policy,
             )
         )
     except NodeSetupError as exc:

@@ -56,6 +56,9 @@ runs = Table(
     # lease ran out (its server died) is claimed and resumed by another (NULL: CLI runs)
     Column("owner", String(64), nullable=True),
     Column("lease_until", Float, nullable=True),
+    # who submitted it (a token's name, ``local:<user>`` for the CLI, ``trigger:<name>``):
+    # forwarded with every placed task, whose node's policy checks it
+    Column("principal", String(255), nullable=True),
 )
 """One execution of a flow."""
 

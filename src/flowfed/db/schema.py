@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 #: The newest migration in ``migrations/versions``; bump it with every new migration
 #: (``tests/test_db.py`` asserts it equals Alembic's script head).
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -117,7 +117,9 @@ def create_from_template(path: Path) -> bool:
         return False
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
-        with open(tmp, "xb") as f:
+        # 0600 from the first byte: the catalog will hold every run's data, and a reader
+        # who opened it while it was still 0644 would keep that descriptor after a chmod.
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
             f.write(data)
         os.link(tmp, path)
     except OSError:

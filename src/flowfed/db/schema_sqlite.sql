@@ -15,6 +15,7 @@ CREATE TABLE runs (
 	ended_at FLOAT,
 	owner VARCHAR(64),
 	lease_until FLOAT,
+	principal VARCHAR(255),
 	PRIMARY KEY (id)
 );
 

@@ -114,6 +114,7 @@ class Writer:
         created_at: float,
         owner: str | None = None,
         lease_until: float | None = None,
+        principal: str | None = None,
     ) -> None:
         """Insert a run row (status ``running``) and wait until it is committed."""
         self._enqueue(
@@ -131,6 +132,7 @@ class Writer:
                 "ended_at": None,
                 "owner": owner,
                 "lease_until": lease_until,
+                "principal": principal,
             },
         )
         self.flush()

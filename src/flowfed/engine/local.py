@@ -251,6 +251,7 @@ class LocalEngine:
         resume: bool = False,
         owner: str | None = None,
         lease_until: float | None = None,
+        principal: str | None = None,
     ) -> RunResult:
         """Execute ``graph`` to completion (or cancellation) and return the result.
 
@@ -259,11 +260,14 @@ class LocalEngine:
         flight end in Error ("interrupted") and run again under their retry policy, and
         the event log continues where it stopped. ``owner`` and ``lease_until`` record
         which server process executes a new run (see ``Database.claim_runs``).
+        ``principal`` names who submitted it; every placed task carries it to its node,
+        whose policy checks it.
         """
         self._cancel.clear()
         run = _Run(self, graph, run_id or uuid.uuid4().hex, params or {}, flow_file)
         run.resume = resume
         run.owner, run.lease_until = owner, lease_until
+        run.principal = principal
         self.view = run.view
         self._current = run
         try:
@@ -319,6 +323,7 @@ class _Run:
         self.resume = False
         self.owner: str | None = None
         self.lease_until: float | None = None
+        self.principal: str | None = None
         self.resubmit: list[TaskRun] = []
         self.blobs = CatalogBlobs(engine.db)
         self.durations: dict[str, float] = {}  # per tool: moving average of call time
@@ -393,6 +398,7 @@ class _Run:
                 created_at=self.view.started_at,
                 owner=self.owner,
                 lease_until=self.lease_until,
+                principal=self.principal,
             )
         self._emit(
             "run",

@@ -96,6 +96,15 @@ def remote_inputs(run: _Run, tr: TaskRun) -> dict[str, RemoteInput | list[Remote
     return out
 
 
+def _secure_step(run: _Run, step: str) -> bool:
+    """Whether ``step`` is a federated step with secure aggregation (its node tasks then
+    keep per-node facts inside the aggregate, as the node's policy decides)."""
+    for t in run.g.tasks.values():
+        if t.step == step and t.federated is not None:
+            return bool(t.federated.settings.secure_aggregation)
+    return False
+
+
 def run_placed(run: _Run, tr: TaskRun, config: dict[str, Any] | None = None) -> RemoteResult:
     """Send ``tr`` to its node and block until it ends; moves the lifecycle as it goes.
 
@@ -126,6 +135,9 @@ def run_placed(run: _Run, tr: TaskRun, config: dict[str, Any] | None = None) -> 
         allow_pickle=node.allow_pickle,
         step=node.step,
         round=node.round,
+        principal=run.principal or "anonymous",
+        flow=run.g.flow.name,
+        secure_aggregation=_secure_step(run, node.step),
     )
     sink = run._telemetry(tr)
     lock = threading.Lock()

@@ -33,6 +33,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
+import os
 import random
 import threading
 import time
@@ -52,6 +54,15 @@ from flowfed.node.outputs import (
     task_dataset,
     task_outputs,
     task_tool,
+)
+from flowfed.node.policy import (
+    DEFAULT_POLICY,
+    Egress,
+    NodePolicy,
+    PolicyRefusal,
+    Release,
+    error_type,
+    rows_of,
 )
 from flowfed.node.protocol import (
     HEARTBEAT_S,
@@ -93,10 +104,19 @@ class CredentialsRefused(RuntimeError):
 class TaskFailure(Exception):
     """A task ended in Error on this node; ``etype`` says how (shown to the user)."""
 
-    def __init__(self, message: str, etype: str, tb: str | None = None) -> None:
+    def __init__(
+        self, message: str, etype: str, tb: str | None = None, *, public: bool = False
+    ) -> None:
         super().__init__(message)
         self.etype = etype
         self.tb = tb
+        #: The node wrote the message itself (a refusal, a timeout): it may leave as is.
+        #: Anything else (what the tool raised or printed) stays on the node by default.
+        self.public = public
+
+
+#: How often a task waiting for the operator's approval looks again (seconds).
+APPROVAL_POLL_S = 0.5
 
 
 def server_ws_url(server: str) -> str:
@@ -157,6 +177,8 @@ class NodeConfig:
     #: Budget, in MB of their stored size, for node-store tables and arrays kept decoded
     #: between tasks (see :class:`_Decoded`); 0 turns the cache off.
     cache_mb: int = 256
+    #: The node's own policy (``--policy FILE``); the strict default when none is given.
+    policy: NodePolicy = DEFAULT_POLICY
 
 
 class _Decoded:
@@ -241,6 +263,25 @@ class NodeAgent:
         self._stop = threading.Event()
         self.heartbeat_s = HEARTBEAT_S
         self.max_frame = MAX_FRAME_BYTES
+        from flowfed.node.journal import NodeJournal
+
+        self.policy = config.policy
+        self.egress = Egress(self.policy)
+        self.journal = NodeJournal(config.work_dir)
+        self._code_hashes: dict[int, str] = {}
+        # How many of the node's rows each object in its store covers, by content hash:
+        # the disclosure checks need it for outputs built from earlier outputs.
+        self._rows_path = config.work_dir / "rows.json"
+        self._rows: dict[str, int] = _read_rows(self._rows_path)
+        self.journal.append(
+            {
+                "kind": "node.started",
+                "node": config.name,
+                "policy": self.policy.digest(),
+                "runner": config.runner,
+                "datasets": {n: d["hash"] for n, d in self.datasets.items()},
+            }
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -465,20 +506,7 @@ class NodeAgent:
                     traceback.format_exc(),
                 )
             log.info("task %s (%s) failed: %s", task.task_id, task.tool, exc)
-            final = TaskErrorMessage(
-                task_id=task.task_id,
-                report={
-                    "message": str(exc),
-                    "type": exc.etype,
-                    "traceback": exc.tb,
-                    "context": {
-                        "node": self.config.name,
-                        "task_id": task.task_id,
-                        "tool": task.tool,
-                        "runner": self.config.runner,
-                    },
-                },
-            )
+            final = TaskErrorMessage(task_id=task.task_id, report=self._error_report(task, exc))
         with self._lock:
             if h.cancel.is_set() and task.task_id not in self.held:
                 return  # terminated and forgotten
@@ -492,28 +520,292 @@ class NodeAgent:
 
         return sink
 
+    def _error_report(self, task: RemoteTask, exc: TaskFailure) -> dict[str, Any]:
+        """The error as it leaves the node: by default its type, step, tool and node, and
+        the node-local error id; the message and traceback stay here."""
+        context = {
+            "node": self.config.name,
+            "task_id": task.task_id,
+            "step": task.step,
+            "tool": task.tool,
+            "runner": self.config.runner,
+        }
+        full = {"message": str(exc), "type": exc.etype, "traceback": exc.tb, "context": context}
+        error_id = self.journal.error(task.task_id, full)
+        self.journal.append(
+            {
+                "kind": "task.failed",
+                "task_id": task.task_id,
+                "run_id": task.run_id,
+                "error_id": error_id,
+                "type": error_type(exc.etype),
+            }
+        )
+        # A timeout or a cancellation is the platform's own word, whatever the tool did.
+        if exc.public or exc.etype in ("Timeout", "Cancelled") or self.policy.share.errors:
+            return {**full, "context": {**context, "error_id": error_id}}
+        etype = error_type(exc.etype)
+        return {
+            "message": (
+                f"{etype} in step '{task.step}', tool '{task.tool}', on node "
+                f"'{self.config.name}': its message and traceback stay on the node "
+                f"(the operator reads them with `flowfed node errors {error_id}`)"
+            ),
+            "type": etype,
+            "traceback": None,
+            "context": {**context, "error_id": error_id},
+        }
+
+    def _guarded(self, task: RemoteTask, sink: Any) -> Any:
+        """The telemetry sink as the policy filters it: logs stay here (the server sees
+        their level), metrics leave only with a plain name and a finite value, and per-node
+        facts of a secure-aggregation round stay inside the aggregate."""
+        policy = self.policy
+        journal = self.journal
+        name = self.config.name
+        hide_facts = task.secure_aggregation and policy.secure_aggregation.release != "node"
+
+        def guarded(kind: str, payload: dict[str, Any]) -> None:
+            if kind == "state":
+                sink(kind, payload)
+            elif kind == "log":
+                level = str(payload.get("level", "info"))
+                level = level if level in ("debug", "info", "warning", "error") else "info"
+                message = str(payload.get("message", ""))
+                journal.log(task.task_id, level, message, run_id=task.run_id, step=task.step)
+                if not policy.share.logs:
+                    message = f"[{level} kept on node '{name}': `flowfed node logs {task.task_id}`]"
+                sink("log", {"level": level, "message": message})
+            elif kind == "metric":
+                metric, value = payload.get("name"), payload.get("value")
+                if not policy.metric_allowed(metric, value):
+                    log.warning(
+                        "task %s: dropped a metric whose name or value may not leave the node",
+                        task.task_id,
+                    )
+                    journal.log(
+                        task.task_id,
+                        "warning",
+                        f"metric {metric!r} = {value!r} dropped by the node's policy "
+                        "(names [A-Za-z0-9_.:-]{1,64}, finite numbers)",
+                    )
+                    return
+                if hide_facts:
+                    journal.log(
+                        task.task_id,
+                        "info",
+                        f"metric {metric} = {value} kept on the node (secure aggregation)",
+                    )
+                    return
+                step = payload.get("step")
+                step = step if isinstance(step, int) and not isinstance(step, bool) else None
+                sink("metric", {"name": metric, "value": float(value or 0), "step": step})
+            elif kind == "progress":
+                fraction = payload.get("fraction")
+                out: dict[str, Any] = {}
+                if isinstance(fraction, int | float) and not isinstance(fraction, bool):
+                    f = float(fraction)
+                    out = {"fraction": min(1.0, max(0.0, f))} if math.isfinite(f) else {}
+                if policy.share.logs and isinstance(payload.get("message"), str):
+                    out["message"] = payload["message"]
+                sink("progress", out)
+
+        return guarded
+
+    def _code_hash(self, spec: ToolSpec) -> str:
+        from flowfed.artifacts.hashing import code_hash
+
+        key = id(spec.fn)
+        h = self._code_hashes.get(key)
+        if h is None:
+            h = self._code_hashes[key] = code_hash(spec.fn)
+        return h
+
+    def _admit(self, task: RemoteTask, spec: ToolSpec, sink: Any, cancel: threading.Event) -> str:
+        """Apply the policy's admission rules to ``task``; its tool's code hash.
+
+        Raises :class:`TaskFailure` (``PolicyRefused``) naming the node and the rule; in
+        manual approval mode, waits for ``flowfed node approve`` first.
+        """
+        policy = self.policy
+        code = self._code_hash(spec)
+        who = {
+            "task_id": task.task_id,
+            "run_id": task.run_id,
+            "principal": task.principal,
+            "flow": task.flow,
+            "step": task.step,
+            "tool": spec.name,
+            "tool_version": spec.version,
+            "code_hash": code,
+            "inputs": _input_hashes(task),
+        }
+        try:
+            policy.check_principal(task.principal, task.flow)
+            policy.check_tool(spec.name, spec.version, code, True)
+            policy.check_data_access(spec.name, task.config)
+        except PolicyRefusal as exc:
+            self.journal.append(
+                {"kind": "task.refused", **who, "rule": exc.rule, "reason": str(exc)}
+            )
+            raise TaskFailure(
+                f"node '{self.config.name}' refused the task (policy rule {exc.rule}): {exc}",
+                "PolicyRefused",
+                public=True,
+            ) from None
+        waits: list[tuple[str, str, dict[str, Any]]] = []
+        if policy.tools.approval == "manual":
+            waits.append(("tool", f"{spec.name}@{spec.version}#{code}", who))
+        if policy.principals.approval == "manual":
+            waits.append(("principal", task.principal, who))
+        for kind, key, details in waits:
+            if self.journal.is_approved(kind, key):
+                continue
+            request = self.journal.request_approval(kind, key, details)
+            message = (
+                f"waiting for approval at node '{self.config.name}' (new {kind} "
+                f"{key.split('#')[0]}): the operator runs `flowfed node approve {request}`"
+            )
+            log.warning("task %s: %s", task.task_id, message)
+            sink("progress", {"fraction": 0.0, "message": message})
+            sink("log", {"level": "warning", "message": message})
+            deadline = None if task.timeout is None else time.monotonic() + task.timeout
+            while not self.journal.is_approved(kind, key):
+                if cancel.is_set():
+                    raise TaskFailure(
+                        "cancelled while waiting for approval", "Cancelled", public=True
+                    )
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TaskFailure(
+                        f"no approval at node '{self.config.name}' within the task's timeout "
+                        f"({task.timeout:g}s): {message}",
+                        "Timeout",
+                        public=True,
+                    )
+                time.sleep(APPROVAL_POLL_S)
+        self.journal.append({"kind": "task.admitted", **who})
+        return code
+
+    def _rows_in(
+        self, task: RemoteTask, args: dict[str, Any], dataset: dict[str, Any] | None
+    ) -> int | None:
+        """How many of the node's rows the task's inputs cover (the largest of them)."""
+        found: list[int] = []
+        if dataset is not None and not any(
+            v.location == "node" for vs in task.inputs.values() for v in _as_list(vs)
+        ):
+            found.append(int(dataset["rows"]))
+        for name, value in task.inputs.items():
+            for one, got in zip(_as_list(value), _as_list(args.get(name)), strict=False):
+                if one.location != "node":
+                    continue
+                rows = self._rows.get(one.hash)
+                if rows is None:
+                    rows = rows_of(got)
+                if rows is not None:
+                    found.append(rows)
+        return max(found) if found else None
+
+    def _remember_rows(self, outputs: dict[str, Any], rows: int | None) -> None:
+        if rows is None:
+            return
+        with self._lock:
+            for o in outputs.values():
+                self._rows[o.hash] = rows
+            _write_rows(self._rows_path, self._rows)
+
     def execute(self, task: RemoteTask, cancel: threading.Event) -> ResultMessage:
-        """Run one task to its result message (:class:`TaskFailure` on any error)."""
-        sink = self._telemetry(task.task_id)
+        """Run one task to its result message (:class:`TaskFailure` on any error).
+
+        The node's policy applies all the way: admission before anything is loaded,
+        filtered telemetry while it runs, and an egress decision for every output the
+        step asks to share; each step is written to the node's audit log.
+        """
+        sink = self._guarded(task, self._telemetry(task.task_id))
         try:
             spec, cfg = task_tool(task, self.config.name, " (start it with --import)")
+        except TaskProblem as exc:
+            self.journal.append(
+                {"kind": "task.refused", "task_id": task.task_id, "run_id": task.run_id,
+                 "principal": task.principal, "flow": task.flow, "tool": task.tool,
+                 "rule": "tools.allow", "reason": str(exc)}
+            )  # fmt: skip
+            raise TaskFailure(str(exc), exc.etype, public=True) from None
+        self._admit(task, spec, sink, cancel)
+        try:
             # The lifecycle as the node sees it: config valid → initialized, inputs loaded →
             # started, the tool called → running; the result or error ends it.
             sink("state", {"state": "initialized"})
             dataset = task_dataset(task, self.config.name, self.datasets)
         except TaskProblem as exc:
-            raise TaskFailure(str(exc), exc.etype) from None
+            raise TaskFailure(str(exc), exc.etype, public=True) from None
+        if dataset is not None:
+            # Tools that release summaries (flowfed.evaluate_classifier) merge their bins
+            # until each holds at least k rows: the node tells them its k.
+            dataset = {**dataset, "disclosure": {"min_rows": self.policy.disclosure.min_rows}}
         args = {name: self._input(task, name, v) for name, v in task.inputs.items()}
+        rows = self._rows_in(task, args, dataset)
         sink("state", {"state": "started"})
         ctx = task_context(task, sink, self.config.name, dataset)
         sink("state", {"state": "running"})
         value = self._call(spec, task, args, cfg, ctx, cancel, dataset)
+        decisions: list[Release] = []
+
+        def release(name: str, mat: Any, value: Any) -> Release:
+            decision = self.egress.decide(spec.name, name, mat, value, rows)
+            decisions.append(decision)
+            return decision
+
         try:
-            outputs = task_outputs(spec, value, task, lambda mat, _value: self.store.put(mat))
+            outputs = task_outputs(
+                spec, value, task, lambda mat, _value: self.store.put(mat), release
+            )
         except OutputProblem as exc:
-            raise TaskFailure(str(exc), "OutputError") from None
+            raise TaskFailure(str(exc), "OutputError", public=True) from None
+        self._remember_rows(outputs, rows)
+        egress = []
+        for d in decisions:
+            out = outputs[d.output]
+            record = {
+                "output": d.output,
+                "kind": d.kind,
+                "released": d.released,
+                "hash": out.hash,
+                "size": out.size if d.released else 0,
+                "rows": d.rows,
+                "category": d.category,
+                "suppressed_cells": d.suppressed,
+            }
+            if not d.released:
+                record.update(rule=d.rule, reason=d.reason)
+            egress.append(record)
+            self.journal.append(
+                {
+                    "kind": "egress.released" if d.released else "egress.refused",
+                    "task_id": task.task_id,
+                    "run_id": task.run_id,
+                    **record,
+                }
+            )
+        refused = [d for d in decisions if not d.released]
+        if refused:
+            d = refused[0]
+            raise TaskFailure(
+                f"node '{self.config.name}' refused to release output '{d.output}' "
+                f"({d.kind}) of step '{task.step}' (policy rule {d.rule}): {d.reason}",
+                "EgressRefused",
+                public=True,
+            )
+        entry = self.journal.append(
+            {"kind": "task.finished", "task_id": task.task_id, "run_id": task.run_id,
+             "outputs": {k: o.hash for k, o in outputs.items()}}
+        )  # fmt: skip
+        for record in egress:
+            record["audit"] = entry.get("hash")
         return ResultMessage(
-            task_id=task.task_id, outputs={k: output_to_wire(o) for k, o in outputs.items()}
+            task_id=task.task_id,
+            outputs={k: output_to_wire(o) for k, o in outputs.items()},
+            egress=egress,
         )
 
     def _input(self, task: RemoteTask, name: str, value: RemoteInput | list[RemoteInput]) -> Any:
@@ -521,7 +813,9 @@ class NodeAgent:
             return [self._input(task, name, v) for v in value]
         if value.pickled and not task.allow_pickle:
             raise TaskFailure(
-                f"input '{name}' is pickled but the task does not allow pickle", "InputError"
+                f"input '{name}' is pickled but the task does not allow pickle",
+                "InputError",
+                public=True,
             )
         cached = value.location == "node" and value.kind in _Decoded.KINDS
         if cached:
@@ -536,20 +830,25 @@ class NodeAgent:
                     f"input '{name}' ({value.hash[:12]}) is not in node "
                     f"'{self.config.name}''s store: {exc}",
                     "InputError",
+                    public=True,
                 ) from None
         else:
             if value.data is None:
-                raise TaskFailure(f"central input '{name}' came without its bytes", "InputError")
+                raise TaskFailure(
+                    f"central input '{name}' came without its bytes", "InputError", public=True
+                )
             data = value.data
             if hashlib.sha256(data).hexdigest() != value.hash:
                 raise TaskFailure(
-                    f"input '{name}' does not match its hash {value.hash[:12]}", "InputError"
+                    f"input '{name}' does not match its hash {value.hash[:12]}",
+                    "InputError",
+                    public=True,
                 )
         try:
             got = load(value.kind, data, value.meta)
         except Exception as exc:
             raise TaskFailure(
-                f"cannot load input '{name}' ({value.kind}): {exc}", "InputError"
+                f"cannot load input '{name}' ({value.kind}): {exc}", "InputError", public=True
             ) from None
         if cached:
             self.decoded.put(value.hash, got, len(data))
@@ -707,3 +1006,32 @@ def spawn_node(
         return subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL)
     with open(log_file, "ab") as out:
         return subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _input_hashes(task: RemoteTask) -> dict[str, Any]:
+    return {
+        name: [i.hash for i in v] if isinstance(v, list) else v.hash
+        for name, v in task.inputs.items()
+    }
+
+
+def _read_rows(path: Path) -> dict[str, int]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): int(v) for k, v in data.items() if isinstance(v, int)}
+
+
+def _write_rows(path: Path, rows: dict[str, int]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(rows, f)
+    os.replace(tmp, path)

@@ -10,6 +10,7 @@ declares shareable carry their bytes (:func:`task_outputs`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -85,9 +86,19 @@ class OutputProblem(ValueError):
 
 
 def task_outputs(
-    spec: ToolSpec, value: Any, task: RemoteTask, keep: Callable[[Materialized, Any], object]
+    spec: ToolSpec,
+    value: Any,
+    task: RemoteTask,
+    keep: Callable[[Materialized, Any], object],
+    release: Callable[[str, Materialized, Any], Any] | None = None,
 ) -> dict[str, RemoteOutput]:
     """The outputs of ``task`` from its tool's return ``value``; ``keep`` stores each one.
+
+    Without ``release`` every output the step lists as shareable carries its bytes. With
+    it (a node agent's policy), ``release(output, materialized, value)`` decides: it
+    returns an object with ``released``, ``data`` and ``meta`` (a
+    :class:`flowfed.node.policy.Release`), and only released bytes travel; an output
+    that is not released carries only hash, size, kind and its safe metadata.
 
     Raises :class:`OutputProblem` naming the output at fault.
     """
@@ -104,13 +115,30 @@ def task_outputs(
         except NotMaterializable as exc:
             raise OutputProblem(f"the tool sent garbage for output '{name}': {exc}") from None
         keep(mat, values[name])
+        data = mat.data if name in task.shareable else None
+        meta = dict(mat.meta)
+        hash, size = mat.hash, mat.size
+        if release is not None:
+            from flowfed.node.policy import safe_meta
+
+            meta = safe_meta(meta)
+            data = None
+            if name in task.shareable:
+                decision = release(name, mat, values[name])
+                if decision.released:
+                    data = decision.data
+                    meta.update(decision.meta)
+                    if data is not mat.data and data is not None:
+                        # Cells were suppressed: what leaves is another object, named by
+                        # its own hash (the node keeps the original under the first).
+                        hash, size = hashlib.sha256(data).hexdigest(), len(data)
         outputs[name] = RemoteOutput(
-            hash=mat.hash,
-            size=mat.size,
+            hash=hash,
+            size=size,
             kind=mat.kind,
             type_name=mat.type_name,
-            meta=dict(mat.meta),
+            meta=meta,
             pickled=mat.pickled,
-            data=mat.data if name in task.shareable else None,
+            data=data,
         )
     return outputs

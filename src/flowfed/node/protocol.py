@@ -189,6 +189,8 @@ class ResultMessage(_Base):
     task_id: str
     outputs: dict[str, WireOutput]
     metrics: dict[str, float] = Field(default_factory=dict)
+    #: The node policy's decision per requested output (see ``RemoteResult.egress``).
+    egress: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class TaskErrorMessage(_Base):
@@ -325,4 +327,4 @@ def output_to_wire(o: RemoteOutput) -> WireOutput:
 def result_from_wire(msg: ResultMessage) -> RemoteResult:
     """The :class:`RemoteResult` a ``result`` message carries."""
     outputs = {name: RemoteOutput(**_fields(o)) for name, o in msg.outputs.items()}
-    return RemoteResult(outputs=outputs, metrics=dict(msg.metrics))
+    return RemoteResult(outputs=outputs, metrics=dict(msg.metrics), egress=list(msg.egress))

@@ -76,6 +76,12 @@ class RemoteTask:
     allow_pickle: bool = False
     step: str = ""
     round: int | None = None
+    #: Who submitted the run and the flow's name: the node's policy checks both.
+    principal: str = "anonymous"
+    flow: str = ""
+    #: The task is part of a secure-aggregation round: per-node facts (example counts,
+    #: losses) leave the node only as its policy allows (by default, only in the aggregate).
+    secure_aggregation: bool = False
 
 
 @dataclass
@@ -97,6 +103,9 @@ class RemoteResult:
 
     outputs: dict[str, RemoteOutput]
     metrics: dict[str, float] = field(default_factory=dict)
+    #: What the node's policy decided per output (released or refused, kind, size,
+    #: rows covered, reason) and the node's audit entry for the task: what left the node.
+    egress: list[dict[str, Any]] = field(default_factory=list)
 
 
 class RemoteTaskError(Exception):

@@ -119,6 +119,7 @@ class RunManager:
             row.get("flow_file"),
             use_cache=True,
             resume=True,
+            principal=row.get("principal"),
         )
 
     def start(
@@ -130,6 +131,7 @@ class RunManager:
         use_cache: bool = True,
         wait: bool = False,
         run_id: str | None = None,
+        principal: str | None = None,
     ) -> ActiveRun:
         """Start ``graph`` in a background thread; return once its run row is committed.
 
@@ -137,6 +139,7 @@ class RunManager:
         synchronous execute). Blocking: call it from a worker thread, not the event loop.
         ``run_id`` (default: a new uuid4 hex) lets a caller record the id before the run
         exists (the trigger service does, to recover a start cut short by a crash).
+        ``principal`` names the submitter; every placed task carries it to its node.
         """
         active = self._launch(
             run_id or uuid.uuid4().hex,
@@ -145,6 +148,7 @@ class RunManager:
             flow_file,
             use_cache=use_cache,
             resume=False,
+            principal=principal,
         )
         thread = active.thread
         assert thread is not None
@@ -168,6 +172,7 @@ class RunManager:
         *,
         use_cache: bool,
         resume: bool,
+        principal: str | None = None,
     ) -> ActiveRun:
         from flowfed.artifacts import ArtifactStore
         from flowfed.engine.local import LocalEngine
@@ -194,7 +199,7 @@ class RunManager:
             self._active[run_id] = active
         thread = threading.Thread(
             target=self._execute,
-            args=(active, graph, params, flow_file, resume),
+            args=(active, graph, params, flow_file, resume, principal),
             name=f"flowfed-run-{run_id[:8]}",
             daemon=True,
         )
@@ -211,6 +216,7 @@ class RunManager:
         params: dict[str, Any],
         flow_file: str | None,
         resume: bool = False,
+        principal: str | None = None,
     ) -> None:
         status = "failed"
         try:
@@ -222,6 +228,7 @@ class RunManager:
                 resume=resume,
                 owner=self.owner,
                 lease_until=time.time() + self.lease_s,
+                principal=principal,
             )
             active.result = result
             status = result.status

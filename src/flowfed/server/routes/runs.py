@@ -47,11 +47,18 @@ async def start_run(
 ) -> str:
     """Plan ``loaded`` with ``params`` (FlowError → 422) and start it; the new run's id."""
     manager = runs_of(request)
+    who = getattr(request.state, "principal", None)
+    principal = f"user:{who.name}" if who is not None else None
 
     def work() -> str:
         graph, _ = svc.check(loaded, params)
         active = manager.start(
-            graph, params=params, flow_file=flow_file, use_cache=use_cache, wait=wait
+            graph,
+            params=params,
+            flow_file=flow_file,
+            use_cache=use_cache,
+            wait=wait,
+            principal=principal,
         )
         return active.run_id
 

@@ -725,6 +725,7 @@ def stored_flow_starter(db: Database, manager: Any) -> Starter:
             params=params,
             flow_file=f"flowfed:flows/{row['name']}/versions/{row['version']}",
             run_id=run_id,
+            principal="trigger",
         )
 
     return start

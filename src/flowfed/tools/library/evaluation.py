@@ -172,15 +172,29 @@ def evaluate_classifier(
         ctx.metric(name, count)
     if result["roc_auc"] is None:
         ctx.log("the test rows hold one class only: ROC AUC is undefined", level="warning")
-    # Per-class counts of the scores over fixed bins: what a node may share so that the
+    # Per-class counts of the scores over score ranges: what a node may share so that the
     # pooled ROC AUC over every node's test rows can be computed (flowfed.pool_metrics)
-    # without any row, label or score leaving the node.
+    # without any row, label or score leaving the node. Fine bins are merged until every
+    # class count is 0 or at least k (the node's disclosure minimum, 5 by default), so no
+    # range singles out fewer than k patients; the reliability table likewise.
+    k = min_rows_of(ctx)
     edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
-    result["score_histogram"] = {
-        "bins": HISTOGRAM_BINS,
-        "positive": np.histogram(proba[y == 1], bins=edges)[0].tolist(),
-        "negative": np.histogram(proba[y == 0], bins=edges)[0].tolist(),
-    }
+    segments = merge_histogram(
+        np.histogram(proba[y == 1], bins=edges)[0].tolist(),
+        np.histogram(proba[y == 0], bins=edges)[0].tolist(),
+        edges.tolist(),
+        k,
+    )
+    result["score_histogram"] = None if segments is None else {"k": k, "segments": segments}
+    if segments is None:
+        ctx.log(
+            f"a class has fewer than {k} test rows: no score histogram is shared "
+            "(the pooled ROC AUC leaves this site out)",
+            level="warning",
+        )
+    result["calibration"]["reliability"] = merge_reliability(
+        result["calibration"]["reliability"], k
+    )
     auc = result["roc_auc"]
     ctx.log(
         f"{result['rows']} rows: accuracy {result['accuracy']:.4f}, "
@@ -188,6 +202,126 @@ def evaluate_classifier(
         f"ECE {result['ece']:.4f}"
     )
     return result
+
+
+def min_rows_of(ctx: Context | None) -> int:
+    """The disclosure minimum ``k`` of the node a tool runs on (5 elsewhere)."""
+    dataset = getattr(ctx, "dataset", None) or {}
+    got = (dataset.get("disclosure") or {}).get("min_rows") if isinstance(dataset, dict) else None
+    return int(got) if isinstance(got, int) and got >= 1 else 5
+
+
+def merge_histogram(
+    positive: list[int], negative: list[int], edges: list[float], k: int
+) -> list[dict[str, Any]] | None:
+    """Adjacent bins merged until each holds 0 or at least ``k`` of each class.
+
+    Returns ``[{"lo", "hi", "positive", "negative"}, ...]`` in ascending score order, or
+    None when a class has fewer than ``k`` rows in all (no merge can hide it).
+
+    >>> merge_histogram([1, 0, 4, 1], [3, 2, 0, 0], [0, .25, .5, .75, 1], 5)
+    [{'lo': 0, 'hi': 1, 'positive': 6, 'negative': 5}]
+    >>> [(s["hi"], s["positive"], s["negative"])
+    ...  for s in merge_histogram([0, 0, 6, 5], [5, 1, 0, 0], [0, .25, .5, .75, 1], 5)]
+    [(0.5, 0, 6), (0.75, 6, 0), (1, 5, 0)]
+    """
+
+    def ok(p: int, n: int) -> bool:
+        return (p == 0 or p >= k) and (n == 0 or n >= k) and p + n > 0
+
+    total_p, total_n = sum(positive), sum(negative)
+    if not ok(total_p, total_n):
+        return None
+    segments: list[dict[str, Any]] = []
+    lo, p, n = edges[0], 0, 0
+    for i, (bp, bn) in enumerate(zip(positive, negative, strict=True)):
+        p, n = p + int(bp), n + int(bn)
+        # Close a segment once it is safe and the rest can still make a safe one.
+        rest_p, rest_n = total_p - p, total_n - n
+        if ok(p, n) and (ok(rest_p, rest_n) or rest_p + rest_n == 0):
+            segments.append({"lo": lo, "hi": edges[i + 1], "positive": p, "negative": n})
+            lo, p, n = edges[i + 1], 0, 0
+    if p or n:  # pragma: no cover - the closing rule leaves nothing behind
+        last = segments[-1]
+        last.update(hi=edges[-1], positive=last["positive"] + p, negative=last["negative"] + n)
+    segments[-1]["hi"] = edges[-1]
+    return segments
+
+
+def merge_reliability(table: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """A reliability table with adjacent bins merged until each holds at least ``k`` rows.
+
+    Means are merged by their counts; a table of fewer than ``k`` rows becomes one bin.
+
+    >>> t = [{"lower": 0, "upper": .5, "count": 2, "mean_predicted": .2, "fraction_positive": 0},
+    ...      {"lower": .5, "upper": 1, "count": 4, "mean_predicted": .8, "fraction_positive": 1}]
+    >>> merge_reliability(t, 5)[0]["count"], round(merge_reliability(t, 5)[0]["mean_predicted"], 2)
+    (6, 0.6)
+    """
+    out: list[dict[str, Any]] = []
+    cur: dict[str, Any] | None = None
+    for row in table:
+        if cur is None:
+            cur = {"lower": row["lower"], "upper": row["upper"], "count": 0, "sp": 0.0, "sy": 0.0}
+        c = int(row["count"])
+        cur["upper"] = row["upper"]
+        cur["count"] += c
+        if c:
+            cur["sp"] += c * float(row["mean_predicted"])
+            cur["sy"] += c * float(row["fraction_positive"])
+        if cur["count"] >= k:
+            out.append(cur)
+            cur = None
+    if cur is not None and cur["count"]:
+        if out:
+            last = out[-1]
+            last.update(
+                upper=cur["upper"],
+                count=last["count"] + cur["count"],
+                sp=last["sp"] + cur["sp"],
+                sy=last["sy"] + cur["sy"],
+            )
+        else:
+            out.append(cur)
+    elif cur is not None and out:
+        out[-1]["upper"] = cur["upper"]
+    return [
+        {
+            "lower": r["lower"],
+            "upper": r["upper"],
+            "count": r["count"],
+            "mean_predicted": r["sp"] / r["count"] if r["count"] else None,
+            "fraction_positive": r["sy"] / r["count"] if r["count"] else None,
+        }
+        for r in out
+    ]
+
+
+def auc_from_segments(sites: list[list[dict[str, Any]]]) -> tuple[float, float, float] | None:
+    """Pooled ROC AUC from several sites' merged score histograms, with its bounds.
+
+    A positive range wholly above a negative range wins, wholly below loses; ranges that
+    overlap count one half, and bound the exact AUC from below (all lost) and above (all
+    won). Returns ``(auc, lower, upper)``, or None without both classes.
+
+    >>> auc_from_segments([[{"lo": 0, "hi": .5, "positive": 0, "negative": 5},
+    ...                     {"lo": .5, "hi": 1, "positive": 5, "negative": 0}]])
+    (1.0, 1.0, 1.0)
+    """
+    pos = [(s["lo"], s["hi"], int(s["positive"])) for segs in sites for s in segs if s["positive"]]
+    neg = [(s["lo"], s["hi"], int(s["negative"])) for segs in sites for s in segs if s["negative"]]
+    n_pos, n_neg = sum(c for *_, c in pos), sum(c for *_, c in neg)
+    if n_pos == 0 or n_neg == 0:
+        return None
+    wins = unsure = 0.0
+    for plo, phi, pc in pos:
+        for nlo, nhi, nc in neg:
+            if plo >= nhi:
+                wins += pc * nc
+            elif not phi <= nlo:
+                unsure += pc * nc
+    total = float(n_pos * n_neg)
+    return (wins + unsure / 2) / total, wins / total, (wins + unsure) / total
 
 
 def auc_from_histograms(positive: list[int], negative: list[int]) -> float | None:
@@ -232,12 +366,21 @@ def pool_metrics(
     if len(names) != len(scores):
         raise ValueError(f"{len(names)} site names for {len(scores)} evaluations")
     per_site: dict[str, Any] = {}
-    cm = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
-    pos_hist: np.ndarray | None = None
-    neg_hist: np.ndarray | None = None
+    cm: dict[str, int] | None = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
+    segments: list[list[dict[str, Any]]] = []
+    left_out: list[str] = []
+    rows = 0
+    correct = 0.0
     for name, s in zip(names, scores, strict=True):
-        for key in cm:
-            cm[key] += int(s["confusion_matrix"][key])
+        site_cm = s.get("confusion_matrix") or {}
+        if cm is not None and all(isinstance(site_cm.get(key), int) for key in cm):
+            for key in cm:
+                cm[key] += int(site_cm[key])
+        else:
+            cm = None  # a node suppressed a cell below its k: no pooled table
+        # accuracy x rows is the site's count of correct predictions, exactly
+        rows += int(s["rows"])
+        correct += float(s["accuracy"]) * int(s["rows"])
         per_site[name] = {
             "rows": s["rows"],
             "accuracy": s["accuracy"],
@@ -246,19 +389,28 @@ def pool_metrics(
         }
         hist = s.get("score_histogram")
         if hist is None:
-            raise ValueError(f"the evaluation of {name} has no score_histogram")
-        p, n = np.asarray(hist["positive"]), np.asarray(hist["negative"])
-        pos_hist = p if pos_hist is None else pos_hist + p
-        neg_hist = n if neg_hist is None else neg_hist + n
-    rows = sum(cm.values())
-    assert pos_hist is not None and neg_hist is not None
-    accuracy = (cm["tp"] + cm["tn"]) / rows
-    auc = auc_from_histograms(pos_hist.tolist(), neg_hist.tolist())
+            left_out.append(name)
+        elif "segments" in hist:
+            segments.append(hist["segments"])
+        else:  # fixed equal bins (an evaluation made before k-merged histograms)
+            e = np.linspace(0.0, 1.0, int(hist["bins"]) + 1)
+            segments.append(
+                [
+                    {"lo": e[i], "hi": e[i + 1], "positive": p, "negative": n}
+                    for i, (p, n) in enumerate(zip(hist["positive"], hist["negative"], strict=True))
+                    if p or n
+                ]
+            )
+    accuracy = round(correct) / rows
+    bounds = auc_from_segments(segments) if segments else None
+    auc = None if bounds is None else bounds[0]
     pooled: dict[str, Any] = {
         "rows": rows,
         "accuracy": accuracy,
         "roc_auc": auc,
-        "f1": _ratio(2 * cm["tp"], 2 * cm["tp"] + cm["fp"] + cm["fn"]),
+        "roc_auc_bounds": None if bounds is None else [bounds[1], bounds[2]],
+        "roc_auc_left_out": left_out,
+        "f1": None if cm is None else _ratio(2 * cm["tp"], 2 * cm["tp"] + cm["fp"] + cm["fn"]),
         "confusion_matrix": cm,
     }
     out: dict[str, Any] = {"sites": per_site, "pooled": pooled}

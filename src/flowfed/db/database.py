@@ -111,6 +111,45 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+#: What SQLite keeps next to a catalog file: its write-ahead log, the WAL index and the
+#: rollback journal. SQLite gives them the mode of the catalog file itself.
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def private_sqlite_files(path: Path, *, create: bool = True) -> None:
+    """Make the catalog ``path`` and its side files readable by their owner only (0600).
+
+    A catalog holds run parameters, logs, small artifacts and credential hashes, and
+    other local users have no business reading them. An existing file keeps its content
+    and loses the group and other bits; with ``create`` a missing catalog is created empty
+    with 0600 (an empty file is an empty SQLite database), so SQLite never creates it
+    with its 0644.
+    The WAL and shared-memory files SQLite creates later copy the catalog's mode. Files
+    of another owner are left as they are (the chmod would fail; the open reports it).
+
+    Example:
+        >>> import stat, tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "flowfed.db"
+        >>> private_sqlite_files(target)
+        >>> oct(stat.S_IMODE(target.stat().st_mode))
+        '0o600'
+    """
+    if create:
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        except OSError:
+            return  # no such directory, read-only file system: SQLite's open reports it
+    for name in (path, *(path.with_name(path.name + s) for s in SQLITE_SIDE_FILES)):
+        try:
+            mode = name.stat().st_mode
+            if mode & 0o077:
+                name.chmod(mode & 0o7700)
+        except OSError:
+            continue  # absent, or not ours to change
+
+
 def _rows(result: Iterable[Any]) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in result]
 
@@ -122,9 +161,23 @@ class Database:
         self.url = normalize_url(url)
         if self.url.startswith("sqlite"):
             self.engine = _sqlite_engine(self.url)
+            path = self.sqlite_path()
+            if path is not None:
+                self._private_files(path)
         else:
             self.engine = create_engine(self.url, pool_pre_ping=False)
         self._writers: list[Writer] = []
+
+    def _private_files(self, path: Path) -> None:
+        # Files left 0644 by an older flowfed are tightened now; a catalog SQLite would
+        # create on the first connection is created 0600 just before it (not here: a new
+        # catalog is a copy of the packaged template, made 0600, when the path is free).
+        private_sqlite_files(path, create=False)
+
+        @event.listens_for(self.engine, "do_connect")
+        def _before_connect(*_args: Any) -> None:
+            if not path.exists():
+                private_sqlite_files(path)
 
     def __repr__(self) -> str:
         return f"Database({self.engine.url.render_as_string(hide_password=True)!r})"

@@ -179,14 +179,11 @@ def evaluate_classifier(
     # range singles out fewer than k patients; the reliability table likewise.
     k = min_rows_of(ctx)
     edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
-    segments = merge_histogram(
-        np.histogram(proba[y == 1], bins=edges)[0].tolist(),
-        np.histogram(proba[y == 0], bins=edges)[0].tolist(),
-        edges.tolist(),
-        k,
-    )
-    result["score_histogram"] = None if segments is None else {"k": k, "segments": segments}
-    if segments is None:
+    pos = merge_histogram(np.histogram(proba[y == 1], bins=edges)[0].tolist(), edges.tolist(), k)
+    neg = merge_histogram(np.histogram(proba[y == 0], bins=edges)[0].tolist(), edges.tolist(), k)
+    safe = pos is not None and neg is not None
+    result["score_histogram"] = {"k": k, "positive": pos, "negative": neg} if safe else None
+    if not safe:
         ctx.log(
             f"a class has fewer than {k} test rows: no score histogram is shared "
             "(the pooled ROC AUC leaves this site out)",
@@ -211,40 +208,41 @@ def min_rows_of(ctx: Context | None) -> int:
     return int(got) if isinstance(got, int) and got >= 1 else 5
 
 
-def merge_histogram(
-    positive: list[int], negative: list[int], edges: list[float], k: int
-) -> list[dict[str, Any]] | None:
-    """Adjacent bins merged until each holds 0 or at least ``k`` of each class.
+def merge_histogram(counts: list[int], edges: list[float], k: int) -> list[dict[str, Any]] | None:
+    """One class's score histogram with adjacent bins merged until each holds ``k`` rows.
 
-    Returns ``[{"lo", "hi", "positive", "negative"}, ...]`` in ascending score order, or
-    None when a class has fewer than ``k`` rows in all (no merge can hide it).
+    Returns ``[{"lo", "hi", "count"}, ...]`` in ascending score order, each range tight
+    around the fine bins it holds rows in; ``[]`` for no rows, and None for fewer than
+    ``k`` rows in all (no merge can hide them).
 
-    >>> merge_histogram([1, 0, 4, 1], [3, 2, 0, 0], [0, .25, .5, .75, 1], 5)
-    [{'lo': 0, 'hi': 1, 'positive': 6, 'negative': 5}]
-    >>> [(s["hi"], s["positive"], s["negative"])
-    ...  for s in merge_histogram([0, 0, 6, 5], [5, 1, 0, 0], [0, .25, .5, .75, 1], 5)]
-    [(0.5, 0, 6), (0.75, 6, 0), (1, 5, 0)]
+    >>> merge_histogram([1, 0, 4, 1], [0, .25, .5, .75, 1], 5)
+    [{'lo': 0, 'hi': 1, 'count': 6}]
+    >>> merge_histogram([5, 0, 6, 4], [0, .25, .5, .75, 1], 5)
+    [{'lo': 0, 'hi': 0.25, 'count': 5}, {'lo': 0.5, 'hi': 1, 'count': 10}]
+    >>> merge_histogram([2, 0], [0, .5, 1], 5) is None
+    True
     """
-
-    def ok(p: int, n: int) -> bool:
-        return (p == 0 or p >= k) and (n == 0 or n >= k) and p + n > 0
-
-    total_p, total_n = sum(positive), sum(negative)
-    if not ok(total_p, total_n):
+    total = sum(int(c) for c in counts)
+    if total == 0:
+        return []
+    if total < k:
         return None
     segments: list[dict[str, Any]] = []
-    lo, p, n = edges[0], 0, 0
-    for i, (bp, bn) in enumerate(zip(positive, negative, strict=True)):
-        p, n = p + int(bp), n + int(bn)
-        # Close a segment once it is safe and the rest can still make a safe one.
-        rest_p, rest_n = total_p - p, total_n - n
-        if ok(p, n) and (ok(rest_p, rest_n) or rest_p + rest_n == 0):
-            segments.append({"lo": lo, "hi": edges[i + 1], "positive": p, "negative": n})
-            lo, p, n = edges[i + 1], 0, 0
-    if p or n:  # pragma: no cover - the closing rule leaves nothing behind
+    lo: float | None = None
+    hi = edges[0]
+    n = 0
+    for i, c in enumerate(counts):
+        if not c:
+            continue
+        if lo is None:
+            lo = edges[i]
+        hi, n = edges[i + 1], n + int(c)
+        if n >= k:
+            segments.append({"lo": lo, "hi": hi, "count": n})
+            lo, n = None, 0
+    if n:  # a short tail joins the last segment
         last = segments[-1]
-        last.update(hi=edges[-1], positive=last["positive"] + p, negative=last["negative"] + n)
-    segments[-1]["hi"] = edges[-1]
+        last.update(hi=hi, count=last["count"] + n)
     return segments
 
 
@@ -297,31 +295,45 @@ def merge_reliability(table: list[dict[str, Any]], k: int) -> list[dict[str, Any
     ]
 
 
-def auc_from_segments(sites: list[list[dict[str, Any]]]) -> tuple[float, float, float] | None:
-    """Pooled ROC AUC from several sites' merged score histograms, with its bounds.
+def auc_from_segments(
+    positive: list[dict[str, Any]], negative: list[dict[str, Any]]
+) -> tuple[float, float, float] | None:
+    """Pooled ROC AUC from the merged score histograms of every site, with its bounds.
 
-    A positive range wholly above a negative range wins, wholly below loses; ranges that
-    overlap count one half, and bound the exact AUC from below (all lost) and above (all
-    won). Returns ``(auc, lower, upper)``, or None without both classes.
+    ``positive`` and ``negative`` hold every site's ranges (``lo``, ``hi``, ``count``) of
+    that class. A positive range wholly above a negative one wins, wholly below loses;
+    for ranges that overlap, the estimate takes scores spread evenly over each range, and
+    the bounds count them all lost (lower) or all won (upper): the exact AUC lies within.
+    Returns ``(auc, lower, upper)``, or None without both classes.
 
-    >>> auc_from_segments([[{"lo": 0, "hi": .5, "positive": 0, "negative": 5},
-    ...                     {"lo": .5, "hi": 1, "positive": 5, "negative": 0}]])
+    >>> auc_from_segments([{"lo": .5, "hi": 1, "count": 5}], [{"lo": 0, "hi": .5, "count": 5}])
     (1.0, 1.0, 1.0)
     """
-    pos = [(s["lo"], s["hi"], int(s["positive"])) for segs in sites for s in segs if s["positive"]]
-    neg = [(s["lo"], s["hi"], int(s["negative"])) for segs in sites for s in segs if s["negative"]]
-    n_pos, n_neg = sum(c for *_, c in pos), sum(c for *_, c in neg)
+    n_pos = sum(int(s["count"]) for s in positive)
+    n_neg = sum(int(s["count"]) for s in negative)
     if n_pos == 0 or n_neg == 0:
         return None
-    wins = unsure = 0.0
-    for plo, phi, pc in pos:
-        for nlo, nhi, nc in neg:
-            if plo >= nhi:
-                wins += pc * nc
-            elif not phi <= nlo:
-                unsure += pc * nc
+    wins = unsure = guess = 0.0
+    for p in positive:
+        for q in negative:
+            pairs = float(p["count"]) * float(q["count"])
+            if p["lo"] >= q["hi"]:
+                wins += pairs
+            elif p["hi"] > q["lo"]:
+                unsure += pairs
+                guess += pairs * _p_above(p["lo"], p["hi"], q["lo"], q["hi"])
     total = float(n_pos * n_neg)
-    return (wins + unsure / 2) / total, wins / total, (wins + unsure) / total
+    return (wins + guess) / total, wins / total, (wins + unsure) / total
+
+
+def _p_above(a: float, b: float, c: float, d: float) -> float:
+    """P(X > Y) for X uniform on [a, b] and Y uniform on [c, d] (ties count one half)."""
+    xs = a + (b - a) * (np.arange(256) + 0.5) / 256
+    if d > c:
+        below = np.clip((xs - c) / (d - c), 0.0, 1.0)
+    else:
+        below = np.where(xs > c, 1.0, np.where(xs == c, 0.5, 0.0))
+    return float(below.mean())
 
 
 def auc_from_histograms(positive: list[int], negative: list[int]) -> float | None:
@@ -367,7 +379,8 @@ def pool_metrics(
         raise ValueError(f"{len(names)} site names for {len(scores)} evaluations")
     per_site: dict[str, Any] = {}
     cm: dict[str, int] | None = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
-    segments: list[list[dict[str, Any]]] = []
+    pos_ranges: list[dict[str, Any]] = []
+    neg_ranges: list[dict[str, Any]] = []
     left_out: list[str] = []
     rows = 0
     correct = 0.0
@@ -390,19 +403,17 @@ def pool_metrics(
         hist = s.get("score_histogram")
         if hist is None:
             left_out.append(name)
-        elif "segments" in hist:
-            segments.append(hist["segments"])
+        elif "bins" not in hist:
+            pos_ranges += hist["positive"]
+            neg_ranges += hist["negative"]
         else:  # fixed equal bins (an evaluation made before k-merged histograms)
             e = np.linspace(0.0, 1.0, int(hist["bins"]) + 1)
-            segments.append(
-                [
-                    {"lo": e[i], "hi": e[i + 1], "positive": p, "negative": n}
-                    for i, (p, n) in enumerate(zip(hist["positive"], hist["negative"], strict=True))
-                    if p or n
+            for counts, ranges in ((hist["positive"], pos_ranges), (hist["negative"], neg_ranges)):
+                ranges += [
+                    {"lo": e[i], "hi": e[i + 1], "count": c} for i, c in enumerate(counts) if c
                 ]
-            )
     accuracy = round(correct) / rows
-    bounds = auc_from_segments(segments) if segments else None
+    bounds = auc_from_segments(pos_ranges, neg_ranges)
     auc = None if bounds is None else bounds[0]
     pooled: dict[str, Any] = {
         "rows": rows,

@@ -677,6 +677,13 @@ class Database:
         with self.engine.connect() as conn:
             return _rows(conn.execute(q))
 
+    def task_events(self, task_id: str, kind: str) -> list[dict[str, Any]]:
+        """A task's recorded events of one ``kind``, in order."""
+        e = m.events
+        q = select(e).where(e.c.task_id == task_id, e.c.kind == kind).order_by(e.c.seq)
+        with self.engine.connect() as conn:
+            return _rows(conn.execute(q))
+
     def task_logs(self, task_id: str) -> list[dict[str, Any]]:
         """A task's log lines in emission order."""
         q = select(m.logs).where(m.logs.c.task_id == task_id).order_by(m.logs.c.id)

@@ -176,6 +176,10 @@ def record_remote(run: _Run, tr: TaskRun, result: RemoteResult) -> list[dict[str
     """Turn a node's result into artifact refs on ``tr`` and catalog rows (returned)."""
     node = tr.node
     now = time.time()
+    if result.egress:
+        # What the node's policy let leave (and refused): the run page's "what left
+        # this node", from the node's own decision and audit entry.
+        run._emit("egress", tr, {"egress": list(result.egress)})
     parents = [ref.id for ref in tr.input_refs()]
     rows: list[dict[str, Any]] = []
     to_store: list[Materialized] = []

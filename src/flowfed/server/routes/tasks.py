@@ -34,6 +34,28 @@ def get_task(request: Request, task_id: str) -> dict[str, Any]:
     return task
 
 
+@router.get("/{task_id}/egress")
+def task_egress(request: Request, task_id: str) -> dict[str, Any]:
+    """What left the node for this placed task: the node policy's decision per output.
+
+    ``items`` holds one record per output the step asked to share: ``output``, ``kind``,
+    ``released``, ``hash``, ``size``, ``rows`` (how many of the node's rows it covers),
+    ``suppressed_cells``, and ``rule`` and ``reason`` when refused, and ``audit`` (the hash
+    of the node's audit entry, for ``flowfed node audit`` at that node). Empty for a
+    central task.
+    """
+    db = db_of(request)
+    if not queries.task_exists(db, task_id):
+        raise _missing(task_id)
+    items: list[dict[str, Any]] = []
+    node = None
+    for event in db.task_events(task_id, "egress"):
+        payload = event.get("payload") or {}
+        node = payload.get("node", node)
+        items.extend(payload.get("egress") or [])
+    return {"task_id": task_id, "node": node, "items": items}
+
+
 @router.get("/{task_id}/logs", response_model=LogPage)
 def task_logs(
     request: Request,

@@ -373,7 +373,9 @@ async function runPage(runId) {
     if (t.state === "error" && t.error) parts.push(`<span class="field-error" title="${esc(t.error)}">${esc(t.error)}</span>`);
     else if (metric) parts.push(esc(metric));
     const attempt = t.attempt > 1 ? ` (attempt ${t.attempt})` : "";
-    return `<a href="#/tasks/${t.id}">${esc(t.tool)}${attempt}</a><span class="info">${parts.join(" · ") || "—"}</span><span>${badge(t.state)}</span>`;
+    // A placed task links to what its node let leave (the node policy's egress record).
+    const left = t.node && t.node !== "local" ? ` <a class="muted" href="#/tasks/${t.id}" title="what left this node">⇡ what left</a>` : "";
+    return `<a href="#/tasks/${t.id}">${esc(t.tool)}${attempt}</a><span class="info">${parts.join(" · ") || "—"}${left}</span><span>${badge(t.state)}</span>`;
   };
   // A federated step is judged by its own task (the one that ends with the global model):
   // a participant dropped from a round ends `cancelled` or `error` without failing it.
@@ -503,6 +505,12 @@ async function taskPage(taskId) {
   const arts = await api(`/api/v1/artifacts?run=${task.run_id}&limit=200`, { signal: leaving }).catch(() => []);
   if (leaving.aborted) return;
   const mine = (Array.isArray(arts) ? arts : arts.items || []).filter((a) => a.task_id === task.id);
+  // A placed task: what its node's policy let leave, output by output (the node's decision).
+  const egress = task.node !== "local" ? await api(`/api/v1/tasks/${taskId}/egress`, { signal: leaving }).catch(() => null) : null;
+  if (leaving.aborted) return;
+  const egressHtml = !egress ? "" : `<h2 id="egress">What left node ${esc(task.node)}</h2>${egress.items.length
+    ? `<table class="card"><thead><tr><th>output</th><th>kind</th><th>decision</th><th>bytes</th><th>rows covered</th><th>audit entry</th></tr></thead><tbody>${egress.items.map((e) => `<tr><td>${esc(e.output)}</td><td>${esc(e.kind)}${e.category ? ` (${esc(e.category)})` : ""}</td><td>${e.released ? "released" + (e.suppressed_cells ? `, ${e.suppressed_cells} cell(s) suppressed` : "") : `refused: ${esc(e.rule || "")} ${esc(e.reason || "")}`}</td><td>${e.size ?? 0}</td><td>${e.rows ?? "—"}</td><td class="mono">${esc(short(e.audit || ""))}</td></tr>`).join("")}</tbody></table>`
+    : `<p class="muted">Nothing: only hashes and sizes of its outputs reached the server.</p>`}`;
   set(`<p><a href="#/runs/${task.run_id}">← Run ${short(task.run_id)}</a></p>
     <h1>${esc(task.step)}: ${esc(task.tool)} <span id="task-state">${badge(task.state)}</span></h1>
     <dl class="kv card"><dt>Node</dt><dd>${esc(task.node)}</dd><dt>Round</dt><dd>${task.round ?? "—"}</dd>
@@ -514,6 +522,7 @@ async function taskPage(taskId) {
     <h2>Logs <span class="conn muted" id="conn"></span></h2><pre class="logs" id="logs" tabindex="0" aria-label="Task logs"></pre>
     <h2>Metrics</h2><div id="charts"></div>
     <h2>Retry history</h2>${attempts.length > 1 ? `<ol id="attempts">${attempts.map((a) => `<li>attempt ${a.n}: ${badge(a.end.dst)} <span class="muted">${when(a.end.at)}</span>${a.detail ? ` ${esc(a.detail)}` : ""}</li>`).join("")}</ol>` : `<p class="muted">First attempt; no retries.</p>`}
+    ${egressHtml}
     <h2>Outputs</h2>${mine.length ? `<ul>${mine.map((a) => `<li><a href="#/artifacts/${enc(a.id)}">${esc(a.name)} v${a.version}</a></li>`).join("")}</ul>` : `<p class="muted">None recorded.</p>`}`,
   `Task ${short(task.id)}`);
   const samples = new Map();

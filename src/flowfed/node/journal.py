@@ -364,6 +364,10 @@ class NodeJournal:
             lines.pop()
         expect_seq, prev_hash, prev_where = 1, GENESIS, "the start"
         seen: dict[int, int] = {}
+        # After a line that cannot be read, the next entry may follow it (the line was an
+        # entry: one seq further, a link nobody can check) or the entry before it (a cut
+        # write the node chained past on restart). The unreadable line is reported already.
+        unreadable = False
         for number, line in enumerate(lines, 1):
             last = number == len(lines)
             try:
@@ -375,15 +379,17 @@ class NodeJournal:
                     problems.append(f"line {number}: empty line")
                 else:
                     problems.append(f"line {number}: not valid JSON")
+                unreadable = True
                 continue
             shape = _shape_problem(entry)
             if shape:
                 problems.append(f"line {number}: not an audit entry ({shape})")
+                unreadable = True
                 continue
             seq, stored = entry["seq"], entry["hash"]
             if seq in seen:
                 problems.append(f"line {number}: seq {seq} duplicates line {seen[seq]}")
-            elif seq > expect_seq:
+            elif seq > expect_seq + unreadable:
                 gap = seq - expect_seq
                 problems.append(
                     f"line {number}: seq {seq}, expected {expect_seq} "
@@ -392,7 +398,7 @@ class NodeJournal:
             elif seq < expect_seq:
                 problems.append(f"line {number}: seq {seq}, expected {expect_seq} (out of order)")
             seen.setdefault(seq, number)
-            if entry["prev"] != prev_hash:
+            if entry["prev"] != prev_hash and not unreadable:
                 problems.append(f"line {number}: broken link: prev is not the hash of {prev_where}")
             try:
                 actual = entry_hash(seq, entry["ts"], entry["prev"], entry["event"])
@@ -404,7 +410,11 @@ class NodeJournal:
                     "after it was written"
                 )
             # Go on from this line as it stands: each problem is reported where it is.
-            expect_seq, prev_hash, prev_where = seq + 1, stored, f"line {number} (seq {seq})"
+            # (A seq that went back does not lower the next one expected: after a duplicate
+            # or a swap, only the lines actually out of place are named.)
+            expect_seq = max(expect_seq, seq + 1)
+            prev_hash, prev_where = stored, f"line {number} (seq {seq})"
+            unreadable = False
         return problems
 
     # -- task logs ----------------------------------------------------------------------

@@ -419,3 +419,21 @@ def test_commands_on_a_missing_or_empty_work_dir(tmp_path: Path) -> None:
     agent_like(tmp_path / ".flowfed-node")
     assert "audit chain intact" in ff("node", "audit", "--verify", cwd=tmp_path).stdout
     assert os.path.exists(tmp_path / ".flowfed-node" / "audit.jsonl")
+
+
+def test_the_documented_verifier_agrees_with_verify(tmp_path: Path) -> None:
+    # docs/node-audit.md shows how to check the chain without flowfed: run that code.
+    doc = (Path(__file__).parents[2] / "docs" / "node-audit.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in doc.split("```python\n")[1:]]
+    (code,) = [b for b in blocks if "def entry_hash" in b]
+    j, _ = agent_like(tmp_path / ".flowfed-node")
+    script = tmp_path / "check.py"
+    script.write_text(code)
+    run = [sys.executable, str(script)]
+    ok = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and ok.stdout.strip() == f"intact, head {j.head()[1]}"
+    lines = lines_of(j)
+    lines[1] = lines[1].replace("alice", "mallory")
+    rewrite(j, lines)
+    bad = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "line 2: edited" in bad.stderr

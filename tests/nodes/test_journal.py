@@ -370,6 +370,13 @@ def test_node_audit_shows_and_verifies_the_log(tmp_path: Path) -> None:
                            check=1).stdout)  # fmt: skip
     assert report["ok"] is False and report["problems"][0].startswith("line 4: ")
 
+    # A line that is not an entry at all: the table still shows the others, verify names it.
+    with j.audit_path.open("a") as f:
+        f.write('{"note": "appended by hand"}\n')
+    assert "task.admitted" in ff("node", "audit", *w, cwd=tmp_path).stdout
+    broken = ff("node", "audit", "--verify", *w, cwd=tmp_path, check=1).stdout
+    assert "line 6: not an audit entry (no 'seq')" in broken
+
 
 def test_node_logs_and_errors(tmp_path: Path) -> None:
     work = tmp_path / "node"

@@ -329,8 +329,9 @@ class NodeJournal:
         return tail if tail else (0, GENESIS)
 
     def entries(self) -> list[dict[str, Any]]:
-        """Every readable audit entry, oldest first (unreadable lines are skipped; see verify)."""
-        return _read_jsonl(self.audit_path)
+        """Every well-formed audit entry, oldest first (other lines are skipped: verify names
+        them)."""
+        return [e for e in _read_jsonl(self.audit_path) if _shape_problem(e) is None]
 
     def verify(self) -> list[str]:
         """Check the whole chain; every problem found, each naming its line (1-based).

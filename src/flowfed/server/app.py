@@ -265,6 +265,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """The FastAPI application for ``settings`` (resources open in its lifespan)."""
     from flowfed.server import events
     from flowfed.server.auth import Forbidden
+    from flowfed.server.logredact import install_log_redaction
     from flowfed.server.nodes import NodeHub
     from flowfed.server.nodes import router as nodes_router
     from flowfed.server.nodes import ws_router as nodes_ws_router
@@ -276,6 +277,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     from flowfed.server.routes import triggers as trigger_routes
     from flowfed.server.runs import RunManager
 
+    # Before anything logs: bearer tokens reach the server in query strings (the event
+    # WebSocket's ?access_token=), which uvicorn's access log would write out whole.
+    install_log_redaction()
     settings = dataclasses.replace(settings or ServerSettings())
     # Resolved once: the environment read at start-up is what every request uses.
     settings.database_url = settings.resolved_database_url()

@@ -198,8 +198,8 @@ def verify_token(db: Database, token: str, now: float | None = None) -> Principa
 def verify_bearer(db: Database, token: str, signing_key: bytes | None = None) -> Principal | None:
     """The principal of a user API token or an OAuth2 access token, or None.
 
-    ``signing_key`` verifies access tokens; without it the key is loaded as the server
-    loads it (``$FLOWFED_SIGNING_KEY``, else the database's).
+    ``signing_key`` verifies access tokens; without it the key is found as the server
+    finds it (``$FLOWFED_SIGNING_KEY``, else the catalog's key file or the database's).
     """
     from flowfed.server import oauth
 

@@ -34,7 +34,8 @@ class ServerSettings:
     #: Lifetime of OAuth2 access tokens, in seconds.
     token_ttl: int = DEFAULT_TOKEN_TTL_S
     #: File holding the access-token signing key; None: ``$FLOWFED_SIGNING_KEY``, else a
-    #: key generated once and stored in the database (shared by every server on it).
+    #: key generated once, kept next to a SQLite catalog (``<catalog>.signing-key``, 0600)
+    #: or in a PostgreSQL database (shared by every server on it).
     signing_key_file: str | None = None
     #: TLS certificate chain and private key (PEM); both or neither.
     ssl_certfile: str | None = None

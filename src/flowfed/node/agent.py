@@ -87,7 +87,7 @@ from flowfed.node.protocol import (
     parse_node_message,
     task_from_wire,
 )
-from flowfed.node.runners import RUNNERS
+from flowfed.node.runners import RUNNERS, SandboxLimits
 from flowfed.runtime.remote import RemoteInput, RemoteTask
 from flowfed.tools.core import Context, ToolSpec, call_tool
 
@@ -163,7 +163,8 @@ class NodeConfig:
     server: str
     token: str
     datasets: dict[str, Path] = field(default_factory=dict)
-    runner: str = "inprocess"
+    #: ``sandbox`` (bubblewrap, warm workers) unless the operator chose otherwise.
+    runner: str = "sandbox"
     max_tasks: int = 1
     work_dir: Path = Path(".flowfed-node")
     imports: list[str] = field(default_factory=list)
@@ -179,6 +180,8 @@ class NodeConfig:
     cache_mb: int = 256
     #: The node's own policy (``--policy FILE``); the strict default when none is given.
     policy: NodePolicy = DEFAULT_POLICY
+    #: Memory, process and CPU-time limits of a sandboxed task (``runner="sandbox"``).
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
 
 
 class _Decoded:
@@ -751,7 +754,18 @@ class NodeAgent:
         value = self._call(spec, task, args, cfg, ctx, cancel, dataset)
         decisions: list[Release] = []
 
+        # A task that read nothing of this node (no dataset, no node-local input) cannot
+        # release anything of it: its outputs derive from central inputs and config only
+        # (the sandbox shows it no other file of the host).
+        node_data = dataset is not None or any(
+            v.location == "node" for vs in task.inputs.values() for v in _as_list(vs)
+        )
+
         def release(name: str, mat: Any, value: Any) -> Release:
+            if not node_data:
+                decision = Release(name, mat.kind, True, None, mat.data, category="no-node-data")
+                decisions.append(decision)
+                return decision
             decision = self.egress.decide(spec.name, name, mat, value, rows)
             decisions.append(decision)
             return decision
@@ -781,10 +795,11 @@ class NodeAgent:
             egress.append(record)
             self.journal.append(
                 {
+                    **record,
+                    "output_kind": record["kind"],
                     "kind": "egress.released" if d.released else "egress.refused",
                     "task_id": task.task_id,
                     "run_id": task.run_id,
-                    **record,
                 }
             )
         refused = [d for d in decisions if not d.released]
@@ -866,24 +881,37 @@ class NodeAgent:
     ) -> Any:
         if self.config.runner == "inprocess":
             return self._call_inprocess(spec, task, args, cfg, ctx, cancel)
+        from flowfed.executors.isolated import SandboxUnavailable
         from flowfed.executors.processes import ProcessTaskError, ProcessTimeout
-        from flowfed.node.runners import run_isolated
+        from flowfed.node.runners import limit_hint, run_isolated, run_sandboxed
 
-        readable = [Path(dataset["path"]).parent] if dataset else []
+        limits = self.config.limits
+        task_context = {"dataset": ctx.dataset, "round": task.round}
         done = threading.Event()
         watcher = threading.Thread(target=self._watch_cancel, args=(cancel, done, ctx), daemon=True)
         watcher.start()
         try:
-            return run_isolated(
-                spec,
-                args,
-                task.config,
-                ctx,
-                task.timeout,
-                self.config.runner == "sandbox",
-                {"dataset": ctx.dataset, "round": task.round},
-                readable,
+            if self.config.runner == "subprocess":
+                return run_isolated(spec, args, task.config, ctx, task.timeout, task_context)
+            # A warm sandbox per (run, dataset): it shows the tool that dataset's file
+            # and nothing else of the node; each task still gets a fresh area and process.
+            return run_sandboxed(
+                self,
+                base=self.config.work_dir.resolve() / "sandboxes",
+                max_workers=max(4, 2 * self.config.max_tasks),
+                run_id=task.run_id,
+                dataset=dataset,
+                imports=self.config.imports,
+                limits=limits,
+                spec=spec,
+                args=args,
+                config=task.config,
+                ctx=ctx,
+                timeout=task.timeout,
+                task_context=task_context,
             )
+        except SandboxUnavailable as exc:
+            raise TaskFailure(str(exc), "IsolationError", public=True) from None
         except ProcessTimeout as exc:
             raise TaskFailure(f"the tool hung: {exc}", "Timeout") from None
         except ProcessTaskError as exc:
@@ -897,6 +925,8 @@ class NodeAgent:
             elif etype not in ("Cancelled",):
                 message = message.removeprefix(f"{etype}: ")
                 message = f"the tool raised {etype}: {message}"
+                if self.config.runner == "sandbox":
+                    message += limit_hint(etype, message, limits)
             raise TaskFailure(message, etype, exc.remote_traceback) from None
         finally:
             done.set()
@@ -954,16 +984,23 @@ def node_command(
     credentials: str | Path,
     datasets: dict[str, str | Path] | None = None,
     *,
-    runner: str = "inprocess",
+    runner: str = "sandbox",
     max_tasks: int = 1,
     work_dir: str | Path | None = None,
     imports: list[str] | None = None,
+    insecure: bool = False,
 ) -> list[str]:
     """The ``python -m flowfed node start ...`` command line for a node agent process.
+
+    ``runner`` is ``sandbox`` by default; ``inprocess`` and ``subprocess`` isolate
+    nothing and need ``insecure=True`` (``--insecure``), which the caller passes only
+    when a person chose them explicitly.
 
     Example:
         >>> node_command("a", "http://127.0.0.1:8000", "a.json", {"d": "d.csv"})[3:7]
         ['node', 'start', '--name', 'a']
+        >>> node_command("a", "u", "a.json", runner="inprocess", insecure=True)[-1]
+        '--insecure'
     """
     import sys
 
@@ -978,6 +1015,8 @@ def node_command(
         cmd += ["--dataset", f"{ds}={path}"]
     for entry in imports or []:
         cmd += ["--import", entry]
+    if insecure:
+        cmd.append("--insecure")
     return cmd
 
 
@@ -993,8 +1032,8 @@ def spawn_node(
 ) -> Any:
     """Start a node agent as a subprocess (``subprocess.Popen``); its output goes to ``log_file``.
 
-    ``options`` are :func:`node_command`'s (runner, max_tasks, work_dir, imports). The
-    caller terminates it (``proc.terminate()``) when done.
+    ``options`` are :func:`node_command`'s (runner, max_tasks, work_dir, imports,
+    insecure). The caller terminates it (``proc.terminate()``) when done.
 
     Example:
         >>> # proc = spawn_node("hospital-a", srv.url, "a.json", {"breast": "a.csv"})

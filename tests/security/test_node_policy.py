@@ -121,7 +121,10 @@ def rt_small_model(ctx: Context) -> np.ndarray:
 def _inprocess_flags() -> tuple[str, ...]:
     """``--insecure`` where ``flowfed node start`` needs it for the in-process runner."""
     from flowfed.cli.nodes import node_start
+    from flowfed.node.agent import node_command
 
+    if "insecure" in inspect.signature(node_command).parameters:
+        return ()  # tests/nodes/conftest.py's Cluster passes it for in-process runners
     return ("--insecure",) if "insecure" in inspect.signature(node_start).parameters else ()
 
 

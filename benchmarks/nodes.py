@@ -67,6 +67,7 @@ def main() -> int:
                     creds,
                     None,
                     runner=runner,
+                    insecure=runner != "sandbox",
                     work_dir=root / name,
                     imports=[str(tools)],
                     log_file=root / f"{name}.log",

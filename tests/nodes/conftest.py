@@ -181,6 +181,8 @@ class Cluster:
             runner=runner,
             work_dir=self.root / f"work-{name}",
             imports=[str(self.tools)],
+            # The tests chose a runner without isolation explicitly.
+            insecure=runner in ("inprocess", "subprocess"),
         )
         args += list(extra)
         log_path = root / "node.log"

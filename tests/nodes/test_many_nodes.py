@@ -78,6 +78,7 @@ def many(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[Cluster, dict[str, 
                 token=cluster.token(name),
                 datasets={f"data-{name}": path},
                 work_dir=tmp_path / f"work-{name}",
+                runner="inprocess",  # hundreds of agents in one process: threads, not sandboxes
                 # Half offer permessage-deflate (off by default): both work on one hub.
                 compression=i % 2 == 0,
             )

@@ -171,9 +171,11 @@ def run(
     node_runner: Annotated[
         str,
         typer.Option(
-            "--node-runner", help="How local node agents run tools: inprocess, subprocess, sandbox."
+            "--node-runner",
+            help="How local node agents run tools: sandbox (bubblewrap; the default), or "
+            "inprocess / subprocess (no isolation).",
         ),
-    ] = "inprocess",
+    ] = "sandbox",
 ) -> None:
     """Validate and run a flow, showing a live tree of its steps and tasks.
 
@@ -219,6 +221,15 @@ def run(
         )
     if node_runner not in ("inprocess", "subprocess", "sandbox"):
         _fail(f"--node-runner must be inprocess, subprocess or sandbox; got {node_runner!r}")
+    if placed and layout is not None and not simulate and node_runner == "sandbox":
+        from flowfed.node.runners import INSTALL_HINT, bwrap_path
+
+        if bwrap_path() is None:
+            _fail(
+                "the local node agents run tools in a bubblewrap sandbox (--node-runner "
+                f"sandbox, the default), and bwrap is not on PATH: install it with "
+                f"`{INSTALL_HINT}`, or choose --node-runner inprocess (no isolation)"
+            )
     executor = executor or prepared.loaded.flow.executor or "threads"
     engine = make_engine(use_cache=not no_cache, executor=executor, max_workers=workers)
     if engine.remote is not None:

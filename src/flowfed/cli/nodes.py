@@ -40,8 +40,21 @@ def node_start(
         typer.Option("--dataset", help="NAME=PATH of a CSV or Parquet file (repeatable)."),
     ] = None,
     runner: Annotated[
-        str, typer.Option("--runner", help="inprocess, subprocess or sandbox.")
-    ] = "inprocess",
+        str,
+        typer.Option(
+            "--runner",
+            help="sandbox (bubblewrap; the default), or inprocess / subprocess, which "
+            "isolate nothing and need --insecure.",
+        ),
+    ] = "sandbox",
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Allow --runner inprocess or subprocess: tools then see the whole host "
+            "(development only).",
+        ),
+    ] = False,
     max_tasks: Annotated[int, typer.Option("--max-tasks", help="Tasks run at once.")] = 1,
     cache_mb: Annotated[
         int,
@@ -80,6 +93,7 @@ def node_start(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    _check_runner(runner, insecure)
     try:
         creds = load_credentials(credentials)
         if creds["name"] != name:
@@ -122,12 +136,37 @@ def node_start(
         )
     except NodeSetupError as exc:
         _fail(str(exc))
-    if runner == "sandbox":
-        import shutil
-
-        if shutil.which("bwrap") is None:
-            _fail("--runner sandbox needs bubblewrap (bwrap): apt-get install bubblewrap")
     raise typer.Exit(agent.run())
+
+
+def _check_runner(runner: str, insecure: bool) -> None:
+    """Refuse to start without isolation unless the operator said so (exit 2).
+
+    The sandbox needs bubblewrap; ``inprocess`` and ``subprocess`` show tools the whole
+    host (the node's credentials, every dataset) and need ``--insecure``, which is then
+    logged loudly.
+    """
+    from flowfed.cli.main import _fail
+    from flowfed.node.runners import INSECURE_RUNNERS, INSTALL_HINT, bwrap_path
+
+    if runner == "sandbox" and bwrap_path() is None:
+        _fail(
+            "the node runs tools in a bubblewrap sandbox (--runner sandbox, the default), "
+            f"and bwrap is not on PATH: install it with `{INSTALL_HINT}`. To run tools "
+            "without any isolation (development only): --runner inprocess --insecure"
+        )
+    if runner in INSECURE_RUNNERS:
+        if not insecure:
+            _fail(
+                f"--runner {runner} runs tools without isolation: they can read the node's "
+                "credentials and every dataset. Pass --insecure as well to accept that "
+                "(development only), or use the default --runner sandbox"
+            )
+        logging.getLogger("flowfed.node").warning(
+            "INSECURE: --runner %s --insecure: tools run without isolation and can read "
+            "this node's credentials, datasets and store; never use this with real data",
+            runner,
+        )
 
 
 @nodes_app.command("add")

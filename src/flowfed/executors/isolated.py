@@ -41,10 +41,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import os
 import queue
 import secrets
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -117,6 +119,10 @@ _TO_WIRE = {
 _FROM_WIRE = {wire: kind for kind, wire in _TO_WIRE.items()}
 
 _CLOSED = object()
+#: The private channel's own server log: one "listening/open/closed" line per tool call
+#: is noise in a node's log, so only warnings and errors get through.
+_CHANNEL_LOG = logging.getLogger("flowfed.isolated.channel")
+_CHANNEL_LOG.setLevel(logging.WARNING)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -323,6 +329,7 @@ class _Channel:
                 str(self.unix_path),
                 process_request=self._authorize,
                 max_size=64 * 1024 * 1024,
+                logger=_CHANNEL_LOG,
             ) as server:
                 self._server = server
                 # Only the tool's uid needs it; a container user of the same uid does.
@@ -337,6 +344,7 @@ class _Channel:
             0,
             process_request=self._authorize,
             max_size=64 * 1024 * 1024,
+            logger=_CHANNEL_LOG,
         ) as server:
             self._server = server
             self.port = server.sockets[0].getsockname()[1]
@@ -405,11 +413,14 @@ def _inputs(args: dict[str, Any], workdir: Path) -> dict[str, InlineInput | Path
     return out
 
 
-def _decode(msg: OutputMessage) -> Any:
+def _decode(msg: OutputMessage, outputs: Path | None = None) -> Any:
+    """An output frame's value. A ``path`` must name a regular file inside ``outputs``
+    (the call's output folder): this process may be able to read much more of the host
+    than the tool, which must not make it read anything else on the tool's word."""
     if msg.data is not None:
         raw = msg.content()
     elif msg.path is not None:
-        raw = Path(msg.path).read_bytes()
+        raw = _read_output(msg.name, Path(msg.path), outputs)
         if sha256_hex(raw) != msg.sha256:
             raise ProcessTaskError(
                 f"output '{msg.name}': {msg.path} does not match {msg.sha256}",
@@ -727,15 +738,40 @@ def _drive(
         elif isinstance(msg, ProgressMessage):
             ctx.progress(msg.fraction, message=msg.message)
         elif isinstance(msg, OutputMessage):
-            call.outputs[msg.name] = _decode(msg)
+            call.outputs[msg.name] = _decode(msg, call.workdir / "outputs")
         elif isinstance(msg, ErrorMessage):
             call.error = msg
         # heartbeats echoed by the tool need no answer
 
 
+def _read_output(name: str, path: Path, outputs: Path | None) -> bytes:
+    if outputs is not None:
+        real = path.resolve()
+        if not real.is_relative_to(outputs.resolve()) or not real.is_file():
+            raise ProcessTaskError(
+                f"output '{name}': {path} is not a file in the call's output folder {outputs}",
+                etype="OutputError",
+            )
+        path = real
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ProcessTaskError(
+            f"output '{name}': cannot read {path}: {exc.strerror or exc}", etype="OutputError"
+        ) from None
+
+
 def _tail(path: Path, limit: int = 2000) -> str:
+    # O_NOFOLLOW: the log sits in a folder the tool can write, and it could be a link to
+    # a file only this process may read.
     with contextlib.suppress(OSError):
-        text = path.read_text(errors="replace").strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return ""
+            f.seek(max(0, st.st_size - 4 * limit))
+            text = f.read().decode(errors="replace").strip()
         if text:
             return "\n" + text[-limit:]
     return ""

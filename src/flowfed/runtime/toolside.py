@@ -203,6 +203,21 @@ def load_tool(ref: str) -> ToolSpec:
         raise RunFailure(str(exc), phase="load", error_type=type(exc).__name__) from None
 
 
+_SCHEMAS: dict[int, tuple[ToolSpec, dict[str, Any]]] = {}
+
+
+def tool_schema(spec: ToolSpec) -> dict[str, Any]:
+    """``spec``'s config JSON Schema, computed once per process.
+
+    A warm worker (:mod:`flowfed.runtime.worker`) computes it before it forks a call:
+    pydantic's schema generation costs a few milliseconds in every fresh child otherwise.
+    """
+    got = _SCHEMAS.get(id(spec))
+    if got is None or got[0] is not spec:
+        got = _SCHEMAS[id(spec)] = (spec, spec.config_schema())
+    return got[1]
+
+
 def canonical_json(value: Any) -> bytes:
     """The one JSON encoding outputs are hashed in (sorted keys, no spaces, no NaN).
 
@@ -928,7 +943,7 @@ class ToolEngine:
                 type=str(spec.type),
                 inputs=list(spec.inputs),
                 outputs=spec.output_names,
-                config_schema=spec.config_schema(),
+                config_schema=tool_schema(spec),
             )
         from flowfed import __version__
 

@@ -128,7 +128,9 @@ class LocalNodes:
     database_url: str
     artifacts_url: str
     work_dir: Path
-    runner: str = "inprocess"
+    #: How the agents run tools: ``sandbox`` (bubblewrap) by default. ``inprocess`` and
+    #: ``subprocess`` were chosen explicitly by the user, so the agents get ``--insecure``.
+    runner: str = "sandbox"
     imports: list[str] = field(default_factory=list)
     online_timeout: float = 60.0
     server: Any = None
@@ -154,6 +156,7 @@ class LocalNodes:
         """Start the server, register the nodes, spawn their agents, wait until online."""
         from flowfed.db import Database
         from flowfed.node.agent import spawn_node
+        from flowfed.node.runners import INSECURE_RUNNERS
         from flowfed.server.embedded import start_embedded_server
         from flowfed.server.nodes import add_node, remove_node
 
@@ -180,6 +183,7 @@ class LocalNodes:
                 runner=self.runner,
                 work_dir=str(folder / "work"),
                 imports=self.imports,
+                insecure=self.runner in INSECURE_RUNNERS,
             )
         deadline = time.monotonic() + self.online_timeout
         while True:

@@ -52,5 +52,10 @@ bench-scale: $(STAMP)
 bench-fl: $(STAMP)
 	$(BIN)/python benchmarks/fl/run.py --flower-at-scale --repeat 3 --write docs/benchmarks.md
 
+# the main job on sandboxed node agents against in-process ones (needs bubblewrap)
+.PHONY: bench-nodes
+bench-nodes: $(STAMP)
+	$(BIN)/python benchmarks/node_sandbox.py --write docs/benchmarks.md
+
 clean:
 	rm -rf $(VENV) .flowfed

@@ -112,6 +112,7 @@ def node_start(
                 raise NodeSetupError(f"--dataset {ds_name} is given twice")
             datasets[ds_name] = path
         from flowfed.node.policy import PolicyError, load_policy
+        from flowfed.node.runners import SandboxLimits
 
         try:
             policy = load_policy(policy_file)
@@ -132,6 +133,11 @@ def node_start(
                 work_dir=work_dir,
                 imports=list(imports or []),
                 policy=policy,
+                limits=SandboxLimits(
+                    memory_mb=policy.limits.memory_mb,
+                    processes=policy.limits.processes,
+                    cpu_seconds=policy.limits.cpu_seconds,
+                ),
             )
         )
     except NodeSetupError as exc:

@@ -57,6 +57,7 @@ from flowfed.node.outputs import (
 )
 from flowfed.node.policy import (
     DEFAULT_POLICY,
+    MAX_METRIC_NAMES,
     Egress,
     NodePolicy,
     PolicyRefusal,
@@ -567,6 +568,7 @@ class NodeAgent:
         journal = self.journal
         name = self.config.name
         hide_facts = task.secure_aggregation and policy.secure_aggregation.release != "node"
+        names: set[str] = set()
 
         def guarded(kind: str, payload: dict[str, Any]) -> None:
             if kind == "state":
@@ -581,7 +583,8 @@ class NodeAgent:
                 sink("log", {"level": level, "message": message})
             elif kind == "metric":
                 metric, value = payload.get("name"), payload.get("value")
-                if not policy.metric_allowed(metric, value):
+                known = metric in names or len(names) < MAX_METRIC_NAMES
+                if not known or not policy.metric_allowed(metric, value):
                     log.warning(
                         "task %s: dropped a metric whose name or value may not leave the node",
                         task.task_id,
@@ -600,6 +603,7 @@ class NodeAgent:
                         f"metric {metric} = {value} kept on the node (secure aggregation)",
                     )
                     return
+                names.add(str(metric))
                 step = payload.get("step")
                 step = step if isinstance(step, int) and not isinstance(step, bool) else None
                 sink("metric", {"name": metric, "value": float(value or 0), "step": step})
@@ -724,7 +728,8 @@ class NodeAgent:
         filtered telemetry while it runs, and an egress decision for every output the
         step asks to share; each step is written to the node's audit log.
         """
-        sink = self._guarded(task, self._telemetry(task.task_id))
+        raw = self._telemetry(task.task_id)
+        sink = self._guarded(task, raw)
         try:
             spec, cfg = task_tool(task, self.config.name, " (start it with --import)")
         except TaskProblem as exc:
@@ -734,7 +739,8 @@ class NodeAgent:
                  "rule": "tools.allow", "reason": str(exc)}
             )  # fmt: skip
             raise TaskFailure(str(exc), exc.etype, public=True) from None
-        self._admit(task, spec, sink, cancel)
+        # The node's own words (waiting for approval) are not a tool's: unfiltered.
+        self._admit(task, spec, raw, cancel)
         try:
             # The lifecycle as the node sees it: config valid → initialized, inputs loaded →
             # started, the tool called → running; the result or error ends it.

@@ -38,6 +38,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 #: Metric names a node lets through: short, plain identifiers (never a value built from
 #: a row, which a free-form name could carry).
 METRIC_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+#: Inside an allowed name, what looks like a value rather than a word: a run of digits
+#: (a patient number, a date), or a long run of letters and digits that mixes both (an
+#: MRN, a hash, a token). A name built from a row usually carries one.
+_VALUE_LIKE = re.compile(r"\d{4,}|(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{10,}")
+#: Distinct metric names one task may report: bounds what names could carry.
+MAX_METRIC_NAMES = 64
 #: Exception type names a node reports centrally (a class name can be built at run time).
 ERROR_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,63}")
 #: A policy file larger than this is refused before it is parsed.
@@ -218,6 +224,8 @@ class NodePolicy(_Strict):
     def metric_allowed(self, name: Any, value: Any) -> bool:
         """Whether a metric may leave: a plain short name and a finite number."""
         if not isinstance(name, str) or not METRIC_NAME.fullmatch(name):
+            return False
+        if _VALUE_LIKE.search(name):
             return False
         if isinstance(value, bool) or not isinstance(value, int | float):
             return False

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo demo-local test lint bench bench-peers bench-scale bench-fl clean
+.PHONY: setup system-deps test-deps demo demo-local test lint bench bench-peers bench-scale bench-fl clean
 
 # compileall: an editable install leaves flowfed's own modules uncompiled, and where
 # PYTHONDONTWRITEBYTECODE is set (as on these machines) every `flowfed` command would
@@ -19,8 +19,16 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Node agents run tools in a bubblewrap sandbox; the dashboard tests drive chromium. Both
+# are installed when make runs as root, else make stops at once with the command to run.
+system-deps:
+	@scripts/system-deps.sh bwrap:bubblewrap
+
+test-deps:
+	@scripts/system-deps.sh bwrap:bubblewrap chromium:chromium
+
 # The main job: the Breast Cancer Detection Flow across three local hospital node agents.
-demo: $(STAMP)
+demo: system-deps $(STAMP)
 	$(BIN)/flowfed run examples/breast_cancer/flow.yaml
 
 # The small local pipeline of the quick start (no nodes).
@@ -32,7 +40,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src
 	$(BIN)/mypy src
 
-test: lint
+test: test-deps lint
 	$(BIN)/pytest -n 2 -q
 
 bench: $(STAMP)

@@ -67,8 +67,10 @@ def hang(ctx: Context, *, seconds: float = 600.0) -> int:
 
 @tool(version="1", type="database-adapter")
 def slow(ctx: Context, *, seconds: float = 5.0, marker: str = "") -> int:
+    # A marker is a file NAME in the test's marker folder: a path in a config would be
+    # refused by the node's policy (rule data.paths) before the tool ever ran.
     if marker:
-        Path(marker).write_text("started")
+        (Path(os.environ["FLOWFED_TEST_MARKERS"]) / marker).write_text("started")
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         time.sleep(0.05)
@@ -188,6 +190,8 @@ class Cluster:
         log_path = root / "node.log"
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
+        (self.root / "markers").mkdir(exist_ok=True)
+        env["FLOWFED_TEST_MARKERS"] = str(self.root / "markers")
         with open(log_path, "wb") as f:
             proc = subprocess.Popen(args, cwd=root, env=env, stdout=f, stderr=f)
         node = Node(name, proc, root, log_path)

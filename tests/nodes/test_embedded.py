@@ -40,13 +40,13 @@ def test_hub_from_many_threads_and_stop(cluster: Cluster, tmp_path: Path) -> Non
     assert results == [b"7"] * 4
 
     # A task in flight when the server stops fails instead of hanging its engine thread.
-    marker = tmp_path / "started"
+    marker = tmp_path / "markers" / "started"
     box: dict[str, object] = {}
 
     def long_task() -> None:
         try:
             cluster.hub.run_task(
-                task("a", "slow", config={"seconds": 600, "marker": str(marker)}, timeout=None),
+                task("a", "slow", config={"seconds": 600, "marker": marker.name}, timeout=None),
                 lambda k, p: None,
                 threading.Event(),
             )
@@ -72,13 +72,13 @@ def test_a_restarted_server_terminates_tasks_it_no_longer_knows(
     from urllib.parse import urlsplit
 
     node = cluster.start_node("a")
-    marker = tmp_path / "started"
+    marker = tmp_path / "markers" / "started"
     box: dict[str, object] = {}
 
     def long_task() -> None:
         try:
             cluster.hub.run_task(
-                task("a", "slow", config={"seconds": 600, "marker": str(marker)}, timeout=None),
+                task("a", "slow", config={"seconds": 600, "marker": marker.name}, timeout=None),
                 lambda k, p: None,
                 threading.Event(),
             )

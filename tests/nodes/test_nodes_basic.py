@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from flowfed.artifacts import ArtifactStore
 from flowfed.db import Database
+from flowfed.node.journal import NodeJournal
 from flowfed.runtime.remote import RemoteInput
 from flowfed.server.auth import create_token
 from tests.nodes.conftest import Cluster, make_csv, run, task
@@ -96,12 +97,15 @@ def test_datasets_registered_and_rows_stay_on_the_node(
     # Load each node's dataset (not shareable), then summarize it by hash (shareable).
     results = {}
     for name, rows in (("hospital-a", 5), ("hospital-b", 7), ("hospital-c", 6)):
-        loaded, seen = run(
-            cluster, task(name, "flowfed.node_dataset", dataset="breast", outputs={"output": "raw"})
-        )
+        load = task(name, "flowfed.node_dataset", dataset="breast", outputs={"output": "raw"})
+        loaded, seen = run(cluster, load)
         raw = loaded.outputs["output"]
         assert raw.data is None and raw.kind == "pandas" and raw.size > 0
-        assert any(k == "log" and f"{rows} rows" in p["message"] for k, p in seen)
+        # The log line stays on the node; the server sees that there was one.
+        assert any(k == "log" and "kept on node" in p["message"] for k, p in seen)
+        assert not any(k == "log" and f"{rows} rows" in p["message"] for k, p in seen)
+        kept = NodeJournal(tmp_path / f"work-{name}").logs(load.task_id)
+        assert any(f"{rows} rows" in line["message"] for line in kept)
         states = [p["state"] for k, p in seen if k == "state"]
         assert states == ["initialized", "started", "running"]
         ref = RemoteInput(
@@ -135,7 +139,8 @@ def test_each_task_gets_its_own_copy_of_a_node_table(cluster: Cluster, tmp_path:
     # The agent keeps node-store tables decoded between tasks (a federated round reads the
     # same one every round); a tool that changes its input in place must not change what
     # the next task on that node reads.
-    cluster.start_node("hospital-a", {"breast": make_csv(tmp_path / "a.csv", "A", rows=4)})
+    # five rows: an aggregate over fewer would not leave the node (disclosure.min_rows)
+    cluster.start_node("hospital-a", {"breast": make_csv(tmp_path / "a.csv", "A", rows=5)})
     loaded, _ = run(
         cluster,
         task("hospital-a", "flowfed.node_dataset", dataset="breast", outputs={"output": "raw"}),
@@ -149,7 +154,7 @@ def test_each_task_gets_its_own_copy_of_a_node_table(cluster: Cluster, tmp_path:
             cluster, task("hospital-a", "scribble", inputs={"table": ref}, shareable=["output"])
         )
         assert json.loads(result.outputs["output"].data) == {
-            "age_sum": 40 + 41 + 42 + 43,
+            "age_sum": 40 + 41 + 42 + 43 + 44,
             "columns": ["age", "size", "label"],
         }
 
@@ -170,8 +175,13 @@ def test_node_dataset_needs_a_dataset(cluster: Cluster, tmp_path: Path) -> None:
     from flowfed.runtime.remote import RemoteTaskError
 
     cluster.start_node("hospital-a", {"breast": make_csv(tmp_path / "a.csv", "A")})
-    with pytest.raises(RemoteTaskError, match=r"must run on a data node \(on: each-dataset\)"):
+    with pytest.raises(RemoteTaskError, match=r"^ValueError in step") as raised:
         run(cluster, task("hospital-a", "flowfed.node_dataset"))
+    # What the tool said stays on the node, for its operator.
+    got = NodeJournal(tmp_path / "work-hospital-a").get_error(
+        raised.value.report["context"]["error_id"]
+    )
+    assert got is not None and "must run on a data node (on: each-dataset)" in got["message"]
     with pytest.raises(RemoteTaskError, match="node 'hospital-a' has no dataset 'lung'"):
         run(cluster, task("hospital-a", "flowfed.node_dataset", dataset="lung"))
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from flowfed.node.journal import NodeJournal
 from flowfed.runtime.remote import RemoteTaskError
 from tests.nodes.conftest import Cluster, make_csv, run, task
 
@@ -18,6 +19,14 @@ def _error(cluster: Cluster, t: object) -> RemoteTaskError:
     with pytest.raises(RemoteTaskError) as info:
         run(cluster, t)  # type: ignore[arg-type]
     return info.value
+
+
+def _on_node(cluster: Cluster, node: str, err: RemoteTaskError) -> str:
+    """What the node itself recorded of ``err`` (the message the server may not see)."""
+    error_id = err.report["context"]["error_id"]
+    got = NodeJournal(cluster.root / f"work-{node}").get_error(error_id)
+    assert got is not None, error_id
+    return str(got["message"])
 
 
 @pytest.mark.parametrize("runner", ["inprocess", "subprocess"])
@@ -33,7 +42,8 @@ def test_raise_hang_garbage_each_say_which(cluster: Cluster, tmp_path: Path, run
     hung = _error(cluster, task("site", "hang", timeout=1.5))
     assert "the tool hung" in str(hung) and hung.report["type"] == "Timeout"
     junk = _error(cluster, task("site", "garbage"))
-    assert "the tool sent garbage" in str(junk) and "output 'output'" in str(junk)
+    said = _on_node(cluster, "site", junk)
+    assert "the tool sent garbage" in said and "output 'output'" in said
     # The node still works after all of that.
     ok, _ = run(cluster, task("site", "slow", config={"seconds": 0.1}, shareable=["output"]))
     assert ok.outputs["output"].data == b"7"
@@ -42,8 +52,10 @@ def test_raise_hang_garbage_each_say_which(cluster: Cluster, tmp_path: Path, run
 def test_a_tool_that_exits_says_so(cluster: Cluster, tmp_path: Path) -> None:
     cluster.start_node("site", None, "subprocess")
     exited = _error(cluster, task("site", "exit3"))
-    assert "the tool's process exited" in str(exited) and "code 3" in str(exited)
+    # The exit and its stderr tail are the node's to read; the server gets the type.
     assert exited.report["type"] == "ProcessExited"
+    said = _on_node(cluster, "site", exited)
+    assert "the tool's process exited" in said and "code 3" in said
 
 
 def test_offline_node_waits_for_the_timeout_then_names_it(cluster: Cluster) -> None:
@@ -75,12 +87,12 @@ def test_a_task_waits_for_its_node_to_come_online(cluster: Cluster, tmp_path: Pa
 
 def test_kill_9_mid_task_fails_the_task(cluster: Cluster, tmp_path: Path) -> None:
     node = cluster.start_node("site")
-    marker = tmp_path / "started"
+    marker = tmp_path / "markers" / "started"
     box: dict[str, object] = {}
 
     def engine_thread() -> None:
         try:
-            run(cluster, task("site", "slow", config={"seconds": 600, "marker": str(marker)}))
+            run(cluster, task("site", "slow", config={"seconds": 600, "marker": marker.name}))
         except RemoteTaskError as exc:
             box["error"] = exc
 
@@ -101,9 +113,9 @@ def test_kill_9_mid_task_fails_the_task(cluster: Cluster, tmp_path: Path) -> Non
 def test_a_node_that_reconnects_resumes_its_task(cluster: Cluster, tmp_path: Path) -> None:
     """Drop the node's connection (not the process) mid-task: it reconnects and delivers."""
     cluster.start_node("site")
-    marker = tmp_path / "started"
+    marker = tmp_path / "markers" / "started"
     box: dict[str, object] = {}
-    t = task("site", "slow", config={"seconds": 2.0, "marker": str(marker)}, shareable=["output"])
+    t = task("site", "slow", config={"seconds": 2.0, "marker": marker.name}, shareable=["output"])
 
     def engine_thread() -> None:
         try:
@@ -128,7 +140,7 @@ def test_a_node_that_reconnects_resumes_its_task(cluster: Cluster, tmp_path: Pat
 
 def test_cancel_terminates_promptly(cluster: Cluster, tmp_path: Path) -> None:
     cluster.start_node("site")
-    marker = tmp_path / "started"
+    marker = tmp_path / "markers" / "started"
     cancel = threading.Event()
     box: dict[str, object] = {}
 
@@ -136,7 +148,7 @@ def test_cancel_terminates_promptly(cluster: Cluster, tmp_path: Path) -> None:
         try:
             run(
                 cluster,
-                task("site", "slow", config={"seconds": 600, "marker": str(marker)}),
+                task("site", "slow", config={"seconds": 600, "marker": marker.name}),
                 cancel,
             )
         except RemoteTaskError as exc:
@@ -162,9 +174,9 @@ def test_a_result_finished_while_disconnected_is_delivered(
 ) -> None:
     """The node finishes during a flapping connection: it keeps and re-sends the result."""
     cluster.start_node("site")
-    marker = tmp_path / "started"
+    marker = tmp_path / "markers" / "started"
     box: dict[str, object] = {}
-    t = task("site", "slow", config={"seconds": 1.0, "marker": str(marker)}, shareable=["output"])
+    t = task("site", "slow", config={"seconds": 1.0, "marker": marker.name}, shareable=["output"])
 
     def engine_thread() -> None:
         try:

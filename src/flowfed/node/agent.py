@@ -754,6 +754,7 @@ class NodeAgent:
             dataset = {**dataset, "disclosure": {"min_rows": self.policy.disclosure.min_rows}}
         args = {name: self._input(task, name, v) for name, v in task.inputs.items()}
         rows = self._rows_in(task, args, dataset)
+        width = _width(args, dataset)
         sink("state", {"state": "started"})
         ctx = task_context(task, sink, self.config.name, dataset)
         sink("state", {"state": "running"})
@@ -772,7 +773,7 @@ class NodeAgent:
                 decision = Release(name, mat.kind, True, None, mat.data, category="no-node-data")
                 decisions.append(decision)
                 return decision
-            decision = self.egress.decide(spec.name, name, mat, value, rows)
+            decision = self.egress.decide(spec.name, name, mat, value, rows, width)
             decisions.append(decision)
             return decision
 
@@ -1051,6 +1052,17 @@ def spawn_node(
         return subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL)
     with open(log_file, "ab") as out:
         return subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+
+
+def _width(args: dict[str, Any], dataset: dict[str, Any] | None) -> int:
+    """The most columns among the task's tables (and its dataset)."""
+    widths = [len(dataset.get("columns") or [])] if dataset else []
+    for value in args.values():
+        for one in _as_list(value):
+            columns = getattr(one, "columns", None)
+            if columns is not None:
+                widths.append(len(columns))
+    return max(widths, default=0)
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -439,8 +439,15 @@ class Egress:
     def __init__(self, policy: NodePolicy) -> None:
         self.policy = policy
 
-    def decide(self, tool: str, output: str, mat: Any, value: Any, rows: int | None) -> Release:
-        """The decision for ``output`` of ``tool`` (``mat`` is its materialized form)."""
+    def decide(
+        self, tool: str, output: str, mat: Any, value: Any, rows: int | None, width: int = 0
+    ) -> Release:
+        """The decision for ``output`` of ``tool`` (``mat`` is its materialized form).
+
+        ``rows`` is how many of the node's rows the output covers, ``width`` the most
+        columns among the tables it was built from: a list of names (strings) as long as
+        the columns, such as the column names, is a description, not a record per row.
+        """
         d = self.policy.disclosure
         kind = mat.kind
         base = Release(output, kind, False, rows)
@@ -519,7 +526,7 @@ class Egress:
                 f"an aggregate over {rows} rows, fewer than the minimum of {d.min_rows}",
             )
         max_len = max(1, rows // d.min_rows)
-        longest = _longest_list(value)
+        longest = _longest_list(value, names_up_to=width)
         if longest > max_len:
             return self._no(
                 base,
@@ -572,13 +579,21 @@ def _masked_size(value: Any) -> int:
     return count_parameters(value)
 
 
-def _longest_list(value: Any, depth: int = 0) -> int:
+def _longest_list(value: Any, depth: int = 0, *, names_up_to: int = 0) -> int:
+    """The longest list in ``value``; a list of at most ``names_up_to`` strings counts 0."""
     if depth > 64:
         return 0
     if isinstance(value, dict):
-        return max((_longest_list(v, depth + 1) for v in value.values()), default=0)
+        return max(
+            (_longest_list(v, depth + 1, names_up_to=names_up_to) for v in value.values()),
+            default=0,
+        )
     if isinstance(value, list):
-        inner = max((_longest_list(v, depth + 1) for v in value), default=0)
+        if len(value) <= names_up_to and all(isinstance(v, str) for v in value):
+            return 0
+        inner = max(
+            (_longest_list(v, depth + 1, names_up_to=names_up_to) for v in value), default=0
+        )
         return max(len(value), inner)
     return 0
 

@@ -373,9 +373,9 @@ async function runPage(runId) {
     if (t.state === "error" && t.error) parts.push(`<span class="field-error" title="${esc(t.error)}">${esc(t.error)}</span>`);
     else if (metric) parts.push(esc(metric));
     const attempt = t.attempt > 1 ? ` (attempt ${t.attempt})` : "";
-    // A placed task links to what its node let leave (the node policy's egress record).
-    const left = t.node && t.node !== "local" ? ` <a class="muted" href="#/tasks/${t.id}" title="what left this node">⇡ what left</a>` : "";
-    return `<a href="#/tasks/${t.id}">${esc(t.tool)}${attempt}</a><span class="info">${parts.join(" · ") || "—"}${left}</span><span>${badge(t.state)}</span>`;
+    // A placed task's page says what its node let leave (the node policy's egress record).
+    const left = t.node && t.node !== "local" ? ` title="open: what left node ${esc(t.node)}" data-egress="#/tasks/${t.id}#egress"` : "";
+    return `<a href="#/tasks/${t.id}"${left}>${esc(t.tool)}${attempt}</a><span class="info">${parts.join(" · ") || "—"}</span><span>${badge(t.state)}</span>`;
   };
   // A federated step is judged by its own task (the one that ends with the global model):
   // a participant dropped from a round ends `cancelled` or `error` without failing it.

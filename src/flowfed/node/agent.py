@@ -736,7 +736,8 @@ class NodeAgent:
             self.journal.append(
                 {"kind": "task.refused", "task_id": task.task_id, "run_id": task.run_id,
                  "principal": task.principal, "flow": task.flow, "tool": task.tool,
-                 "rule": "tools.allow", "reason": str(exc)}
+                 "rule": "tools.allow" if exc.etype == "UnknownTool" else "config",
+                 "reason": str(exc)}
             )  # fmt: skip
             raise TaskFailure(str(exc), exc.etype, public=True) from None
         # The node's own words (waiting for approval) are not a tool's: unfiltered.

@@ -24,12 +24,12 @@ from flowfed.artifacts import (
     ArtifactStore,
     Materialized,
     NotMaterializable,
-    cache_key,
     code_hash,
     fingerprint,
     load,
     materialize,
 )
+from flowfed.engine.cache import cache_key
 
 
 @dataclasses.dataclass

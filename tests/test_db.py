@@ -450,7 +450,7 @@ def test_update_task_and_error(db: Database, writer: Writer) -> None:
     assert run is not None and run["status"] == "failed" and run["error"] == "boom"
     (task,) = run["tasks"]
     assert task["attempt"] == 2 and task["state"] == "error" and task["error"] == err
-    assert db.cache_lookup("k" * 64) is None  # only finished tasks are cached
+    assert _cache_lookup(db, "k" * 64) is None  # only finished tasks are cached
 
 
 def test_write_error_is_raised_once_and_batch_rolled_back(db: Database, writer: Writer) -> None:
@@ -642,10 +642,10 @@ def test_cache_lookup_and_run_artifacts(db: Database, writer: Writer) -> None:
     finish(writer, run1, tid, [model, report], cache_key="c" * 64)
     writer.flush()
 
-    hit = db.cache_lookup("c" * 64)
+    hit = _cache_lookup(db, "c" * 64)
     assert hit is not None
     assert set(hit) == {"model", "report"} and hit["model"]["id"] == model["id"]
-    assert db.cache_lookup("d" * 64) is None
+    assert _cache_lookup(db, "d" * 64) is None
 
     # A second run reuses the outputs through the cache.
     run2 = new_run(writer)
@@ -672,4 +672,11 @@ def test_cache_lookup_and_run_artifacts(db: Database, writer: Writer) -> None:
     # Once an output is gone, the entry is no longer a hit.
     with db.engine.begin() as conn:
         conn.execute(m.artifacts.delete().where(m.artifacts.c.id == report["id"]))
-    assert db.cache_lookup("c" * 64) is None
+    assert _cache_lookup(db, "c" * 64) is None
+
+
+def _cache_lookup(db: Database, key: str) -> dict[str, dict[str, Any]] | None:
+    from flowfed.engine import cache
+
+    hit = cache.lookup(db, key)
+    return None if hit is None else hit[0]

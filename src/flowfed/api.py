@@ -73,31 +73,31 @@ def prepare(
         ]
         problems += import_tools(loaded.flow.imports, loaded.base_dir, origin=origin)
     executor = loaded.flow.executor
-    if executor is not None and not _known_executor(executor):
-        problems.append(
-            loaded.source.diag(
-                f"unknown executor {executor!r}",
-                ("executor",),
-                field="executor",
-                hint="use threads, processes, subprocess, sandbox, dask://local, "
-                "dask://HOST:PORT, ray://local or ray://HOST:PORT",
+    if executor is not None:
+        from flowfed.executors import check_executor
+
+        try:
+            check_executor(executor)
+        except ValueError as exc:
+            problems.append(
+                loaded.source.diag(
+                    str(exc).split(": use ")[0],
+                    ("executor",),
+                    field="executor",
+                    hint="use " + str(exc).split(": use ")[-1],
+                )
             )
-        )
     if problems:
         raise FlowError(problems)
     return Prepared(loaded, plan(loaded, get_registry(), params))
 
 
 def _known_executor(url: str) -> bool:
-    from flowfed.engine.local import EXECUTORS
-    from flowfed.executors import executor_from_url, is_cluster_url
+    """Whether ``url`` names an executor (:func:`flowfed.executors.check_executor`)."""
+    from flowfed.executors import check_executor
 
-    if url in EXECUTORS:
-        return True
-    if not is_cluster_url(url):
-        return False
     try:
-        executor_from_url(url)
+        check_executor(url)
     except ValueError:
         return False
     return True
@@ -117,8 +117,14 @@ def make_engine(
     executor: str = "threads",
     max_workers: int | None = None,
     listeners: list[Callable[[str, dict[str, Any]], None]] | None = None,
+    task_timeout: float | None = None,
 ) -> LocalEngine:
-    """An engine over the default (or given) database and artifact store."""
+    """An engine over the default (or given) database and artifact store.
+
+    ``task_timeout`` is the platform's default task timeout in seconds, for steps
+    without a ``timeout:`` of their own (a flow's ``config: {task_timeout: S}`` comes
+    first; see :class:`~flowfed.engine.local.LocalEngine`).
+    """
     from flowfed.artifacts import ArtifactStore
     from flowfed.db import Database
     from flowfed.engine.local import LocalEngine
@@ -133,6 +139,7 @@ def make_engine(
         max_workers=max_workers,
         use_cache=use_cache,
         listeners=listeners,
+        task_timeout=task_timeout,
     )
 
 
@@ -145,8 +152,13 @@ def run_flow(
     executor: str | None = None,
     database_url: str | None = None,
     artifacts_url: str | None = None,
+    task_timeout: float | None = None,
 ) -> RunResult:
     """Validate and run a flow locally; returns the :class:`~flowfed.engine.RunResult`.
+
+    ``task_timeout`` (seconds) stops any task of a step without its own ``timeout:``
+    that runs longer, with a clear error (the flow's ``config: {task_timeout: S}``
+    takes precedence over it).
 
     Example:
         >>> # flowfed.run_flow("flow.yaml", params={"threshold": 0.7}).status
@@ -159,6 +171,7 @@ def run_flow(
         use_cache=use_cache,
         # The caller's choice, else the flow file's `executor:`, else threads.
         executor=executor or prepared.loaded.flow.executor or "threads",
+        task_timeout=task_timeout,
     )
     try:
         path = prepared.loaded.path

@@ -39,7 +39,11 @@ def test_parse_cluster_url(url: str, scheme: str, address: str, options: dict[st
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("spark://x", "unknown executor 'spark://x': use threads, processes, dask://local"),
+        (
+            "spark://x",
+            "unknown executor 'spark://x': use threads, processes, subprocess, sandbox, "
+            "container, dask://local",
+        ),
         ("dask:/x", "unknown executor 'dask:/x'"),
         ("dask://?workers=2", "executor 'dask://?workers=2' names no host"),
         ("ray://head?inline_max=1MB", "inline_max must be a number of bytes"),

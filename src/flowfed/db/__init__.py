@@ -12,12 +12,11 @@ from flowfed.db.database import (
     normalize_url,
 )
 from flowfed.db.schema import HEAD_REVISION, SchemaOutOfDate, alembic_config
-from flowfed.db.writer import TERMINAL_STATES, Writer
+from flowfed.db.writer import Writer
 
 __all__ = [
     "HEAD_REVISION",
     "MIN_PREFIX",
-    "TERMINAL_STATES",
     "AmbiguousRef",
     "Database",
     "SchemaOutOfDate",

@@ -399,7 +399,7 @@ class Database:
     # -- artifacts ------------------------------------------------------------------------
 
     @staticmethod
-    def _artifact_dicts(conn: Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    def artifact_dicts(conn: Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Artifact rows by id, each with ``parents`` and ``producer``, in two queries."""
         ids = list(dict.fromkeys(ids))
         if not ids:
@@ -457,7 +457,7 @@ class Database:
             aid = self._resolve_artifact(conn, ref)
             if aid is None:
                 return None
-            return self._artifact_dicts(conn, [aid]).get(aid)
+            return self.artifact_dicts(conn, [aid]).get(aid)
 
     def list_artifacts(
         self, name: str | None = None, run_id: str | None = None, limit: int = 200
@@ -487,7 +487,7 @@ class Database:
             nodes: dict[str, dict[str, Any]] = {}
             frontier = [root]
             while frontier:
-                got = self._artifact_dicts(conn, frontier)
+                got = self.artifact_dicts(conn, frontier)
                 nodes.update(got)
                 frontier = list({p for d in got.values() for p in d["parents"] if p not in nodes})
         if root not in nodes:
@@ -530,64 +530,6 @@ class Database:
         )
         with self.engine.connect() as conn:
             return _rows(conn.execute(q))
-
-    # -- cache, logs, metrics -------------------------------------------------------------
-
-    def cache_lookup(self, key: str) -> dict[str, dict[str, Any]] | None:
-        """``{output: artifact dict}`` for a cache key whose artifacts all still exist."""
-        hit = self.cache_hit(key)
-        return None if hit is None else hit[0]
-
-    def cache_hit(self, key: str) -> tuple[dict[str, dict[str, Any]], dict[str, float]] | None:
-        """Like :meth:`cache_lookup`, plus the metrics the original task reported.
-
-        A cached task reuses its metrics too, so conditions over ``metrics`` route a
-        cached re-run exactly as they routed the run that did the work.
-        """
-        ce, t = m.cache_entries, m.tasks
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(ce.c.outputs, t.c.metrics)
-                .select_from(ce.outerjoin(t, t.c.id == ce.c.task_id))
-                .where(ce.c.key == key)
-            ).first()
-            if row is None:
-                return None
-            outputs: dict[str, str] = row[0] or {}
-            found = self._artifact_dicts(conn, outputs.values())
-        if any(aid not in found for aid in outputs.values()):
-            return None
-        return {name: found[aid] for name, aid in outputs.items()}, dict(row[1] or {})
-
-    def cache_index(
-        self, tools: Iterable[str]
-    ) -> dict[str, tuple[dict[str, dict[str, Any]], dict[str, float]]]:
-        """Every cache entry of these tools: ``{key: (outputs, metrics)}`` as in :meth:`cache_hit`.
-
-        The engine loads this once per run, so a cache look-up on its hot path is a dict
-        access rather than a round trip per task. Entries whose artifacts are gone are left
-        out.
-        """
-        ce, t = m.cache_entries, m.tasks
-        names = sorted(set(tools))
-        entries: list[tuple[str, dict[str, str], dict[str, float]]] = []
-        found: dict[str, dict[str, Any]] = {}
-        with self.engine.connect() as conn:
-            for chunk in _chunks(names, 500):
-                q = (
-                    select(ce.c.key, ce.c.outputs, t.c.metrics)
-                    .select_from(ce.outerjoin(t, t.c.id == ce.c.task_id))
-                    .where(ce.c.tool.in_(chunk))
-                )
-                entries.extend((k, o or {}, dict(mt or {})) for k, o, mt in conn.execute(q))
-            ids = [aid for _, outputs, _ in entries for aid in outputs.values()]
-            for chunk in _chunks(ids, 500):
-                found.update(self._artifact_dicts(conn, chunk))
-        index: dict[str, tuple[dict[str, dict[str, Any]], dict[str, float]]] = {}
-        for key, outputs, metrics in entries:
-            if all(aid in found for aid in outputs.values()):
-                index[key] = ({n: found[aid] for n, aid in outputs.items()}, metrics)
-        return index
 
     # -- leases and resumption (server processes) ----------------------------------------
 
@@ -639,8 +581,9 @@ class Database:
 
     def resume_state(self, run_id: str) -> dict[str, Any]:
         """What a resumed run needs: its tasks in order (each with ``outputs``: output
-        name → artifact dict) and the last event sequence number recorded."""
-        t, ra, e = m.tasks, m.run_artifacts, m.events
+        name → artifact dict, and ``resumes``: how often the platform already ran it again
+        after an interruption) and the last event sequence number recorded."""
+        t, ra, e, tt = m.tasks, m.run_artifacts, m.events, m.transitions
         with self.engine.connect() as conn:
             tasks = _rows(
                 conn.execute(select(t).where(t.c.run_id == run_id).order_by(t.c.created_at))
@@ -648,16 +591,29 @@ class Database:
             links = conn.execute(
                 select(ra.c.task_id, ra.c.output, ra.c.artifact_id).where(ra.c.run_id == run_id)
             ).all()
-            arts = self._artifact_dicts(conn, [aid for _, _, aid in links])
+            arts = self.artifact_dicts(conn, [aid for _, _, aid in links])
             max_seq = conn.execute(
                 select(func.max(e.c.seq)).where(e.c.run_id == run_id)
             ).scalar_one_or_none()
+            # The engine records a resumption as Error → Pending with detail "resumed: …".
+            resumes: dict[str, int] = dict(
+                conn.execute(
+                    select(tt.c.task_id, func.count())
+                    .where(
+                        tt.c.run_id == run_id,
+                        tt.c.dst == "pending",
+                        tt.c.detail.like("resumed:%"),
+                    )
+                    .group_by(tt.c.task_id)
+                ).all()
+            )
         outputs: dict[str, dict[str, dict[str, Any]]] = {}
         for task_id, output, aid in links:
             if output is not None and aid in arts:
                 outputs.setdefault(task_id, {})[output] = arts[aid]
         for task in tasks:
             task["outputs"] = outputs.get(task["id"], {})
+            task["resumes"] = int(resumes.get(task["id"], 0))
         return {"tasks": tasks, "max_seq": int(max_seq or 0)}
 
     def read_blob(self, hash: str) -> bytes | None:

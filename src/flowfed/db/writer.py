@@ -28,8 +28,9 @@ from sqlalchemy.exc import IntegrityError
 
 from flowfed.db import models as m
 
-#: States after which a task never runs again; reaching one stamps ``tasks.ended_at``.
-TERMINAL_STATES = frozenset({"finished", "error", "cached", "skipped", "cancelled"})
+# Reaching a terminal state stamps ``tasks.ended_at``: which states those are is the
+# lifecycle's to say (a plain module with no imports of its own).
+from flowfed.runtime.lifecycle import TERMINAL
 
 #: Advisory-lock namespace (first key) for per-name artifact version assignment.
 _VERSION_LOCK_NS = 0x0F1F
@@ -384,7 +385,7 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
             upd["attempt"] = attempt
             if dst == "started":
                 upd["started_at"] = at
-            elif dst in TERMINAL_STATES:
+            elif dst in TERMINAL:
                 upd["ended_at"] = at
         elif op == "tasks":
             for r in p:

@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from flowfed.engine.placed import PlacedHost
 from flowfed.engine.state import ArtifactRef, TaskRun
+from flowfed.engine.task import TaskFailed, attempt, fail
 from flowfed.ids import new_id
 from flowfed.plan.federated import aggregate_task, round_id, round_metric, sample, train_task
 from flowfed.plan.graph import TaskNode
@@ -38,7 +40,6 @@ from flowfed.runtime.lifecycle import State
 from flowfed.tools.core import Context, Model, build_spec
 
 if TYPE_CHECKING:
-    from flowfed.engine.local import _Run
     from flowfed.tools.core import ToolSpec
 
 
@@ -124,27 +125,27 @@ def make_aggregator(driver: FederatedDriver) -> ToolSpec:
 class FederatedDriver:
     """Runs one federated step's rounds inside the engine run ``run``."""
 
-    def __init__(self, run: _Run, tr: TaskRun) -> None:
+    def __init__(self, run: PlacedHost, tr: TaskRun) -> None:
         assert tr.node.federated is not None
         self.run = run
         self.tr = tr
         self.node = tr.node
         self.fed = tr.node.federated
         self.settings = self.fed.settings
-        self.sink = run._telemetry(tr)
+        self.sink = run.record.telemetry(tr)
 
     # -- driving ---------------------------------------------------------------------------
 
     def drive(self) -> None:
         run, tr, fed, s = self.run, self.tr, self.fed, self.settings
-        tr.ctx = Context(self.sink, run_id=run.run_id, task_id=tr.id, step=tr.step)  # type: ignore[attr-defined]
-        if not run._move(tr, State.STARTED):
+        tr.ctx = Context(self.sink, run_id=run.run_id, task_id=tr.id, step=tr.step)
+        if not run.record.move(tr, State.STARTED):
             return None
         try:
             aggregator = make_aggregator(self)
         except Exception as exc:  # an unknown strategy setting: says which
-            run._fail(tr, f"federated step '{tr.step}': {exc}", None)
-        if not run._move(tr, State.RUNNING):
+            fail(run, tr, f"federated step '{tr.step}': {exc}", None)
+        if not run.record.move(tr, State.RUNNING):
             return None
         model_ref: ArtifactRef | None = None
         if fed.model_input is not None:
@@ -170,7 +171,7 @@ class FederatedDriver:
         pool = cf.ThreadPoolExecutor(width, thread_name_prefix="flowfed-fl")
         try:
             for r in range(1, s.rounds + 1):
-                if run.e._cancel.is_set() or tr.state.terminal:
+                if run.cancelled or tr.state.terminal:
                     return None
                 chosen = sample(fed.participants, self._per_round(), rng)
                 try:
@@ -180,7 +181,7 @@ class FederatedDriver:
                         done = self._train_round(pool, r, chosen, model_ref)
                         model_ref = self._aggregate(aggregator, r, done, model_ref)
                 except StepFailed as exc:
-                    run._fail(tr, str(exc), None)
+                    fail(run, tr, str(exc), None)
                 rounds_done = r
                 metrics = round_metric([(c.metrics, n) for c, n in done])
                 for name, value in metrics.items():
@@ -242,20 +243,7 @@ class FederatedDriver:
             has_value=model_ref.has_value,
         )
         tr.progress = 1.0
-        if run._move(tr, State.FINISHED):
-            run.writer.finish_task(
-                task_id=tr.id,
-                run_id=run.run_id,
-                state="finished",
-                at=time.time(),
-                artifacts=[],
-                cache_key=None,
-                cached=False,
-                error=None,
-                metrics=tr.metrics or None,
-                progress=1.0,
-                reused={fed.model_output: model_ref.id},
-            )
+        run.record.finish(tr, [], [], None, reused={fed.model_output: model_ref.id})
         return None
 
     def _per_round(self) -> int:
@@ -269,21 +257,17 @@ class FederatedDriver:
         run = self.run
         child = TaskRun(new_id(), plan)
         child.inputs = inputs
-        run.view.tasks.setdefault(plan.step, []).append(child)
-        run.writer.add_tasks([run._task_row(child)])
-        return child
+        return run.record.add_task(child)
 
     def _execute(self, child: TaskRun) -> TaskRun:
-        from flowfed.engine.local import TaskFailed
-
         try:
-            self.run._attempt(child)
+            attempt(self.run, child)
         except TaskFailed:
             pass
         except Exception as exc:  # never let one node's surprise take down the round
             if not child.state.terminal:
                 child.error = {"message": f"internal error: {exc}", "type": type(exc).__name__}
-                self.run._move(child, State.ERROR, child.error["message"])
+                self.run.record.move(child, State.ERROR, child.error["message"])
         return child
 
     def _train_round(
@@ -335,7 +319,7 @@ class FederatedDriver:
         Returns the finished children; fewer than ``need`` raises :class:`StepFailed`.
         """
         s = self.settings
-        inline = getattr(self.run.e.dispatcher, "in_process", False) and len(children) <= 8
+        inline = getattr(self.run.dispatcher, "in_process", False) and len(children) <= 8
         if deadline is None and inline:
             # Simulated nodes compute in this process and never wait on I/O: handing a few
             # tasks to threads only adds switches for the GIL (with many, numpy's released
@@ -354,7 +338,7 @@ class FederatedDriver:
             late = deadline is not None and time.monotonic() >= deadline
             if late and len(ok) >= need:
                 break
-            if self.run.e._cancel.is_set():
+            if self.run.cancelled:
                 break
         for f in pending:  # stragglers: cancel and record why their result was dropped
             c = futures[f]
@@ -362,7 +346,7 @@ class FederatedDriver:
             if handle is not None:
                 handle.cancel()
             why = f"dropped: no {phase} result within round_timeout ({s.round_timeout:g}s)"
-            self.run._move(c, State.CANCELLED, why)
+            self.run.record.move(c, State.CANCELLED, why)
             self.sink(
                 "log",
                 {
@@ -452,7 +436,7 @@ class FederatedDriver:
     def _value(self, ref: ArtifactRef) -> Any:
         if ref.has_value:
             return ref.value
-        return ref.handle(self.run._source(ref)).load()
+        return ref.handle(self.run.source(ref)).load()
 
     def _secure_round(
         self,

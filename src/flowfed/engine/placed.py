@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flowfed.artifacts import INLINE_MAX_BYTES, Materialized, inline_uri
 from flowfed.engine.state import ArtifactRef, TaskRun
+from flowfed.engine.task import TaskFailed, TaskHost, fail, report
 from flowfed.runtime.lifecycle import State
 from flowfed.runtime.remote import (
     RemoteInput,
@@ -26,7 +27,20 @@ from flowfed.runtime.remote import (
 )
 
 if TYPE_CHECKING:
-    from flowfed.engine.local import _Run
+    from flowfed.plan.graph import TaskGraph
+    from flowfed.runtime.remote import NodeDispatcher
+
+
+class PlacedHost(TaskHost, Protocol):
+    """What a placed task needs from its run, beyond :class:`TaskHost`."""
+
+    graph: TaskGraph
+    dispatcher: NodeDispatcher | None
+    #: Who submitted the run; every placed task carries it to its node's policy.
+    principal: str | None
+
+    def bytes_of(self, ref: ArtifactRef) -> bytes: ...
+
 
 NODE_URI = "node://"
 
@@ -64,7 +78,7 @@ class NoNodes(RuntimeError):
     """A placed task in a run that has no node dispatcher."""
 
 
-def remote_inputs(run: _Run, tr: TaskRun) -> dict[str, RemoteInput | list[RemoteInput]]:
+def remote_inputs(run: PlacedHost, tr: TaskRun) -> dict[str, RemoteInput | list[RemoteInput]]:
     """``tr``'s inputs as the node receives them (bytes only for central artifacts)."""
     node = tr.node
 
@@ -96,23 +110,23 @@ def remote_inputs(run: _Run, tr: TaskRun) -> dict[str, RemoteInput | list[Remote
     return out
 
 
-def _secure_step(run: _Run, step: str) -> bool:
+def _secure_step(run: PlacedHost, step: str) -> bool:
     """Whether ``step`` is a federated step with secure aggregation (its node tasks then
     keep per-node facts inside the aggregate, as the node's policy decides)."""
-    for t in run.g.tasks.values():
+    for t in run.graph.tasks.values():
         if t.step == step and t.federated is not None:
             return bool(t.federated.settings.secure_aggregation)
     return False
 
 
-def run_placed(run: _Run, tr: TaskRun, config: dict[str, Any] | None = None) -> RemoteResult:
+def run_placed(run: PlacedHost, tr: TaskRun, config: dict[str, Any] | None = None) -> RemoteResult:
     """Send ``tr`` to its node and block until it ends; moves the lifecycle as it goes.
 
     Raises :class:`RemoteTaskError` (the node's report), :class:`NoNodes`, or
     ``ValueError`` for inputs that cannot reach the node.
     """
     node = tr.node
-    dispatcher = run.e.dispatcher
+    dispatcher = run.dispatcher
     if dispatcher is None:
         raise NoNodes(
             f"step '{node.step}' is placed on node '{node.node}', but this run has no nodes: "
@@ -130,16 +144,16 @@ def run_placed(run: _Run, tr: TaskRun, config: dict[str, Any] | None = None) -> 
         inputs=remote_inputs(run, tr),
         outputs=dict(node.outputs),
         shareable=sorted(node.shareable),
-        timeout=node.timeout,
+        timeout=run.timeout_of(tr),
         attempt=tr.attempt,
         allow_pickle=node.allow_pickle,
         step=node.step,
         round=node.round,
         principal=run.principal or "anonymous",
-        flow=run.g.flow.name,
+        flow=run.graph.flow.name,
         secure_aggregation=_secure_step(run, node.step),
     )
-    sink = run._telemetry(tr)
+    sink = run.record.telemetry(tr)
     lock = threading.Lock()
 
     def telemetry(kind: str, payload: dict[str, Any]) -> None:
@@ -156,30 +170,33 @@ def run_placed(run: _Run, tr: TaskRun, config: dict[str, Any] | None = None) -> 
             if dst in _ORDER and _ORDER.get(tr.state, -1) < _ORDER[dst]:
                 for step in (State.STARTED, State.RUNNING):
                     if _ORDER[tr.state] < _ORDER[step] <= _ORDER[dst]:
-                        run._move(
+                        run.record.move(
                             tr, step, f"on node {node.node}" if step is State.STARTED else None
                         )
 
     cancel = threading.Event()
-    tr.ctx = _CancelHandle(cancel)  # type: ignore[attr-defined]
-    if run.e._cancel.is_set():
+    tr.ctx = _CancelHandle(cancel)
+    if run.cancelled:
         cancel.set()
     result = dispatcher.run_task(task, telemetry, cancel)
     with lock:
         for step in (State.STARTED, State.RUNNING):
             if not tr.state.terminal and _ORDER.get(tr.state, 99) < _ORDER[step]:
-                run._move(tr, step)
+                run.record.move(tr, step)
     return result
 
 
-def record_remote(run: _Run, tr: TaskRun, result: RemoteResult) -> list[dict[str, Any]]:
-    """Turn a node's result into artifact refs on ``tr`` and catalog rows (returned)."""
+def record_remote(
+    run: PlacedHost, tr: TaskRun, result: RemoteResult
+) -> tuple[list[dict[str, Any]], list[Materialized]]:
+    """Turn a node's result into artifact refs on ``tr``: its catalog rows, and the
+    objects whose bytes the central store must keep."""
     node = tr.node
     now = time.time()
     if result.egress:
         # What the node's policy let leave (and refused): the run page's "what left
         # this node", from the node's own decision and audit entry.
-        run._emit("egress", tr, {"egress": list(result.egress)})
+        run.record.emit("egress", tr, {"egress": list(result.egress)})
     parents = [ref.id for ref in tr.input_refs()]
     rows: list[dict[str, Any]] = []
     to_store: list[Materialized] = []
@@ -193,7 +210,7 @@ def record_remote(run: _Run, tr: TaskRun, result: RemoteResult) -> list[dict[str
                 ro.kind, ro.type_name, ro.data, ro.hash, pickled=ro.pickled, meta=dict(ro.meta)
             )
             inline = m.size <= INLINE_MAX_BYTES
-            uri = inline_uri(m.hash) if inline else run.e.store.uri(m.hash)
+            uri = inline_uri(m.hash) if inline else run.store.uri(m.hash)
             if inline:
                 blob = m.data
             else:
@@ -202,7 +219,7 @@ def record_remote(run: _Run, tr: TaskRun, result: RemoteResult) -> list[dict[str
         else:
             uri = node_uri(node.node, ro.hash)
         rows.append(
-            run._output_row(
+            run.record.output_row(
                 tr,
                 out_name,
                 ro,
@@ -223,5 +240,38 @@ def record_remote(run: _Run, tr: TaskRun, result: RemoteResult) -> list[dict[str
                 "context": {"node": node.node},
             }
         )
-    run.pending_store[tr.id] = to_store
-    return rows
+    return rows, to_store
+
+
+def attempt_placed(run: PlacedHost, tr: TaskRun) -> None:
+    """Run ``tr`` (already Initialized) on its node and record what comes back.
+
+    Raises :class:`~flowfed.engine.task.TaskFailed` with the node's report when it fails.
+    """
+    try:
+        result = run_placed(run, tr)
+        rows, to_store = record_remote(run, tr, result)
+    except RemoteTaskError as exc:
+        handle = tr.ctx
+        if handle is not None and handle.cancelled:
+            run.record.move(tr, State.CANCELLED, "cancelled")
+            return None
+        remote_failure(run, tr, exc.report)
+    except (NoNodes, ValueError) as exc:
+        fail(run, tr, str(exc), None)
+    if tr.state.terminal:
+        return None
+    run.record.finish(tr, rows, to_store, None)
+    return None
+
+
+def remote_failure(run: TaskHost, tr: TaskRun, remote: dict[str, Any]) -> None:
+    """End ``tr`` in Error with a node's report (its message, type and traceback)."""
+    rep = report(
+        run, tr, str(remote.get("message") or "remote task failed"), None, remote.get("type")
+    )
+    rep["traceback"] = remote.get("traceback")
+    rep["context"].update(
+        {k: v for k, v in (remote.get("context") or {}).items() if k not in rep["context"]}
+    )
+    raise TaskFailed(rep)

@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from flowfed.artifacts import ArtifactHandle, ByteSource
 from flowfed.plan.graph import TaskNode
 from flowfed.runtime.lifecycle import Lifecycle, State
+
+
+class Cancellable(Protocol):
+    """What cancels a running attempt: its tool :class:`~flowfed.tools.core.Context`, or
+    the handle of a task running on a node."""
+
+    def cancel(self) -> None: ...
+
+    @property
+    def cancelled(self) -> bool: ...
 
 
 @dataclass(eq=False)
@@ -88,6 +98,19 @@ class TaskRun:
     started_at: float | None = None
     ended_at: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: How the running attempt is cancelled (set once it starts; None before).
+    ctx: Cancellable | None = None
+    #: Seed-003 tasks: the shared context they read, and the dict the tool returned.
+    seed_context: dict[str, Any] | None = None
+    seed_result: dict[str, Any] | None = None
+    #: Attempts the platform started again after an interruption it caused (a server
+    #: killed mid-task): counted apart from the step's own ``retries``.
+    resumes: int = 0
+
+    @property
+    def retries_used(self) -> int:
+        """Attempts after the first that the step's own ``retries`` paid for."""
+        return self.attempt - 1 - self.resumes
 
     @property
     def state(self) -> State:

@@ -1,4 +1,4 @@
-"""Where a tool call runs: one small interface over threads, processes, Dask and Ray.
+"""Where a tool call runs: one small interface over every kind of executor.
 
 The engine keeps everything around a call: lifecycle, retries, caching, artifacts,
 lineage. An :class:`Executor` only runs the call itself and returns its value, relaying
@@ -7,11 +7,14 @@ the tool's telemetry to the task's :class:`~flowfed.tools.core.Context`. Failure
 traceback) or :class:`~flowfed.executors.processes.ProcessTimeout`, which the engine turns
 into the same Error report for every executor.
 
-An executor is named by a URL:
+An executor is named by a URL: one of :data:`KINDS`, or a cluster URL.
 
 =========================  ==========================================================
 ``threads``                worker threads in the engine's process (the default)
 ``processes``              a forked child process per call
+``subprocess``             ``python -m flowfed.runtime`` per call, over the runtime protocol
+``sandbox``                the same inside a bubblewrap sandbox (no network, no host files)
+``container``              the same inside an OCI container (podman or docker)
 ``dask://local``           a Dask ``LocalCluster`` started here (``?workers=2&processes=0``)
 ``dask://host:8786``       an existing Dask scheduler
 ``ray://local``            a local Ray (joins ``$RAY_ADDRESS`` when set; ``?cpus=2``)
@@ -28,7 +31,11 @@ Example:
     >>> executor_from_url("spark://x")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: unknown executor 'spark://x': use threads, processes, dask://local, ...
+    ValueError: unknown executor 'spark://x': use threads, processes, subprocess, ...
+
+Tasks placed on data nodes do not go through an executor: the engine hands them to a
+:class:`~flowfed.runtime.remote.NodeDispatcher` (the server's node hub, or simulated
+nodes), whose contract is :mod:`flowfed.runtime.remote`.
 """
 
 from __future__ import annotations
@@ -55,12 +62,14 @@ if TYPE_CHECKING:
     from flowfed.tools.core import Context
 
 __all__ = [
+    "KINDS",
     "ClusterExecutor",
     "ClusterURL",
     "Executor",
     "ExecutorUnavailable",
     "ProcessTaskError",
     "ProcessTimeout",
+    "check_executor",
     "executor_from_url",
     "is_cluster_url",
     "parse_cluster_url",
@@ -68,6 +77,14 @@ __all__ = [
 
 #: Seconds between checks for cancel and timeout while a cluster call runs.
 POLL_S = 0.05
+
+#: The executors named by a word (everything else is a cluster URL): worker threads,
+#: forked processes, ``python -m flowfed.runtime`` subprocesses over the runtime protocol,
+#: the same under a bubblewrap sandbox, or in a container. The one list of them.
+KINDS = ("threads", "processes", "subprocess", "sandbox", "container")
+
+#: Executors that run the tool in another process (never on the engine's scheduler thread).
+ISOLATED = ("subprocess", "sandbox", "container")
 
 
 class ExecutorUnavailable(RuntimeError):
@@ -110,7 +127,12 @@ class _InProcessExecutor:
 
 
 class ThreadsExecutor(_InProcessExecutor):
-    """Call the tool in the calling thread (the engine's pool provides the threads)."""
+    """Call the tool in the calling thread (the engine's pool provides the threads).
+
+    With a timeout the call runs in a thread of its own. Python threads cannot be
+    killed: a timed-out tool is abandoned (its context is cancelled, so its telemetry
+    stops and ``check_cancelled()`` raises) and its result dropped.
+    """
 
     name = "threads"
 
@@ -124,7 +146,25 @@ class ThreadsExecutor(_InProcessExecutor):
     ) -> Any:
         from flowfed.tools.core import call_tool
 
-        return call_tool(node.tool, args, node.config, ctx)
+        if timeout is None:
+            return call_tool(node.tool, args, node.config, ctx)
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = call_tool(node.tool, args, node.config, ctx)
+            except BaseException as exc:
+                box["error"] = exc
+
+        t = threading.Thread(target=target, name=f"flowfed-tool-{node.step}", daemon=True)
+        t.start()
+        t.join(timeout)
+        if t.is_alive():
+            ctx.cancel()
+            raise ProcessTimeout(f"timed out after {timeout:g}s")
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
 
 
 class ProcessesExecutor(_InProcessExecutor):
@@ -143,6 +183,26 @@ class ProcessesExecutor(_InProcessExecutor):
         from flowfed.executors.processes import call_in_process
 
         return call_in_process(node, args, task_id, ctx, timeout)
+
+
+class IsolatedExecutor(_InProcessExecutor):
+    """``python -m flowfed.runtime`` per call (:mod:`flowfed.executors.isolated`), as a
+    plain subprocess, in a bubblewrap sandbox or in an OCI container."""
+
+    def __init__(self, runner: str) -> None:
+        self.name = runner
+
+    def call(
+        self,
+        node: TaskNode,
+        args: dict[str, Any],
+        task_id: str,
+        ctx: Context,
+        timeout: float | None,
+    ) -> Any:
+        from flowfed.executors.isolated import call_isolated
+
+        return call_isolated(node, args, task_id, ctx, timeout, runner=self.name)
 
 
 class ClusterExecutor:
@@ -259,7 +319,7 @@ class ClusterExecutor:
 _shared: dict[tuple[str, int], ClusterExecutor] = {}
 _shared_lock = threading.Lock()
 
-_USAGE = "use threads, processes, dask://local, dask://HOST:PORT, ray://local or ray://HOST:PORT"
+_USAGE = f"use {', '.join(KINDS)}, dask://local, dask://HOST:PORT, ray://local or ray://HOST:PORT"
 _CLUSTER_SCHEMES = ("dask", "ray")
 
 
@@ -329,6 +389,8 @@ def executor_from_url(url: str, *, store: ArtifactStore | None = None) -> Execut
         return ThreadsExecutor()
     if url == "processes":
         return ProcessesExecutor()
+    if url in ISOLATED:
+        return IsolatedExecutor(url)
     target = parse_cluster_url(url)
     with _shared_lock:
         key = (url, id(store))
@@ -337,6 +399,17 @@ def executor_from_url(url: str, *, store: ArtifactStore | None = None) -> Execut
             ex = _factory(target.scheme)(target, store)
             _shared[key] = ex
         return ex
+
+
+def check_executor(url: str) -> None:
+    """Raise ``ValueError`` naming the choices unless ``url`` names an executor.
+
+    Example:
+        >>> check_executor("sandbox")
+        >>> check_executor("dask://local")
+    """
+    if url not in KINDS:
+        parse_cluster_url(url)
 
 
 def close_all() -> None:

@@ -40,7 +40,8 @@ class State(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        """True for states a task never leaves (a retry is a new attempt, not a transition)."""
+        """True for states an attempt never leaves (only :meth:`Lifecycle.retry` starts a
+        new attempt of the task, from Error)."""
         return self in TERMINAL
 
 
@@ -102,5 +103,24 @@ class Lifecycle:
         check_transition(src, dst)
         tr = Transition(src, dst, time.time(), detail)
         self.state = dst
+        self.history.append(tr)
+        return tr
+
+    def retry(self, detail: str | None = None) -> Transition:
+        """Start a new attempt after a failed one: Error → Pending, recorded like any move.
+
+        The only way out of a terminal state, and only out of Error: a step's own
+        ``retries`` and the platform's resumption of an interrupted task both come here.
+
+        Example:
+            >>> lc = Lifecycle(State.ERROR)
+            >>> lc.retry("retry 2").to
+            <State.PENDING: 'pending'>
+        """
+        src = self.state
+        if src is not State.ERROR:
+            raise IllegalTransition(src, State.PENDING)
+        tr = Transition(src, State.PENDING, time.time(), detail)
+        self.state = State.PENDING
         self.history.append(tr)
         return tr

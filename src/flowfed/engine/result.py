@@ -1,0 +1,148 @@
+"""What a run reports: :class:`RunResult`, and the summary of its federated rounds and report.
+
+Example:
+    >>> # result = flowfed.run_flow("flow.yaml"); result.status, result.value("scores")
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flowfed.engine.state import ArtifactRef, RunView
+from flowfed.runtime.lifecycle import State
+
+if TYPE_CHECKING:
+    from flowfed.artifacts import ByteSource
+    from flowfed.plan.graph import TaskGraph
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports (the CLI's ``--json`` is built from this).
+
+    Example:
+        >>> # result = flowfed.run_flow("flow.yaml")
+        >>> # result.status, result.value("scores")
+        >>> # ('success', {'accuracy': 0.87, 'auc': 0.96})
+    """
+
+    run_id: str
+    status: str
+    view: RunView
+    error: str | None = None
+    #: Federated rounds and the flow's ``report`` artifact (see :func:`summarize`).
+    summary: dict[str, Any] = field(default_factory=dict)
+    #: The latest reference of every artifact this run produced or reused, by name.
+    outputs: dict[str, ArtifactRef] = field(default_factory=dict, repr=False)
+    _artifacts: list[dict[str, Any]] | None = field(default=None, repr=False)
+    _catalog: Callable[[], list[dict[str, Any]]] | None = field(default=None, repr=False)
+    _source: Callable[[ArtifactRef], ByteSource] | None = field(default=None, repr=False)
+
+    @property
+    def artifacts(self) -> list[dict[str, Any]]:
+        """The catalog rows of the run's artifacts (read from the database on first use:
+        a caller that only wants the status or a value never pays for the query)."""
+        if self._artifacts is None:
+            self._artifacts = self._catalog() if self._catalog is not None else []
+        return self._artifacts
+
+    def value(self, name: str) -> Any:
+        """The value of artifact ``name`` as this run left it (its latest version).
+
+        Values the run computed in this process are returned as they are; cached or
+        placed ones are loaded from the catalog or the artifact store.
+
+        Example:
+            >>> # flowfed.run_flow("flow.yaml").value("model").coef_.shape
+            >>> # (1, 30)
+        """
+        ref = self.outputs.get(name)
+        if ref is None:
+            known = ", ".join(sorted(self.outputs)) or "none"
+            raise KeyError(f"run {self.run_id} has no artifact named {name!r} (it has: {known})")
+        if ref.has_value:
+            return ref.value
+        if self._source is None:
+            raise LookupError(f"artifact {name!r} of run {self.run_id} has no stored bytes here")
+        return ref.handle(self._source(ref)).load()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``flowfed run --json``."""
+        steps = []
+        for name in self.view.steps:
+            tasks = self.view.tasks.get(name, [])
+            steps.append(
+                {
+                    "name": name,
+                    "status": self.view.step_state(name),
+                    "tasks": [
+                        {
+                            "id": t.id,
+                            "status": str(t.state),
+                            "node": t.node.node,
+                            **({"dataset": t.node.dataset} if t.node.dataset else {}),
+                            **({"round": t.node.round} if t.node.round is not None else {}),
+                            "cached": t.cached,
+                            "attempt": t.attempt,
+                            "iteration": t.iteration,
+                            **({"error": t.error} if t.error else {}),
+                            **({"metrics": t.metrics} if t.metrics else {}),
+                        }
+                        for t in tasks
+                    ],
+                }
+            )
+        return {
+            "run_id": self.run_id,
+            "flow": self.view.flow_name,
+            "status": self.status,
+            "error": self.error,
+            "duration_s": round((self.view.ended_at or time.time()) - self.view.started_at, 4),
+            "steps": steps,
+            "artifacts": [
+                {"name": a["name"], "version": a["version"], "hash": a["hash"], "id": a["id"]}
+                for a in self.artifacts
+            ],
+            **({"summary": self.summary} if self.summary else {}),
+        }
+
+
+def summarize(
+    view: RunView,
+    graph: TaskGraph,
+    latest: dict[str, ArtifactRef],
+    source: Callable[[ArtifactRef], ByteSource],
+) -> dict[str, Any]:
+    """Rounds and timing of federated steps, and the value of the flow's ``report``."""
+    out: dict[str, Any] = {}
+    for runs in view.tasks.values():
+        for t in runs:
+            if t.node.federated is not None and t.state is State.FINISHED:
+                out["rounds"] = int(t.metrics.get("rounds", 0))
+                out["seconds_per_round"] = t.metrics.get("seconds_per_round")
+                ref = t.outputs.get(t.node.federated.model_output)
+                if ref is not None:
+                    out["model"] = {"name": ref.name, "id": ref.id, "hash": ref.hash}
+    report = graph.flow.report
+    if not report:
+        return out
+    # A swept flow has one report per subvariant: report[learning_rate=0.1], ...
+    found = {
+        name[len(report) + 1 : -1] if name != report else "": ref
+        for name, ref in latest.items()
+        if name == report or (name.startswith(report + "[") and name.endswith("]"))
+    }
+    values: dict[str, Any] = {}
+    for label, ref in found.items():
+        try:
+            values[label] = ref.value if ref.has_value else ref.handle(source(ref)).load()
+        except Exception as exc:  # the run's result stands; say why the report is absent
+            values[label] = {"error": f"cannot load report '{ref.name}': {exc}"}
+    if "" in values:
+        out["metrics"] = values[""]
+    elif values:
+        out["variants"] = values
+    return out

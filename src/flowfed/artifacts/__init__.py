@@ -1,4 +1,4 @@
-"""Artifacts: canonical fingerprints and cache keys, materializers, a content-addressed
+"""Artifacts: canonical fingerprints and code hashes, materializers, a content-addressed
 store over fsspec, and lazy handles. numpy, pandas, pyarrow and fsspec load only on use.
 """
 
@@ -12,11 +12,8 @@ from flowfed.artifacts.blobs import (
 from flowfed.artifacts.handle import ArtifactHandle
 from flowfed.artifacts.hashing import (
     UNHASHABLE,
-    cache_key,
-    cache_key_for,
     code_hash,
     fingerprint,
-    task_identity,
 )
 from flowfed.artifacts.materializers import (
     KINDS,
@@ -39,14 +36,13 @@ __all__ = [
     "CatalogBlobs",
     "Materialized",
     "NotMaterializable",
-    "cache_key",
-    "cache_key_for",
     "code_hash",
     "fingerprint",
     "inline_uri",
     "is_inline",
     "load",
     "materialize",
-    "task_identity",
     "type_name_of",
 ]
+
+# Cache keys live with the cache: flowfed.engine.cache.

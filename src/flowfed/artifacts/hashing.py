@@ -16,7 +16,7 @@ import functools
 import hashlib
 import struct
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -374,39 +374,3 @@ def _ast_hash(target: Any) -> str:
             node.decorator_list = []
     dumped = ast.dump(tree, annotate_fields=False, include_attributes=False)
     return hashlib.sha256(b"ast\0" + dumped.encode()).hexdigest()
-
-
-def task_identity(tool: str, version: str, code: str, config: Mapping[str, Any]) -> str | None:
-    """The input-independent part of a cache key: tool, version, code hash and config.
-
-    None when the config has no canonical fingerprint (the task then always runs). The
-    engine computes it once per planned task and combines it with each run's input hashes
-    through :func:`cache_key_for`.
-    """
-    config_fp = fingerprint(dict(config))
-    if not isinstance(config_fp, str):
-        return None
-    return str(fingerprint(("flowfed-cache-v1", tool, version, code, config_fp)))
-
-
-def cache_key_for(identity: str, input_hashes: Mapping[str, str]) -> str:
-    """Combine a :func:`task_identity` with the content hashes of the task's inputs."""
-    h = hashlib.sha256(identity.encode())
-    for name in sorted(input_hashes):
-        h.update(b"\0" + name.encode() + b"\0" + input_hashes[name].encode())
-    return h.hexdigest()
-
-
-def cache_key(
-    tool: str,
-    version: str,
-    code: str,
-    config: Mapping[str, Any],
-    input_hashes: Mapping[str, str],
-) -> str | None:
-    """The cache key of a task: tool identity, code hash, config and input hashes.
-
-    None when the config has no canonical fingerprint (the task then always runs).
-    """
-    identity = task_identity(tool, version, code, config)
-    return None if identity is None else cache_key_for(identity, input_hashes)

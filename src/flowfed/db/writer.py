@@ -1,11 +1,9 @@
 """The background database writer.
 
-The engine emits about six writes per task (task row, transitions, artifacts, finish). Doing
-each in its own transaction would cost milliseconds per task; instead every call here only
-appends a tuple to a queue (well under a microsecond), and one thread drains whatever has
-accumulated and commits it as ONE transaction, using executemany-style batches per table.
-Task and run updates are coalesced per row inside a drain (last write wins), which gives the
-same end state as applying them one by one because nothing in a drain reads them back.
+Every call here only appends a tuple to a queue (well under a microsecond); one thread
+drains whatever has accumulated and commits it as ONE transaction, in multi-row batches per
+table (:mod:`flowfed.db.batch`). Task and run updates are coalesced per row inside a drain
+(last write wins): nothing in a drain reads them back.
 
 A failed drain is rolled back entirely and its exception is kept; the next :meth:`flush` or
 :meth:`close` raises it (once), so errors are never lost but never hit the hot path either.
@@ -13,23 +11,19 @@ A failed drain is rolled back entirely and its exception is kept; the next :meth
 
 from __future__ import annotations
 
-import itertools
-import json
-import operator
 import queue
-import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import JSON, Connection, func, select, text
+from sqlalchemy import Connection, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from flowfed.db import models as m
+from flowfed.db.batch import insert_many, insert_picked, insert_tuples, update_many
 
-# Reaching a terminal state stamps ``tasks.ended_at``: which states those are is the
-# lifecycle's to say (a plain module with no imports of its own).
+# Which states stamp ``tasks.ended_at`` is the lifecycle's to say (a module of no imports).
 from flowfed.runtime.lifecycle import TERMINAL
 
 #: Advisory-lock namespace (first key) for per-name artifact version assignment.
@@ -499,7 +493,7 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
             raise ValueError(f"unknown writer op {op!r}")
 
     if run_rows:
-        _insert_many(conn, m.runs, run_rows)
+        insert_many(conn, m.runs, run_rows)
     if task_rows:
         for task_id, row in task_rows.items():
             folded = task_upd.pop(task_id, None)
@@ -508,18 +502,18 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
             merge = metric_merge.pop(task_id, None)
             if merge:
                 row["metrics"] = {**(row["metrics"] or {}), **merge}
-        _insert_picked(conn, m.tasks, _TASK_INSERT_COLS, list(task_rows.values()) + dup_task_rows)
+        insert_picked(conn, m.tasks, _TASK_INSERT_COLS, list(task_rows.values()) + dup_task_rows)
     if blob_rows:
-        _insert_tuples(
+        insert_tuples(
             conn, m.blobs, ("hash", "data"), list(blob_rows.values()), "ON CONFLICT DO NOTHING"
         )
     if art_rows:
         _assign_versions(conn, art_rows)
-        _insert_picked(conn, m.artifacts, _ARTIFACT_COLS, art_rows)
+        insert_picked(conn, m.artifacts, _ARTIFACT_COLS, art_rows)
         if parent_rows:
-            _insert_tuples(conn, m.artifact_parents, ("artifact_id", "parent_id"), parent_rows)
+            insert_tuples(conn, m.artifact_parents, ("artifact_id", "parent_id"), parent_rows)
     if ra_rows:
-        _insert_tuples(
+        insert_tuples(
             conn,
             m.run_artifacts,
             ("run_id", "artifact_id", "task_id", "output", "reused"),
@@ -528,7 +522,7 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
         )
     if cache_rows:
         _fill_cache_tools(conn, cache_rows, task_rows)
-        _insert_many(
+        insert_many(
             conn,
             m.cache_entries,
             list(cache_rows.values()),
@@ -536,13 +530,13 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
             + ", ".join(f"{c} = excluded.{c}" for c in _CACHE_UPDATE_COLS),
         )
     if trans_rows:
-        _insert_tuples(conn, m.transitions, _TRANSITION_COLS, trans_rows)
+        insert_tuples(conn, m.transitions, _TRANSITION_COLS, trans_rows)
     if event_rows:
-        _insert_many(conn, m.events, event_rows)
+        insert_many(conn, m.events, event_rows)
     if log_rows:
-        _insert_many(conn, m.logs, log_rows)
+        insert_many(conn, m.logs, log_rows)
     if metric_rows:
-        _insert_many(conn, m.metrics, metric_rows)
+        insert_many(conn, m.metrics, metric_rows)
     if metric_merge:
         t = m.tasks
         for tid, current in conn.execute(
@@ -550,9 +544,9 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
         ):
             task_upd.setdefault(tid, {})["metrics"] = {**(current or {}), **metric_merge[tid]}
     if task_upd:
-        _update_many(conn, m.tasks, task_upd)
+        update_many(conn, m.tasks, task_upd)
     if run_upd:
-        _update_many(conn, m.runs, run_upd)
+        update_many(conn, m.runs, run_upd)
 
 
 def _assign_versions(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -603,164 +597,3 @@ def _fill_cache_tools(
         tools.update(conn.execute(select(t.c.id, t.c.tool).where(t.c.id.in_(task_ids))).all())
     for r in cache_rows.values():
         r["tool"] = tools.get(r["task_id"], "")
-
-
-# The hot tables are written through the driver's executemany with SQL built once per
-# table and column set: SQLAlchemy's per-row parameter processing cost more than the
-# database itself at thousands of rows per second. JSON columns are encoded here.
-_SQL_CACHE: dict[tuple[str, str, tuple[str, ...], str], str] = {}
-
-
-def _marker(conn: Connection) -> str:
-    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
-
-
-def _json_cols(table: Any) -> frozenset[str]:
-    cols = _JSON_COLS.get(table.name)
-    if cols is None:
-        cols = frozenset(c.name for c in table.c if isinstance(c.type, JSON))
-        _JSON_COLS[table.name] = cols
-    return cols
-
-
-_JSON_COLS: dict[str, frozenset[str]] = {}
-
-
-# One encoder for every JSON cell: json.dumps with options builds a new JSONEncoder per
-# call, which cost more than the database write of the row.
-_dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
-
-
-_quote = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str (C)
-
-
-def _json(value: Any) -> str:
-    # Most JSON cells are empty mappings (an artifact's meta, a task's metrics) or small
-    # str -> str ones (a cache entry's outputs): they skip the encoder, whose set-up per call
-    # costs more than the encoding. The text is what json.dumps would write.
-    if type(value) is dict:
-        if not value:
-            return "{}"
-        if all(type(k) is str and type(v) is str for k, v in value.items()):
-            return "{" + ",".join(f"{_quote(k)}:{_quote(v)}" for k, v in value.items()) + "}"
-    return _dumps(value)
-
-
-def _encode(value: Any, is_json: bool) -> Any:
-    if is_json:
-        return None if value is None else _json(value)
-    return value
-
-
-def _insert_many(
-    conn: Connection, table: Any, rows: list[dict[str, Any]], on_conflict: str = ""
-) -> None:
-    """INSERT ``rows`` (dicts with the same keys) in one driver-level executemany.
-
-    ``on_conflict`` is an ``ON CONFLICT ...`` clause; SQLite and PostgreSQL share its
-    syntax, so one statement serves both.
-    """
-    _insert_picked(conn, table, tuple(rows[0]), rows, on_conflict)
-
-
-def _insert_picked(
-    conn: Connection,
-    table: Any,
-    cols: tuple[str, ...],
-    rows: list[dict[str, Any]],
-    on_conflict: str = "",
-) -> None:
-    """INSERT the ``cols`` of each row (rows may carry other keys, which are ignored)."""
-    pick = operator.itemgetter(*cols)
-    # itemgetter of one key returns the bare value, not a 1-tuple
-    params = [(pick(r),) for r in rows] if len(cols) == 1 else [pick(r) for r in rows]
-    _insert_tuples(conn, table, cols, params, on_conflict)
-
-
-def _insert_tuples(
-    conn: Connection,
-    table: Any,
-    cols: tuple[str, ...],
-    params: list[tuple[Any, ...]],
-    on_conflict: str = "",
-) -> None:
-    """INSERT ``params`` (tuples in ``cols`` order); JSON columns are encoded here."""
-    mark = _marker(conn)
-    jcols = _json_cols(table)
-    json_at = [i for i, c in enumerate(cols) if c in jcols]
-    if json_at:
-        # Only the JSON columns need work; everything else goes to the driver as is.
-        dumps = _json
-        encoded = []
-        for values in params:
-            row = list(values)
-            for i in json_at:
-                v = row[i]
-                if v is not None:
-                    row[i] = dumps(v)
-            encoded.append(tuple(row))
-        params = encoded
-    if mark == "?":
-        _insert_sqlite(conn, table.name, cols, params, on_conflict)
-        return
-    conn.exec_driver_sql(_insert_sql(table.name, cols, mark, 1, on_conflict), params)
-
-
-def _insert_sql(name: str, cols: tuple[str, ...], mark: str, rows: int, on_conflict: str) -> str:
-    key = ("insert", name, cols, f"{mark}{rows}{on_conflict}")
-    sql = _SQL_CACHE.get(key)
-    if sql is None:
-        quoted = ", ".join(f'"{c}"' for c in cols)
-        one = f"({', '.join([mark] * len(cols))})"
-        sql = f"INSERT INTO {name} ({quoted}) VALUES {', '.join([one] * rows)}" + (
-            f" {on_conflict}" if on_conflict else ""
-        )
-        if len(_SQL_CACHE) > 512:  # row counts vary per drain: keep the cache bounded
-            _SQL_CACHE.clear()
-        _SQL_CACHE[key] = sql
-    return sql
-
-
-#: Most bound parameters in one SQLite statement (SQLITE_MAX_VARIABLE_NUMBER: 32,766
-#: since SQLite 3.32, 999 before).
-_SQLITE_MAX_PARAMS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
-#: Rows per multi-row INSERT on SQLite.
-_SQLITE_CHUNK_ROWS = 500
-
-
-def _insert_sqlite(
-    conn: Connection,
-    name: str,
-    cols: tuple[str, ...],
-    params: list[tuple[Any, ...]],
-    on_conflict: str,
-) -> None:
-    """INSERT many rows per statement instead of ``executemany``: one statement to run
-    per few hundred rows rather than per row (200,000 seven-column rows: 0.23 s against
-    0.34 s), and the GIL released and re-taken once per statement rather than per row."""
-    per = max(1, min(_SQLITE_CHUNK_ROWS, _SQLITE_MAX_PARAMS // len(cols)))
-    for start in range(0, len(params), per):
-        chunk = params[start : start + per]
-        flat = tuple(itertools.chain.from_iterable(chunk))
-        conn.exec_driver_sql(_insert_sql(name, cols, "?", len(chunk), on_conflict), flat)
-
-
-def _update_many(conn: Connection, table: Any, updates: dict[str, dict[str, Any]]) -> None:
-    """UPDATE rows by id, one executemany per distinct set of columns."""
-    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-    jcols = _json_cols(table)
-    for row_id, fields in updates.items():
-        if not fields:
-            continue
-        cols = tuple(sorted(fields))
-        params = (*(_encode(fields[c], c in jcols) for c in cols), row_id)
-        groups.setdefault(cols, []).append(params)
-    mark = _marker(conn)
-    for cols, params_list in groups.items():
-        key = ("update", table.name, cols, mark)
-        sql = _SQL_CACHE.get(key)
-        if sql is None:
-            sets = ", ".join(f"{c} = {mark}" for c in cols)
-            sql = f"UPDATE {table.name} SET {sets} WHERE id = {mark}"
-            _SQL_CACHE[key] = sql
-        conn.exec_driver_sql(sql, params_list)

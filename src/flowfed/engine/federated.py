@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from flowfed.engine.fl_tools import make_aggregator, roster_tool, secure_aggregate_tool
 from flowfed.engine.placed import PlacedHost
 from flowfed.engine.state import ArtifactRef, TaskRun
 from flowfed.engine.task import TaskFailed, attempt, fail
@@ -37,7 +38,7 @@ from flowfed.ids import new_id
 from flowfed.plan.federated import aggregate_task, round_id, round_metric, sample, train_task
 from flowfed.plan.graph import TaskNode
 from flowfed.runtime.lifecycle import State
-from flowfed.tools.core import Context, Model, build_spec
+from flowfed.tools.core import Context, build_spec
 
 if TYPE_CHECKING:
     from flowfed.tools.core import ToolSpec
@@ -45,81 +46,6 @@ if TYPE_CHECKING:
 
 class StepFailed(Exception):
     """The federated step cannot go on (too few updates, a failed aggregation)."""
-
-
-def _num_examples(model: Any) -> int:
-    n = getattr(model, "num_examples", None)
-    if n is None:
-        n = (getattr(model, "training", None) or {}).get("rows")
-    if not isinstance(n, int | float) or n <= 0:
-        raise ValueError(
-            f"a federated trainer's model must say how many examples it saw "
-            f"(model.training['rows'] or model.num_examples); {type(model).__name__} does not"
-        )
-    return int(n)
-
-
-def _weights_of(model: Any) -> list[np.ndarray]:
-    get = getattr(model, "get_weights", None)
-    if get is None or not hasattr(model, "with_weights"):
-        raise ValueError(
-            f"{type(model).__name__} cannot take part in federated training: it needs "
-            "get_weights() and with_weights(weights) (see docs/federated.md)"
-        )
-    return [np.asarray(w, dtype=np.float64) for w in get()]
-
-
-def make_aggregator(driver: FederatedDriver) -> ToolSpec:
-    """The central aggregation tool of one federated step (holds the strategy's state)."""
-    from flowfed.fl import Update, make_strategy, private_mean_update
-
-    settings = driver.settings
-    strategy = make_strategy(settings.strategy, **settings.strategy_config)
-    rng = np.random.default_rng(settings.seed)
-
-    def aggregate(
-        updates: list[Model],
-        ctx: Context,
-        global_model: Model | None = None,
-        *,
-        round: int = 1,
-        strategy_name: str = "fedavg",
-        nodes: list[str] | None = None,
-    ) -> Model:
-        """Combine one round's updates into the next global model."""
-        names = nodes or [f"node-{i}" for i in range(len(updates))]
-        ups = [
-            Update(name, _weights_of(m), _num_examples(m))
-            for name, m in zip(names, updates, strict=True)
-        ]
-        base = updates[0] if global_model is None else global_model
-        current = _weights_of(global_model) if global_model is not None else None
-        if current is None:
-            # Round 1 without an initial model: the trainers started from zeros, and the
-            # server optimizers and DP-FedAvg measure each change from that start.
-            current = [np.zeros_like(w) for w in ups[0].weights]
-        privacy = settings.privacy
-        if privacy is not None:
-            new = private_mean_update(
-                current, ups, privacy.clip_norm, privacy.noise_multiplier, rng
-            )
-        else:
-            new = strategy.aggregate(ups, global_weights=current)
-        total = sum(u.num_examples for u in ups)
-        ctx.log(
-            f"round {round}: {strategy_name} over {len(ups)} update(s) "
-            f"({', '.join(u.node for u in ups)}), {total} examples"
-        )
-        model = base.with_weights(new)  # type: ignore[attr-defined]
-        training = dict(getattr(model, "training", {}) or {})
-        training.update(
-            {"federated_round": round, "strategy": strategy_name, "rows": total, "nodes": names}
-        )
-        if hasattr(model, "training"):
-            model.training = training
-        return model
-
-    return build_spec(aggregate, name="flowfed.fl_aggregate", version="1.0", type="analysis")
 
 
 class FederatedDriver:
@@ -142,7 +68,7 @@ class FederatedDriver:
         if not run.record.move(tr, State.STARTED):
             return None
         try:
-            aggregator = make_aggregator(self)
+            aggregator = make_aggregator(self.settings)
         except Exception as exc:  # an unknown strategy setting: says which
             fail(run, tr, f"federated step '{tr.step}': {exc}", None)
         if not run.record.move(tr, State.RUNNING):
@@ -473,7 +399,7 @@ class FederatedDriver:
         keyed = self._run_batch(pool, r, keys, need, deadline, "keys")
         # 2. the roster, as a central artifact the mask tasks consume
         roster_spec = build_spec(
-            _roster_tool, name="flowfed.fl_roster", version="1.0", type="data-transformation"
+            roster_tool, name="flowfed.fl_roster", version="1.0", type="data-transformation"
         )
         names = [k.node.node for k in keyed]
         roster_task = self._child(
@@ -545,7 +471,7 @@ class FederatedDriver:
             self._run_batch(pool, r, reveals, len(reveals), None, "reveal")
         # 6. the central secure sum
         agg_spec = build_spec(
-            _secure_aggregate_tool(self),
+            secure_aggregate_tool(self.settings),
             name="flowfed.fl_secure_aggregate",
             version="1.0",
             type="analysis",
@@ -618,61 +544,3 @@ class FederatedDriver:
             msg = (child.error or {}).get("message", str(child.state))
             raise StepFailed(f"federated step '{self.tr.step}', round {r}: aggregation: {msg}")
         return child.outputs["output"]
-
-
-def _roster_tool(public_keys: list[str], ctx: Context, *, nodes: list[str]) -> dict:
-    """The round's roster ``{node: public key}`` from the participants' public keys."""
-    if len(public_keys) != len(nodes):
-        raise ValueError(f"{len(public_keys)} public keys for {len(nodes)} nodes")
-    ctx.log(f"roster of {len(nodes)} participants: {', '.join(nodes)}")
-    return dict(zip(nodes, public_keys, strict=True))
-
-
-def _secure_aggregate_tool(driver: FederatedDriver) -> Any:
-    """The central step of a secure round: unmask the sum, never an individual update."""
-    from flowfed.fl.privacy import add_gaussian_noise
-    from flowfed.fl.secagg import secure_fedavg, secure_sum
-
-    settings = driver.settings
-    rng = np.random.default_rng(settings.seed + 1)
-
-    def secure_aggregate(
-        masked: list[dict],
-        seeds: list[dict],
-        global_model: Model,
-        ctx: Context,
-        *,
-        round: int = 1,
-        survivors: list[str] | None = None,
-        dropped: list[str] | None = None,
-        revealers: list[str] | None = None,
-    ) -> Model:
-        """Unmask the round's sum of masked updates into the next global model."""
-        names = survivors or []
-        payloads = dict(zip(names, masked, strict=True))
-        revealed = dict(zip(revealers or [], seeds, strict=True))
-        gone = set(dropped or [])
-        base = _weights_of(global_model)
-        privacy = settings.privacy
-        if privacy is not None:
-            total = secure_sum(payloads, gone, revealed, round=round)
-            noisy = add_gaussian_noise(total, privacy.noise_multiplier, privacy.clip_norm, rng)
-            new = [b + t / len(names) for b, t in zip(base, noisy, strict=True)]
-            examples = 0
-        else:
-            new, examples = secure_fedavg(payloads, gone, revealed, round=round)
-        ctx.log(
-            f"round {round}: secure sum over {len(names)} masked update(s)"
-            + (f", {len(gone)} dropped ({', '.join(sorted(gone))})" if gone else "")
-        )
-        model = global_model.with_weights(new)  # type: ignore[attr-defined]
-        if hasattr(model, "training"):
-            model.training = {
-                "federated_round": round,
-                "secure_aggregation": True,
-                "rows": examples or None,
-                "nodes": names,
-            }
-        return model
-
-    return secure_aggregate

@@ -1,4 +1,5 @@
-"""What a run reports: :class:`RunResult`, and the summary of its federated rounds and report.
+"""What a run reports: :class:`RunResult`, built when the run closes (:func:`close`), with
+the summary of its federated rounds and its ``report`` artifact.
 
 Example:
     >>> # result = flowfed.run_flow("flow.yaml"); result.status, result.value("scores")
@@ -11,11 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flowfed.engine.state import ArtifactRef, RunView
+from flowfed.artifacts import is_inline
+from flowfed.engine.state import ArtifactRef, RunView, TaskRun
+from flowfed.ids import new_id
 from flowfed.runtime.lifecycle import State
 
 if TYPE_CHECKING:
     from flowfed.artifacts import ByteSource
+    from flowfed.engine.scheduler import Scheduler
     from flowfed.plan.graph import TaskGraph
 
 
@@ -146,3 +150,72 @@ def summarize(
     elif values:
         out["variants"] = values
     return out
+
+
+def close(run: Scheduler) -> RunResult:
+    """End a run: a terminal task for every step that never ran (saying why), every
+    write committed, the run's status decided and recorded, and its result built."""
+    cancelled = run.cancelled
+    record = run.record
+    # Steps that never ran get a terminal task so the record says why.
+    for name, node in run.g.tasks.items():
+        if name in run.started_ids:
+            continue
+        tr = record.add_task(TaskRun(new_id(), node))
+        if cancelled:
+            reason = "run cancelled"
+            dst = State.CANCELLED
+        else:
+            dst = State.SKIPPED
+            missing = [a for a in node.input_names() if a not in run.latest]
+            if run.fatal:
+                reason = "run stopped"
+            elif missing:
+                prod = run.g.producers.get(missing[0], "?")
+                reason = f"input '{missing[0]}' was never produced (step '{prod}' did not finish)"
+            else:
+                reason = "no condition routed to it"
+        tr.message = reason
+        record.move(tr, dst, reason)
+        record.end(tr, dst)
+    run.persister.close()
+    if run.persister.errors and not run.fatal:
+        run.fatal = "; ".join(run.persister.errors)
+    if cancelled:
+        status, error = "cancelled", "run cancelled"
+    elif run.fatal:
+        status, error = "failed", run.fatal
+    elif run.unrouted_failures or (run.g.flow.failure_policy == "any" and run.any_failure):
+        status = "failed"
+        failed = run.unrouted_failures or [
+            n for n, runs in run.view.tasks.items() if runs[-1].state is State.ERROR
+        ]
+        error = "step(s) failed: " + ", ".join(dict.fromkeys(failed))
+    else:
+        status, error = "success", None
+    run.view.status = status
+    run.view.error = error
+    run.view.ended_at = time.time()
+    record.emit("run", None, {"status": status, "error": error})
+    run.writer.finish_run(run_id=run.run_id, status=status, ended_at=run.view.ended_at, error=error)
+    run.writer.close()
+    db, run_id = run.e.db, run.run_id
+    blobs, store = run.blobs, run.store
+    result = RunResult(
+        run_id,
+        status,
+        run.view,
+        error,
+        summarize(run.view, run.g, run.latest, run.source),
+        outputs=dict(run.latest),
+        _catalog=lambda: db.run_artifacts(run_id),
+        # Not run.source: the result must not keep this run's kept bytes alive.
+        _source=lambda ref: blobs if is_inline(ref.uri) else store,
+    )
+    from sqlalchemy.pool import StaticPool
+
+    if isinstance(db.engine.pool, StaticPool):
+        # An in-memory database (one shared connection) is gone once closed: read the
+        # catalog while it exists.
+        result.artifacts  # noqa: B018
+    return result

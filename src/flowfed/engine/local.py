@@ -220,6 +220,9 @@ class LocalEngine:
         self.record_events = record_events or on_events is not None
         self.on_events = on_events
         self._cancel = threading.Event()
+        #: Set by :meth:`suspend`: start nothing new, hand the run to another server.
+        self._suspend = threading.Event()
+        self._suspend_deadline = 0.0
         self._code_hashes: dict[int, str] = {}
         #: Identities of config-less tools by (name, version, code hash): see _Run._identity.
         self.bare_identities: dict[tuple[str, str, str], str | None] = {}
@@ -240,6 +243,26 @@ class LocalEngine:
         current = self._current
         if current is not None:
             current.cancel_live()
+
+    def suspend(self, deadline: float) -> None:
+        """Hand the current run over (a draining server): start no task, keep the run open.
+
+        Tasks in flight may end, and are recorded, until ``deadline`` (``time.monotonic``);
+        then :meth:`run` returns with status ``suspended``, leaving the run ``running`` in
+        the catalog for another server (or this one restarted) to adopt and resume: tasks
+        that finished stay finished, tasks still in flight are resumed as interrupted.
+        """
+        self._suspend_deadline = deadline
+        self._suspend.set()
+
+    def hand_over(self) -> None:
+        """Past the drain deadline: stop now, dropping what is still in flight (safe from
+        any thread; a tool running on the scheduler thread is told to stop and its result
+        is ignored whenever it returns)."""
+        self.suspend(0.0)
+        current = self._current
+        if current is not None:
+            current.abandon_live()
 
     def run(
         self,
@@ -264,6 +287,7 @@ class LocalEngine:
         whose policy checks it.
         """
         self._cancel.clear()
+        self._suspend.clear()
         run = _Run(self, graph, run_id or uuid.uuid4().hex, params or {}, flow_file)
         run.resume = resume
         run.owner, run.lease_until = owner, lease_until
@@ -428,7 +452,17 @@ class _Run:
             self._drain_cancel()
         finally:
             self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.e._suspend.is_set() and not self.e._cancel.is_set():
+            return self._suspended()
         return self._finish()
+
+    def _suspended(self) -> RunResult:
+        """Leave the run open for another server: flush what is recorded, end nothing."""
+        self.abandon_live()
+        self.persister.close()
+        self.writer.close()
+        self.view.status = "suspended"
+        return RunResult(self.run_id, "suspended", self.view, None, self._summary())
 
     def _resolve_models(self) -> None:
         """Registry models the flow names (``models:``) become this run's first artifacts."""
@@ -458,6 +492,10 @@ class _Run:
                 return
             if not self.active and not self.retry_heap:
                 return
+            if self.e._suspend.is_set():
+                waiting = {tr.node.id for _, _, tr in self.retry_heap}
+                if not (self.active - waiting) or time.monotonic() >= self.e._suspend_deadline:
+                    return
             timeout = 0.2
             if self.retry_heap:
                 timeout = max(0.0, min(timeout, self.retry_heap[0][0] - time.monotonic()))
@@ -475,6 +513,22 @@ class _Run:
                     break
                 self._complete(tr, outcome)
             self._release_retries()
+
+    def abandon_live(self) -> None:
+        """Tasks still in flight belong to the adopting server now (see ``suspend``).
+
+        They end here in memory only, so a late result records nothing, and their tools
+        are told to stop; their rows stay as they are, so the adopter resumes them.
+        """
+        for runs in list(self.view.tasks.values()):
+            for tr in list(runs):
+                with tr.lock:
+                    if tr.lifecycle.state in TERMINAL:
+                        continue
+                    tr.lifecycle = Lifecycle(state=State.CANCELLED)
+                ctx = getattr(tr, "ctx", None)
+                if ctx is not None:
+                    ctx.cancel()
 
     def cancel_live(self) -> None:
         """Cancel every task not yet ended (called from any thread by ``engine.cancel``)."""
@@ -569,6 +623,8 @@ class _Run:
                 self.activations[target] = self.activations.get(target, 0) + 1
 
     def _release_retries(self) -> None:
+        if self.e._suspend.is_set():
+            return  # the adopting server retries them
         now = time.monotonic()
         while self.retry_heap and self.retry_heap[0][0] <= now:
             _, _, tr = heapq.heappop(self.retry_heap)
@@ -577,7 +633,7 @@ class _Run:
     # -- readiness -------------------------------------------------------------------------
 
     def _consider(self, names: list[str] | set[str]) -> None:
-        if self.fatal or self.e._cancel.is_set():
+        if self.fatal or self.e._cancel.is_set() or self.e._suspend.is_set():
             return
         started: list[TaskRun] = []
         for name in sorted(names, key=self.order.__getitem__):

@@ -181,16 +181,16 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """The FastAPI application for ``settings`` (resources open in its lifespan)."""
     from flowfed.server import events
     from flowfed.server.auth import Forbidden
+    from flowfed.server.hub import NodeHub
     from flowfed.server.logredact import install_log_redaction
-    from flowfed.server.nodes import NodeHub
-    from flowfed.server.nodes import router as nodes_router
-    from flowfed.server.nodes import ws_router as nodes_ws_router
     from flowfed.server.oauth import load_signing_key
     from flowfed.server.problems import install_handlers, problem_response
     from flowfed.server.routes import artifacts, flows, oauth, runs, seed, service, tasks, tools
     from flowfed.server.routes import auth as auth_routes
     from flowfed.server.routes import templates as template_routes
     from flowfed.server.routes import triggers as trigger_routes
+    from flowfed.server.routes.nodes import router as nodes_router
+    from flowfed.server.routes.nodes import ws_router as nodes_ws_router
     from flowfed.server.runs import RunManager
 
     # Before anything logs: bearer tokens reach the server in query strings (the event

@@ -21,7 +21,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from flowfed.server.nodes import NodeHub
+from flowfed.server.hub import NodeHub
 from flowfed.server.settings import ServerSettings
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.events_ws.conftest import TOOLS, Server, _start
+from tests.events_ws.conftest import TOOLS, Server, _start, broker_url
 
 FLOW = """
 name: Restartable Flow
@@ -84,7 +84,9 @@ def test_a_run_survives_kill_9_of_its_server(
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
 
-    restarted = [_start(root, env, db_url, "memory://") for _ in range(survivors)]
+    # Two servers on one database share a broker (a memory:// one refuses to share it).
+    broker = "memory://" if survivors == 1 else broker_url("redis")
+    restarted = [_start(root, env, db_url, broker) for _ in range(survivors)]
     url = restarted[-1][0]
     try:
         deadline = time.monotonic() + 60

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -302,8 +303,10 @@ def test_node_and_tool_tokens_cannot_watch_run_events(
 def test_tokens_expire_and_servers_on_one_database_share_the_key(
     make_server: Callable[..., Server], db_url: str
 ) -> None:
-    a = make_server(db_url, "--token-ttl", "1", name="a")
-    b = make_server(a.db_url, name="b")
+    # Servers sharing a database share a broker (a memory:// one refuses to share it).
+    broker = f"redis://127.0.0.1:6379/0?prefix=oauth{uuid.uuid4().hex[:8]}"
+    a = make_server(db_url, "--token-ttl", "1", "--broker-url", broker, name="a")
+    b = make_server(a.db_url, "--broker-url", broker, name="b")
     client = new_client(a, "--name", "local", "--role", "node")
     r = token_request(
         a, {"grant_type": "client_credentials"}, basic(client["client_id"], client["client_secret"])

@@ -1099,6 +1099,22 @@ def server(
             "ray://HOST:PORT, dask://local or ray://local (docs/executors.md).",
         ),
     ] = "threads",
+    drain_timeout: Annotated[
+        float,
+        typer.Option(
+            "--drain-timeout",
+            help="On SIGTERM, seconds tasks in flight may take to end before their runs are "
+            "handed over to another server (docs/server.md).",
+        ),
+    ] = 30.0,
+    node_liveness: Annotated[
+        float,
+        typer.Option(
+            "--node-liveness",
+            help="Seconds a node agent may miss heartbeats before it is marked offline "
+            "(default: 3 heartbeats; docs/nodes.md).",
+        ),
+    ] = 0.0,
 ) -> None:
     """Serve the REST and WebSocket API (one process, uvicorn)."""
     import socket
@@ -1122,7 +1138,11 @@ def server(
         ssl_keyfile=ssl_keyfile,
         trigger_interval=trigger_interval,
         executor=executor,
+        drain_timeout=drain_timeout,
+        node_liveness=node_liveness,
     )
+    if drain_timeout < 0 or node_liveness < 0:
+        _fail("--drain-timeout and --node-liveness take seconds, 0 or more")
     from flowfed.api import _known_executor
 
     if not _known_executor(executor):
@@ -1146,14 +1166,18 @@ def server(
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     scheme = "https" if ssl_certfile else "http"
     print(f"flowfed server listening on {scheme}://{shown}:{bound_port}", flush=True)
+    from flowfed.server.serve import DrainingServer
+
+    application = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        application,
         log_level="info",
         lifespan="on",
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
     )
-    srv = uvicorn.Server(config)
+    # SIGTERM drains: no new work, runs handed over to another server (docs/server.md).
+    srv = DrainingServer(config, application, drain_timeout=drain_timeout)
     srv.run(sockets=[sock])
     if not srv.started:
         _fail("the server did not start (see the log above)")

@@ -97,8 +97,8 @@ class FederatedDriver:
         pool = cf.ThreadPoolExecutor(width, thread_name_prefix="flowfed-fl")
         try:
             for r in range(1, s.rounds + 1):
-                if run.cancelled or tr.state.terminal:
-                    return None
+                if run.cancelled or tr.state.terminal or run.suspended:
+                    return None  # suspended: the adopting server runs the step again
                 chosen = sample(fed.participants, self._per_round(), rng)
                 try:
                     if s.secure_aggregation:

@@ -93,6 +93,9 @@ class LocalEngine:
         self.record_events = record_events or on_events is not None
         self.on_events = on_events
         self.cancel_event = threading.Event()
+        #: Set by :meth:`suspend`: start nothing new, hand the run to another server.
+        self.suspend_event = threading.Event()
+        self.suspend_deadline = 0.0
         #: Code hashes and config-less identities, shared by this engine's runs.
         self.codes = CodeHashes()
         self.view: RunView | None = None
@@ -118,6 +121,26 @@ class LocalEngine:
         if current is not None:
             current.cancel_live()
 
+    def suspend(self, deadline: float) -> None:
+        """Hand the current run over (a draining server): start no task, keep the run open.
+
+        Tasks in flight may end, and are recorded, until ``deadline`` (``time.monotonic``);
+        then :meth:`run` returns with status ``suspended``, leaving the run ``running`` in
+        the catalog for another server (or this one restarted) to adopt and resume: tasks
+        that finished stay finished, tasks still in flight are resumed as interrupted.
+        """
+        self.suspend_deadline = deadline
+        self.suspend_event.set()
+
+    def hand_over(self) -> None:
+        """Past the drain deadline: stop now, dropping what is still in flight (safe from
+        any thread; a tool running on the scheduler thread is told to stop and its result
+        is ignored whenever it returns)."""
+        self.suspend(0.0)
+        current = self._current
+        if current is not None:
+            current.abandon_live()
+
     def run(
         self,
         graph: TaskGraph,
@@ -142,6 +165,7 @@ class LocalEngine:
         whose policy checks it.
         """
         self.cancel_event.clear()
+        self.suspend_event.clear()
         run = Scheduler(self, graph, run_id or uuid.uuid4().hex, params or {}, flow_file)
         run.resume = resume
         run.owner, run.lease_until = owner, lease_until

@@ -41,6 +41,11 @@ class PlacedHost(TaskHost, Protocol):
 
     def bytes_of(self, ref: ArtifactRef) -> bytes: ...
 
+    @property
+    def suspended(self) -> bool:
+        """Whether a draining server is handing the run over: start no new round."""
+        ...
+
 
 NODE_URI = "node://"
 

@@ -25,7 +25,7 @@ from flowfed.engine import resume
 from flowfed.engine.cache import TaskCache, load_index
 from flowfed.engine.persist import Persister
 from flowfed.engine.record import RunRecord
-from flowfed.engine.result import RunResult, close
+from flowfed.engine.result import RunResult, close, summarize
 from flowfed.engine.state import ArtifactRef, RunView, TaskRun
 from flowfed.engine.task import TaskFailed, attempt
 from flowfed.ids import new_id
@@ -134,6 +134,11 @@ class Scheduler:
         """Whether the run is being cancelled."""
         return self.e.cancel_event.is_set()
 
+    @property
+    def suspended(self) -> bool:
+        """Whether a draining server is handing this run over (see ``LocalEngine.suspend``)."""
+        return self.e.suspend_event.is_set()
+
     def timeout_of(self, tr: TaskRun) -> float | None:
         """The step's ``timeout``, else the run's default task timeout."""
         t = tr.node.timeout
@@ -231,7 +236,18 @@ class Scheduler:
             self._drain_cancel()
         finally:
             self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.suspended and not self.cancelled:
+            return self._suspended()
         return close(self)
+
+    def _suspended(self) -> RunResult:
+        """Leave the run open for another server: flush what is recorded, end nothing."""
+        self.abandon_live()
+        self.persister.close()
+        self.writer.close()
+        self.view.status = "suspended"
+        summary = summarize(self.view, self.g, self.latest, self.source)
+        return RunResult(self.run_id, "suspended", self.view, None, summary)
 
     def _resolve_models(self) -> None:
         """Registry models the flow names (``models:``) become this run's first artifacts."""
@@ -255,6 +271,10 @@ class Scheduler:
                 return
             if not self.active and not self.retry_heap:
                 return
+            if self.suspended:
+                waiting = {tr.node.id for _, _, tr in self.retry_heap}
+                if not (self.active - waiting) or time.monotonic() >= self.e.suspend_deadline:
+                    return
             timeout = 0.2
             if self.retry_heap:
                 timeout = max(0.0, min(timeout, self.retry_heap[0][0] - time.monotonic()))
@@ -279,14 +299,31 @@ class Scheduler:
             for tr in list(runs):
                 self._cancel_task(tr)
 
+    def abandon_live(self) -> None:
+        """Tasks still in flight belong to the adopting server now (see ``suspend``).
+
+        They end here in memory only, so a late result records nothing, and their tools
+        are told to stop; their rows stay as they are, so the adopter resumes them.
+        """
+        for runs in list(self.view.tasks.values()):
+            for tr in list(runs):
+                with tr.lock:
+                    if tr.lifecycle.state.terminal:
+                        continue
+                    tr.lifecycle.advance(State.CANCELLED, "handed over")
+                if tr.ctx is not None:
+                    tr.ctx.cancel()
+
     def _release_retries(self) -> None:
+        if self.suspended:
+            return  # the adopting server retries them
         now = time.monotonic()
         while self.retry_heap and self.retry_heap[0][0] <= now:
             _, _, tr = heapq.heappop(self.retry_heap)
             self._submit(tr)
 
     def _consider(self, names: list[str] | set[str]) -> None:
-        if self.fatal or self.cancelled:
+        if self.fatal or self.cancelled or self.suspended:
             return
         started: list[TaskRun] = []
         for name in sorted(names, key=self.order.__getitem__):

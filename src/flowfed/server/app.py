@@ -18,7 +18,6 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -28,114 +27,31 @@ from flowfed import __version__
 from flowfed.db import Database
 from flowfed.server.metrics import MetricsMiddleware, ServerMetrics
 from flowfed.server.settings import ServerSettings
+
+# Re-exported: embedding code and the CLI import them from here.
+from flowfed.server.startup import (
+    StartupError,
+    bus_ok,
+    check_startup,
+    check_tls,
+    close_bus,
+    hold_database,
+    open_bus,
+)
 from flowfed.spec.limits import MAX_DEPTH, json_depth_exceeds
 
+__all__ = [
+    "BodyLimitMiddleware",
+    "StartupError",
+    "bus_ok",
+    "check_startup",
+    "check_tls",
+    "close_bus",
+    "create_app",
+    "open_bus",
+]
+
 log = logging.getLogger("flowfed.server")
-
-
-class StartupError(RuntimeError):
-    """The server cannot start with these settings; the message says why and what to do."""
-
-
-def check_startup(settings: ServerSettings) -> Database:
-    """Validate the settings, open the database and import the tools (StartupError if not).
-
-    The returned database has the expected schema; the caller owns it.
-    """
-    from flowfed.db import SchemaOutOfDate
-    from flowfed.server.oauth import SigningKeyError, load_signing_key
-    from flowfed.tools.loading import import_tools
-
-    # The broker first: connecting to it is cheap, and it fails fast on a typo.
-    close_bus(open_bus(settings.broker_url))
-    if settings.max_body_bytes < 1:
-        raise StartupError(f"max_body_bytes must be positive, got {settings.max_body_bytes}")
-    if settings.token_ttl < 1:
-        raise StartupError(f"--token-ttl must be at least 1 second, got {settings.token_ttl}")
-    check_tls(settings)
-    url = settings.resolved_database_url()
-    try:
-        db = Database(url)
-    except Exception as exc:  # a malformed URL or a missing driver
-        raise StartupError(f"cannot use database URL {url!r}: {exc}") from None
-    try:
-        db.ensure_schema(auto_upgrade=False)
-    except SchemaOutOfDate as exc:
-        db.close()
-        raise StartupError(
-            f"{exc} (on {db!r}); the server never migrates a database by itself, so that "
-            "several servers and a running migration cannot collide"
-        ) from None
-    except Exception as exc:
-        db.close()
-        raise StartupError(f"cannot open database {db!r}: {type(exc).__name__}: {exc}") from None
-    try:
-        load_signing_key(db, settings.signing_key_file)
-    except SigningKeyError as exc:
-        db.close()
-        raise StartupError(str(exc)) from None
-    problems = import_tools(list(settings.imports), Path.cwd())
-    if problems:
-        db.close()
-        raise StartupError("cannot import tools: " + "; ".join(str(p) for p in problems))
-    return db
-
-
-def check_tls(settings: ServerSettings) -> None:
-    """StartupError unless the TLS certificate and key are both given, readable and a pair."""
-    import ssl
-
-    cert, key = settings.ssl_certfile, settings.ssl_keyfile
-    if cert is None and key is None:
-        return
-    if cert is None or key is None:
-        raise StartupError("HTTPS needs both --ssl-certfile and --ssl-keyfile")
-    for option, path in (("--ssl-certfile", cert), ("--ssl-keyfile", key)):
-        try:
-            with open(path, "rb"):
-                pass
-        except OSError as exc:
-            raise StartupError(f"cannot read {option} {path!r}: {exc.strerror or exc}") from None
-    try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
-    except (ssl.SSLError, ValueError) as exc:
-        raise StartupError(
-            f"cannot use the TLS certificate {cert!r} with key {key!r}: {exc}"
-        ) from None
-
-
-def open_bus(url: str) -> Any:
-    """The event bus ``url`` names, reachable (StartupError otherwise)."""
-    from flowfed.events.remote import BusURLError, make_bus
-
-    try:
-        bus = make_bus(url)
-    except BusURLError as exc:
-        raise StartupError(str(exc)) from None
-    except Exception as exc:  # a missing client library, a malformed host
-        raise StartupError(f"cannot use broker {url!r}: {type(exc).__name__}: {exc}") from None
-    if not bus_ok(bus):
-        close_bus(bus)
-        raise StartupError(f"cannot reach the broker at {url!r}")
-    return bus
-
-
-def bus_ok(bus: Any) -> bool:
-    """Whether the bus answers (an in-memory bus always does)."""
-    ping = getattr(bus, "ping", None)
-    if ping is None:
-        return True
-    try:
-        return bool(ping())
-    except Exception:
-        return False
-
-
-def close_bus(bus: Any) -> None:
-    """Release a bus's broker connections, if it has any."""
-    close = getattr(bus, "close", None)
-    if close is not None:
-        close()
 
 
 def _may_be_json(scope: Scope) -> bool:
@@ -265,16 +181,16 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """The FastAPI application for ``settings`` (resources open in its lifespan)."""
     from flowfed.server import events
     from flowfed.server.auth import Forbidden
+    from flowfed.server.hub import NodeHub
     from flowfed.server.logredact import install_log_redaction
-    from flowfed.server.nodes import NodeHub
-    from flowfed.server.nodes import router as nodes_router
-    from flowfed.server.nodes import ws_router as nodes_ws_router
     from flowfed.server.oauth import load_signing_key
     from flowfed.server.problems import install_handlers, problem_response
     from flowfed.server.routes import artifacts, flows, oauth, runs, seed, service, tasks, tools
     from flowfed.server.routes import auth as auth_routes
     from flowfed.server.routes import templates as template_routes
     from flowfed.server.routes import triggers as trigger_routes
+    from flowfed.server.routes.nodes import router as nodes_router
+    from flowfed.server.routes.nodes import ws_router as nodes_ws_router
     from flowfed.server.runs import RunManager
 
     # Before anything logs: bearer tokens reach the server in query strings (the event
@@ -289,11 +205,16 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = check_startup(settings)
+        lock = None
         try:
+            if settings.claim_database:
+                lock = hold_database(db, settings.broker_url)
             # check_startup read it already: this cannot fail but on a vanished file.
             signing_key = load_signing_key(db, settings.signing_key_file)
             bus = open_bus(settings.broker_url)
         except Exception:
+            if lock is not None:
+                lock.release()
             db.close()
             raise
         manager = RunManager(
@@ -318,8 +239,11 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             app.state.hub.detach()
             if app.state.triggers is not None:
                 app.state.triggers.stop()
-            manager.shutdown()
+            # Normally drained already (SIGTERM, flowfed.server.serve); else now.
+            await asyncio.to_thread(manager.drain, settings.drain_timeout)
             close_bus(bus)
+            if lock is not None:
+                lock.release()
             db.close()
 
     app = FastAPI(

@@ -41,6 +41,7 @@ from sqlalchemy import select, update
 
 from flowfed.db import Database
 from flowfed.db import models as m
+from flowfed.server.hashing import hash_secret
 from flowfed.server.problems import ProblemError
 
 TOKEN_PREFIX = "ffu_"
@@ -105,11 +106,6 @@ class CreatedToken:
     token: str
     created_at: float
     expires_at: float | None
-
-
-def hash_secret(secret: str) -> str:
-    """What the database keeps of a token or client secret: its SHA-256 (hex)."""
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def create_token(

@@ -21,7 +21,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from flowfed.server.nodes import NodeHub
+from flowfed.server.hub import NodeHub
 from flowfed.server.settings import ServerSettings
 
 
@@ -78,6 +78,8 @@ def start_embedded_server(
     settings.database_url = db_url
     settings.artifacts_url = artifacts_url
     settings.host = host
+    # It serves its own run's nodes beside whatever else uses the database: no lock.
+    settings.claim_database = False
     app = create_app(settings)
     hub: NodeHub = app.state.hub
     if heartbeat_s is not None:

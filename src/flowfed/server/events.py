@@ -30,6 +30,9 @@ router = APIRouter()
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed", "cancelled"})
 
+#: Seconds without a bus event after which a watcher reads the event log itself.
+CATCH_UP_S = 2.0
+
 #: How long a watcher without a token in its request has to send its auth message.
 AUTH_TIMEOUT_S = 10.0
 
@@ -89,13 +92,27 @@ async def run_events(websocket: WebSocket, run_id: str, after: int = 0) -> None:
         if run["status"] in TERMINAL_RUN_STATES and not history:
             # A run recorded without events (started by the CLI): nothing more will come.
             return
+        getter: asyncio.Task[Any] | None = None
         while True:
-            getter = asyncio.create_task(sub.get())
-            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if getter is None:
+                getter = asyncio.create_task(sub.get())
+            done, _ = await asyncio.wait(
+                {getter, reader}, timeout=CATCH_UP_S, return_when=asyncio.FIRST_COMPLETED
+            )
             if reader in done:
                 getter.cancel()
                 return
-            event = getter.result()
+            if not done:
+                # Nothing from the bus for a while: the event log is the truth. A run that
+                # ended where this server's bus cannot hear it (another process, a broker
+                # hiccup, a run marked failed without an event) still ends the watch.
+                caught_up, ended = await _catch_up(websocket, db, run_id, last)
+                last = caught_up
+                if ended:
+                    getter.cancel()
+                    return
+                continue
+            event, getter = getter.result(), None
             if event["seq"] <= last:
                 continue  # already sent from the history
             if event["seq"] > last + 1:
@@ -116,6 +133,17 @@ async def run_events(websocket: WebSocket, run_id: str, after: int = 0) -> None:
         reader.cancel()
         if websocket.client_state.name == "CONNECTED":
             await websocket.close(code=1000)
+
+
+async def _catch_up(websocket: WebSocket, db: Any, run_id: str, last: int) -> tuple[int, bool]:
+    """Send what the log holds after ``last``; (the last id sent, whether the run ended)."""
+    for event in await asyncio.to_thread(db.run_events, run_id, last):
+        await websocket.send_json(message(event))
+        last = event["seq"]
+        if _final(event):
+            return last, True
+    run = await asyncio.to_thread(db.get_run, run_id)
+    return last, run is None or run["status"] in TERMINAL_RUN_STATES
 
 
 async def _read_client(websocket: WebSocket) -> None:

@@ -158,7 +158,7 @@ class LocalNodes:
         from flowfed.node.agent import spawn_node
         from flowfed.node.runners import INSECURE_RUNNERS
         from flowfed.server.embedded import start_embedded_server
-        from flowfed.server.nodes import add_node, remove_node
+        from flowfed.server.node_store import add_node, remove_node
 
         self.server = start_embedded_server(self.database_url, self.artifacts_url)
         db: Database = self.server.app.state.db

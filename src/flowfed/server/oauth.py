@@ -45,7 +45,7 @@ from sqlalchemy.exc import IntegrityError
 
 from flowfed.db import Database
 from flowfed.db import models as m
-from flowfed.server.auth import hash_secret
+from flowfed.server.hashing import hash_secret
 
 CLIENT_PREFIX = "ffc_"
 CLIENT_ROLES = ("node", "tool")

@@ -30,6 +30,10 @@ log = logging.getLogger("flowfed.server.runs")
 #: How long ``start`` waits for the run row to be committed before answering anyway.
 START_WAIT_S = 15.0
 
+#: Seconds a draining server (SIGTERM) gives tasks in flight to end before handing their
+#: runs over (``flowfed server --drain-timeout``).
+DEFAULT_DRAIN_S = 30.0
+
 #: Seconds a server's claim on a run lasts without renewal (``FLOWFED_RUN_LEASE_S``): how
 #: long after a crash another server waits before resuming the run.
 DEFAULT_LEASE_S = "15"
@@ -37,6 +41,10 @@ DEFAULT_LEASE_S = "15"
 
 class RunStartError(RuntimeError):
     """The run could not even be recorded (the database refused it)."""
+
+
+class ServerDraining(RunStartError):
+    """This server is shutting down and takes no new run (503 with ``Retry-After``)."""
 
 
 @dataclass(eq=False)
@@ -195,7 +203,7 @@ class RunManager:
         )
         with self._lock:
             if self._closed:
-                raise RunStartError("the server is shutting down")
+                raise ServerDraining("the server is shutting down: submit the run to another")
             self._active[run_id] = active
         thread = threading.Thread(
             target=self._execute,
@@ -232,6 +240,8 @@ class RunManager:
             )
             active.result = result
             status = result.status
+            if status == "suspended":
+                log.warning("run %s handed over: another server resumes it", active.run_id)
         except BaseException as exc:
             active.error = exc
             log.exception("run %s stopped by an internal error", active.run_id)
@@ -241,7 +251,8 @@ class RunManager:
             with self._lock:
                 self._active.pop(active.run_id, None)
             self.metrics.runs_active.dec()
-            self.metrics.runs_finished.labels(status).inc()
+            if status != "suspended":
+                self.metrics.runs_finished.labels(status).inc()
 
     def _mark_failed(self, run_id: str, error: str) -> None:
         # The engine's writer may be gone: record the end directly so the run does not
@@ -275,18 +286,72 @@ class RunManager:
         _cancel(active.engine)
         return True
 
-    def shutdown(self, timeout: float = 10.0) -> None:
-        """Cancel every live run and wait (up to ``timeout``) for them to be recorded."""
+    @property
+    def draining(self) -> bool:
+        """Whether this process stopped taking work (SIGTERM): new runs are refused."""
+        return self._closed
+
+    def drain(self, timeout: float = DEFAULT_DRAIN_S) -> list[str]:
+        """Stop taking work and hand every live run over to another server.
+
+        New runs are refused and no run is adopted from now on. Each live run starts no
+        further task; its tasks in flight have up to ``timeout`` seconds to end and be
+        recorded. Then the runs are left ``running`` with their leases released, so another
+        server (or this one restarted) adopts each at once and resumes it: what finished
+        stays finished, a task still in flight runs again. Returns the ids handed over.
+        Safe to call twice (the second call waits for the first's runs).
+
+        Example:
+            >>> # manager.drain(30.0)   # what SIGTERM does in `flowfed server`
+        """
         self._stop.set()
         with self._lock:
             self._closed = True
             live = list(self._active.values())
+        deadline = time.monotonic() + max(0.0, timeout)
         for active in live:
-            _cancel(active.engine)
-        deadline = time.monotonic() + timeout
+            suspend = getattr(active.engine, "suspend", None)
+            if suspend is not None:
+                suspend(deadline)
         for active in live:
             if active.thread is not None:
                 active.thread.join(max(0.0, deadline - time.monotonic()))
+        # Past the deadline: what is still in flight is dropped here and resumed where the
+        # run is adopted. A tool that never returns may hold its thread; its result is
+        # ignored whenever it comes.
+        for active in live:
+            if active.thread is not None and active.thread.is_alive():
+                hand_over = getattr(active.engine, "hand_over", None)
+                if hand_over is not None:
+                    hand_over()
+        for active in live:
+            if active.thread is not None:
+                active.thread.join(2.0)
+        handed = [a.run_id for a in live if a.result is None or a.result.status == "suspended"]
+        self._release(handed)
+        return handed
+
+    def _release(self, run_ids: list[str]) -> None:
+        """Give up our leases on ``run_ids`` so that another server claims them right away."""
+        if not run_ids:
+            return
+        try:
+            with self.db.engine.begin() as conn:
+                conn.execute(
+                    update(m.runs)
+                    .where(
+                        m.runs.c.id.in_(run_ids),
+                        m.runs.c.owner == self.owner,
+                        m.runs.c.status == "running",
+                    )
+                    .values(lease_until=0.0)
+                )
+        except Exception:  # the leases then run out by themselves
+            log.exception("could not release the leases of runs %s", run_ids)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Drain (see :meth:`drain`) with ``timeout``; what is left is adopted elsewhere."""
+        self.drain(timeout)
 
 
 def _cancel(engine: Any) -> None:

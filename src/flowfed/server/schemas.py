@@ -378,3 +378,39 @@ class SeedExecution(BaseModel):
     execution_id: str
     status: str
     task_results: list[SeedTaskResult]
+
+
+# --- nodes ---------------------------------------------------------------------------
+
+
+class NodeColumn(BaseModel):
+    """A dataset column."""
+
+    name: str
+    dtype: str
+
+
+class NodeDataset(BaseModel):
+    """A dataset a node registered: schema, row count, content hash (never rows)."""
+
+    name: str
+    format: str
+    rows: int
+    columns: list[NodeColumn]
+    hash: str
+
+
+class NodeItem(BaseModel):
+    """A node: online or not, when it was last heard from, its datasets and running tasks."""
+
+    name: str
+    online: bool
+    last_seen: float | None
+    datasets: list[NodeDataset]
+    running: int
+
+
+class NodeList(BaseModel):
+    """Every node."""
+
+    items: list[NodeItem]

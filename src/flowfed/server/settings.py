@@ -46,6 +46,16 @@ class ServerSettings:
     #: ``dask://scheduler:8786`` or ``ray://head:10001`` (docs/executors.md). A submitted
     #: flow's own ``executor:`` is ignored: the operator decides where code runs.
     executor: str = "threads"
+    #: Take the database's server lock (``flowfed.server.startup.hold_database``): a
+    #: ``memory://`` server refuses to share its database with another server. Off for
+    #: the embedded server of ``flowfed run``, which serves only its own run's nodes.
+    claim_database: bool = True
+    #: Seconds a SIGTERM gives tasks in flight to end before their runs are handed over
+    #: to another server (``--drain-timeout``, docs/server.md).
+    drain_timeout: float = 30.0
+    #: Seconds a node may be silent (no heartbeat, no frame) before it is marked offline
+    #: (``--node-liveness``, docs/nodes.md); 0: three of its heartbeat intervals.
+    node_liveness: float = 0.0
 
     def resolved_database_url(self) -> str:
         """The database URL, falling back to flowfed's default."""

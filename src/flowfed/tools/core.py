@@ -448,7 +448,7 @@ class Registry:
     def add(self, spec: ToolSpec) -> ToolSpec:
         """Register ``spec``; re-registering the same function (a module re-import) replaces."""
         old = self._tools.get(spec.name)
-        if old is not None and _fn_identity(old.fn) != _fn_identity(spec.fn):
+        if old is not None and not _same_function(old.fn, spec.fn):
             raise DuplicateTool(
                 f"tool '{spec.name}' is already registered by "
                 f"{_fn_identity(old.fn)}; {_fn_identity(spec.fn)} cannot reuse the name"
@@ -487,6 +487,32 @@ class Registry:
 
 def _fn_identity(fn: Callable[..., Any]) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"
+
+
+def _source_of(fn: Callable[..., Any]) -> tuple[str, int, str] | None:
+    """Where ``fn`` is defined: (resolved file, first line, qualified name), if known."""
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    if code is None:
+        return None
+    try:
+        file = str(Path(code.co_filename).resolve())
+    except OSError:
+        file = code.co_filename
+    return file, code.co_firstlineno, getattr(fn, "__qualname__", "?")
+
+
+def _same_function(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
+    """Whether ``a`` and ``b`` are one tool: the same object, or the same definition.
+
+    A second tools file that imports a tool (or a helper module holding one) from the
+    first gets the function object already registered, or, when the first file was loaded
+    by path and the second imports it by module name, the same source executed under
+    another module name. Neither is a second tool with the name.
+    """
+    if a is b or _fn_identity(a) == _fn_identity(b):
+        return True
+    where = _source_of(a)
+    return where is not None and where == _source_of(b)
 
 
 _DEFAULT = Registry()

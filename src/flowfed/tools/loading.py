@@ -78,16 +78,50 @@ def _import_file(path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location(mod_name, path)
     if spec is None or spec.loader is None:
         raise ImportProblem(f"cannot import '{path}': not a Python module")
+    # Already imported by its plain name (a tools file loaded earlier did `import stem`):
+    # the same module, not a second copy of its tools.
+    plain = sys.modules.get(path.stem)
+    if plain is not None and _file_of(plain) == path:
+        sys.modules[mod_name] = plain
+        return plain
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module
+    # A later tools file that does `from stem import helper` gets this very module (and
+    # its registered tools) instead of executing the file again under the plain name.
+    aliased = path.stem.isidentifier() and plain is None and _plain_import_finds(path)
+    if aliased:
+        sys.modules[path.stem] = module
     try:
         spec.loader.exec_module(module)
     except BaseException as exc:
         sys.modules.pop(mod_name, None)
+        if aliased:
+            sys.modules.pop(path.stem, None)
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         raise ImportProblem(_describe(str(path), exc)) from None
     return module
+
+
+def _file_of(module: ModuleType) -> Path | None:
+    file = getattr(module, "__file__", None)
+    try:
+        return Path(file).resolve() if file else None
+    except OSError:
+        return None
+
+
+def _plain_import_finds(path: Path) -> bool:
+    """Whether ``import <stem>`` would load ``path`` (not a same-named module elsewhere)."""
+    try:
+        found = importlib.util.find_spec(path.stem)
+    except (ImportError, ValueError):
+        return False
+    origin = getattr(found, "origin", None)
+    try:
+        return origin is not None and Path(origin).resolve() == path
+    except OSError:
+        return False
 
 
 def _describe(entry: str, exc: BaseException) -> str:

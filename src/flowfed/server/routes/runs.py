@@ -12,7 +12,7 @@ from flowfed.server import queries
 from flowfed.server.auth import require_principal
 from flowfed.server.deps import AUTH_ERRORS, BAD_REQUEST, CONFLICT, NOT_FOUND, db_of, runs_of
 from flowfed.server.problems import PROBLEM_JSON, Problem, ProblemError
-from flowfed.server.runs import RunStartError
+from flowfed.server.runs import RunStartError, ServerDraining
 from flowfed.server.schemas import RunAccepted, RunDetail, RunPage, RunRequest
 from flowfed.spec.loader import LoadedFlow, SourceMap
 from flowfed.spec.models import Flow
@@ -64,6 +64,10 @@ async def start_run(
 
     try:
         return await asyncio.to_thread(work)
+    except ServerDraining as exc:
+        raise ProblemError(
+            503, str(exc), kind="server-draining", headers={"Retry-After": "1"}
+        ) from None
     except RunStartError as exc:
         raise ProblemError(503, str(exc), kind="run-not-started") from None
 

@@ -42,11 +42,20 @@ async def ready(request: Request) -> Ready:
         database = "ok"
     except Exception as exc:
         database = f"unavailable: {type(exc).__name__}"
-    from flowfed.server.app import bus_ok
+    from flowfed.server.startup import bus_ok
 
     bus_obj = getattr(request.app.state, "bus", None)
     healthy = bus_obj is not None and await asyncio.to_thread(bus_ok, bus_obj)
     bus = "ok" if healthy else "unavailable"
+    manager = getattr(request.app.state, "runs", None)
+    if manager is not None and manager.draining:
+        # SIGTERM: a load balancer sends new work elsewhere while the runs are handed over.
+        raise ProblemError(
+            503,
+            "the server is not ready: draining (shutting down, handing its runs over)",
+            kind="not-ready",
+            extra={"database": database, "bus": bus, "draining": True},
+        )
     if database != "ok" or bus != "ok":
         raise ProblemError(
             503,

@@ -45,6 +45,7 @@ from flowfed.engine.state import ArtifactRef, RunView, TaskRun
 from flowfed.ids import new_id
 from flowfed.plan.expressions import ExpressionError
 from flowfed.plan.graph import TaskGraph, TaskNode
+from flowfed.plan.labels import task_label
 from flowfed.runtime.lifecycle import TERMINAL, IllegalTransition, Lifecycle, State
 from flowfed.spec.models import END
 from flowfed.tools.core import (
@@ -136,10 +137,12 @@ class RunResult:
             steps.append(
                 {
                     "name": name,
+                    **({"type": self.view.types[name]} if name in self.view.types else {}),
                     "status": self.view.step_state(name),
                     "tasks": [
                         {
                             "id": t.id,
+                            "label": task_label(t.node),
                             "status": str(t.state),
                             "node": t.node.node,
                             **({"dataset": t.node.dataset} if t.node.dataset else {}),
@@ -328,6 +331,8 @@ class _Run:
         self.blobs = CatalogBlobs(engine.db)
         self.durations: dict[str, float] = {}  # per tool: moving average of call time
         self.view = RunView(run_id, graph.flow.name, graph.step_names(), started_at=time.time())
+        self.view.types = graph.step_types()
+        self.view.flow_type = graph.flow.type if "type" in graph.flow.model_fields_set else None
         self.done_q: queue.SimpleQueue[tuple[TaskRun, Any]] = queue.SimpleQueue()
         self.latest: dict[str, ArtifactRef] = {}
         self.generation = 0
@@ -407,6 +412,7 @@ class _Run:
                 "status": "running",
                 "flow": g.flow.name,
                 "steps": self.view.steps,
+                **({"types": self.view.types} if self.view.types else {}),
                 **({"resumed": True} if self.resume else {}),
             },
         )
@@ -711,6 +717,7 @@ class _Run:
             "node": n.node,
             "round": n.round,
             "plan_key": n.id,
+            "label": task_label(n),
             "dataset": n.dataset,
             "variant": n.variant,
             "iteration": tr.iteration,
@@ -975,6 +982,7 @@ class _Run:
                 round=tr.node.round,
                 retries=tr.node.retries,
                 plan_key=tr.node.id,
+                label=task_label(tr.node),
                 **({"dataset": tr.node.dataset} if tr.node.dataset else {}),
                 **({"variant": tr.node.variant} if tr.node.variant else {}),
             )

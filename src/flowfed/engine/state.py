@@ -122,6 +122,10 @@ class RunView:
     started_at: float = 0.0
     ended_at: float | None = None
     error: str | None = None
+    #: Each step's ``type`` (seed 000's ``process``, ``output``...), where it has one.
+    types: dict[str, str] = field(default_factory=dict)
+    #: The flow's ``type`` (seed 000's ``training``), shown beside its name.
+    flow_type: str | None = None
 
     def step_state(self, step: str) -> str:
         """A step's summary state: pending, running, completed, failed, skipped, cancelled."""

@@ -65,14 +65,21 @@ def list_runs(
 
 def run_steps(run: dict[str, Any]) -> list[dict[str, Any]]:
     """A run's tasks grouped by step, in the flow's step order, each with a status."""
-    spec_steps = [s.get("name") for s in (run.get("spec") or {}).get("steps") or []]
+    written = [s for s in (run.get("spec") or {}).get("steps") or [] if isinstance(s, dict)]
+    spec_steps = [s.get("name") for s in written]
+    types = {s.get("name"): s["type"] for s in written if isinstance(s.get("type"), str)}
     by_step: dict[str, list[dict[str, Any]]] = {}
     for t in run["tasks"]:
         by_step.setdefault(t["step"], []).append(t)
     names = [n for n in spec_steps if isinstance(n, str)]
     names += [n for n in by_step if n not in names]
     return [
-        {"name": n, "status": step_status(by_step.get(n, [])), "tasks": by_step.get(n, [])}
+        {
+            "name": n,
+            **({"type": types[n]} if n in types else {}),
+            "status": step_status(by_step.get(n, [])),
+            "tasks": by_step.get(n, []),
+        }
         for n in names
     ]
 

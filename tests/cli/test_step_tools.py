@@ -238,7 +238,5 @@ def test_the_example_reads_as_seed_000s_four_steps(project: Project) -> None:
     ]
     assert "Feature normalization (hospital-b)" in steps["Data Preprocessing"]
     assert "Global statistics (central)" in steps["Data Preprocessing"]
-    assert steps["Federated Training"] == [
-        "Federated training on 3 nodes · fedavg, 30 rounds, min_nodes 2"
-    ]
+    assert steps["Federated Training"] == ["Federated training on 3 nodes (fedavg, 30 rounds)"]
     assert steps["Model Packaging"] == ["Model packaging (central)"]

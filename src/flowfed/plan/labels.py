@@ -21,8 +21,6 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from flowfed.plan.federated import describe
-
 if TYPE_CHECKING:
     from flowfed.plan.graph import TaskGraph, TaskNode
     from flowfed.spec.composite import Part
@@ -88,8 +86,8 @@ def label_tasks(graph: TaskGraph, written: Flow, parts: dict[str, Part]) -> Task
         if node.federated is not None:
             fed = node.federated
             node.label = (
-                f"{base or 'Federated training'} on {len(fed.participants)} nodes · "
-                f"{describe(fed.settings)}"
+                f"{base or 'Federated training'} on {len(fed.participants)} nodes "
+                f"({fed.settings.strategy}, {fed.settings.rounds} rounds)"
             )
         else:
             if base is None:

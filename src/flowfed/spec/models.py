@@ -164,7 +164,7 @@ class Step(BaseModel):
 
     name: str = Field(min_length=1, pattern=_NAME_PATTERN)
     #: The tool; empty only when ``tools`` holds several (a step needs one or the other).
-    tool: str = Field(default="", min_length=1)
+    tool: str = ""
     #: What the step is for (seed 000's ``type: process``); shown by the monitors.
     type: StepType | None = None
     #: How its tasks are labelled in the monitors ("Local model training"); default: the
@@ -210,8 +210,10 @@ class Step(BaseModel):
             return self
         if self.tool:
             raise ValueError("a step has 'tool' or 'tools', not both")
+        # Checked by value, not by presence: a stored flow's dump holds every key with its
+        # default (``params: {}``, ``kind: task``), and must validate again as it was.
         for key in (*PER_TOOL_KEYS, "next", "kind", "federated"):
-            if key in self.model_fields_set:
+            if getattr(self, key) not in (None, {}, [], "task"):
                 where = (
                     "a step that holds several tools cannot route with 'next'"
                     if key == "next"

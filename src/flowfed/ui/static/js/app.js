@@ -524,8 +524,8 @@ async function taskPage(taskId) {
     ? `<table class="card"><thead><tr><th>output</th><th>kind</th><th>decision</th><th>bytes</th><th>rows covered</th><th>audit entry</th></tr></thead><tbody>${egress.items.map((e) => `<tr><td>${esc(e.output)}</td><td>${esc(e.kind)}${e.category ? ` (${esc(e.category)})` : ""}</td><td>${e.released ? "released" + (e.suppressed_cells ? `, ${e.suppressed_cells} cell(s) suppressed` : "") : `refused: ${esc(e.rule || "")} ${esc(e.reason || "")}`}</td><td>${e.size ?? 0}</td><td>${e.rows ?? "—"}</td><td class="mono">${esc(short(e.audit || ""))}</td></tr>`).join("")}</tbody></table>`
     : `<p class="muted">Nothing: only hashes and sizes of its outputs reached the server.</p>`}`;
   set(`<p><a href="#/runs/${task.run_id}">← Run ${short(task.run_id)}</a></p>
-    <h1>${esc(task.step)}: ${esc(task.label || task.tool)} <span id="task-state">${badge(task.state)}</span></h1>
-    <dl class="kv card"><dt>Node</dt><dd>${esc(task.node)}</dd><dt>Round</dt><dd>${task.round ?? "—"}</dd>
+    <h1>${esc(task.step)}: ${esc(task.tool)} <span id="task-state">${badge(task.state)}</span></h1>
+    <dl class="kv card">${task.label ? `<dt>Task</dt><dd>${esc(task.label)}</dd>` : ""}<dt>Node</dt><dd>${esc(task.node)}</dd><dt>Round</dt><dd>${task.round ?? "—"}</dd>
     ${task.dataset ? `<dt>Dataset</dt><dd>${esc(task.dataset)}</dd>` : ""}${task.variant && Object.keys(task.variant).length ? `<dt>Subvariant</dt><dd class="mono">${esc(variantText(task.variant))}</dd>` : ""}
     <dt>Attempt</dt><dd>${task.attempt}</dd><dt>Cached</dt><dd>${task.cached ? "yes" : "no"}</dd>
     <dt>Started</dt><dd>${when(task.started_at)}</dd><dt>Ended</dt><dd>${when(task.ended_at)}</dd></dl>

@@ -240,3 +240,93 @@ def test_the_example_reads_as_seed_000s_four_steps(project: Project) -> None:
     assert "Global statistics (central)" in steps["Data Preprocessing"]
     assert steps["Federated Training"] == ["Federated training on 3 nodes (fedavg, 30 rounds)"]
     assert steps["Model Packaging"] == ["Model packaging (central)"]
+
+
+LIVE_TOOLS = """
+import time
+from flowfed import Context, tool
+
+
+@tool(version="1", type="database-adapter")
+def rounds(ctx: Context, *, n: int = 8) -> int:
+    for r in range(1, n + 1):
+        ctx.progress(r, n, f"Round {r}/{n}")
+        time.sleep(0.25)
+    return n
+
+
+@tool(version="1", type="database-adapter")
+def reference() -> int:
+    '''A quick reference number.'''
+    return 1
+
+
+@tool(version="1", type="evaluation")
+def check(n: int, ref: int) -> dict:
+    '''Compare with the reference.'''
+    return {"ok": n > ref}
+"""
+
+
+def test_the_live_tree_keeps_a_step_running_until_each_of_its_tools_has_run(
+    project: Project,
+) -> None:
+    """The quick tool of "Model Validation" ends while training still runs: the step is
+    running (not completed) in every frame drawn while training runs."""
+    import os
+    import pty
+    import re
+    import subprocess
+    import sys
+    import time
+
+    project.write("tools.py", LIVE_TOOLS)
+    project.write(
+        "flow.yaml",
+        """
+        name: Tools Flow
+        type: training
+        imports: [tools.py]
+        steps:
+          - {name: Training, tool: rounds, outputs: [n]}
+          - name: Model Validation
+            type: process
+            tools:
+              - {tool: reference, label: Reference number, outputs: [ref]}
+              - {tool: check, inputs: {n: n, ref: ref}, outputs: [verdict]}
+        """,
+    )
+    leader, follower = pty.openpty()
+    env = {**project.env, "COLUMNS": "120", "LINES": "40", "TERM": "xterm-256color"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowfed", "run", "flow.yaml"],
+        cwd=project.root,
+        env=env,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=30)
+    os.close(leader)
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode("utf-8", "replace"))
+    assert proc.returncode == 0, screen
+    frames = re.split(r"(?=Tools Flow \(training\) — )", screen)
+    during = [f for f in frames if "Step: Training [running" in f]
+    early = [f for f in during if "✓ Reference number (central) finished" in f]
+    assert early, screen  # the quick tool ended while training ran...
+    for frame in early:  # ...and its step stayed running, its bar not full
+        assert "Step: Model Validation (process) [running 50%]" in frame, frame
+    final = frames[-1]
+    assert "Step: Model Validation (process) [completed]" in final
+    assert "✓ Compare with the reference (central) finished" in final

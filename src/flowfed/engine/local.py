@@ -47,6 +47,7 @@ from flowfed.plan.expressions import ExpressionError
 from flowfed.plan.graph import TaskGraph, TaskNode
 from flowfed.plan.labels import task_label
 from flowfed.runtime.lifecycle import TERMINAL, IllegalTransition, Lifecycle, State
+from flowfed.spec.composite import part_names
 from flowfed.spec.models import END
 from flowfed.tools.core import (
     Context,
@@ -333,6 +334,7 @@ class _Run:
         self.view = RunView(run_id, graph.flow.name, graph.step_names(), started_at=time.time())
         self.view.types = graph.step_types()
         self.view.flow_type = graph.flow.type if "type" in graph.flow.model_fields_set else None
+        self.view.parts = {s.name: part_names(s) for s in graph.flow.steps if s.tools}
         self.done_q: queue.SimpleQueue[tuple[TaskRun, Any]] = queue.SimpleQueue()
         self.latest: dict[str, ArtifactRef] = {}
         self.generation = 0

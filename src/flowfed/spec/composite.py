@@ -64,6 +64,34 @@ def part_name(step: str, tool: str) -> str:
     return f"{step}{SEP}{tool}"
 
 
+def part_names(step: dict[str, Any] | Step) -> list[str]:
+    """The planned step names of a written step's tools (a flow's stored ``spec`` or the
+    model); empty for a step of one tool."""
+    if isinstance(step, Step):
+        return [part_name(step.name, t.short_name) for t in step.tools or []]
+    out: list[str] = []
+    for t in step.get("tools") or []:
+        if isinstance(t, dict):
+            short = t.get("name") or str(t.get("tool", "")).split("@", 1)[0].rsplit(".", 1)[-1]
+            out.append(part_name(str(step.get("name")), short))
+    return out
+
+
+def tools_waiting(parts: list[str], plan_keys: list[str]) -> int:
+    """How many of a step's tools (:func:`part_names`) have no task among ``plan_keys``
+    yet: while one has none, the step is not done, whatever its other tasks' states.
+
+    Example:
+        >>> tools_waiting(["Prep/load", "Prep/clean"], ["Prep/load[hospital-a:breast]"])
+        1
+    """
+    return sum(1 for p in parts if not any(_is_of(k, p) for k in plan_keys))
+
+
+def _is_of(plan_key: str, part: str) -> bool:
+    return plan_key == part or plan_key.startswith((part + "[", part + SEP))
+
+
 def flatten(flow: Flow, source: SourceMap | None = None) -> Flattened:
     """One step per tool; a flow without ``tools:`` comes back as it is."""
     source = source or SourceMap()

@@ -124,14 +124,11 @@ def _step_params(spec: Any, step: str, plan_key: str | None = None) -> dict[str,
 
 
 def _tool_of(tools: list[Any], step: str, plan_key: str) -> dict[str, Any]:
-    from flowfed.spec.composite import part_name
+    from flowfed.spec.composite import part_names, tools_waiting
 
-    for t in tools:
-        if not isinstance(t, dict):
-            continue
-        short = t.get("name") or str(t.get("tool", "")).split("@", 1)[0].rsplit(".", 1)[-1]
-        name = part_name(step, short)
-        if plan_key == name or plan_key.startswith((name + "[", name + "/")):
+    dicts = [t for t in tools if isinstance(t, dict)]
+    for t, name in zip(dicts, part_names({"name": step, "tools": dicts}), strict=True):
+        if not tools_waiting([name], [plan_key]):
             return t
     return {}
 

@@ -397,6 +397,17 @@ async function runPage(runId) {
     if (list.every((t) => TERMINAL.has(t.state))) return list.some((t) => t.state === "cancelled") ? "cancelled" : list.every((t) => t.state === "skipped") ? "skipped" : "completed";
     return list.some((t) => t.state !== "pending") ? "running" : "pending";
   };
+  // A step of several tools (`tools:`) is not done while one of them has no task yet (its
+  // plan key is "Step/tool" or starts with "Step/tool[" or "Step/tool/").
+  const toolsWaiting = (s) => {
+    const tools = specSteps.get(s.name)?.tools;
+    if (!Array.isArray(tools) || RUN_ENDED.has(status)) return 0;
+    const keys = [...s.tasks.values()].map((t) => t.plan_key || "");
+    return tools.filter((p) => {
+      const n = `${s.name}/${p.name || String(p.tool).split("@")[0].split(".").pop()}`;
+      return !keys.some((k) => k === n || k.startsWith(`${n}[`) || k.startsWith(`${n}/`));
+    }).length;
+  };
   const retried = (t, list) => list.some((o) => o !== t && o.step === t.step && o.attempt > t.attempt
     && (o.plan_key && t.plan_key ? o.plan_key === t.plan_key : o.node === t.node && o.round === t.round));
   const renderStep = (s) => {
@@ -423,9 +434,11 @@ async function runPage(runId) {
     const done = list.filter((t) => TERMINAL.has(t.state)).length;
     // Its round tasks appear a round at a time: its progress is its own task's (round r of R).
     const ownProgress = own?.length === 1 ? (TERMINAL.has(own[0].state) ? 1 : own[0].progress) : null;
+    const waiting = toolsWaiting(s);
     const pct = ownProgress != null ? Math.round(100 * ownProgress)
-      : list.length ? Math.round((100 * done) / list.length) : (s.status === "completed" ? 100 : 0);
-    const st = stepStatus(s, own);
+      : list.length ? Math.round((100 * done) / (list.length + waiting)) : (s.status === "completed" ? 100 : 0);
+    let st = stepStatus(s, own);
+    if (waiting && (st === "completed" || st === "pending")) st = list.length ? "running" : "pending";
     s.status = st;
     const counts = {};
     for (const t of list) counts[t.state] = (counts[t.state] || 0) + 1;
@@ -440,7 +453,7 @@ async function runPage(runId) {
     const datasets = new Map();
     for (const t of list) if (t.dataset) (datasets.get(t.node) || datasets.set(t.node, new Set()).get(t.node)).add(t.dataset);
     const where = (t) => (t.dataset && datasets.get(t.node)?.size > 1 ? `${t.node}:${t.dataset}` : t.node);
-    const row = (t) => `<li class="task" data-task="${t.id}"${participantOf(t) ? ` data-participant="${esc(participantOf(t))}"` : ""}>${taskRow(t, where(t))}</li>`;
+    const row = (t) => `<li class="task" data-task="${t.id}" data-tool="${esc(t.tool)}"${participantOf(t) ? ` data-participant="${esc(participantOf(t))}"` : ""}>${taskRow(t, where(t))}</li>`;
     const ownShown = grouped ? shown.filter((t) => participantOf(t) === null) : [];
     const rest = grouped ? shown.filter((t) => participantOf(t) !== null) : shown;
     const type = specSteps.get(s.name)?.type;

@@ -48,6 +48,12 @@ steps:
 
 
 def test_a_step_of_several_tools_over_rest(server: Server, api: httpx.Client) -> None:
+    planned = api.post("/api/v1/flows/validate", json={"source": FLOW}).json()
+    assert [(t["step"], t["task"], t["label"]) for t in planned["tasks"]] == [
+        ("Data Preprocessing", "Data Preprocessing/load", "Number loading (central)"),
+        ("Data Preprocessing", "Data Preprocessing/scale", "Scaling (central)"),
+        ("Summary", "Summary", "Total (central)"),
+    ]
     r = api.post("/api/v1/flows", json={"source": FLOW})
     assert r.status_code == 201, r.text
     stored = api.get("/api/v1/flows/several tools").json()

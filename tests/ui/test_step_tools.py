@@ -101,6 +101,7 @@ def test_the_example_shows_seed_000s_four_steps_with_tasks_in_words(
     # The browser: the run tree shows the four steps, in order, with the tasks under each.
     page.goto(f"{ui_server.url}/#/runs/{run_id}")
     expect(page.locator("#run-status")).to_contain_text("success")
+    expect(page.locator("h1 .flow-type")).to_have_text("training")
     steps = page.locator("li.step")
     expect(steps).to_have_count(4)
     for i, (name, kind) in enumerate(STEPS):

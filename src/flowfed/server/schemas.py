@@ -99,6 +99,10 @@ class PlannedTask(BaseModel):
     tool: str
     after: list[str]
     routed: bool
+    # Its place in the plan (``Data Preprocessing/load[hospital-a:breast]``) and the task
+    # in words ("Data loading (hospital-a)").
+    task: str | None = None
+    label: str | None = None
 
 
 class ValidationOk(BaseModel):

@@ -356,7 +356,7 @@ async function runPage(runId) {
   };
 
   set(`<p><a href="#/runs">← Runs</a></p>
-    <div class="row spread"><h1>${esc(run.flow_name)} <span id="run-status">${badge(status)}</span></h1>
+    <div class="row spread"><h1>${esc(run.flow_name)}${run.spec?.type && run.spec.type !== "pipeline" ? ` <span class="flow-type muted">${esc(run.spec.type)}</span>` : ""} <span id="run-status">${badge(status)}</span></h1>
     <div class="row"><button id="cancel" class="danger">Cancel run</button><button id="retry" class="secondary">Retry run</button></div></div>
     <p class="muted">Run <span class="mono">${esc(run.id)}</span> · started ${when(run.created_at)} · <span class="conn" id="conn" role="status">connecting…</span></p>
     <div id="err"></div><div id="run-error"></div>

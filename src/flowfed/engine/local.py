@@ -415,6 +415,7 @@ class _Run:
                 "flow": g.flow.name,
                 "steps": self.view.steps,
                 **({"types": self.view.types} if self.view.types else {}),
+                **({"flow_type": self.view.flow_type} if self.view.flow_type else {}),
                 **({"resumed": True} if self.resume else {}),
             },
         )

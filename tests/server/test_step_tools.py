@@ -5,6 +5,7 @@ back, run with its tasks filed under it and labelled in words, and not
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 
@@ -106,3 +107,23 @@ def test_a_step_is_not_done_while_one_of_its_tools_has_not_started(
     run = server.wait_run(rid, timeout=30)
     assert run["status"] == "cancelled"
     assert run["steps"][0]["status"] == "cancelled"
+
+
+def test_a_template_types_the_config_its_tools_refer_to(tmp_path: Path) -> None:
+    """A template whose step holds several tools: a ``${config.KEY}`` in a tool's params
+    gives KEY that tool's config type in the template's form."""
+    import flowfed.tools.library  # noqa: F401  (the tools the template's params refer to)
+    from flowfed.server.templates import load_templates, parameter_schema
+
+    (tmp_path / "t.yaml").write_text(
+        "id: tools\ntitle: Tools\ndescription: a step of several tools\n"
+        "flow:\n  name: Tools\n  config: {split_seed: 3.0}\n  steps:\n"
+        "    - name: Data Preprocessing\n      tools:\n"
+        "        - {tool: flowfed.sklearn_dataset, params: {name: breast_cancer},"
+        " outputs: [raw]}\n"
+        "        - {tool: flowfed.train_test_split, inputs: {table: raw},"
+        ' params: {seed: "${config.split_seed}"}}\n'
+    )
+    schema = parameter_schema(load_templates(tmp_path)["tools"])
+    # The default 3.0 alone would make it a number; the tool's config says integer.
+    assert schema["properties"]["split_seed"]["type"] == "integer"

@@ -40,7 +40,6 @@ class Part:
 
     step: str
     name: str
-    index: int
 
 
 @dataclass
@@ -112,7 +111,7 @@ def flatten(flow: Flow, source: SourceMap | None = None) -> Flattened:
             continue
         for j, t in enumerate(step.tools):
             name = part_name(step.name, t.short_name)
-            parts[name] = Part(step.name, t.short_name, j)
+            parts[name] = Part(step.name, t.short_name)
             index[len(steps)] = (i, j)
             steps.append(_planned_step(step, t, name))
     flat = flow.model_copy(update={"steps": steps})

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from flowfed.api import load_artifact, prepare, run_flow
-    from flowfed.spec import Diagnostic, Flow, FlowError, Next, Step, load_flow
+    from flowfed.spec import Diagnostic, Flow, FlowError, Next, Step, StepTool, load_flow
     from flowfed.tools import (
         Context,
         Lazy,
@@ -38,6 +38,7 @@ __all__ = [
     "Model",
     "Next",
     "Step",
+    "StepTool",
     "ToolType",
     "__version__",
     "get_registry",
@@ -60,6 +61,7 @@ _LAZY = {
     "FlowError": "flowfed.spec",
     "Next": "flowfed.spec",
     "Step": "flowfed.spec",
+    "StepTool": "flowfed.spec",
     "load_flow": "flowfed.spec",
     "Context": "flowfed.tools",
     "Lazy": "flowfed.tools",

@@ -40,8 +40,9 @@ def write_flow(
     """A copy of the example flow with absolute paths and the given changes."""
     flow = yaml.safe_load((EXAMPLE / "flow.yaml").read_text())
     for step in flow["steps"]:  # PyYAML reads the key `on` as True (YAML 1.1)
-        if True in step:
-            step["on"] = step.pop(True)
+        for part in [step, *step.get("tools", [])]:
+            if True in part:
+                part["on"] = part.pop(True)
     flow["imports"] = ["flowfed.tools.library", str(EXAMPLE / "reference.py"), *(imports or [])]
     flow["nodes"] = str(layout)
     flow["config"].update(config or {})
@@ -86,9 +87,13 @@ def run_json(args: list[str], home: Path, **kw: Any) -> dict[str, Any]:
         ) from None
 
 
-def tasks_of(result: dict[str, Any], step: str) -> list[dict[str, Any]]:
-    """The tasks of one step in a ``--json`` result."""
-    return next(s["tasks"] for s in result["steps"] if s["name"] == step)
+def tasks_of(result: dict[str, Any], step: str, label: str | None = None) -> list[dict[str, Any]]:
+    """The tasks of one step in a ``--json`` result; with ``label``, only those whose
+    label starts with it (one tool of a step that holds several: "Feature normalization")."""
+    tasks = next(s["tasks"] for s in result["steps"] if s["name"] == step)
+    if label is None:
+        return tasks
+    return [t for t in tasks if t["label"].startswith(label + " (")]
 
 
 def errors(result: dict[str, Any]) -> list[str]:

@@ -47,9 +47,14 @@ def test_main_job_on_real_nodes_keeps_rows_on_nodes(
     assert result["status"] == "success", errors(result)
     assert result["summary"]["mode"] == "nodes"
     assert result["summary"]["metrics"]["pooled"]["accuracy"] > 0.9
-    for step in ("Load Data", "Split", "Data Preprocessing", "Model Validation"):
-        placed = sorted(t["node"] for t in tasks_of(result, step))
-        assert placed == ["hospital-a", "hospital-b", "hospital-c"], step
+    for step, label in (
+        ("Data Preprocessing", "Data loading"),
+        ("Data Preprocessing", "Train/test split"),
+        ("Data Preprocessing", "Feature normalization"),
+        ("Model Validation", "Local validation"),
+    ):
+        placed = sorted(t["node"] for t in tasks_of(result, step, label))
+        assert placed == ["hospital-a", "hospital-b", "hospital-c"], label
     # Each node agent ran as its own process and kept its artifacts in its own store.
     for name in ("hospital-a", "hospital-b", "hospital-c"):
         assert any((home / "nodes" / name / "work").rglob("*")), name

@@ -60,7 +60,17 @@ def test_main_job_simulated_matches_centralized(hospitals: Path, tmp_path: Path)
     assert len(training) == 30 * 4 + 1
     round3 = [t for t in training if t.get("round") == 3]
     assert sorted(t["node"] for t in round3) == ["hospital-a", "hospital-b", "hospital-c", "local"]
-    preprocessing = tasks_of(result, "Data Preprocessing")
+    # Seed 000's four steps, the tasks of each under it, labelled in words.
+    assert [(s["name"], s.get("type")) for s in result["steps"]] == [
+        ("Data Preprocessing", "process"), ("Federated Training", "process"),
+        ("Model Validation", "process"), ("Model Packaging", "output"),
+    ]  # fmt: skip
+    assert {t["label"] for t in round3} == {
+        "Local model training (hospital-a)", "Local model training (hospital-b)",
+        "Local model training (hospital-c)", "Model aggregation (central)",
+    }  # fmt: skip
+    assert len(tasks_of(result, "Data Preprocessing")) == 5 * 3 + 1
+    preprocessing = tasks_of(result, "Data Preprocessing", "Feature normalization")
     assert sorted((t["node"], t["dataset"]) for t in preprocessing) == [
         ("hospital-a", "breast"), ("hospital-b", "breast"), ("hospital-c", "breast"),
     ]  # fmt: skip
@@ -242,7 +252,8 @@ def test_subvariants_train_and_compare_side_by_side(hospitals: Path, tmp_path: P
     variants = result["summary"]["variants"]
     assert set(variants) == {"learning_rate=0.05", "learning_rate=0.5"}
     # Each subvariant was validated and summarized on its own.
-    assert len(tasks_of(result, "Model Validation")) == 6
+    assert len(tasks_of(result, "Model Validation", "Local validation")) == 6
+    assert len(tasks_of(result, "Model Validation", "Pooled metrics")) == 2
     low = variants["learning_rate=0.05"]["pooled"]["accuracy"]
     high = variants["learning_rate=0.5"]["pooled"]["accuracy"]
     assert low != high

@@ -78,13 +78,13 @@ def test_template_to_finished_run_with_logs_and_lineage(page: Page) -> None:
     for i in range(6):
         expect(steps.nth(i).locator(".step-head .badge")).to_have_text(re.compile("completed"))
         expect(steps.nth(i).get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
-    train = page.locator("li.task", has_text="flowfed.logistic_regression")
+    train = page.locator("li.task[data-tool='flowfed.logistic_regression']")
     expect(train.locator(".info")).to_have_text(re.compile(r"^local · loss \d"))
     expect(train.locator(".badge")).to_have_text(re.compile("finished"))
     shot(page, "run-monitor")
 
     # Task detail: transitions, logs, a metric chart.
-    page.locator("li.task", has_text="flowfed.sklearn_dataset").get_by_role("link").click()
+    page.locator("li.task[data-tool='flowfed.sklearn_dataset']").get_by_role("link").click()
     expect(page.locator("#logs")).to_contain_text("loaded scikit-learn")
     transitions = page.locator("#transitions li")
     expect(transitions).to_have_count(4)  # pending → initialized → started → running → finished
@@ -92,7 +92,7 @@ def test_template_to_finished_run_with_logs_and_lineage(page: Page) -> None:
     expect(transitions.last).to_contain_text("finished")
     shot(page, "task-detail")
     page.go_back()
-    page.locator("li.task", has_text="flowfed.logistic_regression").get_by_role("link").click()
+    page.locator("li.task[data-tool='flowfed.logistic_regression']").get_by_role("link").click()
     expect(page.locator("#charts svg.chart").first).to_be_visible()
     expect(page.locator("#charts")).to_contain_text("loss")
 

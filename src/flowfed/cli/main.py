@@ -514,6 +514,7 @@ def validate(
     except FlowError as exc:
         _flow_error(exc, as_json)
     g = prepared.graph
+    types = g.step_types()
     if as_json:
         print(
             json.dumps(
@@ -525,9 +526,11 @@ def validate(
                         {
                             "name": t.step,
                             "task": t.id,
+                            "label": t.label,
                             "tool": t.tool.ref,
                             "node": t.node,
                             "after": list(t.deps),
+                            **({"type": types[t.step]} if t.step in types else {}),
                         }
                         for t in g.tasks.values()
                     ],
@@ -536,16 +539,32 @@ def validate(
         )
         return
     out.print(f"[green]valid[/green]: flow '{g.flow.name}' · {len(g.tasks)} tasks")
+    # Grouped under the steps as written when a step holds several tools or says its type:
+    # the tasks of seed 000's "Data Preprocessing" read as that one step.
+    grouped = bool(types) or any(t.part for t in g.tasks.values())
+    by_step: dict[str, list[Any]] = {}
     for t in g.tasks.values():
-        after = f" ← {', '.join(t.deps)}" if t.deps else ""
-        routed = " (runs when routed to)" if t.routed else ""
-        where = f" on {t.node}" if t.placed else ""
-        rounds = (
-            f" ({t.federated.settings.rounds} rounds on {len(t.federated.participants)} nodes)"
-            if t.federated is not None
-            else ""
-        )
-        out.print(f"  {t.id}: {t.tool.ref}{where}{rounds}{after}{routed}", markup=False)
+        by_step.setdefault(t.step, []).append(t)
+    for step in g.step_names() if grouped else [None]:
+        tasks = by_step.get(step, []) if step is not None else list(g.tasks.values())
+        indent = "  "
+        if step is not None:
+            kind = f" ({types[step]})" if step in types else ""
+            out.print(f"  Step: {step}{kind}", markup=False)
+            indent = "    "
+        for t in tasks:
+            _print_planned(t, indent)
+
+
+def _print_planned(t: Any, indent: str) -> None:
+    """One planned task of ``flowfed validate``: its id, tool, placement, edges, label."""
+    after = f" ← {', '.join(t.deps)}" if t.deps else ""
+    routed = " (runs when routed to)" if t.routed else ""
+    where = f" on {t.node}" if t.placed else ""
+    fed = t.federated
+    rounds = f" ({fed.settings.rounds} rounds on {len(fed.participants)} nodes)" if fed else ""
+    label = f" · {t.label}" if t.label else ""
+    out.print(f"{indent}{t.id}: {t.tool.ref}{where}{rounds}{after}{routed}{label}", markup=False)
 
 
 # --- runs ----------------------------------------------------------------------------------
@@ -636,9 +655,11 @@ def runs_show(
         out.print(f"  [red]{r['error']}[/red]", soft_wrap=True)
     for t in r["tasks"]:
         flags = " (cached)" if t.get("cached") else ""
+        label = f" · {t['label']}" if t.get("label") else ""
         out.print(
             f"  {t['step']}: {t['tool']}@{t['tool_version']} on {t['node']} — "
-            f"{t['state']}{flags} · attempt {t['attempt']}"
+            f"{t['state']}{flags} · attempt {t['attempt']}{label}",
+            markup=False,
         )
         for tr in t.get("transitions", []):
             detail = f" ({tr['detail']})" if tr.get("detail") else ""

@@ -17,6 +17,8 @@ from rich.text import Text
 from rich.tree import Tree
 
 from flowfed.engine.state import RunView, TaskRun
+from flowfed.plan.graph import TaskNode
+from flowfed.plan.labels import task_label
 from flowfed.runtime.lifecycle import State
 
 _TASK_STYLE: dict[State, tuple[str, str]] = {
@@ -55,13 +57,25 @@ def task_line(t: TaskRun, rounds: int | None = None) -> Text:
     sym, style = _TASK_STYLE.get(t.state, ("?", ""))
     line = Text()
     line.append(f"{sym} ", style=style)
-    line.append(t.node.tool.name)
-    line.append(f" ({t.node.node})", style="dim")
+    # Seed 000 names a task in words: "Local model training (hospital-a)".
+    label = getattr(t.node, "label", None)
+    if not label and isinstance(t.node, TaskNode):
+        label = task_label(t.node)
+    if label:
+        words, _, where = label.rpartition(" (")
+        line.append(words or label)
+        if words:
+            line.append(f" ({where}", style="dim")
+    else:
+        line.append(t.node.tool.name)
+        line.append(f" ({t.node.node})", style="dim")
     if t.node.variant:
         line.append(" [" + ", ".join(f"{k}={v}" for k, v in t.node.variant.items()) + "]")
     word = "cached" if t.cached else str(t.state)
     line.append(f" {word}", style=style)
-    if t.node.round is not None:
+    if t.node.round is not None and t.state is State.RUNNING and t.node.id.endswith("/aggregate"):
+        line.append(f" · aggregating round {t.node.round}")
+    elif t.node.round is not None:
         line.append(f" · Round {t.node.round}" + (f"/{rounds}" if rounds else ""))
     if t.iteration > 1:
         line.append(f" · iteration {t.iteration}")
@@ -84,6 +98,8 @@ def render(view: RunView, max_tasks_per_step: int = 20) -> Tree:
     elapsed = (view.ended_at or time.time()) - view.started_at
     title = Text()
     title.append(view.flow_name, style="bold")
+    if view.flow_type:
+        title.append(f" ({view.flow_type})", style="dim")
     title.append(f" — {view.status}", style=_RUN_STYLE.get(view.status, ""))
     title.append(f"  run {view.run_id[:8]} · {elapsed:.1f}s", style="dim")
     tree = Tree(title)
@@ -94,6 +110,8 @@ def render(view: RunView, max_tasks_per_step: int = 20) -> Tree:
         head = Text()
         head.append(f"{sym} ", style=style)
         head.append(f"Step: {step} ", style="bold")
+        if step in view.types:
+            head.append(f"({view.types[step]}) ", style="dim")
         head.append(f"[{state}", style=style)
         if state == "running":
             head.append(f" {frac * 100:.0f}%", style=style)

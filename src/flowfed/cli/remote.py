@@ -103,6 +103,8 @@ class EventTree:
         if kind == "run":
             if p.get("steps"):
                 self.view.steps = list(p["steps"])
+                self.view.types = dict(p.get("types") or {})
+                self.view.flow_type = p.get("flow_type")
                 self.view.flow_name = p.get("flow") or self.view.flow_name
                 self.view.started_at = msg["ts"]
             self.view.status = p.get("status", self.view.status)
@@ -123,6 +125,7 @@ class EventTree:
                 retries=p.get("retries", 0),
                 dataset=p.get("dataset"),
                 variant=p.get("variant"),
+                label=p.get("label"),
                 federated=None,
             )
             task = RemoteTask(tid, node)

@@ -88,6 +88,8 @@ tasks = Table(
     Column("created_at", Float, nullable=False),
     Column("started_at", Float, nullable=True),
     Column("ended_at", Float, nullable=True),
+    # the task in words for the monitors: "Local model training (hospital-a)"
+    Column("label", String(255), nullable=True),
     Index("ix_tasks_run_id", "run_id"),
     Index("ix_tasks_cache_key", "cache_key"),
 )

@@ -235,6 +235,7 @@ CREATE TABLE tasks (
 	created_at FLOAT NOT NULL,
 	started_at FLOAT,
 	ended_at FLOAT,
+	label VARCHAR(255),
 	PRIMARY KEY (id),
 	FOREIGN KEY(run_id) REFERENCES runs (id) ON DELETE CASCADE
 );

@@ -46,6 +46,7 @@ _TASK_DEFAULTS: dict[str, Any] = {
     "node": "local",
     "round": None,
     "plan_key": None,
+    "label": None,
     "dataset": None,
     "variant": None,
     "iteration": 1,

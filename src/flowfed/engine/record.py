@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowfed.engine.state import ArtifactRef, RunView, TaskRun
 from flowfed.ids import new_id
+from flowfed.plan.labels import task_label
 from flowfed.runtime.lifecycle import TERMINAL, State
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ class RunRecord:
                 round=node.round,
                 retries=node.retries,
                 plan_key=node.id,
+                label=task_label(node),
                 **({"dataset": node.dataset} if node.dataset else {}),
                 **({"variant": node.variant} if node.variant else {}),
             )
@@ -200,6 +202,7 @@ class RunRecord:
             "node": n.node,
             "round": n.round,
             "plan_key": n.id,
+            "label": task_label(n),
             "dataset": n.dataset,
             "variant": n.variant,
             "iteration": tr.iteration,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from flowfed.artifacts import is_inline
 from flowfed.engine.state import ArtifactRef, RunView, TaskRun
 from flowfed.ids import new_id
+from flowfed.plan.labels import task_label
 from flowfed.runtime.lifecycle import State
 
 if TYPE_CHECKING:
@@ -81,10 +82,12 @@ class RunResult:
             steps.append(
                 {
                     "name": name,
+                    **({"type": self.view.types[name]} if name in self.view.types else {}),
                     "status": self.view.step_state(name),
                     "tasks": [
                         {
                             "id": t.id,
+                            "label": task_label(t.node),
                             "status": str(t.state),
                             "node": t.node.node,
                             **({"dataset": t.node.dataset} if t.node.dataset else {}),

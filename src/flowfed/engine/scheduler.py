@@ -32,6 +32,7 @@ from flowfed.ids import new_id
 from flowfed.plan.expressions import ExpressionError
 from flowfed.plan.graph import TaskGraph, TaskNode
 from flowfed.runtime.lifecycle import IllegalTransition, State
+from flowfed.spec.composite import part_names
 from flowfed.spec.models import END
 from flowfed.tools.core import TaskCancelled
 
@@ -86,6 +87,9 @@ class Scheduler:
         self.writer: Writer = engine.db.writer(on_commit=engine.on_events)
         self.persister = Persister(engine.store, self.writer)
         self.view = RunView(run_id, graph.flow.name, graph.step_names(), started_at=time.time())
+        self.view.types = graph.step_types()
+        self.view.flow_type = graph.flow.type if "type" in graph.flow.model_fields_set else None
+        self.view.parts = {s.name: part_names(s) for s in graph.flow.steps if s.tools}
         self.record = RunRecord(
             run_id,
             self.view,
@@ -215,6 +219,8 @@ class Scheduler:
                 "status": "running",
                 "flow": g.flow.name,
                 "steps": self.view.steps,
+                **({"types": self.view.types} if self.view.types else {}),
+                **({"flow_type": self.view.flow_type} if self.view.flow_type else {}),
                 **({"resumed": True} if self.resume else {}),
             },
         )

@@ -145,9 +145,32 @@ class RunView:
     started_at: float = 0.0
     ended_at: float | None = None
     error: str | None = None
+    #: Each step's ``type`` (seed 000's ``process``, ``output``...), where it has one.
+    types: dict[str, str] = field(default_factory=dict)
+    #: The flow's ``type`` (seed 000's ``training``), shown beside its name.
+    flow_type: str | None = None
+    #: The planned names of the tools of each step that holds several (``tools:``): such a
+    #: step is not done while one of them has no task yet.
+    parts: dict[str, list[str]] = field(default_factory=dict)
+
+    def tools_waiting(self, step: str) -> int:
+        """How many tools of ``step`` (one of several tools) have no task yet, while the run
+        goes on (0 once it ended)."""
+        parts = self.parts.get(step)
+        if not parts or self.status != "running":
+            return 0
+        from flowfed.spec.composite import tools_waiting
+
+        return tools_waiting(parts, [t.node.id for t in self.tasks.get(step, [])])
 
     def step_state(self, step: str) -> str:
         """A step's summary state: pending, running, completed, failed, skipped, cancelled."""
+        state = self._step_state(step)
+        if state in ("completed", "pending") and self.tools_waiting(step):
+            return "running" if self.tasks.get(step) else "pending"
+        return state
+
+    def _step_state(self, step: str) -> str:
         runs = self.tasks.get(step, [])
         if not runs:
             return "pending"
@@ -189,4 +212,4 @@ class RunView:
                 total += 1.0
             elif t.progress is not None:
                 total += t.progress
-        return total / len(runs)
+        return total / (len(runs) + self.tools_waiting(step))

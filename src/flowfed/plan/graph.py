@@ -90,6 +90,12 @@ class TaskNode:
     federated: FederatedPlan | None = None
     #: The swept config values of this subvariant (``sweep:``), or None.
     variant: dict[str, Any] | None = None
+    #: The task in words for the monitors ("Local model training (hospital-a)"); see
+    #: :func:`flowfed.plan.labels.task_label` for the tasks the engine adds itself.
+    label: str | None = None
+    #: The tool's name within its step when the step holds several (``tools:``); the
+    #: task's ``step`` is then the step as written ("Data Preprocessing").
+    part: str | None = None
 
     @property
     def placed(self) -> bool:
@@ -135,6 +141,10 @@ class TaskGraph:
         """Step names in flow order."""
         return [s.name for s in self.flow.steps]
 
+    def step_types(self) -> dict[str, str]:
+        """Each step's ``type`` (seed 000's ``process``, ``output``...), where it has one."""
+        return {s.name: s.type for s in self.flow.steps if s.type}
+
 
 _REF = re.compile(r"\$\{\s*config\.([A-Za-z0-9_.\-]+)\s*\}")
 
@@ -163,7 +173,20 @@ def plan(
     # on, its full passes re-walk them again and again, and planning grows faster than the
     # flow (flowfed.collector has the figures).
     with paused():
-        return _plan(flow, registry, params)
+        from flowfed.plan.labels import label_tasks
+        from flowfed.spec.composite import flatten
+
+        written = flow.flow if isinstance(flow, LoadedFlow) else flow
+        flat = flatten(written, flow.source if isinstance(flow, LoadedFlow) else None)
+        if flat.flow is not written:
+            flow = LoadedFlow(flat.flow, flat.source, getattr(flow, "path", None))
+        try:
+            graph = _plan(flow, registry, params)
+        except FlowError as exc:
+            raise FlowError([*flat.diagnostics, *exc.diagnostics]) from None
+        if flat.diagnostics:
+            raise FlowError(flat.diagnostics)
+        return label_tasks(graph, written, flat.parts)
 
 
 def _plan(

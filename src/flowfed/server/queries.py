@@ -11,6 +11,7 @@ from sqlalchemy import and_, func, or_, select
 
 from flowfed.db import MIN_PREFIX, AmbiguousRef, Database
 from flowfed.db import models as m
+from flowfed.spec.composite import part_names, tools_waiting
 
 
 class BadCursor(ValueError):
@@ -65,16 +66,38 @@ def list_runs(
 
 def run_steps(run: dict[str, Any]) -> list[dict[str, Any]]:
     """A run's tasks grouped by step, in the flow's step order, each with a status."""
-    spec_steps = [s.get("name") for s in (run.get("spec") or {}).get("steps") or []]
+    written = [s for s in (run.get("spec") or {}).get("steps") or [] if isinstance(s, dict)]
+    spec_steps = [s.get("name") for s in written]
+    types = {s.get("name"): s["type"] for s in written if isinstance(s.get("type"), str)}
     by_step: dict[str, list[dict[str, Any]]] = {}
     for t in run["tasks"]:
         by_step.setdefault(t["step"], []).append(t)
     names = [n for n in spec_steps if isinstance(n, str)]
     names += [n for n in by_step if n not in names]
-    return [
-        {"name": n, "status": step_status(by_step.get(n, [])), "tasks": by_step.get(n, [])}
-        for n in names
-    ]
+    # While the run goes on, a step of several tools is not done until each has a task.
+    running = run.get("status") == "running"
+    waiting = {
+        str(s.get("name")): tools_waiting(
+            part_names(s), [t.get("plan_key") or "" for t in by_step.get(str(s.get("name")), [])]
+        )
+        for s in written
+        if running and s.get("tools")
+    }
+    out = []
+    for n in names:
+        tasks = by_step.get(n, [])
+        status = step_status(tasks)
+        if waiting.get(n) and status in ("completed", "pending"):
+            status = "running" if tasks else "pending"
+        out.append(
+            {
+                "name": n,
+                **({"type": types[n]} if n in types else {}),
+                "status": status,
+                "tasks": tasks,
+            }
+        )
+    return out
 
 
 def step_status(tasks: list[dict[str, Any]]) -> str:

@@ -99,6 +99,10 @@ class PlannedTask(BaseModel):
     tool: str
     after: list[str]
     routed: bool
+    # Its place in the plan (``Data Preprocessing/load[hospital-a:breast]``) and the task
+    # in words ("Data loading (hospital-a)").
+    task: str | None = None
+    label: str | None = None
 
 
 class ValidationOk(BaseModel):
@@ -193,6 +197,8 @@ class Task(BaseModel):
     # Where the planner put the task: its key in the plan (a federated round task's is
     # ``Step/round 3/hospital-a:breast``), the node's dataset it reads and its sweep values.
     plan_key: str | None = None
+    # The task in words: "Local model training (hospital-a)" (seed 000's monitor).
+    label: str | None = None
     dataset: str | None = None
     variant: dict[str, Any] | None = None
     iteration: int
@@ -213,6 +219,8 @@ class Step(BaseModel):
     """A step of a run with its tasks (one per iteration)."""
 
     name: str
+    # What the step is for, as the flow says (seed 000's ``process``, ``output``...).
+    type: str | None = None
     status: str
     tasks: list[Task]
 

@@ -99,9 +99,10 @@ def load_templates(directory: Path = TEMPLATE_DIR) -> dict[str, Template]:
 def _references(flow: dict[str, Any]) -> dict[str, list[tuple[str, str, str]]]:
     """config key -> [(where, step, param)] for every ``${config.KEY}`` in the steps."""
     refs: dict[str, list[tuple[str, str, str]]] = {}
-    for step in flow.get("steps") or []:
-        if not isinstance(step, dict):
-            continue
+    steps = [s for s in flow.get("steps") or [] if isinstance(s, dict)]
+    # The tools of a step that holds several (``tools:``) have their own params.
+    steps += [t for s in steps for t in s.get("tools") or [] if isinstance(t, dict)]
+    for step in steps:
         for where in ("params", "federated", "models"):
             block = step.get(where)
             if not isinstance(block, dict):

@@ -2,7 +2,7 @@
 
 from flowfed.spec.diagnostics import Diagnostic, FlowError
 from flowfed.spec.loader import LoadedFlow, SourceMap, load_flow, parse_flow_text
-from flowfed.spec.models import END, Flow, Next, Step
+from flowfed.spec.models import END, Flow, Next, Step, StepTool
 
 __all__ = [
     "END",
@@ -13,6 +13,7 @@ __all__ = [
     "Next",
     "SourceMap",
     "Step",
+    "StepTool",
     "load_flow",
     "parse_flow_text",
 ]

@@ -185,7 +185,9 @@ def _diagnostics_from_validation(
             msg = f"unknown key '{loc[-1]}'"
         elif err["type"] == "missing":
             msg = f"missing required key '{loc[-1]}'"
-        elif "input" in err and err["type"] not in ("value_error",):
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        elif "input" in err:
             msg = f"{msg} (got {_short(err['input'])})"
         out.append(source.diag(msg, loc, step=step_name, field=field_path or None))
     return out

@@ -99,6 +99,55 @@ class Federated(BaseModel):
     seed: int = 0
 
 
+#: What a step is for, as seed 000 writes it (``type: process``); shown by the monitors.
+StepType = Literal["data", "process", "training", "output"]
+
+#: The keys of a step that belong to each of its tools when it holds several (``tools:``).
+PER_TOOL_KEYS = ("params", "inputs", "outputs", "shareable", "sweep", "models", "label")
+
+
+class StepTool(BaseModel):
+    """One tool of a step that holds several (``tools:``): seed 000's "Data
+    Preprocessing" runs image normalization and then feature extraction as one step.
+
+    It takes a single-tool step's keys; ``on``, ``retries``, ``retry_backoff``,
+    ``timeout``, ``cache`` and ``allow_pickle`` left out come from the step. ``name``
+    (default: the tool's name after its last dot) must be unique within the step.
+
+    Example:
+        >>> StepTool(tool="flowfed.standardize", inputs={"table": "raw"}).short_name
+        'standardize'
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, pattern=_NAME_PATTERN)
+    tool: str = Field(min_length=1)
+    #: How its tasks are labelled in the monitors ("Image normalization"); default: the
+    #: first phrase of the tool's description.
+    label: str | None = Field(default=None, min_length=1, max_length=120)
+    description: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, str] = Field(default_factory=dict)
+    outputs: list[str] | dict[str, str] | None = None
+    shareable: list[str] = Field(default_factory=list)
+    sweep: dict[str, Any] = Field(default_factory=dict)
+    models: dict[str, str] = Field(default_factory=dict)
+    on: Placement | None = None
+    retries: int | None = Field(default=None, ge=0, le=100)
+    retry_backoff: float | None = Field(default=None, ge=0)
+    timeout: float | None = Field(default=None, gt=0)
+    cache: bool | None = None
+    allow_pickle: bool | None = None
+
+    @property
+    def short_name(self) -> str:
+        """Its name within the step: ``name``, else the tool's name after its last dot."""
+        if self.name:
+            return self.name
+        return self.tool.split("@", 1)[0].rsplit(".", 1)[-1]
+
+
 class Step(BaseModel):
     """One stage of a flow: a tool, its params, what it consumes and what it produces.
 
@@ -106,12 +155,23 @@ class Step(BaseModel):
     artifacts the step produces, either as a list (matched to the tool's outputs in
     order) or as a mapping ``tool_output: artifact_name``. No step names its
     predecessors: edges come from artifacts.
+
+    A step may instead hold several tools (``tools:``, a list of :class:`StepTool`),
+    run as one user-facing step; each is planned as a step of its own.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, pattern=_NAME_PATTERN)
-    tool: str = Field(min_length=1)
+    #: The tool; empty only when ``tools`` holds several (a step needs one or the other).
+    tool: str = ""
+    #: What the step is for (seed 000's ``type: process``); shown by the monitors.
+    type: StepType | None = None
+    #: How its tasks are labelled in the monitors ("Local model training"); default: the
+    #: first phrase of the tool's description.
+    label: str | None = Field(default=None, min_length=1, max_length=120)
+    #: The tools of a step that holds several, in order (see :class:`StepTool`).
+    tools: list[StepTool] | None = Field(default=None, min_length=1)
     description: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[str, str] = Field(default_factory=dict)
@@ -139,6 +199,37 @@ class Step(BaseModel):
     #: Tool inputs fed from the model registry: ``{model: "breast-cancer@3"}`` (a name
     #: alone: its latest version); resolved when the run starts.
     models: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_tool_or_several(self) -> Step:
+        if self.tools is None:
+            if not self.tool:
+                raise ValueError(
+                    "missing required key 'tool' (or 'tools', the list of tools the step runs)"
+                )
+            return self
+        if self.tool:
+            raise ValueError("a step has 'tool' or 'tools', not both")
+        # Checked by value, not by presence: a stored flow's dump holds every key with its
+        # default (``params: {}``, ``kind: task``), and must validate again as it was.
+        for key in (*PER_TOOL_KEYS, "next", "kind", "federated"):
+            if getattr(self, key) not in (None, {}, [], "task"):
+                where = (
+                    "a step that holds several tools cannot route with 'next'"
+                    if key == "next"
+                    else "a federated step holds one tool (its trainer): make it a step of its own"
+                    if key in ("kind", "federated")
+                    else f"'{key}' belongs to each tool under 'tools', not to the step"
+                )
+                raise ValueError(where)
+        seen: set[str] = set()
+        for t in self.tools:
+            if t.short_name in seen:
+                raise ValueError(
+                    f"two tools of this step are named '{t.short_name}'; give them distinct 'name's"
+                )
+            seen.add(t.short_name)
+        return self
 
     @model_validator(mode="after")
     def _federated_block(self) -> Step:

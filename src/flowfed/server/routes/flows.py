@@ -86,7 +86,14 @@ async def validate_flow(request: Request, body: FlowSubmission) -> ValidationOk:
     return ValidationOk(
         flow=g.flow.name,
         tasks=[
-            PlannedTask(step=t.step, tool=t.tool.ref, after=list(t.deps), routed=t.routed)
+            PlannedTask(
+                step=t.step,
+                tool=t.tool.ref,
+                after=list(t.deps),
+                routed=t.routed,
+                task=t.id,
+                label=t.label,
+            )
             for t in g.tasks.values()
         ],
         warnings=diagnostics_items(parsed.warnings),

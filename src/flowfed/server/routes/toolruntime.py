@@ -88,9 +88,16 @@ def _task_row(db: Database, task_id: str) -> dict[str, Any] | None:
     t, r = m.tasks, m.runs
     with db.engine.connect() as conn:
         row = conn.execute(
-            select(t.c.id, t.c.run_id, t.c.step, t.c.node, t.c.attempt, t.c.state, r.c.spec).where(
-                t.c.id == task_id, r.c.id == t.c.run_id
-            )
+            select(
+                t.c.id,
+                t.c.run_id,
+                t.c.step,
+                t.c.plan_key,
+                t.c.node,
+                t.c.attempt,
+                t.c.state,
+                r.c.spec,
+            ).where(t.c.id == task_id, r.c.id == t.c.run_id)
         ).first()
     return dict(row._mapping) if row is not None else None
 
@@ -103,12 +110,26 @@ def _task_state(db: Database, task_id: str) -> str | None:
     return state
 
 
-def _step_params(spec: Any, step: str) -> dict[str, Any]:
+def _step_params(spec: Any, step: str, plan_key: str | None = None) -> dict[str, Any]:
     steps = spec.get("steps") if isinstance(spec, dict) else None
     for s in steps or []:
         if isinstance(s, dict) and s.get("name") == step:
+            if isinstance(s.get("tools"), list):
+                # A step of several tools: the task's plan key starts with its tool's name
+                # within the step ("Prep/clean[hospital-a:breast]").
+                s = _tool_of(s["tools"], step, plan_key or "")
             params = s.get("params")
             return dict(params) if isinstance(params, dict) else {}
+    return {}
+
+
+def _tool_of(tools: list[Any], step: str, plan_key: str) -> dict[str, Any]:
+    from flowfed.spec.composite import part_names, tools_waiting
+
+    dicts = [t for t in tools if isinstance(t, dict)]
+    for t, name in zip(dicts, part_names({"name": step, "tools": dicts}), strict=True):
+        if not tools_waiting([name], [plan_key]):
+            return t
     return {}
 
 
@@ -180,7 +201,8 @@ async def task_runtime(websocket: WebSocket, task_id: str) -> None:
                     attempt=max(1, int(task["attempt"] or 1)),
                 ),
             )
-            await tc.send(websocket, ConfigMessage(values=_step_params(task["spec"], task["step"])))
+            params = _step_params(task["spec"], task["step"], task.get("plan_key"))
+            await tc.send(websocket, ConfigMessage(values=params))
         while True:
             msg = await tc.receive_message(websocket, who)
             if msg is None:

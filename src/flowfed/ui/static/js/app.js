@@ -200,22 +200,31 @@ async function templatePage(m) {
 /** The steps as a graph: an edge wherever one step's output is another's input. */
 function flowGraph(spec) {
   const steps = spec.steps || [];
+  // A step that holds several tools (`tools:`) consumes and produces what its tools do.
+  const parts = (s) => s.tools || [s];
   const producer = new Map();
   for (const s of steps) {
-    const outs = Array.isArray(s.outputs) ? s.outputs : Object.values(s.outputs || {});
-    for (const o of outs) producer.set(o, s.name);
+    for (const p of parts(s)) {
+      const outs = Array.isArray(p.outputs) ? p.outputs : Object.values(p.outputs || {});
+      for (const o of outs) producer.set(o, s.name);
+    }
   }
   const edges = [];
+  const seen = new Set();
   for (const s of steps) {
-    for (const art of Object.values(s.inputs || {})) {
-      if (producer.has(art)) edges.push({ from: producer.get(art), to: s.name, label: art });
+    for (const art of parts(s).flatMap((p) => Object.values(p.inputs || {}))) {
+      const from = producer.get(art);
+      if (from !== undefined && from !== s.name && !seen.has(`${from}\0${s.name}\0${art}`)) {
+        seen.add(`${from}\0${s.name}\0${art}`);
+        edges.push({ from, to: s.name, label: art });
+      }
     }
     const next = s.next;
     for (const target of next ? [next.success, next.failure, next.otherwise] : []) {
       if (target && target !== "end") edges.push({ from: s.name, to: target, label: "next" });
     }
   }
-  const nodes = steps.map((s) => ({ id: s.name, label: s.name, sub: s.tool }));
+  const nodes = steps.map((s) => ({ id: s.name, label: s.name, sub: s.tools ? `${s.tools.length} tools` : s.tool }));
   return dag(nodes, edges, `Steps of ${spec.name}`);
 }
 
@@ -326,7 +335,7 @@ async function runPage(runId) {
   for (const n of order) if (!steps.has(n)) steps.set(n, { name: n, status: "pending", tasks: new Map(), expanded: false });
   const addTask = (t) => {
     const step = steps.get(t.step) || steps.set(t.step, { name: t.step, status: "pending", tasks: new Map(), expanded: false }).get(t.step);
-    const model = { id: t.id, step: t.step, tool: t.tool, node: t.node, round: t.round, plan_key: t.plan_key, dataset: t.dataset, variant: t.variant,
+    const model = { id: t.id, step: t.step, tool: t.tool, label: t.label, node: t.node, round: t.round, plan_key: t.plan_key, dataset: t.dataset, variant: t.variant,
       state: t.state, metrics: { ...(t.metrics || {}) }, progress: t.progress, attempt: t.attempt, error: t.error?.message };
     tasks.set(t.id, model); step.tasks.set(t.id, model);
     return model;
@@ -347,7 +356,7 @@ async function runPage(runId) {
   };
 
   set(`<p><a href="#/runs">← Runs</a></p>
-    <div class="row spread"><h1>${esc(run.flow_name)} <span id="run-status">${badge(status)}</span></h1>
+    <div class="row spread"><h1>${esc(run.flow_name)}${run.spec?.type && run.spec.type !== "pipeline" ? ` <span class="flow-type muted">${esc(run.spec.type)}</span>` : ""} <span id="run-status">${badge(status)}</span></h1>
     <div class="row"><button id="cancel" class="danger">Cancel run</button><button id="retry" class="secondary">Retry run</button></div></div>
     <p class="muted">Run <span class="mono">${esc(run.id)}</span> · started ${when(run.created_at)} · <span class="conn" id="conn" role="status">connecting…</span></p>
     <div id="err"></div><div id="run-error"></div>
@@ -375,7 +384,9 @@ async function runPage(runId) {
     const attempt = t.attempt > 1 ? ` (attempt ${t.attempt})` : "";
     // A placed task's page says what its node let leave (the node policy's egress record).
     const left = t.node && t.node !== "local" ? ` title="open: what left node ${esc(t.node)}" data-egress="#/tasks/${t.id}#egress"` : "";
-    return `<a href="#/tasks/${t.id}"${left}>${esc(t.tool)}${attempt}</a><span class="info">${parts.join(" · ") || "—"}</span><span>${badge(t.state)}</span>`;
+    // The task in words ("Local model training"); where it runs leads the info beside it.
+    const words = t.label ? t.label.replace(/ \([^()]*\)$/, "") : t.tool;
+    return `<a href="#/tasks/${t.id}"${left}${t.label && !left ? ` title="${esc(t.label)} · ${esc(t.tool)}"` : ""}>${esc(words)}${attempt}</a><span class="info">${parts.join(" · ") || "—"}</span><span>${badge(t.state)}</span>`;
   };
   // A federated step is judged by its own task (the one that ends with the global model):
   // a participant dropped from a round ends `cancelled` or `error` without failing it.
@@ -385,6 +396,17 @@ async function runPage(runId) {
     if (list.some((t) => t.state === "error" && !retried(t, list))) return status === "running" ? "running" : "failed";
     if (list.every((t) => TERMINAL.has(t.state))) return list.some((t) => t.state === "cancelled") ? "cancelled" : list.every((t) => t.state === "skipped") ? "skipped" : "completed";
     return list.some((t) => t.state !== "pending") ? "running" : "pending";
+  };
+  // A step of several tools (`tools:`) is not done while one of them has no task yet (its
+  // plan key is "Step/tool" or starts with "Step/tool[" or "Step/tool/").
+  const toolsWaiting = (s) => {
+    const tools = specSteps.get(s.name)?.tools;
+    if (!Array.isArray(tools) || RUN_ENDED.has(status)) return 0;
+    const keys = [...s.tasks.values()].map((t) => t.plan_key || "");
+    return tools.filter((p) => {
+      const n = `${s.name}/${p.name || String(p.tool).split("@")[0].split(".").pop()}`;
+      return !keys.some((k) => k === n || k.startsWith(`${n}[`) || k.startsWith(`${n}/`));
+    }).length;
   };
   const retried = (t, list) => list.some((o) => o !== t && o.step === t.step && o.attempt > t.attempt
     && (o.plan_key && t.plan_key ? o.plan_key === t.plan_key : o.node === t.node && o.round === t.round));
@@ -412,9 +434,11 @@ async function runPage(runId) {
     const done = list.filter((t) => TERMINAL.has(t.state)).length;
     // Its round tasks appear a round at a time: its progress is its own task's (round r of R).
     const ownProgress = own?.length === 1 ? (TERMINAL.has(own[0].state) ? 1 : own[0].progress) : null;
+    const waiting = toolsWaiting(s);
     const pct = ownProgress != null ? Math.round(100 * ownProgress)
-      : list.length ? Math.round((100 * done) / list.length) : (s.status === "completed" ? 100 : 0);
-    const st = stepStatus(s, own);
+      : list.length ? Math.round((100 * done) / (list.length + waiting)) : (s.status === "completed" ? 100 : 0);
+    let st = stepStatus(s, own);
+    if (waiting && (st === "completed" || st === "pending")) st = list.length ? "running" : "pending";
     s.status = st;
     const counts = {};
     for (const t of list) counts[t.state] = (counts[t.state] || 0) + 1;
@@ -429,10 +453,11 @@ async function runPage(runId) {
     const datasets = new Map();
     for (const t of list) if (t.dataset) (datasets.get(t.node) || datasets.set(t.node, new Set()).get(t.node)).add(t.dataset);
     const where = (t) => (t.dataset && datasets.get(t.node)?.size > 1 ? `${t.node}:${t.dataset}` : t.node);
-    const row = (t) => `<li class="task" data-task="${t.id}"${participantOf(t) ? ` data-participant="${esc(participantOf(t))}"` : ""}>${taskRow(t, where(t))}</li>`;
+    const row = (t) => `<li class="task" data-task="${t.id}" data-tool="${esc(t.tool)}"${participantOf(t) ? ` data-participant="${esc(participantOf(t))}"` : ""}>${taskRow(t, where(t))}</li>`;
     const ownShown = grouped ? shown.filter((t) => participantOf(t) === null) : [];
     const rest = grouped ? shown.filter((t) => participantOf(t) !== null) : shown;
-    s.el.innerHTML = `<div class="step-head"><h3>Step: ${esc(s.name)}</h3>${badge(st)}
+    const type = specSteps.get(s.name)?.type;
+    s.el.innerHTML = `<div class="step-head"><h3>Step: ${esc(s.name)}${type ? ` <span class="step-type muted">${esc(type)}</span>` : ""}</h3>${badge(st)}
       <div class="progress" role="progressbar" aria-label="${esc(s.name)} progress" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${pct}"><span style="width:${pct}%"></span></div><span>${pct}%</span>
       <span class="counts">${list.length} tasks${Object.keys(counts).length ? ": " + Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(", ") : ""}</span></div>
       ${list.length ? `<ul class="tasks">${ownShown.map(row).join("")}${earlier ? `<li class="earlier muted">… ${earlier} task${earlier === 1 ? "" : "s"} of earlier rounds</li>` : ""}${rest.map(row).join("")}</ul>` : `<p class="muted tasks">Tasks: (created when the step starts)</p>`}
@@ -463,7 +488,7 @@ async function runPage(runId) {
       }
       if (!ev.task_id) continue;
       let t = tasks.get(ev.task_id);
-      if (!t) t = addTask({ id: ev.task_id, step: p.step, tool: p.tool, node: p.node, round: p.round, plan_key: p.plan_key, dataset: p.dataset, variant: p.variant, state: "pending", attempt: p.attempt });
+      if (!t) t = addTask({ id: ev.task_id, step: p.step, tool: p.tool, label: p.label, node: p.node, round: p.round, plan_key: p.plan_key, dataset: p.dataset, variant: p.variant, state: "pending", attempt: p.attempt });
       // Events name the task's place in the plan even where the REST row did not.
       t.plan_key ??= p.plan_key; t.dataset ??= p.dataset; t.variant ??= p.variant;
       if (ev.kind === "transition") {
@@ -513,7 +538,7 @@ async function taskPage(taskId) {
     : `<p class="muted">Nothing: only hashes and sizes of its outputs reached the server.</p>`}`;
   set(`<p><a href="#/runs/${task.run_id}">← Run ${short(task.run_id)}</a></p>
     <h1>${esc(task.step)}: ${esc(task.tool)} <span id="task-state">${badge(task.state)}</span></h1>
-    <dl class="kv card"><dt>Node</dt><dd>${esc(task.node)}</dd><dt>Round</dt><dd>${task.round ?? "—"}</dd>
+    <dl class="kv card">${task.label ? `<dt>Task</dt><dd>${esc(task.label)}</dd>` : ""}<dt>Node</dt><dd>${esc(task.node)}</dd><dt>Round</dt><dd>${task.round ?? "—"}</dd>
     ${task.dataset ? `<dt>Dataset</dt><dd>${esc(task.dataset)}</dd>` : ""}${task.variant && Object.keys(task.variant).length ? `<dt>Subvariant</dt><dd class="mono">${esc(variantText(task.variant))}</dd>` : ""}
     <dt>Attempt</dt><dd>${task.attempt}</dd><dt>Cached</dt><dd>${task.cached ? "yes" : "no"}</dd>
     <dt>Started</dt><dd>${when(task.started_at)}</dd><dt>Ended</dt><dd>${when(task.ended_at)}</dd></dl>

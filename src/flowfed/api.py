@@ -87,6 +87,17 @@ def prepare(
                     hint="use " + str(exc).split(": use ")[-1],
                 )
             )
+    raw = loaded.flow.config.get("task_timeout")
+    if raw is not None and (
+        isinstance(raw, bool) or not isinstance(raw, int | float) or raw <= 0
+    ):
+        problems.append(
+            loaded.source.diag(
+                f"config.task_timeout must be a positive number of seconds, got {raw!r}",
+                ("config", "task_timeout"),
+                field="config.task_timeout",
+            )
+        )
     if problems:
         raise FlowError(problems)
     return Prepared(loaded, plan(loaded, get_registry(), params))

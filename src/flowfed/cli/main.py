@@ -168,6 +168,15 @@ def run(
             "flow's `nodes:` (docs/nodes.md).",
         ),
     ] = None,
+    task_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--task-timeout",
+            min=0.001,
+            help="Default task timeout in seconds for steps without a `timeout:` of their "
+            "own (the flow's `config: {task_timeout: S}` comes first). Default: none.",
+        ),
+    ] = None,
     node_runner: Annotated[
         str,
         typer.Option(
@@ -231,7 +240,12 @@ def run(
                 f"`{INSTALL_HINT}`, or choose --node-runner inprocess (no isolation)"
             )
     executor = executor or prepared.loaded.flow.executor or "threads"
-    engine = make_engine(use_cache=not no_cache, executor=executor, max_workers=workers)
+    engine = make_engine(
+        use_cache=not no_cache,
+        executor=executor,
+        max_workers=workers,
+        task_timeout=task_timeout,
+    )
     if engine.remote is not None:
         from flowfed.executors import ExecutorUnavailable
 
@@ -1099,6 +1113,15 @@ def server(
             "ray://HOST:PORT, dask://local or ray://local (docs/executors.md).",
         ),
     ] = "threads",
+    task_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--task-timeout",
+            min=0.001,
+            help="Default task timeout in seconds for steps without a `timeout:` of their "
+            "own of the server's runs (a flow's `config: {task_timeout: S}` comes first). Default: none.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST and WebSocket API (one process, uvicorn)."""
     import socket
@@ -1122,6 +1145,7 @@ def server(
         ssl_keyfile=ssl_keyfile,
         trigger_interval=trigger_interval,
         executor=executor,
+        task_timeout=task_timeout,
     )
     from flowfed.api import _known_executor
 

@@ -46,6 +46,8 @@ class ServerSettings:
     #: ``dask://scheduler:8786`` or ``ray://head:10001`` (docs/executors.md). A submitted
     #: flow's own ``executor:`` is ignored: the operator decides where code runs.
     executor: str = "threads"
+    #: Default task timeout (seconds) of the server's runs, for steps without a ``timeout:``.
+    task_timeout: float | None = None
 
     def resolved_database_url(self) -> str:
         """The database URL, falling back to flowfed's default."""

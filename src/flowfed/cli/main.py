@@ -1118,8 +1118,9 @@ def server(
         typer.Option(
             "--task-timeout",
             min=0.001,
-            help="Default task timeout in seconds for steps without a `timeout:` of their "
-            "own of the server's runs (a flow's `config: {task_timeout: S}` comes first). Default: none.",
+            help="Default task timeout in seconds of the server's runs, for steps without a "
+            "`timeout:` of their own (a flow's `config: {task_timeout: S}` comes first). "
+            "Default: none.",
         ),
     ] = None,
 ) -> None:

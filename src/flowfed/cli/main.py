@@ -191,8 +191,7 @@ def run(
     Steps placed on data nodes run on local node agents (one process per node of the
     layout, through an embedded server) or, with --simulate, on in-process nodes.
     """
-    from flowfed.api import make_engine, prepare
-    from flowfed.plan.graph import parse_param_overrides
+    from flowfed.api import make_engine, parse_param_overrides, prepare
     from flowfed.spec.diagnostics import FlowError
 
     if executor is not None:

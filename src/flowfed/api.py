@@ -87,9 +87,46 @@ def prepare(
                     hint="use " + str(exc).split(": use ")[-1],
                 )
             )
+    raw = loaded.flow.config.get("task_timeout")
+    if raw is not None and (isinstance(raw, bool) or not isinstance(raw, int | float) or raw <= 0):
+        problems.append(
+            loaded.source.diag(
+                f"config.task_timeout must be a positive number of seconds, got {raw!r}",
+                ("config", "task_timeout"),
+                field="config.task_timeout",
+            )
+        )
     if problems:
         raise FlowError(problems)
-    return Prepared(loaded, plan(loaded, get_registry(), params))
+    from flowfed.collector import paused
+
+    # Every object planning makes stays alive until the graph is built: with the collector
+    # on, its full passes re-walk them again and again, and planning grows faster than the
+    # flow (flowfed.collector has the figures).
+    with paused():
+        graph = plan(loaded, get_registry(), params)
+    return Prepared(loaded, graph)
+
+
+def parse_param_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn ``["rounds=5", "name=x"]`` into typed values (YAML scalars: 5 is an int).
+
+    Example:
+        >>> parse_param_overrides(["rounds=5", "name=x", "lr=0.1"])
+        {'rounds': 5, 'name': 'x', 'lr': 0.1}
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise FlowError([Diagnostic(f"--param expects KEY=VALUE, got {pair!r}", field="param")])
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
 
 
 def _known_executor(url: str) -> bool:

@@ -139,3 +139,37 @@ def test_placed_steps_cannot_be_routed(tmp_path: Path) -> None:
     )
     msgs = problems(tmp_path, text)
     assert any("cannot route" in msg and "step 'check'" in msg for msg in msgs), msgs
+
+
+def test_the_planner_knows_exactly_the_strategies_fl_implements() -> None:
+    from flowfed.fl import STRATEGIES
+    from flowfed.plan.graph import STRATEGY_NAMES
+
+    assert set(STRATEGY_NAMES) == set(STRATEGIES)
+
+
+def test_planning_is_pure_no_learning_code_no_collector_switch(tmp_path: Path) -> None:
+    """The planner compiles a federated flow without loading flowfed.fl (or the catalog),
+    and leaves the process's garbage collector as it found it."""
+    import subprocess
+    import sys
+
+    (tmp_path / "flow.yaml").write_text(
+        FED.replace("config:\n", "config:\n  rounds: 2\n").replace("fedavg", "median")
+    )
+    probe = (
+        "import gc, sys\n"
+        "from flowfed.spec.loader import load_flow\n"
+        "import flowfed.tools.library\n"
+        "from flowfed.tools.core import get_registry\n"
+        "from flowfed.plan import plan\n"
+        "gc.disable()\n"
+        f"g = plan(load_flow({str(tmp_path / 'flow.yaml')!r}), get_registry())\n"
+        "assert not gc.isenabled(), 'plan() switched the collector'\n"
+        "gc.enable()\n"
+        "assert g.tasks, 'nothing planned'\n"
+        "print(' '.join(m for m in sys.modules if m.startswith(('flowfed.fl', 'flowfed.db'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []

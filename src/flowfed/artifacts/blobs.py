@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from flowfed.db import Database
+if TYPE_CHECKING:
+    # Only for the annotation: a node imports flowfed.artifacts and must never load the
+    # catalog's database layer (SQLAlchemy and all).
+    from flowfed.db import Database
 
 #: Largest object kept in the catalog; anything bigger goes to the artifact store.
 INLINE_MAX_BYTES = 16 * 1024

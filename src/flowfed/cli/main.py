@@ -168,6 +168,15 @@ def run(
             "flow's `nodes:` (docs/nodes.md).",
         ),
     ] = None,
+    task_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--task-timeout",
+            min=0.001,
+            help="Default task timeout in seconds for steps without a `timeout:` of their "
+            "own (the flow's `config: {task_timeout: S}` comes first). Default: none.",
+        ),
+    ] = None,
     node_runner: Annotated[
         str,
         typer.Option(
@@ -182,8 +191,7 @@ def run(
     Steps placed on data nodes run on local node agents (one process per node of the
     layout, through an embedded server) or, with --simulate, on in-process nodes.
     """
-    from flowfed.api import make_engine, prepare
-    from flowfed.plan.graph import parse_param_overrides
+    from flowfed.api import make_engine, parse_param_overrides, prepare
     from flowfed.spec.diagnostics import FlowError
 
     if executor is not None:
@@ -231,7 +239,12 @@ def run(
                 f"`{INSTALL_HINT}`, or choose --node-runner inprocess (no isolation)"
             )
     executor = executor or prepared.loaded.flow.executor or "threads"
-    engine = make_engine(use_cache=not no_cache, executor=executor, max_workers=workers)
+    engine = make_engine(
+        use_cache=not no_cache,
+        executor=executor,
+        max_workers=workers,
+        task_timeout=task_timeout,
+    )
     if engine.remote is not None:
         from flowfed.executors import ExecutorUnavailable
 
@@ -1136,6 +1149,16 @@ def server(
             "(default: 3 heartbeats; docs/nodes.md).",
         ),
     ] = 0.0,
+    task_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--task-timeout",
+            min=0.001,
+            help="Default task timeout in seconds of the server's runs, for steps without a "
+            "`timeout:` of their own (a flow's `config: {task_timeout: S}` comes first). "
+            "Default: none.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST and WebSocket API (one process, uvicorn)."""
     import socket
@@ -1161,6 +1184,7 @@ def server(
         executor=executor,
         drain_timeout=drain_timeout,
         node_liveness=node_liveness,
+        task_timeout=task_timeout,
     )
     if drain_timeout < 0 or node_liveness < 0:
         _fail("--drain-timeout and --node-liveness take seconds, 0 or more")

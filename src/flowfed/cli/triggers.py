@@ -191,7 +191,7 @@ def add_cmd(
     """Add a trigger from ``-f FILE`` or from options."""
     from pydantic import ValidationError
 
-    from flowfed.plan.graph import parse_param_overrides
+    from flowfed.api import parse_param_overrides
     from flowfed.server.triggers.model import TriggerSpec
     from flowfed.spec.diagnostics import FlowError
 

@@ -3,6 +3,11 @@
 Reads use SQLAlchemy Core and return plain JSON-able dicts (what the CLI and the REST API
 ship). Writes go through :class:`flowfed.db.writer.Writer`, a background thread, so the
 engine's hot path never waits on the database.
+
+Longer than 600 lines on purpose: it is the one read API the CLI, the server and the
+engine share (runs, artifacts and lineage, leases, logs), and each query is short; the
+cache's queries live with the cache (:mod:`flowfed.engine.cache`) and a resumed run's
+with the resume (:mod:`flowfed.engine.resume`).
 """
 
 from __future__ import annotations
@@ -578,43 +583,6 @@ class Database:
                 .where(r.c.id.in_(ids), r.c.owner == owner)
                 .values(lease_until=time.time() + lease_s)
             )
-
-    def resume_state(self, run_id: str) -> dict[str, Any]:
-        """What a resumed run needs: its tasks in order (each with ``outputs``: output
-        name → artifact dict, and ``resumes``: how often the platform already ran it again
-        after an interruption) and the last event sequence number recorded."""
-        t, ra, e, tt = m.tasks, m.run_artifacts, m.events, m.transitions
-        with self.engine.connect() as conn:
-            tasks = _rows(
-                conn.execute(select(t).where(t.c.run_id == run_id).order_by(t.c.created_at))
-            )
-            links = conn.execute(
-                select(ra.c.task_id, ra.c.output, ra.c.artifact_id).where(ra.c.run_id == run_id)
-            ).all()
-            arts = self.artifact_dicts(conn, [aid for _, _, aid in links])
-            max_seq = conn.execute(
-                select(func.max(e.c.seq)).where(e.c.run_id == run_id)
-            ).scalar_one_or_none()
-            # The engine records a resumption as Error → Pending with detail "resumed: …".
-            resumes: dict[str, int] = dict(
-                conn.execute(
-                    select(tt.c.task_id, func.count())
-                    .where(
-                        tt.c.run_id == run_id,
-                        tt.c.dst == "pending",
-                        tt.c.detail.like("resumed:%"),
-                    )
-                    .group_by(tt.c.task_id)
-                ).all()
-            )
-        outputs: dict[str, dict[str, dict[str, Any]]] = {}
-        for task_id, output, aid in links:
-            if output is not None and aid in arts:
-                outputs.setdefault(task_id, {})[output] = arts[aid]
-        for task in tasks:
-            task["outputs"] = outputs.get(task["id"], {})
-            task["resumes"] = int(resumes.get(task["id"], 0))
-        return {"tasks": tasks, "max_seq": int(max_seq or 0)}
 
     def read_blob(self, hash: str) -> bytes | None:
         """The bytes of a small artifact object kept in the catalog (None if not there)."""

@@ -20,6 +20,7 @@ from flowfed.runtime.lifecycle import Lifecycle, State
 from flowfed.spec.models import END
 
 if TYPE_CHECKING:
+    from flowfed.db import Database
     from flowfed.engine.scheduler import Scheduler
 
 #: What an interrupted task's Error says (a server running it was killed).
@@ -31,7 +32,7 @@ RESUMES = 1
 
 def restore(run: Scheduler) -> None:
     """Rebuild the scheduler's state of an interrupted run from the database."""
-    state = run.e.db.resume_state(run.run_id)
+    state = load_state(run.e.db, run.run_id)
     run.record.event_seq = itertools.count(state["max_seq"] + 1)
     by_step: dict[str, list[dict[str, Any]]] = {}
     for row in state["tasks"]:
@@ -120,4 +121,45 @@ def interrupted(run: Scheduler, tr: TaskRun) -> None:
             run.activations[target] = run.activations.get(target, 0) + 1
 
 
-# -- the ready queue ---------------------------------------------------------------------
+def load_state(db: Database, run_id: str) -> dict[str, Any]:
+    """What a resumed run needs: its tasks in order (each with ``outputs``: output
+    name → artifact dict, and ``resumes``: how often the platform already ran it again
+    after an interruption) and the last event sequence number recorded."""
+    from sqlalchemy import func, select
+
+    from flowfed.db import models as m
+
+    t, ra, e, tt = m.tasks, m.run_artifacts, m.events, m.transitions
+    with db.engine.connect() as conn:
+        tasks = _rows(conn.execute(select(t).where(t.c.run_id == run_id).order_by(t.c.created_at)))
+        links = conn.execute(
+            select(ra.c.task_id, ra.c.output, ra.c.artifact_id).where(ra.c.run_id == run_id)
+        ).all()
+        arts = db.artifact_dicts(conn, [aid for _, _, aid in links])
+        max_seq = conn.execute(
+            select(func.max(e.c.seq)).where(e.c.run_id == run_id)
+        ).scalar_one_or_none()
+        # The engine records a resumption as Error → Pending with detail "resumed: …".
+        resumes: dict[str, int] = dict(
+            conn.execute(
+                select(tt.c.task_id, func.count())
+                .where(
+                    tt.c.run_id == run_id,
+                    tt.c.dst == "pending",
+                    tt.c.detail.like("resumed:%"),
+                )
+                .group_by(tt.c.task_id)
+            ).all()
+        )
+    outputs: dict[str, dict[str, dict[str, Any]]] = {}
+    for task_id, output, aid in links:
+        if output is not None and aid in arts:
+            outputs.setdefault(task_id, {})[output] = arts[aid]
+    for task in tasks:
+        task["outputs"] = outputs.get(task["id"], {})
+        task["resumes"] = int(resumes.get(task["id"], 0))
+    return {"tasks": tasks, "max_seq": int(max_seq or 0)}
+
+
+def _rows(result: Any) -> list[dict[str, Any]]:
+    return [dict(r._mapping) for r in result]

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from flowfed.artifacts import INLINE_MAX_BYTES, NotMaterializable, inline_uri, materialize
 from flowfed.engine.state import ArtifactRef, TaskRun
+from flowfed.executors.processes import ProcessTaskError, ProcessTimeout
 from flowfed.runtime.lifecycle import State
 from flowfed.tools.core import Context, TaskCancelled, ToolOutputError
 
@@ -144,8 +145,6 @@ def attempt(host: TaskHost, tr: TaskRun) -> None:
 
 def _call(host: TaskHost, tr: TaskRun, args: dict[str, Any], ctx: Context) -> Any:
     """The tool call through the run's executor; its failures become the task's."""
-    from flowfed.executors.processes import ProcessTaskError, ProcessTimeout
-
     node = tr.node
     if node.tool.seed_task:
         args = {"context": tr.seed_context or {}}

@@ -55,6 +55,7 @@ from flowfed.executors.worker import (
     ship,
     unship_result,
 )
+from flowfed.tools.core import call_tool
 
 if TYPE_CHECKING:
     from flowfed.artifacts import ArtifactStore
@@ -144,8 +145,6 @@ class ThreadsExecutor(_InProcessExecutor):
         ctx: Context,
         timeout: float | None,
     ) -> Any:
-        from flowfed.tools.core import call_tool
-
         if timeout is None:
             return call_tool(node.tool, args, node.config, ctx)
         box: dict[str, Any] = {}

@@ -1,7 +1,7 @@
 """The planner: a pure compiler from a Flow to a TaskGraph."""
 
 from flowfed.plan.expressions import Expression, ExpressionError
-from flowfed.plan.graph import Route, TaskGraph, TaskNode, parse_param_overrides, plan
+from flowfed.plan.graph import Route, TaskGraph, TaskNode, plan
 
 __all__ = [
     "Expression",
@@ -9,6 +9,5 @@ __all__ = [
     "Route",
     "TaskGraph",
     "TaskNode",
-    "parse_param_overrides",
     "plan",
 ]

@@ -27,10 +27,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from flowfed.collector import paused
 from flowfed.plan.expressions import Expression, ExpressionError
 from flowfed.plan.placement import (
     FederatedPlan,
@@ -146,21 +144,12 @@ class TaskGraph:
         return {s.name: s.type for s in self.flow.steps if s.type}
 
 
+#: The aggregation strategies a federated step may name: the keys of
+#: ``flowfed.fl.STRATEGIES``, listed here so the planner stays a pure compiler that does
+#: not load the learning code (tests/federated/test_plan.py checks the two agree).
+STRATEGY_NAMES = frozenset({"fedavg", "fedprox", "fedadam", "fedyogi", "median", "trimmed_mean"})
+
 _REF = re.compile(r"\$\{\s*config\.([A-Za-z0-9_.\-]+)\s*\}")
-
-
-def parse_param_overrides(pairs: list[str]) -> dict[str, Any]:
-    """Turn ``["rounds=5", "name=x"]`` into typed values (YAML scalars: 5 is an int)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise FlowError([Diagnostic(f"--param expects KEY=VALUE, got {pair!r}", field="param")])
-        try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = raw
-    return out
 
 
 def plan(
@@ -168,25 +157,26 @@ def plan(
     registry: Registry,
     params: dict[str, Any] | None = None,
 ) -> TaskGraph:
-    """Compile a flow into a :class:`TaskGraph` or raise :class:`FlowError` with all problems."""
-    # Every object planning makes stays alive until the graph is built: with the collector
-    # on, its full passes re-walk them again and again, and planning grows faster than the
-    # flow (flowfed.collector has the figures).
-    with paused():
-        from flowfed.plan.labels import label_tasks
-        from flowfed.spec.composite import flatten
+    """Compile a flow into a :class:`TaskGraph` or raise :class:`FlowError` with all problems.
 
-        written = flow.flow if isinstance(flow, LoadedFlow) else flow
-        flat = flatten(written, flow.source if isinstance(flow, LoadedFlow) else None)
-        if flat.flow is not written:
-            flow = LoadedFlow(flat.flow, flat.source, getattr(flow, "path", None))
-        try:
-            graph = _plan(flow, registry, params)
-        except FlowError as exc:
-            raise FlowError([*flat.diagnostics, *exc.diagnostics]) from None
-        if flat.diagnostics:
-            raise FlowError(flat.diagnostics)
-        return label_tasks(graph, written, flat.parts)
+    Pure: no I/O, no threads, no process-wide switches. A caller planning very large flows
+    may pause the cyclic collector around it (:func:`flowfed.collector.paused`, as
+    :func:`flowfed.api.prepare` does).
+    """
+    from flowfed.plan.labels import label_tasks
+    from flowfed.spec.composite import flatten
+
+    written = flow.flow if isinstance(flow, LoadedFlow) else flow
+    flat = flatten(written, flow.source if isinstance(flow, LoadedFlow) else None)
+    if flat.flow is not written:
+        flow = LoadedFlow(flat.flow, flat.source, getattr(flow, "path", None))
+    try:
+        graph = _plan(flow, registry, params)
+    except FlowError as exc:
+        raise FlowError([*flat.diagnostics, *exc.diagnostics]) from None
+    if flat.diagnostics:
+        raise FlowError(flat.diagnostics)
+    return label_tasks(graph, written, flat.parts)
 
 
 def _plan(
@@ -194,6 +184,7 @@ def _plan(
     registry: Registry,
     params: dict[str, Any] | None,
 ) -> TaskGraph:
+    """The compiler proper, over a flow whose steps each hold one tool."""
     if isinstance(flow, LoadedFlow):
         source, model = flow.source, flow.flow
     else:
@@ -426,8 +417,6 @@ def _check_placed_steps(
     diags: list[Diagnostic],
 ) -> None:
     """Rules only placed and federated steps have."""
-    from flowfed.fl.strategies import STRATEGIES
-
     for step in model.steps:
         central = step.on == "central" and step.kind == "task"
         if not central and (step.next is not None or step.name in routed):
@@ -481,10 +470,11 @@ def _check_placed_steps(
                     field="outputs",
                 )
             )
-        if fed.strategy not in STRATEGIES:
+        if fed.strategy not in STRATEGY_NAMES:
             diags.append(
                 source.diag(
-                    f"unknown strategy '{fed.strategy}' (known: {', '.join(sorted(STRATEGIES))})",
+                    f"unknown strategy '{fed.strategy}' "
+                    f"(known: {', '.join(sorted(STRATEGY_NAMES))})",
                     at(step, "federated", "strategy"),
                     step=step.name,
                     field="federated.strategy",

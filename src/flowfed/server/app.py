@@ -224,6 +224,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             metrics,
             settings.executor,
             dispatcher=app.state.hub,
+            task_timeout=settings.task_timeout,
         )
         app.state.db = db
         app.state.signing_key = signing_key

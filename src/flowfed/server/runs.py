@@ -70,8 +70,10 @@ class RunManager:
         metrics: ServerMetrics,
         executor: str = "threads",
         dispatcher: Any = None,
+        task_timeout: float | None = None,
     ) -> None:
         self.db = db
+        self.task_timeout = task_timeout
         #: The node hub: runs place their data-node tasks through it.
         self.dispatcher = dispatcher
         self.artifacts_url = artifacts_url
@@ -200,6 +202,7 @@ class RunManager:
             record_events=True,
             on_events=on_events,
             dispatcher=self.dispatcher,
+            task_timeout=self.task_timeout,
         )
         with self._lock:
             if self._closed:

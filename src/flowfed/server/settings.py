@@ -56,6 +56,8 @@ class ServerSettings:
     #: Seconds a node may be silent (no heartbeat, no frame) before it is marked offline
     #: (``--node-liveness``, docs/nodes.md); 0: three of its heartbeat intervals.
     node_liveness: float = 0.0
+    #: Default task timeout (seconds) of the server's runs, for steps without a ``timeout:``.
+    task_timeout: float | None = None
 
     def resolved_database_url(self) -> str:
         """The database URL, falling back to flowfed's default."""

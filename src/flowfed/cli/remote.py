@@ -105,6 +105,7 @@ class EventTree:
                 self.view.steps = list(p["steps"])
                 self.view.types = dict(p.get("types") or {})
                 self.view.flow_type = p.get("flow_type")
+                self.view.parts = dict(p.get("parts") or {})
                 self.view.flow_name = p.get("flow") or self.view.flow_name
                 self.view.started_at = msg["ts"]
             self.view.status = p.get("status", self.view.status)

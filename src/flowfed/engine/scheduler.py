@@ -221,6 +221,7 @@ class Scheduler:
                 "steps": self.view.steps,
                 **({"types": self.view.types} if self.view.types else {}),
                 **({"flow_type": self.view.flow_type} if self.view.flow_type else {}),
+                **({"parts": self.view.parts} if self.view.parts else {}),
                 **({"resumed": True} if self.resume else {}),
             },
         )

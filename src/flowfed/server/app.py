@@ -68,7 +68,10 @@ def check_startup(settings: ServerSettings) -> Database:
         ) from None
     except Exception as exc:
         db.close()
-        raise StartupError(f"cannot open database {db!r}: {type(exc).__name__}: {exc}") from None
+        from flowfed.db.problems import describe_db_error
+
+        reason = describe_db_error(db.engine.url, exc)
+        raise StartupError(f"cannot open database {db!r}: {reason}") from None
     try:
         load_signing_key(db, settings.signing_key_file)
     except SigningKeyError as exc:
@@ -106,11 +109,18 @@ def check_tls(settings: ServerSettings) -> None:
 
 def open_bus(url: str) -> Any:
     """The event bus ``url`` names, reachable (StartupError otherwise)."""
-    from flowfed.events.remote import BusURLError, make_bus
+    from flowfed.events.remote import BrokerUnreachable, BusURLError, make_bus
 
     try:
         bus = make_bus(url)
-    except BusURLError as exc:
+        check = getattr(bus, "check", None)
+        if check is not None:
+            try:
+                check()
+            except BrokerUnreachable:
+                close_bus(bus)
+                raise
+    except (BusURLError, BrokerUnreachable) as exc:
         raise StartupError(str(exc)) from None
     except Exception as exc:  # a missing client library, a malformed host
         raise StartupError(f"cannot use broker {url!r}: {type(exc).__name__}: {exc}") from None

@@ -207,8 +207,6 @@ def test_run_on_a_server_refuses_local_only_options(server: Server, client: Clie
         ["db", "upgrade"],
         ["auth", "token", "create", "--name", "x"],
         ["auth", "client", "revoke", "ffc_x"],
-        ["nodes", "add", "hospital-z"],
-        ["nodes", "remove", "hospital-z"],
         ["node", "audit"],
         ["server", "--port", "0"],
     ],
@@ -237,3 +235,26 @@ def test_an_unreachable_server_or_a_bad_token_is_one_line(client: Client) -> Non
     res = client.ff("--token", "ffu_bad.bad", "runs", "list", check=2, token=False)
     assert res.stderr.startswith("error: HTTP 401") and "--token" in res.stderr
     assert "Traceback" not in res.stderr and not (client.root / ".flowfed").exists()
+
+
+def test_nodes_are_added_and_removed_through_the_server(server: Server, client: Client) -> None:
+    out = client.root / "node.json"
+    client.ff("nodes", "add", "hospital-r", "--out", str(out))
+    creds = json.loads(out.read_text())
+    assert creds["name"] == "hospital-r" and creds["token"].startswith("ffn_")
+    assert creds["server"] == server.url  # the global --server, unless --server is given
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    listed = {n["name"] for n in client.json("nodes", "list")}
+    assert "hospital-r" in listed
+    taken = client.ff("nodes", "add", "hospital-r", check=2)
+    assert "HTTP 409" in taken.stderr and "exists already" in taken.stderr
+    both = client.ff("nodes", "add", "x", "--database-url", "sqlite:///x.db", check=2)
+    assert "not both" in both.stderr
+    client.ff("nodes", "remove", "hospital-r")
+    assert "hospital-r" not in {n["name"] for n in client.json("nodes", "list")}
+    gone = client.ff("nodes", "remove", "hospital-r", check=2)
+    assert "HTTP 404" in gone.stderr
+    user = server.new_token("--name", "plain", "--role", "user")["token"]
+    refused = client.ff("--token", user, "nodes", "add", "hospital-s", check=2, token=False)
+    assert "HTTP 403" in refused.stderr
+    assert not (client.root / ".flowfed").exists()

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flowfed.cli.common import api, err, fail, local_only, on_server_db, out, remote
+from flowfed.cli.common import api, err, fail, local_only, on_server_db, out, quote, remote
 from flowfed.wording import plural
 
 node_app = typer.Typer(help="Run a node agent next to a site's data.", no_args_is_help=True)
@@ -178,12 +178,15 @@ def _check_runner(runner: str, insecure: bool) -> None:
         )
 
 
-#: What to do instead of --server, for the commands that write the server's database.
-_DB_INSTEAD = (
-    "it works on the server's database itself, not through its API. Run it where that "
-    "database is reachable, naming it with --database-url, without the global --server "
-    "(`nodes add --server URL` only puts the URL in the credentials)"
-)
+def _refuse_database_url(ctx: typer.Context, database_url: str | None) -> bool:
+    """Whether to go through the server: given one, ``--database-url`` is an error."""
+    given = remote(ctx)
+    if given is not None and database_url:
+        fail(
+            f"give either --server ({given.url}: the node is registered through its API, "
+            "with an admin token) or --database-url (written directly), not both"
+        )
+    return given is not None
 
 
 @nodes_app.command("add")
@@ -195,19 +198,33 @@ def nodes_add(
         typer.Option("--out", help="Write the credentials JSON here (mode 600) too."),
     ] = None,
     server: Annotated[
-        str | None, typer.Option("--server", help="Server URL to put in the credentials.")
+        str | None,
+        typer.Option(
+            "--server",
+            help="Server URL to put in the credentials (default: the global --server).",
+        ),
     ] = None,
     database_url: Annotated[
         str | None,
         typer.Option("--database-url", help="The server's database (default as `flowfed server`)."),
     ] = None,
 ) -> None:
-    """Register a node and print its credentials (shown this once; only a hash is stored)."""
-    from flowfed.server.nodes import add_node
+    """Register a node and print its credentials (shown this once; only a hash is stored).
 
-    local_only(ctx, "nodes add", _DB_INSTEAD)
-    created = on_server_db(database_url, add_node, name)
-    creds: dict[str, Any] = {"name": created.name, "token": created.token}
+    With the global --server the server registers it (an admin token); otherwise it is
+    written to the database (--database-url).
+    """
+    given = remote(ctx)
+    if _refuse_database_url(ctx, database_url):
+        assert given is not None
+        created = api(given, "POST", "/nodes", body={"name": name})
+        creds: dict[str, Any] = {"name": created["name"], "token": created["token"]}
+        server = server or given.url
+    else:
+        from flowfed.server.nodes import add_node
+
+        made = on_server_db(database_url, add_node, name)
+        creds = {"name": made.name, "token": made.token}
     if server:
         creds["server"] = server
     text = json.dumps(creds, indent=2)
@@ -265,11 +282,15 @@ def nodes_remove(
     ] = None,
 ) -> None:
     """Remove a node: its token stops working for new connections."""
-    from flowfed.server.nodes import remove_node
+    given = remote(ctx)
+    if _refuse_database_url(ctx, database_url):
+        assert given is not None
+        api(given, "DELETE", f"/nodes/{quote(name)}")
+    else:
+        from flowfed.server.nodes import remove_node
 
-    local_only(ctx, "nodes remove", _DB_INSTEAD)
-    if not on_server_db(database_url, remove_node, name):
-        fail(f"no node named '{name}' (see `flowfed nodes list`)")
+        if not on_server_db(database_url, remove_node, name):
+            fail(f"no node named '{name}' (see `flowfed nodes list`)")
     out.print(f"node '{name}' removed")
 
 

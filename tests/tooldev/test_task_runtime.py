@@ -172,7 +172,7 @@ def test_only_tool_tokens_open_a_task_channel(
     with open_channel(server, tid, token) as ws:
         code, reason = closed_with(ws)
     if who == "user":
-        assert (code, reason) == (4403, "a admin token cannot open a tool runtime channel")
+        assert (code, reason) == (4403, "an admin token cannot open a tool runtime channel")
     else:
         assert (code, reason) == (4401, "missing or invalid bearer token")
 

@@ -8,62 +8,37 @@ Without ``--server`` the commands read the local catalog (``.flowfed/`` or
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
+
+from flowfed.cli.common import JsonOpt, api, fail, local_db, out, quote, remote, ts
 
 models_app = typer.Typer(
     help="The model registry: trained models, their versions, variants and metrics.",
     no_args_is_help=True,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
-
 #: Metrics shown in tables (all of them are in --json), in this order when present.
 HEADLINE = ("accuracy", "roc_auc", "f1", "loss", "train_accuracy")
 
 
-def _fail(message: str) -> NoReturn:
-    from flowfed.cli.main import _fail as fail
-
-    fail(message)
-
-
-def _server(ctx: typer.Context) -> tuple[str | None, str | None]:
-    obj = ctx.obj or {}
-    return obj.get("server"), obj.get("token")
-
-
-def _get(server: str, token: str | None, path: str, params: dict[str, Any] | None = None) -> Any:
-    """GET a registry route; a refused request or an unreachable server ends the command."""
-    import httpx
-
-    from flowfed.cli.remote import _headers, _problem
-
-    try:
-        resp = httpx.get(
-            f"{server.rstrip('/')}/api/v1/models{path}",
-            params={k: v for k, v in (params or {}).items() if v is not None},
-            headers=_headers(token),
-            timeout=60,
-        )
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach {server}: {exc}")
-    if resp.status_code >= 400:
-        _fail(_problem(resp))
-    return resp.json()
+def _get(ctx: typer.Context, path: str, params: dict[str, Any] | None = None) -> Any:
+    """GET a registry route of the server; a refused request ends the command."""
+    server = remote(ctx)
+    assert server is not None
+    return api(server, "GET", f"/models{path}", params=params)
 
 
 def _local(action: Any, *args: Any, **kwargs: Any) -> Any:
     """Run a registry query on the local catalog; its lookup errors become one line."""
-    from flowfed.cli.main import _db
     from flowfed.db.registry import BadModelRef, ModelNotFound
 
-    db = _db()
+    db = local_db()
     try:
         return action(db, *args, **kwargs)
     except (ModelNotFound, BadModelRef) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         db.close()
 
@@ -90,8 +65,6 @@ def _headline(entries: list[dict[str, Any]], most: int = 4) -> list[str]:
 def _print_entries(entries: list[dict[str, Any]]) -> None:
     from rich.table import Column, Table
 
-    from flowfed.cli.main import out
-
     names = _headline(entries)
     # The model column never wraps: it is what a user copies into the next command.
     table = Table(Column("model", no_wrap=True), "run", "step", "variant", *names)
@@ -117,17 +90,14 @@ def models_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List trained models, newest first, with their variant and headline metrics."""
-    server, token = _server(ctx)
-    if server:
-        items = _get(server, token, "", {"name": name, "run_id": run, "limit": limit})["items"]
+    if remote(ctx):
+        items = _get(ctx, "", {"name": name, "run_id": run, "limit": limit})["items"]
     else:
         items = _local(_list_local, name, run, limit)
     if as_json:
         print(json.dumps({"items": items}, default=str))
         return
     if not items:
-        from flowfed.cli.main import out
-
         out.print("no models yet: run a flow with a step whose tool returns a flowfed.Model")
         return
     _print_entries(items)
@@ -140,7 +110,7 @@ def _list_local(db: Any, name: str | None, run: str | None, limit: int) -> list[
     if run is not None:
         found = db.get_run(run)
         if found is None:
-            _fail(f"no run matches '{run}' (see `flowfed runs list`)")
+            fail(f"no run matches '{run}' (see `flowfed runs list`)")
         run_id = found["id"]
     return list_models(db, name=name, run_id=run_id, limit=limit)
 
@@ -160,11 +130,11 @@ def models_show(
     try:
         name, version = parse_model_ref(ref)
     except BadModelRef as exc:
-        _fail(str(exc))
-    server, token = _server(ctx)
+        fail(str(exc))
+    server = remote(ctx)
     if version is None and ref.rsplit("@", 1)[-1].rsplit(":", 1)[-1] == "latest":
         # NAME@latest: the newest version's entry, not the list of versions.
-        versions = _get(server, token, f"/{_quote(name)}") if server else None
+        versions = _get(ctx, f"/{quote(name)}") if server else None
         if versions is not None:
             version = versions["versions"][-1]["version"]
         else:
@@ -174,7 +144,7 @@ def models_show(
             version = entry["version"]
     if version is None:
         if server:
-            data = _get(server, token, f"/{_quote(name)}")
+            data = _get(ctx, f"/{quote(name)}")
         else:
             from flowfed.db.registry import model_versions
 
@@ -185,7 +155,7 @@ def models_show(
             _print_entries(data["versions"])
         return
     if server:
-        entry = _get(server, token, f"/{_quote(name)}/{version}")
+        entry = _get(ctx, f"/{quote(name)}/{version}")
     else:
         from flowfed.db.registry import get_model
 
@@ -196,15 +166,7 @@ def models_show(
     _print_entry(entry)
 
 
-def _quote(name: str) -> str:
-    from urllib.parse import quote
-
-    return quote(name, safe="")
-
-
 def _print_entry(e: dict[str, Any]) -> None:
-    from flowfed.cli.main import _ts, out
-
     out.print(f"[bold]{e['name']}@{e['version']}[/bold] · {e.get('model_class') or e['type_name']}")
     rows = [
         ("artifact", e["artifact_id"]),
@@ -213,7 +175,7 @@ def _print_entry(e: dict[str, Any]) -> None:
         ("step", f"{e['step']} on {e['node']} ({e.get('tool')}@{e.get('tool_version')})"),
         ("task", e["task_id"]),
         ("variant", _fmt(e.get("variant"))),
-        ("created", _ts(e["created_at"])),
+        ("created", ts(e["created_at"])),
     ]
     for label, value in rows:
         out.print(f"  {label:<9} {value}", markup=False)
@@ -237,9 +199,8 @@ def models_compare(
     as_json: JsonOpt = False,
 ) -> None:
     """Compare models side by side: swept params, every metric, and their data sources."""
-    server, token = _server(ctx)
-    if server:
-        data = _get(server, token, "/compare", {"ids": ",".join(refs)})
+    if remote(ctx):
+        data = _get(ctx, "/compare", {"ids": ",".join(refs)})
     else:
         from flowfed.db.registry import compare_models
 
@@ -248,8 +209,6 @@ def models_compare(
         print(json.dumps(data, default=str))
         return
     from rich.table import Column, Table
-
-    from flowfed.cli.main import out
 
     table = Table(Column("", no_wrap=True), *data["models"])
     for k, values in data["variants"].items():

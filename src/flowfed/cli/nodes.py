@@ -18,6 +18,9 @@ from typing import Annotated, Any
 
 import typer
 
+from flowfed.cli.common import api, err, fail, local_only, on_server_db, out, quote, remote
+from flowfed.wording import plural
+
 node_app = typer.Typer(help="Run a node agent next to a site's data.", no_args_is_help=True)
 nodes_app = typer.Typer(
     help="Manage data nodes: credentials (add, remove) and their state (list).",
@@ -27,6 +30,7 @@ nodes_app = typer.Typer(
 
 @node_app.command("start")
 def node_start(
+    ctx: typer.Context,
     name: Annotated[str, typer.Option("--name", help="This node's name, e.g. hospital-a.")],
     credentials: Annotated[
         Path, typer.Option("--credentials", help="The JSON file `flowfed nodes add --out` wrote.")
@@ -84,7 +88,6 @@ def node_start(
     The node's policy (``--policy``, else the strict default) decides what runs here and
     what leaves: see docs/node-policy.md.
     """
-    from flowfed.cli.main import _fail
     from flowfed.node.agent import NodeAgent, NodeConfig, NodeSetupError, load_credentials
     from flowfed.tools.loading import import_tools
 
@@ -100,7 +103,8 @@ def node_start(
             raise NodeSetupError(
                 f"{credentials} holds the credentials of node '{creds['name']}', not '{name}'"
             )
-        url = server or creds.get("server")
+        given = remote(ctx)
+        url = server or (given.url if given else None) or creds.get("server")
         if not url:
             raise NodeSetupError(f"no --server given and {credentials} names none")
         from flowfed.node.agent import parse_dataset_option
@@ -141,7 +145,7 @@ def node_start(
             )
         )
     except NodeSetupError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     raise typer.Exit(agent.run())
 
 
@@ -152,18 +156,17 @@ def _check_runner(runner: str, insecure: bool) -> None:
     host (the node's credentials, every dataset) and need ``--insecure``, which is then
     logged loudly.
     """
-    from flowfed.cli.main import _fail
     from flowfed.node.runners import INSECURE_RUNNERS, INSTALL_HINT, bwrap_path
 
     if runner == "sandbox" and bwrap_path() is None:
-        _fail(
+        fail(
             "the node runs tools in a bubblewrap sandbox (--runner sandbox, the default), "
             f"and bwrap is not on PATH: install it with `{INSTALL_HINT}`. To run tools "
             "without any isolation (development only): --runner inprocess --insecure"
         )
     if runner in INSECURE_RUNNERS:
         if not insecure:
-            _fail(
+            fail(
                 f"--runner {runner} runs tools without isolation: they can read the node's "
                 "credentials and every dataset. Pass --insecure as well to accept that "
                 "(development only), or use the default --runner sandbox"
@@ -175,27 +178,53 @@ def _check_runner(runner: str, insecure: bool) -> None:
         )
 
 
+def _refuse_database_url(ctx: typer.Context, database_url: str | None) -> bool:
+    """Whether to go through the server: given one, ``--database-url`` is an error."""
+    given = remote(ctx)
+    if given is not None and database_url:
+        fail(
+            f"give either --server ({given.url}: the node is registered through its API, "
+            "with an admin token) or --database-url (written directly), not both"
+        )
+    return given is not None
+
+
 @nodes_app.command("add")
 def nodes_add(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="The node's name, e.g. hospital-a.")],
     out_file: Annotated[
         Path | None,
         typer.Option("--out", help="Write the credentials JSON here (mode 600) too."),
     ] = None,
     server: Annotated[
-        str | None, typer.Option("--server", help="Server URL to put in the credentials.")
+        str | None,
+        typer.Option(
+            "--server",
+            help="Server URL to put in the credentials (default: the global --server).",
+        ),
     ] = None,
     database_url: Annotated[
         str | None,
         typer.Option("--database-url", help="The server's database (default as `flowfed server`)."),
     ] = None,
 ) -> None:
-    """Register a node and print its credentials (shown this once; only a hash is stored)."""
-    from flowfed.cli.main import _fail, _on_server_db, err
-    from flowfed.server.nodes import add_node
+    """Register a node and print its credentials (shown this once; only a hash is stored).
 
-    created = _on_server_db(database_url, add_node, name)
-    creds: dict[str, Any] = {"name": created.name, "token": created.token}
+    With the global --server the server registers it (an admin token); otherwise it is
+    written to the database (--database-url).
+    """
+    given = remote(ctx)
+    if _refuse_database_url(ctx, database_url):
+        assert given is not None
+        created = api(given, "POST", "/nodes", body={"name": name})
+        creds: dict[str, Any] = {"name": created["name"], "token": created["token"]}
+        server = server or given.url
+    else:
+        from flowfed.server.nodes import add_node
+
+        made = on_server_db(database_url, add_node, name)
+        creds = {"name": made.name, "token": made.token}
     if server:
         creds["server"] = server
     text = json.dumps(creds, indent=2)
@@ -205,7 +234,7 @@ def nodes_add(
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text + "\n")
         except OSError as exc:
-            _fail(f"cannot write {out_file}: {exc.strerror or exc}")
+            fail(f"cannot write {out_file}: {exc.strerror or exc}")
         err.print(f"credentials of node '{name}' written to {out_file}")
     err.print("store them now: the token cannot be shown again")
     print(text)
@@ -217,27 +246,11 @@ def nodes_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Nodes online/offline, their datasets and running tasks (from --server)."""
-    from flowfed.cli.main import _fail, out
 
-    obj = ctx.obj or {}
-    server, token = obj.get("server"), obj.get("token")
-    if not server:
-        _fail("flowfed nodes list asks a server: give --server URL (and --token)")
-    import httpx
-
-    try:
-        resp = httpx.get(
-            f"{server.rstrip('/')}/api/v1/nodes",
-            headers={"Authorization": f"Bearer {token}"} if token else {},
-            timeout=30,
-        )
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach {server}: {exc}")
-    if resp.status_code >= 400:
-        from flowfed.cli.remote import _problem
-
-        _fail(_problem(resp))
-    items = resp.json()["items"]
+    server = remote(ctx)
+    if server is None:
+        fail("flowfed nodes list asks a server: give --server URL (and --token)")
+    items = api(server, "GET", "/nodes", timeout=30)["items"]
     if as_json:
         print(json.dumps(items))
         return
@@ -250,7 +263,9 @@ def nodes_list(
             if n["last_seen"]
             else "never"
         )
-        ds = ", ".join(f"{d['name']} ({d['rows']} rows, {d['hash'][:12]})" for d in n["datasets"])
+        ds = ", ".join(
+            f"{d['name']} ({plural(d['rows'], 'row')}, {d['hash'][:12]})" for d in n["datasets"]
+        )
         table.add_row(
             n["name"], "online" if n["online"] else "offline", seen, str(n["running"]), ds or "—"
         )
@@ -259,6 +274,7 @@ def nodes_list(
 
 @nodes_app.command("remove")
 def nodes_remove(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="The node to remove.")],
     database_url: Annotated[
         str | None,
@@ -266,11 +282,15 @@ def nodes_remove(
     ] = None,
 ) -> None:
     """Remove a node: its token stops working for new connections."""
-    from flowfed.cli.main import _fail, _on_server_db, out
-    from flowfed.server.nodes import remove_node
+    given = remote(ctx)
+    if _refuse_database_url(ctx, database_url):
+        assert given is not None
+        api(given, "DELETE", f"/nodes/{quote(name)}")
+    else:
+        from flowfed.server.nodes import remove_node
 
-    if not _on_server_db(database_url, remove_node, name):
-        _fail(f"no node named '{name}' (see `flowfed nodes list`)")
+        if not on_server_db(database_url, remove_node, name):
+            fail(f"no node named '{name}' (see `flowfed nodes list`)")
     out.print(f"node '{name}' removed")
 
 
@@ -280,13 +300,18 @@ _WORK_DIR_HELP = "The node's --work-dir, as given to `flowfed node start`."
 _WORK_DIR = Path(".flowfed-node")
 
 
-def _journal(work_dir: Path) -> Any:
+def _journal(ctx: typer.Context, work_dir: Path) -> Any:
     """The NodeJournal of an existing work dir; a missing one is an error, never created."""
-    from flowfed.cli.main import _fail
     from flowfed.node.journal import NodeJournal
 
+    local_only(
+        ctx,
+        f"node {ctx.info_name}",
+        "it reads the node's own journal (--work-dir) on the node's machine, which the "
+        "server never holds. Leave --server out (unset FLOWFED_SERVER if it is set)",
+    )
     if not work_dir.is_dir():
-        _fail(
+        fail(
             f"no node work directory at {work_dir} (give --work-dir, the one "
             "`flowfed node start` uses)"
         )
@@ -316,7 +341,7 @@ def _audit_summary(event: dict[str, Any]) -> str:
         return f"{get('output')} refused, rule {get('rule')}: {get('reason')}"
     if kind == "task.finished":
         outputs = get("outputs") or {}
-        return f"{len(outputs)} output(s): " + ", ".join(sorted(outputs))
+        return f"{plural(len(outputs), 'output')}: " + ", ".join(sorted(outputs))
     if kind == "task.failed":
         return f"{get('type')} (error {get('error_id')})"
     if kind == "approval.requested":
@@ -331,6 +356,7 @@ def _audit_summary(event: dict[str, Any]) -> str:
 
 @node_app.command("audit")
 def node_audit(
+    ctx: typer.Context,
     work_dir: Annotated[Path, typer.Option("--work-dir", help=_WORK_DIR_HELP)] = _WORK_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
     verify: Annotated[
@@ -344,9 +370,7 @@ def node_audit(
     from rich.table import Table
     from rich.text import Text
 
-    from flowfed.cli.main import out
-
-    journal = _journal(work_dir)
+    journal = _journal(ctx, work_dir)
     if verify:
         problems = journal.verify()
         count = len(journal.entries())
@@ -357,11 +381,16 @@ def node_audit(
         elif problems:
             for problem in problems:
                 print(f"{journal.audit_path}: {problem}")
-            print(f"audit chain BROKEN: {len(problems)} problem(s) in {count} entries")
+            print(
+                f"audit chain BROKEN: {plural(len(problems), 'problem')} in "
+                f"{plural(count, 'entry', 'entries')}"
+            )
         elif count == 0:
             print("no audit entries")
         else:
-            print(f"audit chain intact: {count} entries (head seq {seq}, {head})")
+            print(
+                f"audit chain intact: {plural(count, 'entry', 'entries')} (head seq {seq}, {head})"
+            )
         raise typer.Exit(1 if problems else 0)
     entries = journal.entries()
     if task is not None:
@@ -393,21 +422,21 @@ def node_audit(
 
 @node_app.command("logs")
 def node_logs(
+    ctx: typer.Context,
     task_id: Annotated[str, typer.Argument(metavar="TASK_ID", help="The task's id.")],
     work_dir: Annotated[Path, typer.Option("--work-dir", help=_WORK_DIR_HELP)] = _WORK_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """The logs a task wrote on this node (they stay here unless the policy shares them)."""
-    from flowfed.cli.main import _fail
     from flowfed.node.journal import JournalError
 
-    journal = _journal(work_dir)
+    journal = _journal(ctx, work_dir)
     try:
         if not journal.has_logs(task_id):
-            _fail(f"no logs of task {task_id} in {journal.logs_dir}")
+            fail(f"no logs of task {task_id} in {journal.logs_dir}")
         lines = journal.logs(task_id)
     except JournalError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for line in lines:
         if as_json:
             print(json.dumps(line))
@@ -419,6 +448,7 @@ def node_logs(
 
 @node_app.command("errors")
 def node_errors(
+    ctx: typer.Context,
     error_id: Annotated[
         str | None,
         typer.Argument(metavar="ERROR_ID", help="Show this error in full (err-...)."),
@@ -430,13 +460,11 @@ def node_errors(
     from rich.table import Table
     from rich.text import Text
 
-    from flowfed.cli.main import _fail, out
-
-    journal = _journal(work_dir)
+    journal = _journal(ctx, work_dir)
     if error_id is not None:
         report = journal.get_error(error_id)
         if report is None:
-            _fail(f"no error {error_id} in {journal.errors_path} (see `flowfed node errors`)")
+            fail(f"no error {error_id} in {journal.errors_path} (see `flowfed node errors`)")
         if as_json:
             print(json.dumps(report))
             return
@@ -470,6 +498,7 @@ def node_errors(
 
 @node_app.command("approvals")
 def node_approvals(
+    ctx: typer.Context,
     work_dir: Annotated[Path, typer.Option("--work-dir", help=_WORK_DIR_HELP)] = _WORK_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -477,14 +506,13 @@ def node_approvals(
     from rich.table import Table
     from rich.text import Text
 
-    from flowfed.cli.main import _fail, out
     from flowfed.node.journal import JournalError
 
-    journal = _journal(work_dir)
+    journal = _journal(ctx, work_dir)
     try:
         pending, approved = journal.pending(), journal.approved()
     except JournalError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         print(json.dumps({"pending": pending, "approved": approved}))
         return
@@ -512,6 +540,7 @@ def node_approvals(
 
 @node_app.command("approve")
 def node_approve(
+    ctx: typer.Context,
     request: Annotated[
         str | None,
         typer.Argument(metavar="ID_OR_KEY", help="The request id (apr-...) or its key."),
@@ -526,12 +555,11 @@ def node_approve(
     ] = None,
 ) -> None:
     """Approve a waiting tool or user; the node's waiting tasks go on at once."""
-    from flowfed.cli.main import _fail
     from flowfed.node.journal import JournalError
 
     if (request is None) == (not approve_all):
-        _fail("give one request id or key, or --all (not both)")
-    journal = _journal(work_dir)
+        fail("give one request id or key, or --all (not both)")
+    journal = _journal(ctx, work_dir)
     if by is None:
         import getpass
 
@@ -542,7 +570,7 @@ def node_approve(
     try:
         done = journal.approve_all(by=by) if request is None else [journal.approve(request, by=by)]
     except JournalError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if approve_all and not done:
         print("nothing pending")
     for r in done:

@@ -12,11 +12,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
+from flowfed.cli.common import problem_text
 from flowfed.engine.state import RunView
 from flowfed.runtime.lifecycle import State
+
+if TYPE_CHECKING:
+    from flowfed.cli.common import Remote
 
 
 class RemoteError(Exception):
@@ -43,20 +47,17 @@ def _headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def _problem(resp: Any) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        return f"HTTP {resp.status_code}: {resp.text[:300]}"
-    detail = body.get("detail") or body.get("title") or resp.reason_phrase
-    lines = [f"HTTP {resp.status_code}: {detail}"]
-    for e in body.get("errors", []) or []:
-        lines.append(f"  {e.get('message') or e}" if isinstance(e, dict) else f"  {e}")
-    return "\n".join(lines)
+#: A refused answer as text (kept under this name: ``cli/triggers.py`` imports it).
+_problem = problem_text
 
 
-def submit_run(server: str, token: str | None, file: Path, params: dict[str, Any]) -> str:
-    """POST the flow file's text to ``/api/v1/runs``; the new run's id."""
+def submit_run(
+    server: str, token: str | None, file: Path, params: dict[str, Any], *, cache: bool = True
+) -> str:
+    """POST the flow file's text to ``/api/v1/runs``; the new run's id.
+
+    ``cache=False`` runs every task (``flowfed run --no-cache``).
+    """
     import httpx
 
     try:
@@ -66,12 +67,12 @@ def submit_run(server: str, token: str | None, file: Path, params: dict[str, Any
     try:
         resp = httpx.post(
             f"{server.rstrip('/')}/api/v1/runs",
-            json={"source": text, "params": params},
+            json={"source": text, "params": params, "cache": cache},
             headers=_headers(token),
             timeout=60,
         )
     except httpx.HTTPError as exc:
-        raise RemoteError(f"cannot reach {server}: {exc}") from None
+        raise RemoteError(f"cannot reach {server}: {exc or type(exc).__name__}") from None
     if resp.status_code >= 400:
         raise RemoteError(_problem(resp))
     return str(resp.json()["run_id"])
@@ -204,3 +205,49 @@ def watch(
             return tree
         # Dropped mid-run: resume after the last event we saw.
         time.sleep(0.2)
+
+
+def watch_and_exit(server: Remote, run_id: str, as_json: bool, quiet: bool) -> NoReturn:
+    """Follow a run on the server to its end, drawing it; exit with its status's code."""
+    import sys
+
+    import typer
+
+    from flowfed.cli.common import err, fail, out
+
+    live = sys.stdout.isatty() and not as_json and not quiet
+    tree = EventTree(run_id)
+    try:
+        if live:
+            from flowfed.cli.monitor import LiveMonitor
+
+            with LiveMonitor(out.console(), lambda: tree.view):
+                watch(server.url, server.token, run_id, tree=tree)
+        else:
+            watch(server.url, server.token, run_id, tree=tree)
+    except RemoteError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        err.print(f"stopped watching; run {run_id} goes on on the server")
+        raise typer.Exit(130) from None
+    status = tree.view.status
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "run_id": run_id,
+                    "status": status,
+                    "error": tree.view.error,
+                    "events": len(tree.seen),
+                    "last_event_id": tree.last_id,
+                }
+            )
+        )
+    elif not live and not quiet:
+        from flowfed.cli.monitor import render
+
+        out.print(render(tree.view))
+    if not as_json:
+        colour = {"success": "green", "failed": "red", "cancelled": "magenta"}.get(status, "")
+        out.print(f"[{colour}]{status}[/{colour}] run {run_id} on {server.url}")
+    raise typer.Exit({"success": 0, "failed": 1, "cancelled": 130}.get(status, 1))

@@ -21,6 +21,8 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
+from flowfed.wording import plural
+
 tool_app = typer.Typer(
     help="Develop a tool against a live server: dev sessions, test executions.",
     no_args_is_help=True,
@@ -256,5 +258,7 @@ def sessions(
         return
     for s in rows:
         status = (s["state"] or "connected") if s["connected"] else "offline"
-        line = f"{s['id']}  {s['name']:<20} {status:<12} {len(s['executions'])} execution(s)"
+        line = (
+            f"{s['id']}  {s['name']:<20} {status:<12} {plural(len(s['executions']), 'execution')}"
+        )
         print(line, file=sys.stdout)

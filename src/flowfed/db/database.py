@@ -191,13 +191,15 @@ class Database:
 
     def current_revision(self) -> str | None:
         """The schema revision stored in ``alembic_version`` (None if there is none)."""
-        try:
-            with self.engine.connect() as conn:
+        # Connecting is outside the try: a database that cannot be reached (or does not
+        # exist) is that error, not an "empty database" to upgrade.
+        with self.engine.connect() as conn:
+            try:
                 # exec_driver_sql: nothing to compile, on the path of every run.
                 row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
-        except DBAPIError:
-            # No alembic_version table: an empty (or foreign) database.
-            return None
+            except DBAPIError:
+                # No alembic_version table: an empty (or foreign) database.
+                return None
         return None if row is None else str(row[0])
 
     def ensure_schema(self, auto_upgrade: bool = True) -> None:

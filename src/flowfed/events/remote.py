@@ -34,6 +34,16 @@ class BusURLError(ValueError):
     """A broker URL flowfed cannot use; the message lists the supported schemes."""
 
 
+class BrokerUnreachable(ConnectionError):
+    """The broker did not answer; the message names its URL and the reason."""
+
+
+def _reason(exc: BaseException) -> str:
+    """A client library's error as one line (some carry no text: then their type)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text or type(exc).__name__
+
+
 def _split(url: str) -> tuple[str, str]:
     """The URL without its ``prefix`` query parameter, and that prefix."""
     parts = urlsplit(url)
@@ -87,6 +97,15 @@ class RedisBus:
     def ping(self) -> bool:
         """Whether the broker answers (for ``/ready``)."""
         return bool(self._pub.ping())
+
+    def check(self) -> None:
+        """Raise :class:`BrokerUnreachable` (URL and reason) unless the broker answers."""
+        try:
+            self._pub.ping()
+        except Exception as exc:
+            raise BrokerUnreachable(
+                f"cannot reach the Redis broker at {self.url}: {_reason(exc)}"
+            ) from None
 
     def publish(self, events: list[Event]) -> None:
         """Publish committed events (from any thread), one message per event, in order."""
@@ -144,15 +163,48 @@ class NatsBus:
             target=self._loop.run_forever, daemon=True, name="flowfed-nats"
         )
         self._thread.start()
-        self._nc: Any = self._call(self._connect())
+        try:
+            self._nc: Any = self._call(self._connect(), timeout=15.0)
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            raise
 
     def _call(self, coro: Any, timeout: float = 10.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     async def _connect(self) -> Any:
+        import logging
+
         import nats
 
-        return await nats.connect(self.url, connect_timeout=5, max_reconnect_attempts=-1)
+        log = logging.getLogger("flowfed.events")
+        first_error: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        async def on_error(exc: BaseException) -> None:
+            # Replaces nats-py's default callback, which logs every failed attempt with a
+            # traceback: before the first connection the first error is the answer; after
+            # it, each error is one line in the log while the client reconnects.
+            if not first_error.done():
+                first_error.set_result(exc)
+            else:
+                log.warning("NATS broker %s: %s", self.url, _reason(exc))
+
+        # nats-py retries an unreachable broker forever, even on the first connection:
+        # the first error (or no answer in 10 s) ends the attempt with the reason.
+        connecting: asyncio.Future[Any] = asyncio.ensure_future(
+            nats.connect(self.url, connect_timeout=5, max_reconnect_attempts=-1, error_cb=on_error)
+        )
+        done, _ = await asyncio.wait(
+            {connecting, first_error}, timeout=10, return_when=asyncio.FIRST_COMPLETED
+        )
+        if connecting in done:
+            return connecting.result()
+        connecting.cancel()
+        with contextlib.suppress(BaseException):
+            await connecting
+        cause = first_error.result() if first_error.done() else "no answer within 10 s"
+        reason = cause if isinstance(cause, str) else _reason(cause)
+        raise BrokerUnreachable(f"cannot reach the NATS broker at {self.url}: {reason}")
 
     def subject(self, run_id: str | None) -> str:
         """The subject of a run (a wildcard over all runs for ``None``)."""

@@ -185,7 +185,17 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     from flowfed.server.logredact import install_log_redaction
     from flowfed.server.oauth import load_signing_key
     from flowfed.server.problems import install_handlers, problem_response
-    from flowfed.server.routes import artifacts, flows, oauth, runs, seed, service, tasks, tools
+    from flowfed.server.routes import (
+        artifacts,
+        flows,
+        node_admin,
+        oauth,
+        runs,
+        seed,
+        service,
+        tasks,
+        tools,
+    )
     from flowfed.server.routes import auth as auth_routes
     from flowfed.server.routes import templates as template_routes
     from flowfed.server.routes import triggers as trigger_routes
@@ -282,6 +292,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(model_routes.router)
     app.include_router(events.router)
     app.include_router(nodes_router)
+    app.include_router(node_admin.router)
     app.include_router(nodes_ws_router)
     # Tool runtimes: production tools per task, development-mode sessions (flowfed tool dev).
     from flowfed.server.devtools import DevRegistry

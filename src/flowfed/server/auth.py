@@ -43,6 +43,7 @@ from flowfed.db import Database
 from flowfed.db import models as m
 from flowfed.server.hashing import hash_secret
 from flowfed.server.problems import ProblemError
+from flowfed.wording import with_article
 
 TOKEN_PREFIX = "ffu_"
 #: Roles of user API tokens (``flowfed auth token create``).
@@ -256,7 +257,9 @@ def websocket_refusal(principal: Principal | None) -> WebSocketRefusal | None:
     if principal is None:
         return WebSocketRefusal(4401, "missing or invalid bearer token")
     if principal.is_scoped:
-        return WebSocketRefusal(4403, f"a {principal.role} token cannot watch run events")
+        return WebSocketRefusal(
+            4403, f"{with_article(principal.role)} token cannot watch run events"
+        )
     return None
 
 

@@ -200,7 +200,8 @@ class LocalNodes:
                     )
             if time.monotonic() > deadline:
                 raise LayoutError(
-                    f"node(s) {', '.join(waiting)} did not connect within "
+                    f"{'node' if len(waiting) == 1 else 'nodes'} {', '.join(waiting)} did not "
+                    "connect within "
                     f"{self.online_timeout:g}s: " + self._log_tail(waiting[0])
                 )
             time.sleep(0.05)

@@ -46,6 +46,7 @@ from sqlalchemy.exc import IntegrityError
 from flowfed.db import Database
 from flowfed.db import models as m
 from flowfed.server.hashing import hash_secret
+from flowfed.wording import with_article
 
 CLIENT_PREFIX = "ffc_"
 CLIENT_ROLES = ("node", "tool")
@@ -119,7 +120,9 @@ def check_scopes(role: str, name: str, scopes: list[str] | None) -> list[str]:
         if not _SCOPE_TOKEN.match(s):
             raise ValueError(f"scope {s!r} has characters a scope cannot hold")
         if not s.startswith(prefix) or len(s) == len(prefix):
-            raise ValueError(f"a {role} client's scopes read '{prefix}<...>', got {s!r}")
+            raise ValueError(
+                f"{with_article(role)} client's scopes read '{prefix}<...>', got {s!r}"
+            )
         if role == "tool" and not _TASK_SCOPE.match(s):
             raise ValueError(f"a task scope names a full task id (32 hex digits), got {s!r}")
     return list(dict.fromkeys(items))

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from flowfed.db import AmbiguousRef
 from flowfed.spec.diagnostics import Diagnostic, FlowError
 from flowfed.spec.limits import InputLimitError
+from flowfed.wording import plural
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -187,7 +188,7 @@ def install_handlers(app: FastAPI) -> None:
         return problem_response(
             request,
             422,
-            f"the request has {n} invalid field{'s' if n != 1 else ''}",
+            f"the request has {plural(n, 'invalid field')}",
             kind="validation-error",
             errors=items,
         )
@@ -217,7 +218,7 @@ def install_handlers(app: FastAPI) -> None:
         return problem_response(
             request,
             422,
-            f"the flow has {n} problem{'s' if n != 1 else ''}",
+            f"the flow has {plural(n, 'problem')}",
             kind="invalid-flow",
             title="Invalid flow",
             errors=diagnostics_items(exc.diagnostics),

@@ -319,10 +319,13 @@ class LineageNode(BaseModel):
     hash: str | None = None
     kind: str | None = None
     step: str | None = None
+    node: str | None = None
     run_id: str | None = None
     producer: Producer | None = None
     missing: bool = False
     cycle: bool = False
+    #: an ancestor reached again: drawn once, then marked (its parents are not repeated)
+    shown: bool = False
     parents: list[LineageNode] = Field(default_factory=list)
 
 

@@ -70,7 +70,10 @@ def check_startup(settings: ServerSettings) -> Database:
         ) from None
     except Exception as exc:
         db.close()
-        raise StartupError(f"cannot open database {db!r}: {type(exc).__name__}: {exc}") from None
+        from flowfed.db.problems import describe_db_error
+
+        reason = describe_db_error(db.engine.url, exc)
+        raise StartupError(f"cannot open database {db!r}: {reason}") from None
     if settings.claim_database:
         try:
             hold_database(db, settings.broker_url).release()
@@ -114,11 +117,19 @@ def check_tls(settings: ServerSettings) -> None:
 
 def open_bus(url: str) -> Any:
     """The event bus ``url`` names, reachable (StartupError otherwise)."""
-    from flowfed.events.remote import BusURLError, make_bus
+    from flowfed.events.remote import BrokerUnreachable, BusURLError, make_bus
 
     try:
         bus = make_bus(url)
-    except BusURLError as exc:
+        check = getattr(bus, "check", None)
+        if check is not None:
+            # Says why (the URL and the reason), where bus_ok below only says whether.
+            try:
+                check()
+            except BrokerUnreachable:
+                close_bus(bus)
+                raise
+    except (BusURLError, BrokerUnreachable) as exc:
         raise StartupError(str(exc)) from None
     except Exception as exc:  # a missing client library, a malformed host
         raise StartupError(f"cannot use broker {url!r}: {type(exc).__name__}: {exc}") from None

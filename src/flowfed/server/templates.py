@@ -27,6 +27,7 @@ import yaml
 
 from flowfed.server.problems import ProblemError
 from flowfed.tools.core import get_registry
+from flowfed.wording import plural, with_article
 
 #: Where the bundled templates live (shipped as package data).
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -191,7 +192,7 @@ def _check(value: Any, prop: dict[str, Any], field_name: str) -> str | None:
         "array": lambda v: isinstance(v, list),
     }
     if kind in ok and not ok[kind](value):
-        return f"{field_name} must be a {kind}, got {value!r}"
+        return f"{field_name} must be {with_article(kind)}, got {value!r}"
     if "enum" in prop and value not in prop["enum"]:
         return f"{field_name} must be one of {', '.join(map(str, prop['enum']))}; got {value!r}"
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -205,7 +206,7 @@ def _check(value: Any, prop: dict[str, Any], field_name: str) -> str | None:
         return f"{field_name} must not be empty"
     if isinstance(value, list):
         if len(value) < prop.get("minItems", 0):
-            return f"{field_name} needs at least {prop['minItems']} items"
+            return f"{field_name} needs at least {plural(prop['minItems'], 'item')}"
         items = prop.get("items") or {}
         for i, item in enumerate(value):
             why = _check(item, items, f"{field_name}[{i}]")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Request
 
 from flowfed.server import flows as svc
 from flowfed.server.auth import require_principal
-from flowfed.server.deps import AUTH_ERRORS, BAD_REQUEST, NOT_FOUND, db_of
+from flowfed.server.deps import AUTH_ERRORS, BAD_REQUEST, CONFLICT, NOT_FOUND, db_of
 from flowfed.server.problems import ProblemError, diagnostics_items
 from flowfed.server.schemas import (
     INT32_MAX,
@@ -20,6 +20,7 @@ from flowfed.server.schemas import (
     PlannedTask,
     ValidationOk,
 )
+from flowfed.wording import plural
 
 router = APIRouter(
     prefix="/api/v1/flows",
@@ -134,3 +135,55 @@ def get_version(
 ) -> dict[str, Any]:
     """One stored version of a flow."""
     return _detail(svc.get(db_of(request), name, version), name, version)
+
+
+def _delete_versions(db: Any, name: str, version: int | None) -> int:
+    """Delete ``name`` (every version, or one); how many rows went. 409 if triggers use it."""
+    from sqlalchemy import delete, select
+
+    from flowfed.db import models as m
+
+    f, t = m.flows, m.triggers
+    with db.engine.begin() as conn:
+        users = [r[0] for r in conn.execute(select(t.c.name).where(t.c.flow_name == name))]
+        if users and (version is None or _is_only_version(conn, name, version)):
+            raise ProblemError(
+                409,
+                f"flow '{name}' is started by {plural(len(users), 'trigger')} "
+                f"({', '.join(sorted(users))}): remove "
+                f"{'it' if len(users) == 1 else 'them'} first (flowfed triggers remove NAME)",
+                kind="in-use",
+            )
+        q = delete(f).where(f.c.name == name)
+        if version is not None:
+            q = q.where(f.c.version == version)
+        return int(conn.execute(q).rowcount or 0)
+
+
+def _is_only_version(conn: Any, name: str, version: int) -> bool:
+    from sqlalchemy import func, select
+
+    from flowfed.db import models as m
+
+    f = m.flows
+    others = conn.execute(
+        select(func.count()).where(f.c.name == name, f.c.version != version)
+    ).scalar_one()
+    return int(others) == 0
+
+
+@router.delete("/{name}", status_code=204, responses={**NOT_FOUND, **CONFLICT})
+def delete_flow(request: Request, name: str) -> None:
+    """Delete every stored version of a flow (runs of it keep their own copy of the flow).
+
+    ``409`` while a trigger starts it: remove the trigger first.
+    """
+    if _delete_versions(db_of(request), name, None) == 0:
+        raise ProblemError(404, f"no stored flow '{name}'", kind="not-found")
+
+
+@router.delete("/{name}/versions/{version}", status_code=204, responses={**NOT_FOUND, **CONFLICT})
+def delete_version(request: Request, name: str, version: int = Path(ge=1, le=INT32_MAX)) -> None:
+    """Delete one stored version of a flow (``409`` if it is the last one a trigger uses)."""
+    if _delete_versions(db_of(request), name, version) == 0:
+        raise ProblemError(404, f"no stored flow '{name}' version {version}", kind="not-found")

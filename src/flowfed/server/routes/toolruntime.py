@@ -41,6 +41,7 @@ from flowfed.server import toolchannel as tc
 from flowfed.server.auth import authenticate_token, require_task_access
 from flowfed.server.deps import AUTH_ERRORS, NOT_FOUND
 from flowfed.server.problems import ProblemError
+from flowfed.wording import with_article
 
 router = APIRouter(tags=["tool runtime"])
 
@@ -155,7 +156,7 @@ async def task_runtime(websocket: WebSocket, task_id: str) -> None:
         return
     who = f"task {task_id} (client {principal.token_id})"
     if principal.role != "tool":
-        reason = f"a {principal.role} token cannot open a tool runtime channel"
+        reason = f"{with_article(principal.role)} token cannot open a tool runtime channel"
         await tc.refuse(websocket, tc.FORBIDDEN, reason, who)
         return
     if f"task:{task_id}" not in principal.scopes:

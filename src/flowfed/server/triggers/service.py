@@ -45,6 +45,7 @@ from flowfed.server.triggers.model import (
     iso,
     render_params,
 )
+from flowfed.wording import plural
 
 log = logging.getLogger("flowfed.server.triggers")
 
@@ -288,7 +289,7 @@ class TriggerService:
                     event,
                     "skipped",
                     now,
-                    reason=f"{len(ticks)} tick(s) missed while no server was running "
+                    reason=f"{plural(len(ticks), 'tick')} missed while no server was running "
                     "(catchup: false)",
                     catchup=True,
                     scheduled_for=tick,

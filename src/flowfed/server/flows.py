@@ -129,7 +129,10 @@ def missing_imports(loaded: LoadedFlow, diags: list[Diagnostic]) -> list[Diagnos
     # missing import is named.
     missing_steps = {d.step for d in builtin + own}
     declared: set[str] = set()
-    for step in loaded.flow.steps:
+    from flowfed.spec.composite import flatten
+
+    # Steps of several tools (``tools:``) report under their planned names ("Step/tool").
+    for step in flatten(loaded.flow).flow.steps:
         if step.name in missing_steps and step.outputs:
             outs = step.outputs
             declared.update(outs.values() if isinstance(outs, dict) else outs)

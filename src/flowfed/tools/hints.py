@@ -56,6 +56,8 @@ def collapse_unknown_tools(
     about outputs of those steps go too: they follow from the missing tools. Every other
     diagnostic is kept, in order.
     """
+    from flowfed.spec.composite import flatten
+
     unknown: list[tuple[Diagnostic, str]] = []
     for d in diagnostics:
         match = _UNKNOWN.match(d.message)
@@ -96,7 +98,7 @@ def collapse_unknown_tools(
         gone = {n for d, n in unknown if id(d) in dropped or id(d) in folded}
         orphans = {
             f"input '{name}' is not produced by any step"
-            for step in flow.steps
+            for step in flatten(flow).flow.steps  # a step of several tools: each of them
             if step.tool in gone
             for name in (
                 step.outputs.values() if isinstance(step.outputs, dict) else step.outputs or []

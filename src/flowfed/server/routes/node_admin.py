@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowfed.server.auth import require_admin
-from flowfed.server.deps import AUTH_ERRORS, CONFLICT, NOT_FOUND, db_of
+from flowfed.server.deps import AUTH_ERRORS, BAD_REQUEST, CONFLICT, NOT_FOUND, db_of
 from flowfed.server.nodes import add_node, remove_node
 from flowfed.server.problems import ProblemError
 
@@ -52,7 +52,9 @@ class NodeCredentials(BaseModel):
     created_at: float
 
 
-@router.post("", status_code=201, response_model=NodeCredentials, responses=CONFLICT)
+@router.post(
+    "", status_code=201, response_model=NodeCredentials, responses={**BAD_REQUEST, **CONFLICT}
+)
 async def create_node(request: Request, body: NodeCreate) -> dict[str, Any]:
     """Register a node and answer its token (409 if the name is taken, 422 if invalid)."""
     try:

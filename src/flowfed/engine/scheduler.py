@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from flowfed.artifacts import ByteSource, CatalogBlobs, is_inline
 from flowfed.db import Writer
-from flowfed.engine import resume
 from flowfed.engine.cache import TaskCache, load_index
 from flowfed.engine.persist import Persister
 from flowfed.engine.record import RunRecord
 from flowfed.engine.result import RunResult, close, summarize
+from flowfed.engine.resume import restore
 from flowfed.engine.state import ArtifactRef, RunView, TaskRun
 from flowfed.engine.task import TaskFailed, attempt
 from flowfed.ids import new_id
@@ -198,7 +198,7 @@ class Scheduler:
     def _execute(self) -> RunResult:
         g = self.g
         if self.resume:
-            resume.restore(self)
+            restore(self)
         else:
             self.writer.create_run(
                 run_id=self.run_id,

@@ -254,7 +254,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.hub = NodeHub()
+    app.state.hub = NodeHub(liveness_s=settings.node_liveness or None)
     install_handlers(app)
 
     async def on_forbidden(request: Any, exc: Exception) -> Any:

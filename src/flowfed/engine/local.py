@@ -251,6 +251,7 @@ class LocalEngine:
         then :meth:`run` returns with status ``suspended``, leaving the run ``running`` in
         the catalog for another server (or this one restarted) to adopt and resume: tasks
         that finished stay finished, tasks still in flight are resumed as interrupted.
+        Final for this engine: a run started after it is suspended at once.
         """
         self._suspend_deadline = deadline
         self._suspend.set()
@@ -275,6 +276,7 @@ class LocalEngine:
         owner: str | None = None,
         lease_until: float | None = None,
         principal: str | None = None,
+        recorded: bool = False,
     ) -> RunResult:
         """Execute ``graph`` to completion (or cancellation) and return the result.
 
@@ -284,12 +286,13 @@ class LocalEngine:
         the event log continues where it stopped. ``owner`` and ``lease_until`` record
         which server process executes a new run (see ``Database.claim_runs``).
         ``principal`` names who submitted it; every placed task carries it to its node,
-        whose policy checks it.
+        whose policy checks it. ``recorded=True``: the caller inserted the run's row
+        (status ``running``) already, as the server does when it accepts a run.
         """
         self._cancel.clear()
-        self._suspend.clear()
         run = _Run(self, graph, run_id or uuid.uuid4().hex, params or {}, flow_file)
         run.resume = resume
+        run.recorded = recorded
         run.owner, run.lease_until = owner, lease_until
         run.principal = principal
         self.view = run.view
@@ -345,6 +348,7 @@ class _Run:
         self.persister = Persister(engine.store, self.writer)
         self.identities: dict[str, object] = {}
         self.resume = False
+        self.recorded = False
         self.owner: str | None = None
         self.lease_until: float | None = None
         self.principal: str | None = None
@@ -411,7 +415,7 @@ class _Run:
         g = self.g
         if self.resume:
             self._restore()
-        else:
+        elif not self.recorded:
             self.writer.create_run(
                 run_id=self.run_id,
                 flow_name=g.flow.name,

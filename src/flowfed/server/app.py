@@ -204,6 +204,13 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import concurrent.futures
+
+        from flowfed.server.settings import REQUEST_THREADS
+
+        asyncio.get_running_loop().set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(REQUEST_THREADS, thread_name_prefix="flowfed-req")
+        )
         db = check_startup(settings)
         lock = None
         try:

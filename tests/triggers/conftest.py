@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +40,10 @@ def launch(root: Path, db_url: str, clock: Clock) -> Server:
     saved = os.environ.get("FLOWFED_TEST_CLOCK_FILE")
     os.environ["FLOWFED_TEST_CLOCK_FILE"] = str(clock.path)
     try:
-        return start_server(root, db_url, "--trigger-interval", INTERVAL)
+        # Servers sharing a database share a broker (a memory:// one refuses to share it).
+        prefix = "trig" + hashlib.sha1(db_url.encode()).hexdigest()[:10]
+        broker = f"redis://127.0.0.1:6379/0?prefix={prefix}"
+        return start_server(root, db_url, "--trigger-interval", INTERVAL, "--broker-url", broker)
     finally:
         if saved is None:
             os.environ.pop("FLOWFED_TEST_CLOCK_FILE", None)

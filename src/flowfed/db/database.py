@@ -162,13 +162,19 @@ def _rows(result: Iterable[Any]) -> list[dict[str, Any]]:
 class Database:
     """A flowfed catalog database (SQLite file by default, PostgreSQL in production)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int | None = None) -> None:
+        """``pool_size``: connections kept open to a server database (PostgreSQL), as
+        many again allowed on top under load (SQLAlchemy's default: 5, and 10 on top)."""
         self.url = normalize_url(url)
         if self.url.startswith("sqlite"):
             self.engine = _sqlite_engine(self.url)
             path = self.sqlite_path()
             if path is not None:
                 self._private_files(path)
+        elif pool_size is not None:
+            self.engine = create_engine(
+                self.url, pool_pre_ping=False, pool_size=pool_size, max_overflow=pool_size
+            )
         else:
             self.engine = create_engine(self.url, pool_pre_ping=False)
         self._writers: list[Writer] = []

@@ -99,8 +99,8 @@ class FederatedDriver:
             for r in range(1, s.rounds + 1):
                 if run.cancelled or tr.state.terminal or run.suspended:
                     return None  # suspended: the adopting server runs the step again
-                chosen = sample(fed.participants, self._per_round(), rng)
                 try:
+                    chosen = self._sample(r, rng)
                     if s.secure_aggregation:
                         done, model_ref = self._secure_round(pool, r, chosen, model_ref)
                     else:
@@ -171,6 +171,33 @@ class FederatedDriver:
         tr.progress = 1.0
         run.record.finish(tr, [], [], None, reused={fed.model_output: model_ref.id})
         return None
+
+    def _sample(self, r: int, rng: np.random.Generator) -> list[tuple[str, str | None]]:
+        """Round ``r``'s participants, leaving out nodes the dispatcher reports offline.
+
+        StepFailed when fewer than ``min_nodes`` participants remain: no round waits for
+        a node known to be gone. A node that comes back is sampled again.
+        """
+        fed, s = self.fed, self.settings
+        offline_nodes = getattr(self.run.dispatcher, "offline_nodes", None)
+        gone = offline_nodes(s.node_liveness) if offline_nodes is not None else {}
+        alive = [p for p in fed.participants if p[0] not in gone]
+        if len(alive) == len(fed.participants):
+            return sample(fed.participants, self._per_round(), rng)
+        out = sorted({p[0] for p in fed.participants if p[0] in gone})
+        why = ", ".join(
+            f"node '{n}' offline since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(gone[n]))}"
+            for n in out
+        )
+        need = min(s.min_nodes or len(fed.participants), len(fed.participants))
+        if len(alive) < need:
+            raise StepFailed(
+                f"federated step '{self.tr.step}', round {r}: {len(alive)} of "
+                f"{len(fed.participants)} participants online, fewer than min_nodes={need} "
+                f"({why})"
+            )
+        self.sink("log", {"level": "warning", "message": f"round {r}: leaving out {why}"})
+        return sample(alive, min(self._per_round(), len(alive)), rng)
 
     def _per_round(self) -> int:
         n = len(self.fed.participants)

@@ -128,6 +128,7 @@ class LocalEngine:
         then :meth:`run` returns with status ``suspended``, leaving the run ``running`` in
         the catalog for another server (or this one restarted) to adopt and resume: tasks
         that finished stay finished, tasks still in flight are resumed as interrupted.
+        Final for this engine: a run started after it is suspended at once.
         """
         self.suspend_deadline = deadline
         self.suspend_event.set()
@@ -152,6 +153,7 @@ class LocalEngine:
         owner: str | None = None,
         lease_until: float | None = None,
         principal: str | None = None,
+        recorded: bool = False,
     ) -> RunResult:
         """Execute ``graph`` to completion (or cancellation) and return the result.
 
@@ -162,12 +164,13 @@ class LocalEngine:
         event log continues where it stopped. ``owner`` and ``lease_until`` record
         which server process executes a new run (see ``Database.claim_runs``).
         ``principal`` names who submitted it; every placed task carries it to its node,
-        whose policy checks it.
+        whose policy checks it. ``recorded=True``: the caller inserted the run's row
+        (status ``running``) already, as the server does when it accepts a run.
         """
         self.cancel_event.clear()
-        self.suspend_event.clear()
         run = Scheduler(self, graph, run_id or uuid.uuid4().hex, params or {}, flow_file)
         run.resume = resume
+        run.recorded = recorded
         run.owner, run.lease_until = owner, lease_until
         run.principal = principal
         self.view = run.view

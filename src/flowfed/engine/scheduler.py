@@ -101,6 +101,8 @@ class Scheduler:
         self.cache: TaskCache | None = None
         self.default_timeout = _flow_timeout(graph, engine.task_timeout)
         self.resume = False
+        #: The server inserted the run's row when it accepted the run (see LocalEngine.run).
+        self.recorded = False
         self.owner: str | None = None
         self.lease_until: float | None = None
         self.principal: str | None = None
@@ -199,7 +201,7 @@ class Scheduler:
         g = self.g
         if self.resume:
             restore(self)
-        else:
+        elif not self.recorded:
             self.writer.create_run(
                 run_id=self.run_id,
                 flow_name=g.flow.name,

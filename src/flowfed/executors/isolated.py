@@ -554,6 +554,12 @@ def call_isolated(
     env["FLOWFED_TOOL_TOKEN"] = channel.token
     env["TMPDIR"] = str(workdir / "tmp")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if not prefix:
+        # A plain child ends with us, even if we are killed outright (a sandbox or a
+        # container has its own tie: --die-with-parent, the engine's --rm).
+        env["FLOWFED_PARENT_PID"] = str(os.getpid())
+    else:
+        env.pop("FLOWFED_PARENT_PID", None)
     if sock is not None:
         endpoint = ["--endpoint", "ws://localhost/", "--unix-socket", str(sock)]
     else:

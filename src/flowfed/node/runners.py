@@ -801,6 +801,8 @@ def run_isolated(
     env["FLOWFED_TASK_CONTEXT"] = json.dumps(task_context)
     env["TMPDIR"] = str(workdir / "tmp")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # The tool process ends with the agent, even when the agent is killed outright.
+    env["FLOWFED_PARENT_PID"] = str(os.getpid())
     (workdir / "tmp").mkdir()
     cmd = [
         sys.executable, "-m", "flowfed.runtime", "--tool", entry, "--timeout", "60",

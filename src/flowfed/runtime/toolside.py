@@ -1048,6 +1048,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: ``prctl`` option: the signal this process gets when its parent thread exits.
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """End with the process that started us (``$FLOWFED_PARENT_PID``), even on its kill -9.
+
+    A node agent or engine killed outright runs no clean-up: without this, the tool
+    process it started would run on as an orphan. Linux only (``PR_SET_PDEATHSIG``); a
+    no-op elsewhere or when the variable is not set.
+    """
+    import os
+
+    raw = os.environ.get("FLOWFED_PARENT_PID", "")
+    if not raw.isdigit():
+        return
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except Exception:  # not Linux, or no libc
+        return
+    if os.getppid() != int(raw):
+        os._exit(1)  # the parent died before the signal was armed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run the engine; returns the exit code.
 
@@ -1057,6 +1084,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ...
         SystemExit: 2
     """
+    die_with_parent()
     parser = build_parser()
     ns = parser.parse_args(argv)
     if not ns.token:

@@ -214,6 +214,13 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import concurrent.futures
+
+        from flowfed.server.settings import REQUEST_THREADS
+
+        asyncio.get_running_loop().set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(REQUEST_THREADS, thread_name_prefix="flowfed-req")
+        )
         db = check_startup(settings)
         lock = None
         try:
@@ -265,7 +272,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.hub = NodeHub()
+    app.state.hub = NodeHub(liveness_s=settings.node_liveness or None)
     install_handlers(app)
 
     async def on_forbidden(request: Any, exc: Exception) -> Any:

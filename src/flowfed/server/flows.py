@@ -8,8 +8,10 @@ as warnings and otherwise ignored, which lets the same flow file run locally and
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +89,38 @@ def check(
     except FlowError as exc:
         raise FlowError(missing_imports(loaded, exc.diagnostics)) from None
     return graph, warnings + list(graph.warnings)
+
+
+#: Plans of stored flow versions, by (row id, params): a stored version never changes and
+#: the server's tools are fixed at start-up, so the same submission plans the same way.
+#: Accepting a run of a stored flow then costs no parsing or planning.
+_PLANS: OrderedDict[tuple[str, str], tuple[TaskGraph, list[Diagnostic]]] = OrderedDict()
+_PLANS_LOCK = threading.Lock()
+PLAN_CACHE_SIZE = 256
+
+
+def check_stored(
+    row: dict[str, Any], params: dict[str, Any] | None = None
+) -> tuple[TaskGraph, list[Diagnostic]]:
+    """:func:`check` of a stored flow version, planned once per distinct ``params``.
+
+    The graph is shared by the runs that use it: the engine only reads it.
+    """
+    try:
+        key = (str(row["id"]), json.dumps(params or {}, sort_keys=True))
+    except (TypeError, ValueError):  # params JSON cannot order: plan afresh
+        return check(stored_loaded(row), params)
+    with _PLANS_LOCK:
+        hit = _PLANS.get(key)
+        if hit is not None:
+            _PLANS.move_to_end(key)
+            return hit
+    planned = check(stored_loaded(row), params)
+    with _PLANS_LOCK:
+        _PLANS[key] = planned
+        while len(_PLANS) > PLAN_CACHE_SIZE:
+            _PLANS.popitem(last=False)
+    return planned
 
 
 #: The module holding flowfed's built-in tools (``flowfed.*``).
@@ -263,11 +297,31 @@ def versions(db: Database, name: str) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in conn.execute(q)]
 
 
+#: Stored flow rows by id: a stored version never changes, so a run submission looks up
+#: only which id a name (and version) is, not the flow's spec and source again.
+_ROWS: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+
 def get(db: Database, name: str, version: int | None = None) -> dict[str, Any] | None:
     """One stored version (the latest when ``version`` is None)."""
     f = m.flows
-    q = select(f).where(f.c.name == name)
+    q = select(f.c.id).where(f.c.name == name)
     q = q.where(f.c.version == version) if version is not None else q.order_by(f.c.version.desc())
     with db.engine.connect() as conn:
-        row = conn.execute(q.limit(1)).first()
-    return None if row is None else dict(row._mapping)
+        found = conn.execute(q.limit(1)).first()
+        if found is None:
+            return None
+        key = str(found.id)
+        with _PLANS_LOCK:
+            cached = _ROWS.get(key)
+        if cached is not None:
+            return dict(cached)
+        row = conn.execute(select(f).where(f.c.id == found.id)).first()
+    if row is None:  # deleted in between
+        return None
+    got = dict(row._mapping)
+    with _PLANS_LOCK:
+        _ROWS[key] = got
+        while len(_ROWS) > PLAN_CACHE_SIZE:
+            _ROWS.popitem(last=False)
+    return dict(got)

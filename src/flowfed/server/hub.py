@@ -33,11 +33,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import WebSocket
-from pydantic import BaseModel
 from sqlalchemy import update
 
 from flowfed.db import Database
@@ -52,11 +49,11 @@ from flowfed.node.protocol import (
     TaskErrorMessage,
     TelemetryMessage,
     TerminateMessage,
-    dump_node_message,
     result_from_wire,
     task_to_wire,
 )
 from flowfed.runtime.remote import NodeInfo, RemoteResult, RemoteTask, RemoteTaskError, Telemetry
+from flowfed.server.node_conn import Connection, PendingTask, offline, when
 from flowfed.server.node_store import record_registration, stored_nodes
 
 # The name operators filter on (and tests capture): the hub was flowfed.server.nodes.
@@ -83,54 +80,6 @@ POLLS_PER_S = 200.0
 MAX_POLL_S = 1.0
 
 
-class Connection:
-    """One connected node."""
-
-    def __init__(self, name: str, ws: WebSocket, loop: asyncio.AbstractEventLoop) -> None:
-        self.name = name
-        self.ws = ws
-        self.loop = loop
-        self.lock = asyncio.Lock()
-        self.closed = False
-        self.checked = time.monotonic()
-
-    async def send(self, msg: BaseModel) -> None:
-        async with self.lock:
-            await self.ws.send_text(dump_node_message(msg))
-
-    def send_threadsafe(self, msg: BaseModel, timeout: float = 10.0) -> bool:
-        """Send from a thread other than the loop's; False if the connection is gone."""
-        if self.closed:
-            return False
-        try:
-            fut = asyncio.run_coroutine_threadsafe(self.send(msg), self.loop)
-            fut.result(timeout)
-            return True
-        except Exception:
-            return False
-
-
-@dataclass(eq=False)
-class _Pending:
-    """A task ``run_task`` is waiting on."""
-
-    task: RemoteTask
-    sent: Connection | None = None
-    sent_at: float = 0.0
-    lost_at: float | None = None
-    outcome: RemoteResult | RemoteTaskError | None = None
-    telemetry: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    #: Wakes only this task's ``run_task`` thread; shares the hub's lock. One condition
-    #: per task rather than the hub's: with hundreds of tasks in flight, waking every
-    #: waiting thread on every frame made each frame cost O(tasks) (quadratic overall).
-    wake: threading.Condition | None = None
-
-    def notify(self) -> None:
-        """Wake the thread waiting on this task (call with the hub's lock held)."""
-        if self.wake is not None:
-            self.wake.notify_all()
-
-
 class NodeHub:
     """Dispatches tasks to connected node agents (a :class:`NodeDispatcher`).
 
@@ -141,8 +90,10 @@ class NodeHub:
 
     Example:
         >>> hub = NodeHub(heartbeat_s=1.0)
-        >>> hub.grace_s
+        >>> hub.grace_s                 # the liveness deadline: 3 missed heartbeats
         3.0
+        >>> NodeHub(liveness_s=20.0).grace_s
+        20.0
     """
 
     def __init__(
@@ -151,10 +102,13 @@ class NodeHub:
         heartbeat_s: float = HEARTBEAT_S,
         max_frame: int = MAX_FRAME_BYTES,
         missed_heartbeats: int = MISSED_HEARTBEATS,
+        liveness_s: float | None = None,
     ) -> None:
         self.heartbeat_s = heartbeat_s
         self.max_frame = max_frame
-        self.grace_s = heartbeat_s * missed_heartbeats
+        #: The liveness deadline: seconds a node may be silent (or gone) before it is
+        #: offline (``flowfed server --node-liveness``; default 3 missed heartbeats).
+        self.grace_s = liveness_s or heartbeat_s * missed_heartbeats
         self.db: Database | None = None
         self.publish: Callable[[list[dict[str, Any]]], None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -162,7 +116,12 @@ class NodeHub:
         self._cond = threading.Condition(self._lock)
         self._conns: dict[str, Connection] = {}
         self._known: dict[str, NodeInfo] = {}
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, PendingTask] = {}
+        #: Nodes not connected: (monotonic, wall) time they were last heard from, or
+        #: when this hub started to wait for them (they were never heard from since).
+        self._gone: dict[str, tuple[float, float]] = {}
+        #: Nodes reported offline in the log (once per absence).
+        self._reported: set[str] = set()
         self._synced = 0.0
         #: Refused attempts (also logged): what the tests and operators look at.
         self.refusals: list[dict[str, Any]] = []
@@ -180,8 +139,12 @@ class NodeHub:
     ) -> None:
         """Give the hub its database, bus and loop (the server's lifespan does this)."""
         self.db, self.publish, self.loop = db, publish, loop
+        since = (time.monotonic(), time.time())
         with self._cond:
             for row in stored_nodes(db):
+                if row["name"] not in self._conns:
+                    # A node gets one liveness deadline from our start to connect.
+                    self._gone.setdefault(row["name"], since)
                 self._known[row["name"]] = NodeInfo(
                     name=row["name"],
                     online=row["name"] in self._conns,
@@ -235,6 +198,7 @@ class NodeHub:
         with self._cond:
             for name, row in rows.items():
                 if name not in self._known:
+                    self._gone.setdefault(name, (time.monotonic(), time.time()))
                     self._known[name] = NodeInfo(
                         name=name,
                         online=False,
@@ -243,6 +207,7 @@ class NodeHub:
                     )
             for name in [n for n in self._known if n not in rows and n not in self._conns]:
                 del self._known[name]
+                self._gone.pop(name, None)
 
     def refuse(self, who: str, reason: str) -> None:
         """Log (and keep) a refused attempt, naming the node or token it came from."""
@@ -275,6 +240,38 @@ class NodeHub:
                 )
             return out
 
+    def offline_since(self, name: str, liveness_s: float | None = None) -> float | None:
+        """When node ``name`` was last heard from, if it is offline; None while it may
+        still be (or come back) online.
+
+        A node is offline once it has not been connected for the liveness deadline
+        (``liveness_s``, default :attr:`grace_s`) since it was last heard from (or since
+        this hub started, for a node not heard from since). Returns a wall-clock time.
+        """
+        with self._cond:
+            return self._offline_since(name, time.monotonic(), liveness_s)
+
+    def offline_nodes(self, liveness_s: float | None = None) -> dict[str, float]:
+        """Every offline node and when it was last heard from (see :meth:`offline_since`).
+
+        What federated rounds leave out of their samples until the node is back.
+        """
+        now = time.monotonic()
+        with self._cond:
+            out = {n: self._offline_since(n, now, liveness_s) for n in list(self._gone)}
+        return {n: t for n, t in out.items() if t is not None}
+
+    def _offline_since(self, name: str, now: float, liveness_s: float | None) -> float | None:
+        gone = self._gone.get(name)
+        if gone is None or name in self._conns:
+            return None
+        if now - gone[0] < (liveness_s or self.grace_s):
+            return None
+        if name not in self._reported:
+            self._reported.add(name)
+            log.warning("node '%s' is offline: not heard from since %s", name, when(gone[1]))
+        return gone[1]
+
     def run_task(
         self, task: RemoteTask, telemetry: Telemetry, cancel: threading.Event
     ) -> RemoteResult:
@@ -286,7 +283,7 @@ class NodeHub:
         node = task.node
         start = time.monotonic()
         deadline = None if task.timeout is None else start + task.timeout
-        p = _Pending(task, wake=threading.Condition(self._lock))
+        p = PendingTask(task, wake=threading.Condition(self._lock))
         with self._cond:
             if task.task_id in self._pending:
                 raise RemoteTaskError(
@@ -314,9 +311,14 @@ class NodeHub:
                             raise RemoteTaskError(self._report(task, "cancelled", "Cancelled"))
                         if p.sent is None:
                             conn = self._conns.get(node)
+                            since = None if conn else self._offline_since(node, now, None)
                             if conn is not None:
                                 p.sent = send_to = conn
                                 p.sent_at, p.lost_at = now, None
+                            elif since is not None:
+                                raise RemoteTaskError(
+                                    self._report(task, offline(node, since), "NodeOffline")
+                                )
                             elif deadline is not None and now >= deadline:
                                 raise RemoteTaskError(
                                     self._report(
@@ -327,13 +329,10 @@ class NodeHub:
                                     )
                                 )
                         elif p.lost_at is not None and now - p.lost_at > self.grace_s:
-                            raise RemoteTaskError(
-                                self._report(
-                                    task,
-                                    f"node '{node}' went offline while running the task",
-                                    "NodeOffline",
-                                )
-                            )
+                            gone = self._gone.get(node)
+                            who = f"{offline(node, gone[1])}: it" if gone else f"node '{node}'"
+                            why = f"{who} went offline while running the task"
+                            raise RemoteTaskError(self._report(task, why, "NodeOffline"))
                         elif (
                             task.timeout is not None
                             and now >= p.sent_at + task.timeout + TIMEOUT_MARGIN_S
@@ -396,6 +395,9 @@ class NodeHub:
     # -- the WebSocket side (runs in the loop) ---------------------------------------
 
     def _seen(self, name: str) -> None:
+        conn = self._conns.get(name)
+        if conn is not None:
+            conn.heard = time.monotonic()
         with self._cond:
             info = self._known.get(name)
             if info is not None:
@@ -410,6 +412,10 @@ class NodeHub:
             if old is not None:
                 old.closed = True
             self._conns[conn.name] = conn
+            self._gone.pop(conn.name, None)
+            if conn.name in self._reported:
+                self._reported.discard(conn.name)
+                log.warning("node '%s' is back online", conn.name)
             for task_id, p in self._pending.items():
                 if p.task.node != conn.name or p.sent is None or p.outcome is not None:
                     continue
@@ -432,13 +438,16 @@ class NodeHub:
 
     def _disconnect(self, conn: Connection) -> None:
         conn.closed = True
-        now = time.monotonic()
+        # Liveness counts from the last frame: a killed agent's heartbeats stopped then.
+        heard = conn.heard
+        wall = time.time() - (time.monotonic() - heard)
         with self._cond:
             if self._conns.get(conn.name) is conn:
                 del self._conns[conn.name]
+                self._gone[conn.name] = (heard, wall)
                 for p in self._pending.values():
                     if p.sent is conn and p.outcome is None:
-                        p.lost_at = now
+                        p.lost_at = heard
                         p.notify()
 
     def _mark_offline(self, name: str) -> None:
@@ -454,7 +463,7 @@ class NodeHub:
                 .values(status="offline", last_seen=time.time())
             )
 
-    def _own(self, conn: Connection, task_id: str, what: str) -> _Pending | None:
+    def _own(self, conn: Connection, task_id: str, what: str) -> PendingTask | None:
         """The pending task if it is this node's; refusals are logged."""
         with self._cond:
             p = self._pending.get(task_id)

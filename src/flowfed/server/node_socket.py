@@ -28,7 +28,8 @@ from flowfed.node.protocol import (
     WelcomeMessage,
     parse_node_message,
 )
-from flowfed.server.hub import RECHECK_S, Connection, NodeHub, log
+from flowfed.server.hub import RECHECK_S, NodeHub, log
+from flowfed.server.node_conn import Connection
 from flowfed.server.node_store import node_for_token
 
 

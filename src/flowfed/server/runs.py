@@ -8,6 +8,7 @@ what ``POST /runs/{id}/cancel`` reaches.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 
 from flowfed.db import Database
 from flowfed.db import models as m
@@ -27,8 +28,10 @@ from flowfed.server.metrics import ServerMetrics
 
 log = logging.getLogger("flowfed.server.runs")
 
-#: How long ``start`` waits for the run row to be committed before answering anyway.
-START_WAIT_S = 15.0
+#: Runs one server process executes at once (``FLOWFED_MAX_RUNS``); later ones wait for
+#: a slot, ``running`` and leased like the others. Hundreds of runs at once would only
+#: fight over the interpreter and the database's connections, the accept path included.
+DEFAULT_MAX_RUNS = "16"
 
 #: Seconds a draining server (SIGTERM) gives tasks in flight to end before handing their
 #: runs over (``flowfed server --drain-timeout``).
@@ -87,6 +90,9 @@ class RunManager:
         # its leases; once they run out, a live server claims those runs and resumes them.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_s = float(os.environ.get("FLOWFED_RUN_LEASE_S", DEFAULT_LEASE_S))
+        self._slots = threading.BoundedSemaphore(
+            max(1, int(os.environ.get("FLOWFED_MAX_RUNS", DEFAULT_MAX_RUNS)))
+        )
         self._stop = threading.Event()
         self._leaser = threading.Thread(
             target=self._lease_loop, name="flowfed-run-leases", daemon=True
@@ -143,35 +149,67 @@ class RunManager:
         run_id: str | None = None,
         principal: str | None = None,
     ) -> ActiveRun:
-        """Start ``graph`` in a background thread; return once its run row is committed.
+        """Record the run (one INSERT) and queue it; return once its row is committed.
 
-        With ``wait=True`` the call returns only when the run has ended (seed 003's
-        synchronous execute). Blocking: call it from a worker thread, not the event loop.
+        The run executes in a background thread when a slot is free (``FLOWFED_MAX_RUNS``
+        at once). With ``wait=True`` the call returns only when the run has ended (seed
+        003's synchronous execute). Blocking: call it from a worker thread, not the loop.
         ``run_id`` (default: a new uuid4 hex) lets a caller record the id before the run
         exists (the trigger service does, to recover a start cut short by a crash).
         ``principal`` names the submitter; every placed task carries it to its node.
         """
+        run_id = run_id or uuid.uuid4().hex
+        with self._lock:
+            if self._closed:
+                raise ServerDraining("the server is shutting down: submit the run to another")
+        self._record(run_id, graph, params or {}, flow_file, principal)
         active = self._launch(
-            run_id or uuid.uuid4().hex,
+            run_id,
             graph,
             params or {},
             flow_file,
             use_cache=use_cache,
             resume=False,
             principal=principal,
+            recorded=True,
         )
-        thread = active.thread
-        assert thread is not None
+        active.recorded.set()
         if wait:
-            thread.join()
-        else:
-            deadline = time.monotonic() + START_WAIT_S
-            while not active.recorded.wait(0.05):
-                if not thread.is_alive() or time.monotonic() > deadline:
-                    break
-        if active.error is not None and not active.recorded.is_set():
-            raise RunStartError(f"could not start the run: {active.error}")
+            assert active.thread is not None
+            active.thread.join()
         return active
+
+    def _record(
+        self,
+        run_id: str,
+        graph: TaskGraph,
+        params: dict[str, Any],
+        flow_file: str | None,
+        principal: str | None,
+    ) -> None:
+        """Insert the run's row, ``running`` and leased to us (RunStartError if refused)."""
+        flow = graph.flow
+        try:
+            with self.db.engine.begin() as conn:
+                conn.execute(
+                    insert(m.runs).values(
+                        id=run_id,
+                        flow_name=flow.name,
+                        flow_version=flow.version,
+                        flow_file=flow_file,
+                        spec=_spec_of(graph),
+                        params=params,
+                        status="running",
+                        error=None,
+                        created_at=time.time(),
+                        ended_at=None,
+                        owner=self.owner,
+                        lease_until=time.time() + self.lease_s,
+                        principal=principal,
+                    )
+                )
+        except Exception as exc:
+            raise RunStartError(f"could not record the run: {type(exc).__name__}: {exc}") from None
 
     def _launch(
         self,
@@ -183,6 +221,7 @@ class RunManager:
         use_cache: bool,
         resume: bool,
         principal: str | None = None,
+        recorded: bool = False,
     ) -> ActiveRun:
         from flowfed.artifacts import ArtifactStore
         from flowfed.engine.local import LocalEngine
@@ -210,7 +249,7 @@ class RunManager:
             self._active[run_id] = active
         thread = threading.Thread(
             target=self._execute,
-            args=(active, graph, params, flow_file, resume, principal),
+            args=(active, graph, params, flow_file, resume, principal, recorded),
             name=f"flowfed-run-{run_id[:8]}",
             daemon=True,
         )
@@ -228,9 +267,15 @@ class RunManager:
         flow_file: str | None,
         resume: bool = False,
         principal: str | None = None,
+        recorded: bool = False,
     ) -> None:
         status = "failed"
+        self._slots.acquire()
         try:
+            if self._closed:
+                # Drained before it had a slot: it stays recorded, for another server.
+                status = "suspended"
+                return
             result = active.engine.run(
                 graph,
                 params=params,
@@ -240,6 +285,7 @@ class RunManager:
                 owner=self.owner,
                 lease_until=time.time() + self.lease_s,
                 principal=principal,
+                recorded=recorded,
             )
             active.result = result
             status = result.status
@@ -250,6 +296,7 @@ class RunManager:
             log.exception("run %s stopped by an internal error", active.run_id)
             self._mark_failed(active.run_id, f"internal error: {type(exc).__name__}: {exc}")
         finally:
+            self._slots.release()
             active.recorded.set()
             with self._lock:
                 self._active.pop(active.run_id, None)
@@ -355,6 +402,16 @@ class RunManager:
     def shutdown(self, timeout: float = 10.0) -> None:
         """Drain (see :meth:`drain`) with ``timeout``; what is left is adopted elsewhere."""
         self.drain(timeout)
+
+
+def _spec_of(graph: TaskGraph) -> Any:
+    """The flow as the run row stores it (computed once per planned graph)."""
+    spec = getattr(graph, "_flowfed_spec", None)
+    if spec is None:
+        spec = graph.flow.model_dump(mode="json", fallback=repr)
+        with contextlib.suppress(AttributeError):  # a graph that takes no attributes
+            graph._flowfed_spec = spec  # type: ignore[attr-defined]
+    return spec
 
 
 def _cancel(engine: Any) -> None:

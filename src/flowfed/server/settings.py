@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 
 #: Largest request body accepted by default (bytes).
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+#: Threads the server's routes hand blocking work to (database reads, planning, starting
+#: runs). asyncio's default (CPU count + 4) queued a burst of submissions behind a handful
+#: of threads waiting on the database.
+REQUEST_THREADS = 64
 #: Default lifetime of OAuth2 access tokens (seconds).
 DEFAULT_TOKEN_TTL_S = 900
 
@@ -50,6 +54,9 @@ class ServerSettings:
     #: ``memory://`` server refuses to share its database with another server. Off for
     #: the embedded server of ``flowfed run``, which serves only its own run's nodes.
     claim_database: bool = True
+    #: Connections the server keeps to a PostgreSQL database (as many again under load):
+    #: request threads and running runs share them (:data:`REQUEST_THREADS`).
+    db_pool_size: int = 32
     #: Seconds a SIGTERM gives tasks in flight to end before their runs are handed over
     #: to another server (``--drain-timeout``, docs/server.md).
     drain_timeout: float = 30.0

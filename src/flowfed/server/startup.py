@@ -57,7 +57,7 @@ def check_startup(settings: ServerSettings) -> Database:
     check_tls(settings)
     url = settings.resolved_database_url()
     try:
-        db = Database(url)
+        db = Database(url, pool_size=settings.db_pool_size)
     except Exception as exc:  # a malformed URL or a missing driver
         raise StartupError(f"cannot use database URL {url!r}: {exc}") from None
     try:

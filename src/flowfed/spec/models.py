@@ -93,6 +93,9 @@ class Federated(BaseModel):
     fraction_fit: float = Field(default=1.0, gt=0, le=1)
     local_epochs: int | None = Field(default=None, ge=1)
     round_timeout: float | None = Field(default=None, gt=0)
+    #: Seconds a node may go unheard before the rounds leave it out (default: the
+    #: server's ``--node-liveness``); see docs/nodes.md, Offline nodes.
+    node_liveness: float | None = Field(default=None, gt=0)
     early_stopping: EarlyStopping | None = None
     secure_aggregation: bool = False
     privacy: Privacy | None = None

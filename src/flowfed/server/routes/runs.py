@@ -38,20 +38,29 @@ RunStatus = Literal["running", "success", "failed", "cancelled"]
 
 async def start_run(
     request: Request,
-    loaded: LoadedFlow,
+    loaded: LoadedFlow | None,
     params: dict[str, Any],
     *,
     use_cache: bool = True,
     flow_file: str | None = None,
     wait: bool = False,
+    stored: dict[str, Any] | None = None,
 ) -> str:
-    """Plan ``loaded`` with ``params`` (FlowError → 422) and start it; the new run's id."""
+    """Plan ``loaded`` with ``params`` (FlowError → 422) and start it; the new run's id.
+
+    ``stored`` (a stored flow's row, whose ``loaded`` is then unused) plans it once per
+    version and params (:func:`flowfed.server.flows.check_stored`).
+    """
     manager = runs_of(request)
     who = getattr(request.state, "principal", None)
     principal = f"user:{who.name}" if who is not None else None
 
     def work() -> str:
-        graph, _ = svc.check(loaded, params)
+        if stored is not None:
+            graph, _ = svc.check_stored(stored, params)
+        else:
+            assert loaded is not None
+            graph, _ = svc.check(loaded, params)
         active = manager.start(
             graph,
             params=params,
@@ -90,12 +99,15 @@ async def create_run(request: Request, body: RunRequest) -> RunAccepted:
     """
     db = db_of(request)
     flow_file = None
+    stored: dict[str, Any] | None = None
+    loaded: LoadedFlow | None
     if body.flow is not None:
         row = await asyncio.to_thread(svc.get, db, body.flow, body.version)
         if row is None:
             what = f"'{body.flow}'" + (f" version {body.version}" if body.version else "")
             raise ProblemError(404, f"no stored flow {what}", kind="not-found")
-        loaded = svc.stored_loaded(row)
+        stored = row
+        loaded = None
         flow_file = f"flowfed:flows/{row['name']}/versions/{row['version']}"
     elif body.definition is not None:
         loaded, _ = svc.parse_object(await request.body(), "definition", body.definition)
@@ -103,7 +115,7 @@ async def create_run(request: Request, body: RunRequest) -> RunAccepted:
         assert body.source is not None
         loaded = svc.parse_text(body.source, body.format)
     run_id = await start_run(
-        request, loaded, body.params, use_cache=body.cache, flow_file=flow_file
+        request, loaded, body.params, use_cache=body.cache, flow_file=flow_file, stored=stored
     )
     return RunAccepted(run_id=run_id, status="running")
 

@@ -84,7 +84,7 @@ def prepare(
             )
         )
     if problems:
-        raise FlowError(problems)
+        raise FlowError(loaded.problems + problems)
     return Prepared(loaded, plan(loaded, get_registry(), params))
 
 

@@ -521,6 +521,7 @@ def validate(
                     "valid": True,
                     "flow": g.flow.name,
                     "tasks": len(g.tasks),
+                    "warnings": [w.to_dict() for w in g.warnings],
                     "steps": [
                         {
                             "name": t.step,
@@ -536,6 +537,8 @@ def validate(
         )
         return
     out.print(f"[green]valid[/green]: flow '{g.flow.name}' · {len(g.tasks)} tasks")
+    for w in g.warnings:
+        out.print(f"  [yellow]warning[/yellow]: {w}", highlight=False)
     for t in g.tasks.values():
         after = f" ← {', '.join(t.deps)}" if t.deps else ""
         routed = " (runs when routed to)" if t.routed else ""

@@ -16,6 +16,7 @@ import contextlib
 import gc
 import heapq
 import itertools
+import json
 import os
 import queue
 import threading
@@ -343,6 +344,8 @@ class _Run:
         self.any_failure = False
         self.fatal: str | None = None
         self.seed_context: dict[str, Any] = {"flow_id": graph.flow.name, "execution_id": run_id}
+        if graph.flow.input_data is not None:  # seed 003's top-level input_data
+            self.seed_context["input_data"] = graph.flow.input_data
         self.order = {name: i for i, name in enumerate(graph.tasks)}
         self.pool: cf.Executor | None = None
         self._seq = 0
@@ -418,6 +421,11 @@ class _Run:
             else {}
         )
         self._resolve_models()
+        start = g.flow.start
+        if start is not None and start not in self.started_ids and g.tasks[start].routed:
+            # Seed 003's start_task runs first even when a condition routes back to it
+            # (a retry or poll loop), which makes it a routed step: its first turn is given.
+            self.activations[start] = self.activations.get(start, 0) + 1
         self.pool = self._make_pool()
         for tr in self.resubmit:
             self._submit(tr)
@@ -684,7 +692,16 @@ class _Run:
 
     def _start(self, node: TaskNode) -> TaskRun | None:
         count = self.executions.get(node.id, 0) + 1
-        if count > self.g.flow.max_iterations:
+        flow = self.g.flow
+        if flow.iterations == "run" and sum(self.executions.values()) >= flow.max_iterations:
+            # Seed 003's loop counts every task it runs against one limit.
+            self.fatal = (
+                f"stopped after {flow.max_iterations} task runs (the flow's max_iterations) "
+                f"before step '{node.step}' could run again: a loop through its conditions "
+                "never ended"
+            )
+            return None
+        if count > flow.max_iterations:
             self.fatal = (
                 f"step '{node.step}' would run a {count}th time, past the flow's max_iterations "
                 f"({self.g.flow.max_iterations}): a loop through 'next' conditions never ended"
@@ -857,6 +874,13 @@ class _Run:
             ctx.cancel()
         self._move(tr, State.CANCELLED, "run cancelled")
 
+    def _failed_last(self) -> list[str]:
+        """Under ``failure_policy: any``, the steps whose last task failed: a step a loop
+        ran again until it succeeded (seed 003's retry and poll loops) did not fail."""
+        if self.g.flow.failure_policy != "any" or not self.any_failure:
+            return []
+        return [n for n, runs in self.view.tasks.items() if runs[-1].state is State.ERROR]
+
     def _finish(self) -> RunResult:
         cancelled = self.e._cancel.is_set()
         # Steps that never ran get a terminal task so the record says why.
@@ -891,11 +915,9 @@ class _Run:
             status, error = "cancelled", "run cancelled"
         elif self.fatal:
             status, error = "failed", self.fatal
-        elif self.unrouted_failures or (self.g.flow.failure_policy == "any" and self.any_failure):
+        elif self.unrouted_failures or (failed_last := self._failed_last()):
             status = "failed"
-            failed = self.unrouted_failures or [
-                n for n, runs in self.view.tasks.items() if runs[-1].state is State.ERROR
-            ]
+            failed = self.unrouted_failures or failed_last
             error = "step(s) failed: " + ", ".join(dict.fromkeys(failed))
         else:
             status, error = "success", None
@@ -1263,7 +1285,13 @@ class _Run:
         raise TaskFailed(self._report(tr, message, exc))
 
     def _report(
-        self, tr: TaskRun, message: str, exc: BaseException | None, etype: str | None = None
+        self,
+        tr: TaskRun,
+        message: str,
+        exc: BaseException | None,
+        etype: str | None = None,
+        *,
+        data: Any = None,
     ) -> dict[str, Any]:
         node = tr.node
         tb = "".join(traceback.format_exception(exc)) if exc is not None else None
@@ -1286,6 +1314,8 @@ class _Run:
                 },
             },
         }
+        if data is not None:
+            report["data"] = json.loads(json.dumps(data, default=repr))
         tr.error = report
         self._move(tr, State.ERROR, message)
         self._record_end(tr, State.ERROR, error=report, metrics=tr.metrics or None)
@@ -1425,7 +1455,9 @@ class _Run:
             )
         tr.seed_result = result  # type: ignore[attr-defined]
         if result["status"] == "failure":
-            self._fail(tr, str(result.get("error") or "task reported failure"), None)
+            message = str(result.get("error") or "task reported failure")
+            # A failed task's data is part of its result (seed 003 keeps it).
+            raise TaskFailed(self._report(tr, message, None, data=result.get("data")))
         return result.get("data")
 
     def _record_end(

@@ -171,11 +171,15 @@ def _plan(
     registry: Registry,
     params: dict[str, Any] | None,
 ) -> TaskGraph:
+    diags: list[Diagnostic] = []
+    warnings: list[Diagnostic] = []
     if isinstance(flow, LoadedFlow):
         source, model = flow.source, flow.flow
+        # Problems the loader found but could build past: reported with the planner's own.
+        diags += flow.problems
+        warnings += flow.warnings
     else:
         source, model = SourceMap(), flow
-    diags: list[Diagnostic] = []
     steps_index = {s.name: i for i, s in enumerate(model.steps)}
 
     def at(step: Step, *path: str | int) -> tuple[str | int, ...]:
@@ -358,6 +362,7 @@ def _plan(
     if (placed or sweeps) and not cycle:
         graph = _expand(model, nodes, fed_settings, sweeps, order, config, datasets, source, at)
         graph.external = external
+        graph.warnings = warnings
         return graph
 
     downstream: dict[str, list[str]] = {n: [] for n in order}
@@ -388,6 +393,7 @@ def _plan(
         downstream={k: tuple(v) for k, v in downstream.items()},
         config=config,
         file=source.file,
+        warnings=warnings,
         external=external,
     )
 

@@ -361,6 +361,9 @@ class SeedExecuteRequest(BaseModel):
     """Seed 003's request: ``{"flow": {id, name, start_task, tasks, conditions}}``."""
 
     flow: dict[str, Any]
+    #: The context every task starts with, as ``context["input_data"]`` (an object;
+    #: anything else is reported, with its line, beside the flow's other problems).
+    input_data: Any = None
 
 
 class SeedTaskResult(BaseModel):
@@ -378,3 +381,6 @@ class SeedExecution(BaseModel):
     execution_id: str
     status: str
     task_results: list[SeedTaskResult]
+    #: Why a failed execution stopped (the failed tasks, or the iteration limit); null
+    #: when it succeeded.
+    error: str | None = None

@@ -717,6 +717,13 @@ class _Run:
         self.active.add(node.id)
         return tr
 
+    def _recorded_code_hash(self, node: TaskNode) -> str | None:
+        """The tool's effective code hash for the task's record (lineage shows it)."""
+        try:
+            return self.e.code_hash(node)
+        except TypeError:  # no source and no bytecode: nothing to record
+            return None
+
     def _task_row(self, tr: TaskRun) -> dict[str, Any]:
         n = tr.node
         return {
@@ -725,6 +732,7 @@ class _Run:
             "step": n.step,
             "tool": n.tool.name,
             "tool_version": n.tool.version,
+            "code_hash": self._recorded_code_hash(n),
             "node": n.node,
             "round": n.round,
             "plan_key": n.id,

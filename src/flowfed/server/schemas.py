@@ -292,6 +292,9 @@ class Producer(BaseModel):
     step: str | None = None
     tool: str | None = None
     tool_version: str | None = None
+    #: The tool's effective code hash when the task ran (what the cache key covers: the
+    #: tool's normalized source and all the user's code it reaches).
+    code_hash: str | None = None
     run_id: str | None = None
 
 

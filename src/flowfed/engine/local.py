@@ -46,6 +46,7 @@ from flowfed.engine.state import ArtifactRef, RunView, TaskRun
 from flowfed.ids import new_id
 from flowfed.plan.expressions import ExpressionError
 from flowfed.plan.graph import TaskGraph, TaskNode
+from flowfed.plan.typecheck import returned_type_problem
 from flowfed.runtime.lifecycle import TERMINAL, IllegalTransition, Lifecycle, State
 from flowfed.spec.models import END
 from flowfed.tools.core import (
@@ -1337,6 +1338,11 @@ class _Run:
             values = node.tool.split_outputs(result)
         except ToolOutputError as exc:
             self._fail(tr, str(exc), None)
+        # The tool-type rules hold for what a tool returns, not only for its annotations
+        # (the planner's check): `-> Any` does not let a preprocessing tool make a model.
+        broken = returned_type_problem(node.tool.type, node.tool.name, values)
+        if broken is not None:
+            self._fail(tr, broken, None)
         materialized = {}
         for out_name, value in values.items():
             if out_name not in node.outputs:

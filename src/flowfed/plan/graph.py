@@ -44,6 +44,7 @@ from flowfed.plan.placement import (
     placements,
     task_id,
 )
+from flowfed.plan.typecheck import describe, fits, fits_list_of
 from flowfed.spec.diagnostics import Diagnostic, FlowError
 from flowfed.spec.loader import LoadedFlow, SourceMap
 from flowfed.spec.models import END, Federated, Flow, Step
@@ -204,6 +205,9 @@ def _plan(
     fed_settings: dict[str, Federated | None] = {}
     producers: dict[str, str] = {}
     producer_paths: dict[str, tuple[str | int, ...]] = {}
+    specs: dict[str, ToolSpec] = {}
+    #: artifact → the tool output that makes it, and that output's annotation
+    made_as: dict[str, tuple[str, Any]] = {}
     for step in model.steps:
         spec = registry.find(step.tool)
         if spec is None:
@@ -237,6 +241,10 @@ def _plan(
         _check_inputs(spec, step, source, at(step, "inputs"), diags)
         outputs = _output_names(spec, step, source, at(step, "outputs"), diags)
         _check_type_rule(spec, step, outputs, source, at(step, "tool"), diags)
+        specs[step.name] = spec
+        annotations = {o.name: o.annotation for o in spec.outputs}
+        for tool_out, artifact in outputs.items():
+            made_as.setdefault(artifact, (tool_out, annotations.get(tool_out, Any)))
         for artifact in outputs.values():
             if artifact in producers:
                 diags.append(
@@ -288,6 +296,8 @@ def _plan(
                         else "add a step that lists it in its outputs",
                     )
                 )
+
+    _check_edge_types(model, specs, producers, made_as, source, at, diags)
 
     deps: dict[str, tuple[str, ...]] = {}
     for step in model.steps:
@@ -396,6 +406,57 @@ def _plan(
         warnings=warnings,
         external=external,
     )
+
+
+def _check_edge_types(
+    model: Flow,
+    specs: dict[str, ToolSpec],
+    producers: dict[str, str],
+    made_as: dict[str, tuple[str, Any]],
+    source: SourceMap,
+    at: Any,
+    diags: list[Diagnostic],
+) -> None:
+    """Each artifact edge: the producer's output annotation against the consumer's
+    parameter annotation (rules in :mod:`flowfed.plan.typecheck`)."""
+    by_name = {s.name: s for s in model.steps}
+    for step in model.steps:
+        spec = specs.get(step.name)
+        if spec is None or spec.seed_task:
+            continue
+        for param, artifact in step.inputs.items():
+            inp = spec.inputs.get(param)
+            prod = producers.get(artifact)
+            if inp is None or prod is None or prod == step.name:
+                continue  # reported elsewhere
+            tool_out, produced = made_as.get(artifact, ("", Any))
+            expected = inp.annotation
+            producer = by_name[prod]
+            # Placed tasks feeding a central task: it receives the list of every instance.
+            fan_in = producer.on != "central" and producer.kind == "task"
+            fan_in = fan_in and step.on == "central" and step.kind == "task"
+            if fan_in and not {artifact, tool_out} & set(producer.shareable):
+                continue  # it may not leave the nodes at all: reported as such
+            what = describe(produced)
+            if fan_in:
+                ok = fits_list_of(produced, expected)
+                what = f"a list of {what} (one per placement)"
+            else:
+                ok = fits(produced, expected)
+            if ok:
+                continue
+            diags.append(
+                source.diag(
+                    f"input '{param}' of tool '{spec.name}' is {describe(expected)}, but "
+                    f"artifact '{artifact}' from step '{prod}' is {what} "
+                    f"(tool '{specs[prod].name}')",
+                    at(step, "inputs", param),
+                    step=step.name,
+                    field=f"inputs.{param}",
+                    hint="wire an artifact of the type the tool takes, or change one of the "
+                    "annotations",
+                )
+            )
 
 
 def _check_placed_steps(

@@ -110,7 +110,7 @@ def _tree(obj: Any) -> ast.Module:
         quick = _source_by_positions(obj)
         if quick is not None:
             try:
-                return _strip(ast.parse(textwrap.dedent(quick)))  # type: ignore[no-any-return]
+                return _strip(ast.parse(textwrap.dedent(quick)))
             except SyntaxError:
                 pass  # not a whole definition: ask inspect
     src = textwrap.dedent(inspect.getsource(obj))
@@ -118,7 +118,7 @@ def _tree(obj: Any) -> ast.Module:
         # inspect gives the lines the lambda is on, which may not parse alone (a lambda
         # inside a call spread over lines): keep what parses, else use the bytecode.
         src = src.strip().rstrip(",")
-    return _strip(ast.parse(src))  # type: ignore[no-any-return]
+    return _strip(ast.parse(src))
 
 
 # --- where a module comes from -------------------------------------------------------------

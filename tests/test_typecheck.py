@@ -1,5 +1,8 @@
 """The subtyping rules the planner applies to artifact edges (flowfed.plan.typecheck)."""
 
+# typing.Optional and typing.Union on purpose: tools are annotated in both spellings.
+# ruff: noqa: UP007, UP045
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence

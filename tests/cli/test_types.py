@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from tests.cli.conftest import Project, by_step
 
-TOOLS = '''
+TOOLS = """
 from typing import Any, NamedTuple, Optional, Sequence
 
 import pandas as pd
@@ -116,7 +116,7 @@ def sneaky(xs: list) -> Any:
 @tool(version="1", type="analysis")
 def no_model(xs: list) -> Threshold:
     return [0]  # not what it says
-'''
+"""
 
 
 def flow(project: Project, steps: str, name: str = "flow.yaml") -> None:

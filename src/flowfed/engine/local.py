@@ -440,7 +440,10 @@ class _Run:
         return self._finish()
 
     def _resolve_models(self) -> None:
-        """Registry models the flow names (``models:``) become this run's first artifacts."""
+        """Registry models the flow names (``models:``) become this run's first artifacts,
+        as do the catalog artifacts it takes as inputs (resolved before planning)."""
+        for key, row in self.g.catalog.items():
+            self.latest[key] = ArtifactRef.from_row(key, row)
         if not self.g.external:
             return
         from flowfed.db.registry import BadModelRef, ModelNotFound, resolve_model_ref

@@ -131,6 +131,9 @@ class TaskGraph:
     #: Inputs from the model registry: input name (``registry:NAME@VERSION``) → the
     #: reference, and where it was written (for a located error when it does not resolve).
     external: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: Inputs from the catalog (``inputs: {table: scaled:2}`` or an artifact id): the
+    #: reference as written → the artifact row it was resolved to before planning.
+    catalog: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def step_names(self) -> list[str]:
         """Step names in flow order."""
@@ -138,6 +141,25 @@ class TaskGraph:
 
 
 _REF = re.compile(r"\$\{\s*config\.([A-Za-z0-9_.\-]+)\s*\}")
+
+
+#: An input naming an artifact of the catalog (made by an earlier run) instead of a step's
+#: output: ``NAME:VERSION`` or a 32-hex artifact id.
+CATALOG_REF = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*:[0-9]+|[0-9a-f]{32}")
+
+
+def catalog_inputs(flow: Flow | LoadedFlow) -> list[str]:
+    """The catalog references among ``flow``'s step inputs, for the caller to resolve
+    (against its database) before :func:`plan`, which does no I/O.
+
+    Example:
+        >>> catalog_inputs(Flow(name="f", steps=[Step(name="s", tool="t",
+        ...     inputs={"table": "scaled:2", "other": "raw"})]))
+        ['scaled:2']
+    """
+    model = flow.flow if isinstance(flow, LoadedFlow) else flow
+    refs = (a for s in model.steps for a in s.inputs.values() if CATALOG_REF.fullmatch(a))
+    return list(dict.fromkeys(refs))
 
 
 def parse_param_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -158,19 +180,25 @@ def plan(
     flow: Flow | LoadedFlow,
     registry: Registry,
     params: dict[str, Any] | None = None,
+    catalog: dict[str, dict[str, Any]] | None = None,
 ) -> TaskGraph:
-    """Compile a flow into a :class:`TaskGraph` or raise :class:`FlowError` with all problems."""
+    """Compile a flow into a :class:`TaskGraph` or raise :class:`FlowError` with all problems.
+
+    ``catalog`` holds the artifacts the flow's catalog inputs (:func:`catalog_inputs`)
+    resolved to, by reference; one missing from it is a build-time error.
+    """
     # Every object planning makes stays alive until the graph is built: with the collector
     # on, its full passes re-walk them again and again, and planning grows faster than the
     # flow (flowfed.collector has the figures).
     with paused():
-        return _plan(flow, registry, params)
+        return _plan(flow, registry, params, catalog or {})
 
 
 def _plan(
     flow: Flow | LoadedFlow,
     registry: Registry,
     params: dict[str, Any] | None,
+    catalog: dict[str, dict[str, Any]],
 ) -> TaskGraph:
     diags: list[Diagnostic] = []
     warnings: list[Diagnostic] = []
@@ -280,9 +308,25 @@ def _plan(
             allow_pickle=step.allow_pickle or spec.allow_pickle,
         )
 
-    # Every consumed artifact needs a producer.
+    # Every consumed artifact needs a producer, or is in the catalog.
+    used_catalog: dict[str, dict[str, Any]] = {}
     for step in model.steps:
         for param, artifact in step.inputs.items():
+            if artifact not in producers and CATALOG_REF.fullmatch(artifact):
+                if artifact in catalog:
+                    used_catalog[artifact] = catalog[artifact]
+                    continue
+                diags.append(
+                    source.diag(
+                        f"input '{artifact}' names no artifact of the catalog",
+                        at(step, "inputs", param),
+                        step=step.name,
+                        field=f"inputs.{param}",
+                        hint="NAME:VERSION or an artifact id of an earlier run; "
+                        "see `flowfed artifacts list`",
+                    )
+                )
+                continue
             if artifact not in producers:
                 close = difflib.get_close_matches(artifact, list(producers), n=1)
                 diags.append(
@@ -372,6 +416,7 @@ def _plan(
     if (placed or sweeps) and not cycle:
         graph = _expand(model, nodes, fed_settings, sweeps, order, config, datasets, source, at)
         graph.external = external
+        graph.catalog = used_catalog
         graph.warnings = warnings
         return graph
 
@@ -405,6 +450,7 @@ def _plan(
         file=source.file,
         warnings=warnings,
         external=external,
+        catalog=used_catalog,
     )
 
 
@@ -607,6 +653,9 @@ def _expand(
                         inputs[param] = key  # a registry model: central, sent to every node
 
                 for param, artifact in step.inputs.items():
+                    if artifact not in made_v and CATALOG_REF.fullmatch(artifact):
+                        inputs[param] = artifact  # from the catalog: central, sent to all
+                        continue
                     inst = _pick(made_v.get(artifact, {}), label)
                     if None in inst:  # a central artifact: everyone receives it
                         inputs[param] = inst[None]

@@ -18,7 +18,8 @@ from sqlalchemy.exc import IntegrityError
 
 from flowfed.db import Database
 from flowfed.db import models as m
-from flowfed.plan.graph import TaskGraph, plan
+from flowfed.db.registry import resolve_catalog_inputs
+from flowfed.plan.graph import TaskGraph, catalog_inputs, plan
 from flowfed.spec.diagnostics import Diagnostic, FlowError
 from flowfed.spec.loader import LoadedFlow, SourceMap, parse_flow_text
 from flowfed.spec.models import Flow
@@ -67,11 +68,12 @@ def parse_object(raw_body: bytes, key: str, obj: dict[str, Any]) -> tuple[Loaded
 
 
 def check(
-    loaded: LoadedFlow, params: dict[str, Any] | None = None
+    loaded: LoadedFlow, params: dict[str, Any] | None = None, db: Database | None = None
 ) -> tuple[TaskGraph, list[Diagnostic]]:
     """Plan ``loaded`` against the server's registry (FlowError with every problem).
 
-    Returns the graph and the warnings (ignored ``imports`` and the planner's own).
+    Catalog inputs (``scaled:2``) are resolved in ``db`` first. Returns the graph and the
+    warnings (ignored ``imports`` and the planner's own).
     """
     warnings = [
         loaded.source.diag(
@@ -82,7 +84,11 @@ def check(
         )
         for i, entry in enumerate(loaded.flow.imports)
     ]
-    graph = plan(loaded, get_registry(), params)
+    catalog: dict[str, dict[str, Any]] = {}
+    refs = catalog_inputs(loaded)
+    if refs and db is not None:
+        catalog = resolve_catalog_inputs(db, refs)
+    graph = plan(loaded, get_registry(), params, catalog)
     return graph, warnings + list(graph.warnings)
 
 

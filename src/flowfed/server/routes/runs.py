@@ -51,7 +51,7 @@ async def start_run(
     principal = f"user:{who.name}" if who is not None else None
 
     def work() -> str:
-        graph, _ = svc.check(loaded, params)
+        graph, _ = svc.check(loaded, params, db_of(request))
         active = manager.start(
             graph,
             params=params,

@@ -537,8 +537,10 @@ def validate(
         )
         return
     out.print(f"[green]valid[/green]: flow '{g.flow.name}' · {len(g.tasks)} tasks")
+    from rich.markup import escape
+
     for w in g.warnings:
-        out.print(f"  [yellow]warning[/yellow]: {w}", highlight=False)
+        out.print(f"  [yellow]warning[/yellow]: {escape(str(w))}", highlight=False)
     for t in g.tasks.values():
         after = f" ← {', '.join(t.deps)}" if t.deps else ""
         routed = " (runs when routed to)" if t.routed else ""

@@ -247,6 +247,54 @@ def _compose(text: str, filename: str) -> tuple[Any, dict[PathKey, int]]:
     return data, lines
 
 
+def read_documents(text: str, filename: str) -> list[tuple[Any, SourceMap]]:
+    """Parse YAML or JSON text exactly as flow files are read, one entry per document.
+
+    The same rules as flows: input limits first, YAML 1.1 booleans as keys stay text (a
+    bare ``on:`` key is ``"on"``, not ``True``), duplicate keys and unsafe tags are
+    errors, and every value's line is kept. A YAML file may hold several documents
+    separated by ``---``. Raises :class:`FlowError` with every located problem.
+
+    Example:
+        >>> [(d, s.line(("on",))) for d, s in read_documents("a: 1\\n---\\non: x\\n", "t.yaml")]
+        [({'a': 1}, 1), ({'on': 'x'}, 3)]
+    """
+    with paused():
+        limits.check_yaml(text, filename)
+        if filename.endswith(".json"):
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise FlowError(
+                    [
+                        Diagnostic(
+                            f"invalid JSON: {exc.msg} (column {exc.colno})", filename, exc.lineno
+                        )
+                    ]
+                ) from None
+        try:
+            nodes = list(yaml.compose_all(text, Loader=_PARSER))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else None
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise FlowError([Diagnostic(f"invalid YAML: {problem}", filename, line)]) from None
+        out: list[tuple[Any, SourceMap]] = []
+        problems: list[Diagnostic] = []
+        construct = _Loader("")
+        for node in nodes:
+            if node is None:
+                continue
+            lines: dict[PathKey, int] = {}
+            data = _build(node, (), lines, problems, filename, construct)
+            out.append((data, SourceMap(filename, lines)))
+        if problems:
+            raise FlowError(problems)
+        if not out:
+            raise FlowError([Diagnostic("the file is empty", filename)])
+        return out
+
+
 _PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 
 

@@ -153,16 +153,51 @@ def _origin(module_name: str | None) -> str | None:
     file = getattr(module, "__file__", None)
     if module is not None and file is None:
         return f"python:{sys.version_info.major}.{sys.version_info.minor}"  # frozen/builtin
-    dists = _distributions().get(top)
     installed = file is not None and any(
         part in ("site-packages", "dist-packages") for part in Path(file).parts
     )
+    return _installed_as(top, installed, module)
+
+
+def _editable_holds(dist: str, module: Any) -> bool:
+    """Whether ``module`` is a file of ``dist`` installed editable (``pip install -e``)."""
+    import json
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        text = distribution(dist).read_text("direct_url.json")
+    except (PackageNotFoundError, OSError):
+        return False
+    try:
+        info = json.loads(text or "{}")
+    except ValueError:
+        return False
+    url = str(info.get("url", ""))
+    if not (info.get("dir_info") or {}).get("editable") or not url.startswith("file://"):
+        return False
+    root = Path(url.removeprefix("file://")).resolve()
+    file = getattr(module, "__file__", None)
+    return file is not None and Path(file).resolve().is_relative_to(root)
+
+
+@functools.cache
+def _installed_as(top: str, installed: bool, module: Any) -> str | None:
+    # A distribution named like the package (numpy, pandas, flowfed, editable installs
+    # too) is one cheap look-up; mapping every installed distribution's files
+    # (packages_distributions) costs seconds, so it is the last resort, for packages
+    # under site-packages whose distribution has another name (sklearn, yaml).
+    version = _dist_version(top)
+    if version != "?" and (installed or _editable_holds(top, module)):
+        return f"dist:{top}=={version}"
+    if not installed:
+        return None  # the user's own code (even if some distribution shares its name)
+    declared = getattr(module, "__version__", None)
+    if isinstance(declared, str):
+        return f"dist:{top}=={declared}"
+    dists = _distributions().get(top)
     if dists:
-        # Installed, or installed editable (its files are not under site-packages then).
         return ",".join(f"dist:{d}=={_dist_version(d)}" for d in sorted(set(dists)))
-    if installed:
-        return f"dist:{top}==?"
-    return None
+    return f"dist:{top}==?"
 
 
 # --- the walk ------------------------------------------------------------------------------

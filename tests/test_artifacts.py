@@ -519,6 +519,7 @@ def test_code_hash_reads_the_same_source_as_inspect(tmp_path: Path) -> None:
     import textwrap
 
     from flowfed.artifacts.hashing import _strip
+    from flowfed.tools.codehash import source_hash
 
     path = tmp_path / "shapes.py"
     path.write_text(
@@ -532,7 +533,7 @@ def test_code_hash_reads_the_same_source_as_inspect(tmp_path: Path) -> None:
             node.decorator_list = []  # type: ignore[attr-defined]
         dumped = ast.dump(tree, annotate_fields=False, include_attributes=False)
         expected = hashlib.sha256(b"ast\0" + dumped.encode()).hexdigest()
-        assert code_hash(fn) == expected, fn.__qualname__
+        assert source_hash(fn, decorators=False) == expected, fn.__qualname__
 
 
 def test_row_ids_are_unique_and_differ_early() -> None:

@@ -621,6 +621,7 @@ def test_get_artifact_refs(db: Database, writer: Writer) -> None:
         "step": "train",
         "tool": "tools.train",
         "tool_version": "2",
+        "code_hash": None,  # this task row was written without one
         "run_id": run_id,
     }
     # Ambiguous prefixes are an error, not a silent "not found".

@@ -55,8 +55,12 @@ def prepare(
     *,
     params: dict[str, Any] | None = None,
     imports: Sequence[str] = (),
+    database_url: str | None = None,
 ) -> Prepared:
-    """Load a flow, import its tools and plan it (raises :class:`FlowError` on any problem)."""
+    """Load a flow, import its tools and plan it (raises :class:`FlowError` on any problem).
+
+    Inputs naming catalog artifacts (``scaled:2``) are looked up in ``database_url`` (the
+    default catalog when None) before planning."""
     if isinstance(flow, str | Path):
         loaded = load_flow(flow)
     elif isinstance(flow, Flow):
@@ -97,14 +101,15 @@ def prepare(
             )
         )
     if problems:
-        raise FlowError(problems)
+        raise FlowError(loaded.problems + problems)
+    catalog = _resolve_catalog(loaded, database_url)
     from flowfed.collector import paused
 
     # Every object planning makes stays alive until the graph is built: with the collector
     # on, its full passes re-walk them again and again, and planning grows faster than the
     # flow (flowfed.collector has the figures).
     with paused():
-        graph = plan(loaded, get_registry(), params)
+        graph = plan(loaded, get_registry(), params, catalog)
     return Prepared(loaded, graph)
 
 
@@ -127,6 +132,24 @@ def parse_param_overrides(pairs: list[str]) -> dict[str, Any]:
         except yaml.YAMLError:
             out[key.strip()] = raw
     return out
+
+
+def _resolve_catalog(loaded: LoadedFlow, database_url: str | None) -> dict[str, dict[str, Any]]:
+    """The catalog artifacts the flow takes as inputs, read before planning (pure)."""
+    from flowfed.plan.graph import catalog_inputs
+
+    refs = catalog_inputs(loaded)
+    if not refs:
+        return {}
+    from flowfed.db import Database
+    from flowfed.db.registry import resolve_catalog_inputs
+
+    db = Database(database_url or default_database_url())
+    try:
+        db.ensure_schema(auto_upgrade=True)
+        return resolve_catalog_inputs(db, refs)
+    finally:
+        db.close()
 
 
 def _known_executor(url: str) -> bool:
@@ -201,7 +224,7 @@ def run_flow(
         >>> # flowfed.run_flow("flow.yaml", params={"threshold": 0.7}).status
         >>> # 'success'
     """
-    prepared = prepare(flow, params=params, imports=imports)
+    prepared = prepare(flow, params=params, imports=imports, database_url=database_url)
     engine = make_engine(
         database_url=database_url,
         artifacts_url=artifacts_url,

@@ -185,12 +185,15 @@ def project_env(root: Path, db_url: str) -> dict[str, str]:
     return env
 
 
-def start_server(root: Path, db_url: str, *args: str, upgrade: bool = True) -> Server:
-    """``flowfed db upgrade``, a token, then ``flowfed server --port 0`` until it answers."""
+def start_server(
+    root: Path, db_url: str, *args: str, upgrade: bool = True, tools: str = TOOLS
+) -> Server:
+    """``flowfed db upgrade``, a token, then ``flowfed server --port 0`` until it answers
+    (with ``tools``, the source of a tools file, imported)."""
     root.mkdir(parents=True, exist_ok=True)
     tools_dir = root / "tooldir"
     tools_dir.mkdir(exist_ok=True)
-    (tools_dir / "server_tools.py").write_text(textwrap.dedent(TOOLS))
+    (tools_dir / "server_tools.py").write_text(textwrap.dedent(tools))
     env = project_env(root, db_url)
     if upgrade:
         flowfed(root, env, "db", "upgrade")

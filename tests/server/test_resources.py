@@ -80,6 +80,11 @@ def test_artifacts_list_show_content_lineage(
     assert tree["name"] == "res_score"
     assert tree["parents"][0]["name"] == "res_scaled"
     assert tree["parents"][0]["parents"][0]["name"] == "res_raw"
+    # Each producer's effective code hash sits beside its declared version.
+    code = tree["producer"]["code_hash"]
+    assert len(code) == 64 and tree["producer"]["tool_version"] == "1"
+    assert code == score["producer"]["code_hash"]
+    assert tree["parents"][0]["producer"]["code_hash"] not in (None, code)
     assert api.get("/api/v1/artifacts/no_such_artifact").status_code == 404
 
 

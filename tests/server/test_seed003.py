@@ -11,7 +11,8 @@ def test_execute_the_sample_flow(api: httpx.Client) -> None:
     r = api.post("/api/v1/flows/execute", json=seed_flow())
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"execution_id", "status", "task_results"}
+    assert set(body) == {"execution_id", "status", "task_results", "error"}
+    assert body["error"] is None
     assert body["status"] == "success"
     assert body["task_results"] == [
         {"task_name": "task1", "status": "success", "data": {"records": [1, 2, 3]}, "error": None},
@@ -34,7 +35,8 @@ def test_a_failing_task2_ends_the_flow(api: httpx.Client) -> None:
     assert t2 == {"task_name": "task2", "status": "failure", "data": None, "error": "disk full"}
     listed = api.get("/api/v1/flows/executions").json()
     assert body in listed
-    assert all(set(e) == {"execution_id", "status", "task_results"} for e in listed)
+    assert all(set(e) == {"execution_id", "status", "task_results", "error"} for e in listed)
+    assert body["error"] == "step(s) failed: task2"
 
 
 def test_unknown_executions_and_bad_flows(server: Server, api: httpx.Client) -> None:

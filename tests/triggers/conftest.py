@@ -87,5 +87,8 @@ def tserver(
         _reset_pg(url)
     clock = Clock(root / "now")
     s = launch(root / "srv", url, clock)
+    # Triggers name stored flows (an unknown one is refused): the tests' plain ones.
+    for name in ("f", "fb"):
+        add_flow(s, f"name: {name}\nsteps:\n  - {{name: load, tool: numbers, outputs: [x]}}\n")
     yield s, clock
     stop(s)

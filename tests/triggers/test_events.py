@@ -185,7 +185,19 @@ def test_a_trigger_whose_flow_cannot_start_records_why_and_stays_enabled(
 ) -> None:
     s, clock = tserver
     now = clock.now()
-    add_trigger(s, {"name": "orphan", "flow": "no-such-flow", "schedule": {"every": 60}})
+    # A trigger for a flow that is not stored is refused when it is created...
+    r = s.client().post(
+        "/api/v1/triggers",
+        json={"name": "orphan", "flow": "no-such-flow", "schedule": {"every": 60}},
+    )
+    assert r.status_code == 422 and "no stored flow is named 'no-such-flow'" in r.json()["detail"]
+    # ...and one whose run cannot start (here: a parameter the flow does not have) records
+    # why at each fire.
+    add_flow(s, numbers_flow("orphan-flow"))
+    add_trigger(
+        s,
+        {"name": "orphan", "flow": "orphan-flow", "params": {"nope": 1}, "schedule": {"every": 60}},
+    )
     clock.set(now + 60.5)
     # A fire is recorded "claimed" before its run is started (or fails to start): wait for
     # it to settle, not merely to appear.
@@ -194,7 +206,7 @@ def test_a_trigger_whose_flow_cannot_start_records_why_and_stays_enabled(
         lambda: [f for f in history(s, "orphan") if f["status"] != "claimed"],
     )[0]
     assert fire["status"] == "failed"
-    assert "no stored flow 'no-such-flow'" in fire["reason"]
+    assert "unknown parameter 'nope'" in fire["reason"]
     shown = s.client().get("/api/v1/triggers/orphan").json()
     assert shown["enabled"] is True and shown["last_fire"]["status"] == "failed"
     assert shown["next_fire_at"] == now + 120

@@ -331,46 +331,14 @@ def _source_by_positions(fn: Any) -> str | None:
 
 
 def code_hash(fn: Callable[..., Any]) -> str:
-    """SHA-256 of a function's normalized AST: comments, docstrings, formatting and the
-    decorators on the function itself do not change it; any change of logic does.
+    """The hash of a tool's effective code: its normalized source and everything of the
+    user's own code it can reach (see :mod:`flowfed.tools.codehash`, which computes it).
 
-    Falls back to the bytecode and constants when the source is unavailable (REPL, lambdas
-    inside larger expressions, compiled modules) or nested too deeply to walk.
+    Comments, docstrings and formatting do not change it; a change of logic in the tool,
+    in a helper it calls (transitively, across the user's modules), in a constant it reads,
+    a default argument or a decorator setting does, as does the version of an installed
+    package it uses. Falls back to bytecode and constants where source is unavailable.
     """
-    import inspect
+    from flowfed.tools.codehash import effective_code_hash
 
-    target: Any = fn.func if isinstance(fn, functools.partial) else fn
-    try:
-        return _ast_hash(target)
-    except (OSError, TypeError, SyntaxError, RecursionError):
-        # No source, or an expression nested deeper than the AST walk can recurse (a sum
-        # of a thousand terms): the bytecode still tells one logic from another.
-        pass
-    code = getattr(inspect.unwrap(target), "__code__", None)
-    if code is None:
-        raise TypeError(f"cannot compute a code hash for {fn!r}: no source and no bytecode")
-    h = hashlib.sha256(b"bytecode\0")
-    _code_object_digest(code, h)
-    return h.hexdigest()
-
-
-def _ast_hash(target: Any) -> str:
-    """The hash of ``target``'s normalized AST (raises when the source cannot be read)."""
-    import ast
-    import inspect
-    import textwrap
-
-    tree = None
-    quick = _source_by_positions(target)
-    if quick is not None:
-        try:
-            tree = _strip(ast.parse(textwrap.dedent(quick)))
-        except SyntaxError:  # the slice was not the whole definition: ask inspect
-            tree = None
-    if tree is None:
-        tree = _strip(ast.parse(textwrap.dedent(inspect.getsource(target))))
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            node.decorator_list = []
-    dumped = ast.dump(tree, annotate_fields=False, include_attributes=False)
-    return hashlib.sha256(b"ast\0" + dumped.encode()).hexdigest()
+    return effective_code_hash(fn)

@@ -463,6 +463,7 @@ def validate(
                     "valid": True,
                     "flow": g.flow.name,
                     "tasks": len(g.tasks),
+                    "warnings": [w.to_dict() for w in g.warnings],
                     "steps": [
                         {
                             "name": t.step,
@@ -480,6 +481,10 @@ def validate(
         )
         return
     out.print(f"[green]valid[/green]: flow '{g.flow.name}' · {plural(len(g.tasks), 'task')}")
+    from rich.markup import escape
+
+    for w in g.warnings:
+        out.print(f"  [yellow]warning[/yellow]: {escape(str(w))}", highlight=False)
     # Grouped under the steps as written when a step holds several tools or says its type:
     # the tasks of seed 000's "Data Preprocessing" read as that one step.
     grouped = bool(types) or any(t.part for t in g.tasks.values())

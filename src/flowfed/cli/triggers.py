@@ -31,7 +31,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tab
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", soft_wrap=True, markup=False)
+    from rich.markup import escape
+
+    # The label is markup, the message is text: a flow named `[x]` prints as written.
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -66,64 +69,51 @@ def _ts(t: float | None) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _yaml_line(text: str, loc: tuple[Any, ...]) -> int | None:
-    """The 1-based line of the YAML node at ``loc`` (or of its nearest existing parent)."""
-    import yaml
+def load_file(path: Path) -> list[dict[str, Any]]:
+    """The trigger definitions of a YAML/JSON file, validated (exit 2 naming file:line).
 
-    try:
-        node: Any = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
-    line = None if node is None else node.start_mark.line + 1
-    for key in loc:
-        if isinstance(node, yaml.MappingNode):
-            nxt = next((v for k, v in node.value if k.value == key), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            nxt = node.value[key]
-        else:
-            nxt = None
-        if nxt is None:
-            break
-        node, line = nxt, nxt.start_mark.line + 1
-    return line
-
-
-def load_file(path: Path) -> dict[str, Any]:
-    """A trigger definition from a YAML/JSON file, validated (exit 2 naming file:line)."""
-    import yaml
+    The file is read exactly as flow files are (:func:`flowfed.spec.loader.read_documents`):
+    a bare ``on:`` key stays ``on``, and several triggers may share one file, separated by
+    ``---``. Every problem of every document is reported before anything is sent.
+    """
     from pydantic import ValidationError
 
     from flowfed.server.triggers.model import TriggerSpec
-    from flowfed.spec.limits import InputLimitError, load_yaml
+    from flowfed.spec.diagnostics import FlowError
+    from flowfed.spec.loader import read_documents
 
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        _fail(f"cannot read {path}: {exc.strerror or exc}")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
     try:
-        data = load_yaml(text, str(path))  # bounded: aliases, nesting, size
-    except InputLimitError as exc:
-        _fail(str(exc.diagnostics[0]))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        _fail(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}")
-    if not isinstance(data, dict):
-        _fail(f"{path}:1: a trigger is a mapping (name, flow, schedule or on, ...)")
-    try:
-        TriggerSpec.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for e in exc.errors():
-            loc = tuple(
-                x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function"))
+        documents = read_documents(text, str(path))
+    except FlowError as exc:
+        _fail("; ".join(str(d) for d in exc.diagnostics))
+    problems: list[str] = []
+    triggers: list[dict[str, Any]] = []
+    for data, source in documents:
+        if not isinstance(data, dict):
+            problems.append(
+                f"{path}:{source.line(()) or 1}: a trigger is a mapping "
+                "(name, flow, schedule or on, ...)"
             )
-            line = _yaml_line(text, loc)
-            field = ".".join(str(x) for x in loc) or "(trigger)"
-            msg = e["msg"].removeprefix("Value error, ")
-            problems.append(f"{path}:{line or 1}: {field}: {msg}")
+            continue
+        try:
+            TriggerSpec.model_validate(data)
+        except ValidationError as exc:
+            for e in exc.errors():
+                loc = tuple(
+                    x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function"))
+                )
+                field = ".".join(str(x) for x in loc) or "(trigger)"
+                msg = e["msg"].removeprefix("Value error, ")
+                problems.append(f"{path}:{source.line(loc) or 1}: {field}: {msg}")
+            continue
+        triggers.append(data)
+    if problems:
         _fail("; ".join(problems))
-    return data
+    return triggers
 
 
 @app.command("list")
@@ -196,7 +186,7 @@ def add_cmd(
     from flowfed.spec.diagnostics import FlowError
 
     if file is not None:
-        data = load_file(file)
+        documents = load_file(file)
     else:
         if not name or not flow:
             _fail("give -f trigger.yaml, or at least --name and --flow")
@@ -231,12 +221,23 @@ def add_cmd(
                     for e in exc.errors()
                 )
             )
-    row = _call(ctx, "POST", "", json=data)
+        documents = [data]
+    rows = []
+    for data in documents:
+        try:
+            rows.append(_call(ctx, "POST", "", json=data))
+        except typer.Exit:
+            # All of a file or none of it: the triggers added before this one go again.
+            for row in rows:
+                _call(ctx, "DELETE", f"/{row['name']}")
+            raise
     if as_json:
-        print(json.dumps(row, indent=2))
+        # One trigger: its object, as `add` always printed; several (a `---` file): a list.
+        print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
         return
-    nxt = f", next fire {_ts(row['next_fire_at'])}" if row.get("next_fire_at") else ""
-    out.print(f"trigger {row['name']} added ({row['kind']} → flow {row['flow']}{nxt})")
+    for row in rows:
+        nxt = f", next fire {_ts(row['next_fire_at'])}" if row.get("next_fire_at") else ""
+        out.print(f"trigger {row['name']} added ({row['kind']} → flow {row['flow']}{nxt})")
 
 
 @app.command("enable")

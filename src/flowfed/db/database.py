@@ -419,7 +419,12 @@ class Database:
             return {}
         a, t = m.artifacts, m.tasks
         q = (
-            select(a, t.c.tool.label("_tool"), t.c.tool_version.label("_tool_version"))
+            select(
+                a,
+                t.c.tool.label("_tool"),
+                t.c.tool_version.label("_tool_version"),
+                t.c.code_hash.label("_code_hash"),
+            )
             .select_from(a.outerjoin(t, t.c.id == a.c.task_id))
             .where(a.c.id.in_(ids))
         )
@@ -427,12 +432,14 @@ class Database:
         for r in conn.execute(q):
             d = dict(r._mapping)
             tool, tool_version = d.pop("_tool"), d.pop("_tool_version")
+            code_hash = d.pop("_code_hash")
             d["parents"] = []
             d["producer"] = {
                 "task_id": d["task_id"],
                 "step": d["step"],
                 "tool": tool,
                 "tool_version": tool_version,
+                "code_hash": code_hash,
                 "run_id": d["run_id"],
             }
             out[d["id"]] = d

@@ -303,6 +303,22 @@ def _not_found(conn: Connection, name: str, version: int | None) -> ModelNotFoun
     )
 
 
+def resolve_catalog_inputs(db: Database, refs: list[str]) -> dict[str, dict[str, Any]]:
+    """The artifacts a flow's catalog inputs name (``NAME:VERSION`` or an artifact id),
+    by reference; a reference that names none is left out (the planner reports it with
+    the step and field that wrote it).
+
+    Example:
+        >>> # plan(flow, registry, catalog=resolve_catalog_inputs(db, catalog_inputs(flow)))
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for ref in refs:
+        row = db.get_artifact(ref)
+        if row is not None:
+            out[ref] = row
+    return out
+
+
 def resolve_model_ref(db: Database, ref: str) -> dict[str, Any]:
     """The artifact row of a model named ``name@version`` (``name`` alone: the latest).
 

@@ -219,6 +219,7 @@ CREATE TABLE tasks (
 	step VARCHAR(255) NOT NULL,
 	tool VARCHAR(255) NOT NULL,
 	tool_version VARCHAR(64) NOT NULL,
+	code_hash VARCHAR(64),
 	node VARCHAR(255) DEFAULT 'local' NOT NULL,
 	round INTEGER,
 	plan_key VARCHAR(512),

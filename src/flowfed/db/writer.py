@@ -43,6 +43,7 @@ _TASK_FIELDS = frozenset(c.name for c in m.tasks.c) - {"id", "run_id"}
 _ARTIFACT_COLS = tuple(c.name for c in m.artifacts.c)
 _ARTIFACT_NONE = dict.fromkeys(_ARTIFACT_COLS)
 _TASK_DEFAULTS: dict[str, Any] = {
+    "code_hash": None,
     "node": "local",
     "round": None,
     "plan_key": None,

@@ -151,6 +151,14 @@ class CodeHashes:
             h = self._by_fn[id(fn)] = code_hash(fn)
         return h
 
+    def recorded(self, node: TaskNode) -> str | None:
+        """The code hash for the task's record; None where there is none (no source and
+        no bytecode), which only turns caching off for that tool."""
+        try:
+            return self.of(node)
+        except TypeError:
+            return None
+
 
 class TaskCache:
     """One run's cache: the flow's entries, loaded once, and each task's key.

@@ -57,8 +57,11 @@ class RunRecord:
         listeners: list[Listener],
         *,
         record_events: bool,
+        code_of: Callable[[TaskNode], str | None] | None = None,
     ) -> None:
         self.run_id = run_id
+        #: The tool's effective code hash for a task's row (lineage shows it).
+        self.code_of = code_of
         self.view = view
         self.writer = writer
         self.persister = persister
@@ -199,6 +202,7 @@ class RunRecord:
             "step": n.step,
             "tool": n.tool.name,
             "tool_version": n.tool.version,
+            "code_hash": self.code_of(n) if self.code_of is not None else None,
             "node": n.node,
             "round": n.round,
             "plan_key": n.id,

@@ -155,6 +155,14 @@ def summarize(
     return out
 
 
+def _failed_last(run: Scheduler) -> list[str]:
+    """Under ``failure_policy: any``, the steps whose last task failed: a step a loop ran
+    again until it succeeded (seed 003's retry and poll loops) did not fail."""
+    if run.g.flow.failure_policy != "any" or not run.any_failure:
+        return []
+    return [n for n, runs in run.view.tasks.items() if runs[-1].state is State.ERROR]
+
+
 def close(run: Scheduler) -> RunResult:
     """End a run: a terminal task for every step that never ran (saying why), every
     write committed, the run's status decided and recorded, and its result built."""
@@ -188,11 +196,9 @@ def close(run: Scheduler) -> RunResult:
         status, error = "cancelled", "run cancelled"
     elif run.fatal:
         status, error = "failed", run.fatal
-    elif run.unrouted_failures or (run.g.flow.failure_policy == "any" and run.any_failure):
+    elif run.unrouted_failures or (failed_last := _failed_last(run)):
         status = "failed"
-        failed = run.unrouted_failures or [
-            n for n, runs in run.view.tasks.items() if runs[-1].state is State.ERROR
-        ]
+        failed = run.unrouted_failures or failed_last
         error = "step(s) failed: " + ", ".join(dict.fromkeys(failed))
     else:
         status, error = "success", None

@@ -97,6 +97,7 @@ class Scheduler:
             self.persister,
             engine.listeners,
             record_events=engine.record_events,
+            code_of=engine.codes.recorded,
         )
         self.cache: TaskCache | None = None
         self.default_timeout = _flow_timeout(graph, engine.task_timeout)
@@ -124,6 +125,8 @@ class Scheduler:
         self.any_failure = False
         self.fatal: str | None = None
         self.seed_context: dict[str, Any] = {"flow_id": graph.flow.name, "execution_id": run_id}
+        if graph.flow.input_data is not None:  # seed 003's top-level input_data
+            self.seed_context["input_data"] = graph.flow.input_data
         self.order = {name: i for i, name in enumerate(graph.tasks)}
         self.pool: cf.Executor | None = None
         self._seq = 0
@@ -233,6 +236,11 @@ class Scheduler:
             index = load_index(self.e.db, {n.tool.name for n in g.tasks.values()})
             self.cache = TaskCache(index, self.store, self.e.codes)
         self._resolve_models()
+        start = g.flow.start
+        if start is not None and start not in self.started_ids and g.tasks[start].routed:
+            # Seed 003's start_task runs first even when a condition routes back to it
+            # (a retry or poll loop), which makes it a routed step: its first turn is given.
+            self.activations[start] = self.activations.get(start, 0) + 1
         # Worker threads orchestrate in every mode; the executor decides where each tool
         # call itself runs (flowfed.executors).
         self.pool = cf.ThreadPoolExecutor(self.e.max_workers, thread_name_prefix="flowfed-task")
@@ -259,7 +267,10 @@ class Scheduler:
         return RunResult(self.run_id, "suspended", self.view, None, summary)
 
     def _resolve_models(self) -> None:
-        """Registry models the flow names (``models:``) become this run's first artifacts."""
+        """Registry models the flow names (``models:``) become this run's first artifacts,
+        as do the catalog artifacts it takes as inputs (resolved before planning)."""
+        for key, row in self.g.catalog.items():
+            self.latest[key] = ArtifactRef.from_row(key, row)
         if not self.g.external:
             return
         from flowfed.db.registry import BadModelRef, ModelNotFound, resolve_model_ref
@@ -444,7 +455,16 @@ class Scheduler:
 
     def _start(self, node: TaskNode) -> TaskRun | None:
         count = self.executions.get(node.id, 0) + 1
-        if count > self.g.flow.max_iterations:
+        flow = self.g.flow
+        if flow.iterations == "run" and sum(self.executions.values()) >= flow.max_iterations:
+            # Seed 003's loop counts every task it runs against one limit.
+            self.fatal = (
+                f"stopped after {flow.max_iterations} task runs (the flow's max_iterations) "
+                f"before step '{node.step}' could run again: a loop through its conditions "
+                "never ended"
+            )
+            return None
+        if count > flow.max_iterations:
             self.fatal = (
                 f"step '{node.step}' would run a {_ordinal(count)} time, past the flow's "
                 f"max_iterations ({self.g.flow.max_iterations}): a loop through 'next' "

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import time
 import traceback
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 from flowfed.artifacts import INLINE_MAX_BYTES, NotMaterializable, inline_uri, materialize
 from flowfed.engine.state import ArtifactRef, TaskRun
 from flowfed.executors.processes import ProcessTaskError, ProcessTimeout
+from flowfed.plan.typecheck import returned_type_problem
 from flowfed.runtime.lifecycle import State
 from flowfed.tools.core import Context, TaskCancelled, ToolOutputError
 
@@ -201,8 +203,11 @@ def report(
     message: str,
     exc: BaseException | None,
     etype: str | None = None,
+    *,
+    data: Any = None,
 ) -> dict[str, Any]:
-    """Move ``tr`` to Error and record why: message, type, traceback, runtime context."""
+    """Move ``tr`` to Error and record why: message, type, traceback, runtime context
+    (and, for a seed-003 task that reported failure, the ``data`` it returned)."""
     node = tr.node
     tb = "".join(traceback.format_exception(exc)) if exc is not None else None
     rep = {
@@ -224,6 +229,8 @@ def report(
             },
         },
     }
+    if data is not None:
+        rep["data"] = json.loads(json.dumps(data, default=repr))
     tr.error = rep
     record = host.record
     if record.move(tr, State.ERROR, message):
@@ -239,6 +246,11 @@ def _finish_outputs(host: TaskHost, tr: TaskRun, result: Any, key: str | None) -
         values = node.tool.split_outputs(result)
     except ToolOutputError as exc:
         fail(host, tr, str(exc), None)
+    # The tool-type rules hold for what a tool returns, not only for its annotations
+    # (the planner's check): `-> Any` does not let a preprocessing tool make a model.
+    broken = returned_type_problem(node.tool.type, node.tool.name, values)
+    if broken is not None:
+        fail(host, tr, broken, None)
     materialized = {}
     for out_name, value in values.items():
         if out_name not in node.outputs:
@@ -286,7 +298,9 @@ def _seed_result(host: TaskHost, tr: TaskRun, result: Any) -> Any:
         )
     tr.seed_result = result
     if result["status"] == "failure":
-        fail(host, tr, str(result.get("error") or "task reported failure"), None)
+        message = str(result.get("error") or "task reported failure")
+        # A failed task's data is part of its result (seed 003 keeps it).
+        raise TaskFailed(report(host, tr, message, None, data=result.get("data")))
     return result.get("data")
 
 

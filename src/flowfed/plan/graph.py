@@ -42,6 +42,7 @@ from flowfed.plan.placement import (
     placements,
     task_id,
 )
+from flowfed.plan.typecheck import describe, fits, fits_list_of
 from flowfed.spec.diagnostics import Diagnostic, FlowError
 from flowfed.spec.loader import LoadedFlow, SourceMap
 from flowfed.spec.models import END, Federated, Flow, Step
@@ -134,6 +135,9 @@ class TaskGraph:
     #: Inputs from the model registry: input name (``registry:NAME@VERSION``) → the
     #: reference, and where it was written (for a located error when it does not resolve).
     external: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: Inputs from the catalog (``inputs: {table: scaled:2}`` or an artifact id): the
+    #: reference as written → the artifact row it was resolved to before planning.
+    catalog: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def step_names(self) -> list[str]:
         """Step names in flow order."""
@@ -152,12 +156,38 @@ STRATEGY_NAMES = frozenset({"fedavg", "fedprox", "fedadam", "fedyogi", "median",
 _REF = re.compile(r"\$\{\s*config\.([A-Za-z0-9_.\-]+)\s*\}")
 
 
+#: An input naming an artifact of the catalog (made by an earlier run) instead of a step's
+#: output: ``NAME:VERSION`` or a 32-hex artifact id.
+CATALOG_REF = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*:[0-9]+|[0-9a-f]{32}")
+
+
+def catalog_inputs(flow: Flow | LoadedFlow) -> list[str]:
+    """The catalog references among ``flow``'s step inputs, for the caller to resolve
+    (against its database) before :func:`plan`, which does no I/O.
+
+    Example:
+        >>> catalog_inputs(Flow(name="f", steps=[Step(name="s", tool="t",
+        ...     inputs={"table": "scaled:2", "other": "raw"})]))
+        ['scaled:2']
+    """
+    from flowfed.spec.composite import flatten
+
+    model = flow.flow if isinstance(flow, LoadedFlow) else flow
+    steps = flatten(model).flow.steps  # a step of several tools: each tool's inputs
+    refs = (a for s in steps for a in s.inputs.values() if CATALOG_REF.fullmatch(a))
+    return list(dict.fromkeys(refs))
+
+
 def plan(
     flow: Flow | LoadedFlow,
     registry: Registry,
     params: dict[str, Any] | None = None,
+    catalog: dict[str, dict[str, Any]] | None = None,
 ) -> TaskGraph:
     """Compile a flow into a :class:`TaskGraph` or raise :class:`FlowError` with all problems.
+
+    ``catalog`` holds the artifacts the flow's catalog inputs (:func:`catalog_inputs`)
+    resolved to, by reference; one missing from it is a build-time error.
 
     Pure: no I/O, no threads, no process-wide switches. A caller planning very large flows
     may pause the cyclic collector around it (:func:`flowfed.collector.paused`, as
@@ -169,9 +199,16 @@ def plan(
     written = flow.flow if isinstance(flow, LoadedFlow) else flow
     flat = flatten(written, flow.source if isinstance(flow, LoadedFlow) else None)
     if flat.flow is not written:
-        flow = LoadedFlow(flat.flow, flat.source, getattr(flow, "path", None))
+        old = flow if isinstance(flow, LoadedFlow) else None
+        flow = LoadedFlow(
+            flat.flow,
+            flat.source,
+            old.path if old else None,
+            problems=list(old.problems) if old else [],
+            warnings=list(old.warnings) if old else [],
+        )
     try:
-        graph = _plan(flow, registry, params)
+        graph = _plan(flow, registry, params, catalog or {})
     except FlowError as exc:
         raise FlowError([*flat.diagnostics, *exc.diagnostics]) from None
     if flat.diagnostics:
@@ -183,13 +220,18 @@ def _plan(
     flow: Flow | LoadedFlow,
     registry: Registry,
     params: dict[str, Any] | None,
+    catalog: dict[str, dict[str, Any]],
 ) -> TaskGraph:
     """The compiler proper, over a flow whose steps each hold one tool."""
+    diags: list[Diagnostic] = []
+    warnings: list[Diagnostic] = []
     if isinstance(flow, LoadedFlow):
         source, model = flow.source, flow.flow
+        # Problems the loader found but could build past: reported with the planner's own.
+        diags += flow.problems
+        warnings += flow.warnings
     else:
         source, model = SourceMap(), flow
-    diags: list[Diagnostic] = []
     steps_index = {s.name: i for i, s in enumerate(model.steps)}
 
     def at(step: Step, *path: str | int) -> tuple[str | int, ...]:
@@ -214,6 +256,9 @@ def _plan(
     fed_settings: dict[str, Federated | None] = {}
     producers: dict[str, str] = {}
     producer_paths: dict[str, tuple[str | int, ...]] = {}
+    specs: dict[str, ToolSpec] = {}
+    #: artifact → the tool output that makes it, and that output's annotation
+    made_as: dict[str, tuple[str, Any]] = {}
     for step in model.steps:
         spec = registry.find(step.tool)
         if spec is None:
@@ -247,6 +292,10 @@ def _plan(
         _check_inputs(spec, step, source, at(step, "inputs"), diags)
         outputs = _output_names(spec, step, source, at(step, "outputs"), diags)
         _check_type_rule(spec, step, outputs, source, at(step, "tool"), diags)
+        specs[step.name] = spec
+        annotations = {o.name: o.annotation for o in spec.outputs}
+        for tool_out, artifact in outputs.items():
+            made_as.setdefault(artifact, (tool_out, annotations.get(tool_out, Any)))
         for artifact in outputs.values():
             if artifact in producers:
                 diags.append(
@@ -282,9 +331,25 @@ def _plan(
             allow_pickle=step.allow_pickle or spec.allow_pickle,
         )
 
-    # Every consumed artifact needs a producer.
+    # Every consumed artifact needs a producer, or is in the catalog.
+    used_catalog: dict[str, dict[str, Any]] = {}
     for step in model.steps:
         for param, artifact in step.inputs.items():
+            if artifact not in producers and CATALOG_REF.fullmatch(artifact):
+                if artifact in catalog:
+                    used_catalog[artifact] = catalog[artifact]
+                    continue
+                diags.append(
+                    source.diag(
+                        f"input '{artifact}' names no artifact of the catalog",
+                        at(step, "inputs", param),
+                        step=step.name,
+                        field=f"inputs.{param}",
+                        hint="NAME:VERSION or an artifact id of an earlier run; "
+                        "see `flowfed artifacts list`",
+                    )
+                )
+                continue
             if artifact not in producers:
                 close = difflib.get_close_matches(artifact, list(producers), n=1)
                 diags.append(
@@ -298,6 +363,8 @@ def _plan(
                         else "add a step that lists it in its outputs",
                     )
                 )
+
+    _check_edge_types(model, specs, producers, made_as, source, at, diags)
 
     deps: dict[str, tuple[str, ...]] = {}
     for step in model.steps:
@@ -372,6 +439,8 @@ def _plan(
     if (placed or sweeps) and not cycle:
         graph = _expand(model, nodes, fed_settings, sweeps, order, config, datasets, source, at)
         graph.external = external
+        graph.catalog = used_catalog
+        graph.warnings = warnings
         return graph
 
     downstream: dict[str, list[str]] = {n: [] for n in order}
@@ -402,8 +471,61 @@ def _plan(
         downstream={k: tuple(v) for k, v in downstream.items()},
         config=config,
         file=source.file,
+        warnings=warnings,
         external=external,
+        catalog=used_catalog,
     )
+
+
+def _check_edge_types(
+    model: Flow,
+    specs: dict[str, ToolSpec],
+    producers: dict[str, str],
+    made_as: dict[str, tuple[str, Any]],
+    source: SourceMap,
+    at: Any,
+    diags: list[Diagnostic],
+) -> None:
+    """Each artifact edge: the producer's output annotation against the consumer's
+    parameter annotation (rules in :mod:`flowfed.plan.typecheck`)."""
+    by_name = {s.name: s for s in model.steps}
+    for step in model.steps:
+        spec = specs.get(step.name)
+        if spec is None or spec.seed_task:
+            continue
+        for param, artifact in step.inputs.items():
+            inp = spec.inputs.get(param)
+            prod = producers.get(artifact)
+            if inp is None or prod is None or prod == step.name:
+                continue  # reported elsewhere
+            tool_out, produced = made_as.get(artifact, ("", Any))
+            expected = inp.annotation
+            producer = by_name[prod]
+            # Placed tasks feeding a central task: it receives the list of every instance.
+            fan_in = producer.on != "central" and producer.kind == "task"
+            fan_in = fan_in and step.on == "central" and step.kind == "task"
+            if fan_in and not {artifact, tool_out} & set(producer.shareable):
+                continue  # it may not leave the nodes at all: reported as such
+            what = describe(produced)
+            if fan_in:
+                ok = fits_list_of(produced, expected)
+                what = f"a list of {what} (one per placement)"
+            else:
+                ok = fits(produced, expected)
+            if ok:
+                continue
+            diags.append(
+                source.diag(
+                    f"input '{param}' of tool '{spec.name}' is {describe(expected)}, but "
+                    f"artifact '{artifact}' from step '{prod}' is {what} "
+                    f"(tool '{specs[prod].name}')",
+                    at(step, "inputs", param),
+                    step=step.name,
+                    field=f"inputs.{param}",
+                    hint="wire an artifact of the type the tool takes, or change one of the "
+                    "annotations",
+                )
+            )
 
 
 def _check_placed_steps(
@@ -553,6 +675,9 @@ def _expand(
                         inputs[param] = key  # a registry model: central, sent to every node
 
                 for param, artifact in step.inputs.items():
+                    if artifact not in made_v and CATALOG_REF.fullmatch(artifact):
+                        inputs[param] = artifact  # from the catalog: central, sent to all
+                        continue
                     inst = _pick(made_v.get(artifact, {}), label)
                     if None in inst:  # a central artifact: everyone receives it
                         inputs[param] = inst[None]

@@ -20,7 +20,8 @@ from sqlalchemy.exc import IntegrityError
 
 from flowfed.db import Database
 from flowfed.db import models as m
-from flowfed.plan.graph import TaskGraph, plan
+from flowfed.db.registry import resolve_catalog_inputs
+from flowfed.plan.graph import TaskGraph, catalog_inputs, plan
 from flowfed.spec.diagnostics import Diagnostic, FlowError
 from flowfed.spec.loader import LoadedFlow, SourceMap, parse_flow_text
 from flowfed.spec.models import Flow
@@ -69,11 +70,12 @@ def parse_object(raw_body: bytes, key: str, obj: dict[str, Any]) -> tuple[Loaded
 
 
 def check(
-    loaded: LoadedFlow, params: dict[str, Any] | None = None
+    loaded: LoadedFlow, params: dict[str, Any] | None = None, db: Database | None = None
 ) -> tuple[TaskGraph, list[Diagnostic]]:
     """Plan ``loaded`` against the server's registry (FlowError with every problem).
 
-    Returns the graph and the warnings (ignored ``imports`` and the planner's own).
+    Catalog inputs (``scaled:2``) are resolved in ``db`` first. Returns the graph and the
+    warnings (ignored ``imports`` and the planner's own).
     """
     warnings = [
         loaded.source.diag(
@@ -84,8 +86,12 @@ def check(
         )
         for i, entry in enumerate(loaded.flow.imports)
     ]
+    catalog: dict[str, dict[str, Any]] = {}
+    refs = catalog_inputs(loaded)
+    if refs and db is not None:
+        catalog = resolve_catalog_inputs(db, refs)
     try:
-        graph = plan(loaded, get_registry(), params)
+        graph = plan(loaded, get_registry(), params, catalog)
     except FlowError as exc:
         raise FlowError(missing_imports(loaded, exc.diagnostics)) from None
     return graph, warnings + list(graph.warnings)
@@ -100,7 +106,7 @@ PLAN_CACHE_SIZE = 256
 
 
 def check_stored(
-    row: dict[str, Any], params: dict[str, Any] | None = None
+    row: dict[str, Any], params: dict[str, Any] | None = None, db: Database | None = None
 ) -> tuple[TaskGraph, list[Diagnostic]]:
     """:func:`check` of a stored flow version, planned once per distinct ``params``.
 
@@ -109,13 +115,13 @@ def check_stored(
     try:
         key = (str(row["id"]), json.dumps(params or {}, sort_keys=True))
     except (TypeError, ValueError):  # params JSON cannot order: plan afresh
-        return check(stored_loaded(row), params)
+        return check(stored_loaded(row), params, db)
     with _PLANS_LOCK:
         hit = _PLANS.get(key)
         if hit is not None:
             _PLANS.move_to_end(key)
             return hit
-    planned = check(stored_loaded(row), params)
+    planned = check(stored_loaded(row), params, db)
     with _PLANS_LOCK:
         _PLANS[key] = planned
         while len(_PLANS) > PLAN_CACHE_SIZE:

@@ -123,7 +123,11 @@ class RunManager:
             return
         try:
             flow = Flow.model_validate(row["spec"])
-            graph = plan(flow, get_registry(), row.get("params") or {})
+            from flowfed.db.registry import resolve_catalog_inputs
+            from flowfed.plan.graph import catalog_inputs
+
+            catalog = resolve_catalog_inputs(self.db, catalog_inputs(flow))
+            graph = plan(flow, get_registry(), row.get("params") or {}, catalog)
         except Exception as exc:
             self._mark_failed(run_id, f"cannot resume after a server restart: {exc}")
             return

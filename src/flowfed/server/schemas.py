@@ -300,6 +300,9 @@ class Producer(BaseModel):
     step: str | None = None
     tool: str | None = None
     tool_version: str | None = None
+    #: The tool's effective code hash when the task ran (what the cache key covers: the
+    #: tool's normalized source and all the user's code it reaches).
+    code_hash: str | None = None
     run_id: str | None = None
 
 
@@ -372,6 +375,9 @@ class SeedExecuteRequest(BaseModel):
     """Seed 003's request: ``{"flow": {id, name, start_task, tasks, conditions}}``."""
 
     flow: dict[str, Any]
+    #: The context every task starts with, as ``context["input_data"]`` (an object;
+    #: anything else is reported, with its line, beside the flow's other problems).
+    input_data: Any = None
 
 
 class SeedTaskResult(BaseModel):
@@ -389,6 +395,9 @@ class SeedExecution(BaseModel):
     execution_id: str
     status: str
     task_results: list[SeedTaskResult]
+    #: Why a failed execution stopped (the failed tasks, or the iteration limit); null
+    #: when it succeeded.
+    error: str | None = None
 
 
 # --- nodes ---------------------------------------------------------------------------

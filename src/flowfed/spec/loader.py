@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,18 @@ class LoadedFlow:
     flow: Flow
     source: SourceMap
     path: Path | None = None
+    #: Problems found while reading that still let a flow be built (the seed-003 format
+    #: drops a broken condition and goes on): :func:`flowfed.plan.plan` raises them with
+    #: its own, so every problem of a flow is reported in one pass. A caller that does not
+    #: plan must check :meth:`raise_problems` itself.
+    problems: list[Diagnostic] = field(default_factory=list)
+    #: Things worth saying that do not stop the flow (keys the seed-003 format ignores).
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    def raise_problems(self) -> None:
+        """Raise :class:`FlowError` if reading found problems (see :attr:`problems`)."""
+        if self.problems:
+            raise FlowError(self.problems)
 
     @property
     def base_dir(self) -> Path:
@@ -152,9 +165,14 @@ def _parse_flow_text(text: str, filename: str, under: str | None) -> LoadedFlow:
             # A bare seed-003 flow object: give it back the wrapper its format has.
             data = {"flow": inner}
             source = SourceMap(filename, {("flow", *k): v for k, v in lines.items()})
-    if _is_seed003(data):
-        data, source = _from_seed003(data, source)
-    return LoadedFlow(validate_flow_data(data, source), source)
+    if not _is_seed003(data):
+        return LoadedFlow(validate_flow_data(data, source), source)
+    data, source, problems, warnings = _from_seed003(data, source)
+    try:
+        flow = validate_flow_data(data, source)
+    except FlowError as exc:
+        raise FlowError(problems + exc.diagnostics) from None
+    return LoadedFlow(flow, source, problems=problems, warnings=warnings)
 
 
 def validate_flow_data(data: dict[str, Any], source: SourceMap) -> Flow:
@@ -229,6 +247,54 @@ def _compose(text: str, filename: str) -> tuple[Any, dict[PathKey, int]]:
     if problems:
         raise FlowError(problems)
     return data, lines
+
+
+def read_documents(text: str, filename: str) -> list[tuple[Any, SourceMap]]:
+    """Parse YAML or JSON text exactly as flow files are read, one entry per document.
+
+    The same rules as flows: input limits first, YAML 1.1 booleans as keys stay text (a
+    bare ``on:`` key is ``"on"``, not ``True``), duplicate keys and unsafe tags are
+    errors, and every value's line is kept. A YAML file may hold several documents
+    separated by ``---``. Raises :class:`FlowError` with every located problem.
+
+    Example:
+        >>> [(d, s.line(("on",))) for d, s in read_documents("a: 1\\n---\\non: x\\n", "t.yaml")]
+        [({'a': 1}, 1), ({'on': 'x'}, 3)]
+    """
+    with paused():
+        limits.check_yaml(text, filename)
+        if filename.endswith(".json"):
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise FlowError(
+                    [
+                        Diagnostic(
+                            f"invalid JSON: {exc.msg} (column {exc.colno})", filename, exc.lineno
+                        )
+                    ]
+                ) from None
+        try:
+            nodes = list(yaml.compose_all(text, Loader=_PARSER))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else None
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise FlowError([Diagnostic(f"invalid YAML: {problem}", filename, line)]) from None
+        out: list[tuple[Any, SourceMap]] = []
+        problems: list[Diagnostic] = []
+        construct = _Loader("")
+        for node in nodes:
+            if node is None:
+                continue
+            lines: dict[PathKey, int] = {}
+            data = _build(node, (), lines, problems, filename, construct)
+            out.append((data, SourceMap(filename, lines)))
+        if problems:
+            raise FlowError(problems)
+        if not out:
+            raise FlowError([Diagnostic("the file is empty", filename)])
+        return out
 
 
 _PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
@@ -308,31 +374,93 @@ def _is_seed003(data: dict[str, Any]) -> bool:
     return isinstance(inner, dict) and ("start_task" in inner or "tasks" in inner)
 
 
-def _from_seed003(data: dict[str, Any], source: SourceMap) -> tuple[dict[str, Any], SourceMap]:
+#: What each level of a seed-003 document may say. Clients send more (a ``description`` on
+#: each condition, their own bookkeeping fields): unknown keys are warnings there, never
+#: errors, unlike flowfed's own YAML where an unknown key is most likely a typo.
+_SEED_FLOW_KEYS = (
+    "id",
+    "name",
+    "description",
+    "start_task",
+    "tasks",
+    "conditions",
+    "config",
+    "max_iterations",
+)
+_SEED_TASK_KEYS = ("name", "tool", "description", "params")
+_SEED_CONDITION_KEYS = (
+    "name",
+    "description",
+    "source_task",
+    "outcome",
+    "target_task_success",
+    "target_task_failure",
+)
+_SEED_TOP_KEYS = ("flow", "input_data")
+
+
+def _from_seed003(
+    data: dict[str, Any], source: SourceMap
+) -> tuple[dict[str, Any], SourceMap, list[Diagnostic], list[Diagnostic]]:
     """Convert seed 003's format, keeping its semantics exactly.
 
     A condition with ``outcome: success`` sends a successful task to
     ``target_task_success`` and a failed one to ``target_task_failure``; with
     ``outcome: failure`` the match is on failure, so the targets swap. A task with no
-    condition ends the flow. Only ``start_task`` starts; the flow fails if any task
-    failed (``failure_policy: any``), and tasks pass data through the shared context.
+    condition ends the flow. Only ``start_task`` starts, and a condition may route back
+    to it (a retry or poll loop); ``max_iterations`` bounds the task runs of the whole
+    execution, as the seed's loop does. The flow fails if any task failed
+    (``failure_policy: any``), and tasks pass data through the shared context, which
+    starts as ``{"input_data": ...}`` when the document has a top-level ``input_data``.
+
+    Returns the flow mapping, its source map, the problems (each located; the flow is
+    still built without the parts at fault, so that planning can report its own problems
+    in the same pass) and the warnings (keys this format does not use).
     """
     flow = data["flow"]
     diags: list[Diagnostic] = []
-    allowed = {"id", "name", "description", "start_task", "tasks", "conditions", "config"}
-    for key in flow:
-        if key not in allowed:
-            diags.append(source.diag(f"unknown key '{key}'", ("flow", key), field=key))
-    extra = set(data) - {"flow"}
-    for key in extra:
-        diags.append(source.diag(f"unknown key '{key}'", (key,), field=key))
+    warnings: list[Diagnostic] = []
+
+    def unknown(keys: Any, allowed: tuple[str, ...], path: PathKey, what: str) -> None:
+        for key in keys:
+            if key in allowed:
+                continue
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            warnings.append(
+                source.diag(
+                    f"ignored key '{key}': seed-003 {what} do not use it",
+                    (*path, key),
+                    field=str(key),
+                    hint=f"did you mean '{close[0]}'?" if close else None,
+                )
+            )
+
+    unknown(flow, _SEED_FLOW_KEYS, ("flow",), "flows")
+    unknown(data, _SEED_TOP_KEYS, (), "documents")
+    input_data = data.get("input_data")
+    if input_data is not None and not isinstance(input_data, dict):
+        diags.append(
+            source.diag(
+                f"'input_data' must be an object (got {_short(input_data)})",
+                ("input_data",),
+                field="input_data",
+            )
+        )
+        input_data = None
     tasks = flow.get("tasks") or []
     conditions = flow.get("conditions") or []
-    if not isinstance(tasks, list) or not isinstance(conditions, list):
-        diags.append(source.diag("'tasks' and 'conditions' must be lists", ("flow",)))
-        raise FlowError(diags)
+    if not isinstance(tasks, list):
+        diags.append(source.diag("'tasks' must be a list", ("flow", "tasks"), field="tasks"))
+        tasks = []
+    if not isinstance(conditions, list):
+        diags.append(
+            source.diag("'conditions' must be a list", ("flow", "conditions"), field="conditions")
+        )
+        conditions = []
     if "start_task" not in flow:
-        diags.append(source.diag("missing required key 'start_task'", ("flow",)))
+        diags.append(
+            source.diag("missing required key 'start_task'", ("flow",), field="start_task")
+        )
     lines: dict[PathKey, int] = {(): source.line(("flow",)) or 1}
     by_source: dict[str, tuple[int, dict[str, Any]]] = {}
     for ci, cond in enumerate(conditions):
@@ -340,18 +468,12 @@ def _from_seed003(data: dict[str, Any], source: SourceMap) -> tuple[dict[str, An
         if not isinstance(cond, dict):
             diags.append(source.diag("a condition must be an object", path))
             continue
-        unknown = set(cond) - {
-            "name",
-            "source_task",
-            "outcome",
-            "target_task_success",
-            "target_task_failure",
-        }
-        for key in sorted(unknown):
-            diags.append(source.diag(f"unknown key '{key}'", (*path, key), field=key))
+        unknown(cond, _SEED_CONDITION_KEYS, path, "conditions")
+        usable = True
         for key in ("source_task", "outcome", "target_task_success", "target_task_failure"):
             if key not in cond:
                 diags.append(source.diag(f"missing required key '{key}'", path, field=key))
+                usable = False
         if cond.get("outcome") not in (None, "success", "failure"):
             diags.append(
                 source.diag(
@@ -360,18 +482,32 @@ def _from_seed003(data: dict[str, Any], source: SourceMap) -> tuple[dict[str, An
                     field="outcome",
                 )
             )
+            usable = False
+        for key in ("target_task_success", "target_task_failure"):
+            if key in cond and not isinstance(cond[key], str):
+                diags.append(
+                    source.diag(
+                        f"'{key}' must be a task name or 'end' (got {_short(cond[key])})",
+                        (*path, key),
+                        field=key,
+                    )
+                )
+                usable = False
         src = str(cond.get("source_task"))
         if src in by_source:
             diags.append(
                 source.diag(f"task '{src}' has two conditions; it may have at most one", path)
             )
-        by_source[src] = (ci, cond)
+            continue
+        if usable:
+            by_source[src] = (ci, cond)
     steps: list[dict[str, Any]] = []
     for ti, task in enumerate(tasks):
         path = ("flow", "tasks", ti)
         if not isinstance(task, dict) or "name" not in task:
             diags.append(source.diag("a task must be an object with a 'name'", path))
             continue
+        unknown(task, _SEED_TASK_KEYS, path, "tasks")
         name = str(task["name"])
         step: dict[str, Any] = {"name": name, "tool": str(task.get("tool", name))}
         if task.get("description"):
@@ -380,13 +516,21 @@ def _from_seed003(data: dict[str, Any], source: SourceMap) -> tuple[dict[str, An
             step["params"] = task["params"]
         si = len(steps)
         lines[("steps", si)] = source.line(path) or 1
+        lines[("steps", si, "tool")] = source.line((*path, "tool")) or lines[("steps", si)]
         if name in by_source:
             ci, cond = by_source[name]
             ok, ko = cond.get("target_task_success"), cond.get("target_task_failure")
             if cond.get("outcome") == "failure":
                 ok, ko = ko, ok
             step["next"] = {"success": ok or END, "failure": ko or END}
-            lines[("steps", si, "next")] = source.line(("flow", "conditions", ci)) or 1
+            cpath = ("flow", "conditions", ci)
+            lines[("steps", si, "next")] = source.line(cpath) or 1
+            # A condition's targets are its own lines; the planner names them next.*.
+            ok_key, ko_key = "target_task_success", "target_task_failure"
+            if cond.get("outcome") == "failure":
+                ok_key, ko_key = ko_key, ok_key
+            for key, raw in (("success", ok_key), ("failure", ko_key)):
+                lines[("steps", si, "next", key)] = source.line((*cpath, raw)) or 1
         steps.append(step)
     known = {s["name"] for s in steps}
     for src, (ci, _) in by_source.items():
@@ -398,16 +542,25 @@ def _from_seed003(data: dict[str, Any], source: SourceMap) -> tuple[dict[str, An
                     field="source_task",
                 )
             )
-    if diags:
-        raise FlowError(diags)
-    out = {
+    out: dict[str, Any] = {
         "name": str(flow.get("name") or flow.get("id") or "flow"),
         "description": flow.get("description"),
         "config": flow.get("config") or {},
         "steps": steps,
         "start": flow.get("start_task"),
         "failure_policy": "any",
+        "iterations": "run",
     }
+    for key in ("max_iterations", "config", "description"):
+        if key in flow:
+            lines[(key,)] = source.line(("flow", key)) or 1
+    if "start_task" in flow:
+        lines[("start",)] = source.line(("flow", "start_task")) or 1
+    if "max_iterations" in flow:
+        out["max_iterations"] = flow["max_iterations"]
+    if input_data is not None:
+        out["input_data"] = input_data
+        lines[("input_data",)] = source.line(("input_data",)) or 1
     if flow.get("id") is not None:
         out["version"] = "1"
-    return out, SourceMap(source.file, lines)
+    return out, SourceMap(source.file, lines), diags, warnings

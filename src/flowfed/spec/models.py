@@ -247,7 +247,8 @@ class Flow(BaseModel):
     """A named, versioned workflow definition.
 
     ``start`` is set only by the seed-003 JSON format: it makes ``start_task`` the single
-    entry point, as that format's sequential semantics require.
+    entry point, as that format's sequential semantics require; conditions may route back
+    to it (a retry or poll loop), each time running it again.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -259,8 +260,16 @@ class Flow(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     imports: list[str] = Field(default_factory=list)
     steps: list[Step] = Field(min_length=1)
+    #: How many times a loop through ``next`` conditions may run (see ``iterations``).
     max_iterations: int = Field(default=100, ge=1)
+    #: What ``max_iterations`` counts: ``step`` (the default) caps the runs of each step;
+    #: ``run`` caps every task run of the flow together, as seed 003's sequential loop
+    #: does (its format sets it).
+    iterations: Literal["step", "run"] = "step"
     start: str | None = None
+    #: Seed 003's top-level ``input_data``: the shared context every seed-003 task
+    #: receives starts as ``{"input_data": ...}``.
+    input_data: dict[str, Any] | None = None
     failure_policy: Literal["unrouted", "any"] = "unrouted"
     #: Where tool calls run when the command line does not say: ``threads``, ``processes``,
     #: ``dask://...`` or ``ray://...`` (see docs/executors.md).

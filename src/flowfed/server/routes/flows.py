@@ -45,7 +45,7 @@ async def parse_submission(request: Request, body: FlowSubmission) -> svc.Parsed
             assert body.flow is not None
             loaded, text = svc.parse_object(raw, "flow", body.flow)
             fmt = "json"
-        graph, warnings = svc.check(loaded)
+        graph, warnings = svc.check(loaded, db=db_of(request))
         return svc.Parsed(loaded, graph, text, fmt, warnings)
 
     return await asyncio.to_thread(work)

@@ -57,10 +57,10 @@ async def start_run(
 
     def work() -> str:
         if stored is not None:
-            graph, _ = svc.check_stored(stored, params)
+            graph, _ = svc.check_stored(stored, params, db_of(request))
         else:
             assert loaded is not None
-            graph, _ = svc.check(loaded, params)
+            graph, _ = svc.check(loaded, params, db_of(request))
         active = manager.start(
             graph,
             params=params,

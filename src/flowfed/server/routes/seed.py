@@ -1,8 +1,10 @@
 """Seed 003's flow-manager API, with its exact request and response shapes.
 
 ``POST /api/v1/flows/execute`` runs a ``{"flow": {id, name, start_task, tasks,
-conditions}}`` document to the end and answers ``{"execution_id", "status",
-"task_results"}``; statuses are ``success`` and ``failure`` as the seed defines them.
+conditions, max_iterations}, "input_data": {...}}`` document to the end and answers
+``{"execution_id", "status", "task_results", "error"}``; statuses are ``success`` and
+``failure`` as the seed defines them, and ``error`` says why a failed execution stopped.
+Conditions may route back to a task that already ran (a retry or poll loop).
 Executions are ordinary runs: they are also visible under ``/api/v1/runs``.
 """
 
@@ -64,7 +66,10 @@ def execution(db: Database, run: dict[str, Any], artifacts_url: str) -> dict[str
                 data = {"artifact": art["id"], "kind": art["kind"]}
         error = None
         if t["state"] in _FAILURE:
-            error = (t.get("error") or {}).get("message") or t["state"]
+            report = t.get("error") or {}
+            error = report.get("message") or t["state"]
+            if data is None:
+                data = report.get("data")  # what a failed task returned beside its error
         results.append(
             {
                 "task_name": t["step"],
@@ -74,7 +79,13 @@ def execution(db: Database, run: dict[str, Any], artifacts_url: str) -> dict[str
             }
         )
     status = {"success": "success", "running": "running"}.get(run["status"], "failure")
-    return {"execution_id": run["id"], "status": status, "task_results": results}
+    return {
+        "execution_id": run["id"],
+        "status": status,
+        "task_results": results,
+        # Why a failed execution stopped (a failed task, or max_iterations reached).
+        "error": run.get("error") if status == "failure" else None,
+    }
 
 
 @router.post("/execute", response_model=SeedExecution, responses={**BAD_REQUEST, **NOT_STARTED})

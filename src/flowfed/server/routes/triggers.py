@@ -87,13 +87,15 @@ async def list_triggers(request: Request) -> list[dict[str, Any]]:
 
 @router.post("", status_code=201, response_model=TriggerOut, responses=CONFLICT)
 async def create_trigger(request: Request, body: TriggerSpec) -> dict[str, Any]:
-    """Store a trigger (docs/triggers.md has the format); 409 if the name is taken.
+    """Store a trigger (docs/triggers.md has the format); 409 if the name is taken, 422
+    if its flow (or the flow version it names) is not stored.
 
-    The flow is looked up when the trigger fires: a trigger may name a flow stored later,
-    and a fire that finds none is recorded as failed in the history.
+    Without a ``version``, the latest version is looked up when the trigger fires; a flow
+    removed since is recorded as a failed fire in the history.
     """
 
     def work() -> dict[str, Any]:
+        svc.check_flow(db_of(request), body)
         row = svc.create(db_of(request), body, clock_from_env().now())
         return _describe(request, row)
 

@@ -105,6 +105,33 @@ def create(db: Database, spec: TriggerSpec, now: float) -> dict[str, Any]:
     return row
 
 
+def check_flow(db: Database, spec: TriggerSpec) -> None:
+    """Refuse (TriggerError 422) a trigger whose flow, or flow version, is not stored.
+
+    Checked when a trigger is created: a typo in ``flow:`` would otherwise only show as a
+    failed fire, hours later. A flow removed afterwards still fails its fires, with the
+    reason in the history.
+    """
+    import difflib
+
+    f = m.flows
+    with db.engine.connect() as conn:
+        versions = {
+            int(v) for (v,) in conn.execute(select(f.c.version).where(f.c.name == spec.flow))
+        }
+        if not versions:
+            names = [n for (n,) in conn.execute(select(f.c.name).distinct())]
+    if not versions:
+        close = difflib.get_close_matches(spec.flow, names, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else " (store it with POST /api/v1/flows)"
+        raise TriggerError(f"flow: no stored flow is named '{spec.flow}'{hint}")
+    if spec.version is not None and spec.version not in versions:
+        raise TriggerError(
+            f"version: flow '{spec.flow}' has no version {spec.version} "
+            f"(stored: {', '.join(map(str, sorted(versions)))})"
+        )
+
+
 def get(db: Database, ref: str) -> dict[str, Any] | None:
     """A trigger by name or id."""
     t = m.triggers
@@ -720,7 +747,7 @@ def stored_flow_starter(db: Database, manager: Any) -> Starter:
         if row is None:
             what = f"'{flow}'" + (f" version {version}" if version else "")
             raise TriggerError(f"no stored flow {what}")
-        graph, _ = svc.check(svc.stored_loaded(row), params)
+        graph, _ = svc.check(svc.stored_loaded(row), params, db)
         manager.start(
             graph,
             params=params,

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from flowfed.artifacts import Materialized
     from flowfed.db import Writer
     from flowfed.engine.persist import Persister
+    from flowfed.plan.graph import TaskNode
     from flowfed.runtime.remote import RemoteOutput
 
 Listener = Callable[[str, dict[str, Any]], None]

@@ -212,6 +212,7 @@ def run(
         prepared = prepare(loaded, params=params, imports=imports or [])
     except FlowError as exc:
         _flow_error(exc, as_json)
+    _print_warnings(prepared.graph.warnings)
     placed = any(t.placed or t.federated is not None for t in prepared.graph.tasks.values())
     if placed and layout is None:
         _fail(
@@ -456,6 +457,14 @@ def _print_summary(result: Any) -> None:
         )
 
 
+def _print_warnings(warnings: list[Any]) -> None:
+    """Build-time warnings (the flow runs; the user should know), one line each on stderr."""
+    from rich.markup import escape
+
+    for w in warnings:
+        err.print(f"[yellow]warning[/yellow]: {escape(str(w))}", soft_wrap=True)
+
+
 def _print_report(summary: dict[str, Any]) -> None:
     """Federated rounds and a per-site / pooled / centralized table, when the run has them."""
     if not summary:
@@ -466,6 +475,12 @@ def _print_report(summary: dict[str, Any]) -> None:
             f"  federated: {summary['rounds']} rounds"
             + (f", {spr * 1000:.1f} ms per round" if spr else "")
             + (f" ({summary['mode']} mode)" if summary.get("mode") else "")
+        )
+    privacy = summary.get("privacy")
+    if privacy:
+        out.print(
+            f"  differential privacy: ε = {privacy['epsilon']:.4g} at δ = {privacy['delta']:g} "
+            f"({privacy['accountant']})"
         )
     for label, metrics in (summary.get("variants") or {}).items():
         out.print(f"  subvariant {label}:")
@@ -521,6 +536,7 @@ def validate(
                     "valid": True,
                     "flow": g.flow.name,
                     "tasks": len(g.tasks),
+                    "warnings": [str(w) for w in g.warnings],
                     "steps": [
                         {
                             "name": t.step,
@@ -535,6 +551,7 @@ def validate(
             )
         )
         return
+    _print_warnings(g.warnings)
     out.print(f"[green]valid[/green]: flow '{g.flow.name}' · {len(g.tasks)} tasks")
     for t in g.tasks.values():
         after = f" ← {', '.join(t.deps)}" if t.deps else ""

@@ -32,13 +32,14 @@ import numpy as np
 
 from flowfed.engine.state import ArtifactRef, TaskRun
 from flowfed.ids import new_id
-from flowfed.plan.federated import aggregate_task, round_id, round_metric, sample, train_task
+from flowfed.plan.federated import aggregate_task, round_id, sample, train_task
 from flowfed.plan.graph import TaskNode
 from flowfed.runtime.lifecycle import State
 from flowfed.tools.core import Context, Model, build_spec
 
 if TYPE_CHECKING:
     from flowfed.engine.local import _Run
+    from flowfed.fl.server import FederatedServer
     from flowfed.tools.core import ToolSpec
 
 
@@ -69,12 +70,11 @@ def _weights_of(model: Any) -> list[np.ndarray]:
 
 
 def make_aggregator(driver: FederatedDriver) -> ToolSpec:
-    """The central aggregation tool of one federated step (holds the strategy's state)."""
-    from flowfed.fl import Update, make_strategy, private_mean_update
+    """The central aggregation tool of one federated step (the driver's server holds the
+    strategy's state, the accountant and the rules: :mod:`flowfed.fl.server`)."""
+    from flowfed.fl import Update
 
-    settings = driver.settings
-    strategy = make_strategy(settings.strategy, **settings.strategy_config)
-    rng = np.random.default_rng(settings.seed)
+    server = driver.server
 
     def aggregate(
         updates: list[Model],
@@ -84,11 +84,12 @@ def make_aggregator(driver: FederatedDriver) -> ToolSpec:
         round: int = 1,
         strategy_name: str = "fedavg",
         nodes: list[str] | None = None,
+        metrics: dict[str, float] | None = None,
     ) -> Model:
         """Combine one round's updates into the next global model."""
         names = nodes or [f"node-{i}" for i in range(len(updates))]
         ups = [
-            Update(name, _weights_of(m), _num_examples(m))
+            Update(name, _weights_of(m), _num_examples(m), _update_metrics(m))
             for name, m in zip(names, updates, strict=True)
         ]
         base = updates[0] if global_model is None else global_model
@@ -97,28 +98,32 @@ def make_aggregator(driver: FederatedDriver) -> ToolSpec:
             # Round 1 without an initial model: the trainers started from zeros, and the
             # server optimizers and DP-FedAvg measure each change from that start.
             current = [np.zeros_like(w) for w in ups[0].weights]
-        privacy = settings.privacy
-        if privacy is not None:
-            new = private_mean_update(
-                current, ups, privacy.clip_norm, privacy.noise_multiplier, rng
-            )
-        else:
-            new = strategy.aggregate(ups, global_weights=current)
+        new = server.aggregate(round, ups, current)
         total = sum(u.num_examples for u in ups)
         ctx.log(
             f"round {round}: {strategy_name} over {len(ups)} update(s) "
             f"({', '.join(u.node for u in ups)}), {total} examples"
         )
         model = base.with_weights(new)  # type: ignore[attr-defined]
-        training = dict(getattr(model, "training", {}) or {})
-        training.update(
-            {"federated_round": round, "strategy": strategy_name, "rows": total, "nodes": names}
-        )
         if hasattr(model, "training"):
-            model.training = training
+            trainer = getattr(updates[0], "training", None)
+            model.training = server.training_block(
+                round, names, metrics, total, trainer if isinstance(trainer, dict) else None
+            )
         return model
 
     return build_spec(aggregate, name="flowfed.fl_aggregate", version="1.0", type="analysis")
+
+
+def _update_metrics(model: Any) -> dict[str, float]:
+    """The numbers a trainer put in its model's ``training`` block (q-FedAvg reads
+    ``initial_loss``)."""
+    training = getattr(model, "training", None) or {}
+    return {
+        k: float(v)
+        for k, v in training.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
 
 
 class FederatedDriver:
@@ -132,6 +137,7 @@ class FederatedDriver:
         self.fed = tr.node.federated
         self.settings = self.fed.settings
         self.sink = run._telemetry(tr)
+        self.server: FederatedServer  # made when the step starts (drive)
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -141,6 +147,11 @@ class FederatedDriver:
         if not run._move(tr, State.STARTED):
             return None
         try:
+            from flowfed.fl.server import FederatedServer
+
+            self.server = FederatedServer(
+                s, participants=len(fed.participants), per_round=self._per_round()
+            )
             aggregator = make_aggregator(self)
         except Exception as exc:  # an unknown strategy setting: says which
             run._fail(tr, f"federated step '{tr.step}': {exc}", None)
@@ -150,15 +161,7 @@ class FederatedDriver:
         if fed.model_input is not None:
             got = tr.inputs.get(fed.model_input)
             model_ref = got if isinstance(got, ArtifactRef) else None
-        accountant = None
-        if s.privacy is not None and s.privacy.noise_multiplier > 0:
-            from flowfed.fl import PrivacyAccountant
-
-            accountant = PrivacyAccountant(
-                s.privacy.noise_multiplier,
-                sample_rate=min(1.0, self._per_round() / len(fed.participants)),
-                delta=s.privacy.delta,
-            )
+        self.server.warm_start = model_ref is not None
         rng = np.random.default_rng(s.seed)
         best: float | None = None
         stale = 0
@@ -182,11 +185,11 @@ class FederatedDriver:
                 except StepFailed as exc:
                     run._fail(tr, str(exc), None)
                 rounds_done = r
-                metrics = round_metric([(c.metrics, n) for c, n in done])
+                metrics = self._round_metrics(r, done)
                 for name, value in metrics.items():
                     self.sink("metric", {"name": name, "value": value, "step": r})
-                if accountant is not None:
-                    eps = accountant.step()
+                if self.server.epsilon is not None:
+                    eps = self.server.epsilon
                     self.sink("metric", {"name": "dp_epsilon", "value": eps, "step": r})
                 loss = metrics.get("loss")
                 self.sink(
@@ -223,6 +226,7 @@ class FederatedDriver:
             pool.shutdown(wait=False, cancel_futures=True)
         took = time.perf_counter() - t0
         self.sink("metric", {"name": "rounds", "value": float(rounds_done), "step": None})
+        tr.fl_summary = self.server.summary()  # type: ignore[attr-defined]
         self.sink(
             "metric",
             {"name": "seconds_per_round", "value": took / max(1, rounds_done), "step": None},
@@ -257,6 +261,11 @@ class FederatedDriver:
                 reused={fed.model_output: model_ref.id},
             )
         return None
+
+    def _round_metrics(self, r: int, done: list[tuple[TaskRun, int]]) -> dict[str, float]:
+        """The round's metrics from its trainers' (the strategy's aggregate_metrics)."""
+        results = [(c.node.node, n, dict(c.metrics)) for c, n in done]
+        return self.server.round_metrics(r, results)
 
     def _per_round(self) -> int:
         n = len(self.fed.participants)
@@ -307,8 +316,10 @@ class FederatedDriver:
         fed, tr = self.fed, self.tr
         index = {p: i for i, p in enumerate(fed.participants)}
         children: list[TaskRun] = []
-        for where in chosen:
-            plan = train_task(self.node, where, r)
+        names = [f"{n}:{d}" if d else n for n, d in chosen]
+        overrides = self.server.strategy.configure_fit(r, names)
+        for where, who in zip(chosen, names, strict=True):
+            plan = train_task(self.node, where, r, overrides.get(who))
             inputs: dict[str, Any] = {}
             for param, ref in tr.inputs.items():
                 if param in fed.local_inputs:
@@ -581,6 +592,9 @@ class FederatedDriver:
                     "survivors": survivors,
                     "dropped": dropped,
                     "revealers": [x.node.node for x in reveals],
+                    "metrics": self._round_metrics(
+                        r, [(c, int(c.metrics.get("examples", 0)) or 1) for c in trained_ok]
+                    ),
                 },
             ),
             inputs,
@@ -625,6 +639,7 @@ class FederatedDriver:
             r,
             nodes=[c.node.node for c, _ in done],
             has_global=model_ref is not None,
+            metrics=self._round_metrics(r, done),
         )
         inputs: dict[str, Any] = {"updates": updates}
         if model_ref is not None:
@@ -646,11 +661,9 @@ def _roster_tool(public_keys: list[str], ctx: Context, *, nodes: list[str]) -> d
 
 def _secure_aggregate_tool(driver: FederatedDriver) -> Any:
     """The central step of a secure round: unmask the sum, never an individual update."""
-    from flowfed.fl.privacy import add_gaussian_noise
     from flowfed.fl.secagg import secure_fedavg, secure_sum
 
-    settings = driver.settings
-    rng = np.random.default_rng(settings.seed + 1)
+    server = driver.server
 
     def secure_aggregate(
         masked: list[dict],
@@ -662,6 +675,7 @@ def _secure_aggregate_tool(driver: FederatedDriver) -> Any:
         survivors: list[str] | None = None,
         dropped: list[str] | None = None,
         revealers: list[str] | None = None,
+        metrics: dict[str, float] | None = None,
     ) -> Model:
         """Unmask the round's sum of masked updates into the next global model."""
         names = survivors or []
@@ -669,26 +683,20 @@ def _secure_aggregate_tool(driver: FederatedDriver) -> Any:
         revealed = dict(zip(revealers or [], seeds, strict=True))
         gone = set(dropped or [])
         base = _weights_of(global_model)
-        privacy = settings.privacy
-        if privacy is not None:
+        if server.settings.privacy is not None:
             total = secure_sum(payloads, gone, revealed, round=round)
-            noisy = add_gaussian_noise(total, privacy.noise_multiplier, privacy.clip_norm, rng)
-            new = [b + t / len(names) for b, t in zip(base, noisy, strict=True)]
+            new = server.aggregate_secure_sum(round, total, len(names), base)
             examples = 0
         else:
-            new, examples = secure_fedavg(payloads, gone, revealed, round=round)
+            mean, examples = secure_fedavg(payloads, gone, revealed, round=round)
+            new = server.aggregate_secure_mean(round, mean, examples, base)
         ctx.log(
             f"round {round}: secure sum over {len(names)} masked update(s)"
             + (f", {len(gone)} dropped ({', '.join(sorted(gone))})" if gone else "")
         )
         model = global_model.with_weights(new)  # type: ignore[attr-defined]
         if hasattr(model, "training"):
-            model.training = {
-                "federated_round": round,
-                "secure_aggregation": True,
-                "rows": examples or None,
-                "nodes": names,
-            }
+            model.training = server.training_block(round, names, metrics, examples or None)
         return model
 
     return secure_aggregate

@@ -934,6 +934,7 @@ class _Run:
                 if t.node.federated is not None and t.state is State.FINISHED:
                     out["rounds"] = int(t.metrics.get("rounds", 0))
                     out["seconds_per_round"] = t.metrics.get("seconds_per_round")
+                    out.update(getattr(t, "fl_summary", None) or {})
                     ref = t.outputs.get(t.node.federated.model_output)
                     if ref is not None:
                         out["model"] = {"name": ref.name, "id": ref.id, "hash": ref.hash}

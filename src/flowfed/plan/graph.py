@@ -337,6 +337,7 @@ def _plan(
         _check_reachability(model, deps, routed, source, steps_index, diags)
 
     placed = is_placed(model)
+    warns: list[Diagnostic] = []  # build-time warnings: the flow runs, the user is told
     datasets: list[Where] | None = None
     for step in model.steps:
         if step.sweep and (step.next is not None or step.name in routed):
@@ -351,13 +352,14 @@ def _plan(
     if placed:
         if needs_datasets(model):
             datasets = parse_datasets(config, source, diags)
-        _check_placed_steps(model, nodes, fed_settings, routed, datasets, source, at, diags)
+        _check_placed_steps(model, nodes, fed_settings, routed, datasets, source, at, diags, warns)
 
     if diags:
         raise FlowError(diags)
     if (placed or sweeps) and not cycle:
         graph = _expand(model, nodes, fed_settings, sweeps, order, config, datasets, source, at)
         graph.external = external
+        graph.warnings = warns
         return graph
 
     downstream: dict[str, list[str]] = {n: [] for n in order}
@@ -401,6 +403,7 @@ def _check_placed_steps(
     source: SourceMap,
     at: Any,
     diags: list[Diagnostic],
+    warns: list[Diagnostic],
 ) -> None:
     """Rules only placed and federated steps have."""
     from flowfed.fl.strategies import STRATEGIES
@@ -488,6 +491,30 @@ def _check_placed_steps(
                         field="federated.secure_aggregation",
                     )
                 )
+        known = datasets is not None or not isinstance(step.on, str)
+        _federated_rules(step, fed, spec, count if known else None, source, at, diags, warns)
+
+
+def _federated_rules(
+    step: Step,
+    fed: Federated,
+    spec: ToolSpec,
+    count: int | None,
+    source: SourceMap,
+    at: Any,
+    diags: list[Diagnostic],
+    warns: list[Diagnostic],
+) -> None:
+    """The strategy rules of flowfed.plan.federated.check, as located diagnostics."""
+    from flowfed.plan.federated import check
+
+    for p in check(fed, spec, count):
+        if p.message.startswith("unknown strategy"):
+            continue  # reported by the strategy-name rule above
+        raw = step.federated or {}
+        path = at(step, "federated", p.field if p.field in raw else "strategy")
+        d = source.diag(p.message, path, step=step.name, field=f"federated.{p.field}", hint=p.hint)
+        (diags if p.level == "error" else warns).append(d)
 
 
 def _expand(

@@ -91,9 +91,7 @@ def test_fedprox_mu_reaches_the_trainers(hospitals: Path, tmp_path: Path) -> Non
         hospitals, tmp_path / "strategy", config=config,
         federated={"strategy": "fedprox", "strategy_config": {"mu": 1.0}},
     )  # fmt: skip
-    by_trainer = _run(
-        hospitals, tmp_path / "trainer", config=config, trainer_params={"mu": 1.0}
-    )
+    by_trainer = _run(hospitals, tmp_path / "trainer", config=config, trainer_params={"mu": 1.0})
     fedavg = _run(hospitals, tmp_path / "fedavg", config=config)
     np.testing.assert_array_equal(by_strategy, by_trainer)
     assert np.abs(by_strategy - fedavg).max() > 1e-3

@@ -97,7 +97,7 @@ def test_server_runs_fedadam_on_the_private_mean() -> None:
     x = [np.zeros(2)]
     ups = [up("a", [3.0, 4.0], 10), up("b", [0.0, 0.5], 1)]
     got = server.aggregate(1, ups, x)[0]
-    delta = (np.array([0.6, 0.8]) + (0.0, 0.5)) / 2  # clipped, unweighted mean change
+    delta = np.array([0.6 + 0.0, 0.8 + 0.5]) / 2  # clipped, unweighted mean change
     m = 0.1 * delta
     v = 0.99 * 0.01**2 + 0.01 * delta**2
     np.testing.assert_allclose(got, 0.1 * m / (np.sqrt(v) + 0.01))

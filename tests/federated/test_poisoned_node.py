@@ -1,8 +1,9 @@
 """Issue 21, defect 5: one label-flipped hospital of three.
 
 The poisoned hospital trains on flipped labels and boosts its change from the global
-model tenfold (the usual model-poisoning attack). FedAvg follows it; every robust strategy stays within 3 accuracy points
-of clean FedAvg (pooled accuracy over all hospitals' test rows).
+model tenfold (the usual model-poisoning attack). FedAvg follows it; every robust
+strategy stays within 3 accuracy points of clean FedAvg (pooled accuracy over all
+hospitals' test rows).
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ def partition(
     sites each row goes to: ``iid``, ``dirichlet`` label skew on ``target``, or
     ``quantity`` skew (Dirichlet(``alpha``) sizes). Seeded; every part gets at least
     ``min_rows`` rows, or the tool refuses with the largest ``parts`` it can honour.
-    Logs each part's size (and label counts for ``dirichlet``).
+    Logs each part's size.
     """
     if column in table.columns:
         raise ValueError(f"the table already has a column {column!r}; choose another 'column'")

@@ -21,6 +21,7 @@ from flowfed.tools.library import (
     packaging,
     partition,
     preprocessing,
+    torch_adapter,
     torch_models,
     transform,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "packaging",
     "partition",
     "preprocessing",
+    "torch_adapter",
     "torch_models",
     "transform",
 ]

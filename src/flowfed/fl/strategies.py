@@ -66,11 +66,6 @@ __all__ = [
 # --------------------------------------------------------------------------- the strategy API
 
 
-#: Strategies that user code defined by subclassing :class:`Strategy` with a ``name``
-#: (also entered in STRATEGIES, so every lookup by name finds them).
-_USER: dict[str, type[Strategy]] = {}
-
-
 class Strategy:
     """The base of every strategy, built-in or written by a user in a tools file.
 
@@ -115,7 +110,6 @@ class Strategy:
             raise AggregationError(f"strategy name {name!r} is a built-in strategy's")
         if cls.needs not in ("mean", "updates"):
             raise AggregationError(f"strategy {name!r}: needs must be 'mean' or 'updates'")
-        _USER[name] = cls
         registry[name] = cls  # a tools file imported again replaces its own class
 
     def check(self, participants: int) -> list[str]:

@@ -108,12 +108,19 @@ def make_data(
     Returns the class counts per hospital and split. With ``iid`` the shares are equal
     (every hospital sees the same label mix). With many hospitals the per-class minimums
     shrink so the 455 training and 114 test rows go round; every hospital keeps at least
-    one row of each split.
+    one row of each split, and more than 114 hospitals are refused (``ValueError``
+    naming the largest count it can honour).
     """
     names = hospital_names(hospitals)
     k = len(names)
     frame = load_breast_cancer(as_frame=True).frame
     train, test = train_test_split(frame, test_size=0.2, stratify=frame["target"], random_state=0)
+    most = min(len(train), len(test))
+    if k > most:
+        raise ValueError(
+            f"--hospitals {k}: the {len(test)} test rows can give at most {most} hospitals "
+            "one row of each split"
+        )
     rng = np.random.default_rng(seed)
     labels = sorted(int(v) for v in frame["target"].unique())
     if iid:
@@ -151,12 +158,17 @@ def make_data(
 
 
 def _no_empty(tables: list[pd.DataFrame]) -> None:
-    """Give a hospital left without rows one row of the largest hospital."""
-    for i, t in enumerate(tables):
-        if len(t) == 0:
+    """Give every hospital left without rows one row of the largest hospital.
+
+    Always the currently largest, so a donor never becomes empty itself (there are at
+    least as many rows as hospitals: make_data refuses otherwise).
+    """
+    for i in range(len(tables)):
+        if len(tables[i]) == 0:
             j = max(range(len(tables)), key=lambda x: len(tables[x]))
             tables[i] = tables[j].iloc[:1]
             tables[j] = tables[j].iloc[1:]
+    assert all(len(t) for t in tables)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -170,9 +182,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.hospitals < 1:
         parser.error("--hospitals must be at least 1")
-    counts = make_data(
-        args.out, seed=args.seed, alpha=args.alpha, hospitals=args.hospitals, iid=args.iid
-    )
+    try:
+        counts = make_data(
+            args.out, seed=args.seed, alpha=args.alpha, hospitals=args.hospitals, iid=args.iid
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     print(f"wrote {len(counts)} hospitals' breast.csv and nodes.yaml under {args.out}")
     if args.quiet:
         return

@@ -141,13 +141,6 @@ def test_placed_steps_cannot_be_routed(tmp_path: Path) -> None:
     assert any("cannot route" in msg and "step 'check'" in msg for msg in msgs), msgs
 
 
-def test_the_planner_knows_exactly_the_strategies_fl_implements() -> None:
-    from flowfed.fl import STRATEGIES
-    from flowfed.plan.graph import STRATEGY_NAMES
-
-    assert set(STRATEGY_NAMES) == set(STRATEGIES)
-
-
 def test_planning_is_pure_no_learning_code_no_collector_switch(tmp_path: Path) -> None:
     """The planner compiles a federated flow without loading flowfed.fl (or the catalog),
     and leaves the process's garbage collector as it found it."""

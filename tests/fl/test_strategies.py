@@ -21,6 +21,7 @@ from flowfed.fl import (
     median,
     trimmed_mean,
 )
+from flowfed.fl.strategies import BUILTIN_STRATEGIES
 
 
 def up(node: str, *tensors: list[float], n: int = 1) -> Update:
@@ -167,19 +168,22 @@ def test_server_optimizer_needs_global_weights_and_stable_shapes() -> None:
 
 
 def test_registry_has_every_strategy_by_name() -> None:
-    assert set(STRATEGIES) == {"fedavg", "fedprox", "fedadam", "fedyogi", "median", "trimmed_mean"}
+    assert {
+        "fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm", "median",
+        "trimmed_mean", "krum", "multikrum", "clipped_mean", "qfedavg",
+    } == BUILTIN_STRATEGIES  # fmt: skip
     ups = [up("a", [1.0], n=1), up("b", [2.0], n=1), up("c", [9.0], n=2)]
     assert make_strategy("fedavg").aggregate(ups)[0].tolist() == [5.25]
     assert make_strategy("median").aggregate(ups)[0].tolist() == [2.0]
     assert make_strategy("trimmed_mean", beta=0.34).aggregate(ups)[0].tolist() == [2.0]
     yogi = make_strategy("fedyogi", eta=0.5)
     assert isinstance(yogi, FedYogi) and yogi.eta == 0.5
-    for name, factory in STRATEGIES.items():
-        assert factory().name == name
+    for name in BUILTIN_STRATEGIES:
+        assert STRATEGIES[name]().name == name
 
 
 def test_make_strategy_errors_are_clear() -> None:
-    with pytest.raises(AggregationError, match=r"unknown strategy 'fedsgd'.*fedavg, fedprox"):
+    with pytest.raises(AggregationError, match=r"unknown strategy 'fedsgd'.*fedavgm, fedprox"):
         make_strategy("fedsgd")
     with pytest.raises(AggregationError, match="takes no setting 'mu' \\(it takes none\\)"):
         make_strategy("median", mu=1)

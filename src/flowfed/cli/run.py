@@ -172,6 +172,7 @@ def run(
         if loaded is None:
             _flow_error(exc, as_json)
         _flow_error(exc, as_json, _imported(loaded, imports), loaded.flow)
+    _print_warnings(prepared.graph.warnings)
     placed = any(t.placed or t.federated is not None for t in prepared.graph.tasks.values())
     if placed and layout is None:
         fail(
@@ -380,6 +381,14 @@ def _print_summary(result: Any) -> None:
         )
 
 
+def _print_warnings(warnings: list[Any]) -> None:
+    """Build-time warnings (the flow runs; the user should know), one line each on stderr."""
+    from rich.markup import escape
+
+    for w in warnings:
+        err.print(f"[yellow]warning[/yellow]: {escape(str(w))}", soft_wrap=True)
+
+
 def _print_report(summary: dict[str, Any]) -> None:
     """Federated rounds and a per-site / pooled / centralized table, when the run has them."""
     if not summary:
@@ -390,6 +399,12 @@ def _print_report(summary: dict[str, Any]) -> None:
             f"  federated: {plural(summary['rounds'], 'round')}"
             + (f", {spr * 1000:.1f} ms per round" if spr else "")
             + (f" ({summary['mode']} mode)" if summary.get("mode") else "")
+        )
+    privacy = summary.get("privacy")
+    if privacy:
+        out.print(
+            f"  differential privacy: ε = {privacy['epsilon']:.4g} at δ = {privacy['delta']:g} "
+            f"({privacy['accountant']})"
         )
     for label, metrics in (summary.get("variants") or {}).items():
         out.print(f"  subvariant {label}:")
@@ -481,10 +496,7 @@ def validate(
         )
         return
     out.print(f"[green]valid[/green]: flow '{g.flow.name}' · {plural(len(g.tasks), 'task')}")
-    from rich.markup import escape
-
-    for w in g.warnings:
-        out.print(f"  [yellow]warning[/yellow]: {escape(str(w))}", highlight=False)
+    _print_warnings(g.warnings)
     # Grouped under the steps as written when a step holds several tools or says its type:
     # the tasks of seed 000's "Data Preprocessing" read as that one step.
     grouped = bool(types) or any(t.part for t in g.tasks.values())

@@ -35,12 +35,13 @@ from flowfed.engine.placed import PlacedHost
 from flowfed.engine.state import ArtifactRef, TaskRun
 from flowfed.engine.task import TaskFailed, attempt, fail
 from flowfed.ids import new_id
-from flowfed.plan.federated import aggregate_task, round_id, round_metric, sample, train_task
+from flowfed.plan.federated import aggregate_task, round_id, sample, train_task
 from flowfed.plan.graph import TaskNode
 from flowfed.runtime.lifecycle import State
 from flowfed.tools.core import Context, build_spec
 
 if TYPE_CHECKING:
+    from flowfed.fl.server import FederatedServer
     from flowfed.tools.core import ToolSpec
 
 
@@ -59,6 +60,7 @@ class FederatedDriver:
         self.fed = tr.node.federated
         self.settings = self.fed.settings
         self.sink = run.record.telemetry(tr)
+        self.server: FederatedServer  # made when the step starts (drive)
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -68,7 +70,12 @@ class FederatedDriver:
         if not run.record.move(tr, State.STARTED):
             return None
         try:
-            aggregator = make_aggregator(self.settings)
+            from flowfed.fl.server import FederatedServer
+
+            self.server = FederatedServer(
+                s, participants=len(fed.participants), per_round=self._per_round()
+            )
+            aggregator = make_aggregator(self.server)
         except Exception as exc:  # an unknown strategy setting: says which
             fail(run, tr, f"federated step '{tr.step}': {exc}", None)
         if not run.record.move(tr, State.RUNNING):
@@ -77,15 +84,7 @@ class FederatedDriver:
         if fed.model_input is not None:
             got = tr.inputs.get(fed.model_input)
             model_ref = got if isinstance(got, ArtifactRef) else None
-        accountant = None
-        if s.privacy is not None and s.privacy.noise_multiplier > 0:
-            from flowfed.fl import PrivacyAccountant
-
-            accountant = PrivacyAccountant(
-                s.privacy.noise_multiplier,
-                sample_rate=min(1.0, self._per_round() / len(fed.participants)),
-                delta=s.privacy.delta,
-            )
+        self.server.warm_start = model_ref is not None
         rng = np.random.default_rng(s.seed)
         best: float | None = None
         stale = 0
@@ -109,11 +108,11 @@ class FederatedDriver:
                 except StepFailed as exc:
                     fail(run, tr, str(exc), None)
                 rounds_done = r
-                metrics = round_metric([(c.metrics, n) for c, n in done])
+                metrics = self._round_metrics(r, done)
                 for name, value in metrics.items():
                     self.sink("metric", {"name": name, "value": value, "step": r})
-                if accountant is not None:
-                    eps = accountant.step()
+                if self.server.epsilon is not None:
+                    eps = self.server.epsilon
                     self.sink("metric", {"name": "dp_epsilon", "value": eps, "step": r})
                 loss = metrics.get("loss")
                 self.sink(
@@ -150,6 +149,7 @@ class FederatedDriver:
             pool.shutdown(wait=False, cancel_futures=True)
         took = time.perf_counter() - t0
         self.sink("metric", {"name": "rounds", "value": float(rounds_done), "step": None})
+        tr.fl_summary = self.server.summary()
         self.sink(
             "metric",
             {"name": "seconds_per_round", "value": took / max(1, rounds_done), "step": None},
@@ -199,6 +199,11 @@ class FederatedDriver:
         self.sink("log", {"level": "warning", "message": f"round {r}: leaving out {why}"})
         return sample(alive, min(self._per_round(), len(alive)), rng)
 
+    def _round_metrics(self, r: int, done: list[tuple[TaskRun, int]]) -> dict[str, float]:
+        """The round's metrics from its trainers' (the strategy's aggregate_metrics)."""
+        results = [(c.node.node, n, dict(c.metrics)) for c, n in done]
+        return self.server.round_metrics(r, results)
+
     def _per_round(self) -> int:
         n = len(self.fed.participants)
         want = math.ceil(self.settings.fraction_fit * n)
@@ -244,8 +249,10 @@ class FederatedDriver:
         fed, tr = self.fed, self.tr
         index = {p: i for i, p in enumerate(fed.participants)}
         children: list[TaskRun] = []
-        for where in chosen:
-            plan = train_task(self.node, where, r)
+        names = [f"{n}:{d}" if d else n for n, d in chosen]
+        overrides = self.server.strategy.configure_fit(r, names)
+        for where, who in zip(chosen, names, strict=True):
+            plan = train_task(self.node, where, r, overrides.get(who))
             inputs: dict[str, Any] = {}
             for param, ref in tr.inputs.items():
                 if param in fed.local_inputs:
@@ -498,7 +505,7 @@ class FederatedDriver:
             self._run_batch(pool, r, reveals, len(reveals), None, "reveal")
         # 6. the central secure sum
         agg_spec = build_spec(
-            secure_aggregate_tool(self.settings),
+            secure_aggregate_tool(self.server),
             name="flowfed.fl_secure_aggregate",
             version="1.0",
             type="analysis",
@@ -518,6 +525,9 @@ class FederatedDriver:
                     "survivors": survivors,
                     "dropped": dropped,
                     "revealers": [x.node.node for x in reveals],
+                    "metrics": self._round_metrics(
+                        r, [(c, int(c.metrics.get("examples", 0)) or 1) for c in trained_ok]
+                    ),
                 },
             ),
             inputs,
@@ -562,6 +572,7 @@ class FederatedDriver:
             r,
             nodes=[c.node.node for c, _ in done],
             has_global=model_ref is not None,
+            metrics=self._round_metrics(r, done),
         )
         inputs: dict[str, Any] = {"updates": updates}
         if model_ref is not None:

@@ -6,7 +6,7 @@ secure sum that unmasks only the total. Each is built per step (it holds the ste
 settings and strategy state) and runs as a central task of the round, with lineage.
 
 Example:
-    >>> # spec = make_aggregator(step.federated.settings)   # a ToolSpec
+    >>> # spec = make_aggregator(driver.server)   # a ToolSpec (flowfed.fl.server)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from flowfed.tools.core import Context, Model, build_spec
 
 if TYPE_CHECKING:
-    from flowfed.spec.models import Federated
+    from flowfed.fl.server import FederatedServer
     from flowfed.tools.core import ToolSpec
 
 
@@ -44,12 +44,10 @@ def _weights_of(model: Any) -> list[np.ndarray]:
     return [np.asarray(w, dtype=np.float64) for w in get()]
 
 
-def make_aggregator(settings: Federated) -> ToolSpec:
-    """The central aggregation tool of one federated step (holds the strategy's state)."""
-    from flowfed.fl import Update, make_strategy, private_mean_update
-
-    strategy = make_strategy(settings.strategy, **settings.strategy_config)
-    rng = np.random.default_rng(settings.seed)
+def make_aggregator(server: FederatedServer) -> ToolSpec:
+    """The central aggregation tool of one federated step (``server`` holds the
+    strategy's state, the accountant and the rules: :mod:`flowfed.fl.server`)."""
+    from flowfed.fl import Update
 
     def aggregate(
         updates: list[Model],
@@ -59,11 +57,12 @@ def make_aggregator(settings: Federated) -> ToolSpec:
         round: int = 1,
         strategy_name: str = "fedavg",
         nodes: list[str] | None = None,
+        metrics: dict[str, float] | None = None,
     ) -> Model:
         """Combine one round's updates into the next global model."""
         names = nodes or [f"node-{i}" for i in range(len(updates))]
         ups = [
-            Update(name, _weights_of(m), _num_examples(m))
+            Update(name, _weights_of(m), _num_examples(m), _update_metrics(m))
             for name, m in zip(names, updates, strict=True)
         ]
         base = updates[0] if global_model is None else global_model
@@ -72,28 +71,32 @@ def make_aggregator(settings: Federated) -> ToolSpec:
             # Round 1 without an initial model: the trainers started from zeros, and the
             # server optimizers and DP-FedAvg measure each change from that start.
             current = [np.zeros_like(w) for w in ups[0].weights]
-        privacy = settings.privacy
-        if privacy is not None:
-            new = private_mean_update(
-                current, ups, privacy.clip_norm, privacy.noise_multiplier, rng
-            )
-        else:
-            new = strategy.aggregate(ups, global_weights=current)
+        new = server.aggregate(round, ups, current)
         total = sum(u.num_examples for u in ups)
         ctx.log(
             f"round {round}: {strategy_name} over {len(ups)} update(s) "
             f"({', '.join(u.node for u in ups)}), {total} examples"
         )
         model = base.with_weights(new)  # type: ignore[attr-defined]
-        training = dict(getattr(model, "training", {}) or {})
-        training.update(
-            {"federated_round": round, "strategy": strategy_name, "rows": total, "nodes": names}
-        )
         if hasattr(model, "training"):
-            model.training = training
+            trainer = getattr(updates[0], "training", None)
+            model.training = server.training_block(
+                round, names, metrics, total, trainer if isinstance(trainer, dict) else None
+            )
         return model
 
     return build_spec(aggregate, name="flowfed.fl_aggregate", version="1.0", type="analysis")
+
+
+def _update_metrics(model: Any) -> dict[str, float]:
+    """The numbers a trainer put in its model's ``training`` block (q-FedAvg reads
+    ``initial_loss``)."""
+    training = getattr(model, "training", None) or {}
+    return {
+        k: float(v)
+        for k, v in training.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
 
 
 def roster_tool(public_keys: list[str], ctx: Context, *, nodes: list[str]) -> dict:
@@ -104,12 +107,9 @@ def roster_tool(public_keys: list[str], ctx: Context, *, nodes: list[str]) -> di
     return dict(zip(nodes, public_keys, strict=True))
 
 
-def secure_aggregate_tool(settings: Federated) -> Any:
+def secure_aggregate_tool(server: FederatedServer) -> Any:
     """The central step of a secure round: unmask the sum, never an individual update."""
-    from flowfed.fl.privacy import add_gaussian_noise
     from flowfed.fl.secagg import secure_fedavg, secure_sum
-
-    rng = np.random.default_rng(settings.seed + 1)
 
     def secure_aggregate(
         masked: list[dict],
@@ -121,6 +121,7 @@ def secure_aggregate_tool(settings: Federated) -> Any:
         survivors: list[str] | None = None,
         dropped: list[str] | None = None,
         revealers: list[str] | None = None,
+        metrics: dict[str, float] | None = None,
     ) -> Model:
         """Unmask the round's sum of masked updates into the next global model."""
         names = survivors or []
@@ -128,26 +129,20 @@ def secure_aggregate_tool(settings: Federated) -> Any:
         revealed = dict(zip(revealers or [], seeds, strict=True))
         gone = set(dropped or [])
         base = _weights_of(global_model)
-        privacy = settings.privacy
-        if privacy is not None:
+        if server.settings.privacy is not None:
             total = secure_sum(payloads, gone, revealed, round=round)
-            noisy = add_gaussian_noise(total, privacy.noise_multiplier, privacy.clip_norm, rng)
-            new = [b + t / len(names) for b, t in zip(base, noisy, strict=True)]
+            new = server.aggregate_secure_sum(round, total, len(names), base)
             examples = 0
         else:
-            new, examples = secure_fedavg(payloads, gone, revealed, round=round)
+            mean, examples = secure_fedavg(payloads, gone, revealed, round=round)
+            new = server.aggregate_secure_mean(round, mean, examples, base)
         ctx.log(
             f"round {round}: secure sum over {len(names)} masked update(s)"
             + (f", {len(gone)} dropped ({', '.join(sorted(gone))})" if gone else "")
         )
         model = global_model.with_weights(new)  # type: ignore[attr-defined]
         if hasattr(model, "training"):
-            model.training = {
-                "federated_round": round,
-                "secure_aggregation": True,
-                "rows": examples or None,
-                "nodes": names,
-            }
+            model.training = server.training_block(round, names, metrics, examples or None)
         return model
 
     return secure_aggregate

@@ -130,6 +130,7 @@ def summarize(
             if t.node.federated is not None and t.state is State.FINISHED:
                 out["rounds"] = int(t.metrics.get("rounds", 0))
                 out["seconds_per_round"] = t.metrics.get("seconds_per_round")
+                out.update(t.fl_summary or {})
                 ref = t.outputs.get(t.node.federated.model_output)
                 if ref is not None:
                     out["model"] = {"name": ref.name, "id": ref.id, "hash": ref.hash}

@@ -103,6 +103,8 @@ class TaskRun:
     #: Seed-003 tasks: the shared context they read, and the dict the tool returned.
     seed_context: dict[str, Any] | None = None
     seed_result: dict[str, Any] | None = None
+    #: A finished federated step's facts for the run summary (strategy, rounds, DP).
+    fl_summary: dict[str, Any] | None = None
     #: Attempts the platform started again after an interruption it caused (a server
     #: killed mid-task): counted apart from the step's own ``retries``.
     resumes: int = 0

@@ -21,8 +21,11 @@ every run can report ε after each round.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
-from collections.abc import Sequence
+import secrets
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -38,7 +41,22 @@ __all__ = [
     "clip_update",
     "global_norm",
     "private_mean_update",
+    "secure_rng",
 ]
+
+
+def secure_rng() -> np.random.Generator:
+    """A generator seeded with 128 bits from the OS's CSPRNG (``secrets``), fresh per call.
+
+    Privacy noise must come from here, never from a flow's ``seed``: anyone holding the
+    flow file could regenerate a seeded stream and subtract it, and the reported ε would
+    protect nothing. Each call draws a new seed, so no two rounds or runs share a stream.
+
+    >>> a, b = secure_rng().normal(size=3), secure_rng().normal(size=3)
+    >>> bool((a != b).all())
+    True
+    """
+    return np.random.Generator(np.random.PCG64(secrets.randbits(128)))
 
 
 def global_norm(weights: Weights) -> float:
@@ -71,12 +89,15 @@ def clip_update(delta: Weights, max_norm: float) -> Weights:
 
 
 def add_gaussian_noise(
-    sum: Weights, noise_multiplier: float, max_norm: float, rng: np.random.Generator
+    sum: Weights,
+    noise_multiplier: float,
+    max_norm: float,
+    rng: np.random.Generator | None = None,
 ) -> Weights:
     """Add ``N(0, (noise_multiplier · max_norm)²)`` to every coordinate of a clipped sum.
 
-    ``rng`` is required so runs are reproducible in tests; in production pass a generator
-    seeded from the OS (``np.random.default_rng()``). numpy's sampler is not a
+    Without ``rng`` the noise comes from :func:`secure_rng` (the OS's CSPRNG): what the
+    engine always uses. Pass a seeded ``rng`` only in tests. numpy's sampler is not a
     cryptographically hardened one (floating-point attacks on naive Gaussian sampling,
     Mironov 2012), an accepted limitation shared by most FL frameworks.
 
@@ -90,6 +111,7 @@ def add_gaussian_noise(
     if not max_norm > 0:
         raise AggregationError(f"max_norm must be > 0, got {max_norm!r}")
     std = noise_multiplier * max_norm
+    rng = rng if rng is not None else secure_rng()
     return [np.asarray(s, dtype=np.float64) + rng.normal(0.0, std, size=np.shape(s)) for s in sum]
 
 
@@ -98,9 +120,11 @@ def private_mean_update(
     updates: Sequence[Update],
     max_norm: float,
     noise_multiplier: float,
-    rng: np.random.Generator,
+    rng: np.random.Generator | None = None,
 ) -> Weights:
     """One DP-FedAvg server step: ``w + (Σ clip(w_k - w) + noise) / n``.
+
+    The noise comes from the OS's CSPRNG unless a (test) ``rng`` is given.
 
     Every node counts equally (example counts are not used): weighting by counts would
     let one node's contribution exceed ``C`` and void the sensitivity bound.
@@ -127,17 +151,32 @@ def private_mean_update(
 class PrivacyAccountant:
     """Tracks the (ε, δ) spent by repeated DP rounds, through ``dp-accounting``.
 
-    Each :meth:`step` composes one round: a Gaussian mechanism with ``noise_multiplier``,
-    Poisson-subsampled at ``sample_rate`` (the chance each node takes part in a round;
-    1.0 when every node always does). ``method`` picks the library's Rényi-DP accountant
-    (``"rdp"``, fast, slightly loose) or its privacy-loss-distribution accountant
-    (``"pld"``, tighter, slower).
+    Each :meth:`step` composes one round: a Gaussian mechanism whose noise has standard
+    deviation ``noise_multiplier · C`` on the sum of changes clipped to ``C``, under the
+    way the round's participants were chosen (``sampling``):
+
+    * ``"poisson"`` — each node takes part independently with probability
+      ``sample_rate`` (1.0: every node, every round). Neighbouring runs differ by
+      adding or removing one node, which moves the sum by at most ``C``: a
+      ``PoissonSampledDpEvent`` of a Gaussian with multiplier ``z``.
+    * ``"fixed"`` — exactly ``sample_size`` of ``population`` nodes, drawn without
+      replacement (what the engine does with ``fraction_fit``). The bound known for
+      this sampling (Wang, Balle, Kasiviswanathan 2019) is for neighbours that differ by
+      *replacing* one node, which moves the sum by up to ``2C``: a
+      ``SampledWithoutReplacementDpEvent`` of a Gaussian with multiplier ``z / 2``.
+
+    ``method`` picks the library's Rényi-DP accountant (``"rdp"``, fast, slightly loose)
+    or its privacy-loss-distribution accountant (``"pld"``, tighter, slower; Poisson
+    sampling only).
 
     >>> acc = PrivacyAccountant(noise_multiplier=1.1, sample_rate=0.01, delta=1e-5)
     >>> acc.step(100) < 1.0
     True
     >>> acc.rounds
     100
+    >>> fixed = PrivacyAccountant(1.0, sampling="fixed", population=10, sample_size=3)
+    >>> fixed.describe()
+    'RDP, 3 of 10 nodes sampled without replacement per round (replace-one, sensitivity 2C)'
     """
 
     def __init__(
@@ -146,41 +185,84 @@ class PrivacyAccountant:
         sample_rate: float = 1.0,
         delta: float = 1e-5,
         method: Literal["rdp", "pld"] = "rdp",
+        *,
+        sampling: Literal["poisson", "fixed"] = "poisson",
+        population: int | None = None,
+        sample_size: int | None = None,
     ) -> None:
         if not noise_multiplier > 0:
             # z = 0 means no noise: ε is infinite, which the caller should choose knowingly.
             raise AggregationError(f"noise_multiplier must be > 0, got {noise_multiplier!r}")
-        if not 0.0 < sample_rate <= 1.0:
-            raise AggregationError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
         if not 0.0 < delta < 1.0:
             raise AggregationError(f"delta must be in (0, 1), got {delta!r}")
         if method not in ("rdp", "pld"):
             raise AggregationError(f"method must be 'rdp' or 'pld', got {method!r}")
+        if sampling == "fixed":
+            if population is None or sample_size is None or not 1 <= sample_size <= population:
+                raise AggregationError(
+                    "fixed-size sampling needs 1 <= sample_size <= population, got "
+                    f"sample_size={sample_size!r}, population={population!r}"
+                )
+            if method != "rdp":
+                raise AggregationError("fixed-size sampling is accounted with method 'rdp' only")
+            sample_rate = sample_size / population
+        elif sampling != "poisson":
+            raise AggregationError(f"sampling must be 'poisson' or 'fixed', got {sampling!r}")
+        if not 0.0 < sample_rate <= 1.0:
+            raise AggregationError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
         self.noise_multiplier = float(noise_multiplier)
         self.sample_rate = float(sample_rate)
         self.delta = float(delta)
         self.method = method
+        self.sampling = sampling
+        self.population = population
+        self.sample_size = sample_size
         self.rounds = 0
         # Imported here: dp-accounting pulls in SciPy (over a second), which a flow
         # without differential privacy should not pay for at start-up.
         import dp_accounting
         from dp_accounting import pld, rdp
 
-        self._accountant: dp_accounting.PrivacyAccountant = (
-            rdp.RdpAccountant() if method == "rdp" else pld.PLDAccountant()
-        )
         gaussian = dp_accounting.GaussianDpEvent(self.noise_multiplier)
-        self._event: dp_accounting.DpEvent = (
-            gaussian
-            if self.sample_rate == 1.0
-            else dp_accounting.PoissonSampledDpEvent(self.sample_rate, gaussian)
+        if sampling == "fixed":
+            assert population is not None and sample_size is not None
+            self._accountant: dp_accounting.PrivacyAccountant = rdp.RdpAccountant(
+                neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE
+            )
+            # Replacing one node's clipped change moves the sum by up to 2C, so the noise
+            # is z·C / 2C = z/2 times the sensitivity.
+            half = dp_accounting.GaussianDpEvent(self.noise_multiplier / 2.0)
+            self._event: dp_accounting.DpEvent = dp_accounting.SampledWithoutReplacementDpEvent(
+                population, sample_size, half
+            )
+        else:
+            self._accountant = rdp.RdpAccountant() if method == "rdp" else pld.PLDAccountant()
+            self._event = (
+                gaussian
+                if self.sample_rate == 1.0
+                else dp_accounting.PoissonSampledDpEvent(self.sample_rate, gaussian)
+            )
+
+    def describe(self) -> str:
+        """The accountant and sampling scheme, in words (for model cards and summaries)."""
+        how = "RDP" if self.method == "rdp" else "PLD"
+        if self.sampling == "fixed":
+            return (
+                f"{how}, {self.sample_size} of {self.population} nodes sampled without "
+                "replacement per round (replace-one, sensitivity 2C)"
+            )
+        if self.sample_rate == 1.0:
+            return f"{how}, every node every round (add/remove-one, sensitivity C)"
+        return (
+            f"{how}, Poisson sampling at rate {self.sample_rate:g} (add/remove-one, sensitivity C)"
         )
 
     def step(self, rounds: int = 1) -> float:
         """Record ``rounds`` more DP rounds; return the ε spent so far."""
         if rounds < 1:
             raise AggregationError(f"rounds must be >= 1, got {rounds!r}")
-        self._accountant.compose(self._event, rounds)
+        with _quiet_absl():
+            self._accountant.compose(self._event, rounds)
         self.rounds += rounds
         return self.spent()[0]
 
@@ -188,4 +270,18 @@ class PrivacyAccountant:
         """``(ε, δ)`` spent over all rounds so far; ``(0.0, δ)`` before the first."""
         if self.rounds == 0:
             return 0.0, self.delta
-        return float(self._accountant.get_epsilon(self.delta)), self.delta
+        with _quiet_absl():
+            return float(self._accountant.get_epsilon(self.delta)), self.delta
+
+
+@contextlib.contextmanager
+def _quiet_absl() -> Iterator[None]:
+    """Some RDP orders do not converge for small noise; dp-accounting logs each order it
+    leaves out (a warning per order, per call) and still returns a valid bound."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        absl.setLevel(level)

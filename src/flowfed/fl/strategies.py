@@ -24,7 +24,7 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -40,19 +40,118 @@ from flowfed.fl.types import (
 
 __all__ = [
     "STRATEGIES",
+    "ClippedMean",
+    "FedAdagrad",
     "FedAdam",
     "FedAvg",
+    "FedAvgM",
     "FedProx",
     "FedYogi",
+    "Krum",
     "Median",
+    "MultiKrum",
+    "QFedAvg",
     "Strategy",
     "TrimmedMean",
     "fedavg",
     "fedprox_term",
     "make_strategy",
     "median",
+    "strategy_class",
+    "strategy_names",
     "trimmed_mean",
 ]
+
+
+# --------------------------------------------------------------------------- the strategy API
+
+
+class Strategy:
+    """The base of every strategy, built-in or written by a user in a tools file.
+
+    A strategy turns one round's updates into the next global model. Subclass it, give it
+    a ``name`` and override :meth:`aggregate_fit` (or just :meth:`aggregate`); the flow
+    then names it (``strategy: my_strategy``) once its tools file is in ``imports``, and
+    its ``strategy_config`` are the constructor's keyword arguments. The hooks follow
+    Flower's ``Strategy``:
+
+    * :meth:`configure_fit` — trainer config for each participant of a round;
+    * :meth:`aggregate_fit` — the updates (and the current global model) → new weights;
+    * :meth:`aggregate_metrics` — the trainers' metrics → the round's metrics.
+
+    ``needs`` says what :meth:`aggregate_fit` reads: ``"mean"`` when the result depends
+    on the updates only through their example-weighted mean (it then also runs over a
+    securely aggregated or differentially private mean, which the server receives as a
+    single update), ``"updates"`` when it needs each node's update (refused with secure
+    aggregation and DP at build time). ``proximal`` asks trainers for a ``mu`` field
+    (FedProx).
+
+    >>> class Halfway(Strategy):  # with name = "halfway", flows could name it
+    ...     needs = "mean"
+    ...     def aggregate_fit(self, server_round, updates, global_weights):
+    ...         avg = fedavg(updates)
+    ...         return [(a + g) / 2 for a, g in zip(avg, global_weights)]
+    >>> import numpy as np
+    >>> Halfway().aggregate_fit(1, [Update("a", [np.array([4.0])])], [np.array([0.0])])
+    [array([2.])]
+    """
+
+    name: ClassVar[str] = ""
+    needs: ClassVar[str] = "updates"
+    proximal: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        registry = globals().get("STRATEGIES")
+        if not isinstance(name, str) or not name or registry is None:
+            return  # no name, or a built-in: those are defined while this module loads
+        if name in BUILTIN_STRATEGIES:
+            raise AggregationError(f"strategy name {name!r} is a built-in strategy's")
+        if cls.needs not in ("mean", "updates"):
+            raise AggregationError(f"strategy {name!r}: needs must be 'mean' or 'updates'")
+        registry[name] = cls  # a tools file imported again replaces its own class
+
+    def check(self, participants: int) -> list[str]:
+        """Build-time warnings for a step with ``participants`` nodes (default: none)."""
+        return []
+
+    def configure_fit(self, server_round: int, participants: list[str]) -> dict[str, dict]:
+        """Trainer config changes for this round, ``{participant: {field: value}}``.
+
+        ``participants`` are ``node`` or ``node:dataset`` names; one not in the result
+        trains with the step's config. The default changes nothing.
+        """
+        return {}
+
+    def aggregate_fit(
+        self, server_round: int, updates: Sequence[Update], global_weights: Weights
+    ) -> Weights:
+        """The new global weights; the default calls :meth:`aggregate`."""
+        return self.aggregate(updates, global_weights=global_weights)
+
+    def aggregate(
+        self, updates: Sequence[Update], global_weights: Weights | None = None
+    ) -> Weights:
+        """Combine updates (override this or :meth:`aggregate_fit`)."""
+        raise NotImplementedError(f"strategy {self.name!r} implements no aggregate_fit")
+
+    def aggregate_metrics(
+        self, server_round: int, results: Sequence[tuple[str, int, dict[str, float]]]
+    ) -> dict[str, float]:
+        """The round's metrics from ``(participant, examples, metrics)`` of each update.
+
+        The default is each numeric metric's mean weighted by example counts.
+        """
+        sums: dict[str, float] = {}
+        weights: dict[str, float] = {}
+        for _, n, metrics in results:
+            for key, value in metrics.items():
+                numeric = isinstance(value, int | float) and not isinstance(value, bool)
+                if numeric and key != "examples":
+                    sums[key] = sums.get(key, 0.0) + float(value) * n
+                    weights[key] = weights.get(key, 0.0) + n
+        return {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -147,7 +246,7 @@ def fedprox_term(weights: Weights, global_weights: Weights, mu: float) -> Weight
 # --------------------------------------------------------------------------- server optimizers
 
 
-class _AdaptiveServerOptimizer(ABC):
+class _AdaptiveServerOptimizer(Strategy, ABC):
     """Shared body of FedAdam and FedYogi (Reddi et al. 2021, Algorithm 2).
 
     Each round, with ``x`` the global model and ``Δ = fedavg(updates) - x`` the
@@ -162,6 +261,7 @@ class _AdaptiveServerOptimizer(ABC):
     """
 
     name: ClassVar[str] = ""
+    needs: ClassVar[str] = "mean"
 
     def __init__(
         self, eta: float = 0.1, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3
@@ -261,24 +361,100 @@ class FedYogi(_AdaptiveServerOptimizer):
         return v - (1.0 - self.beta2) * delta_sq * np.sign(v - delta_sq)
 
 
-# --------------------------------------------------------------------------- registry
+class FedAdagrad(_AdaptiveServerOptimizer):
+    """Adagrad on the server (Reddi et al. 2021): ``v ← v + Δ²``, ``beta1`` 0 by default.
+
+    >>> import numpy as np
+    >>> opt = FedAdagrad(eta=0.1, tau=1e-3)
+    >>> new = opt.step([np.array([0.0])], [Update("a", [np.array([1.0])])])
+    >>> round(float(new[0][0]), 4)  # m = 1, v = 1e-6 + 1: 0.1·1 / (√1.000001 + 0.001)
+    0.0999
+    """
+
+    name = "fedadagrad"
+
+    def __init__(
+        self, eta: float = 0.1, beta1: float = 0.0, beta2: float = 0.0, tau: float = 1e-3
+    ) -> None:
+        super().__init__(eta=eta, beta1=beta1, beta2=beta2, tau=tau)
+
+    def _second_moment(self, v: np.ndarray, delta_sq: np.ndarray) -> np.ndarray:
+        return v + delta_sq
 
 
-class Strategy(Protocol):
-    """What the aggregation task calls, whatever the strategy."""
+class FedAvgM(Strategy):
+    """FedAvg with server momentum (Hsu et al. 2019), as Flower's ``FedAvgM``.
 
-    name: ClassVar[str]
+    With ``g = x - fedavg(updates)`` (the pseudo-gradient, pointing away from the
+    nodes): ``v ← momentum·v + g`` (``v = g`` in the first step), ``x ← x - lr·v``.
+    ``server_learning_rate=1, server_momentum=0`` is plain FedAvg.
+
+    >>> import numpy as np
+    >>> opt = FedAvgM(server_learning_rate=1.0, server_momentum=0.5)
+    >>> x = opt.step([np.array([0.0])], [Update("a", [np.array([1.0])])])  # v = -1
+    >>> opt.step(x, [Update("a", [np.array([1.0])])])  # g = 0, v = -0.5: 1 + 0.5
+    [array([1.5])]
+    """
+
+    name: ClassVar[str] = "fedavgm"
+    needs: ClassVar[str] = "mean"
+
+    def __init__(self, server_learning_rate: float = 1.0, server_momentum: float = 0.0) -> None:
+        if not server_learning_rate > 0:
+            raise AggregationError(
+                f"fedavgm: server_learning_rate must be > 0, got {server_learning_rate!r}"
+            )
+        if not 0.0 <= server_momentum < 1.0:
+            raise AggregationError(
+                f"fedavgm: server_momentum must be in [0, 1), got {server_momentum!r}"
+            )
+        self.server_learning_rate = float(server_learning_rate)
+        self.server_momentum = float(server_momentum)
+        self.momentum: Weights | None = None
+
+    def reset(self) -> None:
+        """Forget the momentum."""
+        self.momentum = None
+
+    def step(self, global_weights: Weights, updates: Sequence[Update]) -> Weights:
+        """One server step; returns the new global weights."""
+        shapes = shapes_of(global_weights)
+        check_updates(updates, reference=shapes)
+        if self.momentum is not None and shapes_of(self.momentum) != shapes:
+            raise AggregationError("fedavgm: model shapes changed since the last step")
+        x = [np.asarray(g, dtype=np.float64) for g in global_weights]
+        grad = [xi - a for xi, a in zip(x, fedavg(updates), strict=True)]
+        if self.server_momentum > 0:
+            if self.momentum is None:
+                self.momentum = grad
+            else:
+                self.momentum = [
+                    self.server_momentum * m + g for m, g in zip(self.momentum, grad, strict=True)
+                ]
+            grad = self.momentum
+        dtypes = float_dtype(global_weights)
+        return [
+            (xi - self.server_learning_rate * g).astype(dt)
+            for xi, g, dt in zip(x, grad, dtypes, strict=True)
+        ]
 
     def aggregate(
         self, updates: Sequence[Update], global_weights: Weights | None = None
-    ) -> Weights: ...
+    ) -> Weights:
+        if global_weights is None:
+            raise AggregationError("fedavgm needs the current global weights")
+        return self.step(global_weights, updates)
+
+
+# --------------------------------------------------------------------------- registry
 
 
 @dataclass(frozen=True)
-class FedAvg:
+class FedAvg(Strategy):
     """:func:`fedavg` behind the :class:`Strategy` interface."""
 
     name: ClassVar[str] = "fedavg"
+    needs: ClassVar[str] = "mean"
 
     def aggregate(
         self, updates: Sequence[Update], global_weights: Weights | None = None
@@ -287,14 +463,18 @@ class FedAvg:
 
 
 @dataclass(frozen=True)
-class FedProx:
+class FedProx(Strategy):
     """FedProx: aggregates exactly like FedAvg; ``mu`` is for the nodes' trainers.
 
-    The built-in trainers read ``mu`` and add :func:`fedprox_term` to their gradients.
+    The planner sets every trainer's ``mu`` config field to this ``mu`` (a trainer
+    without one is refused at build time); the built-in trainers add
+    :func:`fedprox_term` to their gradients.
     """
 
     mu: float = 0.01
     name: ClassVar[str] = "fedprox"
+    needs: ClassVar[str] = "mean"
+    proximal: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if self.mu < 0:
@@ -311,7 +491,7 @@ class FedProx:
 
 
 @dataclass(frozen=True)
-class Median:
+class Median(Strategy):
     """:func:`median` behind the :class:`Strategy` interface."""
 
     name: ClassVar[str] = "median"
@@ -323,7 +503,7 @@ class Median:
 
 
 @dataclass(frozen=True)
-class TrimmedMean:
+class TrimmedMean(Strategy):
     """:func:`trimmed_mean` behind the :class:`Strategy` interface."""
 
     beta: float = 0.1
@@ -333,21 +513,54 @@ class TrimmedMean:
         if not 0.0 <= self.beta < 0.5:
             raise AggregationError(f"trimmed_mean: beta must be in [0, 0.5), got {self.beta!r}")
 
+    def check(self, participants: int) -> list[str]:
+        """A ``beta`` that trims nothing at this many nodes is a plain mean: say so."""
+        if participants >= 3 and int(np.floor(self.beta * participants)) == 0:
+            least = 1.0 / participants
+            return [
+                f"trimmed_mean with beta {self.beta} trims nothing at {participants} nodes "
+                f"(floor({self.beta}·{participants}) = 0): it is the plain mean; the "
+                f"smallest beta that trims one node from each end is {least:.4g}"
+            ]
+        return []
+
     def aggregate(
         self, updates: Sequence[Update], global_weights: Weights | None = None
     ) -> Weights:
         return trimmed_mean(updates, self.beta)
 
 
+from flowfed.fl.robust import ClippedMean, Krum, MultiKrum, QFedAvg  # noqa: E402
+
 STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "fedavg": FedAvg,
     "fedprox": FedProx,
     "fedadam": FedAdam,
     "fedyogi": FedYogi,
+    "fedadagrad": FedAdagrad,
+    "fedavgm": FedAvgM,
     "median": Median,
     "trimmed_mean": TrimmedMean,
+    "krum": Krum,
+    "multikrum": MultiKrum,
+    "clipped_mean": ClippedMean,
+    "qfedavg": QFedAvg,
 }
-"""Every strategy by the name a flow config uses."""
+"""Every strategy by the name a flow config uses: the built-ins, and the classes user
+code defines by subclassing :class:`Strategy` with a ``name`` (entered on definition)."""
+
+BUILTIN_STRATEGIES = frozenset(STRATEGIES)
+"""The names of the built-in strategies (a user strategy cannot take one)."""
+
+
+def strategy_names() -> list[str]:
+    """Every strategy a flow may name: the built-ins and those defined by user code."""
+    return sorted(STRATEGIES)
+
+
+def strategy_class(name: str) -> Callable[..., Strategy] | None:
+    """The factory of strategy ``name`` (built-in or user-defined), or None."""
+    return STRATEGIES.get(name)
 
 
 def make_strategy(name: str, **settings: Any) -> Strategy:
@@ -360,9 +573,9 @@ def make_strategy(name: str, **settings: Any) -> Strategy:
     ...
     flowfed.fl.types.AggregationError: strategy 'fedavg' takes no setting 'mu' (it takes none)
     """
-    factory = STRATEGIES.get(name)
+    factory = strategy_class(name)
     if factory is None:
-        known = ", ".join(sorted(STRATEGIES))
+        known = ", ".join(strategy_names())
         raise AggregationError(f"unknown strategy {name!r}; known strategies: {known}")
     accepted = [
         p.name

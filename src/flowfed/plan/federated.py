@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,14 +39,40 @@ def sample(participants: list[Where], k: int, rng: np.random.Generator) -> list[
     return [participants[i] for i in picked]
 
 
-def train_task(step_task: TaskNode, where: Where, r: int) -> TaskNode:
+def trainer_config(step_task: TaskNode, overrides: dict[str, Any] | None = None) -> Any:
+    """The trainer config of a round: the step's, with ``local_epochs``, a proximal
+    strategy's ``mu`` and the strategy's ``configure_fit`` changes for this node."""
+    fed = step_task.federated
+    assert fed is not None
+    config = step_task.config
+    update: dict[str, Any] = {}
+    if fed.settings.local_epochs is not None and fed.epochs_field is not None:
+        update[fed.epochs_field] = fed.settings.local_epochs
+    mu = proximal_mu(fed.settings)
+    if mu is not None:
+        update["mu"] = mu
+    update.update(overrides or {})
+    if not update:
+        return config
+    # validated: a configure_fit hook's value goes through the trainer's own field types
+    return config.__class__.model_validate({**config.model_dump(), **update})
+
+
+def proximal_mu(settings: Any) -> float | None:
+    """The ``mu`` a proximal strategy (FedProx) gives every trainer, else None."""
+    if settings.strategy != "fedprox":
+        return None
+    return float(settings.strategy_config.get("mu", 0.01))
+
+
+def train_task(
+    step_task: TaskNode, where: Where, r: int, overrides: dict[str, Any] | None = None
+) -> TaskNode:
     """Round ``r``'s local training task on ``where`` for the federated ``step_task``."""
     fed = step_task.federated
     assert fed is not None
     node, dataset = where
-    config = step_task.config
-    if fed.settings.local_epochs is not None and fed.epochs_field is not None:
-        config = config.model_copy(update={fed.epochs_field: fed.settings.local_epochs})
+    config = trainer_config(step_task, overrides)
     artifact = step_task.outputs[fed.model_output]
     who = f"{node}:{dataset}" if dataset else node
     return TaskNode(
@@ -70,13 +97,19 @@ def train_task(step_task: TaskNode, where: Where, r: int) -> TaskNode:
 
 
 def aggregate_task(
-    step_task: TaskNode, aggregator: ToolSpec, r: int, *, nodes: list[str], has_global: bool
+    step_task: TaskNode,
+    aggregator: ToolSpec,
+    r: int,
+    *,
+    nodes: list[str],
+    has_global: bool,
+    metrics: dict[str, float] | None = None,
 ) -> TaskNode:
     """Round ``r``'s central aggregation task, producing the round's global model."""
     fed = step_task.federated
     assert fed is not None
     config = aggregator.config_model.model_validate(
-        {"round": r, "strategy_name": fed.settings.strategy, "nodes": nodes}
+        {"round": r, "strategy_name": fed.settings.strategy, "nodes": nodes, "metrics": metrics}
     )
     inputs: dict[str, str | list[str]] = {"updates": []}
     if has_global:
@@ -105,6 +138,73 @@ def round_metric(results: list[tuple[dict[str, float], int]]) -> dict[str, float
                 sums[name] = sums.get(name, 0.0) + float(value) * n
                 weights[name] = weights.get(name, 0.0) + n
     return {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
+
+
+def check(settings: Any, trainer: ToolSpec, participants: int | None) -> list[Problem]:
+    """Build-time problems of a federated step's settings with its trainer.
+
+    ``participants`` is how many nodes it trains on (None: not known at build time).
+    Errors: an unknown strategy or setting, a strategy that cannot run under secure
+    aggregation or DP (never silently swapped for another), FedProx with a trainer that
+    has no ``mu``. Warnings: settings that do nothing (a trimmed mean that trims none).
+    """
+    from flowfed.fl.server import combination_problems
+    from flowfed.fl.strategies import make_strategy, strategy_class, strategy_names
+    from flowfed.fl.types import AggregationError
+
+    out: list[Problem] = []
+    if strategy_class(settings.strategy) is None:
+        out.append(
+            Problem(
+                "error",
+                "strategy",
+                f"unknown strategy '{settings.strategy}' (known: {', '.join(strategy_names())})",
+                "a strategy of your own: subclass flowfed.fl.Strategy with a name, in a "
+                "file listed under imports",
+            )
+        )
+        return out
+    try:
+        strategy = make_strategy(settings.strategy, **settings.strategy_config)
+    except AggregationError as exc:
+        out.append(Problem("error", "strategy_config", str(exc), None))
+        return out
+    for message in combination_problems(
+        settings.strategy,
+        secure_aggregation=bool(settings.secure_aggregation),
+        privacy=settings.privacy is not None,
+    ):
+        field = "secure_aggregation" if "secure_aggregation" in message else "privacy"
+        out.append(Problem("error", field, message, None))
+    if getattr(strategy, "proximal", False):
+        fields = trainer.config_model.model_fields
+        if "mu" not in fields:
+            out.append(
+                Problem(
+                    "error",
+                    "strategy",
+                    f"strategy '{settings.strategy}' adds a proximal term to the local "
+                    f"objective, but trainer '{trainer.name}' has no 'mu' config field to "
+                    "receive it",
+                    "use a trainer with a proximal term (flowfed.logistic_regression, "
+                    "flowfed.mlp, flowfed.torch_mlp, flowfed.torch_module) or strategy fedavg",
+                )
+            )
+    if participants is not None:
+        for message in strategy.check(participants):
+            out.append(Problem("warning", "strategy_config", message, None))
+    return out
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One build-time finding of :func:`check`: ``level`` is ``error`` or ``warning``,
+    ``field`` the federated setting it is about."""
+
+    level: str
+    field: str
+    message: str
+    hint: str | None
 
 
 def describe(settings: Any) -> str:

@@ -148,11 +148,6 @@ class TaskGraph:
         return {s.name: s.type for s in self.flow.steps if s.type}
 
 
-#: The aggregation strategies a federated step may name: the keys of
-#: ``flowfed.fl.STRATEGIES``, listed here so the planner stays a pure compiler that does
-#: not load the learning code (tests/federated/test_plan.py checks the two agree).
-STRATEGY_NAMES = frozenset({"fedavg", "fedprox", "fedadam", "fedyogi", "median", "trimmed_mean"})
-
 _REF = re.compile(r"\$\{\s*config\.([A-Za-z0-9_.\-]+)\s*\}")
 
 
@@ -418,6 +413,7 @@ def _plan(
         _check_reachability(model, deps, routed, source, steps_index, diags)
 
     placed = is_placed(model)
+    warns: list[Diagnostic] = []  # build-time warnings: the flow runs, the user is told
     datasets: list[Where] | None = None
     for step in model.steps:
         if step.sweep and (step.next is not None or step.name in routed):
@@ -432,7 +428,7 @@ def _plan(
     if placed:
         if needs_datasets(model):
             datasets = parse_datasets(config, source, diags)
-        _check_placed_steps(model, nodes, fed_settings, routed, datasets, source, at, diags)
+        _check_placed_steps(model, nodes, fed_settings, routed, datasets, source, at, diags, warns)
 
     if diags:
         raise FlowError(diags)
@@ -440,7 +436,7 @@ def _plan(
         graph = _expand(model, nodes, fed_settings, sweeps, order, config, datasets, source, at)
         graph.external = external
         graph.catalog = used_catalog
-        graph.warnings = warnings
+        graph.warnings = warnings + warns
         return graph
 
     downstream: dict[str, list[str]] = {n: [] for n in order}
@@ -537,6 +533,7 @@ def _check_placed_steps(
     source: SourceMap,
     at: Any,
     diags: list[Diagnostic],
+    warns: list[Diagnostic],
 ) -> None:
     """Rules only placed and federated steps have."""
     for step in model.steps:
@@ -592,16 +589,6 @@ def _check_placed_steps(
                     field="outputs",
                 )
             )
-        if fed.strategy not in STRATEGY_NAMES:
-            diags.append(
-                source.diag(
-                    f"unknown strategy '{fed.strategy}' "
-                    f"(known: {', '.join(sorted(STRATEGY_NAMES))})",
-                    at(step, "federated", "strategy"),
-                    step=step.name,
-                    field="federated.strategy",
-                )
-            )
         count = len(participants(step, datasets))
         if datasets is not None or not isinstance(step.on, str):
             if fed.min_nodes is not None and fed.min_nodes > count:
@@ -623,6 +610,28 @@ def _check_placed_steps(
                         field="federated.secure_aggregation",
                     )
                 )
+        known = datasets is not None or not isinstance(step.on, str)
+        _federated_rules(step, fed, spec, count if known else None, source, at, diags, warns)
+
+
+def _federated_rules(
+    step: Step,
+    fed: Federated,
+    spec: ToolSpec,
+    count: int | None,
+    source: SourceMap,
+    at: Any,
+    diags: list[Diagnostic],
+    warns: list[Diagnostic],
+) -> None:
+    """The strategy rules of flowfed.plan.federated.check, as located diagnostics."""
+    from flowfed.plan.federated import check
+
+    for p in check(fed, spec, count):
+        raw = step.federated or {}
+        path = at(step, "federated", p.field if p.field in raw else "strategy")
+        d = source.diag(p.message, path, step=step.name, field=f"federated.{p.field}", hint=p.hint)
+        (diags if p.level == "error" else warns).append(d)
 
 
 def _expand(

@@ -6,7 +6,7 @@ flowfed.tools.library``, or ``imports: [flowfed.tools.library]`` in a flow file.
 - database-adapter: ``flowfed.csv``, ``flowfed.parquet``, ``flowfed.sql_table``,
   ``flowfed.sklearn_dataset``
 - preprocessing: ``flowfed.impute``, ``flowfed.standardize``
-- data-transformation: ``flowfed.train_test_split``, ``flowfed.column_sums``,
+- data-transformation: ``flowfed.train_test_split``, ``flowfed.partition``, ``flowfed.column_sums``,
   ``flowfed.combine_sums``, ``flowfed.package_model``, and the secure-aggregation tools
   ``flowfed.secagg_keys``, ``flowfed.secagg_mask``, ``flowfed.secagg_reveal``
 - analysis: ``flowfed.logistic_regression``, ``flowfed.mlp``, ``flowfed.torch_mlp`` (PyTorch)
@@ -19,7 +19,9 @@ from flowfed.tools.library import (
     evaluation,
     models,
     packaging,
+    partition,
     preprocessing,
+    torch_adapter,
     torch_models,
     transform,
 )
@@ -34,7 +36,9 @@ __all__ = [
     "evaluation",
     "models",
     "packaging",
+    "partition",
     "preprocessing",
+    "torch_adapter",
     "torch_models",
     "transform",
 ]

@@ -130,9 +130,31 @@ def classification_metrics(
     }
 
 
-#: Score-histogram resolution of ``evaluate_classifier``: the pooled ROC AUC computed from
-#: histograms differs from the exact one only for score pairs within 1/HISTOGRAM_BINS.
-HISTOGRAM_BINS = 1000
+#: Score-histogram resolution of ``evaluate_classifier``. Scores are binned on the scale
+#: ``t = asinh(logit(p))`` (monotone, so ranks are kept): fine where a probability scale
+#: would tie every confident prediction (0.9999 and 0.999999 are logits 9.2 and 13.8),
+#: finite for any logit. ``HISTOGRAM_BINS`` equal bins span ``t`` in ±``SCORE_RANGE``
+#: (logits up to ±1.6e6); the two ends take anything beyond.
+HISTOGRAM_BINS = 6000
+SCORE_RANGE = 15.0
+#: The name of that scale, stored with each histogram so sites pool like with like.
+SCORE_SCALE = "asinh_logit"
+
+
+def score_scale(proba: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:
+    """Scores on the histogram's scale, ``asinh(logit)``; from ``logits`` when the model
+    gives them (no float saturation at p = 1), else from the probabilities.
+
+    >>> score_scale(np.array([0.5, 0.9999, 0.999999])).round(2).tolist()
+    [0.0, 2.92, 3.32]
+    """
+    if logits is None:
+        p = np.clip(np.asarray(proba, dtype=np.float64), 0.0, 1.0)
+        with np.errstate(divide="ignore"):
+            logits = np.log(p) - np.log1p(-p)
+    z = np.nan_to_num(np.asarray(logits, dtype=np.float64), posinf=1e300, neginf=-1e300)
+    return np.clip(np.arcsinh(z), -SCORE_RANGE, SCORE_RANGE)
+
 
 #: The scalar metrics reported through ``ctx.metric`` (conditions can test them).
 REPORTED = ("accuracy", "roc_auc", "precision", "recall", "f1", "brier", "log_loss", "ece")
@@ -178,11 +200,20 @@ def evaluate_classifier(
     # class count is 0 or at least k (the node's disclosure minimum, 5 by default), so no
     # range singles out fewer than k patients; the reliability table likewise.
     k = min_rows_of(ctx)
-    edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
-    pos = merge_histogram(np.histogram(proba[y == 1], bins=edges)[0].tolist(), edges.tolist(), k)
-    neg = merge_histogram(np.histogram(proba[y == 0], bins=edges)[0].tolist(), edges.tolist(), k)
+    logits = None
+    decide = getattr(model, "decision_function", None)
+    if callable(decide):
+        logits = np.asarray(decide(test), dtype=np.float64).reshape(-1)
+        if logits.shape != proba.shape:
+            logits = None
+    t = score_scale(proba, logits)
+    edges = np.linspace(-SCORE_RANGE, SCORE_RANGE, HISTOGRAM_BINS + 1)
+    pos = merge_histogram(np.histogram(t[y == 1], bins=edges)[0].tolist(), edges.tolist(), k)
+    neg = merge_histogram(np.histogram(t[y == 0], bins=edges)[0].tolist(), edges.tolist(), k)
     safe = pos is not None and neg is not None
-    result["score_histogram"] = {"k": k, "positive": pos, "negative": neg} if safe else None
+    result["score_histogram"] = (
+        {"k": k, "scale": SCORE_SCALE, "positive": pos, "negative": neg} if safe else None
+    )
     if not safe:
         ctx.log(
             f"a class has fewer than {k} test rows: no score histogram is shared "
@@ -336,6 +367,12 @@ def _p_above(a: float, b: float, c: float, d: float) -> float:
     return float(below.mean())
 
 
+def _to_scale(r: dict[str, Any]) -> dict[str, Any]:
+    """A probability range ``{lo, hi, count}`` on the asinh-logit scale."""
+    lo, hi = score_scale(np.array([float(r["lo"]), float(r["hi"])]))
+    return {"lo": float(lo), "hi": float(hi), "count": r["count"]}
+
+
 def auc_from_histograms(positive: list[int], negative: list[int]) -> float | None:
     """ROC AUC from per-class score counts over the same ascending bins (ties count ½).
 
@@ -404,13 +441,18 @@ def pool_metrics(
         if hist is None:
             left_out.append(name)
         elif "bins" not in hist:
-            pos_ranges += hist["positive"]
-            neg_ranges += hist["negative"]
+            # ranges of probabilities (evaluations made before the asinh-logit scale) are
+            # mapped onto it: the map is monotone, so what is above stays above
+            on_scale = hist.get("scale") == SCORE_SCALE
+            for got, ranges in ((hist["positive"], pos_ranges), (hist["negative"], neg_ranges)):
+                ranges += [r if on_scale else _to_scale(r) for r in got]
         else:  # fixed equal bins (an evaluation made before k-merged histograms)
             e = np.linspace(0.0, 1.0, int(hist["bins"]) + 1)
             for counts, ranges in ((hist["positive"], pos_ranges), (hist["negative"], neg_ranges)):
                 ranges += [
-                    {"lo": e[i], "hi": e[i + 1], "count": c} for i, c in enumerate(counts) if c
+                    _to_scale({"lo": e[i], "hi": e[i + 1], "count": c})
+                    for i, c in enumerate(counts)
+                    if c
                 ]
     accuracy = round(correct) / rows
     bounds = auc_from_segments(pos_ranges, neg_ranges)

@@ -391,6 +391,7 @@ def logistic_regression(
         "mu": mu,
         "warm_start": global_model is not None,
         "final_loss": losses[-1],
+        "initial_loss": losses[0],
     }
     model = LogisticRegressionModel(cols, params[0], params[1][0], target=target, training=training)
     # From the matrix already built: selecting the columns again costs more than training.
@@ -490,6 +491,7 @@ def mlp(
         "seed": seed,
         "warm_start": global_model is not None,
         "final_loss": losses[-1],
+        "initial_loss": losses[0],
     }
     model = MLPModel(
         cols,

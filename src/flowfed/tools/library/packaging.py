@@ -57,6 +57,11 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None else str(value)
 
 
+def _sig(value: Any) -> str:
+    """Four significant digits: δ is 1e-05, not 0.0000."""
+    return f"{value:.4g}" if isinstance(value, float) else _fmt(value)
+
+
 def _card(
     *,
     name: str,
@@ -82,7 +87,10 @@ def _card(
     ]
     training = getattr(model, "training", None)
     if isinstance(training, dict) and training:
-        lines.append("- training: " + ", ".join(f"{k}={_fmt(v)}" for k, v in training.items()))
+        flat = {k: v for k, v in training.items() if not isinstance(v, dict | list)}
+        lines.append("- training: " + ", ".join(f"{k}={_fmt(v)}" for k, v in flat.items()))
+        if training.get("federated"):
+            lines += _federated_lines(training)
     lines += ["", "## Data provenance", ""]
     sources = lineage["data_sources"]
     if sources:
@@ -119,6 +127,48 @@ def _card(
     lines += ["## Files", "", "| file | sha256 |", "|---|---|"]
     lines += [f"| `{f}` | `{h}` |" for f, h in sorted(files.items())]
     return "\n".join(lines) + "\n"
+
+
+def _federated_lines(training: dict[str, Any]) -> list[str]:
+    """The card's account of a federated model: how it was trained, and its privacy."""
+    config = training.get("strategy_config") or {}
+    settings = ", ".join(f"{k}={_fmt(v)}" for k, v in config.items())
+    lines = [
+        "",
+        "## Federated training",
+        "",
+        f"- strategy: {training.get('strategy')}" + (f" ({settings})" if settings else ""),
+        f"- rounds: {training.get('rounds')} (of {training.get('rounds_planned')} planned)",
+        f"- participants in the final round: {training.get('participants')} of "
+        f"{training.get('participants_total')}",
+        f"- warm start from a given model: {'yes' if training.get('warm_start') else 'no'}",
+        f"- secure aggregation: {'yes' if training.get('secure_aggregation') else 'no'}",
+    ]
+    final = {
+        k: training[k]
+        for k in ("loss", "train_accuracy")
+        if isinstance(training.get(k), int | float)
+    }
+    if final:
+        lines.append(
+            "- final round, mean over its participants (weighted by rows): "
+            + ", ".join(f"{k}={_fmt(v)}" for k, v in final.items())
+        )
+    privacy = training.get("privacy")
+    if isinstance(privacy, dict):
+        lines += [
+            "",
+            "## Differential privacy",
+            "",
+            f"- client-level (ε, δ) = ({_sig(privacy.get('epsilon'))}, "
+            f"{_sig(privacy.get('delta'))}) after {training.get('rounds')} rounds",
+            f"- clip norm C = {_fmt(privacy.get('clip_norm'))}, noise multiplier z = "
+            f"{_fmt(privacy.get('noise_multiplier'))} (noise std z·C on the sum of clipped "
+            "changes, from the OS's CSPRNG)",
+            f"- accountant: {privacy.get('accountant')}",
+            f"- sampling: {privacy.get('sampling')}",
+        ]
+    return lines
 
 
 @tool(name="flowfed.package_model", version="1.0", type="data-transformation")

@@ -110,6 +110,7 @@ def torch_mlp(
         "seed": seed,
         "warm_start": global_model is not None,
         "final_loss": losses[-1],
+        "initial_loss": losses[0],
     }
     model = MLPModel(
         cols, final[0], final[1], final[2], final[3][0],

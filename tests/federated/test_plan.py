@@ -141,9 +141,11 @@ def test_placed_steps_cannot_be_routed(tmp_path: Path) -> None:
     assert any("cannot route" in msg and "step 'check'" in msg for msg in msgs), msgs
 
 
-def test_planning_is_pure_no_learning_code_no_collector_switch(tmp_path: Path) -> None:
-    """The planner compiles a federated flow without loading flowfed.fl (or the catalog),
-    and leaves the process's garbage collector as it found it."""
+def test_planning_is_pure_no_catalog_no_collector_switch(tmp_path: Path) -> None:
+    """The planner compiles a federated flow without loading the catalog, and leaves the
+    process's garbage collector as it found it. (It may read flowfed.fl's strategy
+    classes: a user's own strategy declares there what it needs, which the build-time
+    strategy rules check.)"""
     import subprocess
     import sys
 
@@ -161,7 +163,7 @@ def test_planning_is_pure_no_learning_code_no_collector_switch(tmp_path: Path) -
         "assert not gc.isenabled(), 'plan() switched the collector'\n"
         "gc.enable()\n"
         "assert g.tasks, 'nothing planned'\n"
-        "print(' '.join(m for m in sys.modules if m.startswith(('flowfed.fl', 'flowfed.db'))))\n"
+        "print(' '.join(m for m in sys.modules if m.startswith(('flowfed.db', 'sqlalchemy'))))\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -107,7 +107,8 @@ def test_kill_9_mid_task_fails_the_task(cluster: Cluster, tmp_path: Path) -> Non
     assert not worker.is_alive()
     err = box["error"]
     assert isinstance(err, RemoteTaskError)
-    assert "node 'site' went offline while running the task" in str(err)
+    assert "node 'site' offline since" in str(err)
+    assert "went offline while running the task" in str(err)
 
 
 def test_a_node_that_reconnects_resumes_its_task(cluster: Cluster, tmp_path: Path) -> None:

@@ -102,7 +102,7 @@ def test_node_a_cannot_receive_or_answer_node_b_tasks(
         ws.send(dump_node_message(ResumeMessage()))  # a node never sends resume mid-session
         worker.join(30)
     assert not worker.is_alive()
-    assert "node 'hospital-b' is offline" in str(box["error"])
+    assert "node 'hospital-b' offline since" in str(box["error"])
     assert f"sent result for task {t.task_id}, which is placed on node 'hospital-b'" in caplog.text
     assert "a node may not send 'resume'" in caplog.text
     # The real agent of A never saw B's task.

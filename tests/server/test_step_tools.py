@@ -92,7 +92,9 @@ def test_a_step_of_several_tools_over_rest(server: Server, api: httpx.Client) ->
 def test_a_step_is_not_done_while_one_of_its_tools_has_not_started(
     server: Server, api: httpx.Client
 ) -> None:
-    rid = api.post("/api/v1/runs", json={"source": WAITING}).json()["run_id"]
+    r = api.post("/api/v1/runs", json={"source": WAITING})
+    assert r.status_code == 202, r.text
+    rid = r.json()["run_id"]
     deadline = time.monotonic() + 60
     while True:  # until the quick tool has finished while the slow step still runs
         run = api.get(f"/api/v1/runs/{rid}").json()

@@ -263,7 +263,10 @@ def test_triggers_page_shows_triggers_made_over_rest_and_their_history(
         },
         {
             "name": "broken-target",
-            "flow": "No Such Flow",
+            # A flow that exists (an unknown one is refused when the trigger is made), with
+            # a parameter it does not have: the fire fails, with that reason.
+            "flow": "Trigger Target",
+            "params": {"no_such_param": 1},
             "on": {"run": {"flow": "Trigger Source", "status": "success"}},
         },
         {

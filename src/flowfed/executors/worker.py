@@ -27,6 +27,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from flowfed.artifacts import ArtifactStore, Materialized, NotMaterializable, load, materialize
@@ -105,7 +106,9 @@ def _tool(ref: str) -> ToolSpec:
             # size"). list(sys.modules.items()) is no cure: building the list allocates,
             # the collector may run finalizers, and those let other threads in.
             for name, mod in sys.modules.copy().items():
-                if name.startswith("flowfed_tools_") and getattr(mod, "__file__", None) == path:
+                # Also its plain name: a tools file may be aliased to it (flowfed.tools.loading).
+                own = name.startswith("flowfed_tools_") or name == Path(path).stem
+                if own and getattr(mod, "__file__", None) == path:
                     sys.modules.pop(name, None)
         # This thread's registrations only: tools running on the worker's other threads
         # keep registering (their own imports) into the process-wide registry.

@@ -15,10 +15,10 @@ flowfed.tools.library``, or ``imports: [flowfed.tools.library]`` in a flow file.
 """
 
 import flowfed.tools.library.federated  # noqa: F401  (registers the secure-aggregation tools)
-import flowfed.tools.library.fl_evaluation  # noqa: F401  (federated evaluation on the nodes)
 from flowfed.tools.library import (
     adapters,
     evaluation,
+    fl_evaluation,
     models,
     packaging,
     partition,
@@ -36,6 +36,7 @@ __all__ = [
     "Split",
     "adapters",
     "evaluation",
+    "fl_evaluation",
     "models",
     "packaging",
     "partition",

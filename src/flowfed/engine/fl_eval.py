@@ -182,7 +182,7 @@ class Evaluator:
             masked = d._run_batch(pool, r, masks, len(masks), None, "evaluation masking")
             spec = build_spec(
                 eval_secure_sum_tool, name="flowfed.fl_eval_secure_sum", version="1.0",
-                type="analysis",
+                type="evaluation",
             )  # fmt: skip
             total = d._child(
                 self._central_task(spec, r, "eval-sum", {"round": r}),

@@ -114,6 +114,16 @@ def run(
             "inprocess / subprocess (no isolation).",
         ),
     ] = "sandbox",
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            metavar="RUN_ID",
+            help="Go on with run RUN_ID of this flow, interrupted (its process killed): "
+            "finished tasks stay finished, a federated step goes on after its last "
+            "checkpointed round (docs/federated.md, Checkpointed rounds).",
+        ),
+    ] = None,
 ) -> None:
     """Validate and run a flow, showing a live tree of its steps and tasks.
 
@@ -135,6 +145,7 @@ def run(
             "--nodes": nodes_file is not None,
             "--node-runner": node_runner != "sandbox",
             "--task-timeout": task_timeout is not None,
+            "--resume": resume is not None,
         }
         given = [name for name, used in local_options.items() if used]
         if given:
@@ -207,6 +218,7 @@ def run(
             engine.db.close()
             fail(str(exc))
     live = sys.stdout.isatty() and not as_json and not quiet
+    resumed = _resumable(engine, resume, file) if resume is not None else None
     try:
         with contextlib.ExitStack() as stack:
             if placed and layout is not None:
@@ -222,10 +234,17 @@ def run(
                         params=params,
                         flow_file=str(file),
                         principal=_local_principal(),
+                        run_id=resumed,
+                        resume=resumed is not None,
                     )
             else:
                 result = engine.run(
-                    prepared.graph, params=params, flow_file=str(file), principal=_local_principal()
+                    prepared.graph,
+                    params=params,
+                    flow_file=str(file),
+                    principal=_local_principal(),
+                    run_id=resumed,
+                    resume=resumed is not None,
                 )
     finally:
         engine.db.close()
@@ -242,6 +261,21 @@ def run(
         _print_summary(result)
     # 130 is the shell's convention for "stopped by Ctrl-C".
     raise typer.Exit({"success": 0, "failed": 1, "cancelled": 130}[result.status])
+
+
+def _resumable(engine: Any, ref: str, file: Path) -> str:
+    """The full id of run ``ref`` if it can be resumed here; otherwise exit saying why."""
+    row = engine.db.get_run(ref)
+    if row is None:
+        engine.db.close()
+        fail(f"--resume: no run '{ref}' in this catalog ({engine.db.url})")
+    if row.get("status") != "running":
+        engine.db.close()
+        fail(
+            f"--resume: run {row['id']} ended ({row.get('status')}); only a run whose "
+            "process stopped while it was running can be resumed"
+        )
+    return str(row["id"])
 
 
 def _layout_for(

@@ -94,13 +94,34 @@ class FederatedDriver:
         best: float | None = None
         stale = 0
         rounds_done = 0
+        stopped = False
+        from flowfed.engine.checkpoint import CheckpointError, Checkpoints
+
+        checkpoints = Checkpoints(self)
+        try:  # resuming an interrupted run: go on after the newest checkpointed round
+            found = checkpoints.latest() if getattr(run, "resume", False) else None
+        except CheckpointError as exc:
+            fail(run, tr, f"federated step '{tr.step}': {exc}", None)
+        if found is not None:
+            state, model_ref = found
+            kept = checkpoints.restore(state)
+            rng.bit_generator.state = kept["rng"]
+            best, stale, stopped = kept["best"], int(kept["stale"]), bool(kept["stopped"])
+            self.evaluation = dict(kept.get("evaluation") or {})
+            rounds_done = int(state["round"])
+            self.sink(
+                "log",
+                {"level": "info", "message": f"resumed after round {rounds_done}'s checkpoint"},
+            )
         t0 = time.perf_counter()
         width = min(64, len(fed.participants))
         # Not a `with` block: leaving it would wait for a straggler the round dropped
         # (a hung tool on a simulated node), holding the step back for nothing.
         pool = cf.ThreadPoolExecutor(width, thread_name_prefix="flowfed-fl")
         try:
-            for r in range(1, s.rounds + 1):
+            for r in range(rounds_done + 1, s.rounds + 1):
+                if stopped:
+                    break
                 if run.cancelled or tr.state.terminal or run.suspended:
                     return None  # suspended: the adopting server runs the step again
                 try:
@@ -144,16 +165,30 @@ class FederatedDriver:
                         best, stale = value, 0
                     else:
                         stale += 1
-                        if stale >= stop.patience:
-                            self.sink(
-                                "log",
-                                {
-                                    "level": "info",
-                                    "message": f"early stopping after round {r}: "
-                                    f"{stop.metric} did not improve for {stale} rounds",
-                                },
-                            )
-                            break
+                        stopped = stale >= stop.patience
+                assert model_ref is not None
+                checkpoints.save(
+                    r,
+                    model_ref,
+                    {
+                        "rng": rng.bit_generator.state,
+                        "best": best,
+                        "stale": stale,
+                        "stopped": stopped,
+                        "evaluation": self.evaluation,
+                    },
+                )
+                if stopped:
+                    assert stop is not None
+                    self.sink(
+                        "log",
+                        {
+                            "level": "info",
+                            "message": f"early stopping after round {r}: "
+                            f"{stop.metric} did not improve for {stale} rounds",
+                        },
+                    )
+                    break
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         took = time.perf_counter() - t0

@@ -40,9 +40,10 @@ def restore(run: Scheduler) -> None:
     routed_from: list[TaskRun] = []
     for step, rows in by_step.items():
         node = run.g.tasks.get(step)
-        if node is None or node.federated is not None:
-            # A federated step's round tasks are re-run with the step: the step's
-            # own row decides, its children are history.
+        if node is None:
+            # A federated step's round tasks (plan keys the graph does not hold) are
+            # history: the step's own row decides. Interrupted, the step runs again and
+            # goes on after its last checkpointed round (flowfed.engine.checkpoint).
             continue
         restored: list[TaskRun] = []
         for row in rows:

@@ -126,7 +126,10 @@ class FederatedDriver:
                     return None  # suspended: the adopting server runs the step again
                 try:
                     chosen = self._sample(r, rng)
-                    if s.secure_aggregation:
+                    done: list[tuple[TaskRun, int]] = []
+                    if not chosen:  # a Poisson round too small to run (fl_sampling)
+                        pass
+                    elif s.secure_aggregation:
                         done, model_ref = self._secure_round(pool, r, chosen, model_ref)
                     else:
                         done = self._train_round(pool, r, chosen, model_ref)
@@ -166,18 +169,18 @@ class FederatedDriver:
                     else:
                         stale += 1
                         stopped = stale >= stop.patience
-                assert model_ref is not None
-                checkpoints.save(
-                    r,
-                    model_ref,
-                    {
-                        "rng": rng.bit_generator.state,
-                        "best": best,
-                        "stale": stale,
-                        "stopped": stopped,
-                        "evaluation": self.evaluation,
-                    },
-                )
+                if model_ref is not None:  # None: every round so far skipped (Poisson)
+                    checkpoints.save(
+                        r,
+                        model_ref,
+                        {
+                            "rng": rng.bit_generator.state,
+                            "best": best,
+                            "stale": stale,
+                            "stopped": stopped,
+                            "evaluation": self.evaluation,
+                        },
+                    )
                 if stopped:
                     assert stop is not None
                     self.sink(
@@ -200,7 +203,14 @@ class FederatedDriver:
             "metric",
             {"name": "seconds_per_round", "value": took / max(1, rounds_done), "step": None},
         )
-        assert model_ref is not None
+        if model_ref is None:
+            fail(
+                run,
+                tr,
+                f"federated step '{tr.step}': no round ran (Poisson sampling drew too few "
+                "participants every round): raise fraction_fit or rounds",
+                None,
+            )
         tr.outputs[fed.model_output] = ArtifactRef(
             model_ref.id,
             self.node.outputs[fed.model_output],
@@ -228,6 +238,10 @@ class FederatedDriver:
         offline_nodes = getattr(self.run.dispatcher, "offline_nodes", None)
         gone = offline_nodes(s.node_liveness) if offline_nodes is not None else {}
         alive = [p for p in fed.participants if p[0] not in gone]
+        if s.sampling == "poisson":
+            from flowfed.engine.fl_sampling import poisson_round
+
+            return poisson_round(self, r, alive, gone, rng)
         if len(alive) == len(fed.participants):
             return sample(fed.participants, self._per_round(), rng)
         out = sorted({p[0] for p in fed.participants if p[0] in gone})

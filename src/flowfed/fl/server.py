@@ -108,7 +108,14 @@ class FederatedServer:
         self.warm_start = False
         self.epsilon: float | None = None
         self.accountant: PrivacyAccountant | None = None
-        if privacy is not None and privacy.noise_multiplier > 0:
+        self.poisson = getattr(settings, "sampling", "fixed") == "poisson"
+        rate = float(getattr(settings, "fraction_fit", 1.0))
+        if privacy is not None and privacy.noise_multiplier > 0 and self.poisson:
+            # sampling: poisson, each node with probability q: the Poisson analysis
+            self.accountant = PrivacyAccountant(
+                privacy.noise_multiplier, sample_rate=rate, delta=privacy.delta
+            )
+        elif privacy is not None and privacy.noise_multiplier > 0:
             if per_round >= participants:
                 self.accountant = PrivacyAccountant(
                     privacy.noise_multiplier, sample_rate=1.0, delta=privacy.delta
@@ -132,6 +139,7 @@ class FederatedServer:
         mean = private_mean_update(
             current, updates, privacy.clip_norm, privacy.noise_multiplier
         )  # noise from the OS's CSPRNG
+        mean = self._expected_denominator(current, mean, len(updates))
         self._account()
         return self._over_mean(server_round, mean, len(updates), current)
 
@@ -152,7 +160,29 @@ class FederatedServer:
         self._account()
         base = [np.asarray(c, dtype=np.float64) for c in current]
         mean = [b + t / count for b, t in zip(base, noisy, strict=True)]
+        mean = self._expected_denominator(current, mean, count)
         return self._over_mean(server_round, mean, count, current)
+
+    def _expected_denominator(self, current: Weights, mean: Weights, count: int) -> Weights:
+        """Under Poisson sampling, divide the noisy sum by ``q · n``, not the drawn count.
+
+        The drawn count differs between neighbouring runs (it says whether a node took
+        part); the expected one does not (the fixed-denominator estimator of DP-FedAvg).
+        """
+        if not self.poisson or self.settings.privacy is None:
+            return mean
+        expected = float(self.settings.fraction_fit) * self.participants
+        if expected >= self.participants:
+            return mean
+        scale = count / expected
+        return [
+            np.asarray(c, dtype=np.float64) + (m - np.asarray(c, dtype=np.float64)) * scale
+            for c, m in zip(current, mean, strict=True)
+        ]
+
+    def skip_round(self) -> None:
+        """A Poisson round too small to run: the accountant still counts it."""
+        self._account()
 
     def _over_mean(
         self, server_round: int, mean: Weights, examples: int, current: Weights
@@ -194,7 +224,11 @@ class FederatedServer:
             "sampling": (
                 "none"
                 if acc is None
-                else ("fixed-size, without replacement" if acc.sampling == "fixed" else "all")
+                else "fixed-size, without replacement"
+                if acc.sampling == "fixed"
+                else f"Poisson, rate {acc.sample_rate:g}"
+                if acc.sample_rate < 1.0
+                else "all"
             ),
         }
 

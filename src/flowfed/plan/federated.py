@@ -39,6 +39,21 @@ def sample(participants: list[Where], k: int, rng: np.random.Generator) -> list[
     return [participants[i] for i in picked]
 
 
+def sample_poisson(participants: list[Where], rate: float, rng: np.random.Generator) -> list[Where]:
+    """Each participant independently with probability ``rate`` (``sampling: poisson``).
+
+    The round's size varies (it may be empty); the DP accountant then uses the Poisson
+    subsampling analysis, which needs exactly this.
+
+    >>> sample_poisson([("a", None), ("b", None), ("c", None)], 0.5, np.random.default_rng(1))
+    [('c', None)]
+    """
+    if rate >= 1.0:
+        return list(participants)
+    keep = rng.random(len(participants)) < rate
+    return [p for p, k in zip(participants, keep, strict=True) if k]
+
+
 def trainer_config(step_task: TaskNode, overrides: dict[str, Any] | None = None) -> Any:
     """The trainer config of a round: the step's, with ``local_epochs``, a proximal
     strategy's ``mu`` and the strategy's ``configure_fit`` changes for this node."""

@@ -151,6 +151,15 @@ def test_resume_refuses_a_finished_run(hospitals: Path, tmp_path: Path) -> None:
     assert done["status"] == "success", errors(done)
     from tests.federated.conftest import run_cli
 
-    proc = run_cli(["run", str(flow), "--simulate", "--resume", done["run_id"]], home)
+    proc = run_cli(["run", str(flow), "--resume", done["run_id"], *RUNNER], home)
     assert proc.returncode != 0
     assert "ended (success)" in proc.stderr + proc.stdout
+
+
+def test_resume_of_a_simulated_run_says_why_not(hospitals: Path, tmp_path: Path) -> None:
+    from tests.federated.conftest import run_cli
+
+    flow = write_flow(tmp_path, hospitals / "nodes.yaml", config={"rounds": 1})
+    proc = run_cli(["run", str(flow), "--simulate", "--resume", "abc"], tmp_path / "home")
+    assert proc.returncode != 0
+    assert "simulated nodes keep their artifacts in this process's memory" in proc.stderr

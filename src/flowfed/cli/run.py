@@ -191,6 +191,12 @@ def run(
             "(--nodes FILE or the flow's `nodes:`), or run it on a server its nodes connect "
             "to (flowfed --server URL run ...)"
         )
+    if resume is not None and simulate and placed:
+        fail(
+            "--resume: simulated nodes keep their artifacts in this process's memory, and "
+            "those of the interrupted run died with its process; resume runs on node agents "
+            "(without --simulate), or run the flow again"
+        )
     if node_runner not in ("inprocess", "subprocess", "sandbox"):
         fail(f"--node-runner must be inprocess, subprocess or sandbox; got {node_runner!r}")
     if placed and layout is not None and not simulate and node_runner == "sandbox":

@@ -140,3 +140,16 @@ def test_bad_evaluation_settings_are_build_errors(hospitals: Path, tmp_path: Pat
     out = proc.stdout + proc.stderr
     assert "validation 'holdout' is not an input of the step" in out
     assert "unknown evaluation function 'nowhere.eval'" in out
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["flowfed.engine.fl_eval", "flowfed.plan.fl_evaluation", "flowfed.engine.checkpoint",
+     "flowfed.tools.library.fl_evaluation", "flowfed.engine.fl_sampling"],
+)  # fmt: skip
+def test_docstring_examples(name: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.failed == 0, f"{result.failed} docstring example(s) failed in {name}"

@@ -14,8 +14,8 @@ A federated step with ``validation: test`` runs, every ``evaluate_every`` rounds
 
 Example:
     >>> import numpy as np
-    >>> binary_log_loss(np.array([1.0, 0.0]), np.array([0.8, 0.4]))
-    0.367...
+    >>> round(binary_log_loss(np.array([1.0, 0.0]), np.array([0.8, 0.4])), 4)
+    0.367
 """
 
 from __future__ import annotations

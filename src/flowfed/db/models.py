@@ -59,6 +59,9 @@ runs = Table(
     # who submitted it (a token's name, ``local:<user>`` for the CLI, ``trigger:<name>``):
     # forwarded with every placed task, whose node's policy checks it
     Column("principal", String(255), nullable=True),
+    # the run this one retries (``POST /runs/{id}/retry``), and the trigger that started it
+    Column("retry_of", ID, nullable=True),
+    Column("trigger", String(255), nullable=True),
 )
 """One execution of a flow."""
 
@@ -92,6 +95,10 @@ tasks = Table(
     Column("ended_at", Float, nullable=True),
     # the task in words for the monitors: "Local model training (hospital-a)"
     Column("label", String(255), nullable=True),
+    # this attempt's {wall_s, cpu_s, peak_rss_mb, progress: {done, total, unit}} (live while
+    # it runs), and each earlier attempt's [{attempt, ...}]
+    Column("resources", JSON, nullable=True),
+    Column("attempt_resources", JSON, nullable=True),
     Index("ix_tasks_run_id", "run_id"),
     Index("ix_tasks_cache_key", "cache_key"),
 )

@@ -318,3 +318,14 @@ def clean_counts(payload: Any, *, any_unit: bool = True) -> dict[str, Any] | Non
     elif unit.lower() not in UNITS:
         unit = None
     return {"done": done, "total": total, "unit": unit}
+
+
+def stall_after_s() -> float:
+    """Seconds without progress after which a running step is called stalled
+    (``$FLOWFED_STALL_AFTER``, default 60): no task moved, reported progress or a metric."""
+    raw = os.environ.get("FLOWFED_STALL_AFTER", "60")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"FLOWFED_STALL_AFTER must be a number of seconds, got {raw!r}") from None
+    return value if value > 0 else 60.0

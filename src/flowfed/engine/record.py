@@ -204,6 +204,15 @@ class RunRecord:
                 counts = clean_counts(payload)
                 if counts is not None:
                     tr.resources = {**(tr.resources or _NO_FIGURES), "progress": counts}
+            elif kind == "waiting":
+                # From the node hub: the task waits for its node to come back.
+                node, since = payload.get("node"), payload.get("offline_since")
+                if node:
+                    when = time.strftime(" (offline since %H:%M:%S)", time.localtime(since))
+                    tr.message = f"waiting for {node}" + (when if since else "")
+                    payload = {**payload, "message": tr.message}
+                elif tr.message and tr.message.startswith("waiting for "):
+                    tr.message = None
             elif kind == "resources":
                 figures = clean_figures(payload)
                 if figures is None:

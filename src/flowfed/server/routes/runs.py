@@ -46,6 +46,7 @@ async def start_run(
     flow_file: str | None = None,
     wait: bool = False,
     stored: dict[str, Any] | None = None,
+    retry_of: str | None = None,
 ) -> str:
     """Plan ``loaded`` with ``params`` (FlowError → 422) and start it; the new run's id.
 
@@ -69,6 +70,7 @@ async def start_run(
             use_cache=use_cache,
             wait=wait,
             principal=principal,
+            retry_of=retry_of,
         )
         return active.run_id
 
@@ -210,6 +212,10 @@ async def retry_run(request: Request, run_id: str) -> RunAccepted:
         )
     loaded = LoadedFlow(Flow.model_validate(run["spec"]), SourceMap())
     new_id = await start_run(
-        request, loaded, dict(run.get("params") or {}), flow_file=run.get("flow_file")
+        request,
+        loaded,
+        dict(run.get("params") or {}),
+        flow_file=run.get("flow_file"),
+        retry_of=run["id"],
     )
     return RunAccepted(run_id=new_id, status="running", retry_of=run["id"])

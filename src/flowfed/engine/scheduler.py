@@ -227,6 +227,7 @@ class Scheduler:
                 **({"types": self.view.types} if self.view.types else {}),
                 **({"flow_type": self.view.flow_type} if self.view.flow_type else {}),
                 **({"parts": self.view.parts} if self.view.parts else {}),
+                **({"rounds": rounds} if (rounds := _rounds_of(g)) else {}),
                 **({"resumed": True} if self.resume else {}),
             },
         )
@@ -632,3 +633,8 @@ def _ordinal(n: int) -> str:
     if 10 <= n % 100 <= 20:
         return f"{n}th"
     return f"{n}{_SUFFIX.get(n % 10, 'th')}"
+
+
+def _rounds_of(g: Any) -> dict[str, int]:
+    """Each federated step's configured rounds (watchers show "round 14/30")."""
+    return {n.step: n.federated.settings.rounds for n in g.tasks.values() if n.federated}

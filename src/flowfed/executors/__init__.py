@@ -55,6 +55,7 @@ from flowfed.executors.worker import (
     ship,
     unship_result,
 )
+from flowfed.runtime.usage import measured
 from flowfed.tools.core import call_tool
 
 if TYPE_CHECKING:
@@ -146,12 +147,14 @@ class ThreadsExecutor(_InProcessExecutor):
         timeout: float | None,
     ) -> Any:
         if timeout is None:
-            return call_tool(node.tool, args, node.config, ctx)
+            with measured(ctx.report_resources, "thread"):
+                return call_tool(node.tool, args, node.config, ctx)
         box: dict[str, Any] = {}
 
         def target() -> None:
             try:
-                box["value"] = call_tool(node.tool, args, node.config, ctx)
+                with measured(ctx.report_resources, "thread"):
+                    box["value"] = call_tool(node.tool, args, node.config, ctx)
             except BaseException as exc:
                 box["error"] = exc
 

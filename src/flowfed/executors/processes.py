@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import threading
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
 from flowfed.plan.graph import TaskNode
+from flowfed.runtime.usage import measured
 from flowfed.tools.core import Context, call_tool
 
 
@@ -34,16 +36,23 @@ class ProcessTimeout(Exception):
 
 
 def _child(conn: Connection, node: TaskNode, args: dict[str, Any], task_id: str) -> None:
+    # The usage sampler sends from its own thread: one message at a time on the pipe.
+    lock = threading.Lock()
+
     def sink(kind: str, payload: dict[str, Any]) -> None:
-        conn.send(("telemetry", kind, payload))
+        with lock:
+            conn.send(("telemetry", kind, payload))
 
     ctx = Context(sink, task_id=task_id, step=node.step, node=node.node)
     try:
-        value = call_tool(node.tool, args, node.config, ctx)
-        conn.send(("result", value))
+        with measured(ctx.report_resources, "process"):
+            value = call_tool(node.tool, args, node.config, ctx)
+        with lock:
+            conn.send(("result", value))
     except BaseException as exc:
         # The parent may be gone already; there is nobody left to tell.
         with contextlib.suppress(Exception):
+            lock.acquire(timeout=5)
             conn.send(
                 (
                     "error",
@@ -79,7 +88,9 @@ def call_in_process(
                         f"tool process exited with code {proc.exitcode} without a result",
                         etype="ProcessExited",
                     ) from None
-                if msg[0] == "telemetry":
+                if msg[0] == "telemetry" and msg[1] == "resources":
+                    ctx.report_resources(msg[2])
+                elif msg[0] == "telemetry":
                     getattr(ctx, msg[1])(**_telemetry_kwargs(msg[1], msg[2]))
                 elif msg[0] == "result":
                     return msg[1]
@@ -105,6 +116,13 @@ def _telemetry_kwargs(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         return {"message": payload["message"], "level": payload["level"]}
     if kind == "metric":
         return {"name": payload["name"], "value": payload["value"], "step": payload.get("step")}
+    if payload.get("total") is not None or payload.get("unit") is not None:
+        return {
+            "done": payload.get("done", 0),
+            "total": payload.get("total"),
+            "message": payload.get("message"),
+            "unit": payload.get("unit"),
+        }
     return {"done": payload["fraction"], "message": payload.get("message")}
 
 

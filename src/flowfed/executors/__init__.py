@@ -79,6 +79,11 @@ __all__ = [
 #: Seconds between checks for cancel and timeout while a cluster call runs.
 POLL_S = 0.05
 
+#: Seconds a failed connect is remembered: calls meanwhile fail at once instead of each
+#: waiting out the connect timeout again; after it a call tries again (a server outlives
+#: a cluster's restart).
+RETRY_CONNECT_S = 30.0
+
 #: The executors named by a word (everything else is a cluster URL): worker threads,
 #: forked processes, ``python -m flowfed.runtime`` subprocesses over the runtime protocol,
 #: the same under a bubblewrap sandbox, or in a container. The one list of them.
@@ -210,7 +215,8 @@ class ClusterExecutor:
     Built from a parsed :class:`ClusterURL` (``self.address``, ``self.options``).
     Subclasses implement :meth:`_connect`, :meth:`_submit` (returns a handle),
     :meth:`_poll` (the :class:`WorkerResult` or None while running), :meth:`_cancel` and
-    :meth:`_shutdown`. Connecting happens once, on :meth:`start` or the first call.
+    :meth:`_shutdown`. Connecting happens once, on :meth:`start` or the first call
+    (the engine never calls :meth:`start` itself: a fully cached run starts no cluster).
     """
 
     name = "cluster"
@@ -224,6 +230,7 @@ class ClusterExecutor:
         self.inline_max = int(self.options.get("inline_max", DEFAULT_INLINE_MAX))
         self._lock = threading.Lock()
         self._started = False
+        self._failed: tuple[float, ExecutorUnavailable] | None = None
 
     # -- to implement -------------------------------------------------------------------
     def _connect(self) -> None:
@@ -247,15 +254,26 @@ class ClusterExecutor:
         with self._lock:
             if self._started:
                 return
+            if self._failed is not None and time.monotonic() - self._failed[0] < RETRY_CONNECT_S:
+                raise self._failed[1]
             try:
                 self._connect()
-            except ExecutorUnavailable:
+            except ExecutorUnavailable as exc:
+                self._failed = (time.monotonic(), exc)
                 raise
             except Exception as exc:
-                raise ExecutorUnavailable(
+                err = ExecutorUnavailable(
                     f"executor {self.url}: cannot connect: {type(exc).__name__}: {exc}"
-                ) from exc
+                )
+                self._failed = (time.monotonic(), err)
+                raise err from exc
+            self._failed = None
             self._started = True
+
+    @property
+    def started(self) -> bool:
+        """Whether this executor connected (or started its cluster) in this process."""
+        return self._started
 
     def call(
         self,

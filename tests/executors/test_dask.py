@@ -126,7 +126,7 @@ def test_a_fully_cached_rerun_on_dask_local_starts_no_cluster(project: Project) 
     make(project, "executor: dask://local?workers=2\n" + FLOW)
     project.env["PYTHONPROFILEIMPORTTIME"] = "1"
     first = project.ff("run", "flow.yaml", "--json", check=0)
-    assert first.json()["summary"]["executor"]["cluster_started"] is True
+    assert first.json()["summary"]["executor"]["cluster_started"] is True, first.out
     assert "| distributed\n" in first.err
     second = project.ff("run", "flow.yaml", "--json", check=0)
     report = second.json()

@@ -75,7 +75,7 @@ tasks = Table(
     Column("step", String(255), nullable=False),
     Column("tool", String(255), nullable=False),
     Column("tool_version", String(64), nullable=False),
-    # the tool's effective code hash (flowfed.tools.codehash), beside its declared version
+    # the tool's effective code hash (flowfed.artifacts.codehash), beside its declared version
     Column("code_hash", String(64), nullable=True),
     Column("node", String(255), nullable=False, default="local", server_default="local"),
     Column("round", Integer, nullable=True),

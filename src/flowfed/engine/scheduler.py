@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 #: Tools whose calls average less than this run on the scheduler thread (no hand-off).
 QUICK_TASK_S = 0.001
 
+#: The error type of a call whose cluster executor cannot be reached or started.
+UNAVAILABLE = "ExecutorUnavailable"
+
 #: The flow's ``config:`` key for its default task timeout (seconds).
 TASK_TIMEOUT_KEY = "task_timeout"
 
@@ -526,7 +529,11 @@ class Scheduler:
 
     def _complete(self, tr: TaskRun, outcome: Any) -> None:
         node = tr.node
-        if (
+        if isinstance(outcome, TaskFailed) and outcome.report.get("type") == UNAVAILABLE:
+            # The cluster could not be reached or started (it starts on the first call,
+            # so a fully cached run never starts one): no task can run, so none retries.
+            self.fatal = self.e.unavailable = str(outcome.report["message"])
+        elif (
             isinstance(outcome, TaskFailed)
             and tr.retries_used < node.retries
             and not self.cancelled

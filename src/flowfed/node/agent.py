@@ -631,7 +631,7 @@ class NodeAgent:
         return guarded
 
     def _code_hash(self, spec: ToolSpec) -> str:
-        from flowfed.artifacts.hashing import code_hash
+        from flowfed.artifacts.codehash import code_hash
 
         key = id(spec.fn)
         h = self._code_hashes.get(key)

@@ -409,6 +409,12 @@ def _print_report(summary: dict[str, Any]) -> None:
             f"  differential privacy: ε = {privacy['epsilon']:.4g} at δ = {privacy['delta']:g} "
             f"({privacy['accountant']})"
         )
+    evaluation = summary.get("evaluation")
+    if evaluation:
+        shown = ", ".join(
+            f"{k} {v:.4g}" for k, v in evaluation.items() if k != "round" and k != "val_rows"
+        )
+        out.print(f"  evaluation after round {evaluation['round']}: {shown}")
     for label, metrics in (summary.get("variants") or {}).items():
         out.print(f"  subvariant {label}:")
         _print_metrics(metrics)

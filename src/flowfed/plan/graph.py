@@ -284,7 +284,10 @@ def _plan(
                 fed_raw, source, step, at(step, "federated"), diags
             )
         cfg = _validate_config(spec, resolved, source, step, at(step, "params"), diags)
-        _check_inputs(spec, step, source, at(step, "inputs"), diags)
+        fed_v = fed_settings.get(step.name)
+        # A federated step's validation input goes to its evaluation tool, not the trainer.
+        skip = {fed_v.validation} if fed_v is not None and fed_v.validation else set()
+        _check_inputs(spec, step, source, at(step, "inputs"), diags, skip)
         outputs = _output_names(spec, step, source, at(step, "outputs"), diags)
         _check_type_rule(spec, step, outputs, source, at(step, "tool"), diags)
         specs[step.name] = spec
@@ -627,7 +630,7 @@ def _federated_rules(
     """The strategy rules of flowfed.plan.strategy_rules.check, as located diagnostics."""
     from flowfed.plan.strategy_rules import check
 
-    for p in check(fed, spec, count):
+    for p in check(fed, spec, count, step_inputs=dict(step.inputs)):
         raw = step.federated or {}
         path = at(step, "federated", p.field if p.field in raw else "strategy")
         d = source.diag(p.message, path, step=step.name, field=f"federated.{p.field}", hint=p.hint)
@@ -1043,11 +1046,12 @@ def _check_inputs(
     source: SourceMap,
     path: tuple[str | int, ...],
     diags: list[Diagnostic],
+    skip: set[str] | frozenset[str] = frozenset(),
 ) -> None:
     if spec.seed_task:
         return
     for param in step.inputs:
-        if param not in spec.inputs:
+        if param not in spec.inputs and param not in skip:
             accepted = ", ".join(spec.inputs) or "none"
             diags.append(
                 source.diag(

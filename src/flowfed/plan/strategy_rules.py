@@ -21,7 +21,13 @@ from flowfed.tools.core import ToolSpec
 __all__ = ["Problem", "check", "describe"]
 
 
-def check(settings: Any, trainer: ToolSpec, participants: int | None) -> list[Problem]:
+def check(
+    settings: Any,
+    trainer: ToolSpec,
+    participants: int | None,
+    *,
+    step_inputs: dict[str, str] | None = None,
+) -> list[Problem]:
     """Build-time problems of a federated step's settings with its trainer.
 
     ``participants`` is how many nodes it trains on (None: not known at build time).
@@ -74,6 +80,12 @@ def check(settings: Any, trainer: ToolSpec, participants: int | None) -> list[Pr
     if participants is not None:
         for message in strategy.check(participants):
             out.append(Problem("warning", "strategy_config", message, None))
+    from flowfed.plan.fl_evaluation import evaluation_problems
+
+    out.extend(
+        Problem(level, field, message, hint)
+        for level, field, message, hint in evaluation_problems(settings, step_inputs)
+    )
     return out
 
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from flowfed.engine.fl_tools import make_aggregator, roster_tool, secure_aggregate_tool
-from flowfed.engine.placed import PlacedHost
+from flowfed.engine.placed import PlacedHost, StepFailed
 from flowfed.engine.state import ArtifactRef, TaskRun
 from flowfed.engine.task import TaskFailed, attempt, fail
 from flowfed.ids import new_id
@@ -43,10 +43,6 @@ from flowfed.tools.core import Context, build_spec
 if TYPE_CHECKING:
     from flowfed.fl.server import FederatedServer
     from flowfed.tools.core import ToolSpec
-
-
-class StepFailed(Exception):
-    """The federated step cannot go on (too few updates, a failed aggregation)."""
 
 
 class FederatedDriver:

@@ -80,8 +80,6 @@ def check(
     if participants is not None:
         for message in strategy.check(participants):
             out.append(Problem("warning", "strategy_config", message, None))
-    from flowfed.plan.fl_evaluation import evaluation_problems
-
     out.extend(
         Problem(level, field, message, hint)
         for level, field, message, hint in evaluation_problems(settings, step_inputs)
@@ -110,3 +108,92 @@ def describe(settings: Any) -> str:
     if settings.privacy is not None:
         parts.append("client-level DP")
     return ", ".join(parts)
+
+
+def evaluation_problems(
+    settings: Any, step_inputs: dict[str, str] | None
+) -> list[tuple[str, str, str, str | None]]:
+    """Build-time problems of the evaluation settings: ``(level, field, message, hint)``.
+
+    ``step_inputs`` is the step's ``inputs`` mapping (None: unknown, not checked).
+    """
+    from flowfed.tools import get_registry
+
+    out: list[tuple[str, str, str, str | None]] = []
+    registry = get_registry()
+    if settings.validation is not None:
+        if step_inputs is not None and settings.validation not in step_inputs:
+            known = ", ".join(step_inputs) or "none"
+            out.append(
+                (
+                    "error",
+                    "validation",
+                    f"validation '{settings.validation}' is not an input of the step "
+                    f"(inputs: {known})",
+                    "add the per-dataset validation artifact under inputs, e.g. "
+                    "inputs: {train: train, test: test} with validation: test",
+                )
+            )
+        tool = find_tool(registry, settings.evaluate_tool)
+        if tool is None:
+            out.append(
+                (
+                    "error",
+                    "evaluate_tool",
+                    f"unknown evaluation tool '{settings.evaluate_tool}'",
+                    "a node tool (model, table) -> {rows, val_loss, val_accuracy}; "
+                    "the default is flowfed.fl_evaluate",
+                )
+            )
+        elif len([i for i in tool.inputs.values() if i.required]) > 2 or len(tool.inputs) < 2:
+            out.append(
+                (
+                    "error",
+                    "evaluate_tool",
+                    f"evaluation tool '{tool.name}' must take two inputs (the model, then "
+                    f"the validation table); it takes: {', '.join(tool.inputs) or 'none'}",
+                    None,
+                )
+            )
+    elif settings.evaluate_fn is None and settings.evaluate_every != 1:
+        out.append(
+            (
+                "warning",
+                "evaluate_every",
+                "evaluate_every has no effect without validation or evaluate_fn",
+                None,
+            )
+        )
+    if settings.evaluate_fn is not None:
+        tool = find_tool(registry, settings.evaluate_fn)
+        if tool is None:
+            out.append(
+                (
+                    "error",
+                    "evaluate_fn",
+                    f"unknown evaluation function '{settings.evaluate_fn}'",
+                    "a tool in a file listed under imports, taking the global model and "
+                    "returning {metric: number}",
+                )
+            )
+        elif len(tool.inputs) < 1 or sum(i.required for i in tool.inputs.values()) > 1:
+            out.append(
+                (
+                    "error",
+                    "evaluate_fn",
+                    f"evaluate_fn '{tool.name}' must take the global model as its one "
+                    f"required input; it takes: {', '.join(tool.inputs) or 'none'}",
+                    None,
+                )
+            )
+    return out
+
+
+def find_tool(registry: Any, name: str) -> Any:
+    """The tool ``name`` in ``registry``, loading flowfed's built-ins for a ``flowfed.*`` name."""
+    spec = registry.find(name)
+    if spec is None and name.startswith("flowfed."):
+        import flowfed.tools.library  # noqa: F401  (the built-ins register on import)
+
+        spec = registry.find(name)
+    return spec

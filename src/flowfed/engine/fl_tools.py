@@ -61,10 +61,11 @@ def make_aggregator(server: FederatedServer) -> ToolSpec:
     ) -> Model:
         """Combine one round's updates into the next global model."""
         names = nodes or [f"node-{i}" for i in range(len(updates))]
-        ups = [
-            Update(name, _weights_of(m), _num_examples(m), _update_metrics(m))
-            for name, m in zip(names, updates, strict=True)
-        ]
+        ups = []
+        for name, m in zip(names, updates, strict=True):
+            weights = _weights_of(m)
+            delta = _control_delta(m, weights, name)
+            ups.append(Update(name, weights, _num_examples(m), _update_metrics(m), delta))
         base = updates[0] if global_model is None else global_model
         current = _weights_of(global_model) if global_model is not None else None
         if current is None:
@@ -97,6 +98,22 @@ def _update_metrics(model: Any) -> dict[str, float]:
         for k, v in training.items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     }
+
+
+def _control_delta(model: Any, weights: list[np.ndarray], who: str) -> list[np.ndarray] | None:
+    """SCAFFOLD's ``Δc_i`` from a trainer's ``training['control_delta']`` (None without)."""
+    raw = (getattr(model, "training", None) or {}).get("control_delta")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) != len(weights):
+        raise ValueError(f"{who}: training['control_delta'] must hold one list per tensor")
+    out = []
+    for k, (flat, w) in enumerate(zip(raw, weights, strict=True)):
+        arr = np.asarray(flat, dtype=np.float64)
+        if arr.size != w.size:
+            raise ValueError(f"{who}: control_delta tensor {k} has {arr.size} values, not {w.size}")
+        out.append(arr.reshape(w.shape))
+    return out
 
 
 def roster_tool(public_keys: list[str], ctx: Context, *, nodes: list[str]) -> dict:

@@ -124,6 +124,13 @@ def _secure_step(run: PlacedHost, step: str) -> bool:
     return False
 
 
+def _state_scope(run: PlacedHost, mode: str | None) -> str | None:
+    """The client-state scope a node keys ``ctx.client_state`` by (docs/federated.md)."""
+    if mode is None:
+        return None
+    return f"flow:{run.graph.flow.name}" if mode == "keep" else f"run:{run.run_id}"
+
+
 def run_placed(run: PlacedHost, tr: TaskRun, config: dict[str, Any] | None = None) -> RemoteResult:
     """Send ``tr`` to its node and block until it ends; moves the lifecycle as it goes.
 
@@ -157,6 +164,7 @@ def run_placed(run: PlacedHost, tr: TaskRun, config: dict[str, Any] | None = Non
         principal=run.principal or "anonymous",
         flow=run.graph.flow.name,
         secure_aggregation=_secure_step(run, node.step),
+        client_state=_state_scope(run, node.client_state),
     )
     sink = run.record.telemetry(tr)
     lock = threading.Lock()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from flowfed.artifacts import load
+from flowfed.node.client_state import ClientStateStore, state_key
 from flowfed.node.outputs import (
     OutputProblem,
     TaskProblem,
@@ -57,6 +58,7 @@ class _SimNode:
         self.central: dict[str, Any] = {}  # central inputs already decoded: hash → value
         self.lock = threading.Lock()
         self.running = 0
+        self.states = ClientStateStore(None)  # ctx.client_state, kept in this process
 
     def info(self) -> NodeInfo:
         return NodeInfo(
@@ -101,6 +103,10 @@ class _SimNode:
         args = {p: self._input(v, p) for p, v in task.inputs.items()}
         telemetry("state", {"state": "started"})
         ctx = task_context(task, telemetry, self.name, dataset)
+        key = None
+        if task.client_state is not None:
+            key = state_key(task.client_state, task.step, self.name, task.dataset)
+            ctx._client_state = self.states.load(key)
         telemetry("state", {"state": "running"})
         try:
             value = call_tool(spec, args, cfg, ctx)
@@ -121,6 +127,8 @@ class _SimNode:
             outputs = task_outputs(spec, value, task, keep)
         except OutputProblem as exc:
             raise _error(self.name, str(exc), "OutputError") from None
+        if key is not None and ctx._client_state.changed:
+            self.states.save(key, ctx._client_state)  # only after a task that succeeded
         return RemoteResult(outputs=outputs)
 
 

@@ -531,6 +531,7 @@ class TrimmedMean(Strategy):
 
 
 from flowfed.fl.robust import ClippedMean, Krum, MultiKrum, QFedAvg  # noqa: E402
+from flowfed.fl.scaffold import Scaffold  # noqa: E402
 
 STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "fedavg": FedAvg,
@@ -545,6 +546,7 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "multikrum": MultiKrum,
     "clipped_mean": ClippedMean,
     "qfedavg": QFedAvg,
+    "scaffold": Scaffold,
 }
 """Every strategy by the name a flow config uses: the built-ins, and the classes user
 code defines by subclassing :class:`Strategy` with a ``name`` (entered on definition)."""

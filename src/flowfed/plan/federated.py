@@ -93,6 +93,7 @@ def train_task(
         # masked form does (the secure round adds its own tasks).
         shareable=frozenset() if fed.settings.secure_aggregation else frozenset({fed.model_output}),
         variant=step_task.variant,
+        client_state=getattr(fed.settings, "client_state", "run"),
     )
 
 
@@ -188,6 +189,20 @@ def check(settings: Any, trainer: ToolSpec, participants: int | None) -> list[Pr
                     "receive it",
                     "use a trainer with a proximal term (flowfed.logistic_regression, "
                     "flowfed.mlp, flowfed.torch_mlp, flowfed.torch_module) or strategy fedavg",
+                )
+            )
+    if getattr(strategy, "control_variates", False):
+        if "scaffold_c" not in trainer.config_model.model_fields:
+            out.append(
+                Problem(
+                    "error",
+                    "strategy",
+                    f"strategy '{settings.strategy}' corrects local training with control "
+                    f"variates, but trainer '{trainer.name}' has no 'scaffold_c' config "
+                    "field (the control variate hook) to receive the server's c",
+                    "use flowfed.logistic_regression or flowfed.mlp, or add scaffold_c to "
+                    "your trainer with flowfed.tools.library.scaffold (docs/federated.md, "
+                    "SCAFFOLD)",
                 )
             )
     if participants is not None:

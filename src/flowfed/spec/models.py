@@ -100,6 +100,10 @@ class Federated(BaseModel):
     secure_aggregation: bool = False
     privacy: Privacy | None = None
     seed: int = 0
+    #: How long a node keeps its ``ctx.client_state`` for this step: ``run`` (this run's
+    #: rounds; a new run starts fresh) or ``keep`` (across runs of the flow:
+    #: personalization). See docs/federated.md, Per-client state.
+    client_state: Literal["run", "keep"] = "run"
 
 
 #: What a step is for, as seed 000 writes it (``type: process``); shown by the monitors.

@@ -49,7 +49,7 @@ def _error(node: str, message: str, etype: str, tb: str | None = None) -> Remote
 
 
 class _SimNode:
-    def __init__(self, name: str, datasets: dict[str, Path]) -> None:
+    def __init__(self, name: str, datasets: dict[str, Path], state_dir: Path | None = None) -> None:
         from flowfed.node.datasets import scan_dataset
 
         self.name = name
@@ -58,7 +58,10 @@ class _SimNode:
         self.central: dict[str, Any] = {}  # central inputs already decoded: hash → value
         self.lock = threading.Lock()
         self.running = 0
-        self.states = ClientStateStore(None)  # ctx.client_state, kept in this process
+        # ctx.client_state: a run's in this process; a flow's (kept across runs, for
+        # personalization) in the simulated node's own folder, when it has one.
+        self.states = ClientStateStore(None)
+        self.kept = ClientStateStore(state_dir / name / "client_state") if state_dir else None
 
     def info(self) -> NodeInfo:
         return NodeInfo(
@@ -93,6 +96,11 @@ class _SimNode:
             self.central[value.hash] = got
         return got
 
+    def _states(self, scope: str) -> ClientStateStore:
+        if scope.startswith("flow:") and self.kept is not None:
+            return self.kept
+        return self.states
+
     def execute(self, task: RemoteTask, telemetry: Telemetry) -> RemoteResult:
         try:
             spec, cfg = task_tool(task, self.name)
@@ -106,7 +114,8 @@ class _SimNode:
         key = None
         if task.client_state is not None:
             key = state_key(task.client_state, task.step, self.name, task.dataset)
-            ctx._client_state = self.states.load(key)
+            store = self._states(task.client_state)
+            ctx._client_state = store.load(key)
         telemetry("state", {"state": "running"})
         try:
             value = call_tool(spec, args, cfg, ctx)
@@ -128,7 +137,7 @@ class _SimNode:
         except OutputProblem as exc:
             raise _error(self.name, str(exc), "OutputError") from None
         if key is not None and ctx._client_state.changed:
-            self.states.save(key, ctx._client_state)  # only after a task that succeeded
+            store.save(key, ctx._client_state)  # only after a task that succeeded
         return RemoteResult(outputs=outputs)
 
 
@@ -143,10 +152,14 @@ class SimulatedNodes:
     #: tasks one after the other instead of handing them to threads).
     in_process = True
 
-    def __init__(self, layout: dict[str, dict[str, Path]]) -> None:
+    def __init__(
+        self, layout: dict[str, dict[str, Path]], state_dir: Path | None = None
+    ) -> None:
         import flowfed.tools.library  # noqa: F401  (the built-in tools, as a node has them)
 
-        self._nodes = {name: _SimNode(name, ds) for name, ds in layout.items()}
+        # state_dir: where simulated nodes keep client state a step keeps across runs
+        # (``client_state: keep``); without it, that state lasts as long as the process.
+        self._nodes = {name: _SimNode(name, ds, state_dir) for name, ds in layout.items()}
 
     def nodes(self) -> dict[str, NodeInfo]:
         """Every simulated node (always online)."""

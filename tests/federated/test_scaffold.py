@@ -238,7 +238,7 @@ from flowfed.tools.library.models import LogisticRegressionModel, logistic_regre
 def plain_trainer(train: pd.DataFrame, ctx: Context,
                   global_model: LogisticRegressionModel | None = None, *,
                   epochs: int = 5, learning_rate: float = 0.1) -> LogisticRegressionModel:
-    return logistic_regression.__wrapped__(train, ctx, global_model, epochs=epochs,
+    return logistic_regression(train, ctx, global_model, epochs=epochs,
                                            learning_rate=learning_rate)
 """
 

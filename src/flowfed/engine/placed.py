@@ -274,6 +274,9 @@ def attempt_placed(run: PlacedHost, tr: TaskRun) -> None:
         fail(run, tr, str(exc), None)
     if tr.state.terminal:
         return None
+    # The cancel handle (an Event: a lock and a condition) has nothing left to cancel;
+    # a federated run keeps every round's task, so it would stay for the whole run.
+    tr.ctx = None
     run.record.finish(tr, rows, to_store, None)
     return None
 

@@ -46,7 +46,10 @@ def reference(nodes: list[tuple[np.ndarray, np.ndarray]], rounds: int, steps: in
         for i, (x, y) in enumerate(nodes):
             corr = (c[0] - ci[i][0], c[1] - ci[i][1]) if scaffold else (np.zeros(d), 0.0)
             wi, bi = _local(x, y, w, b, steps, lr, corr)
-            new = (ci[i][0] - c[0] + (w - wi) / (steps * lr), ci[i][1] - c[1] + (b - bi) / (steps * lr))
+            new = (
+                ci[i][0] - c[0] + (w - wi) / (steps * lr),
+                ci[i][1] - c[1] + (b - bi) / (steps * lr),
+            )
             deltas.append((new[0] - ci[i][0], new[1] - ci[i][1]))
             ci[i] = new
             outs.append((wi, bi, len(y)))

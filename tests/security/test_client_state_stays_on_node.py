@@ -22,13 +22,15 @@ from tests.security.central import find_marker
 
 MARKER = b"CLIENT-STATE-MARKER-5b1e9c0d-never-central"
 
-PLANTER = '''
+PLANTER = (
+    f"MARKER_BYTES = {MARKER!r}\n"
+    + """
 import numpy as np
 import pandas as pd
 from flowfed.tools import Context, tool
 from flowfed.tools.library.models import LogisticRegressionModel, logistic_regression
 
-MARKER = np.frombuffer(%r, dtype=np.uint8)
+MARKER = np.frombuffer(MARKER_BYTES, dtype=np.uint8)
 
 
 @tool(name="redteam.state_planter", version="1.0", type="analysis")
@@ -44,7 +46,8 @@ def state_planter(train: pd.DataFrame, ctx: Context,
     state["secret"] = MARKER
     return logistic_regression(train, ctx, global_model, epochs=epochs,
                                            learning_rate=learning_rate, scaffold_c=scaffold_c)
-''' % (MARKER,)
+"""
+)
 
 
 def _forms(marker: bytes) -> list[bytes]:
@@ -73,7 +76,6 @@ def test_client_state_marker_never_reaches_the_central_side(tmp_path: Path, mode
     args = ["run", str(flow), "--json"]
     args += ["--simulate"] if mode == "simulate" else ["--node-runner", mode]
     proc = run_cli(args, home, timeout=900)
-
 
     result = json.loads(proc.stdout)
     assert result["status"] == "success", errors(result)

@@ -185,17 +185,13 @@ class SimulatedNodes:
     #: tasks one after the other instead of handing them to threads).
     in_process = True
 
-    def __init__(
-        self, layout: dict[str, dict[str, Path]], state_dir: Path | None = None
-    ) -> None:
+    def __init__(self, layout: dict[str, dict[str, Path]], state_dir: Path | None = None) -> None:
         import flowfed.tools.library  # noqa: F401  (the built-in tools, as a node has them)
 
         # state_dir: where simulated nodes keep client state a step keeps across runs
         # (``client_state: keep``); without it, that state lasts as long as the process.
         central = _CentralValues()
-        self._nodes = {
-            name: _SimNode(name, ds, state_dir, central) for name, ds in layout.items()
-        }
+        self._nodes = {name: _SimNode(name, ds, state_dir, central) for name, ds in layout.items()}
 
     def nodes(self) -> dict[str, NodeInfo]:
         """Every simulated node (always online)."""

@@ -99,14 +99,10 @@ class Scaffold(Strategy):
             raise AggregationError(f"scaffold: {len(updates)} updates from {n} participants")
         x = [np.asarray(g, dtype=np.float64) for g in global_weights]
         m = len(updates)
-        dy = [
-            sum(np.asarray(u.weights[k], dtype=np.float64) - x[k] for u in updates) / m
-            for k in range(len(x))
-        ]
-        dc = [
-            sum(np.asarray(u.control_delta[k], dtype=np.float64) for u in updates) / m  # type: ignore[index]
-            for k in range(len(x))
-        ]
+        deltas: list[Weights] = [u.control_delta for u in updates if u.control_delta is not None]
+        dy = [sum(np.asarray(u.weights[k], dtype=np.float64) - x[k] for u in updates) / m
+              for k in range(len(x))]  # fmt: skip
+        dc = [sum(np.asarray(d[k], dtype=np.float64) for d in deltas) / m for k in range(len(x))]
         c = self.c if self.c is not None else [np.zeros(s) for s in shapes]
         self.c = [ck + (m / n) * d for ck, d in zip(c, dc, strict=True)]
         return [

@@ -87,7 +87,9 @@ class ClientStateStore:
 STATE_FILE = ".flowfed-client-state.npz"
 
 
-def hand_over(ctx: Any, folder: Path, task_context: dict[str, Any], uid: int | None = None) -> Path | None:
+def hand_over(
+    ctx: Any, folder: Path, task_context: dict[str, Any], uid: int | None = None
+) -> Path | None:
     """Write ``ctx``'s client state into ``folder`` for a tool in another process.
 
     Sets ``task_context["client_state"]`` to the file (the tool-side runtime reads it);

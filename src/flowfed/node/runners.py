@@ -531,9 +531,7 @@ class SandboxWorker:
         self.calls += 1
         self._fresh_area()
         task_context = dict(task_context)
-        state_file = hand_over(
-            ctx, self.area, task_context, SANDBOX_UID if self.as_root else None
-        )
+        state_file = hand_over(ctx, self.area, task_context, SANDBOX_UID if self.as_root else None)
         shim = _TaskShim(spec, ctx.step, ctx.node, config)
         entry = tool_entrypoint(shim)  # type: ignore[arg-type]
         sock = self.sockets / f"c{self.calls}.sock"

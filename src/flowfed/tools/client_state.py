@@ -56,15 +56,15 @@ class ClientState(dict[str, np.ndarray]):
         super().clear()
         self.changed = True
 
-    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+    def pop(self, key: str, *default: Any) -> Any:
         self.changed = True
         return super().pop(key, *default)
 
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, *args: Any, **kwargs: Any) -> None:
         for key, value in dict(*args, **kwargs).items():
             self[key] = value
 
-    def setdefault(self, key: str, default: Any = None) -> np.ndarray:  # type: ignore[override]
+    def setdefault(self, key: str, default: Any = None) -> np.ndarray:
         if key not in self:
             self[key] = default
         return self[key]
@@ -72,7 +72,7 @@ class ClientState(dict[str, np.ndarray]):
     def to_bytes(self) -> bytes:
         """The state as ``.npz`` bytes (no pickle)."""
         buf = io.BytesIO()
-        np.savez(buf, **dict(self.items()))
+        np.savez(buf, **dict(self.items()))  # type: ignore[arg-type]
         return buf.getvalue()
 
     @classmethod

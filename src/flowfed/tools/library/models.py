@@ -404,7 +404,9 @@ def logistic_regression(
         "initial_loss": losses[0],
     }
     if control is not None:
-        delta = control_finish(ctx, control, start, params, steps=epochs, learning_rate=learning_rate)
+        delta = control_finish(
+            ctx, control, start, params, steps=epochs, learning_rate=learning_rate
+        )
         training["control_delta"] = as_lists(delta)
     model = LogisticRegressionModel(cols, params[0], params[1][0], target=target, training=training)
     # From the matrix already built: selecting the columns again costs more than training.
@@ -511,7 +513,9 @@ def mlp(
         "initial_loss": losses[0],
     }
     if control is not None:
-        delta = control_finish(ctx, control, start, params, steps=epochs, learning_rate=learning_rate)
+        delta = control_finish(
+            ctx, control, start, params, steps=epochs, learning_rate=learning_rate
+        )
         training["control_delta"] = as_lists(delta)
     model = MLPModel(
         cols,

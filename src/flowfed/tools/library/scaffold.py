@@ -59,9 +59,7 @@ def control_start(ctx: Context, scaffold_c: list[list[float]], start: Weights) -
     shapes = [np.shape(w) for w in start]
     if scaffold_c:
         if len(scaffold_c) != len(shapes):
-            raise ValueError(
-                f"scaffold_c has {len(scaffold_c)} tensors, the model {len(shapes)}"
-            )
+            raise ValueError(f"scaffold_c has {len(scaffold_c)} tensors, the model {len(shapes)}")
         c = []
         for k, (flat, shape) in enumerate(zip(scaffold_c, shapes, strict=True)):
             arr = np.asarray(flat, dtype=np.float64)

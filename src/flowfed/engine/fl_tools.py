@@ -86,7 +86,31 @@ def make_aggregator(server: FederatedServer) -> ToolSpec:
             )
         return model
 
+    aggregate.__flowfed_code_hash__ = _engine_code_hash(server)  # type: ignore[attr-defined]
     return build_spec(aggregate, name="flowfed.fl_aggregate", version="1.0", type="analysis")
+
+
+def _engine_code_hash(server: FederatedServer) -> str:
+    """The code hash of the tools made here, for their task records: this module's and
+    the federated server's source with flowfed's version, and a user strategy's own
+    effective code (a built-in one is flowfed's, named in the task's config)."""
+    import hashlib
+    from pathlib import Path
+
+    import flowfed
+    import flowfed.fl.server
+
+    h = hashlib.sha256(f"flowfed-engine-tool\0{flowfed.__version__}\0".encode())
+    for path in (__file__, flowfed.fl.server.__file__):
+        h.update(Path(path).read_bytes())
+    cls = type(server.strategy)
+    if not cls.__module__.startswith("flowfed."):
+        from flowfed.artifacts.hashing import code_hash
+
+        for name, member in sorted(vars(cls).items()):
+            if callable(member) and hasattr(member, "__code__"):
+                h.update(f"\0{name}\0{code_hash(member)}".encode())
+    return h.hexdigest()
 
 
 def _update_metrics(model: Any) -> dict[str, float]:
@@ -162,4 +186,5 @@ def secure_aggregate_tool(server: FederatedServer) -> Any:
             model.training = server.training_block(round, names, metrics, examples or None)
         return model
 
+    secure_aggregate.__flowfed_code_hash__ = _engine_code_hash(server)  # type: ignore[attr-defined]
     return secure_aggregate

@@ -308,9 +308,10 @@ def _start_nodes(
 ) -> Any:
     """The dispatcher for placed tasks: simulated nodes, or local agents (stopped by ``stack``)."""
     if simulate:
+        from flowfed.api import home as home_dir
         from flowfed.engine.simulate import SimulatedNodes
 
-        return SimulatedNodes(layout.nodes)
+        return SimulatedNodes(layout.nodes, state_dir=home_dir() / "simulated-nodes")
     from flowfed.api import home
     from flowfed.server.embedded import EmbeddedServerError
     from flowfed.server.local_nodes import LayoutError, LocalNodes

@@ -169,6 +169,13 @@ class Scheduler:
         with self.kept_lock:
             self.kept[hash] = data
 
+    def forget_bytes(self, hashes: list[str]) -> None:
+        """Drop kept bytes no later task of this run reads (a federated round's updates
+        once aggregated); a reader would still find them in the catalog or store."""
+        with self.kept_lock:
+            for h in hashes:
+                self.kept.pop(h, None)
+
     def bytes_of(self, ref: ArtifactRef) -> bytes:
         """The bytes of a central artifact: kept from this run, else catalog or store."""
         return self.source(ref).get(ref.hash)

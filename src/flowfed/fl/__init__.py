@@ -19,6 +19,7 @@ from flowfed.fl.privacy import (
     secure_rng,
 )
 from flowfed.fl.robust import ClippedMean, Krum, MultiKrum, QFedAvg
+from flowfed.fl.scaffold import Scaffold
 from flowfed.fl.secagg import FixedPoint, MaskedUpdate, SecAggClient, SecAggError, SecAggServer
 from flowfed.fl.strategies import (
     STRATEGIES,
@@ -56,6 +57,7 @@ __all__ = [
     "MultiKrum",
     "PrivacyAccountant",
     "QFedAvg",
+    "Scaffold",
     "SecAggClient",
     "SecAggError",
     "SecAggServer",

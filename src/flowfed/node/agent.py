@@ -46,6 +46,7 @@ from typing import Any
 
 from flowfed import __version__
 from flowfed.artifacts import ArtifactStore, load
+from flowfed.node.client_state import ClientStateStore, state_key
 from flowfed.node.datasets import NodeSetupError, scan_dataset
 from flowfed.node.outputs import (
     OutputProblem,
@@ -260,6 +261,7 @@ class NodeAgent:
         config.work_dir.mkdir(parents=True, exist_ok=True)
         self.store = ArtifactStore(str(config.work_dir.resolve() / "artifacts"))
         self.decoded = _Decoded(config.cache_mb * 2**20)
+        self.client_states = ClientStateStore(config.work_dir.resolve() / "client_state")
         self.pool = ThreadPoolExecutor(config.max_tasks, thread_name_prefix="flowfed-node-task")
         self.held: dict[str, _Held] = {}
         self._lock = threading.Lock()
@@ -769,6 +771,12 @@ class NodeAgent:
         width = _width(args, dataset)
         sink("state", {"state": "started"})
         ctx = task_context(task, sink, self.config.name, dataset)
+        state_key_ = None
+        if task.client_state is not None:
+            # The step's state for this client, from the node's own folder; it is handed
+            # to the tool and stored back here, and never put in a message.
+            state_key_ = state_key(task.client_state, task.step, self.config.name, task.dataset)
+            ctx._client_state = self.client_states.load(state_key_)
         sink("state", {"state": "running"})
         value = self._call(spec, task, args, cfg, ctx, cancel, dataset)
         decisions: list[Release] = []
@@ -830,6 +838,8 @@ class NodeAgent:
                 "EgressRefused",
                 public=True,
             )
+        if state_key_ is not None and ctx._client_state.changed:
+            self.client_states.save(state_key_, ctx._client_state)
         entry = self.journal.append(
             {"kind": "task.finished", "task_id": task.task_id, "run_id": task.run_id,
              "outputs": {k: o.hash for k, o in outputs.items()}}

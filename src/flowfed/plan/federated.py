@@ -65,13 +65,22 @@ def proximal_mu(settings: Any) -> float | None:
 
 
 def train_task(
-    step_task: TaskNode, where: Where, r: int, overrides: dict[str, Any] | None = None
+    step_task: TaskNode,
+    where: Where,
+    r: int,
+    overrides: dict[str, Any] | None = None,
+    config: Any = None,
 ) -> TaskNode:
-    """Round ``r``'s local training task on ``where`` for the federated ``step_task``."""
+    """Round ``r``'s local training task on ``where`` for the federated ``step_task``.
+
+    ``config``: the :func:`trainer_config` for ``overrides`` when the caller already made
+    it (one object for every participant of a round with the same overrides).
+    """
     fed = step_task.federated
     assert fed is not None
     node, dataset = where
-    config = trainer_config(step_task, overrides)
+    if config is None:
+        config = trainer_config(step_task, overrides)
     artifact = step_task.outputs[fed.model_output]
     who = f"{node}:{dataset}" if dataset else node
     return TaskNode(
@@ -92,6 +101,7 @@ def train_task(
         # masked form does (the secure round adds its own tasks).
         shareable=frozenset() if fed.settings.secure_aggregation else frozenset({fed.model_output}),
         variant=step_task.variant,
+        client_state=getattr(fed.settings, "client_state", "run"),
     )
 
 

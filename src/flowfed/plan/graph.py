@@ -95,6 +95,9 @@ class TaskNode:
     #: The tool's name within its step when the step holds several (``tools:``); the
     #: task's ``step`` is then the step as written ("Data Preprocessing").
     part: str | None = None
+    #: A federated training task's client state: ``run`` (kept for this run's rounds) or
+    #: ``keep`` (kept across runs of the flow); None for every other task.
+    client_state: str | None = None
 
     @property
     def placed(self) -> bool:

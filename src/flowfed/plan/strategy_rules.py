@@ -77,6 +77,20 @@ def check(
                     "flowfed.mlp, flowfed.torch_mlp, flowfed.torch_module) or strategy fedavg",
                 )
             )
+    hook = "scaffold_c" in trainer.config_model.model_fields
+    if getattr(strategy, "control_variates", False) and not hook:
+        out.append(
+            Problem(
+                "error",
+                "strategy",
+                f"strategy '{settings.strategy}' corrects local training with control "
+                f"variates, but trainer '{trainer.name}' has no 'scaffold_c' config "
+                "field (the control variate hook) to receive the server's c",
+                "use flowfed.logistic_regression or flowfed.mlp, or add scaffold_c to "
+                "your trainer with flowfed.tools.library.scaffold (docs/federated.md, "
+                "SCAFFOLD)",
+            )
+        )
     if participants is not None:
         for message in strategy.check(participants):
             out.append(Problem("warning", "strategy_config", message, None))

@@ -260,7 +260,6 @@ def _layout_for(
     (``--param 'datasets=*:breast'``) becomes every layout node that holds a dataset
     ``NAME``.
     """
-    from flowfed.server.local_nodes import LayoutError, ensure_data, load_layout
     from flowfed.spec.diagnostics import Diagnostic, FlowError
 
     spec: str | dict[str, Any] | None = str(nodes_file) if nodes_file else loaded.flow.nodes
@@ -276,6 +275,9 @@ def _layout_for(
                 ]
             )
         return None
+    # Only a flow with nodes loads the node layout code (and with it flowfed.server).
+    from flowfed.server.local_nodes import LayoutError, ensure_data, load_layout
+
     try:
         layout = load_layout(spec, Path.cwd() if nodes_file else loaded.base_dir)
         ensure_data(layout)

@@ -429,8 +429,12 @@ class Database:
             .where(a.c.id.in_(ids))
         )
         out: dict[str, dict[str, Any]] = {}
-        for r in conn.execute(q):
-            d = dict(r._mapping)
+        result = conn.execute(q)
+        # The keys once, not a row mapping per row (which rebuilds them: a third of a
+        # cached re-run's index load).
+        keys = tuple(result.keys())
+        for r in result:
+            d = dict(zip(keys, r, strict=True))
             tool, tool_version = d.pop("_tool"), d.pop("_tool_version")
             code_hash = d.pop("_code_hash")
             d["parents"] = []

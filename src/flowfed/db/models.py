@@ -141,9 +141,10 @@ artifacts = Table(
     Column("pickled", Boolean, nullable=False, default=False, server_default=false()),
     Column("created_at", Float, nullable=False),
     Column("meta", JSON, nullable=True),
+    # Also the index for look-ups by name (its leading column): a second index on name
+    # alone cost every artifact insert a b-tree update and served nothing more.
     UniqueConstraint("name", "version", name="uq_artifacts_name_version"),
     Index("ix_artifacts_hash", "hash"),
-    Index("ix_artifacts_name", "name"),
 )
 """A named, versioned, content-hashed output with its producer."""
 

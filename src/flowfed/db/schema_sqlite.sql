@@ -58,8 +58,6 @@ CREATE TABLE artifacts (
 
 CREATE INDEX ix_artifacts_hash ON artifacts (hash);
 
-CREATE INDEX ix_artifacts_name ON artifacts (name);
-
 CREATE TABLE run_artifacts (
 	run_id VARCHAR(32) NOT NULL,
 	artifact_id VARCHAR(32) NOT NULL,

@@ -10,18 +10,19 @@ without re-importing them.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
 import os
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from multiprocessing.connection import Connection
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flowfed.plan.graph import TaskNode
 from flowfed.runtime.usage import measured
 from flowfed.tools.core import Context, call_tool
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 
 class ProcessTaskError(Exception):
@@ -109,6 +110,10 @@ def call_in_process(
     node: TaskNode, args: dict[str, Any], task_id: str, ctx: Context, timeout: float | None
 ) -> Any:
     """Call ``node``'s tool in a forked child; relay its telemetry to ``ctx``."""
+    # Here, not at the top: every run imports this module for its error types, and only
+    # the processes executor forks.
+    import multiprocessing as mp
+
     fork = mp.get_context("fork")
     parent, child = fork.Pipe(duplex=False)
     proc = fork.Process(target=_child, args=(child, node, args, task_id), daemon=True)

@@ -508,14 +508,14 @@ def _check_edge_types(
             fan_in = fan_in and step.on == "central" and step.kind == "task"
             if fan_in and not {artifact, tool_out} & set(producer.shareable):
                 continue  # it may not leave the nodes at all: reported as such
-            what = describe(produced)
-            if fan_in:
-                ok = fits_list_of(produced, expected)
-                what = f"a list of {what} (one per placement)"
-            else:
-                ok = fits(produced, expected)
+            ok = fits_list_of(produced, expected) if fan_in else fits(produced, expected)
             if ok:
                 continue
+            # Described only for the message: most edges fit, and a description costs
+            # more than the check.
+            what = describe(produced)
+            if fan_in:
+                what = f"a list of {what} (one per placement)"
             diags.append(
                 source.diag(
                     f"input '{param}' of tool '{spec.name}' is {describe(expected)}, but "

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = process_start()
     print(
         f"process start -> this script's first line: {_T_SCRIPT - t0:.3f} s (interpreter)\n"
-        f"process start -> flowfed.cli.main imported (_STARTED): {cli._STARTED - t0:.3f} s\n"
+        f"process start -> flowfed.cli.main imported (_STARTED): {cli.STARTED - t0:.3f} s\n"
         f"process start -> engine run: {_marks['engine_run'] - t0:.3f} s under the profiler "
         f"(summary startup_s {summary.get('startup_s')}, counted from _STARTED)\n"
         f"rounds: {rounds} in {_marks['rounds_end'] - _marks['rounds_start']:.3f} s under the "

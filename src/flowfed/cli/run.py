@@ -215,14 +215,8 @@ def run(
         max_workers=workers,
         task_timeout=task_timeout,
     )
-    if engine.remote is not None:
-        from flowfed.executors import ExecutorUnavailable
-
-        try:  # connect (or start dask://local, ray://local) now: a bad address is one line
-            engine.remote.start()
-        except ExecutorUnavailable as exc:
-            engine.db.close()
-            fail(str(exc))
+    # A cluster executor (Dask, Ray) connects, or starts dask://local and ray://local, on
+    # the first call the run makes: a fully cached run starts none.
     live = sys.stdout.isatty() and not as_json and not quiet
     resumed = _resumable(engine, resume, file) if resume is not None else None
     try:
@@ -254,9 +248,18 @@ def run(
                 )
     finally:
         engine.db.close()
+    if engine.unavailable is not None:
+        # The run is recorded as failed; the user gets the one line that says why.
+        fail(engine.unavailable)
     if result.summary:
         result.summary["startup_s"] = round(result.view.started_at - STARTED, 4)
         result.summary["mode"] = "simulate" if simulate else "nodes"
+    cluster = engine.remote
+    if cluster is not None:
+        result.summary["executor"] = {
+            "url": executor,
+            "cluster_started": cluster.started,
+        }
     if as_json:
         print(json.dumps(result.to_dict(), default=str))
     else:
@@ -297,7 +300,6 @@ def _layout_for(
     (``--param 'datasets=*:breast'``) becomes every layout node that holds a dataset
     ``NAME``.
     """
-    from flowfed.server.local_nodes import LayoutError, ensure_data, load_layout
     from flowfed.spec.diagnostics import Diagnostic, FlowError
 
     spec: str | dict[str, Any] | None = str(nodes_file) if nodes_file else loaded.flow.nodes
@@ -313,6 +315,9 @@ def _layout_for(
                 ]
             )
         return None
+    # Only a flow with nodes loads the node layout code (and with it flowfed.server).
+    from flowfed.server.local_nodes import LayoutError, ensure_data, load_layout
+
     try:
         layout = load_layout(spec, Path.cwd() if nodes_file else loaded.base_dir)
         ensure_data(layout)
@@ -345,9 +350,10 @@ def _start_nodes(
 ) -> Any:
     """The dispatcher for placed tasks: simulated nodes, or local agents (stopped by ``stack``)."""
     if simulate:
+        from flowfed.api import home as home_dir
         from flowfed.engine.simulate import SimulatedNodes
 
-        return SimulatedNodes(layout.nodes)
+        return SimulatedNodes(layout.nodes, state_dir=home_dir() / "simulated-nodes")
     from flowfed.api import home
     from flowfed.server.embedded import EmbeddedServerError
     from flowfed.server.local_nodes import LayoutError, LocalNodes

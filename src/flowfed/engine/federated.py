@@ -24,6 +24,7 @@ steps consume it like any other artifact. The per-round task plans come from the
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import math
 import time
 from typing import TYPE_CHECKING, Any
@@ -31,11 +32,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from flowfed.engine.fl_tools import make_aggregator, roster_tool, secure_aggregate_tool
-from flowfed.engine.placed import PlacedHost
+from flowfed.engine.placed import PlacedHost, StepFailed
 from flowfed.engine.state import ArtifactRef, TaskRun
 from flowfed.engine.task import TaskFailed, attempt, fail
 from flowfed.ids import new_id
-from flowfed.plan.federated import aggregate_task, round_id, sample, train_task
+from flowfed.plan.federated import (
+    aggregate_task,
+    round_id,
+    sample,
+    train_task,
+    trainer_config,
+)
 from flowfed.plan.graph import TaskNode
 from flowfed.runtime.lifecycle import State
 from flowfed.tools.core import Context, build_spec
@@ -43,10 +50,6 @@ from flowfed.tools.core import Context, build_spec
 if TYPE_CHECKING:
     from flowfed.fl.server import FederatedServer
     from flowfed.tools.core import ToolSpec
-
-
-class StepFailed(Exception):
-    """The federated step cannot go on (too few updates, a failed aggregation)."""
 
 
 class FederatedDriver:
@@ -311,8 +314,15 @@ class FederatedDriver:
         children: list[TaskRun] = []
         names = [f"{n}:{d}" if d else n for n, d in chosen]
         overrides = self.server.strategy.configure_fit(r, names)
+        # One validated config per distinct override: a round of 1,000 participants
+        # otherwise holds 1,000 equal copies for the rest of the run.
+        configs: dict[str, Any] = {}
         for where, who in zip(chosen, names, strict=True):
-            plan = train_task(self.node, where, r, overrides.get(who))
+            change = overrides.get(who)
+            key = json.dumps(change, sort_keys=True, default=repr)
+            if key not in configs:
+                configs[key] = trainer_config(self.node, change)
+            plan = train_task(self.node, where, r, change, configs[key])
             inputs: dict[str, Any] = {}
             for param, ref in tr.inputs.items():
                 if param == self.settings.validation:
@@ -643,4 +653,7 @@ class FederatedDriver:
         if child.state is not State.FINISHED:
             msg = (child.error or {}).get("message", str(child.state))
             raise StepFailed(f"federated step '{self.tr.step}', round {r}: aggregation: {msg}")
+        forget = getattr(self.run, "forget_bytes", None)
+        if forget is not None:  # the updates are aggregated: no task reads them again
+            forget([u.hash for u in updates])
         return child.outputs["output"]

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from flowfed.engine.placed import StepFailed
 from flowfed.engine.state import ArtifactRef, TaskRun
 from flowfed.plan.federated import sample
 from flowfed.plan.fl_evaluation import central_eval_task, eval_count, eval_task, evaluates
@@ -97,8 +98,6 @@ class Evaluator:
     # -- federated --------------------------------------------------------------------------
 
     def _federated(self, pool: cf.Executor, r: int, model_ref: ArtifactRef) -> dict[str, float]:
-        from flowfed.engine.federated import StepFailed
-
         d, s = self.d, self.s
         parts = d.fed.participants
         rng = np.random.default_rng([s.seed, r, 0xE7A1])
@@ -135,7 +134,6 @@ class Evaluator:
 
     def _secure(self, pool: cf.Executor, r: int, ok: list[TaskRun]) -> dict[str, float]:
         """Pool the evaluations without any node's figures reaching the server."""
-        from flowfed.engine.federated import StepFailed
         from flowfed.engine.fl_tools import roster_tool
 
         d = self.d
@@ -244,10 +242,10 @@ class Evaluator:
 
 
 def _tool(name: str) -> Any:
-    from flowfed.plan.fl_evaluation import _find
+    from flowfed.plan.strategy_rules import find_tool
     from flowfed.tools import get_registry
 
-    spec = _find(get_registry(), name)
+    spec = find_tool(get_registry(), name)
     if spec is None:  # the planner checked; a tool unregistered since is a bug worth naming
         raise ValueError(f"unknown evaluation tool '{name}'")
     return spec

@@ -61,10 +61,11 @@ def make_aggregator(server: FederatedServer) -> ToolSpec:
     ) -> Model:
         """Combine one round's updates into the next global model."""
         names = nodes or [f"node-{i}" for i in range(len(updates))]
-        ups = [
-            Update(name, _weights_of(m), _num_examples(m), _update_metrics(m))
-            for name, m in zip(names, updates, strict=True)
-        ]
+        ups = []
+        for name, m in zip(names, updates, strict=True):
+            weights = _weights_of(m)
+            delta = _control_delta(m, weights, name)
+            ups.append(Update(name, weights, _num_examples(m), _update_metrics(m), delta))
         base = updates[0] if global_model is None else global_model
         current = _weights_of(global_model) if global_model is not None else None
         if current is None:
@@ -85,7 +86,31 @@ def make_aggregator(server: FederatedServer) -> ToolSpec:
             )
         return model
 
+    aggregate.__flowfed_code_hash__ = _engine_code_hash(server)  # type: ignore[attr-defined]
     return build_spec(aggregate, name="flowfed.fl_aggregate", version="1.0", type="analysis")
+
+
+def _engine_code_hash(server: FederatedServer) -> str:
+    """The code hash of the tools made here, for their task records: this module's and
+    the federated server's source with flowfed's version, and a user strategy's own
+    effective code (a built-in one is flowfed's, named in the task's config)."""
+    import hashlib
+    from pathlib import Path
+
+    import flowfed
+    import flowfed.fl.server
+
+    h = hashlib.sha256(f"flowfed-engine-tool\0{flowfed.__version__}\0".encode())
+    for path in (__file__, flowfed.fl.server.__file__):
+        h.update(Path(path).read_bytes())
+    cls = type(server.strategy)
+    if not cls.__module__.startswith("flowfed."):
+        from flowfed.artifacts.codehash import code_hash
+
+        for name, member in sorted(vars(cls).items()):
+            if callable(member) and hasattr(member, "__code__"):
+                h.update(f"\0{name}\0{code_hash(member)}".encode())
+    return h.hexdigest()
 
 
 def _update_metrics(model: Any) -> dict[str, float]:
@@ -97,6 +122,22 @@ def _update_metrics(model: Any) -> dict[str, float]:
         for k, v in training.items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     }
+
+
+def _control_delta(model: Any, weights: list[np.ndarray], who: str) -> list[np.ndarray] | None:
+    """SCAFFOLD's ``Δc_i`` from a trainer's ``training['control_delta']`` (None without)."""
+    raw = (getattr(model, "training", None) or {}).get("control_delta")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) != len(weights):
+        raise ValueError(f"{who}: training['control_delta'] must hold one list per tensor")
+    out = []
+    for k, (flat, w) in enumerate(zip(raw, weights, strict=True)):
+        arr = np.asarray(flat, dtype=np.float64)
+        if arr.size != w.size:
+            raise ValueError(f"{who}: control_delta tensor {k} has {arr.size} values, not {w.size}")
+        out.append(arr.reshape(w.shape))
+    return out
 
 
 def roster_tool(public_keys: list[str], ctx: Context, *, nodes: list[str]) -> dict:
@@ -145,4 +186,5 @@ def secure_aggregate_tool(server: FederatedServer) -> Any:
             model.training = server.training_block(round, names, metrics, examples or None)
         return model
 
+    secure_aggregate.__flowfed_code_hash__ = _engine_code_hash(server)  # type: ignore[attr-defined]
     return secure_aggregate

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from flowfed.runtime.remote import NodeDispatcher
 
 
+class StepFailed(Exception):
+    """A placed or federated step cannot go on (too few updates, a failed aggregation)."""
+
+
 class PlacedHost(TaskHost, Protocol):
     """What a placed task needs from its run, beyond :class:`TaskHost`."""
 
@@ -124,6 +128,13 @@ def _secure_step(run: PlacedHost, step: str) -> bool:
     return False
 
 
+def _state_scope(run: PlacedHost, mode: str | None) -> str | None:
+    """The client-state scope a node keys ``ctx.client_state`` by (docs/federated.md)."""
+    if mode is None:
+        return None
+    return f"flow:{run.graph.flow.name}" if mode == "keep" else f"run:{run.run_id}"
+
+
 def run_placed(run: PlacedHost, tr: TaskRun, config: dict[str, Any] | None = None) -> RemoteResult:
     """Send ``tr`` to its node and block until it ends; moves the lifecycle as it goes.
 
@@ -157,6 +168,7 @@ def run_placed(run: PlacedHost, tr: TaskRun, config: dict[str, Any] | None = Non
         principal=run.principal or "anonymous",
         flow=run.graph.flow.name,
         secure_aggregation=_secure_step(run, node.step),
+        client_state=_state_scope(run, node.client_state),
     )
     sink = run.record.telemetry(tr)
     lock = threading.Lock()
@@ -266,6 +278,9 @@ def attempt_placed(run: PlacedHost, tr: TaskRun) -> None:
         fail(run, tr, str(exc), None)
     if tr.state.terminal:
         return None
+    # The cancel handle (an Event: a lock and a condition) has nothing left to cancel;
+    # a federated run keeps every round's task, so it would stay for the whole run.
+    tr.ctx = None
     run.record.finish(tr, rows, to_store, None)
     return None
 

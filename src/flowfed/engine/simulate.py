@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import threading
 import traceback
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from flowfed.artifacts import load
+from flowfed.node.client_state import ClientStateStore, state_key
 from flowfed.node.outputs import (
     OutputProblem,
     TaskProblem,
@@ -38,6 +40,7 @@ from flowfed.runtime.remote import (
     RemoteTaskError,
     Telemetry,
 )
+from flowfed.runtime.usage import measured
 from flowfed.tools.core import call_tool
 
 
@@ -47,16 +50,58 @@ def _error(node: str, message: str, etype: str, tb: str | None = None) -> Remote
     )
 
 
+class _CentralValues:
+    """Central inputs decoded once for every simulated node: the last ``size`` of them.
+
+    One round sends the same global model to every participant; decoding it once per
+    node and keeping every round's copy grew memory with nodes x rounds (x nodes again
+    for a model whose ``training`` block lists the round's participants), about 1.4 MB
+    per client over a run. Tools receive the shared object, as every task of one
+    simulated node always did: an input is read, never modified (docs/federated.md).
+    """
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._values: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, value: RemoteInput, node: str, param: str) -> Any:
+        with self._lock:
+            got = self._values.get(value.hash)
+            if got is not None:
+                self._values.move_to_end(value.hash)
+                return got
+        if value.data is None:
+            raise _error(node, f"central input '{param}' came without its bytes", "InputError")
+        got = load(value.kind, value.data, value.meta)
+        with self._lock:
+            self._values[value.hash] = got
+            while len(self._values) > self.size:
+                self._values.popitem(last=False)
+        return got
+
+
 class _SimNode:
-    def __init__(self, name: str, datasets: dict[str, Path]) -> None:
+    def __init__(
+        self,
+        name: str,
+        datasets: dict[str, Path],
+        state_dir: Path | None = None,
+        central: _CentralValues | None = None,
+    ) -> None:
         from flowfed.node.datasets import scan_dataset
 
         self.name = name
         self.datasets = {n: scan_dataset(n, Path(p)) for n, p in datasets.items()}
         self.values: dict[str, Any] = {}  # this node's store: hash → value
-        self.central: dict[str, Any] = {}  # central inputs already decoded: hash → value
+        # Central inputs already decoded, shared by the simulated nodes (bounded).
+        self.central = central if central is not None else _CentralValues()
         self.lock = threading.Lock()
         self.running = 0
+        # ctx.client_state: a run's in this process; a flow's (kept across runs, for
+        # personalization) in the simulated node's own folder, when it has one.
+        self.states = ClientStateStore(None)
+        self.kept = ClientStateStore(state_dir / name / "client_state") if state_dir else None
 
     def info(self) -> NodeInfo:
         return NodeInfo(
@@ -80,16 +125,12 @@ class _SimNode:
                 f"input '{param}' ({value.hash[:12]}) is not in node '{self.name}''s store",
                 "InputError",
             )
-        with self.lock:
-            got = self.central.get(value.hash)
-        if got is not None:
-            return got
-        if value.data is None:
-            raise _error(self.name, f"central input '{param}' came without its bytes", "InputError")
-        got = load(value.kind, value.data, value.meta)
-        with self.lock:
-            self.central[value.hash] = got
-        return got
+        return self.central.get(value, self.name, param)
+
+    def _states(self, scope: str) -> ClientStateStore:
+        if scope.startswith("flow:") and self.kept is not None:
+            return self.kept
+        return self.states
 
     def execute(self, task: RemoteTask, telemetry: Telemetry) -> RemoteResult:
         try:
@@ -101,9 +142,15 @@ class _SimNode:
         args = {p: self._input(v, p) for p, v in task.inputs.items()}
         telemetry("state", {"state": "started"})
         ctx = task_context(task, telemetry, self.name, dataset)
+        key = None
+        if task.client_state is not None:
+            key = state_key(task.client_state, task.step, self.name, task.dataset)
+            store = self._states(task.client_state)
+            ctx._client_state = store.load(key)
         telemetry("state", {"state": "running"})
         try:
-            value = call_tool(spec, args, cfg, ctx)
+            with measured(ctx.report_resources, "thread"):
+                value = call_tool(spec, args, cfg, ctx)
         except Exception as exc:
             raise _error(
                 self.name,
@@ -113,14 +160,19 @@ class _SimNode:
             ) from None
 
         def keep(mat: Any, kept: Any) -> None:
-            # The value itself, not its bytes: the next round's task reads it as is.
+            # The value itself, not its bytes: the next round's task reads it as is. An
+            # output whose bytes travel (a shareable one: every model update) is read from
+            # its central copy afterwards, never from here: keeping it would hold every
+            # round's update of every node until the run ends.
             with self.lock:
                 self.values[mat.hash] = kept
 
         try:
-            outputs = task_outputs(spec, value, task, keep)
+            outputs = task_outputs(spec, value, task, keep, keep_shareable=False)
         except OutputProblem as exc:
             raise _error(self.name, str(exc), "OutputError") from None
+        if key is not None and ctx._client_state.changed:
+            store.save(key, ctx._client_state)  # only after a task that succeeded
         return RemoteResult(outputs=outputs)
 
 
@@ -135,10 +187,13 @@ class SimulatedNodes:
     #: tasks one after the other instead of handing them to threads).
     in_process = True
 
-    def __init__(self, layout: dict[str, dict[str, Path]]) -> None:
+    def __init__(self, layout: dict[str, dict[str, Path]], state_dir: Path | None = None) -> None:
         import flowfed.tools.library  # noqa: F401  (the built-in tools, as a node has them)
 
-        self._nodes = {name: _SimNode(name, ds) for name, ds in layout.items()}
+        # state_dir: where simulated nodes keep client state a step keeps across runs
+        # (``client_state: keep``); without it, that state lasts as long as the process.
+        central = _CentralValues()
+        self._nodes = {name: _SimNode(name, ds, state_dir, central) for name, ds in layout.items()}
 
     def nodes(self) -> dict[str, NodeInfo]:
         """Every simulated node (always online)."""

@@ -63,6 +63,20 @@ def combination_problems(strategy: str, *, secure_aggregation: bool, privacy: bo
     if cls is None or getattr(cls, "needs", "updates") == "mean":
         return []
     out: list[str] = []
+    if getattr(cls, "control_variates", False):
+        if secure_aggregation:
+            out.append(
+                f"strategy '{strategy}' aggregates each node's control-variate change "
+                "beside its model, and secure aggregation masks only the model: the "
+                "combination is not supported; drop secure_aggregation or use fedavg"
+            )
+        if privacy:
+            out.append(
+                f"strategy '{strategy}' sends each node's control-variate change "
+                "(c_i+ - c_i, a scaled copy of its model change) unclipped and without "
+                "noise: client-level DP would not cover it; use fedavg with privacy"
+            )
+        return out
     if secure_aggregation:
         out.append(
             f"strategy '{strategy}' reads each node's update, but with secure_aggregation "
@@ -105,6 +119,9 @@ class FederatedServer:
             raise AggregationError(problems[0])
         self.participants = participants
         self.per_round = per_round
+        bind = getattr(self.strategy, "bind_population", None)
+        if bind is not None:  # SCAFFOLD's c moves by |S|/N of the mean change
+            bind(participants)
         self.warm_start = False
         self.epsilon: float | None = None
         self.accountant: PrivacyAccountant | None = None

@@ -38,6 +38,8 @@ class Update:
     weights: Weights
     num_examples: int = 1
     metrics: dict[str, float] = field(default_factory=dict)
+    #: SCAFFOLD: the node's control-variate change ``Δc_i`` (shaped like ``weights``).
+    control_delta: Weights | None = None
 
 
 def shapes_of(weights: Sequence[np.ndarray]) -> list[tuple[int, ...]]:

@@ -46,6 +46,7 @@ from typing import Any
 
 from flowfed import __version__
 from flowfed.artifacts import ArtifactStore, load
+from flowfed.node.client_state import ClientStateStore, state_key
 from flowfed.node.datasets import NodeSetupError, scan_dataset
 from flowfed.node.outputs import (
     OutputProblem,
@@ -90,6 +91,7 @@ from flowfed.node.protocol import (
 )
 from flowfed.node.runners import RUNNERS, SandboxLimits
 from flowfed.runtime.remote import RemoteInput, RemoteTask
+from flowfed.runtime.usage import clean_counts, clean_figures, measured
 from flowfed.tools.core import Context, ToolSpec, call_tool
 
 log = logging.getLogger("flowfed.node")
@@ -259,6 +261,7 @@ class NodeAgent:
         config.work_dir.mkdir(parents=True, exist_ok=True)
         self.store = ArtifactStore(str(config.work_dir.resolve() / "artifacts"))
         self.decoded = _Decoded(config.cache_mb * 2**20)
+        self.client_states = ClientStateStore(config.work_dir.resolve() / "client_state")
         self.pool = ThreadPoolExecutor(config.max_tasks, thread_name_prefix="flowfed-node-task")
         self.held: dict[str, _Held] = {}
         self._lock = threading.Lock()
@@ -615,12 +618,22 @@ class NodeAgent:
                     out = {"fraction": min(1.0, max(0.0, f))} if math.isfinite(f) else {}
                 if policy.share.logs and isinstance(payload.get("message"), str):
                     out["message"] = payload["message"]
+                # Counts leave as numbers; the unit only as a known word unless logs are
+                # shared, so a tool cannot spell out data in it.
+                counts = clean_counts(payload, any_unit=policy.share.logs)
+                if counts is not None:
+                    out.update(counts)
                 sink("progress", out)
+            elif kind == "resources":
+                # Measured by the runtime, not the tool; numbers only in any case.
+                figures = clean_figures(payload)
+                if figures is not None:
+                    sink("resources", figures)
 
         return guarded
 
     def _code_hash(self, spec: ToolSpec) -> str:
-        from flowfed.artifacts.hashing import code_hash
+        from flowfed.artifacts.codehash import code_hash
 
         key = id(spec.fn)
         h = self._code_hashes.get(key)
@@ -758,6 +771,12 @@ class NodeAgent:
         width = _width(args, dataset)
         sink("state", {"state": "started"})
         ctx = task_context(task, sink, self.config.name, dataset)
+        state_key_ = None
+        if task.client_state is not None:
+            # The step's state for this client, from the node's own folder; it is handed
+            # to the tool and stored back here, and never put in a message.
+            state_key_ = state_key(task.client_state, task.step, self.config.name, task.dataset)
+            ctx._client_state = self.client_states.load(state_key_)
         sink("state", {"state": "running"})
         value = self._call(spec, task, args, cfg, ctx, cancel, dataset)
         decisions: list[Release] = []
@@ -819,6 +838,8 @@ class NodeAgent:
                 "EgressRefused",
                 public=True,
             )
+        if state_key_ is not None and ctx._client_state.changed:
+            self.client_states.save(state_key_, ctx._client_state)
         entry = self.journal.append(
             {"kind": "task.finished", "task_id": task.task_id, "run_id": task.run_id,
              "outputs": {k: o.hash for k, o in outputs.items()}}
@@ -960,7 +981,8 @@ class NodeAgent:
 
         def target() -> None:
             try:
-                box["value"] = call_tool(spec, args, cfg, ctx)
+                with measured(ctx.report_resources, "thread"):
+                    box["value"] = call_tool(spec, args, cfg, ctx)
             except BaseException as exc:  # reported to the waiting thread
                 box["error"] = exc
                 box["tb"] = traceback.format_exc()

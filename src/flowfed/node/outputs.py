@@ -91,6 +91,8 @@ def task_outputs(
     task: RemoteTask,
     keep: Callable[[Materialized, Any], object],
     release: Callable[[str, Materialized, Any], Any] | None = None,
+    *,
+    keep_shareable: bool = True,
 ) -> dict[str, RemoteOutput]:
     """The outputs of ``task`` from its tool's return ``value``; ``keep`` stores each one.
 
@@ -99,6 +101,9 @@ def task_outputs(
     returns an object with ``released``, ``data`` and ``meta`` (a
     :class:`flowfed.node.policy.Release`), and only released bytes travel; an output
     that is not released carries only hash, size, kind and its safe metadata.
+
+    ``keep_shareable=False`` skips ``keep`` for the shareable outputs (a simulated node,
+    whose shareable outputs always travel and are read from their central copy).
 
     Raises :class:`OutputProblem` naming the output at fault.
     """
@@ -114,7 +119,8 @@ def task_outputs(
             mat = materialize(values[name], allow_pickle=task.allow_pickle)
         except NotMaterializable as exc:
             raise OutputProblem(f"the tool sent garbage for output '{name}': {exc}") from None
-        keep(mat, values[name])
+        if keep_shareable or name not in task.shareable:
+            keep(mat, values[name])
         data = mat.data if name in task.shareable else None
         meta = dict(mat.meta)
         hash, size = mat.hash, mat.size

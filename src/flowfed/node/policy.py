@@ -388,7 +388,12 @@ def count_parameters(value: Any, depth: int = 0) -> int:
     get = getattr(value, "get_weights", None)
     if callable(get) and depth == 0:
         try:
-            return count_parameters(list(get()), depth + 1)
+            n = count_parameters(list(get()), depth + 1)
+            # SCAFFOLD's control-variate change leaves beside the weights (as many again).
+            training = getattr(value, "training", None)
+            if isinstance(training, dict):
+                n += count_parameters(training.get("control_delta") or [], depth + 1)
+            return n
         except Exception:  # a model that cannot list its weights: count its attributes
             pass
     try:

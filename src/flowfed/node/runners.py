@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import flowfed
 from flowfed.executors.isolated import (
     CONNECT_S,
     GRACE_S,
@@ -386,6 +387,9 @@ class SandboxWorker:
         for module in PRELOAD:
             cmd += ["--preload", module]
         env = {**SANDBOX_ENV, "HOME": str(self.area), "TMPDIR": "/tmp"}
+        # The same flowfed as the agent's (bound read-only by python_roots), even where an
+        # editable install elsewhere would come first: agent and tool speak one protocol.
+        env["PYTHONPATH"] = str(Path(flowfed.__file__).resolve().parents[1])
         self.log_path = self.dir / "worker.log"
         with open(self.log_path, "wb") as logf:
             self.proc = subprocess.Popen(
@@ -526,8 +530,12 @@ class SandboxWorker:
             raise ProcessTaskError(
                 "the sandbox worker is gone" + self.tail(), etype="ProcessExited"
             )
+        from flowfed.node.client_state import hand_over, take_back
+
         self.calls += 1
         self._fresh_area()
+        task_context = dict(task_context)
+        state_file = hand_over(ctx, self.area, task_context, SANDBOX_UID if self.as_root else None)
         shim = _TaskShim(spec, ctx.step, ctx.node, config)
         entry = tool_entrypoint(shim)  # type: ignore[arg-type]
         sock = self.sockets / f"c{self.calls}.sock"
@@ -557,6 +565,7 @@ class SandboxWorker:
             end = _CallEnd(self)
             try:
                 value = _drive(call, channel, end, args, timeout, self.area / "stderr.log")  # type: ignore[arg-type]
+                take_back(ctx, state_file)
                 reusable = True
                 return value
             except ProcessTaskError as exc:
@@ -792,8 +801,12 @@ def run_isolated(
     :class:`~flowfed.executors.processes.ProcessTaskError` or ``ProcessTimeout`` as
     :func:`flowfed.executors.isolated.call_isolated` does.
     """
+    from flowfed.node.client_state import hand_over, take_back
+
     shim = _TaskShim(spec, ctx.step, ctx.node, config)
     workdir = Path(tempfile.mkdtemp(prefix="flowfed-node-task-")).resolve()
+    task_context = dict(task_context)
+    state_file = hand_over(ctx, workdir, task_context)
     entry = tool_entrypoint(shim)  # type: ignore[arg-type]
     channel = _Channel()
     env = dict(os.environ)
@@ -810,7 +823,9 @@ def run_isolated(
     ]  # fmt: skip
     call = _Call(shim, ctx.task_id, ctx, workdir)  # type: ignore[arg-type]
     try:
-        return _run_process(call, channel, cmd, env, args, timeout, workdir)
+        value = _run_process(call, channel, cmd, env, args, timeout, workdir)
+        take_back(ctx, state_file)
+        return value
     finally:
         channel.close()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -81,13 +80,22 @@ def proximal_mu(settings: Any) -> float | None:
 
 
 def train_task(
-    step_task: TaskNode, where: Where, r: int, overrides: dict[str, Any] | None = None
+    step_task: TaskNode,
+    where: Where,
+    r: int,
+    overrides: dict[str, Any] | None = None,
+    config: Any = None,
 ) -> TaskNode:
-    """Round ``r``'s local training task on ``where`` for the federated ``step_task``."""
+    """Round ``r``'s local training task on ``where`` for the federated ``step_task``.
+
+    ``config``: the :func:`trainer_config` for ``overrides`` when the caller already made
+    it (one object for every participant of a round with the same overrides).
+    """
     fed = step_task.federated
     assert fed is not None
     node, dataset = where
-    config = trainer_config(step_task, overrides)
+    if config is None:
+        config = trainer_config(step_task, overrides)
     artifact = step_task.outputs[fed.model_output]
     who = f"{node}:{dataset}" if dataset else node
     return TaskNode(
@@ -108,6 +116,7 @@ def train_task(
         # masked form does (the secure round adds its own tasks).
         shareable=frozenset() if fed.settings.secure_aggregation else frozenset({fed.model_output}),
         variant=step_task.variant,
+        client_state=getattr(fed.settings, "client_state", "run"),
     )
 
 
@@ -153,94 +162,3 @@ def round_metric(results: list[tuple[dict[str, float], int]]) -> dict[str, float
                 sums[name] = sums.get(name, 0.0) + float(value) * n
                 weights[name] = weights.get(name, 0.0) + n
     return {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
-
-
-def check(
-    settings: Any,
-    trainer: ToolSpec,
-    participants: int | None,
-    *,
-    step_inputs: dict[str, str] | None = None,
-) -> list[Problem]:
-    """Build-time problems of a federated step's settings with its trainer.
-
-    ``participants`` is how many nodes it trains on (None: not known at build time).
-    Errors: an unknown strategy or setting, a strategy that cannot run under secure
-    aggregation or DP (never silently swapped for another), FedProx with a trainer that
-    has no ``mu``. Warnings: settings that do nothing (a trimmed mean that trims none).
-    """
-    from flowfed.fl.server import combination_problems
-    from flowfed.fl.strategies import make_strategy, strategy_class, strategy_names
-    from flowfed.fl.types import AggregationError
-
-    out: list[Problem] = []
-    if strategy_class(settings.strategy) is None:
-        out.append(
-            Problem(
-                "error",
-                "strategy",
-                f"unknown strategy '{settings.strategy}' (known: {', '.join(strategy_names())})",
-                "a strategy of your own: subclass flowfed.fl.Strategy with a name, in a "
-                "file listed under imports",
-            )
-        )
-        return out
-    try:
-        strategy = make_strategy(settings.strategy, **settings.strategy_config)
-    except AggregationError as exc:
-        out.append(Problem("error", "strategy_config", str(exc), None))
-        return out
-    for message in combination_problems(
-        settings.strategy,
-        secure_aggregation=bool(settings.secure_aggregation),
-        privacy=settings.privacy is not None,
-    ):
-        field = "secure_aggregation" if "secure_aggregation" in message else "privacy"
-        out.append(Problem("error", field, message, None))
-    if getattr(strategy, "proximal", False):
-        fields = trainer.config_model.model_fields
-        if "mu" not in fields:
-            out.append(
-                Problem(
-                    "error",
-                    "strategy",
-                    f"strategy '{settings.strategy}' adds a proximal term to the local "
-                    f"objective, but trainer '{trainer.name}' has no 'mu' config field to "
-                    "receive it",
-                    "use a trainer with a proximal term (flowfed.logistic_regression, "
-                    "flowfed.mlp, flowfed.torch_mlp, flowfed.torch_module) or strategy fedavg",
-                )
-            )
-    if participants is not None:
-        for message in strategy.check(participants):
-            out.append(Problem("warning", "strategy_config", message, None))
-    from flowfed.plan.fl_evaluation import evaluation_problems
-
-    out.extend(
-        Problem(level, field, message, hint)
-        for level, field, message, hint in evaluation_problems(settings, step_inputs)
-    )
-    return out
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One build-time finding of :func:`check`: ``level`` is ``error`` or ``warning``,
-    ``field`` the federated setting it is about."""
-
-    level: str
-    field: str
-    message: str
-    hint: str | None
-
-
-def describe(settings: Any) -> str:
-    """One line for logs: ``fedavg, 30 rounds, min_nodes 2``."""
-    parts = [settings.strategy, f"{settings.rounds} rounds"]
-    if settings.min_nodes:
-        parts.append(f"min_nodes {settings.min_nodes}")
-    if settings.secure_aggregation:
-        parts.append("secure aggregation")
-    if settings.privacy is not None:
-        parts.append("client-level DP")
-    return ", ".join(parts)

@@ -95,6 +95,9 @@ class TaskNode:
     #: The tool's name within its step when the step holds several (``tools:``); the
     #: task's ``step`` is then the step as written ("Data Preprocessing").
     part: str | None = None
+    #: A federated training task's client state: ``run`` (kept for this run's rounds) or
+    #: ``keep`` (kept across runs of the flow); None for every other task.
+    client_state: str | None = None
 
     @property
     def placed(self) -> bool:
@@ -505,14 +508,14 @@ def _check_edge_types(
             fan_in = fan_in and step.on == "central" and step.kind == "task"
             if fan_in and not {artifact, tool_out} & set(producer.shareable):
                 continue  # it may not leave the nodes at all: reported as such
-            what = describe(produced)
-            if fan_in:
-                ok = fits_list_of(produced, expected)
-                what = f"a list of {what} (one per placement)"
-            else:
-                ok = fits(produced, expected)
+            ok = fits_list_of(produced, expected) if fan_in else fits(produced, expected)
             if ok:
                 continue
+            # Described only for the message: most edges fit, and a description costs
+            # more than the check.
+            what = describe(produced)
+            if fan_in:
+                what = f"a list of {what} (one per placement)"
             diags.append(
                 source.diag(
                     f"input '{param}' of tool '{spec.name}' is {describe(expected)}, but "
@@ -627,8 +630,8 @@ def _federated_rules(
     diags: list[Diagnostic],
     warns: list[Diagnostic],
 ) -> None:
-    """The strategy rules of flowfed.plan.federated.check, as located diagnostics."""
-    from flowfed.plan.federated import check
+    """The strategy rules of flowfed.plan.strategy_rules.check, as located diagnostics."""
+    from flowfed.plan.strategy_rules import check
 
     for p in check(fed, spec, count, step_inputs=dict(step.inputs)):
         raw = step.federated or {}

@@ -82,6 +82,10 @@ class RemoteTask:
     #: The task is part of a secure-aggregation round: per-node facts (example counts,
     #: losses) leave the node only as its policy allows (by default, only in the aggregate).
     secure_aggregation: bool = False
+    #: A federated training task's client-state scope (``run:<id>`` or ``flow:<name>``):
+    #: the node keeps ``ctx.client_state`` under it, its step, node and dataset. None:
+    #: the task has no client state. Only this name travels; the state stays on the node.
+    client_state: str | None = None
 
 
 @dataclass

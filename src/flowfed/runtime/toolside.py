@@ -77,6 +77,7 @@ from flowfed.runtime.protocol import (
     PathInput,
     ProgressMessage,
     ProtocolError,
+    ResourcesMessage,
     RuntimeInfo,
     StartMessage,
     StatusMessage,
@@ -90,6 +91,7 @@ from flowfed.runtime.protocol import (
     parse_message,
     sha256_hex,
 )
+from flowfed.runtime.usage import clean_counts, measured
 from flowfed.tools.core import (
     MODEL_MAGIC,
     Context,
@@ -612,13 +614,27 @@ class ToolEngine:
             # A node agent's runner passes the task's dataset and round this way.
             **_task_context(),
         )
+        state_file = _client_state_file()
+        if state_file is not None:
+            from flowfed.tools.client_state import ClientState
+
+            # The node wrote this client's state into the task's own area (sandbox or
+            # work folder); what the tool leaves is written back beside it for the node.
+            held = state_file.read_bytes() if state_file.exists() else None
+            ctx._client_state = ClientState() if held is None else ClientState.from_bytes(held)
         with self._state_lock:
             self._ctx = ctx
             # A terminate that arrived during Started must still stop a cooperative tool.
             if self._terminate is not None:
                 ctx.cancel()
         try:
-            return call_tool(self._spec, args, cfg, ctx)
+            # This process runs one task: its CPU and peak memory are the task's.
+            with measured(self._resources, "process"):
+                result = call_tool(self._spec, args, cfg, ctx)
+            if state_file is not None and ctx._client_state.changed:
+                out = state_file.with_name(state_file.name + ".out")
+                out.write_bytes(ctx._client_state.to_bytes())
+            return result
         except Exception as exc:
             if self._terminate is not None:
                 return None  # the tool stopped because we asked it to
@@ -642,7 +658,14 @@ class ToolEngine:
         elif kind == "metric":
             msg = MetricMessage(name=payload["name"], value=payload["value"], step=payload["step"])
         elif kind == "progress":
-            msg = ProgressMessage(fraction=payload["fraction"], message=payload.get("message"))
+            counts = clean_counts(payload) or {}
+            msg = ProgressMessage(
+                fraction=payload["fraction"],
+                message=payload.get("message"),
+                done=counts.get("done"),
+                total=counts.get("total"),
+                unit=counts.get("unit"),
+            )
         else:
             return
         try:
@@ -651,6 +674,11 @@ class ToolEngine:
             # The tool cannot do anything useful about a lost channel; stop it cooperatively.
             if self._ctx is not None:
                 self._ctx.cancel()
+
+    def _resources(self, figures: dict[str, float]) -> None:
+        # From the usage sampler's thread too: a lost channel only loses a sample.
+        with contextlib.suppress(ChannelLost):
+            self._send(ResourcesMessage(**figures))
 
     def _outputs(self, result: Any, policy: OutputPolicy) -> list[OutputMessage]:
         """Finished: materialize every declared output (all before any is sent)."""
@@ -1018,6 +1046,17 @@ def _task_context() -> dict[str, Any]:
     if not isinstance(data, dict):
         return {}
     return {k: data[k] for k in ("dataset", "round") if k in data}
+
+
+def _client_state_file() -> Path | None:
+    """The file holding this task's client state, when its node gave it one."""
+    raw = os.environ.get("FLOWFED_TASK_CONTEXT")
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    path = data.get("client_state") if isinstance(data, dict) else None
+    return Path(path) if isinstance(path, str) and path else None
 
 
 def build_parser() -> argparse.ArgumentParser:

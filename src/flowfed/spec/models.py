@@ -115,6 +115,10 @@ class Federated(BaseModel):
     evaluate_every: int = Field(default=1, ge=1)
     #: A central tool (model) -> {metric: number}, run on the global model.
     evaluate_fn: str | None = Field(default=None, min_length=1)
+    #: How long a node keeps its ``ctx.client_state`` for this step: ``run`` (this run's
+    #: rounds; a new run starts fresh) or ``keep`` (across runs of the flow:
+    #: personalization). See docs/federated.md, Per-client state.
+    client_state: Literal["run", "keep"] = "run"
 
 
 #: What a step is for, as seed 000 writes it (``type: process``); shown by the monitors.

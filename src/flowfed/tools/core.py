@@ -228,6 +228,7 @@ class Context:
 
     __slots__ = (
         "_cancelled",
+        "_client_state",
         "_sink",
         "attempt",
         "dataset",
@@ -264,6 +265,8 @@ class Context:
         # schema, as the node registered it. None for central tasks.
         self.dataset = dataset
         self.round = round
+        # Set by the node for a federated step's tasks (flowfed.tools.client_state).
+        self._client_state: Any = None
 
     def log(self, message: str, level: str = "info") -> None:
         """Record a log line for this task."""
@@ -275,11 +278,62 @@ class Context:
         if self._sink is not None:
             self._sink("metric", {"name": name, "value": float(value), "step": step})
 
-    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
-        """Report progress: ``progress(0.4)`` or ``progress(40, 100)``."""
-        frac = float(done) / float(total) if total else float(done)
+    def progress(
+        self,
+        done: float,
+        total: float | None = None,
+        message: str | None = None,
+        *,
+        unit: str | None = None,
+    ) -> None:
+        """Report progress: ``progress(0.4)``, ``progress(40, 100)`` or, with counts the
+        monitors show ("5,000/5,000 images"), ``progress(5000, 5000, unit="images")``.
+
+        ``done`` and ``total`` are counts (``total`` None: not known yet); ``unit`` names
+        what is counted. A node passes on only numbers and, unless its policy shares
+        logs, only a unit from :data:`flowfed.runtime.usage.UNITS`.
+        """
+        frac = float(done) / float(total) if total else (0.0 if unit else float(done))
         if self._sink is not None:
-            self._sink("progress", {"fraction": max(0.0, min(1.0, frac)), "message": message})
+            payload: dict[str, Any] = {"fraction": max(0.0, min(1.0, frac)), "message": message}
+            if total is not None or unit is not None:
+                payload.update(done=done, total=total, unit=unit)
+            self._sink("progress", payload)
+
+    def report_resources(self, figures: dict[str, float]) -> None:
+        """For runners, not tools: the attempt's resource figures so far (``wall_s``,
+        ``cpu_s``, ``peak_rss_mb``; see :mod:`flowfed.runtime.usage`)."""
+        if self._sink is not None:
+            self._sink("resources", figures)
+
+    @property
+    def client_state(self) -> Any:
+        """This node's state for the federated step, kept between rounds on the node.
+
+        A :class:`flowfed.tools.client_state.ClientState` (a dict of numpy arrays) that
+        the node stores after the task succeeds and hands to the next round's task on
+        the same node; it never leaves the node (docs/federated.md, Per-client state).
+        Raises ``RuntimeError`` for a task that has none (a central task, a step that is
+        not federated).
+
+        Example:
+            >>> import numpy as np
+            >>> from flowfed.tools.client_state import ClientState
+            >>> ctx = Context(None); ctx._client_state = ClientState()
+            >>> ctx.client_state["seen"] = np.ones(2); ctx.client_state["seen"]
+            array([1., 1.])
+        """
+        if self._client_state is None:
+            raise RuntimeError(
+                f"task {self.task_id or self.step!r} has no client state: only the training "
+                "tasks of a federated step, on a node, keep state between rounds"
+            )
+        return self._client_state
+
+    @property
+    def has_client_state(self) -> bool:
+        """Whether :attr:`client_state` is available to this task."""
+        return self._client_state is not None
 
     @property
     def cancelled(self) -> bool:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from flowfed.tools import Context, Model, tool
 from flowfed.tools.library._common import binary_labels, feature_columns, feature_matrix
+from flowfed.tools.library.scaffold import as_lists, control_finish, control_start
 
 Weights = list[np.ndarray]
 
@@ -272,11 +273,13 @@ def gradient_descent(
     penalized: list[bool] | None = None,
     mu: float = 0.0,
     global_params: Weights | None = None,
+    correction: Weights | None = None,
 ) -> tuple[Weights, list[float]]:
     """Full-batch gradient descent; returns the parameters and the loss of every epoch.
 
     The objective is ``data_loss + (l2 / 2)·||penalized params||² + (mu / 2)·||params -
-    global_params||²``. The reported loss is the data loss (the cross-entropy, comparable
+    global_params||²``; ``correction`` (SCAFFOLD's ``c - c_i``) is added to every
+    step's gradient. The reported loss is the data loss (the cross-entropy, comparable
     across settings of ``l2`` and ``mu``) at the start of each epoch. A non-finite loss
     stops training with an error instead of saving a model full of NaN.
     """
@@ -308,6 +311,8 @@ def gradient_descent(
                 # The gradient of FedProx's proximal term, as flowfed.fl.fedprox_term
                 # computes it (not imported: flowfed.fl pulls in the privacy accountant).
                 step = step + mu * (params[i] - global_params[i])
+            if correction is not None:
+                step = step + correction[i]
             params[i] = params[i] - learning_rate * step
         losses.append(loss)
         if ctx is not None:
@@ -352,14 +357,17 @@ def logistic_regression(
     learning_rate: float = 0.1,
     l2: float = 0.0,
     mu: float = 0.0,
+    scaffold_c: list[list[float]] | None = None,
 ) -> LogisticRegressionModel:
     """Fit a binary logistic regression by full-batch gradient descent.
 
     Features default to every column except ``target`` (which must be 0/1); standardize
     them first, or gradient descent crawls. With the optional ``global_model`` input,
     training starts from its parameters (a federated round) and ``mu > 0`` adds FedProx's
-    proximal term towards it. The loss of every epoch is reported as the metric ``loss``,
-    the final training accuracy as ``train_accuracy``.
+    proximal term towards it. ``scaffold_c`` (set by ``strategy: scaffold``) corrects
+    every step with SCAFFOLD's control variates (:mod:`flowfed.tools.library.scaffold`).
+    The loss of every epoch is reported as the metric ``loss``, the final training
+    accuracy as ``train_accuracy``.
     """
     cols = _features_for(train, target, features, global_model)
     x = feature_matrix(train, cols)
@@ -369,6 +377,7 @@ def logistic_regression(
         if global_model is not None
         else [np.zeros(len(cols)), np.zeros(1)]
     )
+    control = None if scaffold_c is None else control_start(ctx, scaffold_c, start)
     params, losses = gradient_descent(
         start,
         _logistic_loss_and_grad(x, y),
@@ -381,6 +390,7 @@ def logistic_regression(
         # Without a global model (a federated step's first round), FedProx anchors to the
         # shared starting point every node begins from.
         global_params=global_model.get_weights() if global_model is not None else start,
+        correction=control.correction if control is not None else None,
     )
     training = {
         "tool": "flowfed.logistic_regression@1.0",
@@ -393,6 +403,11 @@ def logistic_regression(
         "final_loss": losses[-1],
         "initial_loss": losses[0],
     }
+    if control is not None:
+        delta = control_finish(
+            ctx, control, start, params, steps=epochs, learning_rate=learning_rate
+        )
+        training["control_delta"] = as_lists(delta)
     model = LogisticRegressionModel(cols, params[0], params[1][0], target=target, training=training)
     # From the matrix already built: selecting the columns again costs more than training.
     accuracy = float(np.mean((model.logits(x) >= 0.0) == (y == 1)))
@@ -455,18 +470,21 @@ def mlp(
     l2: float = 0.0,
     mu: float = 0.0,
     seed: int = 0,
+    scaffold_c: list[list[float]] | None = None,
 ) -> MLPModel:
     """Fit a one-hidden-layer perceptron for a 0/1 target by full-batch gradient descent.
 
     Weights start Glorot-uniform from ``seed`` (biases at 0), or from the optional
     ``global_model`` input, whose architecture then wins. ``l2`` penalizes the weight
-    matrices, ``mu > 0`` adds FedProx's proximal term. Reports ``loss`` per epoch and
+    matrices, ``mu > 0`` adds FedProx's proximal term, ``scaffold_c`` SCAFFOLD's
+    control-variate correction. Reports ``loss`` per epoch and
     ``train_accuracy``.
     """
     cols = _features_for(train, target, features, global_model)
     x = feature_matrix(train, cols)
     y = binary_labels(train, target)
     start, hidden, activation = mlp_start(global_model, len(cols), hidden, activation, seed)
+    control = None if scaffold_c is None else control_start(ctx, scaffold_c, start)
     params, losses = gradient_descent(
         start,
         _mlp_loss_and_grad(x, y, activation),
@@ -479,6 +497,7 @@ def mlp(
         # Without a global model (a federated step's first round), FedProx anchors to the
         # shared starting point every node begins from.
         global_params=global_model.get_weights() if global_model is not None else start,
+        correction=control.correction if control is not None else None,
     )
     training = {
         "tool": "flowfed.mlp@1.0",
@@ -493,6 +512,11 @@ def mlp(
         "final_loss": losses[-1],
         "initial_loss": losses[0],
     }
+    if control is not None:
+        delta = control_finish(
+            ctx, control, start, params, steps=epochs, learning_rate=learning_rate
+        )
+        training["control_delta"] = as_lists(delta)
     model = MLPModel(
         cols,
         params[0],

@@ -45,3 +45,37 @@ def centralized_reference(
         f"accuracy {result['accuracy']:.4f}, ROC AUC {result['roc_auc']:.4f}"
     )
     return {k: result[k] for k in ("rows", "accuracy", "roc_auc", "f1", "confusion_matrix")}
+
+
+@tool(name="breast_cancer.central_evaluate", version="1.0", type="evaluation")
+def central_evaluate(model: object, ctx: Context, *, seed: int = 0, round: int = 0) -> dict:
+    """Central evaluation of the global model, on the public copy's test rows.
+
+    A federated step's ``evaluate_fn``.
+    Like Flower's ``evaluate_fn``: the server holds a data set of its own, here the test
+    rows of scikit-learn's public copy of the data (the same 80/20 split as
+    ``make_data.py``), standardized with the public training rows' statistics as the
+    hospitals' pooled statistics do. Returns ``{"loss", "accuracy"}``, stored as the
+    step's ``central_loss`` and ``central_accuracy`` for the round.
+    """
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
+    from flowfed.tools.library.fl_evaluation import binary_log_loss
+
+    frame = load_breast_cancer(as_frame=True).frame
+    train, test = train_test_split(
+        frame, test_size=0.2, stratify=frame["target"], random_state=seed
+    )
+    features = [col for col in frame.columns if col != "target"]
+    scaled = test.copy()
+    scaled[features] = (test[features] - train[features].mean()) / train[features].std(ddof=0)
+    proba = np.asarray(model.predict_proba(scaled), dtype=np.float64)  # type: ignore[attr-defined]
+    y = test["target"].to_numpy(dtype=np.float64)
+    result = {
+        "loss": binary_log_loss(y, proba),
+        "accuracy": float(np.mean((proba >= 0.5) == (y == 1.0))),
+    }
+    ctx.log(f"central evaluation after round {round}: {result}")
+    return result

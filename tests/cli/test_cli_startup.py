@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,29 @@ def test_no_command_module_imports_the_root() -> None:
                 assert node.module != "flowfed.cli.main", path.name
             elif isinstance(node, ast.Import):
                 assert all(a.name != "flowfed.cli.main" for a in node.names), path.name
+
+
+def test_a_local_run_imports_no_server_alembic_or_process_machinery(tmp_path: Path) -> None:
+    # A one-task flow without nodes: what the run path loads (the W3 benchmark's process).
+    (tmp_path / "tools.py").write_text(
+        "from flowfed import tool\n\n"
+        "@tool(version='1', type='preprocessing')\n"
+        "def one() -> int:\n    return 1\n"
+    )
+    (tmp_path / "flow.yaml").write_text(
+        "name: one\nimports: [tools.py]\nsteps:\n  - name: a\n    tool: one\n    outputs: [x]\n"
+    )
+    probe = PROBE.format(args=["run", str(tmp_path / "flow.yaml"), "--quiet"])
+    res = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "FLOWFED_HOME": str(tmp_path / "home")},
+    )
+    assert "success" in res.stdout, res.stdout + res.stderr
+    loaded = set(json.loads(res.stderr.strip().splitlines()[-1]))
+    assert "flowfed.engine.local" in loaded  # the probe sees the run's own imports
+    for unneeded in ("flowfed.server", "alembic", "multiprocessing", "fastapi", "distributed"):
+        assert not any(m == unneeded or m.startswith(unneeded + ".") for m in loaded), unneeded

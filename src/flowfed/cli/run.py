@@ -198,14 +198,8 @@ def run(
         max_workers=workers,
         task_timeout=task_timeout,
     )
-    if engine.remote is not None:
-        from flowfed.executors import ExecutorUnavailable
-
-        try:  # connect (or start dask://local, ray://local) now: a bad address is one line
-            engine.remote.start()
-        except ExecutorUnavailable as exc:
-            engine.db.close()
-            fail(str(exc))
+    # A cluster executor (Dask, Ray) connects, or starts dask://local and ray://local, on
+    # the first call the run makes: a fully cached run starts none.
     live = sys.stdout.isatty() and not as_json and not quiet
     try:
         with contextlib.ExitStack() as stack:
@@ -229,9 +223,18 @@ def run(
                 )
     finally:
         engine.db.close()
+    if engine.unavailable is not None:
+        # The run is recorded as failed; the user gets the one line that says why.
+        fail(engine.unavailable)
     if result.summary:
         result.summary["startup_s"] = round(result.view.started_at - STARTED, 4)
         result.summary["mode"] = "simulate" if simulate else "nodes"
+    cluster = engine.remote
+    if cluster is not None:
+        result.summary["executor"] = {
+            "url": executor,
+            "cluster_started": cluster.started,
+        }
     if as_json:
         print(json.dumps(result.to_dict(), default=str))
     else:
@@ -257,7 +260,6 @@ def _layout_for(
     (``--param 'datasets=*:breast'``) becomes every layout node that holds a dataset
     ``NAME``.
     """
-    from flowfed.server.local_nodes import LayoutError, ensure_data, load_layout
     from flowfed.spec.diagnostics import Diagnostic, FlowError
 
     spec: str | dict[str, Any] | None = str(nodes_file) if nodes_file else loaded.flow.nodes
@@ -273,6 +275,9 @@ def _layout_for(
                 ]
             )
         return None
+    # Only a flow with nodes loads the node layout code (and with it flowfed.server).
+    from flowfed.server.local_nodes import LayoutError, ensure_data, load_layout
+
     try:
         layout = load_layout(spec, Path.cwd() if nodes_file else loaded.base_dir)
         ensure_data(layout)
@@ -407,6 +412,12 @@ def _print_report(summary: dict[str, Any]) -> None:
             f"  differential privacy: ε = {privacy['epsilon']:.4g} at δ = {privacy['delta']:g} "
             f"({privacy['accountant']})"
         )
+    evaluation = summary.get("evaluation")
+    if evaluation:
+        shown = ", ".join(
+            f"{k} {v:.4g}" for k, v in evaluation.items() if k != "round" and k != "val_rows"
+        )
+        out.print(f"  evaluation after round {evaluation['round']}: {shown}")
     for label, metrics in (summary.get("variants") or {}).items():
         out.print(f"  subvariant {label}:")
         _print_metrics(metrics)

@@ -16,6 +16,8 @@ CREATE TABLE runs (
 	owner VARCHAR(64),
 	lease_until FLOAT,
 	principal VARCHAR(255),
+	retry_of VARCHAR(32),
+	"trigger" VARCHAR(255),
 	PRIMARY KEY (id)
 );
 
@@ -55,8 +57,6 @@ CREATE TABLE artifacts (
 );
 
 CREATE INDEX ix_artifacts_hash ON artifacts (hash);
-
-CREATE INDEX ix_artifacts_name ON artifacts (name);
 
 CREATE TABLE run_artifacts (
 	run_id VARCHAR(32) NOT NULL,
@@ -237,6 +237,8 @@ CREATE TABLE tasks (
 	started_at FLOAT,
 	ended_at FLOAT,
 	label VARCHAR(255),
+	resources JSON,
+	attempt_resources JSON,
 	PRIMARY KEY (id),
 	FOREIGN KEY(run_id) REFERENCES runs (id) ON DELETE CASCADE
 );

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from flowfed.engine.fl_tools import make_aggregator, roster_tool, secure_aggregate_tool
-from flowfed.engine.placed import PlacedHost
+from flowfed.engine.placed import PlacedHost, StepFailed
 from flowfed.engine.state import ArtifactRef, TaskRun
 from flowfed.engine.task import TaskFailed, attempt, fail
 from flowfed.ids import new_id
@@ -52,10 +52,6 @@ if TYPE_CHECKING:
     from flowfed.tools.core import ToolSpec
 
 
-class StepFailed(Exception):
-    """The federated step cannot go on (too few updates, a failed aggregation)."""
-
-
 class FederatedDriver:
     """Runs one federated step's rounds inside the engine run ``run``."""
 
@@ -68,6 +64,8 @@ class FederatedDriver:
         self.settings = self.fed.settings
         self.sink = run.record.telemetry(tr)
         self.server: FederatedServer  # made when the step starts (drive)
+        #: The last round's evaluation metrics, with its round (flowfed.engine.fl_eval).
+        self.evaluation: dict[str, float] = {}
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -83,6 +81,9 @@ class FederatedDriver:
                 s, participants=len(fed.participants), per_round=self._per_round()
             )
             aggregator = make_aggregator(self.server)
+            from flowfed.engine.fl_eval import Evaluator
+
+            self.evaluator = Evaluator(self)
         except Exception as exc:  # an unknown strategy setting: says which
             fail(run, tr, f"federated step '{tr.step}': {exc}", None)
         if not run.record.move(tr, State.RUNNING):
@@ -116,6 +117,10 @@ class FederatedDriver:
                     fail(run, tr, str(exc), None)
                 rounds_done = r
                 metrics = self._round_metrics(r, done)
+                evaluation = self.evaluator.evaluate(pool, r, model_ref)
+                if evaluation:
+                    metrics.update(evaluation)
+                    self.evaluation = {"round": r, **evaluation}
                 for name, value in metrics.items():
                     self.sink("metric", {"name": name, "value": value, "step": r})
                 if self.server.epsilon is not None:
@@ -157,6 +162,8 @@ class FederatedDriver:
         took = time.perf_counter() - t0
         self.sink("metric", {"name": "rounds", "value": float(rounds_done), "step": None})
         tr.fl_summary = self.server.summary()
+        if self.evaluation:
+            tr.fl_summary["evaluation"] = dict(self.evaluation)
         self.sink(
             "metric",
             {"name": "seconds_per_round", "value": took / max(1, rounds_done), "step": None},
@@ -269,6 +276,8 @@ class FederatedDriver:
             plan = train_task(self.node, where, r, change, configs[key])
             inputs: dict[str, Any] = {}
             for param, ref in tr.inputs.items():
+                if param == self.settings.validation:
+                    continue  # the evaluation's rows, never the trainer's
                 if param in fed.local_inputs:
                     assert isinstance(ref, list)
                     inputs[param] = ref[index[where]]

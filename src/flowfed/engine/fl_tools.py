@@ -105,7 +105,7 @@ def _engine_code_hash(server: FederatedServer) -> str:
         h.update(Path(path).read_bytes())
     cls = type(server.strategy)
     if not cls.__module__.startswith("flowfed."):
-        from flowfed.artifacts.hashing import code_hash
+        from flowfed.artifacts.codehash import code_hash
 
         for name, member in sorted(vars(cls).items()):
             if callable(member) and hasattr(member, "__code__"):

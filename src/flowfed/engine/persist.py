@@ -11,9 +11,10 @@ the value in memory; the run waits for these threads before it reports.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import threading
 from typing import Any
 
-from flowfed.artifacts import ArtifactStore, Materialized
+from flowfed.artifacts import ArtifactStore, ByteSource, Materialized
 from flowfed.db import Writer
 
 #: Parallel file writes: object creation is syscall-bound and releases the GIL, and a
@@ -53,3 +54,20 @@ class Persister:
             )
             return
         self.writer.finish_task(**finish)
+
+
+class KeptBytes:
+    """A byte source serving a run's kept bytes (``kept``, under ``lock``) before
+    ``inner``: placed consumers read artifacts of this run before the catalog and the
+    store, written behind the hot path, have them."""
+
+    def __init__(self, kept: dict[str, bytes], lock: threading.Lock, inner: ByteSource) -> None:
+        self.kept, self.lock, self.inner = kept, lock, inner
+
+    def get(self, hash: str, *, verify: bool = False) -> bytes:
+        with self.lock:
+            data = self.kept.get(hash)
+        return data if data is not None else self.inner.get(hash, verify=verify)
+
+    def local_path(self, hash: str) -> Any:
+        return self.inner.local_path(hash)

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from flowfed.runtime.remote import NodeDispatcher
 
 
+class StepFailed(Exception):
+    """A placed or federated step cannot go on (too few updates, a failed aggregation)."""
+
+
 class PlacedHost(TaskHost, Protocol):
     """What a placed task needs from its run, beyond :class:`TaskHost`."""
 

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 from flowfed.artifacts import ByteSource, CatalogBlobs, is_inline
 from flowfed.db import Writer
 from flowfed.engine.cache import TaskCache, load_index
-from flowfed.engine.persist import Persister
+from flowfed.engine.persist import KeptBytes, Persister
 from flowfed.engine.record import RunRecord
 from flowfed.engine.result import RunResult, close, summarize
 from flowfed.engine.resume import restore
 from flowfed.engine.state import ArtifactRef, RunView, TaskRun
-from flowfed.engine.task import TaskFailed, attempt
+from flowfed.engine.task import TaskFailed, attempt, run_task_timeout
 from flowfed.ids import new_id
 from flowfed.plan.expressions import ExpressionError
 from flowfed.plan.graph import TaskGraph, TaskNode
@@ -35,6 +35,7 @@ from flowfed.runtime.lifecycle import IllegalTransition, State
 from flowfed.spec.composite import part_names
 from flowfed.spec.models import END
 from flowfed.tools.core import TaskCancelled
+from flowfed.wording import ordinal
 
 if TYPE_CHECKING:
     from flowfed.engine.local import LocalEngine
@@ -42,23 +43,8 @@ if TYPE_CHECKING:
 #: Tools whose calls average less than this run on the scheduler thread (no hand-off).
 QUICK_TASK_S = 0.001
 
-#: The flow's ``config:`` key for its default task timeout (seconds).
-TASK_TIMEOUT_KEY = "task_timeout"
-
-
-class _Kept:
-    """A byte source that serves this run's kept bytes before asking ``inner``."""
-
-    def __init__(self, run: Scheduler, inner: ByteSource) -> None:
-        self.run, self.inner = run, inner
-
-    def get(self, hash: str, *, verify: bool = False) -> bytes:
-        with self.run.kept_lock:
-            data = self.run.kept.get(hash)
-        return data if data is not None else self.inner.get(hash, verify=verify)
-
-    def local_path(self, hash: str) -> Any:
-        return self.inner.local_path(hash)
+#: The error type of a call whose cluster executor cannot be reached or started.
+UNAVAILABLE = "ExecutorUnavailable"
 
 
 class Scheduler:
@@ -100,7 +86,7 @@ class Scheduler:
             code_of=engine.codes.recorded,
         )
         self.cache: TaskCache | None = None
-        self.default_timeout = _flow_timeout(graph, engine.task_timeout)
+        self.default_timeout = run_task_timeout(graph, engine.task_timeout)
         self.resume = False
         #: The server inserted the run's row when it accepted the run (see LocalEngine.run).
         self.recorded = False
@@ -157,7 +143,7 @@ class Scheduler:
         """Where a reference's bytes live: the catalog for small objects, else the store
         (in a run with placed tasks, bytes kept from this run come first)."""
         src: ByteSource = self.blobs if is_inline(ref.uri) else self.store
-        return _Kept(self, src) if self.placed else src
+        return KeptBytes(self.kept, self.kept_lock, src) if self.placed else src
 
     def keep_bytes(self, hash: str, data: bytes) -> None:
         """Remember an artifact's bytes for placed consumers later in this run."""
@@ -234,6 +220,7 @@ class Scheduler:
                 **({"types": self.view.types} if self.view.types else {}),
                 **({"flow_type": self.view.flow_type} if self.view.flow_type else {}),
                 **({"parts": self.view.parts} if self.view.parts else {}),
+                **({"rounds": rounds} if (rounds := _rounds_of(g)) else {}),
                 **({"resumed": True} if self.resume else {}),
             },
         )
@@ -473,7 +460,7 @@ class Scheduler:
             return None
         if count > flow.max_iterations:
             self.fatal = (
-                f"step '{node.step}' would run a {_ordinal(count)} time, past the flow's "
+                f"step '{node.step}' would run a {ordinal(count)} time, past the flow's "
                 f"max_iterations ({self.g.flow.max_iterations}): a loop through 'next' "
                 "conditions never ended"
             )
@@ -532,7 +519,11 @@ class Scheduler:
 
     def _complete(self, tr: TaskRun, outcome: Any) -> None:
         node = tr.node
-        if (
+        if isinstance(outcome, TaskFailed) and outcome.report.get("type") == UNAVAILABLE:
+            # The cluster could not be reached or started (it starts on the first call,
+            # so a fully cached run never starts one): no task can run, so none retries.
+            self.fatal = self.e.unavailable = str(outcome.report["message"])
+        elif (
             isinstance(outcome, TaskFailed)
             and tr.retries_used < node.retries
             and not self.cancelled
@@ -614,28 +605,6 @@ class Scheduler:
         self.record.move(tr, State.CANCELLED, "run cancelled")
 
 
-def _flow_timeout(graph: TaskGraph, platform: float | None) -> float | None:
-    """The run's default task timeout: the flow's ``config.task_timeout``, else the
-    platform's (``--task-timeout``), else none."""
-    raw = graph.config.get(TASK_TIMEOUT_KEY) if isinstance(graph.config, dict) else None
-    if raw is None:
-        return platform
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        value = -1.0
-    if value <= 0:
-        raise ValueError(
-            f"config.{TASK_TIMEOUT_KEY} must be a positive number of seconds, got {raw!r}"
-        )
-    return value
-
-
-_SUFFIX = {1: "st", 2: "nd", 3: "rd"}
-
-
-def _ordinal(n: int) -> str:
-    """1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st, 101st."""
-    if 10 <= n % 100 <= 20:
-        return f"{n}th"
-    return f"{n}{_SUFFIX.get(n % 10, 'th')}"
+def _rounds_of(g: Any) -> dict[str, int]:
+    """Each federated step's configured rounds (watchers show "round 14/30")."""
+    return {n.step: n.federated.settings.rounds for n in g.tasks.values() if n.federated}

@@ -36,6 +36,28 @@ if TYPE_CHECKING:
     from flowfed.engine.cache import TaskCache
     from flowfed.engine.record import RunRecord
     from flowfed.executors import Executor
+    from flowfed.plan.graph import TaskGraph
+
+
+#: The flow's ``config:`` key for its default task timeout (seconds).
+TASK_TIMEOUT_KEY = "task_timeout"
+
+
+def run_task_timeout(graph: TaskGraph, platform: float | None) -> float | None:
+    """A run's default task timeout: the flow's ``config.task_timeout``, else the
+    platform's (``--task-timeout``), else none."""
+    raw = graph.config.get(TASK_TIMEOUT_KEY) if isinstance(graph.config, dict) else None
+    if raw is None:
+        return platform
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = -1.0
+    if value <= 0:
+        raise ValueError(
+            f"config.{TASK_TIMEOUT_KEY} must be a positive number of seconds, got {raw!r}"
+        )
+    return value
 
 
 class TaskFailed(Exception):

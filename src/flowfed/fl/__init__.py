@@ -18,20 +18,18 @@ from flowfed.fl.privacy import (
     private_mean_update,
     secure_rng,
 )
+from flowfed.fl.robust import ClippedMean, Krum, MultiKrum, QFedAvg
+from flowfed.fl.scaffold import Scaffold
 from flowfed.fl.secagg import FixedPoint, MaskedUpdate, SecAggClient, SecAggError, SecAggServer
 from flowfed.fl.strategies import (
     STRATEGIES,
-    ClippedMean,
     FedAdagrad,
     FedAdam,
     FedAvg,
     FedAvgM,
     FedProx,
     FedYogi,
-    Krum,
     Median,
-    MultiKrum,
-    QFedAvg,
     Strategy,
     TrimmedMean,
     fedavg,
@@ -59,6 +57,7 @@ __all__ = [
     "MultiKrum",
     "PrivacyAccountant",
     "QFedAvg",
+    "Scaffold",
     "SecAggClient",
     "SecAggError",
     "SecAggServer",

@@ -38,7 +38,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from flowfed.fl.strategies import Strategy
+from flowfed.fl.strategies import STRATEGIES, Strategy
 from flowfed.fl.types import (
     AggregationError,
     Update,
@@ -109,3 +109,6 @@ class Scaffold(Strategy):
             (xk + self.server_learning_rate * d).astype(dt)
             for xk, d, dt in zip(x, dy, float_dtype(global_weights), strict=True)
         ]
+
+
+STRATEGIES[Scaffold.name] = Scaffold

@@ -352,6 +352,8 @@ BUILTIN_RELEASES: dict[tuple[str, str], str] = {
     ("flowfed.secagg_keys", "public_key"): "key-material",
     ("flowfed.secagg_reveal", "seeds"): "key-material",
     ("flowfed.secagg_mask", "masked"): "parameters",
+    # three masked sums (rows * val_loss, rows * val_accuracy, rows): uniformly random alone
+    ("flowfed.fl_eval_mask", "masked"): "parameters",
     ("flowfed.fl_template", "template"): "template",
 }
 

@@ -287,7 +287,10 @@ def _plan(
                 fed_raw, source, step, at(step, "federated"), diags
             )
         cfg = _validate_config(spec, resolved, source, step, at(step, "params"), diags)
-        _check_inputs(spec, step, source, at(step, "inputs"), diags)
+        fed_v = fed_settings.get(step.name)
+        # A federated step's validation input goes to its evaluation tool, not the trainer.
+        skip = {fed_v.validation} if fed_v is not None and fed_v.validation else set()
+        _check_inputs(spec, step, source, at(step, "inputs"), diags, skip)
         outputs = _output_names(spec, step, source, at(step, "outputs"), diags)
         _check_type_rule(spec, step, outputs, source, at(step, "tool"), diags)
         specs[step.name] = spec
@@ -505,14 +508,14 @@ def _check_edge_types(
             fan_in = fan_in and step.on == "central" and step.kind == "task"
             if fan_in and not {artifact, tool_out} & set(producer.shareable):
                 continue  # it may not leave the nodes at all: reported as such
-            what = describe(produced)
-            if fan_in:
-                ok = fits_list_of(produced, expected)
-                what = f"a list of {what} (one per placement)"
-            else:
-                ok = fits(produced, expected)
+            ok = fits_list_of(produced, expected) if fan_in else fits(produced, expected)
             if ok:
                 continue
+            # Described only for the message: most edges fit, and a description costs
+            # more than the check.
+            what = describe(produced)
+            if fan_in:
+                what = f"a list of {what} (one per placement)"
             diags.append(
                 source.diag(
                     f"input '{param}' of tool '{spec.name}' is {describe(expected)}, but "
@@ -627,10 +630,10 @@ def _federated_rules(
     diags: list[Diagnostic],
     warns: list[Diagnostic],
 ) -> None:
-    """The strategy rules of flowfed.plan.federated.check, as located diagnostics."""
-    from flowfed.plan.federated import check
+    """The strategy rules of flowfed.plan.strategy_rules.check, as located diagnostics."""
+    from flowfed.plan.strategy_rules import check
 
-    for p in check(fed, spec, count):
+    for p in check(fed, spec, count, step_inputs=dict(step.inputs)):
         raw = step.federated or {}
         path = at(step, "federated", p.field if p.field in raw else "strategy")
         d = source.diag(p.message, path, step=step.name, field=f"federated.{p.field}", hint=p.hint)
@@ -1046,11 +1049,12 @@ def _check_inputs(
     source: SourceMap,
     path: tuple[str | int, ...],
     diags: list[Diagnostic],
+    skip: set[str] | frozenset[str] = frozenset(),
 ) -> None:
     if spec.seed_task:
         return
     for param in step.inputs:
-        if param not in spec.inputs:
+        if param not in spec.inputs and param not in skip:
             accepted = ", ".join(spec.inputs) or "none"
             diags.append(
                 source.diag(

@@ -100,6 +100,21 @@ class Federated(BaseModel):
     secure_aggregation: bool = False
     privacy: Privacy | None = None
     seed: int = 0
+    #: ``fixed``: ``ceil(fraction_fit * n)`` nodes without replacement each round;
+    #: ``poisson``: each node independently with probability ``fraction_fit`` (the DP
+    #: accountant then uses the Poisson analysis). See docs/federated.md, Sampling.
+    sampling: Literal["fixed", "poisson"] = "fixed"
+    #: Federated evaluation: the step input (a per-dataset artifact) each node evaluates
+    #: the global model on; it is not passed to the trainer. See docs/federated.md.
+    validation: str | None = Field(default=None, min_length=1)
+    #: The node tool that evaluates (model, table) -> {rows, val_loss, val_accuracy}.
+    evaluate_tool: str = "flowfed.fl_evaluate"
+    #: The share of participants that evaluate (at least one).
+    fraction_evaluate: float = Field(default=1.0, gt=0, le=1)
+    #: Evaluate (federated and central) after every N-th round and after the last.
+    evaluate_every: int = Field(default=1, ge=1)
+    #: A central tool (model) -> {metric: number}, run on the global model.
+    evaluate_fn: str | None = Field(default=None, min_length=1)
     #: How long a node keeps its ``ctx.client_state`` for this step: ``run`` (this run's
     #: rounds; a new run starts fresh) or ``keep`` (across runs of the flow:
     #: personalization). See docs/federated.md, Per-client state.

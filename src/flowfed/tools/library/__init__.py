@@ -10,13 +10,15 @@ flowfed.tools.library``, or ``imports: [flowfed.tools.library]`` in a flow file.
   ``flowfed.combine_sums``, ``flowfed.package_model``, and the secure-aggregation tools
   ``flowfed.secagg_keys``, ``flowfed.secagg_mask``, ``flowfed.secagg_reveal``
 - analysis: ``flowfed.logistic_regression``, ``flowfed.mlp``, ``flowfed.torch_mlp`` (PyTorch)
-- evaluation: ``flowfed.evaluate_classifier``
+- evaluation: ``flowfed.evaluate_classifier``, ``flowfed.fl_evaluate`` (and
+  ``flowfed.fl_eval_mask`` for secure federated evaluation)
 """
 
 import flowfed.tools.library.federated  # noqa: F401  (registers the secure-aggregation tools)
 from flowfed.tools.library import (
     adapters,
     evaluation,
+    fl_evaluation,
     models,
     packaging,
     partition,
@@ -34,6 +36,7 @@ __all__ = [
     "Split",
     "adapters",
     "evaluation",
+    "fl_evaluation",
     "models",
     "packaging",
     "partition",

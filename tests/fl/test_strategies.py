@@ -170,7 +170,7 @@ def test_server_optimizer_needs_global_weights_and_stable_shapes() -> None:
 def test_registry_has_every_strategy_by_name() -> None:
     assert {
         "fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm", "median",
-        "trimmed_mean", "krum", "multikrum", "clipped_mean", "qfedavg",
+        "trimmed_mean", "krum", "multikrum", "clipped_mean", "qfedavg", "scaffold",
     } == BUILTIN_STRATEGIES  # fmt: skip
     ups = [up("a", [1.0], n=1), up("b", [2.0], n=1), up("c", [9.0], n=2)]
     assert make_strategy("fedavg").aggregate(ups)[0].tolist() == [5.25]

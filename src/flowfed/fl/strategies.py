@@ -103,8 +103,8 @@ class Strategy:
         if not isinstance(name, str) or not name or registry is None:
             return  # no name, or a built-in: those are defined while this module loads
         if name in BUILTIN_STRATEGIES:
-            if cls.__module__ == "flowfed.fl.robust":
-                return  # a built-in of flowfed.fl.robust, which enters its own
+            if cls.__module__ in ("flowfed.fl.robust", "flowfed.fl.scaffold"):
+                return  # a built-in of those modules, which enter their own
             raise AggregationError(f"strategy name {name!r} is a built-in strategy's")
         if cls.needs not in ("mean", "updates"):
             raise AggregationError(f"strategy {name!r}: needs must be 'mean' or 'updates'")
@@ -543,7 +543,9 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
 """Every strategy by the name a flow config uses: the built-ins, and the classes user
 code defines by subclassing :class:`Strategy` with a ``name`` (entered on definition)."""
 
-BUILTIN_STRATEGIES = frozenset({*STRATEGIES, "krum", "multikrum", "clipped_mean", "qfedavg"})
+BUILTIN_STRATEGIES = frozenset(
+    {*STRATEGIES, "krum", "multikrum", "clipped_mean", "qfedavg", "scaffold"}
+)
 """The names of the built-in strategies (a user strategy cannot take one)."""
 
 

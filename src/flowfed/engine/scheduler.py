@@ -210,20 +210,7 @@ class Scheduler:
                 lease_until=self.lease_until,
                 principal=self.principal,
             )
-        self.record.emit(
-            "run",
-            None,
-            {
-                "status": "running",
-                "flow": g.flow.name,
-                "steps": self.view.steps,
-                **({"types": self.view.types} if self.view.types else {}),
-                **({"flow_type": self.view.flow_type} if self.view.flow_type else {}),
-                **({"parts": self.view.parts} if self.view.parts else {}),
-                **({"rounds": rounds} if (rounds := _rounds_of(g)) else {}),
-                **({"resumed": True} if self.resume else {}),
-            },
-        )
+        self.record.emit("run", None, self.view.started_event(g, resumed=self.resume))
         if self.e.use_cache:
             # One query for every cache entry of this flow's tools: look-ups on the hot
             # path are then dict accesses, not a database round trip per task.
@@ -603,8 +590,3 @@ class Scheduler:
         if ctx is not None:
             ctx.cancel()
         self.record.move(tr, State.CANCELLED, "run cancelled")
-
-
-def _rounds_of(g: Any) -> dict[str, int]:
-    """Each federated step's configured rounds (watchers show "round 14/30")."""
-    return {n.step: n.federated.settings.rounds for n in g.tasks.values() if n.federated}

@@ -219,3 +219,21 @@ class RunView:
             elif t.progress is not None:
                 total += t.progress
         return total / (len(runs) + self.tools_waiting(step))
+
+    def started_event(self, graph: Any, *, resumed: bool) -> dict[str, Any]:
+        """The payload of the run's ``run`` event as it starts (or resumes).
+
+        Watchers draw the tree from it: the steps, their types and parts, and each
+        federated step's configured rounds ("round 14/30").
+        """
+        rounds = {n.step: n.federated.settings.rounds for n in graph.tasks.values() if n.federated}
+        return {
+            "status": "running",
+            "flow": graph.flow.name,
+            "steps": self.steps,
+            **({"types": self.types} if self.types else {}),
+            **({"flow_type": self.flow_type} if self.flow_type else {}),
+            **({"parts": self.parts} if self.parts else {}),
+            **({"rounds": rounds} if rounds else {}),
+            **({"resumed": True} if resumed else {}),
+        }

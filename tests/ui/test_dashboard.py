@@ -93,8 +93,12 @@ def test_template_to_finished_run_with_logs_and_lineage(page: Page) -> None:
     shot(page, "task-detail")
     page.go_back()
     page.locator("li.task[data-tool='flowfed.logistic_regression']").get_by_role("link").click()
-    expect(page.locator("#charts svg.chart").first).to_be_visible()
-    expect(page.locator("#charts")).to_contain_text("loss")
+    # The loss per epoch is a curve (uPlot), one point per epoch the tool reported.
+    loss = page.locator("#metrics figure.curve[data-metric='loss']")
+    expect(loss.locator(".uplot canvas")).to_be_visible()
+    expect(loss).to_contain_text("loss")
+    assert int(loss.get_attribute("data-points") or 0) > 1
+    assert "NaN" not in loss.inner_text()
 
     # Artifact lineage: the model goes back through the scaled and split tables to raw.
     page.get_by_role("link", name=re.compile(r"^model v1")).click()

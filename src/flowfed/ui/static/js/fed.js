@@ -179,9 +179,11 @@ export function resultsTables(steps, ownLatest) {
       const g = own && ownLatest(own);
       if (g && Object.keys(g).length) rows.push({ who: "global model", note: "", metrics: g, state: own.state, id: own.id });
     } else {
-      const placed = list.filter((t) => t.node && t.node !== "local" && t.metrics && Object.keys(t.metrics).length);
-      if (new Set(placed.map((t) => t.node)).size < 2) continue;
-      rows = placed.map((t) => ({ who: t.dataset ? `${t.node}:${t.dataset}` : t.node, note: "", metrics: t.metrics, state: t.state, id: t.id }));
+      // Every placed task, a failed one too (its row says so), once two hospitals reported.
+      const placed = list.filter((t) => t.node && t.node !== "local");
+      const reported = placed.filter((t) => t.metrics && Object.keys(t.metrics).length);
+      if (new Set(reported.map((t) => t.node)).size < 2) continue;
+      rows = placed.map((t) => ({ who: t.dataset ? `${t.node}:${t.dataset}` : t.node, note: "", metrics: t.metrics || {}, state: t.state, id: t.id }));
     }
     if (rows.length < 2) continue;
     const names = [...new Set(rows.flatMap((r) => Object.keys(r.metrics)))].filter((n) => !["tp", "fp", "fn", "tn", "rounds"].includes(n));

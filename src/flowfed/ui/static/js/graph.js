@@ -54,7 +54,7 @@ export async function drawGraph(box, nodes, edges, title) {
   const dagre = await dagreLib();
   if (!box.isConnected) return;
   const g = new dagre.graphlib.Graph({ multigraph: true });
-  g.setGraph({ rankdir: "LR", nodesep: 18, ranksep: 56, edgesep: 12, marginx: 16, marginy: 16 });
+  g.setGraph({ rankdir: "LR", nodesep: 18, ranksep: 56, edgesep: 12, marginx: 16, marginy: 36 });
   g.setDefaultEdgeLabel(() => ({}));
   for (const n of nodes) {
     const w = Math.ceil(Math.max(textWidth(n.label || ""), textWidth(n.sub || ""), 60)) + 20;
@@ -123,15 +123,18 @@ function panZoom(box, svg, W, H) {
     const cx = vb.x + ((ev.clientX - r.left) / r.width) * vb.w, cy = vb.y + ((ev.clientY - r.top) / r.height) * vb.h;
     at(scale * Math.exp(-ev.deltaY * 0.0015), cx, cy);
   }, { passive: false });
-  let drag = null;
+  // A drag may start on a box (a link): it pans once the pointer moved a few pixels, and
+  // the click that ends it then does not follow the link.
+  let drag = null, moved = false;
   svg.addEventListener("pointerdown", (ev) => {
-    if (ev.button !== 0 || ev.target.closest("a")) return;
-    drag = { x: ev.clientX, y: ev.clientY, vx: vb.x, vy: vb.y };
-    svg.setPointerCapture(ev.pointerId);
-    svg.classList.add("dragging");
+    if (ev.button !== 0) return;
+    drag = { x: ev.clientX, y: ev.clientY, vx: vb.x, vy: vb.y, id: ev.pointerId };
+    moved = false;
   });
   svg.addEventListener("pointermove", (ev) => {
     if (!drag) return;
+    if (!moved && Math.hypot(ev.clientX - drag.x, ev.clientY - drag.y) < 4) return;
+    if (!moved) { moved = true; svg.setPointerCapture(drag.id); svg.classList.add("dragging"); }
     const r = svg.getBoundingClientRect();
     vb.x = drag.vx - ((ev.clientX - drag.x) * vb.w) / r.width;
     vb.y = drag.vy - ((ev.clientY - drag.y) * vb.h) / r.height;
@@ -140,6 +143,7 @@ function panZoom(box, svg, W, H) {
   const end = () => { drag = null; svg.classList.remove("dragging"); };
   svg.addEventListener("pointerup", end);
   svg.addEventListener("pointercancel", end);
+  svg.addEventListener("click", (ev) => { if (moved) { ev.preventDefault(); moved = false; } }, true);
   box.querySelector(".zoom-bar").addEventListener("click", (ev) => {
     const z = ev.target.closest("button")?.dataset.zoom;
     if (!z) return;

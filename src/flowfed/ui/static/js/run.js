@@ -138,7 +138,8 @@ export async function runPage(runId, onLeave) {
     }
     const federated = latest.size > 0;
     const own = federated ? list.filter((t) => participantOf(t) === null) : null;
-    const done = list.filter((t) => TERMINAL.has(t.state)).length;
+    // Done means done: a task that failed, was skipped or cancelled does not fill the bar.
+    const done = list.filter((t) => t.state === "finished" || t.state === "cached").length;
     const waiting = toolsWaiting(s);
     let st = stepStatus(s, own);
     if (waiting && (st === "completed" || st === "pending")) st = list.length ? "running" : "pending";
@@ -148,7 +149,7 @@ export async function runPage(runId, onLeave) {
     const rp = federated ? roundProgress(list, roundsOf(s.name), given) : given?.total ? given : null;
     const pct = rp ? Math.round((100 * rp.done) / rp.total)
       : list.length ? Math.round((100 * done) / (list.length + waiting)) : (st === "completed" ? 100 : 0);
-    const ofWhat = rp ? `${rp.done}/${rp.total} ${rp.unit || "rounds"}` : `${pct}%`;
+    const ofWhat = rp ? `${rp.done}/${rp.total} ${rp.unit || "rounds"}` : list.length && st !== "running" && st !== "pending" ? `${done}/${plural(list.length + waiting, "task")}` : `${pct}%`;
     // Stalled: the server says so, or a running step heard nothing for STALL_S.
     const stalled = st === "running" && (s.rest?.stalled === true || (s.rest?.stalled == null && s.lastEvent && Date.now() / 1000 - s.lastEvent > STALL_S));
     const counts = {};

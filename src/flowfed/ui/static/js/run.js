@@ -221,7 +221,9 @@ export async function runPage(runId, onLeave) {
   };
   const t0 = () => run.started_at ?? run.created_at;
   const drawTimeline = () => {
-    const end = RUN_ENDED.has(status) ? (run.ended_at ?? Math.max(...[...tasks.values()].map((t) => t.ended_at ?? 0))) : Date.now() / 1000;
+    // The span covers every task: events may report a task after the REST row's end.
+    const last = Math.max(0, ...[...tasks.values()].map((t) => t.ended_at ?? t.started_at ?? 0));
+    const end = RUN_ENDED.has(status) ? Math.max(run.ended_at ?? 0, last) : Math.max(Date.now() / 1000, last);
     document.getElementById("timeline").innerHTML = gantt([...tasks.values()], t0(), end);
     const span = RUN_ENDED.has(status) && run.ended_at == null ? null : spanOf({ ...run, ended_at: RUN_ENDED.has(status) ? run.ended_at : null });
     document.getElementById("run-duration").textContent = span != null ? `${RUN_ENDED.has(status) ? "took" : "running for"} ${dur(span)}` : "";

@@ -288,12 +288,12 @@ function runsTable(items) {
   if (!items.length) return empty("runs", "Start one from a flow's page.");
   // Duration: the server's `duration_s`, else start to end (to now while it runs).
   const took = (r) => {
-    if (r.ended_at == null && r.status !== "running" && r.duration_s == null) return "—";
+    if (r.ended_at == null && r.status !== "running") return r.duration_s != null ? dur(r.duration_s) : "—";
     const d = dur(spanOf(r));
-    return d ? (r.ended_at == null && r.duration_s == null ? `${d} so far` : d) : "—";
+    return d ? (r.ended_at == null ? `${d} so far` : d) : "—";
   };
   return `<div class="table-wrap"><table class="runs"><thead><tr><th>Run</th><th>Flow</th><th>Status</th><th>Started</th><th>Ended</th><th>Duration</th></tr></thead><tbody>
-    ${items.map((r) => `<tr data-run="${esc(r.id)}"><td><a href="#/runs/${r.id}" class="mono">${short(r.id)}</a>${r.retry_of ? ` <span class="muted">retry of <a class="mono" href="#/runs/${esc(r.retry_of)}">${short(r.retry_of)}</a></span>` : ""}</td><td>${esc(r.flow_name)}</td>
+    ${items.map((r) => `<tr data-run="${esc(r.id)}"><td><a href="#/runs/${r.id}" class="mono">${short(r.id)}</a>${r.retry_of ? ` <span class="muted">retry of <a class="mono" href="#/runs/${esc(r.retry_of)}">${short(r.retry_of)}</a></span>` : ""}${r.trigger ? ` <span class="muted">by trigger <a href="#/triggers/${enc(r.trigger)}">${esc(r.trigger)}</a></span>` : ""}</td><td>${esc(r.flow_name)}</td>
     <td>${badge(r.status)}</td><td>${when(r.created_at)}</td><td>${when(r.ended_at)}</td><td class="nowrap duration">${esc(took(r))}</td></tr>`).join("")}</tbody></table></div>`;
 }
 
@@ -460,7 +460,9 @@ function triggerWhen(spec) {
   return "—";
 }
 
-const fireHtml = (f) => (f ? `${badge(f.status)}${f.run_id ? ` <a class="mono" href="#/runs/${f.run_id}">run ${short(f.run_id)}</a>` : ""}` : `<span class="muted">never</span>`);
+// A fire that started a run shows what came of it (`outcome`: the run's status now), not
+// only that it started one.
+const fireHtml = (f) => (f ? `${badge(f.outcome || f.status)}${f.run_id ? ` <a class="mono" href="#/runs/${f.run_id}">run ${short(f.run_id)}</a>` : ""}` : `<span class="muted">never</span>`);
 
 async function triggersPage() {
   const data = await optional("/api/v1/triggers");
@@ -484,7 +486,7 @@ async function triggerPage(name) {
     ${t.spec?.overlap ? `<dt>If still running</dt><dd>${esc(t.spec.overlap)}</dd>` : ""}
     <dt>Created</dt><dd>${when(t.created_at)}</dd></dl>
     <h2>History</h2>${history.length ? `<div class="table-wrap"><table id="history"><thead><tr><th>When</th><th>Status</th><th>Run</th><th>Why / event</th><th>Fire key</th></tr></thead><tbody>
-    ${history.map((f) => `<tr data-status="${esc(f.status)}"><td>${when(f.created_at)}${f.catchup ? " (catch-up)" : ""}</td><td>${badge(f.status)}</td>
+    ${history.map((f) => `<tr data-status="${esc(f.status)}"><td>${when(f.created_at)}${f.catchup ? " (catch-up)" : ""}</td><td>${badge(f.status)}${f.run_status && f.run_status !== f.status ? ` → ${badge(f.run_status)}` : ""}</td>
     <td>${f.run_id ? `<a class="mono" href="#/runs/${f.run_id}">${short(f.run_id)}</a>` : "—"}</td>
     <td>${f.reason ? esc(f.reason) : `<span class="muted">${esc(f.event?.kind || "")}</span>`}</td><td class="mono">${esc(f.fire_key)}</td></tr>`).join("")}</tbody></table></div>`
     : `<p class="muted" id="history">Not fired yet.</p>`}`, t.name);

@@ -15,6 +15,9 @@ const STALL_S = 120;
 // is re-read this often; events carry everything else as it happens.
 const POLL_MS = 4000;
 
+const RESOURCE_KEYS = ["wall_s", "cpu_s", "peak_rss_mb", "progress"];
+const pick = (o, keys) => Object.fromEntries(keys.filter((k) => o[k] !== undefined).map((k) => [k, o[k]]));
+
 /** The task's fields the page keeps, from a REST row or the first event naming it. */
 const taskModel = (t) => ({
   id: t.id, step: t.step, tool: t.tool, label: t.label, node: t.node, round: t.round, plan_key: t.plan_key,
@@ -110,10 +113,11 @@ export async function runPage(runId, onLeave) {
       return !keys.some((k) => k === n || k.startsWith(`${n}[`) || k.startsWith(`${n}/`));
     }).length;
   };
+  // A step's span: its first task's start to its last task's end (to now while open),
+  // from the tasks as events update them; the server's times when no task has any.
   const stepSpan = (s, list) => {
-    if (s.rest?.duration_s != null || s.rest?.started_at != null) return spanOf(s.rest);
     const starts = list.map((t) => t.started_at).filter((x) => x != null);
-    if (!starts.length) return null;
+    if (!starts.length) return s.rest?.started_at != null ? spanOf({ ...s.rest, live: !RUN_ENDED.has(status) }) : null;
     const ends = list.map((t) => t.ended_at);
     const open = ends.some((e) => e == null) && !RUN_ENDED.has(status);
     return (open ? Date.now() / 1000 : Math.max(...ends.filter((e) => e != null), ...starts)) - Math.min(...starts);
@@ -146,7 +150,11 @@ export async function runPage(runId, onLeave) {
     s.status = st;
     // Honest progress: rounds done over rounds for a federated step, else tasks ended over tasks.
     const given = s.rest?.progress;
-    const rp = federated ? roundProgress(list, roundsOf(s.name), given) : given?.total ? given : null;
+    // Rounds counted from the tasks as their events arrive (the server's count when the
+    // page has no round tasks); a step's tasks: finished over all, so a failed step's bar
+    // holds what finished.
+    const rp = federated ? roundProgress(list, roundsOf(s.name) ?? given?.total, null) ?? (given?.unit === "rounds" ? given : null)
+      : given?.total && given.unit && given.unit !== "tasks" ? given : null;
     const pct = rp ? Math.round((100 * rp.done) / rp.total)
       : list.length ? Math.round((100 * done) / (list.length + waiting)) : (st === "completed" ? 100 : 0);
     const ofWhat = rp ? `${rp.done}/${rp.total} ${rp.unit || "rounds"}` : list.length && st !== "running" && st !== "pending" ? `${done}/${plural(list.length + waiting, "task")}` : `${pct}%`;
@@ -319,8 +327,12 @@ export async function runPage(runId, onLeave) {
         if (TERMINAL.has(p.dst) && ev.ts) t.ended_at = ev.ts;
         if (TERMINAL.has(p.dst) || p.dst === "running") t.waiting_on = null;
       } else if (ev.kind === "metric") t.metrics[p.name] = p.value;
-      else if (ev.kind === "progress") { t.progress = p.fraction; t.message = p.message; }
-      else if (ev.kind === "resources") t.resources = { ...(t.resources || {}), ...p };
+      else if (ev.kind === "progress") {
+        t.progress = p.fraction; t.message = p.message;
+        // Counts ("5,000/5,000 images") travel with the progress; the figures with "resources".
+        if (p.done != null && (p.total != null || p.unit != null)) t.resources = { ...(t.resources || {}), progress: { done: p.done, total: p.total, unit: p.unit } };
+      } else if (ev.kind === "resources") t.resources = { ...(t.resources || {}), ...pick(p, RESOURCE_KEYS) };
+      else if (ev.kind === "waiting") t.waiting_on = p.node ? { node: p.node, offline_since: p.offline_since } : null;
       // The global model's curve: the own task's samples carry the round (its events do not).
       if (ev.kind === "metric" && participantOf(t) === null) stale.add(t.id);
       const s = steps.get(t.step);

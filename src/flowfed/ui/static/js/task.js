@@ -3,7 +3,7 @@
 import { api, enc } from "./api.js";
 import { RunStream } from "./live.js";
 import { confusion, curve, tiles } from "./charts.js";
-import { badge, count, dur, esc, set, short, spanOf, variantText, when } from "./util.js";
+import { badge, clock, count, dur, esc, resourcesText, set, short, spanOf, variantText, when } from "./util.js";
 
 const COUNTS = new Set(["tp", "fp", "fn", "tn"]);
 
@@ -27,6 +27,8 @@ export async function taskPage(taskId, signal, onLeave) {
   const errText = task.error ? (String(task.error.message).startsWith(task.error.type || "\u0000") ? task.error.message : `${task.error.type || "Error"}: ${task.error.message}`) : "";
   const repeats = (d) => !!task.error && !!d && (errText.includes(d) || d.includes(String(task.error.message)));
   const d = spanOf(task);
+  // What each earlier attempt used (`attempt_resources`), beside its outcome.
+  const usedBy = (n) => resourcesText((task.attempt_resources || []).find((r) => r.attempt === n));
   set(`<p><a href="#/runs/${task.run_id}">← Run ${short(task.run_id)}</a></p>
     <h1>${esc(task.step)}: ${esc(task.tool)} <span id="task-state">${badge(task.state)}</span></h1>
     <dl class="kv card">${task.label ? `<dt>Task</dt><dd>${esc(task.label)}</dd>` : ""}<dt>Node</dt><dd>${esc(task.node)}</dd><dt>Round</dt><dd>${task.round ?? "—"}</dd>
@@ -34,13 +36,13 @@ export async function taskPage(taskId, signal, onLeave) {
     <dt>Attempt</dt><dd>${task.attempt}</dd><dt>Cached</dt><dd>${task.cached ? "yes" : "no"}</dd>
     <dt>Started</dt><dd>${when(task.started_at)}</dd><dt>Ended</dt><dd>${when(task.ended_at)}</dd>
     <dt>Duration</dt><dd id="task-duration">${task.started_at != null || task.duration_s != null ? esc(dur(d)) : "—"}</dd>
-    ${task.waiting_on ? `<dt>Waiting</dt><dd class="waiting">waiting for ${esc(task.waiting_on.node)}${task.waiting_on.offline_since ? ` (offline since ${esc(new Date(task.waiting_on.offline_since * 1000).toLocaleTimeString([], { hour12: false }))})` : ""}</dd>` : ""}</dl>
+    ${task.waiting_on ? `<dt>Waiting</dt><dd class="waiting">waiting for ${esc(task.waiting_on.node)}${task.waiting_on.offline_since ? ` (offline since ${esc(clock(task.waiting_on.offline_since))})` : ""}</dd>` : ""}</dl>
     <h2>Resources</h2><div id="resources"></div>
     ${task.error ? `<div class="card field-error" role="alert" id="task-error"><strong>${esc(errText)}</strong>${task.error.traceback ? `<pre class="logs">${esc(task.error.traceback)}</pre>` : ""}</div>` : ""}
     <h2>Transitions</h2><ol id="transitions">${task.transitions.map((t) => `<li>${badge(t.src)} → ${badge(t.dst)} <span class="muted">${when(t.at)}${t.detail && !repeats(t.detail) ? " · " + esc(t.detail) : ""}</span></li>`).join("")}</ol>
     <h2>Logs <span class="conn muted" id="conn"></span></h2><pre class="logs" id="logs" tabindex="0" aria-label="Task logs"></pre>
     <h2>Metrics</h2><div id="metrics"></div>
-    <h2>Retry history</h2>${attempts.length > 1 ? `<ol id="attempts">${attempts.map((a) => `<li>attempt ${a.n}: ${badge(a.end.dst)} <span class="muted">${when(a.end.at)}</span>${a.detail && !repeats(a.detail) ? ` ${esc(a.detail)}` : ""}</li>`).join("")}</ol>` : `<p class="muted">First attempt; no retries.</p>`}
+    <h2>Retry history</h2>${attempts.length > 1 ? `<ol id="attempts">${attempts.map((a) => `<li>attempt ${a.n}: ${badge(a.end.dst)} <span class="muted">${when(a.end.at)}</span>${a.detail && !repeats(a.detail) ? ` ${esc(a.detail)}` : ""}${usedBy(a.n) ? ` <span class="muted res">${esc(usedBy(a.n))}</span>` : ""}</li>`).join("")}</ol>` : `<p class="muted">First attempt; no retries.</p>`}
     ${egressHtml}
     <h2>Outputs</h2>${mine.length ? `<ul>${mine.map((a) => `<li><a href="#/artifacts/${enc(a.id)}">${esc(a.name)} v${a.version}</a></li>`).join("")}</ul>` : `<p class="muted">None recorded.</p>`}`,
   `Task ${short(task.id)}`);
@@ -117,7 +119,10 @@ export async function taskPage(taskId, signal, onLeave) {
         metricEvents += 1;
         if (metricEvents > seenMetric) reloadMetrics();
       } else if (ev.kind === "resources") {
-        resources = { ...(resources || {}), ...p };
+        resources = { ...(resources || {}), wall_s: p.wall_s, cpu_s: p.cpu_s, peak_rss_mb: p.peak_rss_mb, ...(p.progress !== undefined ? { progress: p.progress } : {}) };
+        drawResources();
+      } else if (ev.kind === "progress" && p.done != null && (p.total != null || p.unit != null)) {
+        resources = { ...(resources || {}), progress: { done: p.done, total: p.total, unit: p.unit } };
         drawResources();
       }
     }

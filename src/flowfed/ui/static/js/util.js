@@ -11,7 +11,11 @@ export const ICON = {
 export const badge = (s) => `<span class="badge s-${esc(s)}" data-state="${esc(s)}"><span aria-hidden="true">${ICON[s] || "•"}</span>${esc(s)}</span>`;
 export const when = (t) => (t ? new Date(t * 1000).toLocaleString() : "—");
 /** A wall-clock time of day ("17:01:09"), as the node-health lines give it. */
-export const clock = (t) => (t ? new Date(t * 1000).toLocaleTimeString([], { hour12: false }) : "—");
+export const clock = (t) => {
+  // Seconds since the epoch, or an ISO 8601 time ("2026-12-05T17:01:09Z") as REST gives it.
+  const ms = typeof t === "string" ? Date.parse(t) : typeof t === "number" ? t * 1000 : NaN;
+  return Number.isFinite(ms) ? new Date(ms).toLocaleTimeString([], { hour12: false }) : "—";
+};
 export const short = (id) => String(id || "").slice(0, 8);
 export const TERMINAL = new Set(["finished", "cached", "error", "skipped", "cancelled"]);
 export const RUN_ENDED = new Set(["success", "failed", "cancelled"]);
@@ -41,8 +45,10 @@ export function dur(s) {
  */
 export function spanOf(x, now = Date.now() / 1000) {
   if (!x) return null;
-  if (typeof x.duration_s === "number") return x.duration_s;
   const start = x.started_at ?? x.created_at;
+  // Still going: counted to now (a `duration_s` read earlier is already out of date).
+  if (x.ended_at == null && start != null && x.live !== false) return now - start;
+  if (typeof x.duration_s === "number") return x.duration_s;
   if (start == null) return null;
   return (x.ended_at ?? now) - start;
 }

@@ -518,8 +518,8 @@ def test_code_hash_reads_the_same_source_as_inspect(tmp_path: Path) -> None:
     import inspect
     import textwrap
 
+    from flowfed.artifacts.codehash import source_hash
     from flowfed.artifacts.hashing import _strip
-    from flowfed.tools.codehash import source_hash
 
     path = tmp_path / "shapes.py"
     path.write_text(

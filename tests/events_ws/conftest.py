@@ -72,8 +72,9 @@ class Server:
 
 
 def _start(
-    root: Path, env: dict[str, str], database_url: str, broker: str
+    root: Path, env: dict[str, str], database_url: str, broker: str, *extra: str
 ) -> tuple[str, subprocess.Popen[str]]:
+    """Start ``flowfed server`` (with ``extra`` options) and wait until it answers."""
     port = free_port()
     log = open(root / f"server-{port}.log", "w")  # noqa: SIM115 — closed with the process
     proc = subprocess.Popen(
@@ -92,6 +93,7 @@ def _start(
             broker,
             "--import",
             str(root / "tools.py"),
+            *extra,
         ],
         cwd=root,
         env=env,

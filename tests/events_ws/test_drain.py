@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.events_ws.conftest import TOOLS, broker_url
+from tests.events_ws.conftest import TOOLS, _start, broker_url
 
 SLOW = """
 
@@ -100,7 +100,7 @@ def test_sigterm_drains_and_another_server_resumes_the_run(
     root, env, token = _project(tmp_path, pg_database)
     headers = {"Authorization": f"Bearer {token}"}
     timeout = "30" if drain == "tasks-finish" else "0.5"
-    url, proc = _start_with(root, env, pg_database, "--drain-timeout", timeout)
+    url, proc = _start(root, env, pg_database, "memory://", "--drain-timeout", timeout)
     with httpx.Client(base_url=url, headers=headers, timeout=30) as c:
         resp = c.post("/api/v1/runs", json={"source": (root / "flow.yaml").read_text()})
         assert resp.status_code == 202, resp.text
@@ -129,7 +129,7 @@ def test_sigterm_drains_and_another_server_resumes_the_run(
         ).fetchone()
     assert status == "running" and lease == 0.0
 
-    url2, proc2 = _start_with(root, env, pg_database)
+    url2, proc2 = _start(root, env, pg_database, "memory://")
     try:
         with httpx.Client(base_url=url2, headers=headers, timeout=30) as c:
             run = _wait_end(c, run_id)
@@ -155,52 +155,6 @@ def test_sigterm_drains_and_another_server_resumes_the_run(
     finally:
         proc2.terminate()
         proc2.wait(timeout=60)
-
-
-def _start_with(
-    root: Path, env: dict[str, str], db_url: str, *extra: str, broker: str = "memory://"
-) -> tuple[str, subprocess.Popen[str]]:
-    """``_start`` of the events conftest, with extra ``flowfed server`` options."""
-    from tests.polling import free_port
-
-    port = free_port()
-    log = open(root / f"server-{port}.log", "w")  # noqa: SIM115 — closed with the process
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flowfed",
-            "server",
-            "--port",
-            str(port),
-            "--database-url",
-            db_url,
-            "--artifacts-url",
-            str(root / "artifacts"),
-            "--broker-url",
-            broker,
-            "--import",
-            str(root / "tools.py"),
-            *extra,
-        ],
-        cwd=root,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError((root / f"server-{port}.log").read_text())
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return url, proc
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, (root / f"server-{port}.log").read_text()
-        time.sleep(0.1)
 
 
 def _server_exits(root: Path, env: dict[str, str], db_url: str, broker: str) -> str:
@@ -244,7 +198,7 @@ def test_a_memory_broker_server_refuses_to_share_its_database(
     root, env, _ = _project(tmp_path, db_url)
     redis = broker_url("redis")
 
-    _, first = _start_with(root, env, db_url)  # memory://
+    _, first = _start(root, env, db_url, "memory://")
     try:
         out = _server_exits(root, env, db_url, "memory://")
         assert "another flowfed server is running on this database" in out
@@ -258,8 +212,8 @@ def test_a_memory_broker_server_refuses_to_share_its_database(
         first.wait(timeout=60)
 
     # Servers sharing a broker may share the database; a memory:// one still may not join.
-    _, a = _start_with(root, env, db_url, broker=redis)
-    _, b = _start_with(root, env, db_url, broker=redis)
+    _, a = _start(root, env, db_url, redis)
+    _, b = _start(root, env, db_url, redis)
     try:
         out = _server_exits(root, env, db_url, "memory://")
         assert "--broker-url" in out
@@ -269,10 +223,10 @@ def test_a_memory_broker_server_refuses_to_share_its_database(
         for p in (a, b):
             p.wait(timeout=60)
     # The lock goes with its process, even one killed with SIGKILL.
-    _, c = _start_with(root, env, db_url)
+    _, c = _start(root, env, db_url, "memory://")
     c.kill()
     c.wait(timeout=10)
-    _, d = _start_with(root, env, db_url)
+    _, d = _start(root, env, db_url, "memory://")
     d.terminate()
     d.wait(timeout=60)
 
@@ -287,8 +241,8 @@ def test_an_ended_run_ends_every_watch_even_one_its_bus_never_heard(
     _reset_pg(pg_database)
     root, env, token = _project(tmp_path, pg_database)
     headers = {"Authorization": f"Bearer {token}"}
-    url_a, a = _start_with(root, env, pg_database, broker=broker_url("redis"))
-    url_b, b = _start_with(root, env, pg_database, broker=broker_url("redis"))
+    url_a, a = _start(root, env, pg_database, broker_url("redis"))
+    url_b, b = _start(root, env, pg_database, broker_url("redis"))
     try:
         with httpx.Client(base_url=url_a, headers=headers, timeout=30) as c:
             resp = c.post(

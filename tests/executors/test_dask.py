@@ -118,3 +118,21 @@ def test_an_unknown_executor_url_is_refused_before_running(project: Project) -> 
     res = project.ff("run", "flow.yaml")
     assert res.code != 0 and "flow.yaml:1" in res.err + res.out
     assert "unknown executor 'spark://x'" in res.err + res.out
+
+
+def test_a_fully_cached_rerun_on_dask_local_starts_no_cluster(project: Project) -> None:
+    # Python reports every module a process imports when PYTHONPROFILEIMPORTTIME is set:
+    # no Dask cluster can start in a process that never imported `distributed`.
+    make(project, "executor: dask://local?workers=2\n" + FLOW)
+    project.env["PYTHONPROFILEIMPORTTIME"] = "1"
+    first = project.ff("run", "flow.yaml", "--json", check=0)
+    assert first.json()["summary"]["executor"]["cluster_started"] is True, first.out
+    assert "| distributed\n" in first.err
+    second = project.ff("run", "flow.yaml", "--json", check=0)
+    report = second.json()
+    assert set(statuses(report).values()) == {"cached"}
+    assert report["summary"]["executor"] == {
+        "url": "dask://local?workers=2",
+        "cluster_started": False,
+    }
+    assert "distributed" not in second.err

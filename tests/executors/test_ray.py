@@ -164,3 +164,20 @@ def test_an_unreachable_ray_head_is_a_one_line_error(project: Project) -> None:
         "is 127.0.0.1:9 the head's Ray Client port (10001 unless `ray start "
         "--ray-client-server-port` says otherwise), and reachable from here?"
     ]
+
+
+def test_a_fully_cached_rerun_on_ray_connects_to_no_ray(rproject: Project) -> None:
+    # ray://local joins the module's Ray ($RAY_ADDRESS) on the first call; the re-run,
+    # served from the cache, never imports `ray` (Python lists every module a process
+    # imports when PYTHONPROFILEIMPORTTIME is set), so it can neither start nor join one.
+    make(rproject, "executor: ray://local\n" + FLOW)
+    first = rproject.run_json("flow.yaml")
+    assert first["status"] == "success"
+    assert first["summary"]["executor"]["cluster_started"] is True
+    rproject.env["PYTHONPROFILEIMPORTTIME"] = "1"
+    second = rproject.ff("run", "flow.yaml", "--json", check=0)
+    report = second.json()
+    assert set(statuses(report).values()) == {"cached"}
+    assert report["summary"]["executor"] == {"url": "ray://local", "cluster_started": False}
+    assert "| ray\n" not in second.err and "| ray." not in second.err
+    assert "| flowfed.executors\n" in second.err  # the check sees flowfed's own imports

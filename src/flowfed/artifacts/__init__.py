@@ -9,12 +9,9 @@ from flowfed.artifacts.blobs import (
     inline_uri,
     is_inline,
 )
+from flowfed.artifacts.codehash import code_hash
 from flowfed.artifacts.handle import ArtifactHandle
-from flowfed.artifacts.hashing import (
-    UNHASHABLE,
-    code_hash,
-    fingerprint,
-)
+from flowfed.artifacts.hashing import UNHASHABLE, fingerprint
 from flowfed.artifacts.materializers import (
     KINDS,
     Materialized,

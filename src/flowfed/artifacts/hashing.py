@@ -328,17 +328,3 @@ def _source_by_positions(fn: Any) -> str | None:
     if not 0 < first <= last <= len(lines):
         return None
     return "".join(lines[first - 1 : last])
-
-
-def code_hash(fn: Callable[..., Any]) -> str:
-    """The hash of a tool's effective code: its normalized source and everything of the
-    user's own code it can reach (see :mod:`flowfed.tools.codehash`, which computes it).
-
-    Comments, docstrings and formatting do not change it; a change of logic in the tool,
-    in a helper it calls (transitively, across the user's modules), in a constant it reads,
-    a default argument or a decorator setting does, as does the version of an installed
-    package it uses. Falls back to bytecode and constants where source is unavailable.
-    """
-    from flowfed.tools.codehash import effective_code_hash
-
-    return effective_code_hash(fn)

@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -113,15 +113,8 @@ def token_list(
     ctx: typer.Context, database_url: DatabaseUrlOpt = None, as_json: JsonOpt = False
 ) -> None:
     """List tokens (ids, names, roles, dates; never the secrets). Admin tokens only."""
-    server = remote(ctx)
-    if server is not None:
-        rows = api(server, "GET", "/auth/tokens")
-    else:
-        from flowfed.server.auth import list_tokens
-
-        rows = on_server_db(database_url, list_tokens)
     _print_credentials(
-        rows,
+        _credentials(ctx, "tokens", database_url),
         as_json,
         {
             "id": "id",
@@ -133,6 +126,34 @@ def token_list(
             "last_used_at": "last used",
         },
     )
+
+
+def _credentials(
+    ctx: typer.Context, kind: Literal["tokens", "clients"], database_url: str | None
+) -> list[dict[str, Any]]:
+    """The server's tokens or OAuth2 clients: over its API with --server, else from its db."""
+    server = remote(ctx)
+    if server is not None:
+        rows: list[dict[str, Any]] = api(server, "GET", f"/auth/{kind}")
+        return rows
+    if kind == "tokens":
+        from flowfed.server.auth import list_tokens as listing
+    else:
+        from flowfed.server.oauth import list_clients as listing
+    return on_server_db(database_url, listing)
+
+
+def _revoke(
+    ctx: typer.Context, kind: Literal["token", "client"], ident: str, url: str | None
+) -> None:
+    """Revoke a token or client in the server's database; a clear error for an unknown id."""
+    from flowfed.server.auth import revoke_token
+    from flowfed.server.oauth import revoke_client
+
+    local_only(ctx, f"auth {kind} revoke", _DB_INSTEAD)
+    if not on_server_db(url, revoke_token if kind == "token" else revoke_client, ident):
+        fail(f"no {kind} with id '{ident}' (see `flowfed auth {kind} list`)")
+    out.print(f"{kind} {ident} revoked")
 
 
 def _print_credentials(rows: list[dict[str, Any]], as_json: bool, columns: dict[str, str]) -> None:
@@ -155,12 +176,7 @@ def token_revoke(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Revoke a token: every request made with it is refused from now on."""
-    from flowfed.server.auth import revoke_token
-
-    local_only(ctx, "auth token revoke", _DB_INSTEAD)
-    if not on_server_db(database_url, revoke_token, token_id):
-        fail(f"no token with id '{token_id}' (see `flowfed auth token list`)")
-    out.print(f"token {token_id} revoked")
+    _revoke(ctx, "token", token_id, database_url)
 
 
 @client_app.command("create")
@@ -209,15 +225,8 @@ def client_list(
     ctx: typer.Context, database_url: DatabaseUrlOpt = None, as_json: JsonOpt = False
 ) -> None:
     """List OAuth2 clients (ids, names, roles, scopes, dates; never the secrets)."""
-    server = remote(ctx)
-    if server is not None:
-        rows = api(server, "GET", "/auth/clients")
-    else:
-        from flowfed.server.oauth import list_clients
-
-        rows = on_server_db(database_url, list_clients)
     _print_credentials(
-        rows,
+        _credentials(ctx, "clients", database_url),
         as_json,
         {
             "client_id": "client id",
@@ -238,9 +247,4 @@ def client_revoke(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Revoke a client: no new tokens, and the tokens it holds stop working at once."""
-    from flowfed.server.oauth import revoke_client
-
-    local_only(ctx, "auth client revoke", _DB_INSTEAD)
-    if not on_server_db(database_url, revoke_client, client_id):
-        fail(f"no client with id '{client_id}' (see `flowfed auth client list`)")
-    out.print(f"client {client_id} revoked")
+    _revoke(ctx, "client", client_id, database_url)

@@ -26,12 +26,32 @@ def artifacts_list(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Option(help="Only this artifact name.")] = None,
     run_ref: Annotated[str | None, typer.Option("--run", help="Only this run's.")] = None,
+    search: Annotated[
+        str | None,
+        typer.Option("--search", "-q", help="Names starting with this: scores finds scores[...]."),
+    ] = None,
+    step: Annotated[str | None, typer.Option("--step", help="Only this step's.")] = None,
+    include_rounds: Annotated[
+        bool,
+        typer.Option(
+            "--include-rounds",
+            help="Also federated rounds' node updates and earlier global models.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """List artifacts in the catalog."""
     server = remote(ctx)
     if server is not None:
-        params = {"name": name, "run": run_ref, "limit": 1000}
+        params = {
+            "name": name,
+            "run": run_ref,
+            "q": search,
+            "step": step,
+            "include_rounds": str(include_rounds).lower(),
+            "limit": 1000,
+        }
+        params = {k: v for k, v in params.items() if v is not None}
         rows = api(server, "GET", "/artifacts", params=params)
     else:
         db = local_db()
@@ -41,17 +61,20 @@ def artifacts_list(
             if r is None:
                 fail(f"no run matches '{run_ref}' (see `flowfed runs list`)")
             run_id = r["id"]
-        rows = db.list_artifacts(name=name, run_id=run_id)
+        rows = db.list_artifacts(
+            name=name, run_id=run_id, prefix=search, step=step, include_rounds=include_rounds
+        )
     if as_json:
         print(json.dumps(rows, default=str))
         return
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table("id", "name", "version", "kind", "size", "hash", "step")
     for a in rows:
         table.add_row(
             a["id"][:12],
-            a["name"],
+            escape(a["name"]),  # scores[hospital-a:breast] is a name, not markup
             str(a["version"]),
             a["kind"],
             str(a["size"]),

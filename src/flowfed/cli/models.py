@@ -87,13 +87,24 @@ def models_list(
         str | None, typer.Option("--run", help="Only models this run trained (id or prefix).")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", help="How many, newest first.")] = 50,
+    include_rounds: Annotated[
+        bool,
+        typer.Option(
+            "--include-rounds",
+            help="Also federated rounds' node updates and earlier global models.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List trained models, newest first, with their variant and headline metrics."""
+    """List trained models, newest first, with their variant and headline metrics.
+
+    A federated run registers one version, its final global model."""
     if remote(ctx):
-        items = _get(ctx, "", {"name": name, "run_id": run, "limit": limit})["items"]
+        params = {"name": name, "run_id": run, "limit": limit}
+        params["include_rounds"] = str(include_rounds).lower()
+        items = _get(ctx, "", params)["items"]
     else:
-        items = _local(_list_local, name, run, limit)
+        items = _local(_list_local, name, run, limit, include_rounds)
     if as_json:
         print(json.dumps({"items": items}, default=str))
         return
@@ -103,7 +114,9 @@ def models_list(
     _print_entries(items)
 
 
-def _list_local(db: Any, name: str | None, run: str | None, limit: int) -> list[dict[str, Any]]:
+def _list_local(
+    db: Any, name: str | None, run: str | None, limit: int, include_rounds: bool = False
+) -> list[dict[str, Any]]:
     from flowfed.db.registry import list_models
 
     run_id = None
@@ -112,7 +125,7 @@ def _list_local(db: Any, name: str | None, run: str | None, limit: int) -> list[
         if found is None:
             fail(f"no run matches '{run}' (see `flowfed runs list`)")
         run_id = found["id"]
-    return list_models(db, name=name, run_id=run_id, limit=limit)
+    return list_models(db, name=name, run_id=run_id, limit=limit, include_rounds=include_rounds)
 
 
 @models_app.command("show")

@@ -41,6 +41,9 @@ class RemoteTask:
     message: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     error: dict[str, Any] | None = None
+    resources: dict[str, Any] | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
 
 
 def _headers(token: str | None) -> dict[str, str]:
@@ -107,6 +110,8 @@ class EventTree:
                 self.view.types = dict(p.get("types") or {})
                 self.view.flow_type = p.get("flow_type")
                 self.view.parts = dict(p.get("parts") or {})
+                # The round total of each federated step (the tree shows "round 14/30").
+                self.view.rounds = dict(p.get("rounds") or {})  # type: ignore[attr-defined]
                 self.view.flow_name = p.get("flow") or self.view.flow_name
                 self.view.started_at = msg["ts"]
             self.view.status = p.get("status", self.view.status)
@@ -139,6 +144,10 @@ class EventTree:
         task.attempt = p.get("attempt", task.attempt)
         if kind == "transition":
             task.state = State(p["dst"])
+            if task.state is State.STARTED:
+                task.started_at = msg["ts"]
+            elif task.state.terminal:
+                task.ended_at = msg["ts"]
             if task.state is State.CACHED:
                 task.cached = True
             if task.state is State.ERROR:
@@ -151,6 +160,13 @@ class EventTree:
             task.progress = p.get("fraction")
             if p.get("message"):
                 task.message = p["message"]
+            if p.get("total") is not None or p.get("unit") is not None:
+                counts = {k: p.get(k) for k in ("done", "total", "unit")}
+                task.resources = {**(task.resources or {}), "progress": counts}
+        elif kind == "resources":
+            task.resources = {k: p.get(k) for k in ("wall_s", "cpu_s", "peak_rss_mb", "progress")}
+        elif kind == "waiting":
+            task.message = p.get("message") if p.get("node") else None
         elif kind == "retry":
             task.state = State.PENDING
             task.error = None

@@ -198,14 +198,8 @@ def run(
         max_workers=workers,
         task_timeout=task_timeout,
     )
-    if engine.remote is not None:
-        from flowfed.executors import ExecutorUnavailable
-
-        try:  # connect (or start dask://local, ray://local) now: a bad address is one line
-            engine.remote.start()
-        except ExecutorUnavailable as exc:
-            engine.db.close()
-            fail(str(exc))
+    # A cluster executor (Dask, Ray) connects, or starts dask://local and ray://local, on
+    # the first call the run makes: a fully cached run starts none.
     live = sys.stdout.isatty() and not as_json and not quiet
     try:
         with contextlib.ExitStack() as stack:
@@ -229,9 +223,18 @@ def run(
                 )
     finally:
         engine.db.close()
+    if engine.unavailable is not None:
+        # The run is recorded as failed; the user gets the one line that says why.
+        fail(engine.unavailable)
     if result.summary:
         result.summary["startup_s"] = round(result.view.started_at - STARTED, 4)
         result.summary["mode"] = "simulate" if simulate else "nodes"
+    cluster = engine.remote
+    if cluster is not None:
+        result.summary["executor"] = {
+            "url": executor,
+            "cluster_started": cluster.started,
+        }
     if as_json:
         print(json.dumps(result.to_dict(), default=str))
     else:

@@ -12,11 +12,13 @@ Example:
 from __future__ import annotations
 
 import json
+import time
 from typing import Annotated, Any
 
 import typer
 
 from flowfed.cli.common import JsonOpt, Remote, api, fail, local_db, out, quote, remote, ts
+from flowfed.cli.figures import duration_text, resources_text, waiting_text
 
 runs_app = typer.Typer(help="Inspect, follow and cancel runs.", no_args_is_help=True)
 
@@ -64,8 +66,11 @@ def runs_list(
     from rich.table import Table
 
     table = Table("run", "flow", "status", "started", "duration")
+    now = time.time()
     for r in rows:
-        dur = f"{r['ended_at'] - r['created_at']:.2f}s" if r.get("ended_at") else "—"
+        # A run still going shows its duration so far.
+        took = (r.get("ended_at") or now) - r["created_at"]
+        dur = duration_text(took) + ("" if r.get("ended_at") else " so far")
         table.add_row(r["id"][:12], r["flow_name"], r["status"], ts(r["created_at"]), dur)
     out.print(table)
 
@@ -129,17 +134,36 @@ def runs_show(
     if as_json:
         print(json.dumps(r, default=str))
         return
-    out.print(f"[bold]{r['flow_name']}[/bold] run {r['id']} · {r['status']}")
+    took = (r.get("ended_at") or time.time()) - r["created_at"]
+    origin = ""
+    if r.get("retry_of"):
+        origin += f" · retry of {r['retry_of']}"
+    if r.get("trigger"):
+        origin += f" · started by trigger {r['trigger']}"
+    out.print(
+        f"[bold]{r['flow_name']}[/bold] run {r['id']} · {r['status']} · {duration_text(took)}"
+        + origin,
+        highlight=False,
+    )
     if r.get("error"):
         out.print(f"  [red]{r['error']}[/red]", soft_wrap=True)
     for t in r["tasks"]:
         flags = " (cached)" if t.get("cached") else ""
         label = f" · {t['label']}" if t.get("label") else ""
+        start, end = t.get("started_at"), t.get("ended_at")
+        took_t = f" · {duration_text(end - start)}" if start and end else ""
+        used = resources_text(t.get("resources"))
+        wait = t.get("waiting_on")
+        waiting = f" · {waiting_text(wait['node'], wait['offline_since'])}" if wait else ""
         out.print(
             f"  {t['step']}: {t['tool']}@{t['tool_version']} on {t['node']} — "
-            f"{t['state']}{flags} · attempt {t['attempt']}{label}",
+            f"{t['state']}{flags} · attempt {t['attempt']}{label}{took_t}"
+            + (f" · {used}" if used else "")
+            + waiting,
             markup=False,
         )
+        for a in t.get("attempt_resources") or []:
+            out.print(f"      attempt {a.get('attempt')}: {resources_text(a)}", markup=False)
         for tr in t.get("transitions", []):
             detail = f" ({tr['detail']})" if tr.get("detail") else ""
             out.print(

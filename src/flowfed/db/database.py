@@ -480,15 +480,34 @@ class Database:
             return self.artifact_dicts(conn, [aid]).get(aid)
 
     def list_artifacts(
-        self, name: str | None = None, run_id: str | None = None, limit: int = 200
+        self,
+        name: str | None = None,
+        run_id: str | None = None,
+        limit: int = 200,
+        *,
+        prefix: str | None = None,
+        step: str | None = None,
+        include_rounds: bool = True,
     ) -> list[dict[str, Any]]:
-        """Artifact rows (no parents/producer), newest first, optionally filtered."""
+        """Artifact rows (no parents/producer), newest first, optionally filtered.
+
+        ``prefix`` matches names that start with it (``scores`` finds
+        ``scores[hospital-a:breast]``); ``include_rounds=False`` leaves out what federated
+        rounds made (node updates, every round's global model but the last).
+        """
         a = m.artifacts
         q = select(a).order_by(a.c.created_at.desc(), a.c.version.desc()).limit(limit)
         if name is not None:
             q = q.where(a.c.name == name)
+        if prefix:
+            q = q.where(a.c.name.startswith(prefix, autoescape=True))
         if run_id is not None:
             q = q.where(a.c.run_id == run_id)
+        if step is not None:
+            q = q.where(a.c.step == step)
+        if not include_rounds:
+            t = m.tasks
+            q = q.select_from(a.outerjoin(t, t.c.id == a.c.task_id)).where(m.registered(t))
         with self.engine.connect() as conn:
             return _rows(conn.execute(q))
 

@@ -14,6 +14,8 @@ the CLI's start-up.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -59,6 +61,9 @@ runs = Table(
     # who submitted it (a token's name, ``local:<user>`` for the CLI, ``trigger:<name>``):
     # forwarded with every placed task, whose node's policy checks it
     Column("principal", String(255), nullable=True),
+    # the run this one retries (``POST /runs/{id}/retry``), and the trigger that started it
+    Column("retry_of", ID, nullable=True),
+    Column("trigger", String(255), nullable=True),
 )
 """One execution of a flow."""
 
@@ -70,7 +75,7 @@ tasks = Table(
     Column("step", String(255), nullable=False),
     Column("tool", String(255), nullable=False),
     Column("tool_version", String(64), nullable=False),
-    # the tool's effective code hash (flowfed.tools.codehash), beside its declared version
+    # the tool's effective code hash (flowfed.artifacts.codehash), beside its declared version
     Column("code_hash", String(64), nullable=True),
     Column("node", String(255), nullable=False, default="local", server_default="local"),
     Column("round", Integer, nullable=True),
@@ -92,6 +97,10 @@ tasks = Table(
     Column("ended_at", Float, nullable=True),
     # the task in words for the monitors: "Local model training (hospital-a)"
     Column("label", String(255), nullable=True),
+    # this attempt's {wall_s, cpu_s, peak_rss_mb, progress: {done, total, unit}} (live while
+    # it runs), and each earlier attempt's [{attempt, ...}]
+    Column("resources", JSON, nullable=True),
+    Column("attempt_resources", JSON, nullable=True),
     Index("ix_tasks_run_id", "run_id"),
     Index("ix_tasks_cache_key", "cache_key"),
 )
@@ -371,3 +380,29 @@ node_dataset_changes = Table(
     Column("ts", Float, nullable=False),
 )
 """Every change of a node dataset's content hash seen at registration (triggers read it)."""
+
+
+def registered(t: Any) -> Any:
+    """Whether an artifact's producing task (``t``, outer-joined) makes it one of a run's
+    results rather than a step on the way: made outside federated rounds, or the global
+    model of its federated step's last aggregated round. Node updates and earlier rounds'
+    global models stay artifacts, out of the model registry (issue 22, part 9).
+    """
+    from sqlalchemy import and_, func, or_, select
+
+    last = tasks.alias("last_round")
+    last_round = (
+        select(func.max(last.c.round))
+        .where(
+            last.c.run_id == t.c.run_id,
+            last.c.step == t.c.step,
+            last.c.plan_key.like("%/aggregate"),
+            last.c.state.in_(("finished", "cached")),
+        )
+        .scalar_subquery()
+    )
+    return or_(
+        t.c.id.is_(None),
+        t.c.round.is_(None),
+        and_(t.c.plan_key.like("%/aggregate"), t.c.round == last_round),
+    )

@@ -231,15 +231,23 @@ def _entries(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any
 
 
 def list_models(
-    db: Database, *, name: str | None = None, run_id: str | None = None, limit: int = 200
+    db: Database,
+    *,
+    name: str | None = None,
+    run_id: str | None = None,
+    limit: int = 200,
+    include_rounds: bool = False,
 ) -> list[dict[str, Any]]:
     """Registry entries, newest first, optionally of one name and/or one run.
+
+    A federated run registers one model version, its final global model; its node
+    updates and earlier rounds' models are listed only with ``include_rounds``.
 
     Example:
         >>> # list_models(db, name="model")[0]["metrics"]["accuracy"]
     """
     a = m.artifacts
-    where: list[Any] = []
+    where: list[Any] = [] if include_rounds else [m.registered(m.tasks)]
     if name is not None:
         where.append(a.c.name == name)
     if run_id is not None:
@@ -365,10 +373,18 @@ def get_model(db: Database, ref: str) -> dict[str, Any]:
         return _entries(conn, rows)[0]
 
 
-def model_versions(db: Database, name: str) -> list[dict[str, Any]]:
-    """Every version of one model, oldest first; ModelNotFound if the name has none."""
+def model_versions(
+    db: Database, name: str, *, include_rounds: bool = False
+) -> list[dict[str, Any]]:
+    """Every version of one model, oldest first; ModelNotFound if the name has none.
+
+    Round models and node updates only with ``include_rounds`` (or when the name has
+    nothing else)."""
     with db.engine.connect() as conn:
-        rows = _model_rows(conn, [m.artifacts.c.name == name], None)
+        named = m.artifacts.c.name == name
+        rows = [] if include_rounds else _model_rows(conn, [named, m.registered(m.tasks)], None)
+        if not rows:
+            rows = _model_rows(conn, [named], None)
         if not rows:
             raise _not_found(conn, name, None)
         entries = _entries(conn, rows)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 #: The newest migration in ``migrations/versions``; bump it with every new migration
 #: (``tests/test_db.py`` asserts it equals Alembic's script head).
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 

@@ -16,6 +16,8 @@ CREATE TABLE runs (
 	owner VARCHAR(64),
 	lease_until FLOAT,
 	principal VARCHAR(255),
+	retry_of VARCHAR(32),
+	"trigger" VARCHAR(255),
 	PRIMARY KEY (id)
 );
 
@@ -237,6 +239,8 @@ CREATE TABLE tasks (
 	started_at FLOAT,
 	ended_at FLOAT,
 	label VARCHAR(255),
+	resources JSON,
+	attempt_resources JSON,
 	PRIMARY KEY (id),
 	FOREIGN KEY(run_id) REFERENCES runs (id) ON DELETE CASCADE
 );

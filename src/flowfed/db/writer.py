@@ -59,6 +59,8 @@ _TASK_DEFAULTS: dict[str, Any] = {
     "progress": None,
     "started_at": None,
     "ended_at": None,
+    "resources": None,
+    "attempt_resources": None,
 }
 _TASK_INSERT_COLS = tuple(c.name for c in m.tasks.c)
 _CACHE_UPDATE_COLS = ("tool", "run_id", "task_id", "outputs", "created_at")

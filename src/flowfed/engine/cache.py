@@ -6,7 +6,7 @@ task that did the work. The key is
     sha256(identity, input name → content hash, ...)
     identity = fingerprint("flowfed-cache-v1", tool, version, code hash, config)
 
-where the code hash is :func:`flowfed.artifacts.hashing.code_hash` (the one function that
+where the code hash is :func:`flowfed.artifacts.codehash.code_hash` (the one function that
 says what a tool's code is) and the config's fingerprint is canonical
 (:func:`flowfed.artifacts.hashing.fingerprint`); a config that cannot be fingerprinted
 turns caching off for that task rather than risking a wrong hit. A tool that reads
@@ -31,7 +31,8 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from flowfed.artifacts import is_inline
-from flowfed.artifacts.hashing import UNHASHABLE, code_hash, fingerprint
+from flowfed.artifacts.codehash import code_hash
+from flowfed.artifacts.hashing import UNHASHABLE, fingerprint
 
 if TYPE_CHECKING:
     from flowfed.artifacts import ArtifactStore

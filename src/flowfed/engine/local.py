@@ -31,6 +31,7 @@ from flowfed.executors import Executor, executor_from_url
 if TYPE_CHECKING:
     from flowfed.artifacts import ArtifactStore
     from flowfed.db import Database
+    from flowfed.executors import ClusterExecutor
     from flowfed.plan.graph import TaskGraph
     from flowfed.runtime.remote import NodeDispatcher
 
@@ -99,11 +100,14 @@ class LocalEngine:
         #: Code hashes and config-less identities, shared by this engine's runs.
         self.codes = CodeHashes()
         self.view: RunView | None = None
+        #: Why the last run stopped when its cluster executor could not be reached or
+        #: started (None: it could, or was never needed).
+        self.unavailable: str | None = None
         self._current: Scheduler | None = None
 
     @property
-    def remote(self) -> Executor | None:
-        """The executor when it is a cluster (Dask, Ray), which ``start()`` connects."""
+    def remote(self) -> ClusterExecutor | None:
+        """The executor when it is a cluster (Dask, Ray): it connects on its first call."""
         from flowfed.executors import ClusterExecutor
 
         return self.executor if isinstance(self.executor, ClusterExecutor) else None
@@ -168,6 +172,7 @@ class LocalEngine:
         (status ``running``) already, as the server does when it accepts a run.
         """
         self.cancel_event.clear()
+        self.unavailable = None
         run = Scheduler(self, graph, run_id or uuid.uuid4().hex, params or {}, flow_file)
         run.resume = resume
         run.recorded = recorded

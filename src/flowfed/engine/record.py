@@ -23,6 +23,7 @@ from flowfed.engine.state import ArtifactRef, RunView, TaskRun
 from flowfed.ids import new_id
 from flowfed.plan.labels import task_label
 from flowfed.runtime.lifecycle import TERMINAL, State
+from flowfed.runtime.usage import clean_counts, clean_figures
 
 if TYPE_CHECKING:
     from flowfed.artifacts import Materialized
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from flowfed.engine.persist import Persister
     from flowfed.plan.graph import TaskNode
     from flowfed.runtime.remote import RemoteOutput
+
+#: Figures of a task whose runner has not measured it yet (progress counts came first).
+_NO_FIGURES: dict[str, Any] = {"wall_s": 0.0, "cpu_s": 0.0, "peak_rss_mb": 0.0, "progress": None}
 
 Listener = Callable[[str, dict[str, Any]], None]
 #: A task's telemetry sink: ``sink(kind, payload)`` with kind ``log``, ``metric``,
@@ -148,10 +152,19 @@ class RunRecord:
             tr.error = None
             tr.started_at = tr.ended_at = None
             tr.progress = None
+            if tr.resources is not None:
+                tr.attempt_resources.append({"attempt": tr.attempt - 1, **tr.resources})
+            tr.resources = None
         self.writer.transition_row(
             (tr.id, self.run_id, t.src, State.PENDING, t.at, tr.attempt, reason)
         )
-        self.writer.update_task(task_id=tr.id, error=None, ended_at=None)
+        self.writer.update_task(
+            task_id=tr.id,
+            error=None,
+            ended_at=None,
+            resources=None,
+            attempt_resources=list(tr.attempt_resources) or None,
+        )
         self.emit(
             "retry",
             tr,
@@ -188,6 +201,27 @@ class RunRecord:
                 tr.progress = payload["fraction"]
                 if payload.get("message"):
                     tr.message = payload["message"]
+                counts = clean_counts(payload)
+                if counts is not None:
+                    tr.resources = {**(tr.resources or _NO_FIGURES), "progress": counts}
+            elif kind == "waiting":
+                # From the node hub: the task waits for its node to come back.
+                node, since = payload.get("node"), payload.get("offline_since")
+                if node:
+                    when = time.strftime(" (offline since %H:%M:%S)", time.localtime(since))
+                    tr.message = f"waiting for {node}" + (when if since else "")
+                    payload = {**payload, "message": tr.message}
+                elif tr.message and tr.message.startswith("waiting for "):
+                    tr.message = None
+            elif kind == "resources":
+                figures = clean_figures(payload)
+                if figures is None:
+                    return
+                counts = (tr.resources or _NO_FIGURES)["progress"]
+                tr.resources = res = {**figures, "progress": counts}
+                # Coalesced by the writer: at most one row update per drain.
+                writer.update_task(task_id=task_id, resources=res)
+                payload = res
             emit(kind, tr, payload)
 
         return sink
@@ -292,6 +326,8 @@ class RunRecord:
         if not self.move(tr, State.FINISHED):
             return
         tr.progress = 1.0
+        if tr.resources is not None:
+            self.writer.update_task(task_id=tr.id, resources=tr.resources)
         # Bytes first, catalog rows after, on the persister's thread: a crash in between
         # leaves only unreferenced objects, never a row without its bytes.
         self.persister.submit(
@@ -328,6 +364,8 @@ class RunRecord:
         """
         if tr.state is not state:
             raise ValueError(f"task {tr.id} is {tr.state}, not {state}: move it first")
+        if tr.resources is not None:
+            self.writer.update_task(task_id=tr.id, resources=tr.resources)
         self.writer.finish_task(
             task_id=tr.id,
             run_id=self.run_id,

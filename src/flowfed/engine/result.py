@@ -97,6 +97,7 @@ class RunResult:
                             "iteration": t.iteration,
                             **({"error": t.error} if t.error else {}),
                             **({"metrics": t.metrics} if t.metrics else {}),
+                            **({"resources": t.resources} if t.resources else {}),
                         }
                         for t in tasks
                     ],

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 #: Tools whose calls average less than this run on the scheduler thread (no hand-off).
 QUICK_TASK_S = 0.001
 
+#: The error type of a call whose cluster executor cannot be reached or started.
+UNAVAILABLE = "ExecutorUnavailable"
+
 #: The flow's ``config:`` key for its default task timeout (seconds).
 TASK_TIMEOUT_KEY = "task_timeout"
 
@@ -227,6 +230,7 @@ class Scheduler:
                 **({"types": self.view.types} if self.view.types else {}),
                 **({"flow_type": self.view.flow_type} if self.view.flow_type else {}),
                 **({"parts": self.view.parts} if self.view.parts else {}),
+                **({"rounds": rounds} if (rounds := _rounds_of(g)) else {}),
                 **({"resumed": True} if self.resume else {}),
             },
         )
@@ -525,7 +529,11 @@ class Scheduler:
 
     def _complete(self, tr: TaskRun, outcome: Any) -> None:
         node = tr.node
-        if (
+        if isinstance(outcome, TaskFailed) and outcome.report.get("type") == UNAVAILABLE:
+            # The cluster could not be reached or started (it starts on the first call,
+            # so a fully cached run never starts one): no task can run, so none retries.
+            self.fatal = self.e.unavailable = str(outcome.report["message"])
+        elif (
             isinstance(outcome, TaskFailed)
             and tr.retries_used < node.retries
             and not self.cancelled
@@ -632,3 +640,8 @@ def _ordinal(n: int) -> str:
     if 10 <= n % 100 <= 20:
         return f"{n}th"
     return f"{n}{_SUFFIX.get(n % 10, 'th')}"
+
+
+def _rounds_of(g: Any) -> dict[str, int]:
+    """Each federated step's configured rounds (watchers show "round 14/30")."""
+    return {n.step: n.federated.settings.rounds for n in g.tasks.values() if n.federated}

@@ -38,6 +38,7 @@ from flowfed.runtime.remote import (
     RemoteTaskError,
     Telemetry,
 )
+from flowfed.runtime.usage import measured
 from flowfed.tools.core import call_tool
 
 
@@ -103,7 +104,8 @@ class _SimNode:
         ctx = task_context(task, telemetry, self.name, dataset)
         telemetry("state", {"state": "running"})
         try:
-            value = call_tool(spec, args, cfg, ctx)
+            with measured(ctx.report_resources, "thread"):
+                value = call_tool(spec, args, cfg, ctx)
         except Exception as exc:
             raise _error(
                 self.name,

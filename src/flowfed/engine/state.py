@@ -108,6 +108,10 @@ class TaskRun:
     #: Attempts the platform started again after an interruption it caused (a server
     #: killed mid-task): counted apart from the step's own ``retries``.
     resumes: int = 0
+    #: This attempt's resource use ``{wall_s, cpu_s, peak_rss_mb, progress}`` (None until
+    #: its runner reports; see :mod:`flowfed.runtime.usage`), and each earlier attempt's.
+    resources: dict[str, Any] | None = None
+    attempt_resources: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def retries_used(self) -> int:

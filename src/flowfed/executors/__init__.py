@@ -41,20 +41,13 @@ nodes), whose contract is :mod:`flowfed.runtime.remote`.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
-from flowfed.executors.processes import ProcessTaskError, ProcessTimeout
-from flowfed.executors.worker import (
-    DEFAULT_INLINE_MAX,
-    WorkerCall,
-    WorkerResult,
-    relay,
-    ship,
-    unship_result,
-)
+from flowfed.executors.cluster import ClusterExecutor, ClusterURL, ExecutorUnavailable
+from flowfed.executors.processes import ProcessTaskError, ProcessTimeout, wait_for_call
+from flowfed.runtime.usage import measured
 from flowfed.tools.core import call_tool
 
 if TYPE_CHECKING:
@@ -76,9 +69,6 @@ __all__ = [
     "parse_cluster_url",
 ]
 
-#: Seconds between checks for cancel and timeout while a cluster call runs.
-POLL_S = 0.05
-
 #: The executors named by a word (everything else is a cluster URL): worker threads,
 #: forked processes, ``python -m flowfed.runtime`` subprocesses over the runtime protocol,
 #: the same under a bubblewrap sandbox, or in a container. The one list of them.
@@ -86,10 +76,6 @@ KINDS = ("threads", "processes", "subprocess", "sandbox", "container")
 
 #: Executors that run the tool in another process (never on the engine's scheduler thread).
 ISOLATED = ("subprocess", "sandbox", "container")
-
-
-class ExecutorUnavailable(RuntimeError):
-    """The cluster named by an executor URL cannot be reached or started."""
 
 
 @runtime_checkable
@@ -146,24 +132,33 @@ class ThreadsExecutor(_InProcessExecutor):
         timeout: float | None,
     ) -> Any:
         if timeout is None:
-            return call_tool(node.tool, args, node.config, ctx)
+            with measured(ctx.report_resources, "thread"):
+                return call_tool(node.tool, args, node.config, ctx)
         box: dict[str, Any] = {}
 
         def target() -> None:
             try:
-                box["value"] = call_tool(node.tool, args, node.config, ctx)
+                with measured(ctx.report_resources, "thread"):
+                    box["value"] = call_tool(node.tool, args, node.config, ctx)
             except BaseException as exc:
                 box["error"] = exc
 
         t = threading.Thread(target=target, name=f"flowfed-tool-{node.step}", daemon=True)
         t.start()
-        t.join(timeout)
-        if t.is_alive():
-            ctx.cancel()
-            raise ProcessTimeout(f"timed out after {timeout:g}s")
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
+
+        def poll(wait: float) -> tuple[Any] | None:
+            t.join(wait)
+            if t.is_alive():
+                return None
+            if "error" in box:
+                raise box["error"]
+            return (box.get("value"),)
+
+        try:
+            return wait_for_call(poll, ctx, timeout, "abandoned")
+        except (ProcessTaskError, ProcessTimeout):
+            ctx.cancel()  # the thread cannot be killed: its telemetry stops, its result drops
+            raise
 
 
 class ProcessesExecutor(_InProcessExecutor):
@@ -204,136 +199,11 @@ class IsolatedExecutor(_InProcessExecutor):
         return call_isolated(node, args, task_id, ctx, timeout, runner=self.name)
 
 
-class ClusterExecutor:
-    """What Dask and Ray share: plain-data calls, the store for large values, wait/cancel.
-
-    Built from a parsed :class:`ClusterURL` (``self.address``, ``self.options``).
-    Subclasses implement :meth:`_connect`, :meth:`_submit` (returns a handle),
-    :meth:`_poll` (the :class:`WorkerResult` or None while running), :meth:`_cancel` and
-    :meth:`_shutdown`. Connecting happens once, on :meth:`start` or the first call.
-    """
-
-    name = "cluster"
-
-    def __init__(self, target: ClusterURL, store: ArtifactStore | None) -> None:
-        self.url = target.url
-        #: ``"local"`` or where the cluster is (see :class:`ClusterURL`).
-        self.address = target.address
-        self.store = store
-        self.options = target.options
-        self.inline_max = int(self.options.get("inline_max", DEFAULT_INLINE_MAX))
-        self._lock = threading.Lock()
-        self._started = False
-
-    # -- to implement -------------------------------------------------------------------
-    def _connect(self) -> None:
-        raise NotImplementedError
-
-    def _submit(self, call: WorkerCall, key: str) -> Any:
-        raise NotImplementedError
-
-    def _poll(self, handle: Any, wait: float) -> WorkerResult | None:
-        raise NotImplementedError
-
-    def _cancel(self, handle: Any) -> None:
-        raise NotImplementedError
-
-    def _shutdown(self) -> None:
-        raise NotImplementedError
-
-    # -- shared -------------------------------------------------------------------------
-    def start(self) -> None:
-        """Connect to (or start) the cluster; raises :class:`ExecutorUnavailable`."""
-        with self._lock:
-            if self._started:
-                return
-            try:
-                self._connect()
-            except ExecutorUnavailable:
-                raise
-            except Exception as exc:
-                raise ExecutorUnavailable(
-                    f"executor {self.url}: cannot connect: {type(exc).__name__}: {exc}"
-                ) from exc
-            self._started = True
-
-    def call(
-        self,
-        node: TaskNode,
-        args: dict[str, Any],
-        task_id: str,
-        ctx: Context,
-        timeout: float | None,
-    ) -> Any:
-        """Run the call on the cluster; wait for it, cancel it on timeout or cancel."""
-        try:
-            self.start()
-        except ExecutorUnavailable as exc:
-            raise ProcessTaskError(str(exc), etype="ExecutorUnavailable") from None
-        from flowfed.executors.isolated import tool_entrypoint
-
-        pickle = node.allow_pickle or node.tool.allow_pickle
-        call = WorkerCall(
-            tool=tool_entrypoint(node),
-            config=node.config_data,
-            args={k: ship(v, self.store, self.inline_max, pickle) for k, v in args.items()},
-            task_id=task_id,
-            step=node.step,
-            node=node.node,
-            store=self._store_url(),
-            inline_max=self.inline_max,
-            allow_pickle=pickle,
-        )
-        handle = self._submit(call, f"flowfed-{node.step}-{task_id}-{ctx.attempt}")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            result = self._poll(handle, POLL_S)
-            if result is not None:
-                break
-            if ctx.cancelled:
-                self._cancel(handle)
-                raise ProcessTaskError("cancelled", etype="Cancelled")
-            if deadline is not None and time.monotonic() >= deadline:
-                self._cancel(handle)
-                raise ProcessTimeout(f"timed out after {timeout:g}s (cluster task cancelled)")
-        relay(ctx, result.telemetry)
-        if result.error is not None:
-            message, tb, etype = result.error
-            raise ProcessTaskError(message, tb, etype)
-        return unship_result(result.value)
-
-    def _store_url(self) -> str | None:
-        if self.store is None:
-            return None
-        return self.store.root if self.store.local else self.store.url
-
-    def close(self) -> None:
-        """Disconnect (and stop a cluster this executor started)."""
-        with self._lock:
-            if self._started:
-                self._started = False
-                self._shutdown()
-
-
 _shared: dict[tuple[str, int], ClusterExecutor] = {}
 _shared_lock = threading.Lock()
 
 _USAGE = f"use {', '.join(KINDS)}, dask://local, dask://HOST:PORT, ray://local or ray://HOST:PORT"
 _CLUSTER_SCHEMES = ("dask", "ray")
-
-
-class ClusterURL(NamedTuple):
-    """A cluster executor URL, parsed once by :func:`parse_cluster_url`.
-
-    ``address`` is what follows ``scheme://`` up to the query: ``"local"``, ``HOST:PORT``,
-    or an address with a scheme of its own (``dask://tls://HOST:PORT``). ``options`` are
-    the query's parameters (the last value of each).
-    """
-
-    url: str
-    scheme: str
-    address: str
-    options: dict[str, str]
 
 
 def is_cluster_url(url: str) -> bool:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import atexit
 from typing import Any
 
-from flowfed.executors import ClusterExecutor, ClusterURL, ExecutorUnavailable
+from flowfed.executors.cluster import ClusterExecutor, ClusterURL, ExecutorUnavailable
 from flowfed.executors.worker import WorkerCall, WorkerResult, run_call
 
 

@@ -77,6 +77,7 @@ from flowfed.runtime.protocol import (
     PathInput,
     ProgressMessage,
     ProtocolError,
+    ResourcesMessage,
     StartMessage,
     StatusMessage,
     TerminateMessage,
@@ -742,7 +743,14 @@ def _drive(
         elif isinstance(msg, MetricMessage):
             ctx.metric(msg.name, msg.value, msg.step)
         elif isinstance(msg, ProgressMessage):
-            ctx.progress(msg.fraction, message=msg.message)
+            if msg.total is not None or msg.unit is not None:
+                ctx.progress(msg.done or 0, msg.total, msg.message, unit=msg.unit)
+            else:
+                ctx.progress(msg.fraction, message=msg.message)
+        elif isinstance(msg, ResourcesMessage):
+            ctx.report_resources(
+                {"wall_s": msg.wall_s, "cpu_s": msg.cpu_s, "peak_rss_mb": msg.peak_rss_mb}
+            )
         elif isinstance(msg, OutputMessage):
             call.outputs[msg.name] = _decode(msg, call.workdir / "outputs")
         elif isinstance(msg, ErrorMessage):

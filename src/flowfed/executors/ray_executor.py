@@ -25,7 +25,7 @@ import os
 import warnings
 from typing import Any
 
-from flowfed.executors import ClusterExecutor, ClusterURL, ExecutorUnavailable
+from flowfed.executors.cluster import ClusterExecutor, ClusterURL, ExecutorUnavailable
 from flowfed.executors.worker import WorkerCall, WorkerResult, run_call
 
 

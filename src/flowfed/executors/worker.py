@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from flowfed.artifacts import ArtifactStore, Materialized, NotMaterializable, load, materialize
+from flowfed.runtime.usage import measured
 from flowfed.tools.core import Context, ToolSpec, call_tool
 
 #: Values whose stored form is larger than this travel through the artifact store.
@@ -174,7 +175,10 @@ def run_call(call: WorkerCall) -> WorkerResult:
         spec = _tool(call.tool)
         config = spec.config_model.model_validate(call.config)
         args = {k: unship(v) for k, v in call.args.items()}
-        value = call_tool(spec, args, config, ctx)
+        # Dask runs tasks in worker threads, Ray in worker processes: the thread's CPU is
+        # this task's either way. Samples are kept and relayed with the result.
+        with measured(ctx.report_resources, "thread"):
+            value = call_tool(spec, args, config, ctx)
         store = ArtifactStore(call.store) if call.store else None
         out.value = ship_result(value, store, call.inline_max, call.allow_pickle)
     except BaseException as exc:
@@ -183,11 +187,19 @@ def run_call(call: WorkerCall) -> WorkerResult:
 
 
 def relay(ctx: Context, telemetry: list[tuple[str, dict[str, Any]]]) -> None:
-    """Replay a worker's telemetry into the engine's context for the task."""
-    for kind, p in telemetry:
+    """Replay a worker's telemetry into the engine's context for the task (of its
+    resource samples only the last, the attempt's final figures)."""
+    last = max((i for i, (k, _) in enumerate(telemetry) if k == "resources"), default=-1)
+    for i, (kind, p) in enumerate(telemetry):
+        if kind == "resources" and i != last:
+            continue
         if kind == "log":
             ctx.log(p["message"], p["level"])
         elif kind == "metric":
             ctx.metric(p["name"], p["value"], p.get("step"))
+        elif kind == "progress" and (p.get("total") is not None or p.get("unit") is not None):
+            ctx.progress(p.get("done", 0), p.get("total"), p.get("message"), unit=p.get("unit"))
         elif kind == "progress":
             ctx.progress(p["fraction"], message=p.get("message"))
+        elif kind == "resources":
+            ctx.report_resources({k: v for k, v in p.items() if k != "ts"})

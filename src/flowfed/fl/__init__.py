@@ -18,20 +18,17 @@ from flowfed.fl.privacy import (
     private_mean_update,
     secure_rng,
 )
+from flowfed.fl.robust import ClippedMean, Krum, MultiKrum, QFedAvg
 from flowfed.fl.secagg import FixedPoint, MaskedUpdate, SecAggClient, SecAggError, SecAggServer
 from flowfed.fl.strategies import (
     STRATEGIES,
-    ClippedMean,
     FedAdagrad,
     FedAdam,
     FedAvg,
     FedAvgM,
     FedProx,
     FedYogi,
-    Krum,
     Median,
-    MultiKrum,
-    QFedAvg,
     Strategy,
     TrimmedMean,
     fedavg,

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from flowfed.fl.strategies import Strategy, fedavg
+from flowfed.fl.strategies import STRATEGIES, Strategy, fedavg
 from flowfed.fl.types import (
     AggregationError,
     Update,
@@ -219,3 +219,8 @@ class QFedAvg(Strategy):
             den += self.q * f ** (self.q - 1.0) * sq + f**self.q / self.learning_rate
         dtypes = float_dtype(global_weights)
         return [(b - n / den).astype(dt) for b, n, dt in zip(x, num, dtypes, strict=True)]
+
+
+# The built-in strategies of this module, by the names flows use (flowfed.fl.strategies
+# holds the registry; importing flowfed.fl imports this module).
+STRATEGIES.update({c.name: c for c in (Krum, MultiKrum, ClippedMean, QFedAvg)})

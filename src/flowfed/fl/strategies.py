@@ -40,17 +40,13 @@ from flowfed.fl.types import (
 
 __all__ = [
     "STRATEGIES",
-    "ClippedMean",
     "FedAdagrad",
     "FedAdam",
     "FedAvg",
     "FedAvgM",
     "FedProx",
     "FedYogi",
-    "Krum",
     "Median",
-    "MultiKrum",
-    "QFedAvg",
     "Strategy",
     "TrimmedMean",
     "fedavg",
@@ -107,6 +103,8 @@ class Strategy:
         if not isinstance(name, str) or not name or registry is None:
             return  # no name, or a built-in: those are defined while this module loads
         if name in BUILTIN_STRATEGIES:
+            if cls.__module__ == "flowfed.fl.robust":
+                return  # a built-in of flowfed.fl.robust, which enters its own
             raise AggregationError(f"strategy name {name!r} is a built-in strategy's")
         if cls.needs not in ("mean", "updates"):
             raise AggregationError(f"strategy {name!r}: needs must be 'mean' or 'updates'")
@@ -530,8 +528,6 @@ class TrimmedMean(Strategy):
         return trimmed_mean(updates, self.beta)
 
 
-from flowfed.fl.robust import ClippedMean, Krum, MultiKrum, QFedAvg  # noqa: E402
-
 STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "fedavg": FedAvg,
     "fedprox": FedProx,
@@ -541,15 +537,13 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "fedavgm": FedAvgM,
     "median": Median,
     "trimmed_mean": TrimmedMean,
-    "krum": Krum,
-    "multikrum": MultiKrum,
-    "clipped_mean": ClippedMean,
-    "qfedavg": QFedAvg,
+    # krum, multikrum, clipped_mean and qfedavg: entered by flowfed.fl.robust, which
+    # flowfed.fl imports (a package's __init__ runs before any of its modules).
 }
 """Every strategy by the name a flow config uses: the built-ins, and the classes user
 code defines by subclassing :class:`Strategy` with a ``name`` (entered on definition)."""
 
-BUILTIN_STRATEGIES = frozenset(STRATEGIES)
+BUILTIN_STRATEGIES = frozenset({*STRATEGIES, "krum", "multikrum", "clipped_mean", "qfedavg"})
 """The names of the built-in strategies (a user strategy cannot take one)."""
 
 

@@ -90,6 +90,7 @@ from flowfed.node.protocol import (
 )
 from flowfed.node.runners import RUNNERS, SandboxLimits
 from flowfed.runtime.remote import RemoteInput, RemoteTask
+from flowfed.runtime.usage import clean_counts, clean_figures, measured
 from flowfed.tools.core import Context, ToolSpec, call_tool
 
 log = logging.getLogger("flowfed.node")
@@ -615,12 +616,22 @@ class NodeAgent:
                     out = {"fraction": min(1.0, max(0.0, f))} if math.isfinite(f) else {}
                 if policy.share.logs and isinstance(payload.get("message"), str):
                     out["message"] = payload["message"]
+                # Counts leave as numbers; the unit only as a known word unless logs are
+                # shared, so a tool cannot spell out data in it.
+                counts = clean_counts(payload, any_unit=policy.share.logs)
+                if counts is not None:
+                    out.update(counts)
                 sink("progress", out)
+            elif kind == "resources":
+                # Measured by the runtime, not the tool; numbers only in any case.
+                figures = clean_figures(payload)
+                if figures is not None:
+                    sink("resources", figures)
 
         return guarded
 
     def _code_hash(self, spec: ToolSpec) -> str:
-        from flowfed.artifacts.hashing import code_hash
+        from flowfed.artifacts.codehash import code_hash
 
         key = id(spec.fn)
         h = self._code_hashes.get(key)
@@ -960,7 +971,8 @@ class NodeAgent:
 
         def target() -> None:
             try:
-                box["value"] = call_tool(spec, args, cfg, ctx)
+                with measured(ctx.report_resources, "thread"):
+                    box["value"] = call_tool(spec, args, cfg, ctx)
             except BaseException as exc:  # reported to the waiting thread
                 box["error"] = exc
                 box["tb"] = traceback.format_exc()

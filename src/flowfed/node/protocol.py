@@ -171,7 +171,7 @@ class TelemetryMessage(_Base):
 
     type: Literal["telemetry"] = "telemetry"
     task_id: str
-    kind: Literal["state", "log", "metric", "progress"]
+    kind: Literal["state", "log", "metric", "progress", "resources"]
     payload: dict[str, Any]
 
 

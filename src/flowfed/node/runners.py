@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import flowfed
 from flowfed.executors.isolated import (
     CONNECT_S,
     GRACE_S,
@@ -386,6 +387,9 @@ class SandboxWorker:
         for module in PRELOAD:
             cmd += ["--preload", module]
         env = {**SANDBOX_ENV, "HOME": str(self.area), "TMPDIR": "/tmp"}
+        # The same flowfed as the agent's (bound read-only by python_roots), even where an
+        # editable install elsewhere would come first: agent and tool speak one protocol.
+        env["PYTHONPATH"] = str(Path(flowfed.__file__).resolve().parents[1])
         self.log_path = self.dir / "worker.log"
         with open(self.log_path, "wb") as logf:
             self.proc = subprocess.Popen(

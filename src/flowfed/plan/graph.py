@@ -624,8 +624,8 @@ def _federated_rules(
     diags: list[Diagnostic],
     warns: list[Diagnostic],
 ) -> None:
-    """The strategy rules of flowfed.plan.federated.check, as located diagnostics."""
-    from flowfed.plan.federated import check
+    """The strategy rules of flowfed.plan.strategy_rules.check, as located diagnostics."""
+    from flowfed.plan.strategy_rules import check
 
     for p in check(fed, spec, count):
         raw = step.federated or {}

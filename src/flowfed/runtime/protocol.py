@@ -278,6 +278,22 @@ class ProgressMessage(_Base):
     type: Literal["progress"] = "progress"
     fraction: float = Field(ge=0.0, le=1.0)
     message: str | None = None
+    #: Counts, when the tool reports them (``ctx.progress(5000, 5000, unit="images")``).
+    done: float | None = Field(default=None, ge=0.0)
+    total: float | None = Field(default=None, ge=0.0)
+    unit: str | None = Field(default=None, max_length=64)
+    at: float = Field(default_factory=_now)
+
+
+class ResourcesMessage(_Base):
+    """tool → platform: the task's resource use so far, measured by the tool-side runtime
+    (:mod:`flowfed.runtime.usage`): about once a second while it runs, then once at the end
+    before the final ``status``."""
+
+    type: Literal["resources"] = "resources"
+    wall_s: float = Field(ge=0.0)
+    cpu_s: float = Field(ge=0.0)
+    peak_rss_mb: float = Field(ge=0.0)
     at: float = Field(default_factory=_now)
 
 
@@ -347,6 +363,7 @@ Message = Annotated[
     | LogMessage
     | MetricMessage
     | ProgressMessage
+    | ResourcesMessage
     | OutputMessage
     | ErrorMessage,
     Field(discriminator="type"),
@@ -364,6 +381,7 @@ MESSAGE_TYPES: dict[str, type[_Base]] = {
     "log": LogMessage,
     "metric": MetricMessage,
     "progress": ProgressMessage,
+    "resources": ResourcesMessage,
     "output": OutputMessage,
     "error": ErrorMessage,
 }

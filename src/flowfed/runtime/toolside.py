@@ -77,6 +77,7 @@ from flowfed.runtime.protocol import (
     PathInput,
     ProgressMessage,
     ProtocolError,
+    ResourcesMessage,
     RuntimeInfo,
     StartMessage,
     StatusMessage,
@@ -90,6 +91,7 @@ from flowfed.runtime.protocol import (
     parse_message,
     sha256_hex,
 )
+from flowfed.runtime.usage import clean_counts, measured
 from flowfed.tools.core import (
     MODEL_MAGIC,
     Context,
@@ -618,7 +620,9 @@ class ToolEngine:
             if self._terminate is not None:
                 ctx.cancel()
         try:
-            return call_tool(self._spec, args, cfg, ctx)
+            # This process runs one task: its CPU and peak memory are the task's.
+            with measured(self._resources, "process"):
+                return call_tool(self._spec, args, cfg, ctx)
         except Exception as exc:
             if self._terminate is not None:
                 return None  # the tool stopped because we asked it to
@@ -642,7 +646,14 @@ class ToolEngine:
         elif kind == "metric":
             msg = MetricMessage(name=payload["name"], value=payload["value"], step=payload["step"])
         elif kind == "progress":
-            msg = ProgressMessage(fraction=payload["fraction"], message=payload.get("message"))
+            counts = clean_counts(payload) or {}
+            msg = ProgressMessage(
+                fraction=payload["fraction"],
+                message=payload.get("message"),
+                done=counts.get("done"),
+                total=counts.get("total"),
+                unit=counts.get("unit"),
+            )
         else:
             return
         try:
@@ -651,6 +662,11 @@ class ToolEngine:
             # The tool cannot do anything useful about a lost channel; stop it cooperatively.
             if self._ctx is not None:
                 self._ctx.cancel()
+
+    def _resources(self, figures: dict[str, float]) -> None:
+        # From the usage sampler's thread too: a lost channel only loses a sample.
+        with contextlib.suppress(ChannelLost):
+            self._send(ResourcesMessage(**figures))
 
     def _outputs(self, result: Any, policy: OutputPolicy) -> list[OutputMessage]:
         """Finished: materialize every declared output (all before any is sent)."""

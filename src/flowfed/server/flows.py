@@ -26,6 +26,7 @@ from flowfed.spec.diagnostics import Diagnostic, FlowError
 from flowfed.spec.loader import LoadedFlow, SourceMap, parse_flow_text
 from flowfed.spec.models import Flow
 from flowfed.tools.core import get_registry
+from flowfed.tools.hints import collapse_unknown_tools
 
 #: Names that would be shadowed by fixed routes under /api/v1/flows/.
 RESERVED_NAMES = frozenset({"executions", "execute", "validate"})
@@ -93,7 +94,9 @@ def check(
     try:
         graph = plan(loaded, get_registry(), params, catalog)
     except FlowError as exc:
-        raise FlowError(missing_imports(loaded, exc.diagnostics)) from None
+        raise FlowError(
+            collapse_unknown_tools(exc.diagnostics, imported=[], how="server", flow=loaded.flow)
+        ) from None
     return graph, warnings + list(graph.warnings)
 
 
@@ -127,91 +130,6 @@ def check_stored(
         while len(_PLANS) > PLAN_CACHE_SIZE:
             _PLANS.popitem(last=False)
     return planned
-
-
-#: The module holding flowfed's built-in tools (``flowfed.*``).
-LIBRARY_MODULE = "flowfed.tools.library"
-_UNKNOWN = "unknown tool '"
-
-
-def missing_imports(loaded: LoadedFlow, diags: list[Diagnostic]) -> list[Diagnostic]:
-    """``diags`` with the unknown tools a server import would provide said once.
-
-    A server started without ``--import flowfed.tools.library`` would otherwise answer
-    the main job with one "unknown tool 'flowfed.…'" per step. Those become one
-    diagnostic naming the import to add; so do the unknown tools of a flow whose own
-    ``imports:`` (ignored here) presumably define them. Typos (a close match exists)
-    keep their own "did you mean" diagnostic.
-
-    Example:
-        >>> from flowfed.spec.loader import parse_flow_text
-        >>> flow = parse_flow_text('{"name": "f", "steps": [{"name": "a", "tool": "x"}]}', "f.json")
-        >>> d = Diagnostic("unknown tool 'flowfed.csv'", "f.json", 1, "a", "tool")
-        >>> missing_imports(flow, [d])[0].message.split("; ")[1]
-        'start the server with --import flowfed.tools.library'
-    """
-    theirs = [i for i in loaded.flow.imports if i != LIBRARY_MODULE]
-    builtin: list[Diagnostic] = []
-    own: list[Diagnostic] = []
-    rest: list[Diagnostic] = []
-    for d in diags:
-        if d.field != "tool" or not d.message.startswith(_UNKNOWN):
-            rest.append(d)
-        elif d.message[len(_UNKNOWN) :].startswith("flowfed."):
-            builtin.append(d)
-        elif theirs and not (d.hint or "").startswith("did you mean"):
-            own.append(d)
-        else:
-            rest.append(d)
-    if not builtin and not own:
-        return rest
-    # The outputs of those steps are then "not produced by any step": noise, once the
-    # missing import is named.
-    missing_steps = {d.step for d in builtin + own}
-    declared: set[str] = set()
-    from flowfed.spec.composite import flatten
-
-    # Steps of several tools (``tools:``) report under their planned names ("Step/tool").
-    for step in flatten(loaded.flow).flow.steps:
-        if step.name in missing_steps and step.outputs:
-            outs = step.outputs
-            declared.update(outs.values() if isinstance(outs, dict) else outs)
-    rest = [
-        d
-        for d in rest
-        if not (
-            d.message.startswith("input '")
-            and d.message.endswith("' is not produced by any step")
-            and d.message[len("input '") : -len("' is not produced by any step")] in declared
-        )
-    ]
-    modules = ([LIBRARY_MODULE] if builtin else []) + (theirs if own else [])
-    what = " and ".join(
-        w
-        for w, used in (("flowfed's built-in tools", builtin), ("the flow's imports", own))
-        if used
-    )
-    return [_grouped(builtin + own, what, modules), *rest]
-
-
-def _grouped(diags: list[Diagnostic], what: str, modules: list[str]) -> Diagnostic:
-    diags = sorted(diags, key=lambda d: d.line or 0)  # in the flow's order
-    names = list(dict.fromkeys(d.message[len(_UNKNOWN) :].rstrip("'") for d in diags))
-    shown = ", ".join(f"'{n}'" for n in names[:5]) + (
-        f" and {len(names) - 5} more" if len(names) > 5 else ""
-    )
-    steps = len(diags)
-    first = diags[0]
-    fix = " ".join(f"--import {m}" for m in modules)
-    # The fix goes in the message itself: clients that print only messages show it too.
-    return Diagnostic(
-        f"this server has not imported {what}: {steps} step{'s' if steps != 1 else ''} "
-        f"use{'s' if steps == 1 else ''} unknown tools {shown}; start the server with {fix}",
-        file=first.file,
-        line=first.line,
-        step=first.step if steps == 1 else None,
-        field="tool",
-    )
 
 
 def store(db: Database, parsed: Parsed) -> dict[str, Any]:

@@ -290,6 +290,7 @@ class NodeHub:
                     self._report(task, f"task {task.task_id} is already running", "Duplicate")
                 )
             self._pending[task.task_id] = p
+        waiting = False
         try:
             while True:
                 send_to: Connection | None = None
@@ -315,6 +316,18 @@ class NodeHub:
                             if conn is not None:
                                 p.sent = send_to = conn
                                 p.sent_at, p.lost_at = now, None
+                                if waiting:
+                                    # Picked up with the next telemetry: the wait is over.
+                                    p.telemetry.append(("waiting", {"node": None}))
+                                    waiting = False
+                            elif since is None and not waiting:
+                                # Within the liveness grace: say what the task waits for.
+                                waiting = True
+                                gone = self._gone.get(node)
+                                p.telemetry.append(
+                                    ("waiting", {"node": node, "offline_since": gone and gone[1]})
+                                )
+                                continue
                             elif since is not None:
                                 raise RemoteTaskError(
                                     self._report(task, offline(node, since), "NodeOffline")

@@ -152,6 +152,7 @@ class RunManager:
         wait: bool = False,
         run_id: str | None = None,
         principal: str | None = None,
+        retry_of: str | None = None,
     ) -> ActiveRun:
         """Record the run (one INSERT) and queue it; return once its row is committed.
 
@@ -166,7 +167,7 @@ class RunManager:
         with self._lock:
             if self._closed:
                 raise ServerDraining("the server is shutting down: submit the run to another")
-        self._record(run_id, graph, params or {}, flow_file, principal)
+        self._record(run_id, graph, params or {}, flow_file, principal, retry_of)
         active = self._launch(
             run_id,
             graph,
@@ -190,6 +191,7 @@ class RunManager:
         params: dict[str, Any],
         flow_file: str | None,
         principal: str | None,
+        retry_of: str | None = None,
     ) -> None:
         """Insert the run's row, ``running`` and leased to us (RunStartError if refused)."""
         flow = graph.flow
@@ -210,6 +212,7 @@ class RunManager:
                         owner=self.owner,
                         lease_until=time.time() + self.lease_s,
                         principal=principal,
+                        retry_of=retry_of,
                     )
                 )
         except Exception as exc:

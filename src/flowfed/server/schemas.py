@@ -165,6 +165,12 @@ class RunSummary(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     created_at: float
     ended_at: float | None = None
+    #: When it started (its creation) and how long it took (so far, while it runs).
+    started_at: float | None = None
+    duration_s: float | None = None
+    #: The run this one retries (``POST /runs/{id}/retry``), and the trigger that started it.
+    retry_of: str | None = None
+    trigger: str | None = None
 
 
 class RunPage(BaseModel):
@@ -182,6 +188,30 @@ class Transition(BaseModel):
     at: float
     attempt: int
     detail: str | None = None
+
+
+class Counts(BaseModel):
+    """Progress as counts: ``5000/5000 images``, ``14/30 rounds`` (``total`` None: unknown)."""
+
+    done: float
+    total: float | None = None
+    unit: str | None = None
+
+
+class TaskResources(BaseModel):
+    """What a task attempt used: wall and CPU seconds, peak memory (RSS), progress counts."""
+
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    progress: Counts | None = None
+
+
+class WaitingOn(BaseModel):
+    """The offline node a task waits for, and since when (ISO 8601, UTC)."""
+
+    node: str
+    offline_since: str
 
 
 class Task(BaseModel):
@@ -213,6 +243,13 @@ class Task(BaseModel):
     started_at: float | None = None
     ended_at: float | None = None
     transitions: list[Transition] = Field(default_factory=list)
+    #: This attempt's resource use (live while it runs; docs/dashboard.md, "Data").
+    resources: TaskResources | None = None
+    #: Each earlier attempt's: ``[{"attempt": 1, "wall_s": ..., ...}]``.
+    attempt_resources: list[dict[str, Any]] | None = None
+    duration_s: float | None = None
+    #: Set while the task waits on an offline node.
+    waiting_on: WaitingOn | None = None
 
 
 class Step(BaseModel):
@@ -223,6 +260,13 @@ class Step(BaseModel):
     type: str | None = None
     status: str
     tasks: list[Task]
+    started_at: float | None = None
+    ended_at: float | None = None
+    duration_s: float | None = None
+    #: Rounds done over rounds for a federated step, else tasks done over tasks.
+    progress: Counts | None = None
+    #: Running, but nothing moved for ``$FLOWFED_STALL_AFTER`` seconds (default 60).
+    stalled: bool = False
 
 
 class RunDetail(RunSummary):

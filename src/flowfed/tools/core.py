@@ -275,11 +275,33 @@ class Context:
         if self._sink is not None:
             self._sink("metric", {"name": name, "value": float(value), "step": step})
 
-    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
-        """Report progress: ``progress(0.4)`` or ``progress(40, 100)``."""
-        frac = float(done) / float(total) if total else float(done)
+    def progress(
+        self,
+        done: float,
+        total: float | None = None,
+        message: str | None = None,
+        *,
+        unit: str | None = None,
+    ) -> None:
+        """Report progress: ``progress(0.4)``, ``progress(40, 100)`` or, with counts the
+        monitors show ("5,000/5,000 images"), ``progress(5000, 5000, unit="images")``.
+
+        ``done`` and ``total`` are counts (``total`` None: not known yet); ``unit`` names
+        what is counted. A node passes on only numbers and, unless its policy shares
+        logs, only a unit from :data:`flowfed.runtime.usage.UNITS`.
+        """
+        frac = float(done) / float(total) if total else (0.0 if unit else float(done))
         if self._sink is not None:
-            self._sink("progress", {"fraction": max(0.0, min(1.0, frac)), "message": message})
+            payload: dict[str, Any] = {"fraction": max(0.0, min(1.0, frac)), "message": message}
+            if total is not None or unit is not None:
+                payload.update(done=done, total=total, unit=unit)
+            self._sink("progress", payload)
+
+    def report_resources(self, figures: dict[str, float]) -> None:
+        """For runners, not tools: the attempt's resource figures so far (``wall_s``,
+        ``cpu_s``, ``peak_rss_mb``; see :mod:`flowfed.runtime.usage`)."""
+        if self._sink is not None:
+            self._sink("resources", figures)
 
     @property
     def cancelled(self) -> bool:

@@ -4,11 +4,12 @@ A flow that forgets ``imports:`` fails planning with an "unknown tool" diagnosti
 of its steps (25 lines for the federated example), none saying what is wrong. The tools
 are simply not loaded. :func:`collapse_unknown_tools` replaces those diagnostics by one
 that names the import: ``flowfed.tools.library`` for flowfed's own ``flowfed.*`` tools,
-or the flow's own tools file when the flow imports nothing at all.
+or the flow's own tools file when the flow imports nothing at all. A server (which never
+imports what a submitted flow names) folds them into one message naming the
+``--import`` options it should have been started with.
 
 Example:
     >>> from flowfed.spec.diagnostics import Diagnostic
-from flowfed.spec.models import Flow
     >>> d = [Diagnostic("unknown tool 'flowfed.csv'", "f.yaml", 4, "load", "tool"),
     ...      Diagnostic("unknown tool 'flowfed.impute'", "f.yaml", 7, "clean", "tool")]
     >>> (one,) = collapse_unknown_tools(d, imported=[])
@@ -56,8 +57,6 @@ def collapse_unknown_tools(
     about outputs of those steps go too: they follow from the missing tools. Every other
     diagnostic is kept, in order.
     """
-    from flowfed.spec.composite import flatten
-
     unknown: list[tuple[Diagnostic, str]] = []
     for d in diagnostics:
         match = _UNKNOWN.match(d.message)
@@ -65,6 +64,8 @@ def collapse_unknown_tools(
             unknown.append((d, match["name"]))
     if not unknown:
         return list(diagnostics)
+    if how == "server":
+        return _for_server(diagnostics, unknown, flow)
     builtin = {n for _, n in unknown if n.startswith("flowfed.") and _in_library(n, how)}
     folded: dict[int, Diagnostic] = {}
     lib = [(d, n) for d, n in unknown if n in builtin and LIBRARY not in imported]
@@ -96,14 +97,7 @@ def collapse_unknown_tools(
         dropped |= {id(d) for d, _ in rest}
     if folded and flow is not None:
         gone = {n for d, n in unknown if id(d) in dropped or id(d) in folded}
-        orphans = {
-            f"input '{name}' is not produced by any step"
-            for step in flatten(flow).flow.steps  # a step of several tools: each of them
-            if step.tool in gone
-            for name in (
-                step.outputs.values() if isinstance(step.outputs, dict) else step.outputs or []
-            )
-        }
+        orphans = _orphans(flow, gone)
         dropped |= {id(d) for d in diagnostics if d.message in orphans}
     result: list[Diagnostic] = []
     for d in diagnostics:
@@ -112,6 +106,68 @@ def collapse_unknown_tools(
         elif id(d) not in dropped:
             result.append(d)
     return result
+
+
+def _for_server(
+    diagnostics: Sequence[Diagnostic],
+    unknown: list[tuple[Diagnostic, str]],
+    flow: Flow | None,
+) -> list[Diagnostic]:
+    """The server's fold: one diagnostic naming every ``--import`` it lacks.
+
+    ``flowfed.*`` tools need the library; the other unknown tools of a flow whose own
+    ``imports:`` (ignored by a server) presumably define them need those files. A typo (a
+    close match exists) keeps its own "did you mean" diagnostic.
+    """
+    theirs = [i for i in (flow.imports if flow else []) if i != LIBRARY]
+    builtin = [(d, n) for d, n in unknown if n.startswith("flowfed.")]
+    own = [
+        (d, n)
+        for d, n in unknown
+        if theirs and not n.startswith("flowfed.") and not (d.hint or "").startswith("did you")
+    ]
+    grouped = sorted(builtin + own, key=lambda dn: dn[0].line or 0)  # in the flow's order
+    if not grouped:
+        return list(diagnostics)
+    names = list(dict.fromkeys(n for _, n in grouped))
+    shown = ", ".join(f"'{n}'" for n in names[:5]) + (
+        f" and {len(names) - 5} more" if len(names) > 5 else ""
+    )
+    what = " and ".join(
+        w
+        for w, used in (("flowfed's built-in tools", builtin), ("the flow's imports", own))
+        if used
+    )
+    fix = " ".join(
+        f"--import {m}" for m in ([LIBRARY] if builtin else []) + (theirs if own else [])
+    )
+    first, steps = grouped[0][0], len(grouped)
+    # The fix goes in the message itself: clients that print only messages show it too.
+    one = Diagnostic(
+        f"this server has not imported {what}: {plural(steps, 'step')} "
+        f"use{'s' if steps == 1 else ''} unknown tools {shown}; start the server with {fix}",
+        file=first.file,
+        line=first.line,
+        step=first.step if steps == 1 else None,
+        field="tool",
+    )
+    gone = {id(d) for d, _ in grouped}
+    orphans = _orphans(flow, set(names)) if flow is not None else set()
+    return [one] + [d for d in diagnostics if id(d) not in gone and d.message not in orphans]
+
+
+def _orphans(flow: Flow, tools: set[str]) -> set[str]:
+    """The "is not produced by any step" messages that follow from ``tools`` missing."""
+    from flowfed.spec.composite import flatten
+
+    return {
+        f"input '{name}' is not produced by any step"
+        for step in flatten(flow).flow.steps  # a step of several tools: each of them
+        if step.tool in tools
+        for name in (
+            step.outputs.values() if isinstance(step.outputs, dict) else step.outputs or []
+        )
+    }
 
 
 def _in_library(name: str, how: Literal["flow", "server"]) -> bool:

@@ -53,17 +53,37 @@ def _artifact(request: Request, ref: str) -> dict[str, Any]:
 def list_artifacts(
     request: Request,
     name: str | None = Query(None, description="Only artifacts of this name."),
+    q: str | None = Query(
+        None,
+        max_length=255,
+        description="Names starting with this (`scores` finds `scores[hospital-a:breast]`).",
+    ),
     run: str | None = Query(None, description="Only this run's (id or unique prefix)."),
+    run_id: str | None = Query(None, description="The same as `run`."),
+    step: str | None = Query(None, max_length=255, description="Only this step's."),
+    include_rounds: bool = Query(
+        False,
+        description="Also what federated rounds made: node updates and every round's global "
+        "model (by default only the last round's, the run's model).",
+    ),
     limit: int = Query(200, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
     """Catalogued artifacts, newest first."""
     db = db_of(request)
-    run_id = None
-    if run is not None:
-        run_id = queries.resolve_run_id(db, run)
-        if run_id is None:
-            raise ProblemError(404, f"no run matches '{run}'", kind="not-found")
-    return db.list_artifacts(name=name, run_id=run_id, limit=limit)
+    ref = run if run is not None else run_id
+    resolved = None
+    if ref is not None:
+        resolved = queries.resolve_run_id(db, ref)
+        if resolved is None:
+            raise ProblemError(404, f"no run matches '{ref}'", kind="not-found")
+    return db.list_artifacts(
+        name=name,
+        run_id=resolved,
+        limit=limit,
+        prefix=q,
+        step=step,
+        include_rounds=include_rounds,
+    )
 
 
 @router.get("/{ref}", response_model=ArtifactDetail)

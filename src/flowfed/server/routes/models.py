@@ -116,15 +116,24 @@ def list_models(
     name: str | None = Query(None, description="Only versions of this model."),
     run_id: str | None = Query(None, description="Only models this run trained (id or prefix)."),
     limit: int = Query(200, ge=1, le=1000),
+    include_rounds: bool = Query(
+        False, description="Also federated rounds' node updates and earlier global models."
+    ),
 ) -> dict[str, Any]:
-    """Every trained model (artifacts of kind ``model``), newest first."""
+    """Every trained model (artifacts of kind ``model``), newest first.
+
+    A federated run registers one version, its final global model; its round models
+    and node updates stay artifacts (``include_rounds=true`` lists them too)."""
     db = db_of(request)
     resolved = None
     if run_id is not None:
         resolved = queries.resolve_run_id(db, run_id)
         if resolved is None:
             raise ProblemError(404, f"no run matches '{run_id}'", kind="not-found")
-    return {"items": registry.list_models(db, name=name, run_id=resolved, limit=limit)}
+    items = registry.list_models(
+        db, name=name, run_id=resolved, limit=limit, include_rounds=include_rounds
+    )
+    return {"items": items}
 
 
 @router.get("/compare", response_model=ModelComparison, responses=BAD_REQUEST)
@@ -152,10 +161,15 @@ def compare_models(
 
 
 @router.get("/{name}", response_model=ModelVersions)
-def model_versions(request: Request, name: str) -> dict[str, Any]:
+def model_versions(
+    request: Request,
+    name: str,
+    include_rounds: bool = Query(False, description="Also federated rounds' models."),
+) -> dict[str, Any]:
     """Every version of the model ``name``, oldest first."""
     try:
-        return {"name": name, "versions": registry.model_versions(db_of(request), name)}
+        versions = registry.model_versions(db_of(request), name, include_rounds=include_rounds)
+        return {"name": name, "versions": versions}
     except registry.ModelNotFound as exc:
         raise _not_found(exc) from None
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from flowfed.server import flows as svc
-from flowfed.server import queries
+from flowfed.server import queries, run_facts
 from flowfed.server.auth import require_principal
 from flowfed.server.deps import AUTH_ERRORS, BAD_REQUEST, CONFLICT, NOT_FOUND, db_of, runs_of
 from flowfed.server.problems import PROBLEM_JSON, Problem, ProblemError
@@ -45,6 +46,7 @@ async def start_run(
     flow_file: str | None = None,
     wait: bool = False,
     stored: dict[str, Any] | None = None,
+    retry_of: str | None = None,
 ) -> str:
     """Plan ``loaded`` with ``params`` (FlowError → 422) and start it; the new run's id.
 
@@ -68,6 +70,7 @@ async def start_run(
             use_cache=use_cache,
             wait=wait,
             principal=principal,
+            retry_of=retry_of,
         )
         return active.run_id
 
@@ -135,6 +138,9 @@ def list_runs(
         )
     except queries.BadCursor as exc:
         raise ProblemError(400, str(exc), kind="bad-cursor") from None
+    now = time.time()
+    for item in items:
+        item.update(run_facts.run_times(item, now))
     return {"items": items, "next_cursor": nxt}
 
 
@@ -144,7 +150,18 @@ def get_run(request: Request, run_id: str) -> dict[str, Any]:
     run = db_of(request).get_run(run_id)
     if run is None:
         raise _not_found(run_id)
+    now = time.time()
+    run.update(run_facts.run_times(run, now))
+    offline = run_facts.offline_nodes(getattr(request.app.state, "hub", None))
+    for t in run["tasks"]:
+        run_facts.task_facts(t, offline, now)
     run["steps"] = queries.run_steps(run)
+    written = {
+        s.get("name"): s for s in (run.get("spec") or {}).get("steps") or [] if isinstance(s, dict)
+    }
+    activity = run_facts.last_activity(db_of(request), run["id"])
+    for step in run["steps"]:
+        run_facts.step_facts(step, written.get(step["name"]), run, activity, now)
     return run
 
 
@@ -195,6 +212,10 @@ async def retry_run(request: Request, run_id: str) -> RunAccepted:
         )
     loaded = LoadedFlow(Flow.model_validate(run["spec"]), SourceMap())
     new_id = await start_run(
-        request, loaded, dict(run.get("params") or {}), flow_file=run.get("flow_file")
+        request,
+        loaded,
+        dict(run.get("params") or {}),
+        flow_file=run.get("flow_file"),
+        retry_of=run["id"],
     )
     return RunAccepted(run_id=new_id, status="running", retry_of=run["id"])

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from flowfed.server import queries
+from flowfed.server import queries, run_facts
 from flowfed.server.auth import require_task_access
 from flowfed.server.deps import AUTH_ERRORS, NOT_FOUND, db_of
 from flowfed.server.problems import ProblemError
@@ -31,7 +31,8 @@ def get_task(request: Request, task_id: str) -> dict[str, Any]:
     task = queries.get_task(db_of(request), task_id)
     if task is None:
         raise _missing(task_id)
-    return task
+    offline = run_facts.offline_nodes(getattr(request.app.state, "hub", None))
+    return run_facts.task_facts(task, offline)
 
 
 @router.get("/{task_id}/egress")

@@ -36,6 +36,13 @@ class TriggerFire(BaseModel):
     scheduled_for: float | None = None
     created_at: float
     updated_at: float
+    run_status: str | None = Field(
+        default=None,
+        description="The started run's status now: running | success | failed | cancelled",
+    )
+    outcome: str | None = Field(
+        default=None, description="What came of the fire: the run's status, or the fire's own"
+    )
 
 
 class TriggerOut(BaseModel):

@@ -190,7 +190,22 @@ def history(db: Database, ref: str, limit: int = 50) -> list[dict[str, Any]]:
         .limit(limit)
     )
     with db.engine.connect() as conn:
-        return [_row(r) for r in conn.execute(q)]
+        return _with_outcome(conn, [_row(r) for r in conn.execute(q)])
+
+
+def _with_outcome(conn: Any, fires: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each fire with ``run_status``, its run's status now (running, success, failed,
+    cancelled), and ``outcome``: that status for a fire that started a run, else the
+    fire's own (skipped, queued, failed)."""
+    ids = [x["run_id"] for x in fires if x.get("run_id")]
+    status: dict[str, str] = {}
+    if ids:
+        r = m.runs
+        status = dict(conn.execute(select(r.c.id, r.c.status).where(r.c.id.in_(ids))).all())
+    for x in fires:
+        x["run_status"] = status.get(x.get("run_id") or "")
+        x["outcome"] = x["run_status"] or x["status"]
+    return fires
 
 
 def describe(db: Database, row: dict[str, Any], now: float) -> dict[str, Any]:
@@ -207,6 +222,7 @@ def describe(db: Database, row: dict[str, Any], now: float) -> dict[str, Any]:
             .order_by(f.c.created_at.desc(), f.c.fire_key.desc())
             .limit(1)
         ).first()
+        last_fire = None if last is None else _with_outcome(conn, [_row(last)])[0]
     return {
         "id": row["id"],
         "name": row["name"],
@@ -220,7 +236,7 @@ def describe(db: Database, row: dict[str, Any], now: float) -> dict[str, Any]:
         "next_fire_at": next_at,
         "last_fired_at": row["last_fired_at"],
         "last_run_id": row["last_run_id"],
-        "last_fire": None if last is None else _row(last),
+        "last_fire": last_fire,
     }
 
 
@@ -631,6 +647,8 @@ class TriggerService:
                 .where(f.c.id == fire["id"])
                 .values(status="started", run_id=run_id, reason=None, updated_at=now)
             )
+            # The run says which trigger started it (the dashboard links back).
+            conn.execute(update(m.runs).where(m.runs.c.id == run_id).values(trigger=row["name"]))
         return {**fire, "status": "started", "run_id": run_id, "reason": None}
 
     def _dequeue(self, row: dict[str, Any], spec: TriggerSpec, now: float) -> list[dict[str, Any]]:

@@ -36,14 +36,44 @@ from flowfed.tools import Context, Model, tool
 __all__ = ["TorchModel", "resolve_module", "torch_module", "train_module"]
 
 
-def _torch() -> Any:
+def _torch(who: str = "the PyTorch adapter") -> Any:
     try:
         import torch
     except ImportError:
         raise RuntimeError(
-            "the PyTorch adapter needs PyTorch: pip install torch (the CPU wheel is enough)"
+            f"{who} needs PyTorch: pip install torch (the CPU wheel is enough)"
         ) from None
     return torch
+
+
+def local_steps(
+    params: list[Any], *, optimizer: str, learning_rate: float, mu: float
+) -> tuple[Any, Any]:
+    """The optimizer over ``params`` and FedProx's term for them, shared by the trainers.
+
+    Returns ``(opt, proximal)``: ``proximal()`` is ``(mu/2)·||w - w_start||²`` against the
+    parameters as they are now (the round's global model), or 0 when ``mu`` is 0.
+    """
+    torch = _torch()
+    if optimizer not in ("sgd", "adam"):
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+    anchor = [p.detach().clone() for p in params]
+    opt = (torch.optim.SGD(params, lr=learning_rate) if optimizer == "sgd"
+           else torch.optim.Adam(params, lr=learning_rate))  # fmt: skip
+
+    def proximal() -> Any:
+        if not mu:
+            return 0.0
+        return (mu / 2) * sum((p - a).pow(2).sum() for p, a in zip(params, anchor, strict=True))
+
+    return opt, proximal
+
+
+def finite_loss(value: float, epoch: int) -> float:
+    """``value``, or a clear error when training diverged at ``epoch``."""
+    if not np.isfinite(value):
+        raise ValueError(f"training diverged at epoch {epoch} (loss {value}); lower learning_rate")
+    return value
 
 
 def resolve_module(ref: str) -> Any:
@@ -241,8 +271,6 @@ def train_module(
     torch = _torch()
     if threads is not None:
         torch.set_num_threads(threads)
-    if optimizer not in ("sgd", "adam"):
-        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
     if epochs < 1 or learning_rate <= 0 or batch_size < 1 or mu < 0:
         raise ValueError("epochs and batch_size must be >= 1, learning_rate > 0, mu >= 0")
     if global_model is not None:
@@ -257,16 +285,15 @@ def train_module(
         net.load_state_dict(
             {k: torch.from_numpy(np.array(v)) for k, v in global_model.state.items()}
         )
-    anchor = [p.detach().clone() for p in net.parameters()]
     shell = TorchModel(module, {}, module_kwargs=module_kwargs, features=cols, target=target,
                        input_shape=input_shape)  # fmt: skip
     x = shell._inputs(train)
     if target not in train.columns:
         raise ValueError(f"the table has no target column {target!r}")
     y = torch.from_numpy(train[target].to_numpy().astype(np.int64))
-    params = list(net.parameters())
-    opt = (torch.optim.SGD(params, lr=learning_rate) if optimizer == "sgd"
-           else torch.optim.Adam(params, lr=learning_rate))  # fmt: skip
+    opt, proximal = local_steps(
+        list(net.parameters()), optimizer=optimizer, learning_rate=learning_rate, mu=mu
+    )
     gen = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     net.train()
@@ -283,19 +310,12 @@ def train_module(
                 )
             else:
                 data_loss = torch.nn.functional.cross_entropy(out, y[idx])
-            loss = data_loss
-            if mu:
-                prox = sum((p - a).pow(2).sum() for p, a in zip(params, anchor, strict=True))
-                loss = loss + (mu / 2) * prox
+            loss = data_loss + proximal()
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(data_loss.detach()) * len(idx)
-        value = total / len(y)
-        if not np.isfinite(value):
-            raise ValueError(
-                f"training diverged at epoch {epoch} (loss {value}); lower learning_rate"
-            )
+        value = finite_loss(total / len(y), epoch)
         losses.append(value)
         ctx.metric("loss", value, step=epoch)
         ctx.progress(epoch, epochs, f"epoch {epoch}/{epochs}")

@@ -9,25 +9,13 @@ and how to install it.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
 from flowfed.tools import Context, tool
 from flowfed.tools.library._common import binary_labels, feature_matrix
 from flowfed.tools.library.models import Activation, MLPModel, _features_for, mlp_start
-
-
-def _torch() -> Any:
-    try:
-        import torch
-    except ImportError:
-        raise RuntimeError(
-            "flowfed.torch_mlp needs PyTorch: pip install torch (flowfed.mlp is the same "
-            "model trained without it)"
-        ) from None
-    return torch
+from flowfed.tools.library.torch_adapter import _torch, finite_loss, local_steps
 
 
 @tool(name="flowfed.torch_mlp", version="1.0", type="analysis")
@@ -54,9 +42,7 @@ def torch_mlp(
     shared start in a first round) are as in ``flowfed.mlp``. Reports ``loss`` per epoch,
     ``train_accuracy`` and ``examples``.
     """
-    torch = _torch()
-    if optimizer not in ("sgd", "adam"):
-        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+    torch = _torch("flowfed.torch_mlp (flowfed.mlp is the same model trained without it)")
     if epochs < 1 or learning_rate <= 0 or l2 < 0 or mu < 0:
         raise ValueError("epochs must be >= 1, learning_rate > 0, and l2 and mu >= 0")
     cols = _features_for(train, target, features, global_model)
@@ -66,12 +52,7 @@ def torch_mlp(
     x = torch.from_numpy(x_np)
     y = torch.from_numpy(y_np)
     params = [torch.tensor(np.asarray(p, dtype=np.float64), requires_grad=True) for p in start]
-    anchor = [torch.tensor(np.asarray(p, dtype=np.float64)) for p in start]
-    opt = (
-        torch.optim.SGD(params, lr=learning_rate)
-        if optimizer == "sgd"
-        else torch.optim.Adam(params, lr=learning_rate)
-    )
+    opt, proximal = local_steps(params, optimizer=optimizer, learning_rate=learning_rate, mu=mu)
     act = torch.tanh if activation == "tanh" else torch.relu
     loss_fn = torch.nn.BCEWithLogitsLoss()
     losses: list[float] = []
@@ -81,17 +62,10 @@ def torch_mlp(
         opt.zero_grad()
         z = act(x @ w1 + b1) @ w2 + b2[0]
         data_loss = loss_fn(z, y)
-        loss = data_loss
+        loss = data_loss + proximal()
         if l2:
             loss = loss + (l2 / 2) * (w1.pow(2).sum() + w2.pow(2).sum())
-        if mu:
-            prox = sum((p - a).pow(2).sum() for p, a in zip(params, anchor, strict=True))
-            loss = loss + (mu / 2) * prox
-        value = float(data_loss.detach())
-        if not np.isfinite(value):
-            raise ValueError(
-                f"training diverged at epoch {epoch} (loss {value}); lower learning_rate"
-            )
+        value = finite_loss(float(data_loss.detach()), epoch)
         loss.backward()
         opt.step()
         losses.append(value)

@@ -54,7 +54,19 @@ from typing import Any
 
 from flowfed.artifacts.hashing import UNHASHABLE, _code_object_digest, _strip, fingerprint
 
-__all__ = ["effective_code_hash", "source_hash"]
+__all__ = ["code_hash", "effective_code_hash", "source_hash"]
+
+
+def code_hash(fn: Any) -> str:
+    """The hash of a tool's effective code (:func:`effective_code_hash`): the one function
+    the cache key and a node's journal name a tool's code by.
+
+    Comments, docstrings and formatting do not change it; a change of logic in the tool,
+    in a helper it calls (transitively, across the user's modules), in a constant it reads,
+    a default argument or a decorator setting does, as does the version of an installed
+    package it uses. Falls back to bytecode and constants where source is unavailable.
+    """
+    return effective_code_hash(fn)
 
 
 def effective_code_hash(fn: Any) -> str:

@@ -3,7 +3,7 @@
 The module's real ``flowfed server`` and three ``flowfed node start`` agents (one per
 hospital, each with its breast cancer CSV) run the example flow (seed 000's four steps)
 twice: once to the end (3 rounds), once with hospital-c's agent killed with SIGKILL at
-round 2 of 16. Headless Debian Chromium watches both; every screenshot goes to
+round 2 of 40 and restarted once it was dropped. Headless Debian Chromium watches both; every screenshot goes to
 ``test-output/screenshots/``. What the page shows is checked against what the server
 recorded (REST) and, for durations and plurals, against hand-worked rules.
 """
@@ -36,7 +36,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "breast_cancer"
 HOSPITALS = ("hospital-a", "hospital-b", "hospital-c")
 STEP = "Federated Training"
 NORMAL_ROUNDS = 3
-KILLED_ROUNDS = 16
+KILLED_ROUNDS = 40
 RUN_TIMEOUT_S = 300
 LIVENESS_S = 8
 
@@ -354,7 +354,11 @@ def test_graphs_at_natural_size_pan_zoom_and_fold_round_artifacts(
     page.goto(f"{cluster.srv.url}/#/artifacts/{report['id']}")
     svg = page.locator("#lineage svg.graph")
     expect(svg).to_be_visible()
-    models = cluster.srv.client().get(f"/api/v1/artifacts?run={normal_run}&name=model").json()
+    models = (
+        cluster.srv.client()
+        .get(f"/api/v1/artifacts?run={normal_run}&name=model&include_rounds=true")
+        .json()
+    )
     versions = sorted(a["version"] for a in models if a["name"] == "model")
     assert len(versions) >= 3, versions
     expect(svg.locator(".node", has_text=f"model v{versions[0]}…v{versions[-1]}")).to_have_count(1)

@@ -14,7 +14,7 @@ export async function taskPage(taskId, signal, onLeave) {
   const byAttempt = new Map();
   for (const tr of task.transitions) (byAttempt.get(tr.attempt) || byAttempt.set(tr.attempt, []).get(tr.attempt)).push(tr);
   const attempts = [...byAttempt.entries()].map(([n, trs]) => ({ n, end: trs[trs.length - 1], detail: trs.find((x) => x.detail)?.detail }));
-  const arts = await api(`/api/v1/artifacts?run=${task.run_id}&limit=200`, { signal }).catch(() => []);
+  const arts = await api(`/api/v1/artifacts?run=${task.run_id}&include_rounds=true&limit=1000`, { signal }).catch(() => []);
   if (signal.aborted) return;
   const mine = (Array.isArray(arts) ? arts : arts.items || []).filter((a) => a.task_id === task.id);
   const egress = task.node !== "local" ? await api(`/api/v1/tasks/${taskId}/egress`, { signal }).catch(() => null) : null;

@@ -280,6 +280,9 @@ def test_a_failed_run_shows_why_its_retries_and_retrying_resumes_it(
     expect(check.locator("li.task")).to_contain_text("flaky is broken")
     expect(check.locator("li.task")).to_contain_text("(attempt 2)")
     expect(page.get_by_role("button", name="Cancel run")).to_be_disabled()
+    # A failed step's bar is red and holds what finished (nothing), not a full blue bar.
+    expect(check.locator(".progress")).to_have_class(re.compile("p-failed"))
+    expect(check.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "0")
     shot(page, "run-failed")
 
     check.locator("li.task").get_by_role("link").click()
@@ -288,6 +291,9 @@ def test_a_failed_run_shows_why_its_retries_and_retrying_resumes_it(
     expect(history).to_have_count(2)
     expect(history.first).to_contain_text("attempt 1")
     expect(history.first).to_contain_text("error")
+    # The error is said once, in its card: the transitions and history do not repeat it.
+    expect(page.locator("#transitions")).not_to_contain_text("flaky is broken")
+    expect(page.locator("#attempts")).not_to_contain_text("flaky is broken")
     shot(page, "task-retries")
 
     # Fix the cause, retry: the finished step comes back cached, the failed one runs.
@@ -298,6 +304,9 @@ def test_a_failed_run_shows_why_its_retries_and_retrying_resumes_it(
     expect(page.locator("#run-status")).to_contain_text("success", timeout=60_000)
     load = page.locator("li.step[data-step='Load'] li.task")
     expect(load.locator(".badge")).to_have_text(re.compile("cached"))
+    # The retry links back to the run it retries (the run's `retry_of`).
+    expect(page.locator("#retry-of")).to_have_attribute("href", f"#/runs/{run_id}")
+    shot(page, "run-retry-of")
 
 
 def test_an_ended_run_replaying_its_log_keeps_retry_enabled(

@@ -3,9 +3,11 @@
 The module's real ``flowfed server`` and three ``flowfed node start`` agents (one per
 hospital, each with its breast cancer CSV) run the example flow (seed 000's four steps)
 twice: once to the end (3 rounds), once with hospital-c's agent killed with SIGKILL at
-round 2 of 40 and restarted once it was dropped. Headless Debian Chromium watches both; every screenshot goes to
-``test-output/screenshots/``. What the page shows is checked against what the server
-recorded (REST) and, for durations and plurals, against hand-worked rules.
+round 2 of 40 and restarted once it was dropped. Headless Debian Chromium watches both;
+every screenshot goes to ``test-output/screenshots/``. What the page shows is checked
+against what the server recorded (REST) and, for durations and plurals, against
+hand-worked rules. The last test kills hospital-c before a third run starts, to see its
+tasks wait for it.
 """
 
 from __future__ import annotations
@@ -299,6 +301,28 @@ def test_results_timeline_and_durations_of_a_finished_run(
     )
     shot(page, "run-results-timeline")
 
+    # Resources per task: on its line in the tree and on its page, as REST has them.
+    (last_a,) = [t for t in fed if t["node"] == "hospital-a" and t["round"] == NORMAL_ROUNDS]
+    res = last_a["resources"]
+    assert res and res["cpu_s"] >= 0 and res["peak_rss_mb"] > 0, last_a
+    training = page.locator(f"li.step[data-step='{STEP}']")
+    line = training.locator(f"li.task[data-task='{last_a['id']}'] .res")
+    expected = f"cpu {human(res['cpu_s'])} · {round(res['peak_rss_mb'])} MB"
+    counts = res.get("progress")
+    if counts:  # the tool's own count ("5/5 epochs"), thousands with commas
+        total = f"/{round(counts['total']):,}" if counts.get("total") is not None else ""
+        unit = f" {counts['unit']}" if counts.get("unit") else ""
+        expected += f" · {round(counts['done']):,}{total}{unit}"
+    expect(line).to_have_text(expected)
+    page.goto(f"{cluster.srv.url}/#/tasks/{last_a['id']}")
+    facts = page.locator("#resource-facts")
+    expect(facts).to_contain_text(f"Peak memory{round(res['peak_rss_mb'])} MB")
+    expect(facts).to_contain_text(f"CPU time{human(res['cpu_s'])}")
+    expect(facts).to_contain_text(f"Wall time{human(res['wall_s'])}")
+    shot(page, "task-resources")
+    page.goto(f"{cluster.srv.url}/#/runs/{normal_run}")
+    expect(page.locator("#run-status")).to_contain_text("success")
+
     # The runs list has a duration column: end minus start.
     page.goto(f"{cluster.srv.url}/#/runs")
     expect(page.locator(f"tr[data-run='{normal_run}'] td.duration")).to_have_text(
@@ -448,3 +472,33 @@ def test_polish_dark_mode_favicon_not_found_and_plurals(
     assert " 1 tasks" not in page.locator("#tree").inner_text()
     page.context.close()
     assert not errors, errors
+
+
+def test_a_task_sent_to_an_offline_node_says_what_it_waits_for(
+    page: Page, cluster: Cluster, normal_run: str
+) -> None:
+    # Part 4: hospital-c's agent is killed, then a run starts. Its tasks for hospital-c
+    # wait (the liveness deadline, LIVENESS_S) and say so, then fail saying since when.
+    agent = cluster.agents["hospital-c"]
+    if agent.poll() is None:
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait(10)
+    run_id = cluster.start(2)
+    page.goto(f"{cluster.srv.url}/#/runs/{run_id}")
+    prep = page.locator("li.step[data-step='Data Preprocessing']")
+    waiting = prep.locator(".waiting", has_text="waiting for hospital-c")
+    expect(waiting.first).to_be_visible(timeout=LIVENESS_S * 4000)
+    expect(waiting.first).to_have_text(
+        re.compile(r"^waiting for hospital-c( \(offline since \d\d:\d\d:\d\d\))?$")
+    )
+    shot(page, "task-waiting-for-node")
+    expect(page.locator("#run-status")).to_contain_text("failed", timeout=RUN_TIMEOUT_S * 1000)
+    run = cluster.run(run_id)
+    c_tasks = [t for t in run["tasks"] if t["node"] == "hospital-c" and t["state"] == "error"]
+    assert c_tasks, "hospital-c's tasks fail once the server gives up on it"
+    for t in c_tasks:
+        line = page.locator(f"li.task[data-task='{t['id']}'] .info")
+        expect(line).to_contain_text("offline since")
+    expect(prep.locator(".waiting")).to_have_count(0)
+    expect(prep.locator(".progress")).to_have_class(re.compile("p-failed"))
+    shot(page, "task-offline-node-failed")

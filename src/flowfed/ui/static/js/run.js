@@ -188,7 +188,7 @@ export async function runPage(runId, onLeave) {
     s.el.innerHTML = `<div class="step-head"><h3>Step: ${esc(s.name)}${type ? ` <span class="step-type muted">${esc(type)}</span>` : ""}</h3><span class="step-badge">${badge(st)}${stalled ? ` <span class="badge s-stalled stalled" title="no progress for a while">⏸ stalled</span>` : ""}</span>
       <div class="progress p-${esc(st)}" role="progressbar" aria-label="${esc(s.name)} progress" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${pct}" aria-valuetext="${esc(ofWhat)}"><span style="width:${pct}%"></span></div><span class="pct">${esc(ofWhat)}</span>
       <span class="step-dur" title="step duration">${esc(dur(span))}</span>
-      <span class="counts">${countsText}${res ? ` · <span class="step-res">${esc(res)}</span>` : ""}</span></div>
+      <span class="counts-cell"><span class="counts">${countsText}</span>${res ? ` <span class="step-res muted" title="CPU time of its tasks, highest peak memory">· ${esc(res)}</span>` : ""}</span></div>
       ${list.length ? `<ul class="tasks">${ownShown.map(row).join("")}${pinned.map(pin).join("")}${earlier > 0 ? `<li class="earlier muted">… ${plural(earlier, "task")} of earlier rounds</li>` : ""}${rest.map(row).join("")}</ul>` : `<p class="muted tasks">Tasks: (created when the step starts)</p>`}
       ${list.length > shown.length + pinned.length ? `<button class="secondary more">Show all ${plural(list.length, "task")}</button>`
         : federated && s.expanded ? `<button class="secondary less">Show the latest round only</button>` : ""}`;

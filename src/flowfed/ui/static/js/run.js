@@ -319,6 +319,14 @@ export async function runPage(runId, onLeave) {
       let t = tasks.get(ev.task_id);
       if (!t) t = addTask({ id: ev.task_id, step: p.step, tool: p.tool, label: p.label, node: p.node, round: p.round, plan_key: p.plan_key, dataset: p.dataset, variant: p.variant, state: "pending", attempt: p.attempt });
       t.plan_key ??= p.plan_key; t.dataset ??= p.dataset; t.variant ??= p.variant;
+      // The stream replays the run from its start: an ended attempt (as REST gave it, or
+      // as an earlier event ended it) never goes back to an earlier state or value. A
+      // later attempt (a retry) is news.
+      const attempt = p.attempt ?? t.attempt;
+      if (attempt < t.attempt) continue;
+      if (TERMINAL.has(t.state) && attempt === t.attempt && !(ev.kind === "transition" && TERMINAL.has(p.dst))) {
+        if (ev.kind !== "resources") continue;
+      }
       if (ev.kind === "transition") {
         t.state = p.dst;
         if (p.attempt) t.attempt = p.attempt;

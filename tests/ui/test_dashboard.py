@@ -167,6 +167,8 @@ def test_run_monitor_updates_live_and_cancel_then_retry(page: Page) -> None:
     expect(page.locator("#run-status")).to_contain_text("cancelled", timeout=30_000)
     expect(task.locator(".badge")).to_have_text(re.compile("cancelled"))
     expect(page.locator("li.task")).to_have_count(1)  # the resumed stream added no duplicate
+    # A cancelled step's bar is striped, not a full blue bar.
+    expect(page.locator("li.step .progress").first).to_have_class(re.compile("p-cancelled"))
     shot(page, "run-cancelled")
     first = page.url
     page.get_by_role("button", name="Retry run").click()

@@ -41,6 +41,7 @@ NORMAL_ROUNDS = 3
 KILLED_ROUNDS = 40
 RUN_TIMEOUT_S = 300
 LIVENESS_S = 8
+STALL_S = 3
 
 
 @dataclass
@@ -73,10 +74,8 @@ class Cluster:
         return dict(self.srv.client().get(f"/api/v1/runs/{run_id}").json())
 
 
-@pytest.fixture(scope="module")
-def cluster(hospitals: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    root = tmp_path_factory.mktemp("views")
-    srv = start_server(
+def _start(root: Path) -> Server:
+    return start_server(
         root / "srv",
         f"sqlite:///{root / 'flowfed.db'}",
         "--import",
@@ -87,6 +86,16 @@ def cluster(hospitals: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "--node-liveness",
         str(LIVENESS_S),
     )
+
+
+@pytest.fixture(scope="module")
+def cluster(hospitals: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("views")
+    # A step is "stalled" after STALL_S without progress (the server's threshold), so a
+    # round held up by a dead node shows it.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLOWFED_STALL_AFTER", str(STALL_S))
+        srv = _start(root)
     c = Cluster(srv, {})
     try:
         for node in HOSPITALS:
@@ -174,6 +183,13 @@ def test_the_federated_panel_runs_live_and_a_killed_hospital_stands_out(
     wait_for("training to reach round 2", lambda: reached(2), timeout=RUN_TIMEOUT_S)
     os.kill(cluster.agents["hospital-c"].pid, signal.SIGKILL)
     cluster.agents["hospital-c"].wait(10)
+    # The round waits for hospital-c's task until the liveness deadline: nothing moves, and
+    # the step says it is stalled.
+    training = page.locator(f"li.step[data-step='{STEP}']")
+    expect(training.locator(".step-head .stalled")).to_have_text(
+        "⏸ stalled", timeout=LIVENESS_S * 4000
+    )
+    shot(page, "fed-stalled")
 
     # Live: the loss chart has a line per hospital and the global model, and gains
     # rounds while the run goes on.
@@ -247,6 +263,7 @@ def test_the_federated_panel_runs_live_and_a_killed_hospital_stands_out(
         li = page.locator(f"li.step[data-step='{step['name']}']")
         expect(li.locator(".step-head .badge").first).to_have_text(re.compile(step["status"]))
     assert not page.locator(".step-head .badge", has_text="running").count()
+    expect(page.locator(".stalled")).to_have_count(0)
     # Honest progress: rounds done over rounds.
     expect(training.get_by_role("progressbar")).to_have_attribute(
         "aria-valuetext", f"{KILLED_ROUNDS}/{KILLED_ROUNDS} rounds"

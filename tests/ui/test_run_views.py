@@ -187,7 +187,7 @@ def test_the_federated_panel_runs_live_and_a_killed_hospital_stands_out(
     # the step says it is stalled.
     training = page.locator(f"li.step[data-step='{STEP}']")
     expect(training.locator(".step-head .stalled")).to_have_text(
-        "⏸ stalled", timeout=LIVENESS_S * 4000
+        "‖ stalled", timeout=LIVENESS_S * 4000
     )
     shot(page, "fed-stalled")
 

@@ -50,7 +50,7 @@ const FIRST = ["loss", "accuracy", "train_accuracy", "roc_auc"];
  * dashed beside `x`), a line per hospital plus the global model; then the hospital ×
  * round grid. `global` is the step's own task's samples [{name, value, step}].
  */
-export function fedPanel(section, step, list, rounds, global) {
+export function fedPanel(section, step, list, rounds, global, ended = false) {
   const byParticipant = new Map();
   for (const t of cells(list).values()) {
     const p = participantOf(t);
@@ -98,7 +98,7 @@ export function fedPanel(section, step, list, rounds, global) {
     }
     if (series.length) curve(fig, base, "round", series);
   }
-  section.querySelector(".round-grid-wrap").innerHTML = roundGrid(list, rounds);
+  section.querySelector(".round-grid-wrap").innerHTML = roundGrid(list, rounds, ended);
 }
 
 /**
@@ -106,7 +106,7 @@ export function fedPanel(section, step, list, rounds, global) {
  * marked slow when it took over twice its round's median, and missing when its round ran
  * without it, so the hospital that holds a run back stands out.
  */
-export function roundGrid(list, rounds) {
+export function roundGrid(list, rounds, ended = false) {
   const all = cells(list);
   if (!all.size) return "";
   const parts = [...new Set([...all.values()].map(participantOf))].sort((a, b) => a.endsWith("/aggregate") - b.endsWith("/aggregate") || a.localeCompare(b));
@@ -117,13 +117,16 @@ export function roundGrid(list, rounds) {
     const ds = [...all.values()].filter((t) => t.round === r && TERMINAL.has(t.state)).map((t) => spanOf(t)).filter((d) => d != null).sort((a, b) => a - b);
     if (ds.length) median.set(r, ds[Math.floor(ds.length / 2)]);
   }
-  const started = new Set(seen);
+  // A round is over once a later one started (or the step ended): only then is a
+  // participant without a task there missing, not merely not yet sent.
+  const latestRound = Math.max(...seen);
+  const over = (r) => r < latestRound || (ended && r <= latestRound);
   const head = Array.from({ length: last }, (_, i) => `<th scope="col">${i + 1}</th>`).join("");
   const rows = parts.map((p) => {
     const tds = Array.from({ length: last }, (_, i) => {
       const r = i + 1, t = all.get(`${p}\0${r}`);
       if (!t) {
-        return started.has(r) ? `<td class="cell missing" data-round="${r}" title="${esc(whoOf(p))} was not in round ${r}">–</td>` : `<td class="cell future" data-round="${r}"></td>`;
+        return over(r) ? `<td class="cell missing" data-round="${r}" title="${esc(whoOf(p))} was not in round ${r}">–</td>` : `<td class="cell future" data-round="${r}"></td>`;
       }
       const d = spanOf(t);
       const slow = TERMINAL.has(t.state) && d != null && median.has(r) && d > 2 * median.get(r) && d > 0.5;

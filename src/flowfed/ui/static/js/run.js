@@ -185,7 +185,7 @@ export async function runPage(runId, onLeave) {
     const res = cpu || rss ? resourcesText({ cpu_s: cpu || undefined, peak_rss_mb: rss || undefined }) : "";
     const countsText = `${plural(list.length, "task")}${Object.keys(counts).length ? ": " + Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(", ") : ""}`;
     s.el.dataset.status = st;
-    s.el.innerHTML = `<div class="step-head"><h3>Step: ${esc(s.name)}${type ? ` <span class="step-type muted">${esc(type)}</span>` : ""}</h3><span class="step-badge">${badge(st)}${stalled ? ` <span class="badge s-stalled stalled" title="no progress for a while">⏸ stalled</span>` : ""}</span>
+    s.el.innerHTML = `<div class="step-head"><h3>Step: ${esc(s.name)}${type ? ` <span class="step-type muted">${esc(type)}</span>` : ""}</h3><span class="step-badge">${badge(st)}${stalled ? ` <span class="badge s-stalled stalled" title="no progress for a while">‖ stalled</span>` : ""}</span>
       <div class="progress p-${esc(st)}" role="progressbar" aria-label="${esc(s.name)} progress" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${pct}" aria-valuetext="${esc(ofWhat)}"><span style="width:${pct}%"></span></div><span class="pct">${esc(ofWhat)}</span>
       <span class="step-dur" title="step duration">${esc(dur(span))}</span>
       <span class="counts-cell"><span class="counts">${countsText}</span>${res ? ` <span class="step-res muted" title="CPU time of its tasks, highest peak memory">· ${esc(res)}</span>` : ""}</span></div>
@@ -224,7 +224,7 @@ export async function runPage(runId, onLeave) {
       }
       const own = list.find((t) => participantOf(t) === null);
       if (own && (!globalSamples.has(own.id) || stale.has(own.id))) loadGlobal(own);
-      fedPanel(sec, s, list, roundsOf(s.name), own ? globalSamples.get(own.id) || [] : []);
+      fedPanel(sec, s, list, roundsOf(s.name), own ? globalSamples.get(own.id) || [] : [], RUN_ENDED.has(status) || TERMINAL.has(own?.state));
     }
   };
   const t0 = () => run.started_at ?? run.created_at;

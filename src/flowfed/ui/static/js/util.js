@@ -5,7 +5,7 @@ export const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => (
 export const ICON = {
   pending: "○", initialized: "◔", started: "◑", running: "▶", finished: "✓", completed: "✓",
   success: "✓", cached: "⟲", error: "✗", failed: "✗", skipped: "↷", cancelled: "■", cancelling: "■",
-  online: "●", offline: "○", queued: "…", claimed: "◔", stalled: "⏸", waiting: "⌛",
+  online: "●", offline: "○", queued: "…", claimed: "◔", stalled: "‖", waiting: "⌛",
 };
 /** A state as an icon and a word (never colour alone). */
 export const badge = (s) => `<span class="badge s-${esc(s)}" data-state="${esc(s)}"><span aria-hidden="true">${ICON[s] || "•"}</span>${esc(s)}</span>`;

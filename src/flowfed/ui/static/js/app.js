@@ -271,7 +271,7 @@ async function editPage(name) {
     try {
       const ok = await api("/api/v1/flows/validate", { method: "POST", body: { source: ta.value, format: "yaml" } });
       errors = []; draw();
-      document.getElementById("problems").innerHTML = `<div class="card" role="status">✓ Valid: ${ok.tasks.length} tasks planned.</div>`;
+      document.getElementById("problems").innerHTML = `<div class="card" role="status">✓ Valid: ${plural(ok.tasks.length, "task")} planned.</div>`;
     } catch (e) { report(e); }
   });
   document.getElementById("save").addEventListener("click", async () => {

@@ -93,8 +93,12 @@ def test_template_to_finished_run_with_logs_and_lineage(page: Page) -> None:
     shot(page, "task-detail")
     page.go_back()
     page.locator("li.task[data-tool='flowfed.logistic_regression']").get_by_role("link").click()
-    expect(page.locator("#charts svg.chart").first).to_be_visible()
-    expect(page.locator("#charts")).to_contain_text("loss")
+    # The loss per epoch is a curve (uPlot), one point per epoch the tool reported.
+    loss = page.locator("#metrics figure.curve[data-metric='loss']")
+    expect(loss.locator(".uplot canvas")).to_be_visible()
+    expect(loss).to_contain_text("loss")
+    assert int(loss.get_attribute("data-points") or 0) > 1
+    assert "NaN" not in loss.inner_text()
 
     # Artifact lineage: the model goes back through the scaled and split tables to raw.
     page.get_by_role("link", name=re.compile(r"^model v1")).click()
@@ -163,6 +167,8 @@ def test_run_monitor_updates_live_and_cancel_then_retry(page: Page) -> None:
     expect(page.locator("#run-status")).to_contain_text("cancelled", timeout=30_000)
     expect(task.locator(".badge")).to_have_text(re.compile("cancelled"))
     expect(page.locator("li.task")).to_have_count(1)  # the resumed stream added no duplicate
+    # A cancelled step's bar is striped, not a full blue bar.
+    expect(page.locator("li.step .progress").first).to_have_class(re.compile("p-cancelled"))
     shot(page, "run-cancelled")
     first = page.url
     page.get_by_role("button", name="Retry run").click()
@@ -276,6 +282,9 @@ def test_a_failed_run_shows_why_its_retries_and_retrying_resumes_it(
     expect(check.locator("li.task")).to_contain_text("flaky is broken")
     expect(check.locator("li.task")).to_contain_text("(attempt 2)")
     expect(page.get_by_role("button", name="Cancel run")).to_be_disabled()
+    # A failed step's bar is red and holds what finished (nothing), not a full blue bar.
+    expect(check.locator(".progress")).to_have_class(re.compile("p-failed"))
+    expect(check.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "0")
     shot(page, "run-failed")
 
     check.locator("li.task").get_by_role("link").click()
@@ -284,6 +293,9 @@ def test_a_failed_run_shows_why_its_retries_and_retrying_resumes_it(
     expect(history).to_have_count(2)
     expect(history.first).to_contain_text("attempt 1")
     expect(history.first).to_contain_text("error")
+    # The error is said once, in its card: the transitions and history do not repeat it.
+    expect(page.locator("#transitions")).not_to_contain_text("flaky is broken")
+    expect(page.locator("#attempts")).not_to_contain_text("flaky is broken")
     shot(page, "task-retries")
 
     # Fix the cause, retry: the finished step comes back cached, the failed one runs.
@@ -294,6 +306,9 @@ def test_a_failed_run_shows_why_its_retries_and_retrying_resumes_it(
     expect(page.locator("#run-status")).to_contain_text("success", timeout=60_000)
     load = page.locator("li.step[data-step='Load'] li.task")
     expect(load.locator(".badge")).to_have_text(re.compile("cached"))
+    # The retry links back to the run it retries (the run's `retry_of`).
+    expect(page.locator("#retry-of")).to_have_attribute("href", f"#/runs/{run_id}")
+    shot(page, "run-retry-of")
 
 
 def test_an_ended_run_replaying_its_log_keeps_retry_enabled(

@@ -306,7 +306,8 @@ def test_triggers_page_shows_triggers_made_over_rest_and_their_history(
             "on run (flow=Trigger Source, status=success)",
             "yes",
             "—",
-            f"started run {target_run[:8]}",
+            # The last fire says what came of it: its run's outcome.
+            f"success run {target_run[:8]}",
         ]
     )
     nightly = page.locator("tr[data-trigger='nightly']")
@@ -333,6 +334,10 @@ def test_triggers_page_shows_triggers_made_over_rest_and_their_history(
     history.first.get_by_role("link", name=target_run[:8]).click()
     expect(page.get_by_role("heading", name=re.compile("Trigger Target"))).to_be_visible()
     expect(page.locator("#run-status")).to_contain_text("success")
+    # The run says which trigger started it, and links to it.
+    expect(page.locator("#started-by")).to_have_text("after-source")
+    expect(page.locator("#started-by")).to_have_attribute("href", "#/triggers/after-source")
+    shot(page, "run-started-by-trigger")
 
     page.goto(f"{ui_server.url}/#/triggers/broken-target")
     fire = page.locator("#history tbody tr")

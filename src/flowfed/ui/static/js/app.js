@@ -1,43 +1,15 @@
 // The flowfed dashboard: hash routes, one render function per page, no build step.
 import { api, optional, token, enc, ApiError, setPageSignal } from "./api.js";
-import { RunStream } from "./live.js";
-import { dag, lineChart, esc } from "./svg.js";
+import { drawGraph, foldVersions } from "./graph.js";
+import { jsonPreview } from "./charts.js";
+import { runPage } from "./run.js";
+import { taskPage } from "./task.js";
+import {
+  badge, dur, empty, esc, main, num, plural, problemHtml, set, short, spanOf, toast, variantText, when,
+} from "./util.js";
 
-const main = document.getElementById("main");
 let cleanup = [];
 const onLeave = (fn) => cleanup.push(fn);
-
-const ICON = {
-  pending: "○", initialized: "◔", started: "◑", running: "▶", finished: "✓", completed: "✓",
-  success: "✓", cached: "⟲", error: "✗", failed: "✗", skipped: "↷", cancelled: "■", cancelling: "■",
-  online: "●", offline: "○", queued: "…", claimed: "◔",
-};
-export const badge = (s) => `<span class="badge s-${esc(s)}" data-state="${esc(s)}"><span aria-hidden="true">${ICON[s] || "•"}</span>${esc(s)}</span>`;
-const when = (t) => (t ? new Date(t * 1000).toLocaleString() : "—");
-const short = (id) => String(id || "").slice(0, 8);
-const TERMINAL = new Set(["finished", "cached", "error", "skipped", "cancelled"]);
-/** A metric for reading: three significant digits, no trailing zeros (0.21, 1230, 0.000123). */
-const num = (v) => {
-  const n = typeof v === "number" ? v : typeof v === "string" && v.trim() ? Number(v) : NaN;
-  return Number.isFinite(n) ? String(Number(n.toPrecision(3))) : String(v ?? "—");
-};
-
-function toast(msg) {
-  const box = document.getElementById("toast");
-  const d = document.createElement("div");
-  d.textContent = msg;
-  box.append(d);
-  setTimeout(() => d.remove(), 5000);
-}
-
-function problemHtml(e) {
-  const items = (e.errors || []).map((x) => `<li>${x.line ? `line ${x.line}: ` : ""}${esc(x.message || x.msg)}${x.field ? ` <span class="muted">(${esc(x.field)})</span>` : ""}</li>`).join("");
-  return `<div class="card field-error" role="alert"><strong>${esc(e.message)}</strong>${items ? `<ul>${items}</ul>` : ""}</div>`;
-}
-
-function empty(what, why) {
-  return `<div class="empty"><p><strong>No ${esc(what)} yet.</strong></p><p>${esc(why)}</p></div>`;
-}
 
 // ---------------------------------------------------------------- routing
 const routes = [
@@ -48,8 +20,8 @@ const routes = [
   [/^#\/flows\/([^/]+)\/edit$/, (m) => editPage(decodeURIComponent(m[1]))],
   [/^#\/flows\/([^/]+)$/, (m) => flowPage(decodeURIComponent(m[1]))],
   [/^#\/runs$/, runsPage],
-  [/^#\/runs\/([^/]+)$/, (m) => runPage(m[1])],
-  [/^#\/tasks\/([^/]+)$/, (m) => taskPage(m[1])],
+  [/^#\/runs\/([^/]+)$/, (m) => runPage(m[1], onLeave)],
+  [/^#\/tasks\/([^/]+)$/, (m) => taskPage(m[1], pageAbort.signal, onLeave)],
   [/^#\/artifacts$/, artifactsPage],
   [/^#\/artifacts\/(.+)$/, (m) => artifactPage(decodeURIComponent(m[1]))],
   [/^#\/nodes$/, nodesPage],
@@ -83,7 +55,7 @@ async function route() {
       return;
     }
   }
-  main.innerHTML = `<h1>Not found</h1><p><a href="#/flows">Back to flows</a></p>`;
+  notFound(hash);
 }
 
 function renderWho() {
@@ -92,7 +64,11 @@ function renderWho() {
   document.getElementById("signout")?.addEventListener("click", () => { token.clear(); location.hash = "#/signin"; });
 }
 
-const set = (html, title) => { main.innerHTML = html; document.title = `${title} · flowfed`; };
+/** An address no page answers: say which, and offer the way back. */
+function notFound(hash) {
+  set(`<div class="card not-found"><h1>Page not found</h1><p>Nothing lives at <code>${esc(hash)}</code>.</p>
+    <p><a class="button" href="#/flows">Back to flows</a> <a class="button secondary" href="#/runs">See the runs</a></p></div>`, "Not found");
+}
 
 // ---------------------------------------------------------------- sign in
 async function signIn() {
@@ -168,7 +144,8 @@ async function templatePage(m) {
   set(`<p><a href="#/flows">← Flows</a></p><h1>${esc(t.title)}</h1><p class="muted">${esc(t.description)}</p>
     <div class="card"><form id="f" novalidate>${Object.entries(props).map(([k, p]) => fieldHtml(k, p) + (k === "datasets" && known.length ? `<p class="hint">Datasets on the nodes: ${known.map(esc).join(", ")}</p>` : "")).join("")}
     <div id="err"></div><p><button type="submit">Create flow</button></p></form></div>
-    <h2>Steps</h2>${flowGraph(t.flow)}`, t.title);
+    <h2>Steps</h2><div id="steps-graph"></div>`, t.title);
+  drawFlowGraph(t.flow);
   document.getElementById("f").addEventListener("input", (ev) => {
     // Editing a field withdraws the complaint about it.
     ev.target.removeAttribute("aria-invalid");
@@ -198,7 +175,7 @@ async function templatePage(m) {
 }
 
 /** The steps as a graph: an edge wherever one step's output is another's input. */
-function flowGraph(spec) {
+function drawFlowGraph(spec) {
   const steps = spec.steps || [];
   // A step that holds several tools (`tools:`) consumes and produces what its tools do.
   const parts = (s) => s.tools || [s];
@@ -225,7 +202,8 @@ function flowGraph(spec) {
     }
   }
   const nodes = steps.map((s) => ({ id: s.name, label: s.name, sub: s.tools ? `${s.tools.length} tools` : s.tool }));
-  return dag(nodes, edges, `Steps of ${spec.name}`);
+  const box = document.getElementById("steps-graph");
+  return box ? drawGraph(box, nodes, edges, `Steps of ${spec.name}`) : null;
 }
 
 async function flowPage(name) {
@@ -239,11 +217,12 @@ async function flowPage(name) {
     <div class="row"><button id="start">Start run</button><a class="button secondary" href="#/flows/${enc(name)}/edit">Edit YAML</a></div></div>
     <div id="err"></div>
     ${flow.description ? `<p>${esc(flow.description)}</p>` : ""}
-    <h2>Steps</h2>${flowGraph(flow.spec)}
+    <h2>Steps</h2><div id="steps-graph"></div>
     ${config.length ? `<h2>Config</h2><dl class="kv card">${config.map(([k, v]) => `<dt>${esc(k)}</dt><dd class="mono">${esc(JSON.stringify(v))}</dd>`).join("")}</dl>` : ""}
     <h2>Runs</h2>${runsTable(runs.items)}
     <h2>Versions</h2><div class="table-wrap"><table><thead><tr><th>Version</th><th>Created</th><th>Steps</th></tr></thead><tbody>
     ${versions.slice().reverse().map((v) => `<tr><td>v${v.version}</td><td>${when(v.created_at)}</td><td>${v.steps}</td></tr>`).join("")}</tbody></table></div>`, flow.name);
+  drawFlowGraph(flow.spec);
   document.getElementById("start").addEventListener("click", async () => {
     try {
       const r = await api("/api/v1/runs", { method: "POST", body: { flow: name } });
@@ -292,7 +271,7 @@ async function editPage(name) {
     try {
       const ok = await api("/api/v1/flows/validate", { method: "POST", body: { source: ta.value, format: "yaml" } });
       errors = []; draw();
-      document.getElementById("problems").innerHTML = `<div class="card" role="status">✓ Valid: ${ok.tasks.length} tasks planned.</div>`;
+      document.getElementById("problems").innerHTML = `<div class="card" role="status">✓ Valid: ${plural(ok.tasks.length, "task")} planned.</div>`;
     } catch (e) { report(e); }
   });
   document.getElementById("save").addEventListener("click", async () => {
@@ -307,295 +286,20 @@ async function editPage(name) {
 // ---------------------------------------------------------------- runs
 function runsTable(items) {
   if (!items.length) return empty("runs", "Start one from a flow's page.");
-  return `<div class="table-wrap"><table><thead><tr><th>Run</th><th>Flow</th><th>Status</th><th>Started</th><th>Ended</th></tr></thead><tbody>
-    ${items.map((r) => `<tr><td><a href="#/runs/${r.id}" class="mono">${short(r.id)}</a></td><td>${esc(r.flow_name)}</td>
-    <td>${badge(r.status)}</td><td>${when(r.created_at)}</td><td>${when(r.ended_at)}</td></tr>`).join("")}</tbody></table></div>`;
+  // Duration: the server's `duration_s`, else start to end (to now while it runs).
+  const took = (r) => {
+    if (r.ended_at == null && r.status !== "running") return r.duration_s != null ? dur(r.duration_s) : "—";
+    const d = dur(spanOf(r));
+    return d ? (r.ended_at == null ? `${d} so far` : d) : "—";
+  };
+  return `<div class="table-wrap"><table class="runs"><thead><tr><th>Run</th><th>Flow</th><th>Status</th><th>Started</th><th>Ended</th><th>Duration</th></tr></thead><tbody>
+    ${items.map((r) => `<tr data-run="${esc(r.id)}"><td><a href="#/runs/${r.id}" class="mono">${short(r.id)}</a>${r.retry_of ? ` <span class="muted">retry of <a class="mono" href="#/runs/${esc(r.retry_of)}">${short(r.retry_of)}</a></span>` : ""}${r.trigger ? ` <span class="muted">by trigger <a href="#/triggers/${enc(r.trigger)}">${esc(r.trigger)}</a></span>` : ""}</td><td>${esc(r.flow_name)}</td>
+    <td>${badge(r.status)}</td><td>${when(r.created_at)}</td><td>${when(r.ended_at)}</td><td class="nowrap duration">${esc(took(r))}</td></tr>`).join("")}</tbody></table></div>`;
 }
 
 async function runsPage() {
   const runs = await api("/api/v1/runs?limit=50");
   set(`<h1>Runs</h1>${runsTable(runs.items)}`, "Runs");
-}
-
-const COLLAPSE_AT = 50; // tasks shown per step until "show all"
-// A federated round task's place in the plan: "Federated Training/round 3/hospital-a:breast"
-// (and ".../round 3/aggregate"). Without the round it names one participant of the step.
-const ROUND_IN_KEY = /\/round \d+\//;
-const participantOf = (t) => (t.round != null && t.plan_key && ROUND_IN_KEY.test(t.plan_key) ? t.plan_key.replace(ROUND_IN_KEY, "/") : null);
-
-const RUN_ENDED = new Set(["success", "failed", "cancelled"]);
-
-/** The live tree of seed 000: steps with state and progress, tasks under each. */
-async function runPage(runId) {
-  const run = await api(`/api/v1/runs/${runId}`);
-  const steps = new Map(); // name -> {name, status, tasks: Map, el, expanded}
-  const tasks = new Map(); // id -> task model
-  const order = (run.spec.steps || []).map((s) => s.name);
-  for (const s of run.steps) steps.set(s.name, { name: s.name, status: s.status, tasks: new Map(), expanded: false });
-  for (const n of order) if (!steps.has(n)) steps.set(n, { name: n, status: "pending", tasks: new Map(), expanded: false });
-  const addTask = (t) => {
-    const step = steps.get(t.step) || steps.set(t.step, { name: t.step, status: "pending", tasks: new Map(), expanded: false }).get(t.step);
-    const model = { id: t.id, step: t.step, tool: t.tool, label: t.label, node: t.node, round: t.round, plan_key: t.plan_key, dataset: t.dataset, variant: t.variant,
-      state: t.state, metrics: { ...(t.metrics || {}) }, progress: t.progress, attempt: t.attempt, error: t.error?.message };
-    tasks.set(t.id, model); step.tasks.set(t.id, model);
-    return model;
-  };
-  for (const t of run.tasks) addTask(t);
-  let status = run.status;
-  // "Round r/R": R is the step's `federated.rounds` (often "${config.rounds}"), else the
-  // flow config's `rounds` as seed 000's flows have it; run params override the config.
-  const config = { ...(run.spec?.config || {}), ...(run.params || {}) };
-  const specSteps = new Map((run.spec?.steps || []).map((s) => [s.name, s]));
-  const roundsOf = (step) => {
-    let r = specSteps.get(step)?.federated?.rounds;
-    const ref = typeof r === "string" && r.match(/^\$\{config\.([\w-]+)\}$/);
-    if (ref) r = config[ref[1]];
-    if (r == null || typeof r === "string" && r.includes("${")) r = config.rounds;
-    const n = Number(r);
-    return Number.isInteger(n) && n > 0 ? n : null;
-  };
-
-  set(`<p><a href="#/runs">← Runs</a></p>
-    <div class="row spread"><h1>${esc(run.flow_name)}${run.spec?.type && run.spec.type !== "pipeline" ? ` <span class="flow-type muted">${esc(run.spec.type)}</span>` : ""} <span id="run-status">${badge(status)}</span></h1>
-    <div class="row"><button id="cancel" class="danger">Cancel run</button><button id="retry" class="secondary">Retry run</button></div></div>
-    <p class="muted">Run <span class="mono">${esc(run.id)}</span> · started ${when(run.created_at)} · <span class="conn" id="conn" role="status">connecting…</span></p>
-    <div id="err"></div><div id="run-error"></div>
-    <ul class="tree" id="tree" aria-label="Steps and their tasks"></ul>`, `Run ${short(run.id)}`);
-  const tree = document.getElementById("tree");
-
-  // One line per task, as in seed 000's monitor: "hospital-a · Round 17/30 · loss 0.21".
-  // `where` names the task's node (with its dataset when that node has several in the step).
-  const taskRow = (t, where = t.node) => {
-    const rounds = roundsOf(t.step);
-    const latest = Object.entries(t.metrics || {});
-    // Loss while training, accuracy once evaluated, else whatever the tool reported last.
-    const key = ["loss", "accuracy", "roc_auc"].find((k) => t.metrics?.[k] !== undefined);
-    const shown = key ? [key, t.metrics[key]] : latest[latest.length - 1];
-    // A running task's own words ("aggregating round 66") beat a bare number.
-    const metric = t.state === "running" && t.message ? t.message
-      : shown ? `${shown[0]} ${num(shown[1])}`
-      : t.progress != null && !TERMINAL.has(t.state) ? `${Math.round(t.progress * 100)}%` : "";
-    const parts = [where, t.variant && Object.keys(t.variant).length ? `[${variantText(t.variant)}]` : "",
-      t.round != null ? `Round ${t.round}${rounds ? `/${rounds}` : ""}` : ""]
-      .filter((x) => x !== "" && x != null).map(esc);
-    // A failed task says why where the metric would be; the task page has the traceback.
-    if (t.state === "error" && t.error) parts.push(`<span class="field-error" title="${esc(t.error)}">${esc(t.error)}</span>`);
-    else if (metric) parts.push(esc(metric));
-    const attempt = t.attempt > 1 ? ` (attempt ${t.attempt})` : "";
-    // A placed task's page says what its node let leave (the node policy's egress record).
-    const left = t.node && t.node !== "local" ? ` title="open: what left node ${esc(t.node)}" data-egress="#/tasks/${t.id}#egress"` : "";
-    // The task in words ("Local model training"); where it runs leads the info beside it.
-    const words = t.label ? t.label.replace(/ \([^()]*\)$/, "") : t.tool;
-    return `<a href="#/tasks/${t.id}"${left}${t.label && !left ? ` title="${esc(t.label)} · ${esc(t.tool)}"` : ""}>${esc(words)}${attempt}</a><span class="info">${parts.join(" · ") || "—"}</span><span>${badge(t.state)}</span>`;
-  };
-  // A federated step is judged by its own task (the one that ends with the global model):
-  // a participant dropped from a round ends `cancelled` or `error` without failing it.
-  const stepStatus = (s, own) => {
-    const list = own?.length ? own : [...s.tasks.values()];
-    if (!list.length) return s.status;
-    if (list.some((t) => t.state === "error" && !retried(t, list))) return status === "running" ? "running" : "failed";
-    if (list.every((t) => TERMINAL.has(t.state))) return list.some((t) => t.state === "cancelled") ? "cancelled" : list.every((t) => t.state === "skipped") ? "skipped" : "completed";
-    return list.some((t) => t.state !== "pending") ? "running" : "pending";
-  };
-  // A step of several tools (`tools:`) is not done while one of them has no task yet (its
-  // plan key is "Step/tool" or starts with "Step/tool[" or "Step/tool/").
-  const toolsWaiting = (s) => {
-    const tools = specSteps.get(s.name)?.tools;
-    if (!Array.isArray(tools) || RUN_ENDED.has(status)) return 0;
-    const keys = [...s.tasks.values()].map((t) => t.plan_key || "");
-    return tools.filter((p) => {
-      const n = `${s.name}/${p.name || String(p.tool).split("@")[0].split(".").pop()}`;
-      return !keys.some((k) => k === n || k.startsWith(`${n}[`) || k.startsWith(`${n}/`));
-    }).length;
-  };
-  const retried = (t, list) => list.some((o) => o !== t && o.step === t.step && o.attempt > t.attempt
-    && (o.plan_key && t.plan_key ? o.plan_key === t.plan_key : o.node === t.node && o.round === t.round));
-  const renderStep = (s) => {
-    window.__flowfedRenders = (window.__flowfedRenders || 0) + 1;
-    if (!s.el) {
-      s.el = document.createElement("li");
-      s.el.className = "step";
-      s.el.dataset.step = s.name;
-      tree.append(s.el);
-    }
-    const list = [...s.tasks.values()];
-    // A federated step has many tasks per participant, one per round. As the terminal
-    // monitor does, it shows its own task(s), then each participant's latest round (the
-    // aggregator is one too), after a count of the earlier rounds' tasks.
-    const latest = new Map();
-    for (const t of list) {
-      const key = participantOf(t);
-      if (key === null) continue;
-      const cur = latest.get(key);
-      if (!cur || t.round > cur.round || (t.round === cur.round && t.attempt >= cur.attempt)) latest.set(key, t);
-    }
-    const federated = latest.size > 0;
-    const own = federated ? list.filter((t) => participantOf(t) === null) : null;
-    const done = list.filter((t) => TERMINAL.has(t.state)).length;
-    // Its round tasks appear a round at a time: its progress is its own task's (round r of R).
-    const ownProgress = own?.length === 1 ? (TERMINAL.has(own[0].state) ? 1 : own[0].progress) : null;
-    const waiting = toolsWaiting(s);
-    const pct = ownProgress != null ? Math.round(100 * ownProgress)
-      : list.length ? Math.round((100 * done) / (list.length + waiting)) : (s.status === "completed" ? 100 : 0);
-    let st = stepStatus(s, own);
-    if (waiting && (st === "completed" || st === "pending")) st = list.length ? "running" : "pending";
-    s.status = st;
-    const counts = {};
-    for (const t of list) counts[t.state] = (counts[t.state] || 0) + 1;
-    const grouped = federated && !s.expanded;
-    const pool = grouped ? [...own, ...latest.values()] : list;
-    // Collapsed, a big step shows the tasks that need eyes first: failing, then active.
-    const rank = (t) => (t.state === "error" ? 0 : TERMINAL.has(t.state) ? 3 : t.state === "pending" ? 2 : 1);
-    const shown = s.expanded || pool.length <= COLLAPSE_AT ? pool
-      : pool.map((t, i) => [rank(t), i, t]).sort((a, b) => a[0] - b[0] || a[1] - b[1]).slice(0, COLLAPSE_AT).map((x) => x[2]);
-    const earlier = grouped ? list.length - pool.length : 0;
-    // A node holding several of the step's datasets is named with the dataset ("hospital-a:breast").
-    const datasets = new Map();
-    for (const t of list) if (t.dataset) (datasets.get(t.node) || datasets.set(t.node, new Set()).get(t.node)).add(t.dataset);
-    const where = (t) => (t.dataset && datasets.get(t.node)?.size > 1 ? `${t.node}:${t.dataset}` : t.node);
-    const row = (t) => `<li class="task" data-task="${t.id}" data-tool="${esc(t.tool)}"${participantOf(t) ? ` data-participant="${esc(participantOf(t))}"` : ""}>${taskRow(t, where(t))}</li>`;
-    const ownShown = grouped ? shown.filter((t) => participantOf(t) === null) : [];
-    const rest = grouped ? shown.filter((t) => participantOf(t) !== null) : shown;
-    const type = specSteps.get(s.name)?.type;
-    s.el.innerHTML = `<div class="step-head"><h3>Step: ${esc(s.name)}${type ? ` <span class="step-type muted">${esc(type)}</span>` : ""}</h3>${badge(st)}
-      <div class="progress" role="progressbar" aria-label="${esc(s.name)} progress" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${pct}"><span style="width:${pct}%"></span></div><span>${pct}%</span>
-      <span class="counts">${list.length} tasks${Object.keys(counts).length ? ": " + Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(", ") : ""}</span></div>
-      ${list.length ? `<ul class="tasks">${ownShown.map(row).join("")}${earlier ? `<li class="earlier muted">… ${earlier} task${earlier === 1 ? "" : "s"} of earlier rounds</li>` : ""}${rest.map(row).join("")}</ul>` : `<p class="muted tasks">Tasks: (created when the step starts)</p>`}
-      ${list.length > shown.length ? `<button class="secondary more">Show all ${list.length} tasks</button>`
-        : federated && s.expanded ? `<button class="secondary less">Show the latest round only</button>` : ""}`;
-    s.el.querySelector(".more")?.addEventListener("click", () => { s.expanded = true; renderStep(s); });
-    s.el.querySelector(".less")?.addEventListener("click", () => { s.expanded = false; renderStep(s); });
-  };
-  for (const s of steps.values()) renderStep(s);
-
-  const buttons = () => {
-    document.getElementById("cancel").disabled = status !== "running";
-    document.getElementById("retry").disabled = !["failed", "cancelled"].includes(status);
-    document.getElementById("run-status").innerHTML = badge(status);
-  };
-  buttons();
-  const apply = (batch) => {
-    const dirty = new Set();
-    for (const ev of batch) {
-      const p = ev.payload || {};
-      if (ev.kind === "run") {
-        // A run never leaves an ended state (a retry is a new run). The replayed log starts
-        // with the run's "running": applied over the ended status the page loaded, it
-        // would flip the status back and disable "Retry run" until the replay caught up.
-        if (p.status && !(RUN_ENDED.has(status) && p.status === "running")) status = p.status;
-        if (p.error) document.getElementById("run-error").innerHTML = `<div class="card field-error" role="alert">${esc(p.error)}</div>`;
-        continue;
-      }
-      if (!ev.task_id) continue;
-      let t = tasks.get(ev.task_id);
-      if (!t) t = addTask({ id: ev.task_id, step: p.step, tool: p.tool, label: p.label, node: p.node, round: p.round, plan_key: p.plan_key, dataset: p.dataset, variant: p.variant, state: "pending", attempt: p.attempt });
-      // Events name the task's place in the plan even where the REST row did not.
-      t.plan_key ??= p.plan_key; t.dataset ??= p.dataset; t.variant ??= p.variant;
-      if (ev.kind === "transition") {
-        t.state = p.dst;
-        if (p.attempt) t.attempt = p.attempt;
-        if (p.dst === "error" && p.detail) t.error = p.detail;
-      }
-      else if (ev.kind === "metric") t.metrics[p.name] = p.value;
-      else if (ev.kind === "progress") { t.progress = p.fraction; t.message = p.message; }
-      dirty.add(t.step);
-    }
-    // One DOM write per changed step per frame, however many events arrived.
-    for (const name of dirty) renderStep(steps.get(name));
-    buttons();
-  };
-  const stream = new RunStream(run.id, apply, (s) => { document.getElementById("conn").textContent = s === "live" ? "● live" : s; });
-  window.__flowfedStream = stream; // lets the browser tests cut the connection
-  onLeave(() => stream.close());
-
-  document.getElementById("cancel").addEventListener("click", async () => {
-    try { await api(`/api/v1/runs/${run.id}/cancel`, { method: "POST" }); toast("Cancelling…"); }
-    catch (e) { document.getElementById("err").innerHTML = problemHtml(e); }
-  });
-  document.getElementById("retry").addEventListener("click", async () => {
-    try { const r = await api(`/api/v1/runs/${run.id}/retry`, { method: "POST" }); location.hash = `#/runs/${r.run_id}`; }
-    catch (e) { document.getElementById("err").innerHTML = problemHtml(e); }
-  });
-}
-
-// ---------------------------------------------------------------- task detail
-async function taskPage(taskId) {
-  const leaving = pageAbort.signal; // this page's: a later request must not outlive it
-  const [task, metrics] = await Promise.all([api(`/api/v1/tasks/${taskId}`), api(`/api/v1/tasks/${taskId}/metrics`)]);
-  // A retry runs the same task again under the next attempt number: its history is the
-  // transitions grouped by attempt, each ending in that attempt's outcome.
-  const byAttempt = new Map();
-  for (const tr of task.transitions) (byAttempt.get(tr.attempt) || byAttempt.set(tr.attempt, []).get(tr.attempt)).push(tr);
-  const attempts = [...byAttempt.entries()].map(([n, trs]) => ({ n, end: trs[trs.length - 1], detail: trs.find((x) => x.detail)?.detail }));
-  const arts = await api(`/api/v1/artifacts?run=${task.run_id}&limit=200`, { signal: leaving }).catch(() => []);
-  if (leaving.aborted) return;
-  const mine = (Array.isArray(arts) ? arts : arts.items || []).filter((a) => a.task_id === task.id);
-  // A placed task: what its node's policy let leave, output by output (the node's decision).
-  const egress = task.node !== "local" ? await api(`/api/v1/tasks/${taskId}/egress`, { signal: leaving }).catch(() => null) : null;
-  if (leaving.aborted) return;
-  const egressHtml = !egress ? "" : `<h2 id="egress">What left node ${esc(task.node)}</h2>${egress.items.length
-    ? `<table class="card"><thead><tr><th>output</th><th>kind</th><th>decision</th><th>bytes</th><th>rows covered</th><th>audit entry</th></tr></thead><tbody>${egress.items.map((e) => `<tr><td>${esc(e.output)}</td><td>${esc(e.kind)}${e.category ? ` (${esc(e.category)})` : ""}</td><td>${e.released ? "released" + (e.suppressed_cells ? `, ${e.suppressed_cells} cell(s) suppressed` : "") : `refused: ${esc(e.rule || "")} ${esc(e.reason || "")}`}</td><td>${e.size ?? 0}</td><td>${e.rows ?? "—"}</td><td class="mono">${esc(short(e.audit || ""))}</td></tr>`).join("")}</tbody></table>`
-    : `<p class="muted">Nothing: only hashes and sizes of its outputs reached the server.</p>`}`;
-  set(`<p><a href="#/runs/${task.run_id}">← Run ${short(task.run_id)}</a></p>
-    <h1>${esc(task.step)}: ${esc(task.tool)} <span id="task-state">${badge(task.state)}</span></h1>
-    <dl class="kv card">${task.label ? `<dt>Task</dt><dd>${esc(task.label)}</dd>` : ""}<dt>Node</dt><dd>${esc(task.node)}</dd><dt>Round</dt><dd>${task.round ?? "—"}</dd>
-    ${task.dataset ? `<dt>Dataset</dt><dd>${esc(task.dataset)}</dd>` : ""}${task.variant && Object.keys(task.variant).length ? `<dt>Subvariant</dt><dd class="mono">${esc(variantText(task.variant))}</dd>` : ""}
-    <dt>Attempt</dt><dd>${task.attempt}</dd><dt>Cached</dt><dd>${task.cached ? "yes" : "no"}</dd>
-    <dt>Started</dt><dd>${when(task.started_at)}</dd><dt>Ended</dt><dd>${when(task.ended_at)}</dd></dl>
-    ${task.error ? `<div class="card field-error" role="alert"><strong>${esc(String(task.error.message).startsWith(task.error.type || "\u0000") ? task.error.message : `${task.error.type || "Error"}: ${task.error.message}`)}</strong><pre class="logs">${esc(task.error.traceback || "")}</pre></div>` : ""}
-    <h2>Transitions</h2><ol id="transitions">${task.transitions.map((t) => `<li>${badge(t.src)} → ${badge(t.dst)} <span class="muted">${when(t.at)}${t.detail ? " · " + esc(t.detail) : ""}</span></li>`).join("")}</ol>
-    <h2>Logs <span class="conn muted" id="conn"></span></h2><pre class="logs" id="logs" tabindex="0" aria-label="Task logs"></pre>
-    <h2>Metrics</h2><div id="charts"></div>
-    <h2>Retry history</h2>${attempts.length > 1 ? `<ol id="attempts">${attempts.map((a) => `<li>attempt ${a.n}: ${badge(a.end.dst)} <span class="muted">${when(a.end.at)}</span>${a.detail ? ` ${esc(a.detail)}` : ""}</li>`).join("")}</ol>` : `<p class="muted">First attempt; no retries.</p>`}
-    ${egressHtml}
-    <h2>Outputs</h2>${mine.length ? `<ul>${mine.map((a) => `<li><a href="#/artifacts/${enc(a.id)}">${esc(a.name)} v${a.version}</a></li>`).join("")}</ul>` : `<p class="muted">None recorded.</p>`}`,
-  `Task ${short(task.id)}`);
-  const samples = new Map();
-  for (const s of metrics.samples) (samples.get(s.name) || samples.set(s.name, []).get(s.name)).push({ x: s.step ?? samples.get(s.name).length, y: s.value });
-  const charts = () => {
-    document.getElementById("charts").innerHTML = samples.size
-      ? [...samples.entries()].map(([n, pts]) => lineChart(pts, n)).join("") : `<p class="muted">No metrics yet.</p>`;
-  };
-  charts();
-  // Logs and live metrics come from the run's event stream, filtered to this task: the
-  // history first, then live lines, resumed after a drop without gaps or repeats.
-  const logs = document.getElementById("logs");
-  const seenMetric = metrics.samples.length;
-  let metricEvents = 0;
-  const stream = new RunStream(task.run_id, (batch) => {
-    const frag = document.createDocumentFragment();
-    let chartsDirty = false;
-    for (const ev of batch) {
-      if (ev.task_id !== task.id) continue;
-      const p = ev.payload || {};
-      if (ev.kind === "log") {
-        const line = document.createElement("div");
-        line.className = `lvl-${p.level}`;
-        line.dataset.id = ev.id;
-        line.textContent = `${new Date(ev.ts * 1000).toLocaleTimeString()} ${p.level.toUpperCase().padEnd(7)} ${p.message}`;
-        frag.append(line);
-      } else if (ev.kind === "transition") {
-        document.getElementById("task-state").innerHTML = badge(p.dst);
-        const li = document.createElement("li");
-        li.innerHTML = `${badge(p.src)} → ${badge(p.dst)}`;
-        if (!task.transitions.some((t) => t.dst === p.dst && t.src === p.src)) document.getElementById("transitions").append(li);
-      } else if (ev.kind === "metric") {
-        // The REST samples already hold the history; only metrics beyond them are new.
-        metricEvents += 1;
-        if (metricEvents > seenMetric) {
-          const list = samples.get(p.name) || samples.set(p.name, []).get(p.name);
-          list.push({ x: p.step ?? list.length, y: p.value });
-          chartsDirty = true;
-        }
-      }
-    }
-    const atEnd = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 4;
-    logs.append(frag);
-    if (atEnd) logs.scrollTop = logs.scrollHeight;
-    if (chartsDirty) charts();
-  }, (s) => { document.getElementById("conn").textContent = s === "live" ? "● live" : s; });
-  window.__flowfedStream = stream;
-  onLeave(() => stream.close());
 }
 
 // ---------------------------------------------------------------- artifacts
@@ -620,10 +324,12 @@ async function artifactPage(ref) {
   const walk = (n) => {
     if (seen.has(n.id)) return;
     seen.add(n.id);
-    nodes.push({ id: n.id, label: n.missing ? `${short(n.id)} (missing)` : `${n.name} v${n.version}`, sub: n.step || n.producer?.step || "", href: n.missing ? null : `#/artifacts/${enc(n.id)}` });
+    nodes.push({ id: n.id, name: n.missing ? null : n.name, version: n.version, label: n.missing ? `${short(n.id)} (missing)` : `${n.name} v${n.version}`, sub: n.step || n.producer?.step || "", href: n.missing ? null : `#/artifacts/${enc(n.id)}` });
     for (const p of n.parents || []) { edges.push({ from: p.id, to: n.id }); walk(p); }
   };
   walk(lineage);
+  // Round artifacts fold into one box ("global_model v1…v30"); the artifact itself stays.
+  const { nodes: graphNodes, edges: graphEdges } = foldVersions(nodes, edges, { keep: lineage.id });
   set(`<p><a href="#/artifacts">← Artifacts</a></p><h1>${esc(a.name)} <span class="muted">v${a.version}</span></h1>
     <dl class="kv card"><dt>Hash</dt><dd class="mono">${esc(a.hash)}</dd><dt>Size</dt><dd>${a.size} bytes</dd>
     <dt>Kind</dt><dd>${esc(a.kind)} (${esc(a.type_name)})</dd><dt>Produced by</dt><dd>${esc(a.producer?.step || a.step)} · ${esc(a.producer?.tool || "")} · <a href="#/tasks/${a.task_id}">task ${short(a.task_id)}</a></dd>
@@ -631,7 +337,15 @@ async function artifactPage(ref) {
     <dt>Shareable</dt><dd>${a.shareable ? "yes" : "no (stays on its node)"}</dd>
     ${a.meta ? `<dt>Meta</dt><dd class="mono">${esc(JSON.stringify(a.meta))}</dd>` : ""}</dl>
     <h2>Lineage</h2><p class="muted">From the sources (left) to this artifact (right).</p>
-    <div id="lineage">${dag(nodes, edges, `Lineage of ${a.name}`)}</div>`, a.name);
+    <div id="lineage"></div><div id="preview"></div>`, a.name);
+  drawGraph(document.getElementById("lineage"), graphNodes, graphEdges, `Lineage of ${a.name}`);
+  // A dict artifact (kind json, such as a flow's report) is previewed as indented JSON.
+  if (a.kind === "json" && a.shareable) {
+    const value = await api(`/api/v1/artifacts/${enc(a.id)}/content`).catch(() => null);
+    if (value !== null && typeof value === "object" && document.getElementById("preview")) {
+      document.getElementById("preview").innerHTML = `<h2>Preview</h2>${jsonPreview(value)}`;
+    }
+  }
 }
 
 // ---------------------------------------------------------------- nodes, models, triggers
@@ -681,8 +395,6 @@ async function nodesPage() {
   document.getElementById("refresh").addEventListener("click", refresh);
 }
 
-/** A model's swept params ("subvariant"), or a dash for a step that sweeps nothing. */
-const variantText = (v) => (v && Object.keys(v).length ? Object.entries(v).map(([k, x]) => `${k}=${typeof x === "string" ? x : JSON.stringify(x)}`).join(", ") : "—");
 
 /** One horizontal bar chart: a bar per model, its value written beside it ("—" if none). */
 function barChart(name, labels, values) {
@@ -748,7 +460,9 @@ function triggerWhen(spec) {
   return "—";
 }
 
-const fireHtml = (f) => (f ? `${badge(f.status)}${f.run_id ? ` <a class="mono" href="#/runs/${f.run_id}">run ${short(f.run_id)}</a>` : ""}` : `<span class="muted">never</span>`);
+// A fire that started a run shows what came of it (`outcome`: the run's status now), not
+// only that it started one.
+const fireHtml = (f) => (f ? `${badge(f.outcome || f.status)}${f.run_id ? ` <a class="mono" href="#/runs/${f.run_id}">run ${short(f.run_id)}</a>` : ""}` : `<span class="muted">never</span>`);
 
 async function triggersPage() {
   const data = await optional("/api/v1/triggers");
@@ -772,7 +486,7 @@ async function triggerPage(name) {
     ${t.spec?.overlap ? `<dt>If still running</dt><dd>${esc(t.spec.overlap)}</dd>` : ""}
     <dt>Created</dt><dd>${when(t.created_at)}</dd></dl>
     <h2>History</h2>${history.length ? `<div class="table-wrap"><table id="history"><thead><tr><th>When</th><th>Status</th><th>Run</th><th>Why / event</th><th>Fire key</th></tr></thead><tbody>
-    ${history.map((f) => `<tr data-status="${esc(f.status)}"><td>${when(f.created_at)}${f.catchup ? " (catch-up)" : ""}</td><td>${badge(f.status)}</td>
+    ${history.map((f) => `<tr data-status="${esc(f.status)}"><td>${when(f.created_at)}${f.catchup ? " (catch-up)" : ""}</td><td>${badge(f.status)}${f.run_status && f.run_status !== f.status ? ` → ${badge(f.run_status)}` : ""}</td>
     <td>${f.run_id ? `<a class="mono" href="#/runs/${f.run_id}">${short(f.run_id)}</a>` : "—"}</td>
     <td>${f.reason ? esc(f.reason) : `<span class="muted">${esc(f.event?.kind || "")}</span>`}</td><td class="mono">${esc(f.fire_key)}</td></tr>`).join("")}</tbody></table></div>`
     : `<p class="muted" id="history">Not fired yet.</p>`}`, t.name);

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import time
@@ -35,6 +36,7 @@ from flowfed.runtime.usage import stall_after_s
 
 _DONE = frozenset({"finished", "cached", "error", "skipped", "cancelled"})
 _ROUND = re.compile(r"/round (\d+)/aggregate$")
+_CONFIG_REF = re.compile(r"\$\{config\.([A-Za-z_][A-Za-z0-9_]*)\}")
 #: Event kinds that count as a step making progress (resource samples do not: a hung tool
 #: still has a growing wall time).
 _PROGRESS_KINDS = ("transition", "progress", "metric", "retry")
@@ -122,23 +124,40 @@ def step_facts(
     step["duration_s"] = (
         round((end if end is not None else now) - start, 3) if start is not None else None
     )
-    step["progress"] = step_progress(tasks, written)
+    config = {**((run.get("spec") or {}).get("config") or {}), **(run.get("params") or {})}
+    step["progress"] = step_progress(tasks, written, config)
     moved = [activity.get(t["id"]) or t.get("ended_at") or t.get("started_at") for t in tasks]
     moved = [x for x in moved if x] + [t["created_at"] for t in tasks]
     step["stalled"] = bool(status == "running" and moved and now - max(moved) > stall_after_s())
     return step
 
 
-def step_progress(tasks: list[dict[str, Any]], written: Mapping[str, Any] | None) -> dict[str, Any]:
+def _resolved(value: Any, config: Mapping[str, Any]) -> Any:
+    """``${config.rounds}`` as the run's config (with its params) says; else ``value``."""
+    if isinstance(value, str):
+        ref = _CONFIG_REF.fullmatch(value.strip())
+        if ref is not None:
+            value = config.get(ref.group(1))
+        with contextlib.suppress(TypeError, ValueError):
+            value = int(value)
+    return value
+
+
+def step_progress(
+    tasks: list[dict[str, Any]],
+    written: Mapping[str, Any] | None,
+    config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Rounds done over rounds for a federated step, else tasks done over tasks."""
     fed = (written or {}).get("federated")
-    if isinstance(fed, dict) and isinstance(fed.get("rounds"), int):
+    rounds = _resolved(fed.get("rounds"), config or {}) if isinstance(fed, dict) else None
+    if isinstance(rounds, int) and not isinstance(rounds, bool):
         done = {
             int(mt.group(1))
             for t in tasks
             if t.get("state") in ("finished", "cached")
             and (mt := _ROUND.search(t.get("plan_key") or ""))
         }
-        return {"done": len(done), "total": fed["rounds"], "unit": "rounds"}
+        return {"done": len(done), "total": rounds, "unit": "rounds"}
     finished = sum(1 for t in tasks if t.get("state") in _DONE)
     return {"done": finished, "total": len(tasks), "unit": "tasks"}

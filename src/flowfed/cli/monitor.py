@@ -222,8 +222,8 @@ def view_rounds(view: Any, step: str) -> int | None:
 
 
 def _step_duration(runs: list[TaskRun]) -> float | None:
-    starts = [t.started_at for t in runs if getattr(t, "started_at", None)]
-    ends = [t.ended_at for t in runs if getattr(t, "ended_at", None)]
+    starts = [t.started_at for t in runs if t.started_at is not None]
+    ends = [t.ended_at for t in runs if t.ended_at is not None]
     if not starts or not ends:
         return None
     return max(ends) - min(starts)

@@ -55,27 +55,30 @@ def run_times(run: Mapping[str, Any], now: float | None = None) -> dict[str, Any
 
 
 def task_facts(
-    task: dict[str, Any], offline: Mapping[str, float], now: float | None = None
+    task: dict[str, Any], offline: Mapping[str, float | None], now: float | None = None
 ) -> dict[str, Any]:
     """Add ``duration_s`` and ``waiting_on`` to a task row (in place; returned)."""
     now = time.time() if now is None else now
     start, end = task.get("started_at"), task.get("ended_at")
     task["duration_s"] = round((end if end is not None else now) - start, 3) if start else None
-    node = task.get("node")
+    node = str(task.get("node"))
     waiting = task.get("state") not in _DONE and node in offline
-    task["waiting_on"] = {"node": node, "offline_since": iso(offline[node])} if waiting else None
+    since = offline.get(node)
+    task["waiting_on"] = (
+        {"node": node, "offline_since": iso(since) if since else None} if waiting else None
+    )
     task.setdefault("resources", None)
     return task
 
 
-def offline_nodes(hub: Any) -> dict[str, float]:
-    """Offline nodes of the server's hub and when each was last heard from."""
+def offline_nodes(hub: Any) -> dict[str, float | None]:
+    """Offline nodes of the server's hub and when each was last heard from (None: never)."""
     if hub is None:
         return {}
-    out: dict[str, float] = {}
+    out: dict[str, float | None] = {}
     for name, info in hub.nodes().items():
         if not info.online:
-            out[name] = info.last_seen or 0.0
+            out[name] = info.last_seen
     return out
 
 

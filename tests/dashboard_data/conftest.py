@@ -39,6 +39,21 @@ def burn(ctx: Context, *, mb: int = 60, seconds: float = 1.0, unit: str = "image
     return {"n": done}
 """
 
+#: A report in the shape of ``flowfed.pool_metrics`` (hand-written figures).
+REPORT_TOOLS = """
+
+
+@tool(version="1", type="evaluation")
+def site_table(ctx: Context) -> dict:
+    return {
+        "sites": {
+            "hospital-a:breast": {"accuracy": 0.9737, "roc_auc": 0.9961, "rows": 38},
+            "hospital-b:breast": {"accuracy": 0.9412, "roc_auc": 0.9850, "rows": 34},
+        },
+        "pooled": {"accuracy": 0.9583, "roc_auc": 0.9903, "rows": 72},
+    }
+"""
+
 BURN_FLOW = """
 name: burn
 steps:

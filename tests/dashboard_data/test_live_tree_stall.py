@@ -70,9 +70,9 @@ def test_a_step_without_progress_says_stalled_on_the_terminal(project: Project) 
     text = _ANSI.sub("", seen.decode("utf-8", "replace"))
     assert proc.returncode == 0, text[-3000:]
     assert re.search(r"Step: Hang \[running[^\]]*\] stalled", text), text[-3000:]
-    assert re.search(r"Hang \(central\) running .*cpu \d+\.\d s · \d+ MB · 1/10 files", text), (
-        text[-3000:]
-    )
+    assert re.search(r"Hang \(central\) running .*cpu \d+\.\d s · \d+ MB · 1/10 files", text), text[
+        -3000:
+    ]
     # Once it ends, the final frame is neither running nor stalled.
     final = text[text.rfind("Step: Hang") :]
     assert final.startswith("Step: Hang [completed"), final[:300]

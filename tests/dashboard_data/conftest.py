@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.cli.conftest import project  # noqa: F401 (the same project fixture)
+from tests.cli.conftest import pg_project, project  # noqa: F401 (the same fixtures)
 from tests.server.conftest import make_server  # noqa: F401 (real server subprocesses)
 
 #: A tool that allocates about ``mb`` MB and burns CPU for about ``seconds``, reporting

@@ -195,3 +195,16 @@ def test_usage_figures_are_cleaned_before_they_are_recorded() -> None:
     assert clean_counts({"done": "5", "total": 3, "unit": "x"}) is None
     long = clean_counts({"done": 1, "total": None, "unit": "u\x00\x1b" + "n" * 100})
     assert long is not None and long["unit"] == "u" + "n" * 31
+
+
+def test_figures_and_the_registry_query_on_sqlite_and_postgresql(pg_project: Project) -> None:
+    _setup(pg_project)
+    report = pg_project.run_json("flow.yaml", "-i", "tools.py", "--no-cache")
+    assert report["status"] == "success", report
+    shown = pg_project.ff("runs", "show", report["run_id"], "--json", check=0).json()
+    (row,) = shown["tasks"]
+    _check_figures(row["resources"], _own(row))
+    # The registry's "final round only" filter runs on either database (no model here).
+    assert pg_project.ff("models", "list", "--json", check=0).json() == {"items": []}
+    arts = pg_project.ff("artifacts", "list", "-q", "ou", "--step", "Burn", "--json", check=0)
+    assert [a["name"] for a in arts.json()] == ["out"]

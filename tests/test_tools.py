@@ -98,7 +98,8 @@ def test_context_routes_telemetry_without_printing(capsys: pytest.CaptureFixture
     assert seen == [
         ("log", {"level": "info", "message": "hello"}),
         ("metric", {"name": "loss", "value": 1.0, "step": None}),
-        ("progress", {"fraction": 0.75, "message": None}),
+        # progress(3, 4) is also a count (the monitors show "3/4").
+        ("progress", {"fraction": 0.75, "message": None, "done": 3, "total": 4, "unit": None}),
     ]
     assert capsys.readouterr().out == ""
     ctx.cancel()

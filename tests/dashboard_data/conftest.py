@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.cli.conftest import project  # noqa: F401 (the same project fixture)
+from tests.cli.conftest import pg_project, project  # noqa: F401 (the same fixtures)
 from tests.server.conftest import make_server  # noqa: F401 (real server subprocesses)
 
 #: A tool that allocates about ``mb`` MB and burns CPU for about ``seconds``, reporting
@@ -37,6 +37,21 @@ def burn(ctx: Context, *, mb: int = 60, seconds: float = 1.0, unit: str = "image
     ctx.metric("maxrss_mb", maxrss_mb)
     ctx.metric("allocated_mb", len(block) / 2**20)
     return {"n": done}
+"""
+
+#: A report in the shape of ``flowfed.pool_metrics`` (hand-written figures).
+REPORT_TOOLS = """
+
+
+@tool(version="1", type="evaluation")
+def site_table(ctx: Context) -> dict:
+    return {
+        "sites": {
+            "hospital-a:breast": {"accuracy": 0.9737, "roc_auc": 0.9961, "rows": 38},
+            "hospital-b:breast": {"accuracy": 0.9412, "roc_auc": 0.9850, "rows": 34},
+        },
+        "pooled": {"accuracy": 0.9583, "roc_auc": 0.9903, "rows": 72},
+    }
 """
 
 BURN_FLOW = """

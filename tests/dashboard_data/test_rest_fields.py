@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from flowfed.cli.remote import watch
-from tests.dashboard_data.conftest import BURN_TOOLS
+from tests.dashboard_data.conftest import BURN_TOOLS, REPORT_TOOLS
 from tests.server.conftest import TOOLS, Server, start_server, stop
 
 FLOW = """
@@ -56,7 +56,7 @@ steps:
 @pytest.fixture
 def srv(tmp_path: Path) -> Iterator[Server]:
     s = start_server(tmp_path / "srv", f"sqlite:///{tmp_path / 'srv' / 'flowfed.db'}",
-                     tools=TOOLS + BURN_TOOLS)  # fmt: skip
+                     tools=TOOLS + BURN_TOOLS + REPORT_TOOLS)  # fmt: skip
     yield s
     stop(s)
 
@@ -155,3 +155,17 @@ def test_every_step_is_final_when_a_run_fails(srv: Server, tmp_path: Path) -> No
     assert broken["ended_at"] is not None
     out = srv.ff("--server", srv.url, "--token", srv.token, "runs", "show", run_id).stdout
     assert "failed" in out
+
+
+def test_run_with_server_prints_the_results_table(srv: Server) -> None:
+    (srv.root / "report.yaml").write_text(
+        "name: with-report\nreport: summary\nsteps:\n"
+        "  - name: Results\n    tool: site_table\n    outputs: [summary]\n"
+    )
+    res = srv.ff("--server", srv.url, "--token", srv.token, "run", "report.yaml")
+    out = res.stdout
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+    assert rows["hospital-a:breast"] == ["0.9737", "0.9961", "38"], out
+    assert rows["hospital-b:breast"] == ["0.9412", "0.9850", "34"], out
+    pooled = next(line for line in out.splitlines() if "pooled (federated)" in line)
+    assert pooled.split()[2:] == ["0.9583", "0.9903", "72"], out

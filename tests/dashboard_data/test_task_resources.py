@@ -10,6 +10,7 @@ that independent measurement within generous bounds. No timing is asserted.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,16 @@ def test_each_executor_measures_cpu_memory_and_progress(project: Project, execut
     text = project.ff("runs", "show", report["run_id"], check=0).out
     assert "5,000/5,000 images" in text, text
     assert f"cpu {row['resources']['cpu_s']:.1f} s" in " ".join(text.split()), text
+
+
+def test_the_run_tree_shows_resources_and_step_durations(project: Project) -> None:
+    _setup(project)
+    project.env["COLUMNS"] = "200"
+    res = project.ff("run", "flow.yaml", "-i", "tools.py", "--no-cache", check=0)
+    line = next(x for x in res.out.splitlines() if "Burn (central) finished" in x)
+    assert re.search(r" · cpu \d+\.\d s · \d+ MB · 5,000/5,000 images", line), line
+    head = next(x for x in res.out.splitlines() if "Step: Burn" in x)
+    assert re.search(r"\[completed · \d+\.\d\ds\]", head), head
 
 
 def test_node_agents_measure_the_sandboxed_tool(project: Project, tmp_path: Path) -> None:
@@ -184,3 +195,16 @@ def test_usage_figures_are_cleaned_before_they_are_recorded() -> None:
     assert clean_counts({"done": "5", "total": 3, "unit": "x"}) is None
     long = clean_counts({"done": 1, "total": None, "unit": "u\x00\x1b" + "n" * 100})
     assert long is not None and long["unit"] == "u" + "n" * 31
+
+
+def test_figures_and_the_registry_query_on_sqlite_and_postgresql(pg_project: Project) -> None:
+    _setup(pg_project)
+    report = pg_project.run_json("flow.yaml", "-i", "tools.py", "--no-cache")
+    assert report["status"] == "success", report
+    shown = pg_project.ff("runs", "show", report["run_id"], "--json", check=0).json()
+    (row,) = shown["tasks"]
+    _check_figures(row["resources"], _own(row))
+    # The registry's "final round only" filter runs on either database (no model here).
+    assert pg_project.ff("models", "list", "--json", check=0).json() == {"items": []}
+    arts = pg_project.ff("artifacts", "list", "-q", "ou", "--step", "Burn", "--json", check=0)
+    assert [a["name"] for a in arts.json()] == ["out"]

@@ -23,6 +23,7 @@ from flowfed.runtime.protocol import (
     PathInput,
     ProgressMessage,
     ProtocolError,
+    ResourcesMessage,
     RuntimeInfo,
     StartMessage,
     StatusMessage,
@@ -61,6 +62,8 @@ EXAMPLES: list[Any] = [
     LogMessage(level="warning", message="careful"),
     MetricMessage(name="loss", value=0.25, step=3),
     ProgressMessage(fraction=0.5, message="half"),
+    ProgressMessage(fraction=1.0, done=5000, total=5000, unit="images"),
+    ResourcesMessage(wall_s=1.5, cpu_s=1.2, peak_rss_mb=85.0),
     OutputMessage(name="o", kind="bytes", size=1, sha256=sha256_hex(b"z"), data=b64encode(b"z")),
     ErrorMessage(
         message="bad", details=[ErrorDetail(field="config.x", message="nope")], fatal=False

@@ -71,7 +71,7 @@ def test_progress_units_and_messages_do_not_carry_row_bytes_off_a_node(
     shown = project.ff("runs", "show", report["run_id"], "--json", check=0)
     text = project.ff("runs", "show", report["run_id"], check=0)
     home = Path(project.env["FLOWFED_HOME"])
-    central = sorted(home.glob("flowfed.db*")) + [home / "artifacts"]
+    central = [*sorted(home.glob("flowfed.db*")), home / "artifacts"]
     assert central[0].name == "flowfed.db", central
     for where, blob in (
         ("run --json", json.dumps(report)),

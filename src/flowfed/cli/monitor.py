@@ -117,8 +117,13 @@ def render(view: RunView, max_tasks_per_step: int = 20) -> Tree:
             state = {"cancelled": "cancelled"}.get(
                 view.status, "failed" if state == "running" else "skipped"
             )
-        sym, style = _STEP_STYLE[state]
         rounds = _federated_rounds(runs) or view_rounds(view, step)
+        own = [t for t in runs if t.node.round is None] if rounds is not None else []
+        if own and own[-1].state.terminal:
+            # A federated step is what its own task says: a node that dropped out of a
+            # round does not fail the step when the rounds went on without it.
+            state = _STATE_WORD.get(own[-1].state, state)
+        sym, style = _STEP_STYLE[state]
         if rounds is not None:
             # Honest progress for a federated step: rounds done over rounds.
             done_rounds = rounds_done(runs)
@@ -159,14 +164,21 @@ def render(view: RunView, max_tasks_per_step: int = 20) -> Tree:
                 if t.node.round is None:
                     branch.add(task_line(t))
             earlier = len(runs) - len(latest) - sum(1 for t in runs if t.node.round is None)
-            # An error of an earlier round stays in sight above the fold.
+            # An error of an earlier round stays in sight above the fold: a node that
+            # dropped out (its latest task is of an earlier round) or failed once.
+            current = max((t.node.round or 0) for t in latest.values())
+            for key, t in list(latest.items()):
+                if t.error and (t.node.round or 0) < current:
+                    del latest[key]
+                    earlier += 1
             shown_ids = {id(t) for t in latest.values()}
             for t in runs:
                 if t.node.round is not None and id(t) not in shown_ids and t.error:
                     who = getattr(t.node, "node", "?")
                     why = str(t.error.get("message", "failed"))[:200]
                     branch.add(Text(f"✗ {who} dropped in round {t.node.round}: {why}", style="red"))
-            if earlier:
+                    earlier -= 1
+            if earlier > 0:
                 branch.add(Text(f"… {earlier} tasks of earlier rounds", style="dim"))
             for t in latest.values():
                 branch.add(task_line(t, rounds))
@@ -179,6 +191,15 @@ def render(view: RunView, max_tasks_per_step: int = 20) -> Tree:
     if view.error:
         tree.add(Text(f"error: {view.error}", style="red"))
     return tree
+
+
+_STATE_WORD = {
+    State.FINISHED: "completed",
+    State.CACHED: "completed",
+    State.ERROR: "failed",
+    State.SKIPPED: "skipped",
+    State.CANCELLED: "cancelled",
+}
 
 
 def rounds_done(runs: list[TaskRun]) -> int:
@@ -201,8 +222,8 @@ def view_rounds(view: Any, step: str) -> int | None:
 
 
 def _step_duration(runs: list[TaskRun]) -> float | None:
-    starts = [t.started_at for t in runs if getattr(t, "started_at", None)]
-    ends = [t.ended_at for t in runs if getattr(t, "ended_at", None)]
+    starts = [t.started_at for t in runs if t.started_at is not None]
+    ends = [t.ended_at for t in runs if t.ended_at is not None]
     if not starts or not ends:
         return None
     return max(ends) - min(starts)

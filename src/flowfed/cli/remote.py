@@ -7,6 +7,7 @@ same tree as a local run without reading the server's database.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -263,7 +264,47 @@ def watch_and_exit(server: Remote, run_id: str, as_json: bool, quiet: bool) -> N
         from flowfed.cli.monitor import render
 
         out.print(render(tree.view))
+    if not as_json and not quiet:
+        _print_results(server, run_id, tree)
     if not as_json:
         colour = {"success": "green", "failed": "red", "cancelled": "magenta"}.get(status, "")
         out.print(f"[{colour}]{status}[/{colour}] run {run_id} on {server.url}")
     raise typer.Exit({"success": 0, "failed": 1, "cancelled": 130}.get(status, 1))
+
+
+def _print_results(server: Remote, run_id: str, tree: EventTree) -> None:
+    """What a local run prints at its end, from the server: rounds and the report table.
+
+    The report is the flow's ``report:`` artifact of this run, read through the REST API
+    (shareable artifacts only); a run without one prints nothing more.
+    """
+    import httpx
+
+    from flowfed.cli.common import api
+    from flowfed.cli.run import _print_report
+
+    rounds = next(
+        (
+            int(t.metrics["rounds"])
+            for runs in tree.view.tasks.values()
+            for t in runs
+            if "rounds" in t.metrics and t.node.round is None
+        ),
+        None,
+    )
+    summary: dict[str, Any] = {"rounds": rounds} if rounds else {}
+    run = api(server, "GET", f"/runs/{run_id}")
+    report = (run.get("spec") or {}).get("report")
+    if report:
+        arts = api(server, "GET", "/artifacts", params={"run": run_id, "name": report})
+        if arts:
+            resp = httpx.get(
+                f"{server.url}/api/v1/artifacts/{arts[0]['id']}/content",
+                headers=_headers(server.token),
+                timeout=60,
+            )
+            if resp.status_code == 200:
+                # A report that is not JSON has nothing to tabulate.
+                with contextlib.suppress(ValueError):
+                    summary["metrics"] = resp.json()
+    _print_report(summary)

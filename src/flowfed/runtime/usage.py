@@ -243,7 +243,7 @@ def clean_figures(payload: Any) -> dict[str, float] | None:
     for key, bound in _BOUNDS.items():
         value = payload.get(key)
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-        v = float(value) if ok else 0.0
+        v = float(value) if ok and value is not None else 0.0
         out[key] = min(bound, v) if math.isfinite(v) and v > 0 else 0.0
     return out
 

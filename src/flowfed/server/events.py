@@ -8,7 +8,10 @@ after they are committed, so the history never lags the stream. The socket close
 1000 after the run's final event.
 
 Messages are JSON: ``{"id": SEQ, "run_id", "kind", "task_id", "ts", "payload": {...}}``
-where ``kind`` is ``run``, ``transition``, ``log``, ``metric``, ``progress`` or ``retry``.
+where ``kind`` is ``run``, ``transition``, ``log``, ``metric``, ``progress``, ``retry``,
+``resources`` (a task's ``wall_s``, ``cpu_s``, ``peak_rss_mb`` and ``progress`` counts,
+about once a second while it runs and once at its end) or ``waiting`` (a task waits for
+its offline ``node``; ``node`` null when the wait is over).
 
 Authentication: ``Authorization: Bearer TOKEN``, ``?access_token=TOKEN``, or (for
 browsers, which cannot set headers on a WebSocket and should not put secrets in URLs) a

@@ -346,6 +346,14 @@ class NodeHub:
                             who = f"{offline(node, gone[1])}: it" if gone else f"node '{node}'"
                             why = f"{who} went offline while running the task"
                             raise RemoteTaskError(self._report(task, why, "NodeOffline"))
+                        elif p.lost_at is not None and not waiting:
+                            # Its node dropped mid-task: the task waits for it to return.
+                            waiting = True
+                            gone = self._gone.get(node)
+                            p.telemetry.append(
+                                ("waiting", {"node": node, "offline_since": gone and gone[1]})
+                            )
+                            continue
                         elif (
                             task.timeout is not None
                             and now >= p.sent_at + task.timeout + TIMEOUT_MARGIN_S
@@ -434,6 +442,7 @@ class NodeHub:
                     continue
                 if task_id in held:
                     p.sent, p.lost_at = conn, None  # re-attached: the node still runs it
+                    p.telemetry.append(("waiting", {"node": None}))  # the wait is over
                 else:
                     p.outcome = RemoteTaskError(
                         self._report(

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import time
@@ -35,6 +36,7 @@ from flowfed.runtime.usage import stall_after_s
 
 _DONE = frozenset({"finished", "cached", "error", "skipped", "cancelled"})
 _ROUND = re.compile(r"/round (\d+)/aggregate$")
+_CONFIG_REF = re.compile(r"\$\{config\.([A-Za-z_][A-Za-z0-9_]*)\}")
 #: Event kinds that count as a step making progress (resource samples do not: a hung tool
 #: still has a growing wall time).
 _PROGRESS_KINDS = ("transition", "progress", "metric", "retry")
@@ -53,27 +55,30 @@ def run_times(run: Mapping[str, Any], now: float | None = None) -> dict[str, Any
 
 
 def task_facts(
-    task: dict[str, Any], offline: Mapping[str, float], now: float | None = None
+    task: dict[str, Any], offline: Mapping[str, float | None], now: float | None = None
 ) -> dict[str, Any]:
     """Add ``duration_s`` and ``waiting_on`` to a task row (in place; returned)."""
     now = time.time() if now is None else now
     start, end = task.get("started_at"), task.get("ended_at")
     task["duration_s"] = round((end if end is not None else now) - start, 3) if start else None
-    node = task.get("node")
+    node = str(task.get("node"))
     waiting = task.get("state") not in _DONE and node in offline
-    task["waiting_on"] = {"node": node, "offline_since": iso(offline[node])} if waiting else None
+    since = offline.get(node)
+    task["waiting_on"] = (
+        {"node": node, "offline_since": iso(since) if since else None} if waiting else None
+    )
     task.setdefault("resources", None)
     return task
 
 
-def offline_nodes(hub: Any) -> dict[str, float]:
-    """Offline nodes of the server's hub and when each was last heard from."""
+def offline_nodes(hub: Any) -> dict[str, float | None]:
+    """Offline nodes of the server's hub and when each was last heard from (None: never)."""
     if hub is None:
         return {}
-    out: dict[str, float] = {}
+    out: dict[str, float | None] = {}
     for name, info in hub.nodes().items():
         if not info.online:
-            out[name] = info.last_seen or 0.0
+            out[name] = info.last_seen
     return out
 
 
@@ -122,23 +127,40 @@ def step_facts(
     step["duration_s"] = (
         round((end if end is not None else now) - start, 3) if start is not None else None
     )
-    step["progress"] = step_progress(tasks, written)
+    config = {**((run.get("spec") or {}).get("config") or {}), **(run.get("params") or {})}
+    step["progress"] = step_progress(tasks, written, config)
     moved = [activity.get(t["id"]) or t.get("ended_at") or t.get("started_at") for t in tasks]
     moved = [x for x in moved if x] + [t["created_at"] for t in tasks]
     step["stalled"] = bool(status == "running" and moved and now - max(moved) > stall_after_s())
     return step
 
 
-def step_progress(tasks: list[dict[str, Any]], written: Mapping[str, Any] | None) -> dict[str, Any]:
+def _resolved(value: Any, config: Mapping[str, Any]) -> Any:
+    """``${config.rounds}`` as the run's config (with its params) says; else ``value``."""
+    if isinstance(value, str):
+        ref = _CONFIG_REF.fullmatch(value.strip())
+        if ref is not None:
+            value = config.get(ref.group(1))
+        with contextlib.suppress(TypeError, ValueError):
+            value = int(value)
+    return value
+
+
+def step_progress(
+    tasks: list[dict[str, Any]],
+    written: Mapping[str, Any] | None,
+    config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Rounds done over rounds for a federated step, else tasks done over tasks."""
     fed = (written or {}).get("federated")
-    if isinstance(fed, dict) and isinstance(fed.get("rounds"), int):
+    rounds = _resolved(fed.get("rounds"), config or {}) if isinstance(fed, dict) else None
+    if isinstance(rounds, int) and not isinstance(rounds, bool):
         done = {
             int(mt.group(1))
             for t in tasks
             if t.get("state") in ("finished", "cached")
             and (mt := _ROUND.search(t.get("plan_key") or ""))
         }
-        return {"done": len(done), "total": fed["rounds"], "unit": "rounds"}
+        return {"done": len(done), "total": rounds, "unit": "rounds"}
     finished = sum(1 for t in tasks if t.get("state") in _DONE)
     return {"done": finished, "total": len(tasks), "unit": "tasks"}

@@ -211,7 +211,8 @@ class WaitingOn(BaseModel):
     """The offline node a task waits for, and since when (ISO 8601, UTC)."""
 
     node: str
-    offline_since: str
+    #: None for a node never heard from.
+    offline_since: str | None = None
 
 
 class Task(BaseModel):

@@ -317,7 +317,7 @@ def gradient_descent(
         losses.append(loss)
         if ctx is not None:
             ctx.metric("loss", loss, step=epoch)
-            ctx.progress(epoch, epochs, f"epoch {epoch}/{epochs}")
+            ctx.progress(epoch, epochs, f"epoch {epoch}/{epochs}", unit="epochs")
     return params, losses
 
 

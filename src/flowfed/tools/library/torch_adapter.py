@@ -318,7 +318,7 @@ def train_module(
         value = finite_loss(total / len(y), epoch)
         losses.append(value)
         ctx.metric("loss", value, step=epoch)
-        ctx.progress(epoch, epochs, f"epoch {epoch}/{epochs}")
+        ctx.progress(epoch, epochs, f"epoch {epoch}/{epochs}", unit="epochs")
     state = {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
     training = {
         "tool": "flowfed.torch_module@1.0", "module": module,

@@ -70,7 +70,7 @@ def torch_mlp(
         opt.step()
         losses.append(value)
         ctx.metric("loss", value, step=epoch)
-        ctx.progress(epoch, epochs, f"epoch {epoch}/{epochs}")
+        ctx.progress(epoch, epochs, f"epoch {epoch}/{epochs}", unit="epochs")
     final = [p.detach().numpy().copy() for p in params]
     training = {
         "tool": "flowfed.torch_mlp@1.0",

@@ -18,11 +18,14 @@ Example:
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+
+from flowfed.wording import plural
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -234,3 +237,41 @@ def quote(segment: str) -> str:
     from urllib.parse import quote as _quote
 
     return _quote(segment, safe="")
+
+
+def flow_error(
+    exc: Exception, as_json: bool, imported: list[str] | None = None, flow: Any = None
+) -> NoReturn:
+    """Print a FlowError's diagnostics (or ``{"valid": false, ...}``) and exit 2.
+
+    ``imported`` (the flow's ``imports`` and ``--import``), when known, folds the "unknown
+    tool" lines that an import would fix into one naming it.
+    """
+    from flowfed.spec.diagnostics import FlowError
+
+    assert isinstance(exc, FlowError)
+    diagnostics = exc.diagnostics
+    if imported is not None:
+        from flowfed.tools.hints import collapse_unknown_tools
+
+        diagnostics = collapse_unknown_tools(diagnostics, imported=imported, flow=flow)
+    if as_json:
+        print(json.dumps({"valid": False, "errors": [d.to_dict() for d in diagnostics]}))
+    else:
+        err.print(f"[red]invalid flow[/red]: {plural(len(diagnostics), 'problem')}")
+        for d in diagnostics:
+            err.print(f"  {d}", soft_wrap=True, markup=False)
+    raise typer.Exit(2)
+
+
+def imported_by(loaded: Any, imports: list[str] | None) -> list[str]:
+    """What a flow run from here imports: ``--import`` modules, then the flow's own."""
+    return [*(imports or []), *(loaded.flow.imports if loaded is not None else [])]
+
+
+def print_warnings(warnings: list[Any]) -> None:
+    """Build-time warnings (the flow runs; the user should know), one line each on stderr."""
+    from rich.markup import escape
+
+    for w in warnings:
+        err.print(f"[yellow]warning[/yellow]: {escape(str(w))}", soft_wrap=True)

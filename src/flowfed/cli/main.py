@@ -36,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Validate and run a flow, showing a live tree of its steps and tasks.",
     ),
     "validate": (
-        "flowfed.cli.run",
+        "flowfed.cli.validate",
         "validate_app",
         "Check a flow without running it: exit 0 if valid, 2 with every problem otherwise.",
     ),

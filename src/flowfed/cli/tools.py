@@ -32,13 +32,13 @@ def _tools(ctx: typer.Context, imports: list[str] | None) -> list[dict[str, Any]
 
 
 def _load_tools(imports: list[str] | None) -> Any:
-    from flowfed.cli.run import _flow_error
+    from flowfed.cli.common import flow_error
     from flowfed.spec.diagnostics import FlowError
     from flowfed.tools import get_registry, import_tools
 
     problems = import_tools(imports or [], Path.cwd())
     if problems:
-        _flow_error(FlowError(problems), False)
+        flow_error(FlowError(problems), False)
     return get_registry()
 
 

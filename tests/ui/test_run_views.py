@@ -491,6 +491,27 @@ def test_polish_dark_mode_favicon_not_found_and_plurals(
     assert not errors, errors
 
 
+def test_validation_curves_of_a_flow_that_evaluates_during_training(
+    page: Page, cluster: Cluster
+) -> None:
+    # Part 3's validation metrics: examples/breast_cancer/evaluation.yaml evaluates the
+    # global model on every hospital's test split after every 5th round and the last.
+    # (Before the offline-node test: it needs all three hospitals.)
+    source = (EXAMPLE / "evaluation.yaml").read_text()
+    r = cluster.srv.client().post("/api/v1/runs", json={"source": source, "params": {"rounds": 6}})
+    assert r.status_code == 202, r.text
+    run_id = str(r.json()["run_id"])
+    run = cluster.srv.wait_run(run_id, timeout=RUN_TIMEOUT_S)
+    assert run["status"] == "success", json.dumps(run)[:3000]
+    page.goto(f"{cluster.srv.url}/#/runs/{run_id}")
+    panel = page.locator(f"section.fed-panel[data-step='{STEP}']")
+    for metric in ("loss", "accuracy"):
+        legend = panel.locator(f"figure.curve[data-metric='{metric}'] .u-legend")
+        # The pooled validation figure is drawn beside the training curves, as its own line.
+        expect(legend.locator(".u-series", has_text="global model (validation)")).to_have_count(1)
+    shot(page, "fed-panel-validation")
+
+
 def test_a_task_sent_to_an_offline_node_says_what_it_waits_for(
     page: Page, cluster: Cluster, normal_run: str
 ) -> None:

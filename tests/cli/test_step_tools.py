@@ -328,5 +328,7 @@ def test_the_live_tree_keeps_a_step_running_until_each_of_its_tools_has_run(
     for frame in early:  # ...and its step stayed running, its bar not full
         assert "Step: Model Validation (process) [running 50%]" in frame, frame
     final = frames[-1]
-    assert "Step: Model Validation (process) [completed]" in final
+    # A finished step shows its duration beside the state: "[completed · 0.01s]".
+    done = r"Step: Model Validation \(process\) \[completed( · [0-9.]+s)?\]"
+    assert re.search(done, final), final
     assert "✓ Compare with the reference (central) finished" in final

@@ -69,7 +69,14 @@ def test_artifacts_hide_round_updates_unless_asked(
     assert not any(a["name"].startswith("model.update[") for a in default)
     assert sum(a["name"].startswith("model.update[") for a in rounds) == 9
     assert [a["id"] for a in default if a["name"] == "model"] == [report["summary"]["model"]["id"]]
-    assert len(rounds) - len(default) == 9 + 2  # updates, and rounds 1-2's global models
+    # Hidden by default: the 9 node updates, and rounds 1-2's global models and their
+    # resume checkpoints (issue 21); the last round's model and checkpoint stay listed.
+    shown = {a["id"] for a in default}
+    hidden = sorted((a["name"], a["version"]) for a in rounds if a["id"] not in shown)
+    assert hidden == sorted(
+        [(f"model.update[hospital-{h}:breast]", r) for h in "abc" for r in (1, 2, 3)]
+        + [(name, r) for name in ("model", "model.checkpoint") for r in (1, 2)]
+    )
 
 
 def test_artifact_search_by_prefix_run_and_step(

@@ -73,7 +73,11 @@ def test_a_tool_error_comes_back_as_data_with_telemetry(tmp_path: Path) -> None:
     assert result.error is not None
     message, tb, etype = result.error
     assert message == "KeyError: 'missing'" and etype == "KeyError" and "raise KeyError" in tb
-    assert [(k, p["message"]) for k, p in result.telemetry] == [("log", "about to fail")]
+    logs = [p["message"] for k, p in result.telemetry if k == "log"]
+    assert logs == ["about to fail"]
+    # A failed attempt still reports what it used, once, after the log.
+    assert [k for k, _ in result.telemetry][-1] == "resources"
+    assert result.telemetry[-1][1]["peak_rss_mb"] > 0
 
 
 def test_loading_tools_while_another_thread_imports(tmp_path: Path) -> None:

@@ -281,7 +281,7 @@ def _print_results(server: Remote, run_id: str, tree: EventTree) -> None:
     import httpx
 
     from flowfed.cli.common import api
-    from flowfed.cli.run import _print_report
+    from flowfed.cli.report import print_report
 
     rounds = next(
         (
@@ -307,4 +307,4 @@ def _print_results(server: Remote, run_id: str, tree: EventTree) -> None:
                 # A report that is not JSON has nothing to tabulate.
                 with contextlib.suppress(ValueError):
                     summary["metrics"] = resp.json()
-    _print_report(summary)
+    print_report(summary)

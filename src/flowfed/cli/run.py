@@ -30,6 +30,7 @@ from flowfed.cli.common import (
     print_warnings,
     remote,
 )
+from flowfed.cli.report import print_report
 from flowfed.wording import plural
 
 if TYPE_CHECKING:
@@ -396,7 +397,7 @@ def _print_summary(result: Any) -> None:
                 markup=False,
                 soft_wrap=True,
             )
-    _print_report(result.summary)
+    print_report(result.summary)
     if result.artifacts:
         # Point at an output of the flow's last productive step: the "result" a user wants.
         order = {name: i for i, name in enumerate(result.view.steps)}
@@ -405,61 +406,6 @@ def _print_summary(result: Any) -> None:
             f"  {plural(len(result.artifacts), 'artifact')}; trace one with: "
             f"flowfed lineage {last['name']}:{last['version']}"
         )
-
-
-def _print_report(summary: dict[str, Any]) -> None:
-    """Federated rounds and a per-site / pooled / centralized table, when the run has them."""
-    if not summary:
-        return
-    if summary.get("rounds"):
-        spr = summary.get("seconds_per_round")
-        out.print(
-            f"  federated: {plural(summary['rounds'], 'round')}"
-            + (f", {spr * 1000:.1f} ms per round" if spr else "")
-            + (f" ({summary['mode']} mode)" if summary.get("mode") else "")
-        )
-    privacy = summary.get("privacy")
-    if privacy:
-        out.print(
-            f"  differential privacy: ε = {privacy['epsilon']:.4g} at δ = {privacy['delta']:g} "
-            f"({privacy['accountant']})"
-        )
-    evaluation = summary.get("evaluation")
-    if evaluation:
-        shown = ", ".join(
-            f"{k} {v:.4g}" for k, v in evaluation.items() if k != "round" and k != "val_rows"
-        )
-        out.print(f"  evaluation after round {evaluation['round']}: {shown}")
-    for label, metrics in (summary.get("variants") or {}).items():
-        out.print(f"  subvariant {label}:")
-        _print_metrics(metrics)
-    _print_metrics(summary.get("metrics"))
-    model = summary.get("model")
-    if model:
-        out.print(f"  global model: artifact {model['id']} ({model['name']})")
-
-
-def _print_metrics(metrics: Any) -> None:
-    """Per-site, pooled and centralized accuracy and ROC AUC (a pool_metrics report)."""
-    if not isinstance(metrics, dict) or "pooled" not in metrics:
-        return
-
-    def row(label: str, m: dict[str, Any]) -> str:
-        auc = m.get("roc_auc")
-        return (
-            f"  {label:<24} {m.get('accuracy', float('nan')):>9.4f} "
-            f"{'n/a' if auc is None else f'{auc:.4f}':>9} {m.get('rows', ''):>6}"
-        )
-
-    out.print(f"  {'':<24} {'accuracy':>9} {'ROC AUC':>9} {'rows':>6}")
-    for site, m in (metrics.get("sites") or {}).items():
-        out.print(row(site, m))
-    out.print(row("pooled (federated)", metrics["pooled"]))
-    if "centralized" in metrics:
-        out.print(row("centralized reference", metrics["centralized"]))
-        gap = metrics.get("gap", {}).get("accuracy")
-        if gap is not None:
-            out.print(f"  federated - centralized accuracy: {gap * 100:+.2f} points")
 
 
 def _local_principal() -> str:

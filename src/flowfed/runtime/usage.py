@@ -7,8 +7,8 @@ while it runs and once at the end:
 =================  ===============================================================
 runner             what is measured
 =================  ===============================================================
-threads, Dask      CPU of the tool's own thread (``time.thread_time``, sampled from
-                   outside through ``/proc/self/task/<tid>/stat``); memory is the
+threads, Dask      CPU of the tool's own thread (its CPU-time clock, read from
+                   outside through ``time.pthread_getcpuclockid``); memory is the
                    *process's* peak RSS while the task ran (threads share it)
 processes          the forked child: its CPU (and its children's), its own peak RSS
 subprocess,        the tool process (``python -m flowfed.runtime``) measures itself
@@ -67,6 +67,27 @@ def _rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+#: How old a shared RSS reading may be for a thread-scope attempt (seconds).
+_RSS_FRESH_S = 0.01
+_rss_seen: tuple[float, float] = (-1.0, 0.0)  # (perf_counter at reading, MB)
+
+
+def _process_rss_mb() -> float:
+    """The process's RSS, read at most every :data:`_RSS_FRESH_S` seconds.
+
+    Threads share one process, so every attempt on a thread would read the same number:
+    a /proc read (~20 us) for each of thousands of short tasks was a fifth of a recorded
+    task's whole cost. A reading 10 ms old is as true for a thread's attempt as a new one.
+    """
+    global _rss_seen
+    now = time.perf_counter()
+    at, mb = _rss_seen
+    if now - at > _RSS_FRESH_S:
+        mb = _rss_mb()
+        _rss_seen = (now, mb)
+    return mb
+
+
 def _hwm_mb() -> float | None:
     """This process's peak resident set since start or the last reset (MB)."""
     try:
@@ -89,16 +110,22 @@ def _reset_peak() -> bool:
         return False
 
 
-def _thread_cpu_ticks(tid: int) -> float | None:
-    """CPU seconds of thread ``tid`` of this process, read from outside it."""
+def _thread_cpu_clock() -> int | None:
+    """The calling thread's CPU-time clock, which other threads can read (POSIX)."""
     try:
-        with open(f"/proc/self/task/{tid}/stat", "rb") as f:
-            raw = f.read()
+        return time.pthread_getcpuclockid(threading.get_ident())
+    except (AttributeError, OSError):  # not on this platform
+        return None
+
+
+def _clock_seconds(clock: int | None) -> float | None:
+    """A thread's CPU seconds through its clock, from any thread; None once it is gone."""
+    if clock is None:
+        return None
+    try:
+        return time.clock_gettime(clock)
     except OSError:
         return None
-    # The command name may hold spaces and parentheses: fields start after the last ')'.
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def _process_cpu() -> float:
@@ -116,16 +143,13 @@ class Usage:
 
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
-        self.tid = threading.get_native_id()
         self.own_peak = scope == "process" and _reset_peak()
         self._t0 = time.perf_counter()
-        if scope == "thread":
-            self._cpu0 = time.thread_time()
-            self._ticks0 = _thread_cpu_ticks(self.tid)
-        else:
-            self._cpu0 = _process_cpu()
-            self._ticks0 = None
-        self.peak = _rss_mb()
+        # The same clock as time.thread_time, so samples from outside and the final one
+        # from inside agree; opening it costs a microsecond, a /proc read twenty.
+        self._clock = _thread_cpu_clock() if scope == "thread" else None
+        self._cpu0 = time.thread_time() if scope == "thread" else _process_cpu()
+        self.peak = _process_rss_mb() if scope == "thread" else _rss_mb()
         self.cpu = 0.0
 
     def sample(self, *, in_thread: bool = False) -> dict[str, float]:
@@ -135,11 +159,11 @@ class Usage:
         elif in_thread:
             cpu = time.thread_time() - self._cpu0
         else:
-            now = _thread_cpu_ticks(self.tid)
-            cpu = self.cpu if now is None or self._ticks0 is None else now - self._ticks0
-        # Never go backwards between samples taken two ways (clock ticks vs thread_time).
+            now = _clock_seconds(self._clock)
+            cpu = self.cpu if now is None else now - self._cpu0
+        # Never go backwards between samples.
         self.cpu = max(self.cpu, cpu)
-        rss = _rss_mb()
+        rss = _process_rss_mb() if self.scope == "thread" else _rss_mb()
         hwm = _hwm_mb() if self.own_peak else None
         self.peak = max(self.peak, rss, hwm or 0.0)
         return {

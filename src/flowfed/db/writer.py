@@ -16,18 +16,16 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from flowfed.db import models as m
 from flowfed.db.batch import insert_many, insert_picked, insert_tuples, update_many
+from flowfed.db.versions import assign_versions
 
 # Which states stamp ``tasks.ended_at`` is the lifecycle's to say (a module of no imports).
 from flowfed.runtime.lifecycle import TERMINAL
-
-#: Advisory-lock namespace (first key) for per-name artifact version assignment.
-_VERSION_LOCK_NS = 0x0F1F
 
 #: Upper bound of operations per transaction, so one drain never holds locks for long.
 MAX_BATCH = 20_000
@@ -512,7 +510,7 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
             conn, m.blobs, ("hash", "data"), list(blob_rows.values()), "ON CONFLICT DO NOTHING"
         )
     if art_rows:
-        _assign_versions(conn, art_rows)
+        assign_versions(conn, art_rows)
         insert_picked(conn, m.artifacts, _ARTIFACT_COLS, art_rows)
         if parent_rows:
             insert_tuples(conn, m.artifact_parents, ("artifact_id", "parent_id"), parent_rows)
@@ -551,43 +549,6 @@ def _write(conn: Connection, ops: list[tuple[str, Any]]) -> None:
         update_many(conn, m.tasks, task_upd)
     if run_upd:
         update_many(conn, m.runs, run_upd)
-
-
-def _assign_versions(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Give each new artifact ``1 + max(version)`` of its name, in row order.
-
-    Runs inside the drain's transaction: SQLite holds the write lock (BEGIN IMMEDIATE), and on
-    PostgreSQL a concurrent writer that picked the same number trips the unique constraint,
-    which rolls this drain back and retries it (see ``Writer._apply``).
-    """
-    a = m.artifacts
-    names = sorted({r["name"] for r in rows})
-    if conn.dialect.name == "postgresql":
-        # Serialize version assignment per name across concurrent writers (several runs,
-        # several server processes): without it two transactions read the same max and
-        # one fails on the unique constraint. Names are locked in sorted order, so two
-        # writers locking several names cannot deadlock; the locks end with the transaction.
-        for name in names:
-            conn.execute(
-                text("SELECT pg_advisory_xact_lock(:ns, hashtext(:name))"),
-                {"ns": _VERSION_LOCK_NS, "name": name},
-            )
-    latest: dict[str, int] = {
-        name: int(v)
-        for name, v in conn.execute(
-            select(a.c.name, func.max(a.c.version)).where(a.c.name.in_(names)).group_by(a.c.name)
-        )
-    }
-    for r in rows:
-        v = latest.get(r["name"], 0) + 1
-        latest[r["name"]] = v
-        r["version"] = v
-        if r["meta"] is None:
-            r["meta"] = {}
-        if r["shareable"] is None:
-            r["shareable"] = True
-        if r["pickled"] is None:
-            r["pickled"] = False
 
 
 def _fill_cache_tools(

@@ -57,8 +57,6 @@ def die_with_parent() -> None:
     process it started would run on as an orphan. Linux only (``PR_SET_PDEATHSIG``); a
     no-op elsewhere or when the variable is not set.
     """
-    import os
-
     raw = os.environ.get("FLOWFED_PARENT_PID", "")
     if not raw.isdigit():
         return

@@ -29,267 +29,93 @@ a ``status`` frame; temporary files are removed on every path.
 Exit codes: 0 finished or terminated on request, 1 error, 2 bad command line,
 75 platform unreachable within the timeout (``EX_TEMPFAIL``: worth retrying).
 
-Example (materializing an output, what ``Finished`` does for each one):
-    >>> kind, raw, media = materialize_value("scores", {"auc": 0.9})
-    >>> kind, raw, media
-    ('json', b'{"auc":0.9}', 'application/json')
+This module is the engine's lifecycle, the frames it receives and sends, and the command
+line. The phases' work lives beside it, and its names are importable from here as well:
+
+=======================================  ==========================================
+:mod:`flowfed.runtime.channel`           ``EngineOptions``, opening the WebSocket
+:mod:`flowfed.runtime.tool_loading`      ``load_tool``, its config schema and validation
+:mod:`flowfed.runtime.inputs`            resolving and checking inputs (Started)
+:mod:`flowfed.runtime.outputs`           ``materialize_value``, ``canonical_json`` (Finished)
+:mod:`flowfed.runtime.failures`          exit codes, ``RunFailure`` and the channel's errors
+:mod:`flowfed.runtime.frames`            the ``hello``, telemetry and ``error`` frames
+:mod:`flowfed.runtime.taskenv`           what a node passes through the environment
+=======================================  ==========================================
 """
 
 from __future__ import annotations
 
 import argparse
-import binascii
 import contextlib
-import io
-import json
 import os
-import platform
 import queue
 import shutil
-import socket
 import sys
 import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
-from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
-from websockets.sync.client import ClientConnection, connect, unix_connect
+from pydantic import BaseModel
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
+from flowfed.runtime.channel import EngineOptions, open_channel
+from flowfed.runtime.failures import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    ChannelLost,
+    PlatformRefused,
+    PlatformUnreachable,
+    RunFailure,
+)
+from flowfed.runtime.frames import error_message, hello_message, telemetry_message
+from flowfed.runtime.inputs import resolve_inputs
 from flowfed.runtime.lifecycle import Lifecycle, State
+from flowfed.runtime.outputs import canonical_json, materialize_value, output_messages
 from flowfed.runtime.protocol import (
     ConfigMessage,
     ErrorDetail,
     ErrorMessage,
     HeartbeatMessage,
-    HelloMessage,
-    InlineInput,
     LogMessage,
     Message,
-    MetricMessage,
-    OutputMessage,
-    OutputPolicy,
-    PathInput,
-    ProgressMessage,
     ProtocolError,
     ResourcesMessage,
-    RuntimeInfo,
     StartMessage,
     StatusMessage,
     TerminateMessage,
-    ToolInfo,
-    UrlInput,
     WelcomeMessage,
-    b64decode,
-    b64encode,
     dump_message,
     parse_message,
-    sha256_hex,
 )
-from flowfed.runtime.usage import clean_counts, measured
-from flowfed.tools.core import (
-    MODEL_MAGIC,
-    Context,
-    ToolSpec,
-    build_spec,
-    call_tool,
-    model_bytes,
-    model_from_bytes,
-    model_header,
-    split_model_bytes,
-)
-from flowfed.tools.loading import ImportProblem, import_one
+from flowfed.runtime.taskenv import client_state_file, die_with_parent, task_context
+from flowfed.runtime.tool_loading import load_tool, tool_schema, validate_config
+from flowfed.runtime.usage import measured
+from flowfed.tools.core import Context, ToolSpec, call_tool
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 75
-
-_MEDIA = {
-    "json": "application/json",
-    "text": "text/plain; charset=utf-8",
-    "npy": "application/x-npy",
-    "pandas": "application/vnd.apache.parquet",
-}
-
-
-class RunFailure(Exception):
-    """A failure the engine reports as a structured ``error`` frame."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        phase: str,
-        error_type: str = "RuntimeError",
-        details: Sequence[ErrorDetail] = (),
-        tb: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.phase = phase
-        self.error_type = error_type
-        self.details = list(details)
-        self.tb = tb
-
-
-class ChannelLost(Exception):
-    """The platform closed the channel; nothing more can be reported over it."""
-
-
-class PlatformUnreachable(Exception):
-    """No WebSocket could be opened within the timeout (worth retrying later)."""
-
-
-class PlatformRefused(Exception):
-    """The platform answered the upgrade with an HTTP error (bad token: not worth retrying)."""
-
+# What devmode, the warm worker, a cluster worker and the tests import from here (most of
+# it lived here before the phases got modules of their own).
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "EngineOptions",
+    "RunFailure",
+    "ToolEngine",
+    "build_parser",
+    "canonical_json",
+    "load_tool",
+    "main",
+    "materialize_value",
+    "tool_schema",
+]
 
 _CLOSED = object()
-
-
-@dataclass
-class EngineOptions:
-    """What ``python -m flowfed.runtime`` was asked to do."""
-
-    endpoint: str
-    token: str
-    tool: str
-    timeout: float = 30.0
-    dev: bool = False
-    max_frame: int = 16 * 1024 * 1024
-    extra_headers: dict[str, str] = field(default_factory=dict)
-    #: Connect over this Unix socket instead of TCP (the sandbox and container runners
-    #: bind one into a tool that has no network at all); ``endpoint`` is then only the URI.
-    unix_socket: str | None = None
-
-
-def load_tool(ref: str) -> ToolSpec:
-    """Load ``module_or_file:function`` and its ToolSpec (a plain function gets a default one).
-
-    Raises :class:`RunFailure` (phase ``load``) when the module or the function is missing.
-
-    Example:
-        >>> spec = load_tool("textwrap:dedent")
-        >>> spec.name, list(spec.inputs)
-        ('dedent', ['text'])
-    """
-    module_ref, sep, fn_name = ref.rpartition(":")
-    if not sep or not module_ref or not fn_name:
-        raise RunFailure(
-            f"--tool must read module_or_file:function, got {ref!r}",
-            phase="load",
-            error_type="UsageError",
-        )
-    try:
-        module = import_one(module_ref)
-    except ImportProblem as exc:
-        raise RunFailure(str(exc), phase="load", error_type="ImportProblem") from None
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise RunFailure(
-            f"{module_ref} has no function {fn_name!r}", phase="load", error_type="ImportProblem"
-        )
-    spec = getattr(fn, "__flowfed_tool__", None)
-    if isinstance(spec, ToolSpec):
-        return spec
-    # A plain function is a tool too: the runtime must not force the decorator on authors.
-    try:
-        return build_spec(fn, name=fn_name, version="0", type="data-transformation")
-    except TypeError as exc:
-        raise RunFailure(str(exc), phase="load", error_type=type(exc).__name__) from None
-
-
-_SCHEMAS: dict[int, tuple[ToolSpec, dict[str, Any]]] = {}
-
-
-def tool_schema(spec: ToolSpec) -> dict[str, Any]:
-    """``spec``'s config JSON Schema, computed once per process.
-
-    A warm worker (:mod:`flowfed.runtime.worker`) computes it before it forks a call:
-    pydantic's schema generation costs a few milliseconds in every fresh child otherwise.
-    """
-    got = _SCHEMAS.get(id(spec))
-    if got is None or got[0] is not spec:
-        got = _SCHEMAS[id(spec)] = (spec, spec.config_schema())
-    return got[1]
-
-
-def canonical_json(value: Any) -> bytes:
-    """The one JSON encoding outputs are hashed in (sorted keys, no spaces, no NaN).
-
-    Example:
-        >>> canonical_json({"b": 1, "a": [1.5, None]})
-        b'{"a":[1.5,null],"b":1}'
-    """
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_json_default
-    ).encode()
-
-
-def _json_default(obj: Any) -> Any:
-    # NumPy scalars (np.int64 from a metric computation) are the usual non-JSON leaf.
-    item = getattr(obj, "item", None)
-    if callable(item) and type(obj).__module__ == "numpy":
-        return item()
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
-
-
-def materialize_value(
-    name: str, value: Any, *, workdir: Path | None = None, allow_pickle: bool = False
-) -> tuple[str, bytes, str]:
-    """Turn an output value into ``(kind, bytes, media_type)``.
-
-    bytes stay bytes, a :class:`pathlib.Path` is the file's content, a ``flowfed.Model`` is
-    what its ``save`` writes, a NumPy array is an ``.npy`` file, anything JSON-able is
-    canonical JSON. Anything else is refused (pickled only for ``allow_pickle`` tools),
-    so an output is always readable without the tool's code.
-    """
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "bytes", bytes(value), "application/octet-stream"
-    if isinstance(value, PurePath):
-        path = Path(value)
-        if not path.is_file():
-            raise ValueError(f"output '{name}' names {path}, which is not a file")
-        return "file", path.read_bytes(), "application/octet-stream"
-    if getattr(type(value), "__flowfed_model__", False):
-        if workdir is not None:
-            body = model_bytes(value, Path(workdir) / f"{name}.model")
-        else:
-            with tempfile.TemporaryDirectory(prefix="flowfed-model-") as tmp:
-                body = model_bytes(value, Path(tmp) / f"{name}.model")
-        # The engine's model artifacts name their class in a header (what it loads them
-        # with); the same framing here makes a tool-side model the same artifact.
-        return "model", model_header(value) + body, "application/octet-stream"
-    np = sys.modules.get("numpy")  # an ndarray can only exist if numpy was imported
-    if np is not None and isinstance(value, np.ndarray):
-        buf = io.BytesIO()
-        np.save(buf, value, allow_pickle=False)
-        return "npy", buf.getvalue(), _MEDIA["npy"]
-    pd = sys.modules.get("pandas")
-    if pd is not None and isinstance(value, pd.DataFrame):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pandas(value, preserve_index=None), buf)
-        return "pandas", buf.getvalue(), _MEDIA["pandas"]
-    try:
-        return "json", canonical_json(value), _MEDIA["json"]
-    except (TypeError, ValueError) as exc:
-        if allow_pickle:
-            import pickle
-
-            return "pickle", pickle.dumps(value), "application/x-python-pickle"
-        raise ValueError(
-            f"output '{name}': a {type(value).__name__} is not JSON, bytes, a file path, a "
-            f"NumPy array or a flowfed.Model ({exc})"
-        ) from None
 
 
 class ToolEngine:
@@ -341,7 +167,7 @@ class ToolEngine:
     def run(self) -> int:
         """Run the whole lifecycle; returns the process exit code."""
         try:
-            self._ws = self._connect()
+            self._ws = open_channel(self.opts, self._connector)
         except PlatformUnreachable as exc:
             self._say(f"flowfed runtime: {exc}")
             return EXIT_UNREACHABLE
@@ -381,7 +207,7 @@ class ToolEngine:
             self._spec = load_tool(self.opts.tool)
         finally:
             # hello goes first whatever happens, so the platform always knows who failed.
-            self._send(self._hello())
+            self._send(hello_message(self._spec, self.opts))
             self._send(StatusMessage(src=None, dst=State.PENDING, detail="connected"))
         self._welcome = self._expect(WelcomeMessage, "welcome")
         config = self._expect(ConfigMessage, "config")
@@ -395,7 +221,7 @@ class ToolEngine:
 
         self._advance(State.STARTED)
         self._workdir = Path(tempfile.mkdtemp(prefix="flowfed-run-"))
-        args = self._resolve_inputs(start)
+        args = resolve_inputs(self._spec, start, self._workdir, self.opts.timeout)
         cfg = self._validate_config(
             {**self._config_values, **start.hyperparameters}, phase="hyperparameters"
         )
@@ -410,7 +236,7 @@ class ToolEngine:
         if self._violation is not None:
             raise self._protocol_failure(self._violation)
 
-        outputs = self._outputs(result, start.outputs)
+        outputs = output_messages(self._spec, result, start.outputs, self._workdir)
         for out in outputs:
             self._send(out)
         self._advance(State.FINISHED, f"{len(outputs)} output(s)")
@@ -457,148 +283,7 @@ class ToolEngine:
 
     def _validate_config(self, values: dict[str, Any], *, phase: str) -> BaseModel:
         assert self._spec is not None
-        try:
-            return self._spec.config_model.model_validate(values)
-        except ValidationError as exc:
-            details = [
-                ErrorDetail(
-                    field=".".join(["config", *(str(p) for p in e["loc"])]), message=e["msg"]
-                )
-                for e in exc.errors()
-            ]
-            listing = "; ".join(f"{d.field}: {d.message}" for d in details)
-            raise RunFailure(
-                f"invalid {phase} for tool '{self._spec.name}': {listing}",
-                phase=phase,
-                error_type="ConfigError",
-                details=details,
-            ) from None
-
-    def _resolve_inputs(self, start: StartMessage) -> dict[str, Any]:
-        """Started: every declared input present, readable, hash-checked and typed."""
-        assert self._spec is not None
-        problems: list[ErrorDetail] = []
-        for name, ispec in self._spec.inputs.items():
-            if ispec.required and name not in start.inputs:
-                problems.append(ErrorDetail(field=f"inputs.{name}", message="input missing"))
-        for name in start.inputs:
-            if name not in self._spec.inputs:
-                problems.append(
-                    ErrorDetail(
-                        field=f"inputs.{name}",
-                        message=f"tool '{self._spec.name}' has no input {name!r}",
-                    )
-                )
-        args: dict[str, Any] = {}
-        if not problems:
-            for name, idef in start.inputs.items():
-                try:
-                    args[name] = self._resolve_one(name, idef)
-                except ValueError as exc:
-                    problems.append(ErrorDetail(field=f"inputs.{name}", message=str(exc)))
-        if problems:
-            listing = "; ".join(f"{d.field}: {d.message}" for d in problems)
-            raise RunFailure(
-                f"input validation failed: {listing}",
-                phase="inputs",
-                error_type="InputError",
-                details=problems,
-            )
-        return args
-
-    def _resolve_one(self, name: str, idef: InlineInput | PathInput | UrlInput) -> Any:
-        assert self._workdir is not None and self._spec is not None
-        if isinstance(idef, InlineInput):
-            if idef.data is None:
-                if idef.kind != "json":
-                    raise ValueError(f"an inline {idef.kind} input needs base64 'data'")
-                if idef.sha256:
-                    _check_hash(canonical_json(idef.value), idef.sha256)
-                return self._typed(name, idef.value)
-            try:
-                raw = b64decode(idef.data)
-            except (binascii.Error, ValueError) as exc:
-                raise ValueError(f"'data' is not base64: {exc}") from None
-            return self._decode(name, raw, idef.kind, idef.sha256)
-        if isinstance(idef, PathInput):
-            path = Path(idef.path)
-            if not path.exists():
-                raise ValueError(f"{path} is not present in the sandbox")
-            if idef.kind == "file" and path.is_dir():
-                return path  # a dataset folder: handed over as is
-            if not path.is_file():
-                raise ValueError(f"{path} is not a regular file")
-            if idef.kind == "file":
-                if idef.sha256:
-                    _check_hash(path.read_bytes(), idef.sha256)
-                return path
-            return self._decode(name, path.read_bytes(), idef.kind, idef.sha256)
-        raw = _fetch(idef.url, idef.headers, self.opts.timeout)
-        return self._decode(name, raw, idef.kind, idef.sha256)
-
-    def _decode(self, name: str, raw: bytes, kind: str, sha256: str | None) -> Any:
-        assert self._workdir is not None and self._spec is not None
-        if sha256:
-            _check_hash(raw, sha256)
-        try:
-            if kind == "json":
-                return self._typed(name, json.loads(raw))
-            if kind == "text":
-                return self._typed(name, raw.decode("utf-8"))
-            if kind == "bytes":
-                return raw
-            if kind == "npy":
-                import numpy as np  # only tools fed arrays pay for numpy
-
-                return np.load(io.BytesIO(raw), allow_pickle=False)
-            if kind == "pandas":
-                import pyarrow.parquet as pq  # only tools fed DataFrames pay for pyarrow
-
-                return pq.read_table(io.BytesIO(raw)).to_pandas()
-            if kind == "pickle":
-                if not self._spec.allow_pickle:
-                    raise ValueError(f"tool '{self._spec.name}' does not accept pickled inputs")
-                import pickle
-
-                return pickle.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"not valid {kind}: {exc}") from None
-        target = self._workdir / "inputs" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        cls = self._spec.inputs[name].annotation
-        if kind == "model" and raw.startswith(MODEL_MAGIC):
-            # Framed by the engine: the header names the model's class, which a tool whose
-            # input is not annotated with a concrete model class loads it with.
-            named, raw = split_model_bytes(raw)
-            if not getattr(cls, "__flowfed_model__", False) or cls.__name__ == "Model":
-                cls = named
-        if kind == "model":
-            if not getattr(cls, "__flowfed_model__", False):
-                raise ValueError("a model input needs a flowfed.Model annotation to be loaded")
-            model = model_from_bytes(cls, raw)
-            if model is not NotImplemented:
-                return model
-            target.write_bytes(raw)
-            return cls.load(target)
-        target.write_bytes(raw)
-        return target
-
-    def _typed(self, name: str, value: Any) -> Any:
-        """Check a JSON value against the input's annotation when pydantic understands it."""
-        assert self._spec is not None
-        ann = self._spec.inputs[name].annotation
-        if ann in (Any, None) or ann is Path or getattr(ann, "__name__", "") == "_empty":
-            return value
-        try:
-            adapter: TypeAdapter[Any] = TypeAdapter(ann)
-        except Exception:  # an annotation pydantic cannot model (a DataFrame): trust the tool
-            return value
-        try:
-            return adapter.validate_python(value)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise ValueError(f"{where + ': ' if where else ''}{err['msg']}") from None
+        return validate_config(self._spec, values, phase=phase)
 
     def _call(self, args: dict[str, Any], cfg: BaseModel) -> Any:
         """Running: the domain function, with telemetry flowing out through its Context."""
@@ -612,9 +297,9 @@ class ToolEngine:
             node=w.node,
             attempt=w.attempt,
             # A node agent's runner passes the task's dataset and round this way.
-            **_task_context(),
+            **task_context(),
         )
-        state_file = _client_state_file()
+        state_file = client_state_file()
         if state_file is not None:
             from flowfed.tools.client_state import ClientState
 
@@ -648,25 +333,8 @@ class ToolEngine:
             self._ctx = None
 
     def _telemetry(self, kind: str, payload: dict[str, Any]) -> None:
-        msg: LogMessage | MetricMessage | ProgressMessage
-        if kind == "log":
-            level = payload.get("level", "info")
-            msg = LogMessage(
-                level=level if level in ("debug", "info", "warning", "error") else "info",
-                message=payload["message"],
-            )
-        elif kind == "metric":
-            msg = MetricMessage(name=payload["name"], value=payload["value"], step=payload["step"])
-        elif kind == "progress":
-            counts = clean_counts(payload) or {}
-            msg = ProgressMessage(
-                fraction=payload["fraction"],
-                message=payload.get("message"),
-                done=counts.get("done"),
-                total=counts.get("total"),
-                unit=counts.get("unit"),
-            )
-        else:
+        msg = telemetry_message(kind, payload)
+        if msg is None:
             return
         try:
             self._send(msg)
@@ -679,52 +347,6 @@ class ToolEngine:
         # From the usage sampler's thread too: a lost channel only loses a sample.
         with contextlib.suppress(ChannelLost):
             self._send(ResourcesMessage(**figures))
-
-    def _outputs(self, result: Any, policy: OutputPolicy) -> list[OutputMessage]:
-        """Finished: materialize every declared output (all before any is sent)."""
-        assert self._spec is not None and self._workdir is not None
-        try:
-            named = self._spec.split_outputs(result)
-        except ValueError as exc:
-            raise RunFailure(str(exc), phase="outputs", error_type=type(exc).__name__) from None
-        messages = []
-        for name, value in named.items():
-            try:
-                kind, raw, media = materialize_value(
-                    name, value, workdir=self._workdir, allow_pickle=self._spec.allow_pickle
-                )
-            except Exception as exc:
-                raise RunFailure(
-                    str(exc),
-                    phase="outputs",
-                    error_type=type(exc).__name__,
-                    details=[ErrorDetail(field=f"outputs.{name}", message=str(exc))],
-                    tb=traceback.format_exc(),
-                ) from None
-            digest = sha256_hex(raw)
-            common: dict[str, Any] = {
-                "name": name,
-                "kind": kind,
-                "size": len(raw),
-                "sha256": digest,
-                "media_type": media,
-            }
-            if len(raw) <= policy.inline_limit:
-                messages.append(OutputMessage(data=b64encode(raw), **common))
-                continue
-            if policy.directory is None:
-                raise RunFailure(
-                    f"output '{name}' is {len(raw)} bytes, over the inline limit of "
-                    f"{policy.inline_limit}, and the start message names no output directory",
-                    phase="outputs",
-                    error_type="OutputError",
-                    details=[ErrorDetail(field=f"outputs.{name}", message="too large to inline")],
-                )
-            target = Path(policy.directory) / f"{name}.{kind}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(raw)
-            messages.append(OutputMessage(path=str(target), **common))
-        return messages
 
     def _cancelled(self, msg: TerminateMessage) -> int:
         self._advance(State.CANCELLED, f"terminated: {msg.reason}" if msg.reason else "terminated")
@@ -749,51 +371,6 @@ class ToolEngine:
                 )
 
     # --- channel -----------------------------------------------------------------------
-
-    def _connect(self) -> ClientConnection:
-        """Open the channel, retrying refused connections until the timeout runs out."""
-        deadline = time.monotonic() + self.opts.timeout
-        headers = {"Authorization": f"Bearer {self.opts.token}", **self.opts.extra_headers}
-        delay = 0.05
-        last: BaseException | None = None
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                if self.opts.unix_socket is not None:
-                    return unix_connect(
-                        self.opts.unix_socket,
-                        self.opts.endpoint,
-                        additional_headers=headers,
-                        open_timeout=remaining,
-                        close_timeout=2,
-                        max_size=self.opts.max_frame,
-                    )
-                return self._connector(
-                    self.opts.endpoint,
-                    additional_headers=headers,
-                    open_timeout=remaining,
-                    close_timeout=2,
-                    max_size=self.opts.max_frame,
-                )
-            except InvalidStatus as exc:
-                raise PlatformRefused(
-                    f"{self.opts.endpoint} refused the connection: HTTP {exc.response.status_code}"
-                ) from None
-            except InvalidURI as exc:
-                raise PlatformRefused(f"bad endpoint: {exc}") from None
-            except (OSError, TimeoutError, Exception) as exc:
-                # The orchestrator may start the tool before the platform listens: retry.
-                last = exc
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 1.0)
-        raise PlatformUnreachable(
-            f"could not connect to {self.opts.endpoint}"
-            + (f" over {self.opts.unix_socket}" if self.opts.unix_socket else "")
-            + f" within {self.opts.timeout:g} s"
-            + (f": {type(last).__name__}: {last}" if last else "")
-        )
 
     def _receive_loop(self) -> None:
         assert self._ws is not None
@@ -918,32 +495,14 @@ class ToolEngine:
 
     # --- reporting and cleanup -----------------------------------------------------------
 
-    def _context(self, phase: str) -> dict[str, Any]:
-        w = self._welcome
-        return {
-            "state": str(self._lc.state),
-            "phase": phase,
-            "tool": self._spec.ref if self._spec else None,
-            "entrypoint": self.opts.tool,
-            "task_id": w.task_id,
-            "run_id": w.run_id,
-            "step": w.step,
-            "node": w.node,
-            "attempt": w.attempt,
-            "mode": "development" if self.opts.dev else "production",
-            "python": platform.python_version(),
-            "pid": os.getpid(),
-            "elapsed_s": round(time.monotonic() - self._started_at, 3),
-        }
-
     def _error_frame(self, failure: RunFailure, *, fatal: bool = True) -> ErrorMessage:
-        return ErrorMessage(
-            message=failure.message,
-            error_type=failure.error_type,
-            phase=failure.phase,
-            details=failure.details,
-            traceback=failure.tb,
-            context=self._context(failure.phase),
+        return error_message(
+            failure,
+            state=self._lc.state,
+            spec=self._spec,
+            opts=self.opts,
+            welcome=self._welcome,
+            elapsed_s=time.monotonic() - self._started_at,
             fatal=fatal,
         )
 
@@ -961,33 +520,6 @@ class ToolEngine:
     def _say(self, text: str) -> None:
         print(text, file=self._stderr, flush=True)
 
-    def _hello(self) -> HelloMessage:
-        spec = self._spec
-        info = None
-        if spec is not None:
-            info = ToolInfo(
-                name=spec.name,
-                version=spec.version,
-                type=str(spec.type),
-                inputs=list(spec.inputs),
-                outputs=spec.output_names,
-                config_schema=tool_schema(spec),
-            )
-        from flowfed import __version__
-
-        return HelloMessage(
-            entrypoint=self.opts.tool,
-            tool=info,
-            runtime=RuntimeInfo(
-                python=platform.python_version(),
-                platform=platform.platform(),
-                pid=os.getpid(),
-                hostname=socket.gethostname(),
-                flowfed=__version__,
-            ),
-            mode="development" if self.opts.dev else "production",
-        )
-
     def _cleanup(self) -> None:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
@@ -998,65 +530,6 @@ class ToolEngine:
             # Closing an already broken socket can fail; there is nothing left to do then.
             with contextlib.suppress(Exception):
                 self._ws.close()
-
-
-def _check_hash(raw: bytes, expected: str) -> None:
-    actual = sha256_hex(raw)
-    want = expected if expected.startswith("sha256:") else f"sha256:{expected}"
-    if actual != want:
-        raise ValueError(f"content hash {actual} does not match the declared {want}")
-
-
-def _fetch(url: str, headers: dict[str, str], timeout: float) -> bytes:
-    """Download a one-time link (httpx when installed, else urllib)."""
-    try:
-        import httpx
-    except ImportError:  # a minimal container: the standard library is enough
-        return _fetch_urllib(url, headers, timeout)
-    try:
-        resp = httpx.get(url, headers=headers, timeout=timeout, follow_redirects=True)
-    except httpx.HTTPError as exc:
-        raise ValueError(f"download of {url} failed: {exc}") from None
-    if resp.status_code >= 400:
-        raise ValueError(f"download of {url} failed: HTTP {resp.status_code}")
-    return resp.content
-
-
-def _fetch_urllib(url: str, headers: dict[str, str], timeout: float) -> bytes:
-    import urllib.error
-    import urllib.request
-
-    req = urllib.request.Request(url, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return bytes(resp.read())
-    except (urllib.error.URLError, OSError) as exc:
-        raise ValueError(f"download of {url} failed: {exc}") from None
-
-
-def _task_context() -> dict[str, Any]:
-    """``dataset`` and ``round`` for the Context from ``$FLOWFED_TASK_CONTEXT`` (a node sets it)."""
-    raw = os.environ.get("FLOWFED_TASK_CONTEXT")
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: data[k] for k in ("dataset", "round") if k in data}
-
-
-def _client_state_file() -> Path | None:
-    """The file holding this task's client state, when its node gave it one."""
-    raw = os.environ.get("FLOWFED_TASK_CONTEXT")
-    try:
-        data = json.loads(raw) if raw else None
-    except ValueError:
-        return None
-    path = data.get("client_state") if isinstance(data, dict) else None
-    return Path(path) if isinstance(path, str) and path else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1085,33 +558,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="reach the endpoint through this Unix socket (sandbox and container runners)",
     )
     return p
-
-
-#: ``prctl`` option: the signal this process gets when its parent thread exits.
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """End with the process that started us (``$FLOWFED_PARENT_PID``), even on its kill -9.
-
-    A node agent or engine killed outright runs no clean-up: without this, the tool
-    process it started would run on as an orphan. Linux only (``PR_SET_PDEATHSIG``); a
-    no-op elsewhere or when the variable is not set.
-    """
-    import os
-
-    raw = os.environ.get("FLOWFED_PARENT_PID", "")
-    if not raw.isdigit():
-        return
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except Exception:  # not Linux, or no libc
-        return
-    if os.getppid() != int(raw):
-        os._exit(1)  # the parent died before the signal was armed
 
 
 def main(argv: Sequence[str] | None = None) -> int:

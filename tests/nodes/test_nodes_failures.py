@@ -82,6 +82,7 @@ def test_a_task_waits_for_its_node_to_come_online(cluster: Cluster, tmp_path: Pa
     cluster.start_node("late")
     worker.join(60)
     assert not worker.is_alive()
+    assert "result" in box, f"the run failed: {box.get('error')!r}"
     assert box["result"].outputs["output"].data == b"7"  # type: ignore[attr-defined]
 
 

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,15 @@ log = logging.getLogger("flowfed.server.runs")
 #: a slot, ``running`` and leased like the others. Hundreds of runs at once would only
 #: fight over the interpreter and the database's connections, the accept path included.
 DEFAULT_MAX_RUNS = "16"
+
+#: Longest a recorded run waits for a burst of submissions to end before it starts
+#: (``FLOWFED_ACCEPT_FIRST_S``): while runs are being submitted, starting the ones already
+#: accepted would take the CPU and the database from the requests still waiting for their
+#: 202. 0 starts every run at once.
+DEFAULT_ACCEPT_FIRST_S = "1.0"
+
+#: A burst is over when no submission is in flight and none ended this long ago (seconds).
+ACCEPT_QUIET_S = 0.02
 
 #: Seconds a draining server (SIGTERM) gives tasks in flight to end before handing their
 #: runs over (``flowfed server --drain-timeout``).
@@ -93,6 +102,12 @@ class RunManager:
         self._slots = threading.BoundedSemaphore(
             max(1, int(os.environ.get("FLOWFED_MAX_RUNS", DEFAULT_MAX_RUNS)))
         )
+        self.accept_first_s = float(
+            os.environ.get("FLOWFED_ACCEPT_FIRST_S", DEFAULT_ACCEPT_FIRST_S)
+        )
+        # Submissions being accepted now, and when the last one ended (monotonic).
+        self._accepting = 0
+        self._accepted_at = 0.0
         self._stop = threading.Event()
         self._leaser = threading.Thread(
             target=self._lease_loop, name="flowfed-run-leases", daemon=True
@@ -111,6 +126,40 @@ class RunManager:
                 log.exception("lease upkeep failed; retrying")
             if self._stop.wait(self.lease_s / 3):
                 return
+
+    @contextlib.contextmanager
+    def accepting(self) -> Iterator[None]:
+        """Mark one submission in flight: recorded runs wait for the burst to end.
+
+        Example:
+            >>> with manager.accepting():  # doctest: +SKIP
+            ...     manager.start(graph)  # recorded now, executed once the burst is over
+        """
+        with self._lock:
+            self._accepting += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._accepting -= 1
+                self._accepted_at = time.monotonic()
+
+    def _after_the_burst(self) -> None:
+        """Wait (at most ``accept_first_s``) until no submission is being accepted.
+
+        Accepting a run is a short promise (a row and a 202); executing it is the long
+        work. Under a burst of submissions, runs that start at once slow down every
+        acceptance still queued behind them, so they give way first. A steady stream of
+        submissions delays a run by ``accept_first_s`` at most.
+        """
+        deadline = time.monotonic() + self.accept_first_s
+        while not self._stop.is_set():
+            now = time.monotonic()
+            with self._lock:
+                busy = self._accepting > 0 or now - self._accepted_at < ACCEPT_QUIET_S
+            if not busy or now >= deadline:
+                return
+            time.sleep(min(ACCEPT_QUIET_S / 2, max(0.0, deadline - now)))
 
     def _resume(self, run_id: str) -> None:
         """Continue a claimed run from where its dead server left it."""
@@ -277,6 +326,7 @@ class RunManager:
         recorded: bool = False,
     ) -> None:
         status = "failed"
+        self._after_the_burst()
         self._slots.acquire()
         try:
             if self._closed:

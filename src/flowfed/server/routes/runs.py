@@ -75,7 +75,10 @@ async def start_run(
         return active.run_id
 
     try:
-        return await asyncio.to_thread(work)
+        if wait:  # the request waits for the run itself: it is no submission to give way to
+            return await asyncio.to_thread(work)
+        with manager.accepting():
+            return await asyncio.to_thread(work)
     except ServerDraining as exc:
         raise ProblemError(
             503, str(exc), kind="server-draining", headers={"Retry-After": "1"}

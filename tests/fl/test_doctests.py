@@ -12,6 +12,11 @@ MODULES = [
     "flowfed.fl.types",
     "flowfed.fl.strategies",
     "flowfed.fl.secagg",
+    "flowfed.fl.secagg_keys",
+    "flowfed.fl.secagg_encoding",
+    "flowfed.fl.secagg_messages",
+    "flowfed.fl.secagg_masking",
+    "flowfed.fl.secagg_unmasking",
     "flowfed.fl.privacy",
 ]
 

@@ -21,6 +21,7 @@ from flowfed.db import Database
 from flowfed.db import models as m
 from flowfed.db.platform_events import record
 from flowfed.server.triggers import service as svc
+from flowfed.server.triggers import sources
 from flowfed.server.triggers.model import ManualClock, TriggerSpec, render_params
 from flowfed.server.triggers.service import TriggerService
 from tests.triggers.conftest import T0
@@ -286,7 +287,7 @@ def test_templates_keep_the_type_of_a_whole_value_and_format_inside_text() -> No
 def test_a_busy_source_is_read_page_by_page_to_its_end(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(svc, "SCAN_LIMIT", 3)
+    monkeypatch.setattr(sources, "SCAN_LIMIT", 3)
     starter = Starter(db)
     svc.create(db, spec(on={"platform": {"kind": "burst"}}, overlap="allow"), T0)
     same_ts = time.time()

@@ -32,21 +32,42 @@ A tool that dies before connecting, exits without a result, or stops answering h
 (:data:`HEARTBEAT_S`, ``$FLOWFED_HEARTBEAT_S``; :data:`MISSED_BEATS` in a row) ends in
 Error with its exit code and the tail of its stderr.
 
+The command lines of the sandbox and the container are built in
+:mod:`flowfed.executors.isolation_commands`, the call's input and output files handled in
+:mod:`flowfed.executors.tool_io` (both re-exported here); this module is the conversation.
+
 Failures map onto :mod:`flowfed.executors.processes`' exceptions (``ProcessTaskError``,
 ``ProcessTimeout``) so the engine handles every out-of-thread executor the same way.
 """
 
 from __future__ import annotations
 
+__all__ = [
+    "CONNECT_S",
+    "DEFAULT_CPUS",
+    "DEFAULT_IMAGE",
+    "DEFAULT_MEMORY",
+    "GRACE_S",
+    "HEARTBEAT_S",
+    "MISSED_BEATS",
+    "RUNNERS",
+    "ContainerUnavailable",
+    "SandboxUnavailable",
+    "call_isolated",
+    "container_command",
+    "container_engine",
+    "container_limits",
+    "sandbox_command",
+    "tool_entrypoint",
+]
+
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import queue
 import secrets
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -60,8 +81,20 @@ from websockets.asyncio.server import Server, ServerConnection, serve, unix_serv
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from flowfed.artifacts import ArtifactHandle, load, materialize
+from flowfed.executors.isolation_commands import (
+    DEFAULT_CPUS,
+    DEFAULT_IMAGE,
+    DEFAULT_MEMORY,
+    ContainerUnavailable,
+    SandboxUnavailable,
+    container_command,
+    container_engine,
+    container_limits,
+    sandbox_command,
+    tool_entrypoint,
+)
 from flowfed.executors.processes import ProcessTaskError, ProcessTimeout
+from flowfed.executors.tool_io import decode_output, stderr_tail, wire_inputs
 from flowfed.plan.graph import TaskNode
 from flowfed.runtime.lifecycle import IllegalTransition, State, check_transition
 from flowfed.runtime.protocol import (
@@ -69,12 +102,10 @@ from flowfed.runtime.protocol import (
     ErrorMessage,
     HeartbeatMessage,
     HelloMessage,
-    InlineInput,
     LogMessage,
     MetricMessage,
     OutputMessage,
     OutputPolicy,
-    PathInput,
     ProgressMessage,
     ProtocolError,
     ResourcesMessage,
@@ -84,7 +115,6 @@ from flowfed.runtime.protocol import (
     WelcomeMessage,
     dump_message,
     parse_message,
-    sha256_hex,
 )
 from flowfed.tools.core import Context
 
@@ -97,197 +127,14 @@ MISSED_BEATS = 6
 CONNECT_S = 60.0
 #: The runners :func:`call_isolated` knows.
 RUNNERS = ("subprocess", "sandbox", "container")
-#: The container image when ``$FLOWFED_CONTAINER_IMAGE`` is unset: Python with flowfed
-#: installed (``docker build -t flowfed-runtime -f docker/runtime.Dockerfile .``).
-DEFAULT_IMAGE = "flowfed-runtime:latest"
-#: CPU and memory limits of a container when the step sets none
-#: (``$FLOWFED_CONTAINER_CPUS``, ``$FLOWFED_CONTAINER_MEMORY`` override them).
-DEFAULT_CPUS = "1"
-DEFAULT_MEMORY = "2g"
 #: Seconds a terminated tool gets to stop before its process is killed.
 GRACE_S = 2.0
-
-# artifact materializer kind → protocol kind (and back for outputs).
-_TO_WIRE = {
-    "json": "json",
-    "bytes": "bytes",
-    "numpy": "npy",
-    "pandas": "pandas",
-    "file": "file",
-    "model": "model",
-    "pickle": "pickle",
-}
-_FROM_WIRE = {wire: kind for kind, wire in _TO_WIRE.items()}
 
 _CLOSED = object()
 #: The private channel's own server log: one "listening/open/closed" line per tool call
 #: is noise in a node's log, so only warnings and errors get through.
 _CHANNEL_LOG = logging.getLogger("flowfed.isolated.channel")
 _CHANNEL_LOG.setLevel(logging.WARNING)
-
-
-class SandboxUnavailable(RuntimeError):
-    """The sandbox executor was asked for but bubblewrap is not installed."""
-
-
-class ContainerUnavailable(RuntimeError):
-    """The container executor was asked for but neither docker nor podman is installed."""
-
-
-def container_engine() -> str:
-    """The container engine binary: ``$FLOWFED_CONTAINER_ENGINE``, else docker, else podman.
-
-    Raises :class:`ContainerUnavailable` naming what to install or set.
-
-    Example:
-        >>> import os; os.environ["FLOWFED_CONTAINER_ENGINE"] = "/bin/sh"
-        >>> container_engine()
-        '/bin/sh'
-        >>> del os.environ["FLOWFED_CONTAINER_ENGINE"]
-    """
-    chosen = os.environ.get("FLOWFED_CONTAINER_ENGINE", "").strip()
-    if chosen:
-        found = shutil.which(chosen)
-        if found is None:
-            raise ContainerUnavailable(
-                f"$FLOWFED_CONTAINER_ENGINE names {chosen!r}, which is not an executable"
-            )
-        return found
-    for name in ("docker", "podman"):
-        found = shutil.which(name)
-        if found is not None:
-            return found
-    raise ContainerUnavailable(
-        "the container executor needs docker or podman, and neither is installed "
-        "(or set $FLOWFED_CONTAINER_ENGINE; or use --executor sandbox)"
-    )
-
-
-def container_limits(node: TaskNode) -> tuple[str, str]:
-    """``(cpus, memory)`` for ``node``: the step's (when it declares them), else the defaults."""
-    cpus = getattr(node, "cpus", None) or os.environ.get("FLOWFED_CONTAINER_CPUS") or DEFAULT_CPUS
-    memory = (
-        getattr(node, "memory", None)
-        or os.environ.get("FLOWFED_CONTAINER_MEMORY")
-        or DEFAULT_MEMORY
-    )
-    return str(cpus), str(memory)
-
-
-def container_command(
-    engine: str,
-    image: str,
-    workdir: Path,
-    *,
-    name: str,
-    readable: list[Path] | None = None,
-    cpus: str = DEFAULT_CPUS,
-    memory: str = DEFAULT_MEMORY,
-    env: dict[str, str] | None = None,
-    pass_env: tuple[str, ...] = ("FLOWFED_TOOL_TOKEN",),
-) -> list[str]:
-    """The ``docker run`` / ``podman run`` prefix (the image's command follows it).
-
-    The same contract as the sandbox: read-only root, a private ``/tmp``, no network
-    (``--network none``; the control channel is a Unix socket inside ``workdir``), only
-    ``workdir`` writable, ``readable`` folders mounted read-only at their own paths. The
-    tool runs as the caller's uid/gid so the files it writes into ``workdir`` are the
-    caller's. ``pass_env`` names variables copied from the engine client's environment, so
-    the token never appears on a command line.
-
-    Example:
-        >>> cmd = container_command("docker", "img", Path("/w"), name="t1")
-        >>> cmd[:5], "--network" in cmd and cmd[cmd.index("--network") + 1]
-        (['docker', 'run', '--rm', '--pull', 'never'], 'none')
-    """
-    wd = str(workdir)
-    cmd = [
-        engine, "run", "--rm",
-        # A missing image is an immediate, clear error rather than a pull that outlasts
-        # the connect timeout; production images are provisioned, not fetched per task.
-        "--pull", "never",
-        "--name", name,
-        "--read-only",
-        "--network", "none",
-        "--cap-drop", "ALL",
-        "--security-opt", "no-new-privileges",
-        "--pids-limit", "512",
-        "--cpus", cpus,
-        "--memory", memory,
-        "--user", f"{os.getuid()}:{os.getgid()}",
-        "--tmpfs", "/tmp:rw,nosuid,nodev",
-        "--volume", f"{wd}:{wd}:rw",
-        "--workdir", wd,
-    ]  # fmt: skip
-    if Path(engine).name.startswith("podman") and os.getuid() != 0:
-        # Rootless podman maps the caller to root inside; keep-id keeps the caller's uid,
-        # which the 0600 control socket and the work directory belong to.
-        cmd += ["--userns", "keep-id"]
-    for folder in dict.fromkeys(str(p.resolve()) for p in readable or []):
-        if folder != wd:
-            cmd += ["--volume", f"{folder}:{folder}:ro"]
-    for key in pass_env:
-        cmd += ["--env", key]
-    for key, value in (env or {}).items():
-        cmd += ["--env", f"{key}={value}"]
-    cmd.append(image)
-    return cmd
-
-
-def tool_entrypoint(node: TaskNode) -> str:
-    """The ``--tool`` argument for ``node``: ``module:function`` or ``/path/file.py:function``.
-
-    Tools imported from a flow's ``imports:`` files live under synthetic module names
-    (``flowfed_tools_<stem>_<hash>``) that a fresh interpreter cannot import: those are
-    passed by source file; installed modules by module name (relative imports keep working).
-    """
-    fn = node.tool.fn
-    module = getattr(fn, "__module__", None) or ""
-    name = fn.__name__
-    if module and not module.startswith("flowfed_tools_") and module != "__main__":
-        return f"{module}:{name}"
-    source = inspect.getsourcefile(fn)
-    if source is None:
-        raise ProcessTaskError(
-            f"tool '{node.tool.name}' has no source file to run in a subprocess",
-            etype="IsolationError",
-        )
-    return f"{Path(source).resolve()}:{name}"
-
-
-def sandbox_command(workdir: Path, readable: list[Path] | None = None) -> list[str]:
-    """The bubblewrap prefix: read-only root, private /tmp, no network, only ``workdir`` writable.
-
-    ``readable`` folders (the tool's source folder, the working directory, the
-    interpreter's prefix) that sit under ``/tmp`` would be hidden by the private ``/tmp``:
-    they are bound back read-only.
-    """
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        raise SandboxUnavailable(
-            "the sandbox executor needs bubblewrap (bwrap), which is not installed: "
-            "run `apt-get install bubblewrap` (or use --executor subprocess)"
-        )
-    wd = str(workdir)
-    again: list[str] = []
-    for folder in dict.fromkeys(str(p.resolve()) for p in readable or []):
-        if Path(folder).is_relative_to("/tmp") and Path(folder) != Path("/tmp"):
-            again += ["--ro-bind", folder, folder]
-    return [
-        bwrap,
-        "--ro-bind", "/", "/",
-        "--dev", "/dev",
-        "--proc", "/proc",
-        "--tmpfs", "/tmp",
-        *again,
-        "--bind", wd, wd,
-        # Every namespace new, the network's too: the tool sees only an empty loopback.
-        # The control channel is a Unix socket inside ``workdir``, which a bind mount
-        # carries across the namespace boundary.
-        "--unshare-all",
-        "--die-with-parent",
-        "--new-session",
-    ]  # fmt: skip
 
 
 class _Channel:
@@ -391,52 +238,6 @@ class _Channel:
         self._thread.join(5)
 
 
-def _inputs(args: dict[str, Any], workdir: Path) -> dict[str, InlineInput | PathInput]:
-    """JSON values inline; everything else materialized into ``workdir`` and passed by path."""
-    out: dict[str, InlineInput | PathInput] = {}
-    for name, value in args.items():
-        if isinstance(value, ArtifactHandle):
-            value = value.load()  # a lazy artifact handle: the subprocess needs the value
-        m = materialize(value)
-        if m.kind == "json":
-            out[name] = InlineInput(value=value, kind="json")
-            continue
-        folder = workdir / "inputs" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        fname = str(m.meta.get("filename") or f"{name}.{_TO_WIRE[m.kind]}")
-        target = folder / os.path.basename(fname)
-        target.write_bytes(m.data)
-        out[name] = PathInput(
-            path=str(target),
-            kind=_TO_WIRE[m.kind],
-            sha256=f"sha256:{m.hash}",
-        )
-    return out
-
-
-def _decode(msg: OutputMessage, outputs: Path | None = None) -> Any:
-    """An output frame's value. A ``path`` must name a regular file inside ``outputs``
-    (the call's output folder): this process may be able to read much more of the host
-    than the tool, which must not make it read anything else on the tool's word."""
-    if msg.data is not None:
-        raw = msg.content()
-    elif msg.path is not None:
-        raw = _read_output(msg.name, Path(msg.path), outputs)
-        if sha256_hex(raw) != msg.sha256:
-            raise ProcessTaskError(
-                f"output '{msg.name}': {msg.path} does not match {msg.sha256}",
-                etype="OutputError",
-            )
-    else:
-        raise ProcessTaskError(
-            f"output '{msg.name}' has neither data nor path", etype="OutputError"
-        )
-    if msg.kind == "text":
-        return raw.decode("utf-8")
-    meta = {"filename": Path(msg.path).name if msg.path else msg.name}
-    return load(_FROM_WIRE[msg.kind], raw, meta)
-
-
 class _Call:
     """One conversation with one tool process, driven from the calling thread."""
 
@@ -473,7 +274,7 @@ class _Call:
         out_dir = self.workdir / "outputs"
         out_dir.mkdir(parents=True, exist_ok=True)
         return StartMessage(
-            inputs=_inputs(args, self.workdir),
+            inputs=wire_inputs(args, self.workdir),
             outputs=OutputPolicy(directory=str(out_dir)),
         )
 
@@ -642,7 +443,7 @@ def _dead(proc: subprocess.Popen[bytes], why: str, stderr_path: Path, etype: str
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(5)
     return ProcessTaskError(
-        f"{why} (exit code {proc.returncode})" + _tail(stderr_path), etype=etype
+        f"{why} (exit code {proc.returncode})" + stderr_tail(stderr_path), etype=etype
     )
 
 
@@ -752,40 +553,7 @@ def _drive(
                 {"wall_s": msg.wall_s, "cpu_s": msg.cpu_s, "peak_rss_mb": msg.peak_rss_mb}
             )
         elif isinstance(msg, OutputMessage):
-            call.outputs[msg.name] = _decode(msg, call.workdir / "outputs")
+            call.outputs[msg.name] = decode_output(msg, call.workdir / "outputs")
         elif isinstance(msg, ErrorMessage):
             call.error = msg
         # heartbeats echoed by the tool need no answer
-
-
-def _read_output(name: str, path: Path, outputs: Path | None) -> bytes:
-    if outputs is not None:
-        real = path.resolve()
-        if not real.is_relative_to(outputs.resolve()) or not real.is_file():
-            raise ProcessTaskError(
-                f"output '{name}': {path} is not a file in the call's output folder {outputs}",
-                etype="OutputError",
-            )
-        path = real
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ProcessTaskError(
-            f"output '{name}': cannot read {path}: {exc.strerror or exc}", etype="OutputError"
-        ) from None
-
-
-def _tail(path: Path, limit: int = 2000) -> str:
-    # O_NOFOLLOW: the log sits in a folder the tool can write, and it could be a link to
-    # a file only this process may read.
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                return ""
-            f.seek(max(0, st.st_size - 4 * limit))
-            text = f.read().decode(errors="replace").strip()
-        if text:
-            return "\n" + text[-limit:]
-    return ""

@@ -1,7 +1,7 @@
 """Trigger definitions: the YAML/JSON model, schedules, parameter templates and clocks.
 
-Pure: nothing here touches the database. :mod:`flowfed.server.triggers.service` stores
-triggers and fires them.
+Pure: nothing here touches the database. :mod:`flowfed.server.triggers.store` stores
+triggers, :mod:`flowfed.server.triggers.service` fires them.
 
 Example:
     >>> spec = TriggerSpec.model_validate(

@@ -1,4 +1,4 @@
-"""The trigger service: stores triggers and fires their flows, exactly once.
+"""The trigger service: fires the stored triggers' flows, exactly once.
 
 Every pass (:meth:`TriggerService.tick`) looks at each enabled trigger:
 
@@ -16,6 +16,11 @@ Exactly once: each firing is a row of ``trigger_fires`` whose ``(trigger_id, fir
 is unique. Whoever inserts it starts the run; a second server handling the same tick or
 event gets a unique-constraint violation and does nothing.
 
+The triggers themselves are stored and described by :mod:`.store` (the API's side), the
+event sources are read by :mod:`.sources`; this module is the firing: the background
+pass, the claims, overlap, queueing and the recovery of fires a stopped server left.
+The store's functions are re-exported here, where the routes and tests find them.
+
 Example:
     >>> # svc = TriggerService(db, start=my_starter, clock=ManualClock(0.0))
     >>> # svc.tick()   # one pass; the server runs it every ``interval`` seconds
@@ -25,18 +30,15 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import ValidationError
-from sqlalchemy import Connection, and_, delete, select, update
+from sqlalchemy import Connection, and_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from flowfed.db import Database
 from flowfed.db import models as m
-from flowfed.db.platform_events import NODE_DATASET_CHANGED
 from flowfed.plan.expressions import ExpressionError
 from flowfed.server.triggers.model import (
     Clock,
@@ -45,202 +47,32 @@ from flowfed.server.triggers.model import (
     iso,
     render_params,
 )
+from flowfed.server.triggers.sources import EVENT_SLACK_S, scan_events
+from flowfed.server.triggers.store import (
+    TriggerError,
+    ValidationError,
+    check_flow,
+    create,
+    describe,
+    get,
+    history,
+    list_all,
+    parse_spec,
+    remove,
+    require,
+    row_dict,
+    set_enabled,
+)
 from flowfed.wording import plural
 
 log = logging.getLogger("flowfed.server.triggers")
 
-#: How far behind its watermark an event trigger re-reads its source: a row committed
-#: late (a writer batch, another server) with an older timestamp is still seen.
-EVENT_SLACK_S = 120.0
-#: Rows read per page, and pages per source per pass (the rest waits for the next pass).
-SCAN_LIMIT = 1000
-MAX_PAGES = 50
 #: A fire claimed this long ago (clock seconds) without a run no longer blocks overlap.
 CLAIM_STALE_S = 120.0
 
 #: Starts ``flow`` (version, params) as run ``run_id``; raises to refuse, the exception's
 #: message is recorded as the reason.
 Starter = Callable[[str, int | None, dict[str, Any], str], None]
-
-
-class TriggerError(ValueError):
-    """A trigger request that cannot be honoured; ``status`` is the HTTP status."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _row(r: Any) -> dict[str, Any]:
-    return dict(r._mapping)
-
-
-# -- the store ------------------------------------------------------------------------------
-
-
-def create(db: Database, spec: TriggerSpec, now: float) -> dict[str, Any]:
-    """Store a new trigger (TriggerError 409 if the name is taken); its row."""
-    real = time.time()
-    row = {
-        "id": uuid.uuid4().hex,
-        "name": spec.name,
-        "kind": spec.kind,
-        "spec": spec.model_dump(mode="json", exclude_none=True),
-        "flow_name": spec.flow,
-        "enabled": spec.enabled,
-        "created_at": now,
-        "updated_at": now,
-        # Schedules count ticks on the service clock; events compare source timestamps,
-        # which are real time.
-        "watermark": now if spec.schedule is not None else real,
-        "event_since": real,
-        "last_fired_at": None,
-        "last_run_id": None,
-    }
-    try:
-        with db.engine.begin() as conn:
-            conn.execute(m.triggers.insert().values(**row))
-    except IntegrityError:
-        raise TriggerError(f"a trigger named '{spec.name}' exists already", 409) from None
-    return row
-
-
-def check_flow(db: Database, spec: TriggerSpec) -> None:
-    """Refuse (TriggerError 422) a trigger whose flow, or flow version, is not stored.
-
-    Checked when a trigger is created: a typo in ``flow:`` would otherwise only show as a
-    failed fire, hours later. A flow removed afterwards still fails its fires, with the
-    reason in the history.
-    """
-    import difflib
-
-    f = m.flows
-    with db.engine.connect() as conn:
-        versions = {
-            int(v) for (v,) in conn.execute(select(f.c.version).where(f.c.name == spec.flow))
-        }
-        if not versions:
-            names = [n for (n,) in conn.execute(select(f.c.name).distinct())]
-    if not versions:
-        close = difflib.get_close_matches(spec.flow, names, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else " (store it with POST /api/v1/flows)"
-        raise TriggerError(f"flow: no stored flow is named '{spec.flow}'{hint}")
-    if spec.version is not None and spec.version not in versions:
-        raise TriggerError(
-            f"version: flow '{spec.flow}' has no version {spec.version} "
-            f"(stored: {', '.join(map(str, sorted(versions)))})"
-        )
-
-
-def get(db: Database, ref: str) -> dict[str, Any] | None:
-    """A trigger by name or id."""
-    t = m.triggers
-    with db.engine.connect() as conn:
-        found = conn.execute(select(t).where((t.c.name == ref) | (t.c.id == ref))).first()
-    return None if found is None else _row(found)
-
-
-def require(db: Database, ref: str) -> dict[str, Any]:
-    """A trigger by name or id (TriggerError 404 if none)."""
-    row = get(db, ref)
-    if row is None:
-        raise TriggerError(f"no trigger named '{ref}' (see `flowfed triggers list`)", 404)
-    return row
-
-
-def list_all(db: Database) -> list[dict[str, Any]]:
-    """Every trigger, by name."""
-    with db.engine.connect() as conn:
-        return [_row(r) for r in conn.execute(select(m.triggers).order_by(m.triggers.c.name))]
-
-
-def set_enabled(db: Database, ref: str, enabled: bool, now: float) -> dict[str, Any]:
-    """Enable or disable a trigger.
-
-    Enabling starts afresh: ticks and events of the disabled time are not "missed",
-    nobody wanted them, so they never fire (not even with catchup).
-    """
-    row = require(db, ref)
-    values: dict[str, Any] = {"enabled": enabled, "updated_at": now}
-    if enabled and not row["enabled"]:
-        real = time.time()
-        values["watermark"] = now if row["kind"] in ("cron", "interval") else real
-        values["event_since"] = real
-    with db.engine.begin() as conn:
-        conn.execute(update(m.triggers).where(m.triggers.c.id == row["id"]).values(**values))
-    return require(db, row["id"])
-
-
-def remove(db: Database, ref: str) -> None:
-    """Delete a trigger and its history."""
-    row = require(db, ref)
-    with db.engine.begin() as conn:
-        conn.execute(delete(m.trigger_fires).where(m.trigger_fires.c.trigger_id == row["id"]))
-        conn.execute(delete(m.triggers).where(m.triggers.c.id == row["id"]))
-
-
-def history(db: Database, ref: str, limit: int = 50) -> list[dict[str, Any]]:
-    """A trigger's fires, newest first."""
-    row = require(db, ref)
-    f = m.trigger_fires
-    q = (
-        select(f)
-        .where(f.c.trigger_id == row["id"])
-        .order_by(f.c.created_at.desc(), f.c.fire_key.desc())
-        .limit(limit)
-    )
-    with db.engine.connect() as conn:
-        return _with_outcome(conn, [_row(r) for r in conn.execute(q)])
-
-
-def _with_outcome(conn: Any, fires: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each fire with ``run_status``, its run's status now (running, success, failed,
-    cancelled), and ``outcome``: that status for a fire that started a run, else the
-    fire's own (skipped, queued, failed)."""
-    ids = [x["run_id"] for x in fires if x.get("run_id")]
-    status: dict[str, str] = {}
-    if ids:
-        r = m.runs
-        status = dict(conn.execute(select(r.c.id, r.c.status).where(r.c.id.in_(ids))).all())
-    for x in fires:
-        x["run_status"] = status.get(x.get("run_id") or "")
-        x["outcome"] = x["run_status"] or x["status"]
-    return fires
-
-
-def describe(db: Database, row: dict[str, Any], now: float) -> dict[str, Any]:
-    """A trigger row as the API shows it: next fire time, last fire and what it started."""
-    spec = TriggerSpec.model_validate(row["spec"])
-    next_at = None
-    if spec.schedule is not None and row["enabled"]:
-        next_at = spec.schedule.next_tick(max(row["watermark"], now), row["created_at"])
-    f = m.trigger_fires
-    with db.engine.connect() as conn:
-        last = conn.execute(
-            select(f)
-            .where(f.c.trigger_id == row["id"])
-            .order_by(f.c.created_at.desc(), f.c.fire_key.desc())
-            .limit(1)
-        ).first()
-        last_fire = None if last is None else _with_outcome(conn, [_row(last)])[0]
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "kind": row["kind"],
-        "flow": row["flow_name"],
-        "version": spec.version,
-        "enabled": row["enabled"],
-        "spec": row["spec"],
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-        "next_fire_at": next_at,
-        "last_fired_at": row["last_fired_at"],
-        "last_run_id": row["last_run_id"],
-        "last_fire": last_fire,
-    }
-
-
-# -- the service ----------------------------------------------------------------------------
 
 
 class TriggerService:
@@ -296,7 +128,7 @@ class TriggerService:
             now = self.clock.now()
             t = m.triggers
             with self.db.engine.connect() as conn:
-                rows = [_row(r) for r in conn.execute(select(t).where(t.c.enabled == True))]  # noqa: E712
+                rows = [row_dict(r) for r in conn.execute(select(t).where(t.c.enabled == True))]  # noqa: E712
             fires: list[dict[str, Any]] = []
             for row in rows:
                 try:
@@ -360,7 +192,7 @@ class TriggerService:
     def _events(self, row: dict[str, Any], spec: TriggerSpec, now: float) -> list[dict[str, Any]]:
         assert spec.on is not None
         since = max(row["event_since"], row["watermark"] - EVENT_SLACK_S)
-        events, newest = self._scan(spec, since)
+        events, newest = scan_events(self.db, spec, since)
         fires = []
         if events:
             f = m.trigger_fires
@@ -388,110 +220,6 @@ class TriggerService:
         if newest is not None:
             self._advance(row["id"], newest)
         return fires
-
-    def _scan(
-        self, spec: TriggerSpec, since: float
-    ) -> tuple[list[tuple[str, dict[str, Any]]], float | None]:
-        """(fire key, event) pairs of the trigger's source from ``since``; newest ts.
-
-        Pages through the source by (timestamp, id), so a busy window (thousands of metric
-        samples) is read to its end instead of re-reading its first page forever.
-        """
-        assert spec.on is not None
-        query, ts_col, id_col, to_event = self._source(spec)
-        out: list[tuple[str, dict[str, Any]]] = []
-        newest: float | None = None
-        after: tuple[float, Any] | None = None
-        with self.db.engine.connect() as conn:
-            for _ in range(MAX_PAGES):
-                q = query.where(ts_col >= since)
-                if after is not None:
-                    q = q.where((ts_col > after[0]) | and_(ts_col == after[0], id_col > after[1]))
-                rows = list(conn.execute(q.order_by(ts_col, id_col).limit(SCAN_LIMIT)))
-                for row in rows:
-                    newest = row._mapping[ts_col.name]
-                    after = (row._mapping[ts_col.name], row._mapping[id_col.name])
-                    found = to_event(row)
-                    if found is not None:
-                        out.append(found)
-                if len(rows) < SCAN_LIMIT:
-                    break
-        return out, newest
-
-    @staticmethod
-    def _source(spec: TriggerSpec) -> tuple[Any, Any, Any, Callable[[Any], Any]]:
-        """The trigger's source: base query, timestamp and id columns, row → (key, event)."""
-        assert spec.on is not None
-        on = spec.on
-        if on.run is not None:
-            r = m.runs
-            query = select(r).where(r.c.ended_at.is_not(None), r.c.status.in_(on.run.states()))
-
-            def run_event(run: Any) -> tuple[str, dict[str, Any]]:
-                return f"run:{run.id}", {
-                    "kind": "run.finished",
-                    "run_id": run.id,
-                    "flow": run.flow_name,
-                    "flow_version": run.flow_version,
-                    "status": run.status,
-                    "error": run.error,
-                    "params": run.params,
-                    "ended_at": run.ended_at,
-                }
-
-            return query, r.c.ended_at, r.c.id, run_event
-        if on.artifact is not None:
-            a = m.artifacts
-
-            def artifact_event(art: Any) -> tuple[str, dict[str, Any]]:
-                return f"artifact:{art.id}", {
-                    "kind": "artifact.registered",
-                    "artifact_id": art.id,
-                    "name": art.name,
-                    "version": art.version,
-                    "hash": art.hash,
-                    "type": art.kind,
-                    "run_id": art.run_id,
-                    "step": art.step,
-                    "node": art.node,
-                    "created_at": art.created_at,
-                }
-
-            return select(a), a.c.created_at, a.c.id, artifact_event
-        if on.metric is not None:
-            metric = on.metric
-            mt, r = m.metrics, m.runs
-            query = (
-                select(mt, r.c.flow_name)
-                .join(r, r.c.id == mt.c.run_id)
-                .where(mt.c.name == metric.name)
-            )
-
-            def metric_event(sample: Any) -> tuple[str, dict[str, Any]] | None:
-                if not metric.crossed(sample.value):
-                    return None
-                # Once per run: the first sample past the threshold.
-                return f"metric:{sample.run_id}:{sample.name}", {
-                    "kind": "metric.crossed",
-                    "run_id": sample.run_id,
-                    "task_id": sample.task_id,
-                    "flow": sample.flow_name,
-                    "name": sample.name,
-                    "value": sample.value,
-                    "above": metric.above,
-                    "below": metric.below,
-                    "ts": sample.ts,
-                }
-
-            return query, mt.c.ts, mt.c.id, metric_event
-        p = m.platform_events
-        assert on.node_dataset is not None or on.platform is not None
-        kind = NODE_DATASET_CHANGED if on.platform is None else on.platform.kind
-
-        def platform_event(ev: Any) -> tuple[str, dict[str, Any]]:
-            return f"event:{ev.id}", {**ev.payload, "kind": ev.kind, "ts": ev.ts}
-
-        return select(p).where(p.c.kind == kind), p.c.ts, p.c.id, platform_event
 
     # -- firing -----------------------------------------------------------------------
 
@@ -664,7 +392,7 @@ class TriggerService:
             busy = None if queued is None else self._busy_run(conn, row["id"], now)
         if queued is None or busy is not None:
             return []
-        fire = {**_row(queued), "run_id": uuid.uuid4().hex}
+        fire = {**row_dict(queued), "run_id": uuid.uuid4().hex}
         # Compare-and-set under the trigger's lock (as in _record): of several servers only
         # one moves it from queued to claimed, and only while no other run is going.
         t = m.triggers
@@ -694,7 +422,7 @@ class TriggerService:
         f, r = m.trigger_fires, m.runs
         with self.db.engine.connect() as conn:
             stale = [
-                _row(x)
+                row_dict(x)
                 for x in conn.execute(
                     select(f).where(
                         f.c.trigger_id == row["id"],
@@ -735,15 +463,14 @@ class TriggerService:
         return out
 
 
-def parse_spec(data: Any) -> TriggerSpec:
-    """Validate a trigger definition (pydantic ValidationError on bad input)."""
-    return TriggerSpec.model_validate(data)
-
-
 __all__ = [
+    "CLAIM_STALE_S",
+    "EVENT_SLACK_S",
+    "Starter",
     "TriggerError",
     "TriggerService",
     "ValidationError",
+    "check_flow",
     "create",
     "describe",
     "get",
@@ -753,6 +480,7 @@ __all__ = [
     "remove",
     "require",
     "set_enabled",
+    "stored_flow_starter",
 ]
 
 

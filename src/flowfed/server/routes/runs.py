@@ -103,6 +103,12 @@ async def create_run(request: Request, body: RunRequest) -> RunAccepted:
     Validation happens first (422 with every problem); the run then executes in the
     background: poll ``GET /runs/{id}`` or watch ``/api/v1/runs/{id}/events``.
     """
+    # The whole submission counts as in flight, the stored flow's lookup included.
+    with runs_of(request).accepting():
+        return await _create_run(request, body)
+
+
+async def _create_run(request: Request, body: RunRequest) -> RunAccepted:
     db = db_of(request)
     flow_file = None
     stored: dict[str, Any] | None = None

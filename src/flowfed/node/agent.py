@@ -48,6 +48,7 @@ from flowfed import __version__
 from flowfed.artifacts import ArtifactStore, load
 from flowfed.node.client_state import ClientStateStore, state_key
 from flowfed.node.datasets import NodeSetupError, scan_dataset
+from flowfed.node.egress import Egress, Release, error_type, rows_of
 from flowfed.node.outputs import (
     OutputProblem,
     TaskProblem,
@@ -56,16 +57,7 @@ from flowfed.node.outputs import (
     task_outputs,
     task_tool,
 )
-from flowfed.node.policy import (
-    DEFAULT_POLICY,
-    MAX_METRIC_NAMES,
-    Egress,
-    NodePolicy,
-    PolicyRefusal,
-    Release,
-    error_type,
-    rows_of,
-)
+from flowfed.node.policy import DEFAULT_POLICY, MAX_METRIC_NAMES, NodePolicy, PolicyRefusal
 from flowfed.node.protocol import (
     HEARTBEAT_S,
     MAX_FRAME_BYTES,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from flowfed.node.agent import _Decoded
+from flowfed.node.task_inputs import DecodedCache
 
 
 def test_copies_lru_and_budget() -> None:
-    cache = _Decoded(budget=100)
+    cache = DecodedCache(budget=100)
     table = pd.DataFrame({"x": [1, 2, 3]})
     cache.put("t", table, 40)
     table["x"] = 0  # the caller's object is not the cached one
@@ -28,7 +28,7 @@ def test_copies_lru_and_budget() -> None:
     cache.put("huge", np.arange(5), 101)  # larger than the whole budget: not kept
     assert cache.get("huge") is None and cache.size == 80
 
-    off = _Decoded(budget=0)  # --cache-mb 0
+    off = DecodedCache(budget=0)  # --cache-mb 0
     off.put("t", table, 1)
     off.put("empty", np.arange(0), 0)
     assert off.get("t") is None and off.get("empty") is None and off.size == 0

@@ -18,8 +18,13 @@ A lost connection is retried with exponential backoff; on reconnect the agent re
 the tasks it still holds (running, or finished with an unacknowledged result) and sends
 the held results again, so the engine waiting on the server gets them.
 
-This module imports the runtime, the tools and the artifact store, never the server, the
-database or the engine.
+This module holds the agent itself: the connection (register, resume, heartbeats, frames)
+and the order of a task's stages. The stages live beside it: admission
+(:mod:`flowfed.node.admission`), inputs (:mod:`flowfed.node.task_inputs`), the tool call
+(:mod:`flowfed.node.tool_call`), filtered telemetry and error reports
+(:mod:`flowfed.node.task_reports`), egress (:mod:`flowfed.node.egress`); its configuration
+and command line in :mod:`flowfed.node.agent_config`. None of them imports the server,
+the database or the engine.
 
 Example:
     >>> server_ws_url("https://flowfed.example.org/")
@@ -30,24 +35,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
-import math
-import os
 import random
 import threading
-import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from flowfed import __version__
-from flowfed.artifacts import ArtifactStore, load
+from flowfed.artifacts import ArtifactStore
+from flowfed.node.admission import APPROVAL_POLL_S, Admission
+from flowfed.node.agent_config import (
+    NodeConfig,
+    load_credentials,
+    node_command,
+    parse_dataset_option,
+    server_ws_url,
+    spawn_node,
+)
 from flowfed.node.client_state import ClientStateStore, state_key
 from flowfed.node.datasets import NodeSetupError, scan_dataset
+from flowfed.node.egress import Egress, Release
 from flowfed.node.outputs import (
     OutputProblem,
     TaskProblem,
@@ -56,20 +65,9 @@ from flowfed.node.outputs import (
     task_outputs,
     task_tool,
 )
-from flowfed.node.policy import (
-    DEFAULT_POLICY,
-    MAX_METRIC_NAMES,
-    Egress,
-    NodePolicy,
-    PolicyRefusal,
-    Release,
-    error_type,
-    rows_of,
-)
 from flowfed.node.protocol import (
     HEARTBEAT_S,
     MAX_FRAME_BYTES,
-    WS_PATH,
     AckMessage,
     AssignMessage,
     ColumnInfo,
@@ -89,10 +87,27 @@ from flowfed.node.protocol import (
     parse_node_message,
     task_from_wire,
 )
-from flowfed.node.runners import RUNNERS, SandboxLimits
-from flowfed.runtime.remote import RemoteInput, RemoteTask
-from flowfed.runtime.usage import clean_counts, clean_figures, measured
-from flowfed.tools.core import Context, ToolSpec, call_tool
+from flowfed.node.runners import RUNNERS
+from flowfed.node.task_failure import TaskFailure
+from flowfed.node.task_inputs import DecodedCache, TaskInputs, as_list, width
+from flowfed.node.task_reports import error_report, guarded_sink
+from flowfed.node.tool_call import call_on_node
+from flowfed.runtime.remote import RemoteTask
+
+__all__ = [
+    "APPROVAL_POLL_S",
+    "EXIT_REFUSED",
+    "CredentialsRefused",
+    "NodeAgent",
+    "NodeConfig",
+    "NodeSetupError",
+    "TaskFailure",
+    "load_credentials",
+    "node_command",
+    "parse_dataset_option",
+    "server_ws_url",
+    "spawn_node",
+]
 
 log = logging.getLogger("flowfed.node")
 
@@ -102,128 +117,6 @@ EXIT_REFUSED = 3
 
 class CredentialsRefused(RuntimeError):
     """The server refused the node token."""
-
-
-class TaskFailure(Exception):
-    """A task ended in Error on this node; ``etype`` says how (shown to the user)."""
-
-    def __init__(
-        self, message: str, etype: str, tb: str | None = None, *, public: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.etype = etype
-        self.tb = tb
-        #: The node wrote the message itself (a refusal, a timeout): it may leave as is.
-        #: Anything else (what the tool raised or printed) stays on the node by default.
-        self.public = public
-
-
-#: How often a task waiting for the operator's approval looks again (seconds).
-APPROVAL_POLL_S = 0.5
-
-
-def server_ws_url(server: str) -> str:
-    """The node endpoint for a server base URL (http, https, ws or wss)."""
-    base = server.rstrip("/")
-    for http, ws in (("https://", "wss://"), ("http://", "ws://")):
-        if base.startswith(http):
-            base = ws + base[len(http) :]
-    if not base.startswith(("ws://", "wss://")):
-        raise NodeSetupError(f"--server must be an http(s):// or ws(s):// URL, got {server!r}")
-    if base.endswith(WS_PATH):
-        return base
-    return base + WS_PATH
-
-
-def load_credentials(path: Path) -> dict[str, str]:
-    """The credentials file written by ``flowfed nodes add --out``: name, token[, server]."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise NodeSetupError(f"cannot read credentials {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise NodeSetupError(f"{path}: not JSON ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("token"), str):
-        raise NodeSetupError(f"{path}: expected a JSON object with 'name' and 'token'")
-    if not isinstance(data.get("name"), str):
-        raise NodeSetupError(f"{path}: expected a JSON object with 'name' and 'token'")
-    return {k: str(v) for k, v in data.items() if isinstance(v, str)}
-
-
-def parse_dataset_option(text: str) -> tuple[str, Path]:
-    """``NAME=PATH`` (NodeSetupError otherwise)."""
-    name, sep, path = text.partition("=")
-    if not sep or not name.strip() or not path.strip():
-        raise NodeSetupError(f"--dataset must read NAME=PATH, got {text!r}")
-    return name.strip(), Path(path.strip()).expanduser()
-
-
-@dataclass
-class NodeConfig:
-    """Everything ``flowfed node start`` was given."""
-
-    name: str
-    server: str
-    token: str
-    datasets: dict[str, Path] = field(default_factory=dict)
-    #: ``sandbox`` (bubblewrap, warm workers) unless the operator chose otherwise.
-    runner: str = "sandbox"
-    max_tasks: int = 1
-    work_dir: Path = Path(".flowfed-node")
-    imports: list[str] = field(default_factory=list)
-    max_backoff_s: float = 5.0
-    #: Offer permessage-deflate on the WebSocket. Off by default: nearly every frame is a
-    #: small heartbeat, telemetry or ack, which deflate makes ~0.1 ms of CPU dearer on
-    #: both ends (a quarter of the server loop's time with 200 nodes busy) and which
-    #: keeps zlib state per connection; output bytes are base64 of mostly binary data.
-    #: Turn it on for compressible shareable outputs over a slow link.
-    compression: bool = False
-    #: Budget, in MB of their stored size, for node-store tables and arrays kept decoded
-    #: between tasks (see :class:`_Decoded`); 0 turns the cache off.
-    cache_mb: int = 256
-    #: The node's own policy (``--policy FILE``); the strict default when none is given.
-    policy: NodePolicy = DEFAULT_POLICY
-    #: Memory, process and CPU-time limits of a sandboxed task (``runner="sandbox"``).
-    limits: SandboxLimits = field(default_factory=SandboxLimits)
-
-
-class _Decoded:
-    """Tables and arrays from the node's store, decoded once and copied per task.
-
-    A federated step reads the same training table from the node's store in every round;
-    decoding its Parquet took longer than the round's training. Entries are keyed by
-    content hash, so one can never be stale. Each task gets a deep copy, so a tool that
-    changes its input in place cannot change what the next task reads. The budget counts
-    serialized bytes, least recently used first out; anything larger is not kept.
-    """
-
-    KINDS = frozenset({"pandas", "numpy"})
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.size = 0
-        self._lock = threading.Lock()
-        self._items: dict[str, tuple[Any, int]] = {}  # insertion order = LRU order
-
-    def get(self, hash: str) -> Any | None:
-        with self._lock:
-            item = self._items.pop(hash, None)
-            if item is None:
-                return None
-            self._items[hash] = item
-        return item[0].copy()
-
-    def put(self, hash: str, value: Any, size: int) -> None:
-        if self.budget <= 0 or size > self.budget:
-            return
-        with self._lock:
-            if hash in self._items:
-                return
-            while self._items and self.size + size > self.budget:
-                _, freed = self._items.pop(next(iter(self._items)))
-                self.size -= freed
-            self._items[hash] = (value.copy(), size)
-            self.size += size
 
 
 @dataclass(eq=False)
@@ -260,7 +153,7 @@ class NodeAgent:
         self.datasets = {n: scan_dataset(n, p) for n, p in config.datasets.items()}
         config.work_dir.mkdir(parents=True, exist_ok=True)
         self.store = ArtifactStore(str(config.work_dir.resolve() / "artifacts"))
-        self.decoded = _Decoded(config.cache_mb * 2**20)
+        self.decoded = DecodedCache(config.cache_mb * 2**20)
         self.client_states = ClientStateStore(config.work_dir.resolve() / "client_state")
         self.pool = ThreadPoolExecutor(config.max_tasks, thread_name_prefix="flowfed-node-task")
         self.held: dict[str, _Held] = {}
@@ -275,11 +168,12 @@ class NodeAgent:
         self.policy = config.policy
         self.egress = Egress(self.policy)
         self.journal = NodeJournal(config.work_dir)
-        self._code_hashes: dict[int, str] = {}
+        self.admission = Admission(self.policy, self.journal, config.name)
         # How many of the node's rows each object in its store covers, by content hash:
         # the disclosure checks need it for outputs built from earlier outputs.
-        self._rows_path = config.work_dir / "rows.json"
-        self._rows: dict[str, int] = _read_rows(self._rows_path)
+        self.inputs = TaskInputs(
+            self.store, self.decoded, config.name, config.work_dir / "rows.json"
+        )
         self.journal.append(
             {
                 "kind": "node.started",
@@ -513,7 +407,15 @@ class NodeAgent:
                     traceback.format_exc(),
                 )
             log.info("task %s (%s) failed: %s", task.task_id, task.tool, exc)
-            final = TaskErrorMessage(task_id=task.task_id, report=self._error_report(task, exc))
+            report = error_report(
+                task,
+                exc,
+                journal=self.journal,
+                policy=self.policy,
+                node=self.config.name,
+                runner=self.config.runner,
+            )
+            final = TaskErrorMessage(task_id=task.task_id, report=report)
         with self._lock:
             if h.cancel.is_set() and task.task_id not in self.held:
                 return  # terminated and forgotten
@@ -527,213 +429,6 @@ class NodeAgent:
 
         return sink
 
-    def _error_report(self, task: RemoteTask, exc: TaskFailure) -> dict[str, Any]:
-        """The error as it leaves the node: by default its type, step, tool and node, and
-        the node-local error id; the message and traceback stay here."""
-        context = {
-            "node": self.config.name,
-            "task_id": task.task_id,
-            "step": task.step,
-            "tool": task.tool,
-            "runner": self.config.runner,
-        }
-        full = {"message": str(exc), "type": exc.etype, "traceback": exc.tb, "context": context}
-        error_id = self.journal.error(task.task_id, full)
-        self.journal.append(
-            {
-                "kind": "task.failed",
-                "task_id": task.task_id,
-                "run_id": task.run_id,
-                "error_id": error_id,
-                "type": error_type(exc.etype),
-            }
-        )
-        # A timeout or a cancellation is the platform's own word, whatever the tool did.
-        if exc.public or exc.etype in ("Timeout", "Cancelled") or self.policy.share.errors:
-            return {**full, "context": {**context, "error_id": error_id}}
-        etype = error_type(exc.etype)
-        return {
-            "message": (
-                f"{etype} in step '{task.step}', tool '{task.tool}', on node "
-                f"'{self.config.name}': its message and traceback stay on the node "
-                f"(the operator reads them with `flowfed node errors {error_id}`)"
-            ),
-            "type": etype,
-            "traceback": None,
-            "context": {**context, "error_id": error_id},
-        }
-
-    def _guarded(self, task: RemoteTask, sink: Any) -> Any:
-        """The telemetry sink as the policy filters it: logs stay here (the server sees
-        their level), metrics leave only with a plain name and a finite value, and per-node
-        facts of a secure-aggregation round stay inside the aggregate."""
-        policy = self.policy
-        journal = self.journal
-        name = self.config.name
-        hide_facts = task.secure_aggregation and policy.secure_aggregation.release != "node"
-        names: set[str] = set()
-
-        def guarded(kind: str, payload: dict[str, Any]) -> None:
-            if kind == "state":
-                sink(kind, payload)
-            elif kind == "log":
-                level = str(payload.get("level", "info"))
-                level = level if level in ("debug", "info", "warning", "error") else "info"
-                message = str(payload.get("message", ""))
-                journal.log(task.task_id, level, message, run_id=task.run_id, step=task.step)
-                if not policy.share.logs:
-                    message = f"[{level} kept on node '{name}': `flowfed node logs {task.task_id}`]"
-                sink("log", {"level": level, "message": message})
-            elif kind == "metric":
-                metric, value = payload.get("name"), payload.get("value")
-                known = metric in names or len(names) < MAX_METRIC_NAMES
-                if not known or not policy.metric_allowed(metric, value):
-                    log.warning(
-                        "task %s: dropped a metric whose name or value may not leave the node",
-                        task.task_id,
-                    )
-                    journal.log(
-                        task.task_id,
-                        "warning",
-                        f"metric {metric!r} = {value!r} dropped by the node's policy "
-                        "(names [A-Za-z0-9_.:-]{1,64}, finite numbers)",
-                    )
-                    return
-                if hide_facts:
-                    journal.log(
-                        task.task_id,
-                        "info",
-                        f"metric {metric} = {value} kept on the node (secure aggregation)",
-                    )
-                    return
-                names.add(str(metric))
-                step = payload.get("step")
-                step = step if isinstance(step, int) and not isinstance(step, bool) else None
-                sink("metric", {"name": metric, "value": float(value or 0), "step": step})
-            elif kind == "progress":
-                fraction = payload.get("fraction")
-                out: dict[str, Any] = {}
-                if isinstance(fraction, int | float) and not isinstance(fraction, bool):
-                    f = float(fraction)
-                    out = {"fraction": min(1.0, max(0.0, f))} if math.isfinite(f) else {}
-                if policy.share.logs and isinstance(payload.get("message"), str):
-                    out["message"] = payload["message"]
-                # Counts leave as numbers; the unit only as a known word unless logs are
-                # shared, so a tool cannot spell out data in it.
-                counts = clean_counts(payload, any_unit=policy.share.logs)
-                if counts is not None:
-                    out.update(counts)
-                sink("progress", out)
-            elif kind == "resources":
-                # Measured by the runtime, not the tool; numbers only in any case.
-                figures = clean_figures(payload)
-                if figures is not None:
-                    sink("resources", figures)
-
-        return guarded
-
-    def _code_hash(self, spec: ToolSpec) -> str:
-        from flowfed.artifacts.codehash import code_hash
-
-        key = id(spec.fn)
-        h = self._code_hashes.get(key)
-        if h is None:
-            h = self._code_hashes[key] = code_hash(spec.fn)
-        return h
-
-    def _admit(self, task: RemoteTask, spec: ToolSpec, sink: Any, cancel: threading.Event) -> str:
-        """Apply the policy's admission rules to ``task``; its tool's code hash.
-
-        Raises :class:`TaskFailure` (``PolicyRefused``) naming the node and the rule; in
-        manual approval mode, waits for ``flowfed node approve`` first.
-        """
-        policy = self.policy
-        code = self._code_hash(spec)
-        who = {
-            "task_id": task.task_id,
-            "run_id": task.run_id,
-            "principal": task.principal,
-            "flow": task.flow,
-            "step": task.step,
-            "tool": spec.name,
-            "tool_version": spec.version,
-            "code_hash": code,
-            "inputs": _input_hashes(task),
-        }
-        try:
-            policy.check_principal(task.principal, task.flow)
-            policy.check_tool(spec.name, spec.version, code, True)
-            policy.check_data_access(spec.name, task.config)
-        except PolicyRefusal as exc:
-            self.journal.append(
-                {"kind": "task.refused", **who, "rule": exc.rule, "reason": str(exc)}
-            )
-            raise TaskFailure(
-                f"node '{self.config.name}' refused the task (policy rule {exc.rule}): {exc}",
-                "PolicyRefused",
-                public=True,
-            ) from None
-        waits: list[tuple[str, str, dict[str, Any]]] = []
-        if policy.tools.approval == "manual":
-            waits.append(("tool", f"{spec.name}@{spec.version}#{code}", who))
-        if policy.principals.approval == "manual":
-            waits.append(("principal", task.principal, who))
-        for kind, key, details in waits:
-            if self.journal.is_approved(kind, key):
-                continue
-            request = self.journal.request_approval(kind, key, details)
-            message = (
-                f"waiting for approval at node '{self.config.name}' (new {kind} "
-                f"{key.split('#')[0]}): the operator runs `flowfed node approve {request}`"
-            )
-            log.warning("task %s: %s", task.task_id, message)
-            sink("progress", {"fraction": 0.0, "message": message})
-            sink("log", {"level": "warning", "message": message})
-            deadline = None if task.timeout is None else time.monotonic() + task.timeout
-            while not self.journal.is_approved(kind, key):
-                if cancel.is_set():
-                    raise TaskFailure(
-                        "cancelled while waiting for approval", "Cancelled", public=True
-                    )
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise TaskFailure(
-                        f"no approval at node '{self.config.name}' within the task's timeout "
-                        f"({task.timeout:g}s): {message}",
-                        "Timeout",
-                        public=True,
-                    )
-                time.sleep(APPROVAL_POLL_S)
-        self.journal.append({"kind": "task.admitted", **who})
-        return code
-
-    def _rows_in(
-        self, task: RemoteTask, args: dict[str, Any], dataset: dict[str, Any] | None
-    ) -> int | None:
-        """How many of the node's rows the task's inputs cover (the largest of them)."""
-        found: list[int] = []
-        if dataset is not None and not any(
-            v.location == "node" for vs in task.inputs.values() for v in _as_list(vs)
-        ):
-            found.append(int(dataset["rows"]))
-        for name, value in task.inputs.items():
-            for one, got in zip(_as_list(value), _as_list(args.get(name)), strict=False):
-                if one.location != "node":
-                    continue
-                rows = self._rows.get(one.hash)
-                if rows is None:
-                    rows = rows_of(got)
-                if rows is not None:
-                    found.append(rows)
-        return max(found) if found else None
-
-    def _remember_rows(self, outputs: dict[str, Any], rows: int | None) -> None:
-        if rows is None:
-            return
-        with self._lock:
-            for o in outputs.values():
-                self._rows[o.hash] = rows
-            _write_rows(self._rows_path, self._rows)
-
     def execute(self, task: RemoteTask, cancel: threading.Event) -> ResultMessage:
         """Run one task to its result message (:class:`TaskFailure` on any error).
 
@@ -742,7 +437,9 @@ class NodeAgent:
         step asks to share; each step is written to the node's audit log.
         """
         raw = self._telemetry(task.task_id)
-        sink = self._guarded(task, raw)
+        sink = guarded_sink(
+            task, raw, policy=self.policy, journal=self.journal, node=self.config.name
+        )
         try:
             spec, cfg = task_tool(task, self.config.name, " (start it with --import)")
         except TaskProblem as exc:
@@ -754,7 +451,7 @@ class NodeAgent:
             )  # fmt: skip
             raise TaskFailure(str(exc), exc.etype, public=True) from None
         # The node's own words (waiting for approval) are not a tool's: unfiltered.
-        self._admit(task, spec, raw, cancel)
+        self.admission.admit(task, spec, raw, cancel)
         try:
             # The lifecycle as the node sees it: config valid → initialized, inputs loaded →
             # started, the tool called → running; the result or error ends it.
@@ -766,9 +463,9 @@ class NodeAgent:
             # Tools that release summaries (flowfed.evaluate_classifier) merge their bins
             # until each holds at least k rows: the node tells them its k.
             dataset = {**dataset, "disclosure": {"min_rows": self.policy.disclosure.min_rows}}
-        args = {name: self._input(task, name, v) for name, v in task.inputs.items()}
-        rows = self._rows_in(task, args, dataset)
-        width = _width(args, dataset)
+        args = {name: self.inputs.load(task, name, v) for name, v in task.inputs.items()}
+        rows = self.inputs.rows_in(task, args, dataset)
+        width_ = width(args, dataset)
         sink("state", {"state": "started"})
         ctx = task_context(task, sink, self.config.name, dataset)
         state_key_ = None
@@ -778,14 +475,14 @@ class NodeAgent:
             state_key_ = state_key(task.client_state, task.step, self.config.name, task.dataset)
             ctx._client_state = self.client_states.load(state_key_)
         sink("state", {"state": "running"})
-        value = self._call(spec, task, args, cfg, ctx, cancel, dataset)
+        value = call_on_node(self, self.config, spec, task, args, cfg, ctx, cancel, dataset)
         decisions: list[Release] = []
 
         # A task that read nothing of this node (no dataset, no node-local input) cannot
         # release anything of it: its outputs derive from central inputs and config only
         # (the sandbox shows it no other file of the host).
         node_data = dataset is not None or any(
-            v.location == "node" for vs in task.inputs.values() for v in _as_list(vs)
+            v.location == "node" for vs in task.inputs.values() for v in as_list(vs)
         )
 
         def release(name: str, mat: Any, value: Any) -> Release:
@@ -793,7 +490,7 @@ class NodeAgent:
                 decision = Release(name, mat.kind, True, None, mat.data, category="no-node-data")
                 decisions.append(decision)
                 return decision
-            decision = self.egress.decide(spec.name, name, mat, value, rows, width)
+            decision = self.egress.decide(spec.name, name, mat, value, rows, width_)
             decisions.append(decision)
             return decision
 
@@ -803,7 +500,7 @@ class NodeAgent:
             )
         except OutputProblem as exc:
             raise TaskFailure(str(exc), "OutputError", public=True) from None
-        self._remember_rows(outputs, rows)
+        self.inputs.remember_rows(outputs, rows)
         egress = []
         for d in decisions:
             out = outputs[d.output]
@@ -851,267 +548,3 @@ class NodeAgent:
             outputs={k: output_to_wire(o) for k, o in outputs.items()},
             egress=egress,
         )
-
-    def _input(self, task: RemoteTask, name: str, value: RemoteInput | list[RemoteInput]) -> Any:
-        if isinstance(value, list):
-            return [self._input(task, name, v) for v in value]
-        if value.pickled and not task.allow_pickle:
-            raise TaskFailure(
-                f"input '{name}' is pickled but the task does not allow pickle",
-                "InputError",
-                public=True,
-            )
-        cached = value.location == "node" and value.kind in _Decoded.KINDS
-        if cached:
-            got = self.decoded.get(value.hash)
-            if got is not None:
-                return got
-        if value.location == "node":
-            try:
-                data = self.store.get(value.hash, verify=True)
-            except (FileNotFoundError, OSError) as exc:
-                raise TaskFailure(
-                    f"input '{name}' ({value.hash[:12]}) is not in node "
-                    f"'{self.config.name}''s store: {exc}",
-                    "InputError",
-                    public=True,
-                ) from None
-        else:
-            if value.data is None:
-                raise TaskFailure(
-                    f"central input '{name}' came without its bytes", "InputError", public=True
-                )
-            data = value.data
-            if hashlib.sha256(data).hexdigest() != value.hash:
-                raise TaskFailure(
-                    f"input '{name}' does not match its hash {value.hash[:12]}",
-                    "InputError",
-                    public=True,
-                )
-        try:
-            got = load(value.kind, data, value.meta)
-        except Exception as exc:
-            raise TaskFailure(
-                f"cannot load input '{name}' ({value.kind}): {exc}", "InputError", public=True
-            ) from None
-        if cached:
-            self.decoded.put(value.hash, got, len(data))
-        return got
-
-    def _call(
-        self,
-        spec: ToolSpec,
-        task: RemoteTask,
-        args: dict[str, Any],
-        cfg: Any,
-        ctx: Context,
-        cancel: threading.Event,
-        dataset: dict[str, Any] | None,
-    ) -> Any:
-        if self.config.runner == "inprocess":
-            return self._call_inprocess(spec, task, args, cfg, ctx, cancel)
-        from flowfed.executors.isolated import SandboxUnavailable
-        from flowfed.executors.processes import ProcessTaskError, ProcessTimeout
-        from flowfed.node.runners import limit_hint, run_isolated, run_sandboxed
-
-        limits = self.config.limits
-        task_context = {"dataset": ctx.dataset, "round": task.round}
-        done = threading.Event()
-        watcher = threading.Thread(target=self._watch_cancel, args=(cancel, done, ctx), daemon=True)
-        watcher.start()
-        try:
-            if self.config.runner == "subprocess":
-                return run_isolated(spec, args, task.config, ctx, task.timeout, task_context)
-            # A warm sandbox per (run, dataset): it shows the tool that dataset's file
-            # and nothing else of the node; each task still gets a fresh area and process.
-            return run_sandboxed(
-                self,
-                base=self.config.work_dir.resolve() / "sandboxes",
-                max_workers=max(4, 2 * self.config.max_tasks),
-                run_id=task.run_id,
-                dataset=dataset,
-                imports=self.config.imports,
-                limits=limits,
-                spec=spec,
-                args=args,
-                config=task.config,
-                ctx=ctx,
-                timeout=task.timeout,
-                task_context=task_context,
-            )
-        except SandboxUnavailable as exc:
-            raise TaskFailure(str(exc), "IsolationError", public=True) from None
-        except ProcessTimeout as exc:
-            raise TaskFailure(f"the tool hung: {exc}", "Timeout") from None
-        except ProcessTaskError as exc:
-            etype = getattr(exc, "etype", None) or "Error"
-            message = str(exc)
-            if etype == "ProcessExited":
-                message = f"the tool's process exited: {message}"
-            elif etype in ("ProtocolError", "OutputError") or message.startswith("output '"):
-                # The tool-side runtime refuses an output it cannot materialize.
-                message = f"the tool sent garbage: {message}"
-            elif etype not in ("Cancelled",):
-                message = message.removeprefix(f"{etype}: ")
-                message = f"the tool raised {etype}: {message}"
-                if self.config.runner == "sandbox":
-                    message += limit_hint(etype, message, limits)
-            raise TaskFailure(message, etype, exc.remote_traceback) from None
-        finally:
-            done.set()
-
-    @staticmethod
-    def _watch_cancel(cancel: threading.Event, done: threading.Event, ctx: Context) -> None:
-        # The isolated driver polls ctx.cancelled: a terminate from the server sets it.
-        while not done.wait(0.1):
-            if cancel.is_set():
-                ctx.cancel()
-                return
-
-    def _call_inprocess(
-        self,
-        spec: ToolSpec,
-        task: RemoteTask,
-        args: dict[str, Any],
-        cfg: Any,
-        ctx: Context,
-        cancel: threading.Event,
-    ) -> Any:
-        box: dict[str, Any] = {}
-
-        def target() -> None:
-            try:
-                with measured(ctx.report_resources, "thread"):
-                    box["value"] = call_tool(spec, args, cfg, ctx)
-            except BaseException as exc:  # reported to the waiting thread
-                box["error"] = exc
-                box["tb"] = traceback.format_exc()
-
-        t = threading.Thread(target=target, name=f"flowfed-tool-{task.task_id}", daemon=True)
-        t.start()
-        deadline = None if task.timeout is None else time.monotonic() + task.timeout
-        while t.is_alive():
-            if cancel.is_set():
-                ctx.cancel()
-                raise TaskFailure("cancelled", "Cancelled")
-            if deadline is not None and time.monotonic() >= deadline:
-                ctx.cancel()  # a cooperative tool stops; the thread is abandoned otherwise
-                raise TaskFailure(
-                    f"the tool hung: no result after {task.timeout:g}s (its timeout)", "Timeout"
-                )
-            t.join(0.05)
-        if "error" in box:
-            exc = box["error"]
-            raise TaskFailure(
-                f"the tool raised {type(exc).__name__}: {exc}", type(exc).__name__, box["tb"]
-            )
-        return box.get("value")
-
-
-def node_command(
-    name: str,
-    server: str,
-    credentials: str | Path,
-    datasets: dict[str, str | Path] | None = None,
-    *,
-    runner: str = "sandbox",
-    max_tasks: int = 1,
-    work_dir: str | Path | None = None,
-    imports: list[str] | None = None,
-    insecure: bool = False,
-) -> list[str]:
-    """The ``python -m flowfed node start ...`` command line for a node agent process.
-
-    ``runner`` is ``sandbox`` by default; ``inprocess`` and ``subprocess`` isolate
-    nothing and need ``insecure=True`` (``--insecure``), which the caller passes only
-    when a person chose them explicitly.
-
-    Example:
-        >>> node_command("a", "http://127.0.0.1:8000", "a.json", {"d": "d.csv"})[3:7]
-        ['node', 'start', '--name', 'a']
-        >>> node_command("a", "u", "a.json", runner="inprocess", insecure=True)[-1]
-        '--insecure'
-    """
-    import sys
-
-    cmd = [
-        sys.executable, "-m", "flowfed", "node", "start",
-        "--name", name, "--server", server, "--credentials", str(credentials),
-        "--runner", runner, "--max-tasks", str(max_tasks),
-    ]  # fmt: skip
-    if work_dir is not None:
-        cmd += ["--work-dir", str(work_dir)]
-    for ds, path in (datasets or {}).items():
-        cmd += ["--dataset", f"{ds}={path}"]
-    for entry in imports or []:
-        cmd += ["--import", entry]
-    if insecure:
-        cmd.append("--insecure")
-    return cmd
-
-
-def spawn_node(
-    name: str,
-    server: str,
-    credentials: str | Path,
-    datasets: dict[str, str | Path] | None = None,
-    *,
-    log_file: str | Path | None = None,
-    cwd: str | Path | None = None,
-    **options: Any,
-) -> Any:
-    """Start a node agent as a subprocess (``subprocess.Popen``); its output goes to ``log_file``.
-
-    ``options`` are :func:`node_command`'s (runner, max_tasks, work_dir, imports,
-    insecure). The caller terminates it (``proc.terminate()``) when done.
-
-    Example:
-        >>> # proc = spawn_node("hospital-a", srv.url, "a.json", {"breast": "a.csv"})
-    """
-    import subprocess
-
-    cmd = node_command(name, server, credentials, datasets, **options)
-    if log_file is None:
-        return subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL)
-    with open(log_file, "ab") as out:
-        return subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-
-
-def _width(args: dict[str, Any], dataset: dict[str, Any] | None) -> int:
-    """The most columns among the task's tables (and its dataset)."""
-    widths = [len(dataset.get("columns") or [])] if dataset else []
-    for value in args.values():
-        for one in _as_list(value):
-            columns = getattr(one, "columns", None)
-            if columns is not None:
-                widths.append(len(columns))
-    return max(widths, default=0)
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _input_hashes(task: RemoteTask) -> dict[str, Any]:
-    return {
-        name: [i.hash for i in v] if isinstance(v, list) else v.hash
-        for name, v in task.inputs.items()
-    }
-
-
-def _read_rows(path: Path) -> dict[str, int]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {str(k): int(v) for k, v in data.items() if isinstance(v, int)}
-
-
-def _write_rows(path: Path, rows: dict[str, int]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(rows, f)
-    os.replace(tmp, path)

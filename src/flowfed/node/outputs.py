@@ -99,7 +99,7 @@ def task_outputs(
     Without ``release`` every output the step lists as shareable carries its bytes. With
     it (a node agent's policy), ``release(output, materialized, value)`` decides: it
     returns an object with ``released``, ``data`` and ``meta`` (a
-    :class:`flowfed.node.policy.Release`), and only released bytes travel; an output
+    :class:`flowfed.node.egress.Release`), and only released bytes travel; an output
     that is not released carries only hash, size, kind and its safe metadata.
 
     ``keep_shareable=False`` skips ``keep`` for the shareable outputs (a simulated node,
@@ -125,7 +125,7 @@ def task_outputs(
         meta = dict(mat.meta)
         hash, size = mat.hash, mat.size
         if release is not None:
-            from flowfed.node.policy import safe_meta
+            from flowfed.node.egress import safe_meta
 
             meta = safe_meta(meta)
             data = None

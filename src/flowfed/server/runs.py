@@ -105,10 +105,15 @@ class RunManager:
         self.accept_first_s = float(
             os.environ.get("FLOWFED_ACCEPT_FIRST_S", DEFAULT_ACCEPT_FIRST_S)
         )
-        # Submissions being accepted now, and when the last one ended (monotonic).
+        # Submissions being accepted now, and when the last one ended (monotonic); the
+        # gate is open (set) when none has been in flight for ACCEPT_QUIET_S.
         self._accepting = 0
         self._accepted_at = 0.0
+        self._burst = threading.Condition()
+        self._quiet = threading.Event()
+        self._quiet.set()
         self._stop = threading.Event()
+        threading.Thread(target=self._gate_loop, name="flowfed-run-gate", daemon=True).start()
         self._leaser = threading.Thread(
             target=self._lease_loop, name="flowfed-run-leases", daemon=True
         )
@@ -135,14 +140,36 @@ class RunManager:
             >>> with manager.accepting():  # doctest: +SKIP
             ...     manager.start(graph)  # recorded now, executed once the burst is over
         """
-        with self._lock:
+        with self._burst:
             self._accepting += 1
+            if self._quiet.is_set():
+                self._quiet.clear()
+                self._burst.notify()  # the gate thread watches for the end of the burst
         try:
             yield
         finally:
-            with self._lock:
+            with self._burst:
                 self._accepting -= 1
                 self._accepted_at = time.monotonic()
+
+    def _gate_loop(self) -> None:
+        """Open the gate (``_quiet``) once no submission has been in flight for a while.
+
+        One thread polls, and only during a burst: runs held back wait on the event and
+        cost nothing while they wait (hundreds of them polling would cost as much CPU as
+        the submissions they give way to).
+        """
+        while not self._stop.is_set():
+            with self._burst:
+                while self._quiet.is_set() and not self._stop.is_set():
+                    self._burst.wait(1.0)
+                busy = self._accepting > 0 or (
+                    time.monotonic() - self._accepted_at < ACCEPT_QUIET_S
+                )
+                if not busy:
+                    self._quiet.set()
+                    continue
+            time.sleep(ACCEPT_QUIET_S / 2)
 
     def _after_the_burst(self) -> None:
         """Wait (at most ``accept_first_s``) until no submission is being accepted.
@@ -152,14 +179,7 @@ class RunManager:
         acceptance still queued behind them, so they give way first. A steady stream of
         submissions delays a run by ``accept_first_s`` at most.
         """
-        deadline = time.monotonic() + self.accept_first_s
-        while not self._stop.is_set():
-            now = time.monotonic()
-            with self._lock:
-                busy = self._accepting > 0 or now - self._accepted_at < ACCEPT_QUIET_S
-            if not busy or now >= deadline:
-                return
-            time.sleep(min(ACCEPT_QUIET_S / 2, max(0.0, deadline - now)))
+        self._quiet.wait(self.accept_first_s)
 
     def _resume(self, run_id: str) -> None:
         """Continue a claimed run from where its dead server left it."""
@@ -412,6 +432,9 @@ class RunManager:
             >>> # manager.drain(30.0)   # what SIGTERM does in `flowfed server`
         """
         self._stop.set()
+        self._quiet.set()  # runs held back for a burst go on to their "suspended" end
+        with self._burst:
+            self._burst.notify_all()
         with self._lock:
             self._closed = True
             live = list(self._active.values())

@@ -53,10 +53,14 @@ __all__ = [
     "RUNNERS",
     "ContainerUnavailable",
     "SandboxUnavailable",
+    "ToolCall",
+    "ToolChannel",
     "call_isolated",
     "container_command",
     "container_engine",
     "container_limits",
+    "drive_tool",
+    "run_tool_process",
     "sandbox_command",
     "tool_entrypoint",
 ]
@@ -137,7 +141,7 @@ _CHANNEL_LOG = logging.getLogger("flowfed.isolated.channel")
 _CHANNEL_LOG.setLevel(logging.WARNING)
 
 
-class _Channel:
+class ToolChannel:
     """The private WebSocket server: one connection, authenticated at the upgrade."""
 
     def __init__(self, unix_path: Path | None = None) -> None:
@@ -238,7 +242,7 @@ class _Channel:
         self._thread.join(5)
 
 
-class _Call:
+class ToolCall:
     """One conversation with one tool process, driven from the calling thread."""
 
     def __init__(self, node: TaskNode, task_id: str, ctx: Context, workdir: Path) -> None:
@@ -350,8 +354,8 @@ def call_isolated(
     except (SandboxUnavailable, ContainerUnavailable):
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    channel = _Channel(sock)
-    call = _Call(node, task_id, ctx, workdir)
+    channel = ToolChannel(sock)
+    call = ToolCall(node, task_id, ctx, workdir)
     env = dict(os.environ)
     env["FLOWFED_TOOL_TOKEN"] = channel.token
     env["TMPDIR"] = str(workdir / "tmp")
@@ -378,7 +382,7 @@ def call_isolated(
         "60",
     ]
     try:
-        return _run_process(call, channel, cmd, env, args, timeout, workdir)
+        return run_tool_process(call, channel, cmd, env, args, timeout, workdir)
     finally:
         if kind == "container" and engine:
             # Killing `docker run` does not stop its container: remove it by name.
@@ -394,8 +398,8 @@ def call_isolated(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _run_process(
-    call: _Call,
+def run_tool_process(
+    call: ToolCall,
     channel: Any,
     cmd: list[str],
     env: dict[str, str],
@@ -415,7 +419,7 @@ def _run_process(
             proc = subprocess.Popen(
                 cmd, env=env, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
             )
-        return _drive(call, channel, proc, args, timeout, stderr_path)
+        return drive_tool(call, channel, proc, args, timeout, stderr_path)
     finally:
         if proc is not None:
             if proc.poll() is None:
@@ -447,14 +451,21 @@ def _dead(proc: subprocess.Popen[bytes], why: str, stderr_path: Path, etype: str
     )
 
 
-def _drive(
-    call: _Call,
-    channel: _Channel,
+def drive_tool(
+    call: ToolCall,
+    channel: ToolChannel,
     proc: subprocess.Popen[bytes],
     args: dict[str, Any],
     timeout: float | None,
     stderr_path: Path,
 ) -> Any:
+    """Drive one call over ``channel`` with the running tool process ``proc`` to its end.
+
+    Sends the call's ``args``, relays the tool's telemetry to ``call.ctx``, checks the
+    heartbeats and the ``timeout``, and returns the tool's value or raises its failure
+    (with the tail of ``stderr_path``). The node's warm sandbox workers drive their calls
+    with it too, so a task runs under the same rules on a node as centrally.
+    """
     ctx = call.ctx
     node = call.node
     beat = _heartbeat_s()

@@ -33,9 +33,9 @@ from flowfed.executors.isolated import (
     CONNECT_S,
     GRACE_S,
     SandboxUnavailable,
-    _Call,
-    _Channel,
-    _drive,
+    ToolCall,
+    ToolChannel,
+    drive_tool,
     tool_entrypoint,
 )
 from flowfed.executors.processes import ProcessTaskError
@@ -56,7 +56,7 @@ PRELOAD = ("flowfed.tools.library", "numpy", "pandas", "pyarrow.parquet")
 
 
 class _CallEnd:
-    """What :func:`flowfed.executors.isolated._drive` needs of a process, for one call.
+    """What :func:`flowfed.executors.isolated.drive_tool` needs of a process, for one call.
 
     The call's process is a child of the worker inside the sandbox; the worker reports
     its exit code. Killing it kills the whole worker (it is not reused).
@@ -316,7 +316,7 @@ class SandboxWorker:
         shim = TaskShim(spec, ctx.step, ctx.node, config)
         entry = tool_entrypoint(shim)  # type: ignore[arg-type]
         sock = self.sockets / f"c{self.calls}.sock"
-        channel = _Channel(sock)
+        channel = ToolChannel(sock)
         if self.as_root:
             os.chown(sock, SANDBOX_UID, SANDBOX_UID)
         request = {
@@ -338,10 +338,10 @@ class SandboxWorker:
                 raise ProcessTaskError(
                     "the sandbox worker is gone" + self.tail(), etype="ProcessExited"
                 ) from None
-            call = _Call(shim, ctx.task_id, ctx, self.area)  # type: ignore[arg-type]
+            call = ToolCall(shim, ctx.task_id, ctx, self.area)  # type: ignore[arg-type]
             end = _CallEnd(self)
             try:
-                value = _drive(call, channel, end, args, timeout, self.area / "stderr.log")  # type: ignore[arg-type]
+                value = drive_tool(call, channel, end, args, timeout, self.area / "stderr.log")  # type: ignore[arg-type]
                 take_back(ctx, state_file)
                 reusable = True
                 return value

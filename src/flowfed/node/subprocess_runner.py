@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flowfed.executors.isolated import _Call, _Channel, _run_process, tool_entrypoint
+from flowfed.executors.isolated import ToolCall, ToolChannel, run_tool_process, tool_entrypoint
 from flowfed.tools.core import Context, ToolSpec
 
 
@@ -65,7 +65,7 @@ def run_isolated(
     task_context = dict(task_context)
     state_file = hand_over(ctx, workdir, task_context)
     entry = tool_entrypoint(shim)  # type: ignore[arg-type]
-    channel = _Channel()
+    channel = ToolChannel()
     env = dict(os.environ)
     env["FLOWFED_TOOL_TOKEN"] = channel.token
     env["FLOWFED_TASK_CONTEXT"] = json.dumps(task_context)
@@ -78,9 +78,9 @@ def run_isolated(
         sys.executable, "-m", "flowfed.runtime", "--tool", entry, "--timeout", "60",
         "--endpoint", f"ws://127.0.0.1:{channel.port}",
     ]  # fmt: skip
-    call = _Call(shim, ctx.task_id, ctx, workdir)  # type: ignore[arg-type]
+    call = ToolCall(shim, ctx.task_id, ctx, workdir)  # type: ignore[arg-type]
     try:
-        value = _run_process(call, channel, cmd, env, args, timeout, workdir)
+        value = run_tool_process(call, channel, cmd, env, args, timeout, workdir)
         take_back(ctx, state_file)
         return value
     finally:

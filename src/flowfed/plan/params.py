@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -91,18 +92,17 @@ def validate_federated(
     try:
         return Federated.model_validate(raw)
     except ValidationError as exc:
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            field = "federated." + ".".join(str(x) for x in loc) if loc else "federated"
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                allowed = ", ".join(Federated.model_fields)
-                msg = f"'{loc[-1]}' is not a federated setting (settings: {allowed})"
-            elif err["type"] == "missing":
-                msg = f"the federated setting '{loc[-1]}' is required"
-            else:
-                msg = f"{msg} (got {err.get('input')!r})"
-            diags.append(source.diag(msg, (*path, *loc), step=step.name, field=field))
+        allowed = ", ".join(Federated.model_fields)
+        _report(
+            exc,
+            "federated",
+            lambda name: f"'{name}' is not a federated setting (settings: {allowed})",
+            lambda name: f"the federated setting '{name}' is required",
+            source,
+            step,
+            path,
+            diags,
+        )
         return None
 
 
@@ -122,16 +122,40 @@ def validate_config(
     try:
         return spec.config_model.model_validate(params)
     except ValidationError as exc:
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            field = "params." + ".".join(str(x) for x in loc) if loc else "params"
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                allowed = ", ".join(spec.config_model.model_fields) or "none"
-                msg = f"'{loc[-1]}' is not a config field of tool '{spec.name}' (fields: {allowed})"
-            elif err["type"] == "missing":
-                msg = f"required config field '{loc[-1]}' of tool '{spec.name}' is missing"
-            else:
-                msg = f"{msg} (got {err.get('input')!r})"
-            diags.append(source.diag(msg, (*path, *loc), step=step.name, field=field))
+        allowed = ", ".join(spec.config_model.model_fields) or "none"
+        tool = spec.name
+        _report(
+            exc,
+            "params",
+            lambda name: f"'{name}' is not a config field of tool '{tool}' (fields: {allowed})",
+            lambda name: f"required config field '{name}' of tool '{tool}' is missing",
+            source,
+            step,
+            path,
+            diags,
+        )
         return None
+
+
+def _report(
+    exc: ValidationError,
+    prefix: str,
+    unknown: Callable[[str], str],
+    missing: Callable[[str], str],
+    source: SourceMap,
+    step: Step,
+    path: tuple[str | int, ...],
+    diags: list[Diagnostic],
+) -> None:
+    """One diagnostic per problem of ``exc``, located under ``path`` and named
+    ``prefix.<field>``; ``unknown`` and ``missing`` word those two kinds by field name."""
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        field = prefix + "." + ".".join(str(x) for x in loc) if loc else prefix
+        if err["type"] == "extra_forbidden":
+            msg = unknown(str(loc[-1]))
+        elif err["type"] == "missing":
+            msg = missing(str(loc[-1]))
+        else:
+            msg = f"{err['msg']} (got {err.get('input')!r})"
+        diags.append(source.diag(msg, (*path, *loc), step=step.name, field=field))
